@@ -1,0 +1,28 @@
+# make run: set up and start the service on ./data.  make test: set up and run every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/tswarm serve
+
+# Debian packages the integration tests start for real (InfluxDB 1.x, VictoriaMetrics, Chromium).
+system-deps:
+	bash scripts/system-deps.sh
+
+test: install system-deps
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""tswarm: the service that collects readings from a swarm of MicroPython sensor nodes."""

@@ -1,0 +1,53 @@
+"""The application factory: one ``create_app(config)``, one cleanup context per resource."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from . import keys
+from .auth import CredentialCache, LoginGuard
+from .errors import json_errors
+from .journal import DB_FILENAME, Journal, JournalWriter
+from .protocol import setup_routes
+from .settings import Config
+
+
+async def _journal_ctx(app: web.Application):
+    config = app[keys.CONFIG]
+    journal = Journal.open(config.data_dir)
+    writer = JournalWriter(config.data_dir / DB_FILENAME)
+    await writer.start()
+    app[keys.JOURNAL] = journal
+    app[keys.WRITER] = writer
+    yield
+    await writer.close()  # commits what waits: in-flight requests get their answer
+    journal.close()
+
+
+async def _hasher_ctx(app: web.Application):
+    """scrypt runs here, never on the event loop; it releases the GIL, so this uses every core."""
+    executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="scrypt")
+    app[keys.HASHER] = executor
+    yield
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    config = request.app[keys.CONFIG]
+    writer = request.app[keys.WRITER]
+    return web.json_response({"ok": True, "store": config.store, "backlog": 0, "queued": writer.queued})
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
+    app[keys.CONFIG] = config
+    app[keys.CREDENTIALS] = CredentialCache()
+    app[keys.GUARD] = LoginGuard(config.auth_max_failures, config.auth_window)
+    app[keys.STATS] = keys.Stats()
+    app.cleanup_ctx.append(_hasher_ctx)
+    app.cleanup_ctx.append(_journal_ctx)
+    app.router.add_get("/healthz", healthz)
+    setup_routes(app)
+    return app

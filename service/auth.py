@@ -1,0 +1,156 @@
+"""Node credentials: scrypt hashes at rest, Basic auth on the wire, a cache of verified headers,
+and a guard against guessing passwords.
+
+scrypt is slow on purpose, so a header that verified once is remembered under a keyed hash
+(HMAC with a per-process key) together with the password hash it matched. A steady swarm
+costs one scrypt per node per process. Changing or removing a node's password changes the
+hash the request reads from the journal, so the remembered success no longer applies.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Executor
+from typing import Optional
+
+from aiohttp import BasicAuth
+
+SCRYPT_N = 2**14  # ~46 ms and 16 MiB per hash on the reference machine; see benchmarks/README.md
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+
+
+def generate_password() -> str:
+    """A strong random password (144 bits), safe in JSON and in Basic auth."""
+    return secrets.token_urlsafe(18)
+
+
+def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = secrets.token_bytes(SALT_BYTES)
+    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * 2, dklen=KEY_BYTES)
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return f"scrypt${n}${r}${p}${b64(salt)}${b64(key)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against a hash made by :func:`hash_password`."""
+    try:
+        scheme, n, r, p, salt, key = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        n, r, p = int(n), int(r), int(p)
+        salt, key = base64.b64decode(salt), base64.b64decode(key)
+    except (ValueError, binascii.Error):
+        return False
+    candidate = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * 2, dklen=len(key)
+    )
+    return hmac.compare_digest(candidate, key)
+
+
+def xauth(login: str, password: str) -> str:
+    """The firmware's ``xauth``: what follows ``Basic`` in its Authorization header."""
+    return base64.b64encode(f"{login}:{password}".encode("utf-8")).decode("ascii")
+
+
+class BadAuthorization(ValueError):
+    pass
+
+
+def parse_basic(header: Optional[str]) -> BasicAuth:
+    """Decode an Authorization header. Surrounding white space and any case of ``Basic`` are
+    accepted, as the seed firmware sends ``' Basic %s'``."""
+    if not header or not header.strip():
+        raise BadAuthorization("no Authorization header; send 'Authorization: Basic base64(login:password)'")
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise BadAuthorization("Authorization must use the Basic scheme")
+    try:
+        return BasicAuth.decode(f"Basic {credentials.strip()}", encoding="utf-8")
+    except (ValueError, UnicodeDecodeError):
+        raise BadAuthorization("Authorization is not base64(login:password)") from None
+
+
+class CredentialCache:
+    """Remembers which Authorization values verified, keyed by HMAC so no secret sits in memory as is."""
+
+    def __init__(self, max_entries: int = 100_000):
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
+        self._inflight: dict[bytes, asyncio.Future] = {}
+        self.max_entries = max_entries
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, header: str) -> bytes:
+        return hmac.new(self._key, header.strip().encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+
+    async def verify(self, header: str, login: str, password: str, password_hash: str, executor: Optional[Executor]) -> bool:
+        """True when ``password`` matches ``password_hash``; scrypt runs in ``executor``, once per header."""
+        key = self.key(header)
+        if self._entries.get(key) == (login, password_hash):
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return True
+        self.misses += 1
+        inflight = self._inflight.get(key)
+        if inflight is None:
+            loop = asyncio.get_running_loop()
+            inflight = loop.run_in_executor(executor, verify_password, password, password_hash)
+            self._inflight[key] = inflight
+            inflight.add_done_callback(lambda _f, k=key: self._inflight.pop(k, None))
+        ok = await asyncio.shield(inflight)
+        if ok:
+            self._entries[key] = (login, password_hash)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return ok
+
+    def forget(self, login: str) -> None:
+        for key in [k for k, (name, _) in self._entries.items() if name == login]:
+            del self._entries[key]
+
+
+class LoginGuard:
+    """Counts failed logins per client address; too many within ``window`` seconds blocks that
+    address for ``window`` seconds (answered 429 with Retry-After). Other addresses are unaffected."""
+
+    def __init__(self, max_failures: int = 30, window: float = 60.0, clock=time.monotonic):
+        self.max_failures = max_failures
+        self.window = window
+        self.clock = clock
+        self._failures: dict[str, deque] = {}
+        self._blocked_until: dict[str, float] = {}
+
+    def retry_after(self, address: str) -> int:
+        """Seconds this address must wait, or 0."""
+        until = self._blocked_until.get(address)
+        if until is None:
+            return 0
+        remaining = until - self.clock()
+        if remaining <= 0:
+            del self._blocked_until[address]
+            return 0
+        return max(1, int(remaining + 0.999))
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        failures = self._failures.setdefault(address, deque())
+        failures.append(now)
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) >= self.max_failures:
+            self._blocked_until[address] = now + self.window
+            failures.clear()
+        if len(self._failures) > 100_000:  # a flood from many addresses: forget the quiet ones
+            for addr in [a for a, f in self._failures.items() if not f]:
+                del self._failures[addr]

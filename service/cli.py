@@ -1,0 +1,280 @@
+"""The ``tswarm`` command: thin click wrappers, each calling one function of the service."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import auth
+from .journal import Journal, NodeExists, NodeNotFound
+from .protocol import NODE_NAME_HELP, valid_node_name
+from .settings import SETTINGS, Config, ConfigError
+from .timefmt import parse_time, rfc3339
+
+SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
+
+
+def data_dir_option(func):
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Folder of the SQLite journal [env TSWARM_DATA_DIR, default ./data].",
+    )(func)
+
+
+def load_config(**overrides) -> Config:
+    try:
+        return Config.from_env(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def open_journal(data_dir: Path | None) -> Journal:
+    config = load_config(data_dir=data_dir)
+    return Journal.open(config.data_dir)
+
+
+def node_name_arg(func):
+    def check(ctx, param, value):
+        if value is not None and not valid_node_name(value):
+            raise click.BadParameter(f"{value!r}: node names are {NODE_NAME_HELP}")
+        return value
+
+    return click.argument("name", callback=check)(func)
+
+
+@click.group(epilog="Settings (environment variables; a flag wins over its variable):\n\n\b\n" + SETTINGS_HELP)
+@click.version_option(package_name="tswarm")
+def cli():
+    """tswarm: collect readings from a swarm of MicroPython sensor nodes."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Listen address [env TSWARM_HOST, default 0.0.0.0].")
+@click.option("--port", type=int, default=None, help="Listen port [env TSWARM_PORT, default 8080; PORT wins].")
+@data_dir_option
+def serve(host, port, data_dir):
+    """Run the service: the node protocol, health check and readers."""
+    from aiohttp import web
+
+    from .app import create_app
+
+    if os.environ.get("PORT"):
+        port = None  # Heroku's PORT wins over --port
+    config = load_config(host=host, port=port, data_dir=data_dir)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tswarm").info(
+        "serving on http://%s:%d, journal %s, store %s", config.host, config.port, config.data_dir, config.store
+    )
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=30)
+
+
+@cli.group()
+def node():
+    """Register, list and remove nodes."""
+
+
+def local_address() -> str:
+    """This machine's address as the LAN sees it, best effort, without sending anything."""
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            address = info[4][0]
+            if not address.startswith("127."):
+                return address
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
+def svconf(config: Config, name: str, password: str) -> dict:
+    local = f"http://{local_address()}:{config.port}"
+    base = config.public_url or local
+    return {
+        "url": f"{base}/api/nodes/{name}",
+        "url_local": f"{local}/api/nodes/{name}",
+        "login": name,
+        "xauth": auth.xauth(name, password),
+    }
+
+
+@node.command("add")
+@node_name_arg
+@click.option("--password", default=None, help="The node's password; a strong one is generated when omitted.")
+@data_dir_option
+def node_add(name, password, data_dir):
+    """Register node NAME and print its svconf JSON for the firmware's config.json."""
+    config = load_config(data_dir=data_dir)
+    if password is not None and not password:
+        raise click.BadParameter("must not be empty", param_hint="--password")
+    password = password or auth.generate_password()
+    with Journal.open(config.data_dir) as journal:
+        try:
+            journal.add_node(name, auth.hash_password(password))
+        except NodeExists:
+            raise click.ClickException(
+                f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
+            ) from None
+    click.echo(json.dumps(svconf(config, name, password), indent=2))
+
+
+@node.command("passwd")
+@node_name_arg
+@click.option("--password", default=None, help="The new password; a strong one is generated when omitted.")
+@data_dir_option
+def node_passwd(name, password, data_dir):
+    """Give node NAME a new password and print its new svconf JSON."""
+    config = load_config(data_dir=data_dir)
+    password = password or auth.generate_password()
+    with Journal.open(config.data_dir) as journal:
+        try:
+            journal.set_password(name, auth.hash_password(password))
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    click.echo(json.dumps(svconf(config, name, password), indent=2))
+
+
+def _ago(ts_ns: int | None) -> str:
+    if ts_ns is None:
+        return "never"
+    seconds = max(0, int(time.time() - ts_ns / 1e9))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+@node.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@data_dir_option
+def node_list(as_json, data_dir):
+    """List nodes with their last reading and when they were last seen."""
+    with open_journal(data_dir) as journal:
+        nodes = journal.list_nodes()
+        halt_all = journal.halted_all()
+    if as_json:
+        click.echo(json.dumps([
+            {
+                "name": n.name,
+                "created": n.created_at is not None,
+                "halted": n.halted or halt_all,
+                "last_seen": rfc3339(n.last_ts) if n.last_ts else None,
+                "temperature": n.last_temperature,
+                "humidity": n.last_humidity,
+            }
+            for n in nodes
+        ], indent=2))
+        return
+    if not nodes:
+        click.echo("no nodes yet; 'tswarm node add NAME' registers one")
+        return
+    rows = [("NAME", "STATE", "TEMP °C", "RH %", "LAST SEEN")]
+    for n in nodes:
+        state = "halted" if n.halted or halt_all else ("registered" if n.created_at is None else "active")
+        last = (f"{n.last_temperature:g}", f"{n.last_humidity:g}") if n.last_ts else ("-", "-")
+        seen = f"{rfc3339(n.last_ts)[:19]}Z ({_ago(n.last_ts)})" if n.last_ts else "never"
+        rows.append((n.name, state, *last, seen))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+
+
+@node.command("remove")
+@node_name_arg
+@data_dir_option
+def node_remove(name, data_dir):
+    """Revoke node NAME's credentials; its readings stay in the history."""
+    with open_journal(data_dir) as journal:
+        try:
+            journal.remove_node(name)
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    click.echo(f"removed {name}")
+
+
+def _halt(name, data_dir, halted: bool):
+    with open_journal(data_dir) as journal:
+        try:
+            journal.set_halt(name, halted)
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    what = name or "all nodes"
+    click.echo(f"{'halted' if halted else 'resumed'} {what}")
+
+
+def optional_node_name(func):
+    def check(ctx, param, value):
+        if value is not None and not valid_node_name(value):
+            raise click.BadParameter(f"{value!r}: node names are {NODE_NAME_HELP}")
+        return value
+
+    return click.argument("name", required=False, callback=check)(func)
+
+
+@cli.command()
+@optional_node_name
+@data_dir_option
+def halt(name, data_dir):
+    """Halt node NAME, or every node: they get 423 and stay awake for reflashing (readings are kept)."""
+    _halt(name, data_dir, True)
+
+
+@cli.command()
+@optional_node_name
+@data_dir_option
+def resume(name, data_dir):
+    """Resume node NAME, or every node halted with 'tswarm halt' (TSWARM_HALT=1 is not undone)."""
+    _halt(name, data_dir, False)
+
+
+class TimeParam(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@cli.command()
+@click.option("--node", "node_name", default=None, help="Only this node.")
+@click.option("--start", type=TimeParam(), default=None, help="From this time, inclusive (RFC 3339 or epoch seconds).")
+@click.option("--stop", type=TimeParam(), default=None, help="Until this time, exclusive (RFC 3339 or epoch seconds).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE instead of standard output.")
+@data_dir_option
+def export(node_name, start, stop, fmt, output, data_dir):
+    """Stream readings as CSV or NDJSON, oldest first (times in RFC 3339 UTC)."""
+    from .export import export_chunks
+
+    if node_name is not None and not valid_node_name(node_name):
+        raise click.BadParameter(f"{node_name!r}: node names are {NODE_NAME_HELP}", param_hint="--node")
+    if start is not None and stop is not None and stop <= start:
+        raise click.BadParameter("--stop must be after --start", param_hint="--stop")
+    with open_journal(data_dir) as journal:
+        out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+        try:
+            for chunk in export_chunks(journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop):
+                out.write(chunk)
+        except BrokenPipeError:
+            sys.stderr.close()  # `tswarm export | head`: stop quietly
+        finally:
+            if output:
+                out.close()
+
+
+def main() -> None:
+    cli(prog_name="tswarm")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Every setting of the service in one table: the docs and `--help` are drawn from it.
+
+Configuration comes from ``TSWARM_*`` environment variables (12-factor); a command-line
+flag, where there is one, wins over its variable, and ``PORT`` (Heroku) wins over both.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TSWARM_DATA_DIR", "./data", "Folder of the SQLite journal (created if missing)."),
+    Setting("TSWARM_HOST", "0.0.0.0", "Address `tswarm serve` listens on."),
+    Setting("TSWARM_PORT", "8080", "Port `tswarm serve` listens on (`PORT` wins, as on Heroku)."),
+    Setting("TSWARM_HALT", "0", "`1`: every node is answered 423 and stays awake (readings are still stored)."),
+    Setting("TSWARM_STORE", "sqlite", "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB."),
+    Setting("TSWARM_INFLUX_URL", "http://localhost:8086", "InfluxDB base URL."),
+    Setting("TSWARM_INFLUX_API", "2", "`2`: v2 write API (InfluxDB 2.x/3.x); `1`: v1 API (InfluxDB 1.x)."),
+    Setting("TSWARM_INFLUX_TOKEN", "", "v2 API token."),
+    Setting("TSWARM_INFLUX_ORG", "", "v2 API organisation."),
+    Setting("TSWARM_INFLUX_BUCKET", "tswarm", "v2 API bucket."),
+    Setting("TSWARM_INFLUX_DB", "tswarm", "v1 API database (InfluxDB 1.x)."),
+    Setting("TSWARM_INFLUX_USER", "", "v1 API user (optional)."),
+    Setting("TSWARM_INFLUX_PASSWORD", "", "v1 API password (optional)."),
+    Setting("TSWARM_ADMIN_TOKEN", "", "Bearer token for admin routes; empty: admin routes are off."),
+    Setting("TSWARM_READ_TOKEN", "", "Bearer token for reader routes; empty: readers are served to loopback only."),
+    Setting("TSWARM_PUBLIC_URL", "", "Base URL nodes use (printed in `svconf`); empty: this machine's address."),
+    Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
+    Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes; larger gets 413."),
+    Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429."),
+    Setting("TSWARM_AUTH_WINDOW", "60", "Seconds over which failed logins are counted, and how long an address then waits."),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path = Path("./data")
+    host: str = "0.0.0.0"
+    port: int = 8080
+    halt: bool = False
+    store: str = "sqlite"
+    influx_url: str = "http://localhost:8086"
+    influx_api: str = "2"
+    influx_token: str = field(default="", repr=False)
+    influx_org: str = ""
+    influx_bucket: str = "tswarm"
+    influx_db: str = "tswarm"
+    influx_user: str = ""
+    influx_password: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+    read_token: str = field(default="", repr=False)
+    public_url: str = ""
+    log_level: str = "INFO"
+    max_body: int = 4096
+    auth_max_failures: int = 30
+    auth_window: int = 60
+    # Not environment settings: knobs for tests and benchmarks.
+    scrypt_n: int = 2**14
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
+        """Read every ``TSWARM_*`` variable (defaults from SETTINGS); ``overrides`` win."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str:
+            return env.get(name, SETTINGS_BY_NAME[name].default)
+
+        values = dict(
+            data_dir=Path(get("TSWARM_DATA_DIR")),
+            host=get("TSWARM_HOST"),
+            port=_int("TSWARM_PORT", get("TSWARM_PORT")),
+            halt=_truthy(get("TSWARM_HALT")),
+            store=get("TSWARM_STORE").strip().lower(),
+            influx_url=get("TSWARM_INFLUX_URL"),
+            influx_api=get("TSWARM_INFLUX_API").strip(),
+            influx_token=get("TSWARM_INFLUX_TOKEN"),
+            influx_org=get("TSWARM_INFLUX_ORG"),
+            influx_bucket=get("TSWARM_INFLUX_BUCKET"),
+            influx_db=get("TSWARM_INFLUX_DB"),
+            influx_user=get("TSWARM_INFLUX_USER"),
+            influx_password=get("TSWARM_INFLUX_PASSWORD"),
+            admin_token=get("TSWARM_ADMIN_TOKEN"),
+            read_token=get("TSWARM_READ_TOKEN"),
+            public_url=get("TSWARM_PUBLIC_URL").rstrip("/"),
+            log_level=get("TSWARM_LOG_LEVEL").upper(),
+            max_body=_int("TSWARM_MAX_BODY", get("TSWARM_MAX_BODY")),
+            auth_max_failures=_int("TSWARM_AUTH_MAX_FAILURES", get("TSWARM_AUTH_MAX_FAILURES")),
+            auth_window=_int("TSWARM_AUTH_WINDOW", get("TSWARM_AUTH_WINDOW")),
+        )
+        if env.get("PORT"):
+            values["port"] = _int("PORT", env["PORT"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if self.store not in ("sqlite", "influxdb"):
+            raise ConfigError(f"TSWARM_STORE must be 'sqlite' or 'influxdb', got {self.store!r}")
+        if self.influx_api not in ("1", "2"):
+            raise ConfigError(f"TSWARM_INFLUX_API must be '1' or '2', got {self.influx_api!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.max_body < 64:
+            raise ConfigError(f"TSWARM_MAX_BODY must be at least 64, got {self.max_body}")
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+
+CONFIG_FIELDS = {f.name for f in fields(Config)}

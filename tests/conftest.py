@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from service import auth
+from service.app import create_app
+from service.journal import Journal
+from service.settings import Config
+
+TEST_SCRYPT_N = 2**10  # fast hashes for unit tests; the real cost is measured in benchmarks/
+
+
+def test_config(tmp_path, **changes) -> Config:
+    return Config(data_dir=tmp_path / "data", scrypt_n=TEST_SCRYPT_N).with_(**changes)
+
+
+test_config.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def journal(data_dir):
+    with Journal.open(data_dir) as j:
+        yield j
+
+
+@pytest.fixture
+def make_client(aiohttp_client, tmp_path):
+    """``await make_client(**config_changes)`` -> an aiohttp test client over ``create_app``."""
+
+    async def make(**changes):
+        return await aiohttp_client(create_app(test_config(tmp_path, **changes)))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client):
+    return await make_client()
+
+
+def register(journal: Journal, name: str, password: str = "secret-pw", created: bool = False) -> None:
+    journal.add_node(name, auth.hash_password(password, n=TEST_SCRYPT_N))
+    if created:
+        journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name = ?", (name,))
