@@ -31,10 +31,10 @@ def export_chunks(
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "csv":
         if header:
-            yield ",".join(CSV_HEADER) + "\r\n"
+            yield ",".join(CSV_HEADER) + "\n"
         for rows in journal.iter_readings(node=node, start_ns=start_ns, stop_ns=stop_ns):
             buffer = io.StringIO()
-            csv.writer(buffer).writerows((rfc3339(ts), name, t, h) for ts, name, t, h in rows)
+            csv.writer(buffer, lineterminator="\n").writerows((rfc3339(ts), name, t, h) for ts, name, t, h in rows)
             yield buffer.getvalue()
     else:
         dumps = json.dumps

@@ -293,7 +293,9 @@ class JournalWriter:
         self._task = asyncio.create_task(self._run(), name="journal-writer")
 
     async def close(self) -> None:
-        """Commit what waits, then stop."""
+        """Commit what waits, then stop. Calling it again does nothing."""
+        if self._closing:
+            return
         self._closing = True
         self._wakeup.set()
         if self._task is not None:

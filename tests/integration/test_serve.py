@@ -1,0 +1,234 @@
+"""The real `tswarm serve` process driven over HTTP, with the real CLI beside it on the same data dir."""
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.servers import IN_CI, ServiceProcess, add_node, free_port, request, run_cli, tswarm_env
+
+PW = "correct horse battery"
+
+
+def put(service, name, data, password=PW, method="PUT", login=None):
+    headers = {"Authorization": " Basic %s" % base64.b64encode(f"{login or name}:{password}".encode()).decode(),
+               "Content-Type": "application/json"}
+    return request(method, f"{service.url}/api/nodes/{name}", json.dumps({"name": name, "data": data}), headers)
+
+
+def export_rows(data_dir, *args):
+    out = run_cli(data_dir, "export", *args).stdout
+    return out.splitlines()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def service(data_dir):
+    with ServiceProcess(data_dir) as svc:
+        yield svc
+
+
+def test_first_boot_405_then_post_then_put_as_the_seed_firmware_does(service, data_dir):
+    svconf = add_node(data_dir, "kitchen", PW)
+    assert svconf["login"] == "kitchen"
+    assert base64.b64decode(svconf["xauth"]).decode() == f"kitchen:{PW}"
+    headers = {"Authorization": " Basic %s" % svconf["xauth"], "Content-Type": "application/json"}
+    url = f"{service.url}/api/nodes/kitchen"
+    payload = json.dumps({"name": "kitchen", "data": "23.4 45.1"})
+    status, hdrs, _ = request("PUT", url, payload, headers)
+    assert (status, hdrs["Allow"]) == (405, "POST")
+    assert request("POST", url, payload, headers)[0] == 202
+    assert request("PUT", url + "/", json.dumps({"name": "kitchen", "data": "-3.2 80.0"}), headers)[0] == 202
+    rows = export_rows(data_dir)
+    assert rows[0] == "time,node,temperature,humidity"
+    assert [r.split(",", 1)[1] for r in rows[1:]] == ["kitchen,23.4,45.1", "kitchen,-3.2,80.0"]
+
+
+def test_svconf_url_comes_from_the_public_url(data_dir):
+    env = tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://swarm.example.org/")
+    svconf = add_node(data_dir, "attic", PW, env=env)
+    assert svconf["url"] == "https://swarm.example.org/api/nodes/attic"
+    assert svconf["url_local"].startswith("http://") and svconf["url_local"].endswith(":8080/api/nodes/attic")
+
+
+def test_sigkill_right_after_a_202_loses_nothing(data_dir):
+    add_node(data_dir, "n1", PW)
+    service = ServiceProcess(data_dir).start()
+    assert put(service, "n1", "21 40", method="POST")[0] == 202
+    acked = []
+    for i in range(20):
+        status = put(service, "n1", f"{20 + i / 10:.1f} 50")[0]
+        assert status == 202
+        acked.append(f"n1,{20 + i / 10:.1f},50.0")
+    service.kill(signal.SIGKILL)
+    assert service.proc.returncode == -signal.SIGKILL
+    rows = [r.split(",", 1)[1] for r in export_rows(data_dir)[1:]]
+    assert rows == ["n1,21.0,40.0"] + acked
+    with ServiceProcess(data_dir, log_path=service.log_path) as again:  # and the service comes back on the same journal
+        assert put(again, "n1", "22 41")[0] == 202
+    assert len(export_rows(data_dir)) == 1 + 22
+    check = subprocess.run(["sqlite3", str(data_dir / "tswarm.db"), "PRAGMA integrity_check"], capture_output=True, text=True)
+    assert check.stdout.strip() == "ok"
+
+
+def test_sigterm_finishes_in_flight_requests_and_commits_before_exit(data_dir):
+    add_node(data_dir, "n1", PW)
+    service = ServiceProcess(data_dir).start()
+    assert put(service, "n1", "20 50", method="POST")[0] == 202
+    results = []
+    stop = threading.Event()
+
+    def send():
+        while not stop.is_set():
+            try:
+                results.append(put(service, "n1", "21 51")[0])
+            except OSError:
+                return
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(8):
+            pool.submit(send)
+        time.sleep(0.5)
+        service.proc.send_signal(signal.SIGTERM)
+        code = service.proc.wait(30)
+        stop.set()
+    service._log.close()
+    assert code == 0
+    assert set(results) <= {202, 503}, results
+    accepted = 1 + results.count(202)
+    assert len(export_rows(data_dir)) - 1 == accepted
+
+
+def test_cli_changes_are_seen_by_the_running_server_on_the_next_request(service, data_dir):
+    assert put(service, "n1", "20 50", method="POST")[0] == 401
+    add_node(data_dir, "n1", PW)
+    assert put(service, "n1", "20 50", method="POST")[0] == 202
+    run_cli(data_dir, "halt", "n1")
+    assert put(service, "n1", "20 50")[0] == 423
+    run_cli(data_dir, "resume", "n1")
+    assert put(service, "n1", "20 50")[0] == 202
+    run_cli(data_dir, "halt")
+    assert put(service, "n1", "20 50")[0] == 423
+    run_cli(data_dir, "resume")
+    assert put(service, "n1", "20 50")[0] == 202
+    run_cli(data_dir, "node", "remove", "n1")
+    assert put(service, "n1", "20 50")[0] == 401
+    assert len(export_rows(data_dir)) - 1 == 5  # 423s stored their readings too
+
+
+def test_tswarm_halt_env_halts_every_node(data_dir):
+    add_node(data_dir, "n1", PW)
+    env = tswarm_env(data_dir, TSWARM_HALT="1")
+    with ServiceProcess(data_dir, env=env) as service:
+        status, _, raw = put(service, "n1", "20 50", method="POST")
+    assert status == 423 and json.loads(raw)["error"] == "halted"
+    assert len(export_rows(data_dir)) == 2
+
+
+def test_port_env_wins_over_the_port_flag(data_dir, tmp_path):
+    port = free_port()
+    env = tswarm_env(data_dir, PORT=str(port))
+    proc = subprocess.Popen(
+        [*__import__("tests.servers", fromlist=["TSWARM"]).TSWARM, "serve", "--host", "127.0.0.1", "--port", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                status, _, raw = request("GET", f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        assert status == 200 and json.loads(raw)["ok"] is True
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_failed_logins_from_one_address_get_429_others_are_served(data_dir):
+    add_node(data_dir, "n1", PW)
+    env = tswarm_env(data_dir, TSWARM_AUTH_MAX_FAILURES="5", TSWARM_AUTH_WINDOW="60")
+    with ServiceProcess(data_dir, env=env) as service:
+        assert put(service, "n1", "20 50", method="POST")[0] == 202
+
+        def from_address(source, password):
+            conn = http.client.HTTPConnection("127.0.0.1", service.port, source_address=(source, 0), timeout=30)
+            auth = base64.b64encode(f"n1:{password}".encode()).decode()
+            conn.request("PUT", "/api/nodes/n1", json.dumps({"name": "n1", "data": "20 50"}), {"Authorization": "Basic " + auth})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            return resp.status, resp.getheader("Retry-After")
+
+        assert [from_address("127.0.0.2", "guess")[0] for _ in range(5)] == [401] * 5
+        status, retry_after = from_address("127.0.0.2", PW)
+        assert status == 429 and 0 < int(retry_after) <= 60
+        assert from_address("127.0.0.3", PW) == (202, None)
+
+
+def tmpfs_mount(path, size):
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("the disk-full test needs root to mount a tmpfs")
+        pytest.skip("needs root to mount a tmpfs")
+    path.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+
+
+def fill_disk(path):
+    """Write zeros until the file system has not one byte left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_disk_full_gets_503_with_retry_after_and_recovers_when_space_is_freed(tmp_path):
+    mount = tmp_path / "small"
+    tmpfs_mount(mount, "2m")
+    try:
+        data_dir = mount / "data"
+        add_node(data_dir, "n1", PW)
+        with ServiceProcess(data_dir, log_path=tmp_path / "serve.log") as service:
+            assert put(service, "n1", "20 50", method="POST")[0] == 202
+            filler = mount / "filler"
+            fill_disk(filler)
+            acked, refused = 1, 0
+            for i in range(300):
+                status, headers, raw = put(service, "n1", "21 51")
+                assert status in (202, 503), raw
+                if status == 503:
+                    refused += 1
+                    assert int(headers["Retry-After"]) > 0
+                    assert json.loads(raw)["error"] == "journal_unavailable"
+                    if refused >= 3:
+                        break
+                else:
+                    acked += 1
+            assert refused >= 3, "the disk never filled"
+            filler.unlink()
+            assert put(service, "n1", "22 52")[0] == 202  # recovers by itself, no restart
+            acked += 1
+        rows = export_rows(data_dir)
+        assert len(rows) - 1 == acked
+        check = subprocess.run(["sqlite3", str(data_dir / "tswarm.db"), "PRAGMA integrity_check"], capture_output=True, text=True)
+        assert check.stdout.strip() == "ok"
+        print(f"disk full: {acked} acked, {refused} refused with 503, 0 lost")
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -1,0 +1,97 @@
+"""Credentials: scrypt at rest, Basic auth as the seed firmware sends it, the verified-header cache, the guard."""
+import asyncio
+import base64
+
+import pytest
+
+from service import auth
+from service.auth import BadAuthorization, CredentialCache, LoginGuard, parse_basic
+
+N = 2**10
+
+
+def test_hash_is_scrypt_with_a_salt_and_verifies_only_the_right_password():
+    h1, h2 = auth.hash_password("pw", n=N), auth.hash_password("pw", n=N)
+    assert h1.startswith(f"scrypt${N}$8$1$") and h1 != h2  # per-hash salt
+    assert "pw" not in h1.split("$", 4)[-1]
+    assert auth.verify_password("pw", h1) and auth.verify_password("pw", h2)
+    assert not auth.verify_password("pW", h1)
+    assert not auth.verify_password("pw", "garbage") and not auth.verify_password("pw", "md5$1$2$3$4$5")
+
+
+def test_generated_passwords_are_long_and_distinct():
+    passwords = {auth.generate_password() for _ in range(50)}
+    assert len(passwords) == 50 and all(len(p) >= 24 for p in passwords)
+
+
+@pytest.mark.parametrize("header", [" Basic %s", "Basic %s", "basic %s", "BASIC   %s ", "\tBasic %s"])
+def test_basic_header_as_firmware_and_people_send_it(header):
+    value = header % auth.xauth("kitchen", "s3:cret")
+    creds = parse_basic(value)
+    assert (creds.login, creds.password) == ("kitchen", "s3:cret")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "", "   ", "Bearer abc", "Digest x", "Basic", "Basic !!!notbase64", "Basic " + base64.b64encode(b"nocolon").decode(),
+     "Basic " + base64.b64encode(b"\xff\xfe:x").decode()],
+)
+def test_bad_authorization_headers_are_refused(header):
+    with pytest.raises(BadAuthorization):
+        parse_basic(header)
+
+
+async def test_cache_verifies_a_header_once_and_forgets_when_the_hash_changes():
+    cache = CredentialCache()
+    h = auth.hash_password("pw", n=N)
+    header = " Basic " + auth.xauth("a", "pw")
+    assert await cache.verify(header, "a", "pw", h, None)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert await cache.verify(header, "a", "pw", h, None)
+    assert (cache.hits, cache.misses) == (0 + 1, 1)
+    new_hash = auth.hash_password("new", n=N)  # password changed: the old header no longer passes
+    assert not await cache.verify(header, "a", "pw", new_hash, None)
+
+
+async def test_concurrent_first_requests_share_one_scrypt(monkeypatch):
+    calls = []
+    real = auth.verify_password
+    monkeypatch.setattr(auth, "verify_password", lambda p, h: calls.append(1) or real(p, h))
+    cache = CredentialCache()
+    h = auth.hash_password("pw", n=N)
+    header = "Basic " + auth.xauth("a", "pw")
+    results = await asyncio.gather(*(cache.verify(header, "a", "pw", h, None) for _ in range(20)))
+    assert all(results) and len(calls) == 1
+
+
+async def test_cache_keeps_no_secret_in_memory():
+    cache = CredentialCache()
+    h = auth.hash_password("pw", n=N)
+    header = "Basic " + auth.xauth("a", "pw")
+    await cache.verify(header, "a", "pw", h, None)
+    assert header.encode() not in repr(cache._entries).encode()
+    assert all(len(k) == 32 for k in cache._entries)
+
+
+def test_guard_blocks_one_address_after_too_many_failures_and_lets_it_go_later():
+    now = [1000.0]
+    guard = LoginGuard(max_failures=3, window=60, clock=lambda: now[0])
+    for _ in range(2):
+        guard.failed("10.0.0.1")
+    assert guard.retry_after("10.0.0.1") == 0
+    guard.failed("10.0.0.1")
+    assert guard.retry_after("10.0.0.1") == 60
+    assert guard.retry_after("10.0.0.2") == 0  # other addresses unaffected
+    now[0] += 59.5
+    assert guard.retry_after("10.0.0.1") == 1
+    now[0] += 1
+    assert guard.retry_after("10.0.0.1") == 0
+
+
+def test_guard_counts_only_failures_within_the_window():
+    now = [0.0]
+    guard = LoginGuard(max_failures=3, window=10, clock=lambda: now[0])
+    for _ in range(5):
+        guard.failed("a")
+        now[0] += 6
+    assert guard.retry_after("a") == 0

@@ -1,0 +1,175 @@
+"""The `tswarm` command: each subcommand's effect, checked through the journal, and its errors."""
+import base64
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from service import auth
+from service.cli import cli
+from service.journal import Journal
+
+COMMANDS = [
+    ["serve"], ["node"], ["node", "add"], ["node", "passwd"], ["node", "list"], ["node", "remove"],
+    ["halt"], ["resume"], ["export"],
+]
+
+
+@pytest.fixture
+def run(data_dir, monkeypatch):
+    monkeypatch.delenv("PORT", raising=False)
+    for name in [k for k in __import__("os").environ if k.startswith("TSWARM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
+    runner = CliRunner()
+
+    def invoke(*args, **kw):
+        return runner.invoke(cli, list(args), catch_exceptions=False, **kw)
+
+    return invoke
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(run, command):
+    result = run(*command, "--help")
+    assert result.exit_code == 0
+    assert "Usage: " in result.output and len(result.output.splitlines()) > 3
+
+
+def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
+    result = run("node", "add", "kitchen")
+    assert result.exit_code == 0, result.output
+    conf = json.loads(result.output)
+    assert set(conf) == {"url", "url_local", "login", "xauth"}
+    assert conf["login"] == "kitchen" and conf["url"].endswith("/api/nodes/kitchen")
+    login, password = base64.b64decode(conf["xauth"]).decode().split(":", 1)
+    assert login == "kitchen" and len(password) >= 24
+    with Journal.open(data_dir) as journal:
+        stored = journal.node_auth("kitchen").password_hash
+    assert stored.startswith("scrypt$") and password not in stored
+    assert auth.verify_password(password, stored)
+
+
+def test_node_add_with_password_and_public_url(run, data_dir, monkeypatch):
+    monkeypatch.setenv("TSWARM_PUBLIC_URL", "https://example.org")
+    conf = json.loads(run("node", "add", "attic", "--password", "hunter2").output)
+    assert conf["url"] == "https://example.org/api/nodes/attic"
+    assert conf["xauth"] == base64.b64encode(b"attic:hunter2").decode()
+
+
+def test_node_add_twice_is_a_clear_error(run):
+    run("node", "add", "a")
+    result = run("node", "add", "a")
+    assert result.exit_code == 1
+    assert "already exists" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["../etc", "a b", "", "x" * 65, "-a", "é"])
+def test_bad_node_names_are_refused(run, name, data_dir):
+    result = run("node", "add", "--", name)
+    assert result.exit_code == 2 and "node names are" in result.output
+    with Journal.open(data_dir) as journal:
+        assert journal.list_nodes() == []
+
+
+def test_node_passwd_changes_the_password(run, data_dir):
+    run("node", "add", "a", "--password", "old")
+    conf = json.loads(run("node", "passwd", "a", "--password", "new").output)
+    assert conf["xauth"] == base64.b64encode(b"a:new").decode()
+    with Journal.open(data_dir) as journal:
+        assert auth.verify_password("new", journal.node_auth("a").password_hash)
+    assert run("node", "passwd", "ghost").exit_code == 1
+
+
+def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
+    run("node", "add", "a")
+    run("node", "add", "b")
+    with Journal.open(data_dir) as journal:
+        a = journal.node_auth("a").id
+        journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 21.5, 40)",
+                             (a, 1_764_000_000_000_000_000))
+    lines = run("node", "list").output.splitlines()
+    assert lines[0].split() == ["NAME", "STATE", "TEMP", "°C", "RH", "%", "LAST", "SEEN"]
+    assert lines[1].split()[:5] == ["a", "registered", "21.5", "40", "2025-11-24T16:00:00Z"]
+    assert lines[2].split() == ["b", "registered", "-", "-", "never"]
+    doc = json.loads(run("node", "list", "--json").output)
+    assert doc[0] == {"name": "a", "created": False, "halted": False, "last_seen": "2025-11-24T16:00:00.000000000Z",
+                      "temperature": 21.5, "humidity": 40.0}
+
+
+def test_node_remove_revokes_and_keeps_history(run, data_dir):
+    run("node", "add", "a")
+    assert run("node", "remove", "a").output.strip() == "removed a"
+    with Journal.open(data_dir) as journal:
+        assert journal.node_auth("a") is None
+    result = run("node", "remove", "a")
+    assert result.exit_code == 1 and "no node named 'a'" in result.output
+
+
+def test_halt_and_resume_one_or_all(run, data_dir):
+    run("node", "add", "a")
+    assert run("halt", "a").output.strip() == "halted a"
+    with Journal.open(data_dir) as journal:
+        assert journal.node_auth("a").halted
+    assert run("resume", "a").exit_code == 0
+    assert run("halt").output.strip() == "halted all nodes"
+    with Journal.open(data_dir) as journal:
+        assert journal.halted_all()
+    run("resume")
+    with Journal.open(data_dir) as journal:
+        assert not journal.halted_all() and not journal.node_auth("a").halted
+    assert run("halt", "ghost").exit_code == 1
+
+
+def seed(data_dir):
+    with Journal.open(data_dir) as journal:
+        journal.add_node("a", "h")
+        journal.add_node("b", "h")
+        a, b = journal.node_auth("a").id, journal.node_auth("b").id
+        base = 1_764_000_000 * 10**9
+        journal.conn.executemany(
+            "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
+            [(a, base, 21.5, 40.0), (b, base + 1, -3.2, 80.0), (a, base + 60 * 10**9, 22.0, 41.5)],
+        )
+
+
+def test_export_csv_whole(run, data_dir):
+    seed(data_dir)
+    assert run("export").output == (
+        "time,node,temperature,humidity\n"
+        "2025-11-24T16:00:00.000000000Z,a,21.5,40.0\n"
+        "2025-11-24T16:00:00.000000001Z,b,-3.2,80.0\n"
+        "2025-11-24T16:01:00.000000000Z,a,22.0,41.5\n"
+    )
+
+
+def test_export_ndjson_filtered_to_a_file(run, data_dir, tmp_path):
+    seed(data_dir)
+    out = tmp_path / "a.ndjson"
+    result = run("export", "--node", "a", "--start", "2025-11-24T16:00:00.5Z", "--format", "ndjson", "-o", str(out))
+    assert result.exit_code == 0 and result.output == ""
+    assert out.read_text() == '{"time": "2025-11-24T16:01:00.000000000Z", "node": "a", "temperature": 22.0, "humidity": 41.5}\n'
+
+
+def test_export_stop_is_exclusive_and_epoch_seconds_work(run, data_dir):
+    seed(data_dir)
+    lines = run("export", "--start", "1764000000", "--stop", "1764000060").output.splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--start", "yesterday"], "not an RFC 3339 time"), (["--format", "xml"], "'xml' is not one of"),
+     (["--start", "2025-01-02", "--stop", "2025-01-01"], "--stop must be after --start"),
+     (["--node", "../x"], "node names are")],
+)
+def test_export_bad_input_is_a_usage_error(run, data_dir, args, message):
+    result = run("export", *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_bad_setting_is_a_one_line_error(run, monkeypatch):
+    monkeypatch.setenv("TSWARM_STORE", "mysql")
+    result = run("node", "list")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"

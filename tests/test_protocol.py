@@ -1,0 +1,251 @@
+"""The node protocol, row by row of DESIGN.md's table, through create_app and aiohttp's test client."""
+import base64
+import json
+
+import pytest
+
+from service import auth, keys
+
+from .conftest import TEST_SCRYPT_N, register
+
+PW = "secret-pw"
+
+
+def hdr(login="n1", password=PW, fmt=" Basic %s"):
+    """Headers as the seed firmware sends them: ' Basic %s' with a leading space."""
+    return {"Authorization": fmt % auth.xauth(login, password), "Content-Type": "application/json"}
+
+
+def body(data="23.4 45.1", name="n1"):
+    return json.dumps({"name": name, "data": data})
+
+
+def stored(journal):
+    return [r for batch in journal.iter_readings() for r in batch]
+
+
+async def assert_error(resp, status, error=None):
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/json"
+    doc = await resp.json()
+    assert set(doc) >= {"error", "detail"} and doc["detail"]
+    if error:
+        assert doc["error"] == error
+    return doc
+
+
+@pytest.fixture
+def node(journal):
+    register(journal, "n1", PW, created=True)
+    return "n1"
+
+
+async def test_put_stores_the_reading_and_answers_202(client, journal, node):
+    resp = await client.put("/api/nodes/n1", data=body("23.4 45.1"), headers=hdr())
+    assert resp.status == 202
+    doc = await resp.json()
+    assert doc["stored"] is True and doc["node"] == "n1" and doc["time"].endswith("Z")
+    assert [(r[1], r[2], r[3]) for r in stored(journal)] == [("n1", 23.4, 45.1)]
+
+
+async def test_trailing_slash_is_accepted(client, journal, node):
+    resp = await client.put("/api/nodes/n1/", data=body("-3.2 80.0"), headers=hdr())
+    assert resp.status == 202
+    assert [(r[2], r[3]) for r in stored(journal)] == [(-3.2, 80.0)]
+
+
+async def test_dht11_integers(client, journal, node):
+    assert (await client.put("/api/nodes/n1", data=body("23 45"), headers=hdr())).status == 202
+    assert [(r[2], r[3]) for r in stored(journal)] == [(23.0, 45.0)]
+
+
+async def test_put_for_uncreated_node_returns_405_with_allow_post(client, journal):
+    register(journal, "n1", PW, created=False)
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
+    await assert_error(resp, 405, "node_not_created")
+    assert resp.headers["Allow"] == "POST"
+    assert stored(journal) == []
+
+
+async def test_post_creates_the_node_and_stores_the_reading(client, journal):
+    register(journal, "n1", PW, created=False)
+    resp = await client.post("/api/nodes/n1", data=body("21.5 40.2"), headers=hdr())
+    assert resp.status == 202
+    assert journal.node_auth("n1").created
+    resp = await client.put("/api/nodes/n1", data=body("21.6 40.3"), headers=hdr())
+    assert resp.status == 202
+    assert [(r[2], r[3]) for r in stored(journal)] == [(21.5, 40.2), (21.6, 40.3)]
+
+
+async def test_post_to_an_existing_node_also_stores(client, journal, node):
+    assert (await client.post("/api/nodes/n1/", data=body(), headers=hdr())).status == 202
+    assert len(stored(journal)) == 1
+
+
+@pytest.mark.parametrize("halt_one", [True, False])
+async def test_halted_node_gets_423_and_the_reading_is_still_stored(client, journal, node, halt_one):
+    journal.set_halt("n1" if halt_one else None, True)
+    resp = await client.put("/api/nodes/n1", data=body("22 50"), headers=hdr())
+    doc = await assert_error(resp, 423, "halted")
+    assert doc["stored"] is True and "stored" in doc["detail"]
+    assert len(stored(journal)) == 1
+    journal.set_halt("n1" if halt_one else None, False)
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 202
+
+
+async def test_env_halt_gives_423_to_every_node(make_client, journal, node):
+    client = await make_client(halt=True)
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
+    await assert_error(resp, 423, "halted")
+    assert len(stored(journal)) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "garbage"},
+        {"Authorization": "Bearer abc"},
+        {"Authorization": "Basic " + base64.b64encode(b"n1-without-colon").decode()},
+        {"Authorization": "Basic %%%"},
+        {"Authorization": " Basic " + auth.xauth("n1", "wrong")},
+        {"Authorization": " Basic " + auth.xauth("ghost", PW)},
+    ],
+    ids=["none", "garbled", "other-scheme", "no-colon", "bad-base64", "wrong-password", "unknown-login"],
+)
+async def test_missing_or_wrong_credentials_get_401_with_realm(client, journal, node, headers):
+    resp = await client.put("/api/nodes/n1", data=body(), headers=headers)
+    await assert_error(resp, 401, "unauthorized")
+    assert resp.headers["WWW-Authenticate"] == 'Basic realm="tswarm"'
+    assert stored(journal) == []
+
+
+async def test_another_nodes_valid_credentials_get_403(client, journal, node):
+    register(journal, "n2", "pw2", created=True)
+    resp = await client.put("/api/nodes/n1", data=body(name="n1"), headers=hdr("n2", "pw2"))
+    await assert_error(resp, 403, "wrong_node")
+    resp = await client.put("/api/nodes/n1", data=body(name="n2"), headers=hdr("n2", "pw2"))
+    await assert_error(resp, 403)
+    assert stored(journal) == []
+
+
+async def test_body_name_differing_from_the_url_gets_403(client, journal, node):
+    resp = await client.put("/api/nodes/n1", data=body(name="n2"), headers=hdr())
+    await assert_error(resp, 403, "name_mismatch")
+    assert stored(journal) == []
+
+
+BAD_400 = {
+    "not-json": b"hello",
+    "json-array": b"[1,2]",
+    "json-string": b'"23 45"',
+    "missing-data": b'{"name": "n1"}',
+    "missing-name": b'{"data": "23 45"}',
+    "data-number": b'{"name": "n1", "data": 23}',
+    "one-value": body("23").encode(),
+    "empty": body("").encode(),
+    "comma-decimals": body("23,4 45,1").encode(),
+    "hex": body("0x17 0x2d").encode(),
+    "full-width": body("２３ ４５").encode(),
+    "line-protocol-smuggling": body("23 45\nclimate,node=n2 temperature=99").encode(),
+    "invalid-utf8": b'{"name": "n1", "data": "23 \xff45"}',
+    "deeply-nested": b'{"name": "n1", "data": ' + b"[" * 1500 + b"]" * 1500 + b"}",
+    "empty-body": b"",
+}
+
+
+@pytest.mark.parametrize("raw", BAD_400.values(), ids=BAD_400.keys())
+async def test_malformed_bodies_get_400_and_store_nothing(client, journal, node, raw):
+    resp = await client.put("/api/nodes/n1", data=raw, headers=hdr())
+    await assert_error(resp, 400)
+    assert stored(journal) == []
+
+
+@pytest.mark.parametrize("data", ["NaN 45", "23 nan", "inf 45", "23 -inf", "1e309 45", "23 101", "23 -1", "81 50", "-41 50"])
+async def test_impossible_values_get_422_and_store_nothing(client, journal, node, data):
+    resp = await client.put("/api/nodes/n1", data=body(data), headers=hdr())
+    await assert_error(resp, 422, "impossible_value")
+    assert stored(journal) == []
+
+
+async def test_a_5mb_body_gets_413(client, journal, node):
+    resp = await client.put("/api/nodes/n1", data=b"{" + b" " * 5_000_000 + b"}", headers=hdr())
+    await assert_error(resp, 413, "too_large")
+    assert stored(journal) == []
+
+
+async def test_a_chunked_body_over_the_limit_gets_413(client, journal, node):
+    async def chunks():
+        for _ in range(10):
+            yield b" " * 1000
+
+    resp = await client.put("/api/nodes/n1", data=chunks(), headers=hdr())
+    await assert_error(resp, 413)
+
+
+@pytest.mark.parametrize("path", ["/api/nodes/..%2Fetc", "/api/nodes/%2e%2e", "/api/nodes/a%00b", "/api/nodes/" + "x" * 65, "/api/nodes/-x"])
+async def test_unsafe_node_names_get_a_json_4xx(client, journal, node, path):
+    resp = await client.put(path, data=body(), headers=hdr())
+    assert 400 <= resp.status < 500
+    await assert_error(resp, resp.status)
+    assert stored(journal) == []
+
+
+async def test_path_traversal_outside_the_api_gets_json_404(client):
+    resp = await client.put("/api/nodes/../../etc/passwd", data=body(), headers=hdr())
+    assert 400 <= resp.status < 500
+    assert resp.content_type == "application/json"
+
+
+async def test_other_methods_get_json_405(client, node):
+    resp = await client.delete("/api/nodes/n1", headers=hdr())
+    await assert_error(resp, 405)
+
+
+async def test_journal_that_cannot_take_the_reading_gets_503_with_retry_after(client, journal, node):
+    await client.app[keys.WRITER].close()  # e.g. shutting down: nothing can be stored now
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
+    await assert_error(resp, 503, "journal_unavailable")
+    assert int(resp.headers["Retry-After"]) > 0
+    assert stored(journal) == []
+
+
+async def test_too_many_failed_logins_get_429_and_valid_nodes_elsewhere_still_work(make_client, journal, node):
+    client = await make_client(auth_max_failures=5, auth_window=60)
+    bad = hdr(password="nope")
+    for _ in range(5):
+        assert (await client.put("/api/nodes/n1", data=body(), headers=bad)).status == 401
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
+    await assert_error(resp, 429, "too_many_failures")
+    assert 0 < int(resp.headers["Retry-After"]) <= 60
+    # forwarded headers are not trusted: the same peer stays blocked
+    other = await client.put("/api/nodes/n1", data=body(), headers={**hdr(), "X-Forwarded-For": "192.0.2.7"})
+    assert other.status == 429
+    assert client.app[keys.GUARD].retry_after("192.0.2.7") == 0  # other addresses are unaffected
+
+
+async def test_node_added_removed_or_repassworded_elsewhere_is_seen_on_the_next_request(client, journal):
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 401
+    register(journal, "n1", PW, created=True)
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 202
+    journal.set_password("n1", auth.hash_password("new-pw", n=TEST_SCRYPT_N))
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 401
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr(password="new-pw"))).status == 202
+    journal.remove_node("n1")
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr(password="new-pw"))).status == 401
+
+
+async def test_no_two_readings_of_a_node_share_a_timestamp(client, journal, node):
+    import asyncio
+
+    responses = await asyncio.gather(*(client.put("/api/nodes/n1", data=body(), headers=hdr()) for _ in range(50)))
+    assert all(r.status == 202 for r in responses)
+    stamps = [r[0] for r in stored(journal)]
+    assert len(stamps) == len(set(stamps)) == 50
+
+
+async def test_healthz_answers_json_once_the_journal_is_open(client):
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["ok"] is True and doc["store"] == "sqlite"
