@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v chromium >/dev/null || need+=(chromium)  # tests/browser (status page)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "tests need Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2

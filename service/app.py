@@ -6,10 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import keys
+from . import admin, keys, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
 from .journal import DB_FILENAME, Journal, JournalWriter
+from .metrics import count_requests, setup_metrics
 from .protocol import setup_routes
 from .settings import Config
 
@@ -41,7 +42,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=config.max_body)
+    app = web.Application(middlewares=[count_requests, json_errors], client_max_size=config.max_body)
     app[keys.CONFIG] = config
     app[keys.CREDENTIALS] = CredentialCache()
     app[keys.GUARD] = LoginGuard(config.auth_max_failures, config.auth_window)
@@ -50,4 +51,8 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_journal_ctx)
     app.router.add_get("/healthz", healthz)
     setup_routes(app)
+    setup_metrics(app)  # after the journal's context: it hooks the writer's commits
+    readers.setup_routes(app)
+    admin.setup_routes(app)
+    status_page.setup_routes(app)
     return app

@@ -1,13 +1,21 @@
 """Readings as CSV or NDJSON, oldest first, streamed in chunks with constant memory.
 
 One code path for ``tswarm export`` and ``GET /api/readings``. No aiohttp here.
+
+Resuming: rows are ordered by ``(time, id)``, where ``id`` is the journal's row id. A *cursor*
+names one row of that order; an export given a cursor starts strictly after that row. On the
+wire a cursor is an opaque token (:func:`encode_cursor`); readers get it from the API and hand
+it back, they never build one.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
-from typing import Iterator, Optional
+import re
+from typing import Callable, Iterator, Optional
 
 from .journal import Journal
 from .timefmt import rfc3339
@@ -15,6 +23,27 @@ from .timefmt import rfc3339
 FORMATS = ("csv", "ndjson")
 CSV_HEADER = ("time", "node", "temperature", "humidity")
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
+
+Cursor = tuple[int, int]  # (ts_ns, row id) of the last row delivered
+_CURSOR_TEXT = re.compile(r"r1\.(-?\d{1,20})\.(\d{1,20})", re.ASCII)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe token for the row ``(ts, id)``."""
+    ts, row_id = cursor
+    return base64.urlsafe_b64encode(f"r1.{ts}.{row_id}".encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(token: str) -> Cursor:
+    """The row a token from :func:`encode_cursor` names; ValueError when it is not such a token."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    match = _CURSOR_TEXT.fullmatch(text)
+    if not match:
+        raise ValueError("cursor is not one this service handed out; pass it back exactly as received")
+    return int(match[1]), int(match[2])
 
 
 def export_chunks(
@@ -25,21 +54,33 @@ def export_chunks(
     start_ns: Optional[int] = None,
     stop_ns: Optional[int] = None,
     header: bool = True,
+    after: Optional[Cursor] = None,
+    limit: Optional[int] = None,
+    on_rows: Optional[Callable[[int], None]] = None,
 ) -> Iterator[str]:
-    """Yield text chunks of the export; each chunk holds up to a few thousand rows."""
+    """Yield text chunks of the export; each chunk holds up to a few thousand rows.
+
+    ``after`` resumes after a cursor, ``limit`` caps the number of rows, ``on_rows(n)`` is called
+    after each chunk with its number of rows (progress bars).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    batches = journal.iter_readings(node=node, start_ns=start_ns, stop_ns=stop_ns, after=after, limit=limit)
     if fmt == "csv":
         if header:
-            yield ",".join(CSV_HEADER) + "\n"
-        for rows in journal.iter_readings(node=node, start_ns=start_ns, stop_ns=stop_ns):
+            yield ",".join(CSV_HEADER) + "\r\n"
+        for rows in batches:
             buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\n").writerows((rfc3339(ts), name, t, h) for ts, name, t, h in rows)
+            csv.writer(buffer).writerows((rfc3339(ts), name, t, h) for ts, name, t, h in rows)
             yield buffer.getvalue()
+            if on_rows is not None:
+                on_rows(len(rows))
     else:
         dumps = json.dumps
-        for rows in journal.iter_readings(node=node, start_ns=start_ns, stop_ns=stop_ns):
+        for rows in batches:
             yield "".join(
                 dumps({"time": rfc3339(ts), "node": name, "temperature": t, "humidity": h}) + "\n"
                 for ts, name, t, h in rows
             )
+            if on_rows is not None:
+                on_rows(len(rows))

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 DB_FILENAME = "tswarm.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -43,6 +43,15 @@ CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (    -- readings InfluxDB refused for good (a 400): kept, not retried
+    reading_id  INTEGER PRIMARY KEY,
+    node        TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    humidity    REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    rejected_at INTEGER NOT NULL
 );
 """
 
@@ -84,6 +93,20 @@ class NodeStatus:
     last_ts: Optional[int]
     last_temperature: Optional[float]
     last_humidity: Optional[float]
+
+
+class Reading(NamedTuple):
+    """One reading as the forwarder sends it: ``id`` is its place in commit order."""
+
+    id: int
+    node: str
+    ts: int
+    temperature: float
+    humidity: float
+
+
+FORWARD_CURSOR = "forward_cursor"          # meta: id of the last reading InfluxDB acknowledged
+FORWARD_LAST_ERROR = "forward_last_error"  # meta: JSON {"at": ns, "message": ...} while writes fail
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -203,6 +226,125 @@ class Journal:
             result.append(NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *last))
         return result
 
+    # -- forwarding (store=influxdb) --------------------------------------------------------------
+
+    def meta(self, key: str) -> Optional[str]:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: Optional[str]) -> None:
+        """Set ``key``, or delete it when ``value`` is None."""
+        if value is None:
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def forward_cursor(self) -> int:
+        """Id of the last reading InfluxDB acknowledged (0: none yet, so everything waits)."""
+        return int(self.meta(FORWARD_CURSOR) or 0)
+
+    def readings_after(
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> list[Reading]:
+        """Up to ``limit`` readings with ``id > after_id`` in commit order (so in time order per node),
+        optionally only those with ``start_ns <= ts < stop_ns``."""
+        sql = (
+            "SELECT readings.id, nodes.name, ts, temperature, humidity FROM readings"
+            " JOIN nodes ON nodes.id = readings.node_id WHERE readings.id > ?"
+        )
+        params: list = [after_id]
+        if start_ns is not None:
+            sql += " AND ts >= ?"
+            params.append(start_ns)
+        if stop_ns is not None:
+            sql += " AND ts < ?"
+            params.append(stop_ns)
+        rows = self.conn.execute(sql + " ORDER BY readings.id LIMIT ?", params + [limit]).fetchall()
+        return [Reading(*row) for row in rows]
+
+    def count_readings_after(
+        self, after_id: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> int:
+        """How many readings :meth:`readings_after` would go through (the backlog, or a backfill's total)."""
+        sql, params = "SELECT COUNT(*) FROM readings WHERE id > ?", [after_id]
+        if start_ns is not None:
+            sql += " AND ts >= ?"
+            params.append(start_ns)
+        if stop_ns is not None:
+            sql += " AND ts < ?"
+            params.append(stop_ns)
+        return self.conn.execute(sql, params).fetchone()[0]
+
+    def first_id_from(self, start_ns: int) -> int:
+        """An id to resume after so that no reading with ``ts >= start_ns`` is skipped (for backfills)."""
+        row = self.conn.execute("SELECT MIN(id) FROM readings WHERE ts >= ?", (start_ns,)).fetchone()
+        return (row[0] - 1) if row[0] is not None else self.conn.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0]
+
+    def oldest_unforwarded_ts(self) -> Optional[int]:
+        row = self.conn.execute(
+            "SELECT ts FROM readings WHERE id > ? ORDER BY id LIMIT 1", (self.forward_cursor(),)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def mark_forwarded(self, last_id: int, rejected: list[tuple[Reading, str]] = ()) -> None:
+        """InfluxDB acknowledged every reading up to ``last_id``, except ``rejected`` (reading, reason):
+        move the cursor (never backwards) and keep the rejected ones, in one transaction."""
+        now = time.time_ns()
+        with _transaction(self.conn):
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO rejected (reading_id, node, ts, temperature, humidity, reason, rejected_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.node, r.ts, r.temperature, r.humidity, reason, now) for r, reason in rejected],
+            )
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                (FORWARD_CURSOR, str(last_id)),
+            )
+
+    def record_rejected(self, rejected: list[tuple[Reading, str]]) -> None:
+        """Keep readings InfluxDB refused during a backfill (the cursor is not the backfill's)."""
+        with _transaction(self.conn):
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO rejected (reading_id, node, ts, temperature, humidity, reason, rejected_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.id, r.node, r.ts, r.temperature, r.humidity, reason, time.time_ns()) for r, reason in rejected],
+            )
+
+    def count_rejected(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
+
+    def rejected_readings(self, limit: int = 100) -> list[tuple[Reading, str, int]]:
+        """The newest rejected readings: ``(reading, reason, rejected_at)``."""
+        rows = self.conn.execute(
+            "SELECT reading_id, node, ts, temperature, humidity, reason, rejected_at FROM rejected"
+            " ORDER BY rejected_at DESC, reading_id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [(Reading(*row[:5]), row[5], row[6]) for row in rows]
+
+    def prune_readings(self, before_ns: int, up_to_id: Optional[int] = None, chunk: int = 10_000) -> int:
+        """Delete readings older than ``before_ns`` (and, when given, with ``id <= up_to_id``: forwarded).
+
+        Deletes ``chunk`` rows per transaction so the writer never waits long. Returns how many went.
+        """
+        limit_id = up_to_id if up_to_id is not None else 2**63 - 1
+        total = 0
+        while True:
+            with _transaction(self.conn):
+                cur = self.conn.execute(
+                    "DELETE FROM readings WHERE id IN"
+                    " (SELECT id FROM readings WHERE ts < ? AND id <= ? ORDER BY ts LIMIT ?)",
+                    (before_ns, limit_id, chunk),
+                )
+            total += cur.rowcount
+            if cur.rowcount < chunk:
+                return total
+
     # -- readings -----------------------------------------------------------------------------
 
     def count_readings(self) -> int:
@@ -214,28 +356,132 @@ class Journal:
         start_ns: Optional[int] = None,
         stop_ns: Optional[int] = None,
         batch: int = 5000,
-    ) -> Iterator[list[tuple[int, str, float, float]]]:
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+        with_id: bool = False,
+    ) -> Iterator[list[tuple]]:
         """Yield lists of ``(ts_ns, node, temperature, humidity)`` in time order, ``batch`` rows at a time.
 
-        ``start_ns`` is inclusive, ``stop_ns`` exclusive. Memory stays constant whatever the range.
+        ``start_ns`` is inclusive, ``stop_ns`` exclusive. ``after=(ts, id)`` resumes strictly after
+        that row of the order ``(ts, id)``; ``limit`` stops after that many rows; ``with_id`` appends
+        each row's id (a fifth item), which is what a resume point is made of. Memory stays constant
+        whatever the range.
         """
         names = dict(self.conn.execute("SELECT id, name FROM nodes"))
-        where, params = ["ts >= ?", "ts < ?"], [start_ns if start_ns is not None else -(2**63), stop_ns if stop_ns is not None else 2**63 - 1]
-        if node is not None:
-            ids = [i for i, n in names.items() if n == node]
-            if not ids:
-                return
-            where.append("node_id = ?")
-            params.append(ids[0])
-        cur = self.conn.execute(
-            f"SELECT ts, node_id, temperature, humidity FROM readings WHERE {' AND '.join(where)} ORDER BY ts, id",
-            params,
-        )
+        query = self._readings_query(node, start_ns, stop_ns, after)
+        if query is None:
+            return
+        where, params = query
+        sql = f"SELECT ts, node_id, temperature, humidity, id FROM readings WHERE {where} ORDER BY ts, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        cur = self.conn.execute(sql, params)
         try:
             while rows := cur.fetchmany(batch):
-                yield [(ts, names.get(node_id, f"#{node_id}"), t, h) for ts, node_id, t, h in rows]
+                if with_id:
+                    yield [(ts, names.get(node_id, f"#{node_id}"), t, h, i) for ts, node_id, t, h, i in rows]
+                else:
+                    yield [(ts, names.get(node_id, f"#{node_id}"), t, h) for ts, node_id, t, h, _ in rows]
         finally:
             cur.close()
+
+    def count_readings_in(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+    ) -> int:
+        """How many rows :meth:`iter_readings` would yield with the same filters (for progress bars)."""
+        query = self._readings_query(node, start_ns, stop_ns, after)
+        if query is None:
+            return 0
+        where, params = query
+        return self.conn.execute(f"SELECT COUNT(*) FROM readings WHERE {where}", params).fetchone()[0]
+
+    def page_end(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: int,
+    ) -> Optional[tuple[int, int]]:
+        """``(ts, id)`` of the last row of a page of ``limit`` rows when more rows follow it, else None.
+
+        Asked before the page is streamed, inside the same read transaction (see :meth:`snapshot`),
+        so a reader learns where to resume before the first byte.
+        """
+        query = self._readings_query(node, start_ns, stop_ns, after)
+        if query is None:
+            return None
+        where, params = query
+        rows = self.conn.execute(
+            f"SELECT ts, id FROM readings WHERE {where} ORDER BY ts, id LIMIT 2 OFFSET ?", params + [limit - 1]
+        ).fetchall()
+        return tuple(rows[0]) if len(rows) == 2 else None
+
+    def snapshot(self) -> "_snapshot":
+        """``with journal.snapshot():`` every read inside sees the journal as of its first read."""
+        return _snapshot(self.conn)
+
+    def _readings_query(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+        """The WHERE clause shared by the readers, or None when ``node`` never existed."""
+        where = ["ts >= ?", "ts < ?"]
+        params: list = [
+            start_ns if start_ns is not None else -(2**63),
+            stop_ns if stop_ns is not None else 2**63 - 1,
+        ]
+        if after is not None:
+            where.append("ts >= ? AND (ts > ? OR id > ?)")
+            params += [after[0], after[0], after[1]]
+        if node is not None:
+            row = self.conn.execute("SELECT id FROM nodes WHERE name = ?", (node,)).fetchone()
+            if row is None:
+                return None
+            where.append("node_id = ?")
+            params.append(row[0])
+        return " AND ".join(where), params
+
+    def known_node(self, name: str) -> bool:
+        """A node registered now or before (a removed node's readings stay in the history)."""
+        return self.conn.execute("SELECT 1 FROM nodes WHERE name = ?", (name,)).fetchone() is not None
+
+    def readings_since(self, since_ns: int) -> dict[str, int]:
+        """How many readings each node sent from ``since_ns`` on (nodes without any are absent)."""
+        return dict(self.conn.execute(
+            "SELECT nodes.name, COUNT(*) FROM readings JOIN nodes ON nodes.id = readings.node_id"
+            " WHERE readings.ts >= ? GROUP BY readings.node_id",
+            (since_ns,),
+        ))
+
+    def set_interval(self, name: str, seconds: int) -> None:
+        """How often node ``name`` is expected to wake (seconds); its health is judged against it."""
+        cur = self.conn.execute(
+            "UPDATE nodes SET interval_s = ? WHERE name = ? AND removed_at IS NULL", (int(seconds), name)
+        )
+        if cur.rowcount == 0:
+            raise NodeNotFound(name)
+
+
+class _snapshot:
+    """``BEGIN`` ... ``COMMIT`` around reads: one consistent view of the journal (WAL keeps writers going)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc):
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass
 
 
 class _transaction:
@@ -286,6 +532,7 @@ class JournalWriter:
         self._conn: Optional[sqlite3.Connection] = None
         self._last_ts: dict[int, int] = {}
         self.on_commit = None  # optional callback(batch_size, seconds), for metrics
+        self.commit_listeners: list[Callable[[], None]] = []  # called after every commit (the forwarder's wake-up)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -337,6 +584,8 @@ class JournalWriter:
                     continue
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
+                for listener in self.commit_listeners:
+                    listener()
                 for item, ts in zip(batch, stamps):
                     if not item.future.done():
                         item.future.set_result(ts)

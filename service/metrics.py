@@ -1,0 +1,140 @@
+"""``GET /metrics``: Prometheus exposition through prometheus-client, one registry per app.
+
+Counts only, never readings or secrets, so the route needs no token. Every metric is listed in
+docs/api.md. Values that live elsewhere (readings accepted, the credential cache, the forwarder)
+are read at scrape time by :class:`StateCollector`; the rest are observed as they happen (the
+request middleware, the journal writer's ``on_commit`` callback).
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from . import keys
+from .health import HEALTH_STATES, health
+
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """The app's registry and the metrics observed as things happen."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "tswarm_http_requests", "HTTP requests answered, by route and status.",
+            ["route", "status"], registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "tswarm_journal_commit_seconds", "Time to commit and sync one group of readings.",
+            buckets=COMMIT_BUCKETS, registry=self.registry,
+        )
+        self.commit_batch = Histogram(
+            "tswarm_journal_commit_batch_size", "Readings per group commit.",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+
+    def on_commit(self, batch_size: int, seconds: float) -> None:
+        """The journal writer's callback after every group commit."""
+        self.commit_seconds.observe(seconds)
+        self.commit_batch.observe(batch_size)
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+# Hook for the forwarder (store=influxdb): set ``app[FORWARD_STATUS]`` to a function returning
+# ``(backlog_readings, lag_seconds)``; without it (store=sqlite) both are reported as 0.
+FORWARD_STATUS = web.AppKey("forward_status", Callable)
+
+
+def forward_status(app: web.Application) -> tuple[int, float]:
+    status = app.get(FORWARD_STATUS)
+    if status is None:
+        return 0, 0.0
+    backlog, lag = status()
+    return int(backlog), float(lag)
+
+
+class StateCollector:
+    """Reads the app's state at scrape time."""
+
+    def __init__(self, app: web.Application):
+        self.app = app
+
+    def collect(self):
+        app = self.app
+        accepted = CounterMetricFamily("tswarm_readings_accepted", "Readings stored and acknowledged (202 or 423).")
+        accepted.add_metric([], app[keys.STATS].accepted)
+        yield accepted
+        cache = app[keys.CREDENTIALS]
+        hits = CounterMetricFamily("tswarm_auth_cache_hits", "Node logins verified from the credential cache.")
+        hits.add_metric([], cache.hits)
+        yield hits
+        misses = CounterMetricFamily("tswarm_auth_cache_misses", "Node logins that needed a password hash check.")
+        misses.add_metric([], cache.misses)
+        yield misses
+        if keys.WRITER in app:
+            queued = GaugeMetricFamily("tswarm_journal_queued", "Readings waiting for the next group commit.")
+            queued.add_metric([], app[keys.WRITER].queued)
+            yield queued
+        backlog, lag = forward_status(app)
+        g = GaugeMetricFamily("tswarm_forward_backlog", "Readings in the journal not yet forwarded (0 with store=sqlite).")
+        g.add_metric([], backlog)
+        yield g
+        g = GaugeMetricFamily("tswarm_forward_lag_seconds", "Age of the oldest reading not yet forwarded (0 with store=sqlite).")
+        g.add_metric([], lag)
+        yield g
+        if keys.JOURNAL in app:
+            yield self._nodes_by_health()
+
+    def _nodes_by_health(self) -> GaugeMetricFamily:
+        journal = self.app[keys.JOURNAL]
+        halt_all = self.app[keys.CONFIG].halt or journal.halted_all()
+        now = time.time_ns()
+        tally = Tally(health(now, n.last_ts, n.interval_s, n.halted or halt_all) for n in journal.list_nodes())
+        nodes = GaugeMetricFamily("tswarm_nodes", "Registered nodes by health (see docs/api.md).", labels=["health"])
+        for state in HEALTH_STATES:
+            nodes.add_metric([state], tally.get(state, 0))
+        return nodes
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler):
+    """Counts every answer by route (the pattern, never the node's name) and status."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        request.app[METRICS].requests.labels(route, str(status)).inc()
+
+
+async def metrics_ctx(app: web.Application):
+    """Hooks the journal writer's commits into the histograms (after the journal's context)."""
+    writer = app[keys.WRITER]
+    writer.on_commit = app[METRICS].on_commit
+    yield
+    writer.on_commit = None
+
+
+def setup_metrics(app: web.Application) -> None:
+    """Call from create_app after the journal's cleanup context; add ``count_requests`` as the
+    outermost middleware."""
+    metrics = Metrics()
+    metrics.registry.register(StateCollector(app))
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(metrics_ctx)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))

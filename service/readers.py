@@ -1,0 +1,248 @@
+"""Reader routes: ``GET /api/nodes`` (who is alive) and ``GET /api/readings`` (streamed export).
+
+Both need a reader (see :mod:`service.access`). The export runs its SQLite iteration in a
+thread of its own with its own connection and hands chunks to the event loop over a small
+bounded queue: memory stays constant whatever the range, and node requests keep being
+answered while a big export streams. The rows come from :func:`service.export.export_chunks`,
+the same code path as ``tswarm export``.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import AsyncIterator, Callable, Iterator, Optional
+
+from aiohttp import web
+
+from . import keys
+from .access import readers_only
+from .errors import json_error
+from .export import CONTENT_TYPES, FORMATS, decode_cursor, encode_cursor, export_chunks
+from .health import health
+from .journal import Journal
+from .protocol import NODE_NAME_HELP, valid_node_name
+from .timefmt import parse_time, rfc3339
+
+log = logging.getLogger("tswarm.readers")
+
+READERS = web.AppKey("readers", ThreadPoolExecutor)
+MAX_CONCURRENT_EXPORTS = 4  # more wait their turn: each one is a long SQLite scan
+QUEUE_CHUNKS = 4  # chunks (a few thousand rows each) waiting between the export thread and the socket
+DAY_NS = 86_400 * 1_000_000_000
+READINGS_PARAMS = {"node", "start", "stop", "format", "limit", "cursor"}
+
+
+async def readers_ctx(app: web.Application):
+    """The threads exports run in."""
+    executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_EXPORTS, thread_name_prefix="export")
+    app[READERS] = executor
+    yield
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- GET /api/nodes ----------------------------------------------------------------------------
+
+
+def nodes_report(journal: Journal, *, halt_all: bool, now_ns: int) -> dict:
+    """Every node with its last reading, last seen, readings in the last 24 h and health."""
+    counts = journal.readings_since(now_ns - DAY_NS)
+    halt_all = halt_all or journal.halted_all()
+    nodes = []
+    for n in journal.list_nodes():
+        halted = n.halted or halt_all
+        nodes.append({
+            "name": n.name,
+            "health": health(now_ns, n.last_ts, n.interval_s, halted),
+            "last_seen": rfc3339(n.last_ts) if n.last_ts is not None else None,
+            "age_s": round((now_ns - n.last_ts) / 1e9, 3) if n.last_ts is not None else None,
+            "temperature": n.last_temperature,
+            "humidity": n.last_humidity,
+            "readings_24h": counts.get(n.name, 0),
+            "interval_s": n.interval_s,
+            "halted": halted,
+            "created": n.created_at is not None,
+            "registered": rfc3339(n.registered_at),
+        })
+    return {"time": rfc3339(now_ns), "halted_all": halt_all, "nodes": nodes}
+
+
+@readers_only
+async def get_nodes(request: web.Request) -> web.Response:
+    """Every node with its last reading and health (see service/health.py)."""
+    report = nodes_report(
+        request.app[keys.JOURNAL], halt_all=request.app[keys.CONFIG].halt, now_ns=time.time_ns()
+    )
+    return web.json_response(report)
+
+
+# -- GET /api/readings -------------------------------------------------------------------------
+
+
+class BadParameter(ValueError):
+    pass
+
+
+def parse_readings_query(query, journal: Journal) -> dict:
+    """The export's keyword arguments from the query string; BadParameter says what to fix."""
+    unknown = set(query) - READINGS_PARAMS
+    if unknown:
+        raise BadParameter(f"unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(sorted(READINGS_PARAMS))}")
+    args: dict = {"fmt": query.get("format", "csv")}
+    if args["fmt"] not in FORMATS:
+        raise BadParameter(f"format must be one of {', '.join(FORMATS)}")
+    node = query.get("node")
+    if node is not None:
+        if not valid_node_name(node):
+            raise BadParameter(f"node names are {NODE_NAME_HELP}")
+        if not journal.known_node(node):
+            raise LookupError(node)
+    args["node"] = node
+    for name in ("start", "stop"):
+        text = query.get(name)
+        try:
+            args[f"{name}_ns"] = parse_time(text) if text is not None else None
+        except ValueError as exc:
+            raise BadParameter(f"{name}: {exc}") from None
+    if args["start_ns"] is not None and args["stop_ns"] is not None and args["stop_ns"] <= args["start_ns"]:
+        raise BadParameter("stop must be after start")
+    limit = query.get("limit")
+    if limit is not None:
+        if not limit.isdigit() or int(limit) < 1:
+            raise BadParameter("limit must be a whole number of rows, at least 1")
+        args["limit"] = int(limit)
+    cursor = query.get("cursor")
+    if cursor is not None:
+        try:
+            args["after"] = decode_cursor(cursor)
+        except ValueError as exc:
+            raise BadParameter(str(exc)) from None
+    return args
+
+
+def export_with_page_end(data_dir: Path, args: dict) -> Iterator:
+    """Runs in an export thread with its own connection: first the page's next cursor (or None),
+    then the export as bytes, all from one snapshot of the journal."""
+    with Journal.open(data_dir) as journal, journal.snapshot():
+        limit = args.get("limit")
+        page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}
+        yield journal.page_end(**page_end_args, limit=limit) if limit else None
+        for chunk in export_chunks(journal, **args):
+            yield chunk.encode("utf-8")
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_DONE = object()
+
+
+async def iterate_in_thread(
+    executor: concurrent.futures.Executor, produce: Callable[[], Iterator], maxsize: int = QUEUE_CHUNKS
+) -> AsyncIterator:
+    """Run the blocking generator ``produce()`` in ``executor`` and yield its items on the event loop.
+
+    At most ``maxsize`` items wait in between (the thread blocks while the queue is full), so
+    memory stays constant. When the consumer stops early (client gone, shutdown), the thread
+    stops at its next item and the generator is closed (its ``finally``/``with`` blocks run).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        if stop.is_set():
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        except RuntimeError:  # the loop is closed
+            return False
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return True
+            except concurrent.futures.TimeoutError:
+                if stop.is_set():
+                    future.cancel()
+                    return False
+            except (concurrent.futures.CancelledError, RuntimeError):
+                return False
+
+    def pump() -> None:
+        if stop.is_set():
+            return
+        items = produce()
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+            hand_over(_DONE)
+        except Exception as exc:
+            hand_over(_Failed(exc))
+        finally:
+            items.close()
+
+    loop.run_in_executor(executor, pump)
+    try:
+        while True:
+            item = await queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():  # make room, so a thread blocked on a full queue sees `stop`
+            queue.get_nowait()
+
+
+@readers_only
+async def get_readings(request: web.Request) -> web.StreamResponse:
+    """Readings as CSV or NDJSON, oldest first, streamed (see docs/api.md for the parameters)."""
+    journal = request.app[keys.JOURNAL]
+    try:
+        args = parse_readings_query(request.query, journal)
+    except BadParameter as exc:
+        return json_error(400, "bad_parameter", str(exc))
+    except LookupError as exc:
+        return json_error(404, "unknown_node", f"no node named {exc.args[0]!r} was ever registered")
+
+    data_dir = request.app[keys.CONFIG].data_dir
+    chunks = iterate_in_thread(request.app[READERS], lambda: export_with_page_end(data_dir, args))
+    async with contextlib.aclosing(chunks):
+        next_cursor = await anext(chunks)
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[args["fmt"]], "Cache-Control": "no-store"})
+        if next_cursor is not None:
+            token = encode_cursor(next_cursor)
+            response.headers["X-Next-Cursor"] = token
+            response.headers["Link"] = f'<{request.rel_url.update_query(cursor=token)}>; rel="next"'
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        try:
+            async for chunk in chunks:
+                await response.write(chunk)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            # Headers are gone: all we can do is end the body without its last chunk, which
+            # tells the client the export is incomplete.
+            log.exception("export failed while streaming")
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+    return response
+
+
+def setup_routes(app: web.Application) -> None:
+    app.cleanup_ctx.append(readers_ctx)
+    app.router.add_get("/api/nodes", get_nodes)
+    app.router.add_get("/api/readings", get_readings)

@@ -1,0 +1,398 @@
+"""Reader routes: GET /api/nodes, GET /api/readings, and who may read them."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import pytest
+
+from service.access import is_loopback_client
+from service.export import decode_cursor, encode_cursor
+from service.health import health
+from service.journal import Journal
+
+from .conftest import register
+
+NS = 1_000_000_000
+T0 = 1_764_000_000 * NS  # 2025-11-24T16:00:00Z
+READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
+
+
+def add_readings(journal: Journal, name: str, rows: list[tuple[int, float, float]]) -> None:
+    node_id = journal.conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()[0]
+    journal.conn.execute("BEGIN")
+    journal.conn.executemany(
+        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
+        [(node_id, ts, t, h) for ts, t, h in rows],
+    )
+    journal.conn.execute("COMMIT")
+
+
+@pytest.fixture
+def journal_of(tmp_path):
+    """The journal the app under test uses (same data dir as ``make_client``)."""
+    with Journal.open(tmp_path / "data") as j:
+        yield j
+
+
+@pytest.fixture
+def three_nodes(journal_of):
+    for name in ("attic", "cellar", "kitchen"):
+        register(journal_of, name, created=True)
+    add_readings(journal_of, "kitchen", [(T0, 21.5, 40.0), (T0 + 300 * NS, 21.75, 41.0)])
+    add_readings(journal_of, "attic", [(T0 + 100 * NS, -3.2, 80.0), (T0 + 300 * NS, 5.0, 70.5)])
+    return journal_of
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "age_s, interval_s, halted, expected",
+    [
+        (None, 300, False, "never"),
+        (10, 300, False, "ok"),
+        (450, 300, False, "ok"),  # within 1.5 intervals
+        (451, 300, False, "late"),  # missed a wake
+        (3599, 300, False, "late"),
+        (3600, 300, False, "silent"),
+        (5000, 3600, False, "ok"),  # an hourly node is not silent after an hour
+        (5401, 3600, False, "silent"),
+        (10, 300, True, "halted"),
+        (None, 300, True, "halted"),
+    ],
+)
+def test_health_is_judged_from_the_last_reading_and_the_interval(age_s, interval_s, halted, expected):
+    now = T0 + 10_000 * NS
+    last = None if age_s is None else now - age_s * NS
+    assert health(now, last, interval_s, halted) == expected
+
+
+# -- GET /api/nodes ----------------------------------------------------------------------------
+
+
+async def test_nodes_lists_every_node_with_last_reading_health_and_24h_count(make_client, journal_of):
+    now = time.time_ns()
+    for name in ("fresh", "late", "silent", "halted", "new"):
+        register(journal_of, name, created=name != "new")
+    add_readings(journal_of, "fresh", [(now - 25 * 3600 * NS, 1.0, 1.0), (now - 600 * NS, 2.0, 2.0), (now - 60 * NS, 21.5, 45.0)])
+    add_readings(journal_of, "late", [(now - 900 * NS, 20.0, 50.0)])
+    add_readings(journal_of, "silent", [(now - 7200 * NS, 19.0, 55.0)])
+    add_readings(journal_of, "halted", [(now - 60 * NS, 18.0, 60.0)])
+    journal_of.set_halt("halted", True)
+    client = await make_client()
+    resp = await client.get("/api/nodes")
+    assert resp.status == 200
+    report = await resp.json()
+    assert report["halted_all"] is False
+    nodes = {n["name"]: n for n in report["nodes"]}
+    assert list(nodes) == ["fresh", "halted", "late", "new", "silent"]
+    assert {name: n["health"] for name, n in nodes.items()} == {
+        "fresh": "ok", "halted": "halted", "late": "late", "new": "never", "silent": "silent",
+    }
+    fresh = nodes["fresh"]
+    assert (fresh["temperature"], fresh["humidity"], fresh["readings_24h"], fresh["interval_s"]) == (21.5, 45.0, 2, 300)
+    assert fresh["last_seen"].endswith("Z") and 59 < fresh["age_s"] < 120
+    assert nodes["new"] == {
+        **nodes["new"], "last_seen": None, "age_s": None, "temperature": None, "humidity": None,
+        "readings_24h": 0, "created": False, "halted": False,
+    }
+
+
+async def test_a_longer_interval_keeps_a_quiet_node_ok(make_client, journal_of):
+    register(journal_of, "hourly", created=True)
+    add_readings(journal_of, "hourly", [(time.time_ns() - 1800 * NS, 20.0, 50.0)])
+    client = await make_client()
+    assert (await (await client.get("/api/nodes")).json())["nodes"][0]["health"] == "late"
+    journal_of.set_interval("hourly", 3600)
+    node = (await (await client.get("/api/nodes")).json())["nodes"][0]
+    assert (node["health"], node["interval_s"]) == ("ok", 3600)
+
+
+async def test_halting_every_node_shows_in_the_report(make_client, three_nodes):
+    three_nodes.set_halt(None, True)
+    client = await make_client()
+    report = await (await client.get("/api/nodes")).json()
+    assert report["halted_all"] is True
+    assert {n["health"] for n in report["nodes"]} == {"halted"}
+
+
+# -- GET /api/readings -------------------------------------------------------------------------
+
+ALL_CSV = (
+    "time,node,temperature,humidity\r\n"
+    "2025-11-24T16:00:00.000000000Z,kitchen,21.5,40.0\r\n"
+    "2025-11-24T16:01:40.000000000Z,attic,-3.2,80.0\r\n"
+    "2025-11-24T16:05:00.000000000Z,kitchen,21.75,41.0\r\n"
+    "2025-11-24T16:05:00.000000000Z,attic,5.0,70.5\r\n"
+)
+
+
+async def test_readings_stream_as_csv_in_time_order_with_a_header(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    assert "X-Next-Cursor" not in resp.headers
+    assert await resp.text() == ALL_CSV
+
+
+async def test_csv_reads_as_is_in_pandas_or_the_csv_module(make_client, three_nodes):
+    """pandas is not a dependency; the csv module with a header is what it and spreadsheets read."""
+    import csv
+
+    client = await make_client()
+    rows = list(csv.DictReader(io.StringIO(await (await client.get("/api/readings")).text())))
+    assert rows[1] == {"time": "2025-11-24T16:01:40.000000000Z", "node": "attic", "temperature": "-3.2", "humidity": "80.0"}
+
+
+async def test_readings_as_ndjson_filtered_by_node_and_time(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings", params={
+        "format": "ndjson", "node": "attic", "start": "2025-11-24T16:01:40Z", "stop": str(T0 // NS + 301),
+    })
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "application/x-ndjson"
+    assert await resp.text() == (
+        '{"time": "2025-11-24T16:01:40.000000000Z", "node": "attic", "temperature": -3.2, "humidity": 80.0}\n'
+        '{"time": "2025-11-24T16:05:00.000000000Z", "node": "attic", "temperature": 5.0, "humidity": 70.5}\n'
+    )
+
+
+async def test_stop_is_exclusive_and_epoch_seconds_with_fractions_work(make_client, three_nodes):
+    client = await make_client()
+    text = await (await client.get("/api/readings", params={"start": str(T0 // NS), "stop": f"{T0 // NS + 300}.0"})).text()
+    assert text == ALL_CSV.split("\r\n", 3)[0] + "\r\n" + "\r\n".join(ALL_CSV.split("\r\n")[1:3]) + "\r\n"
+
+
+async def test_limit_pages_through_everything_with_the_next_cursor(make_client, three_nodes):
+    client = await make_client()
+    pages, params = [], {"limit": "3"}
+    while True:
+        resp = await client.get("/api/readings", params=params)
+        assert resp.status == 200
+        pages.append(await resp.text())
+        if "X-Next-Cursor" not in resp.headers:
+            break
+        assert resp.headers["Link"] == f'</api/readings?limit=3&cursor={resp.headers["X-Next-Cursor"]}>; rel="next"'
+        params = {"limit": "3", "cursor": resp.headers["X-Next-Cursor"]}
+    assert len(pages) == 2
+    header, *rows = ALL_CSV.splitlines(keepends=True)
+    assert pages == [header + "".join(rows[:3]), header + rows[3]]
+
+
+async def test_a_page_that_ends_exactly_at_the_last_row_has_no_next_cursor(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings", params={"limit": "4"})
+    assert "X-Next-Cursor" not in resp.headers
+    assert await resp.text() == ALL_CSV
+
+
+async def test_a_cursor_resumes_after_rows_sharing_a_timestamp(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings", params={"limit": "3", "format": "ndjson"})
+    cursor = resp.headers["X-Next-Cursor"]
+    assert decode_cursor(cursor)[0] == T0 + 300 * NS  # the page ends between two rows of one instant
+    rest = await (await client.get("/api/readings", params={"cursor": cursor, "format": "ndjson"})).text()
+    assert [json.loads(line)["node"] for line in rest.splitlines()] == ["attic"]
+
+
+def test_cursor_tokens_round_trip_and_refuse_anything_else():
+    assert decode_cursor(encode_cursor((T0, 42))) == (T0, 42)
+    assert decode_cursor(encode_cursor((-5, 0))) == (-5, 0)
+    for bad in ("", "abc", base64.urlsafe_b64encode(b"r1.x.1").decode(), "!!!!"):
+        with pytest.raises(ValueError):
+            decode_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    "params, detail",
+    [
+        ({"format": "xml"}, "format must be one of csv, ndjson"),
+        ({"start": "yesterday"}, "start: 'yesterday' is not an RFC 3339 time (2026-11-25T11:04:19Z) or epoch seconds"),
+        ({"stop": "2025-13-01"}, None),
+        ({"start": "200", "stop": "100"}, "stop must be after start"),
+        ({"limit": "0"}, "limit must be a whole number of rows, at least 1"),
+        ({"limit": "-3"}, "limit must be a whole number of rows, at least 1"),
+        ({"cursor": "not-a-cursor"}, "cursor is not one this service handed out; pass it back exactly as received"),
+        ({"node": "no/slash"}, None),
+        ({"from": "2025-01-01"}, None),
+    ],
+)
+async def test_bad_parameters_get_400_json(make_client, three_nodes, params, detail):
+    client = await make_client()
+    resp = await client.get("/api/readings", params=params)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"] == "bad_parameter"
+    if detail is not None:
+        assert body["detail"] == detail
+
+
+async def test_an_unknown_node_gets_404_and_a_removed_one_keeps_its_history(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings", params={"node": "garage"})
+    assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")
+    three_nodes.remove_node("attic")
+    text = await (await client.get("/api/readings", params={"node": "attic"})).text()
+    assert text.count("attic") == 2
+
+
+async def test_a_new_reading_is_exported_right_after_its_202(make_client, three_nodes):
+    client = await make_client()
+    body = json.dumps({"name": "cellar", "data": "12.5 77.0"})
+    resp = await client.post("/api/nodes/cellar", data=body, headers={"Authorization": " Basic " + base64.b64encode(b"cellar:secret-pw").decode()})
+    assert resp.status == 202
+    text = await (await client.get("/api/readings", params={"node": "cellar"})).text()
+    assert text == f"time,node,temperature,humidity\r\n{(await resp.json())['time']},cellar,12.5,77.0\r\n"
+
+
+async def test_an_export_leaves_node_requests_answered(make_client, journal_of):
+    """A download stalled by its reader (nothing read) keeps node requests and /api/nodes going."""
+    register(journal_of, "busy", created=True)
+    add_readings(journal_of, "busy", [(T0 + i * NS, 20.0, 50.0) for i in range(50_000)])
+    client = await make_client()
+    stalled = await client.get("/api/readings")  # headers only: the body waits in the queue
+    assert stalled.status == 200
+    resp = await client.post(
+        "/api/nodes/busy", data=json.dumps({"name": "busy", "data": "1 2"}),
+        headers={"Authorization": " Basic " + base64.b64encode(b"busy:secret-pw").decode()},
+    )
+    assert resp.status == 202
+    assert (await client.get("/api/nodes")).status == 200
+    assert (await stalled.text()).count("\r\n") == 50_000 + 1 + 0  # header + rows (the new one came after)
+
+
+# -- who may read ------------------------------------------------------------------------------
+
+READER_ROUTES = ["/api/nodes", "/api/readings"]
+
+
+@pytest.mark.parametrize("path", READER_ROUTES)
+async def test_without_a_read_token_loopback_clients_may_read(make_client, three_nodes, path):
+    client = await make_client()
+    assert (await client.get(path)).status == 200
+
+
+@pytest.mark.parametrize("path", READER_ROUTES)
+async def test_without_a_read_token_proxied_requests_are_not_loopback(make_client, three_nodes, path):
+    client = await make_client()
+    resp = await client.get(path, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="tswarm"'
+    assert (await resp.json())["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("path", READER_ROUTES)
+async def test_with_a_read_token_unauthorised_reads_get_401(make_client, three_nodes, path):
+    client = await make_client(read_token=READ, admin_token=ADMIN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Token " + READ}):
+        resp = await client.get(path, headers=headers)
+        assert resp.status == 401, headers
+        assert (await resp.json())["error"] == "unauthorized"
+        assert READ not in await resp.text()
+
+
+@pytest.mark.parametrize("path", READER_ROUTES)
+async def test_the_read_token_and_the_admin_token_may_read(make_client, three_nodes, path):
+    client = await make_client(read_token=READ, admin_token=ADMIN)
+    for token in (READ, ADMIN):
+        assert (await client.get(path, headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert (await client.get(path, headers={"Authorization": f"  bearer   {READ} "})).status == 200
+
+
+@pytest.mark.parametrize("path", READER_ROUTES)
+@pytest.mark.parametrize("read_token", ["", READ])
+async def test_node_credentials_get_403_on_reader_routes(make_client, three_nodes, path, read_token):
+    client = await make_client(read_token=read_token)
+    resp = await client.get(path, headers={"Authorization": " Basic " + base64.b64encode(b"kitchen:secret-pw").decode()})
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "node_credentials"
+
+
+async def test_guessing_tokens_gets_429(make_client, three_nodes):
+    client = await make_client(read_token=READ, auth_max_failures=3)
+    statuses = [(await client.get("/api/nodes", headers={"Authorization": f"Bearer guess{i}"})).status for i in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    assert (await client.get("/api/nodes", headers={"Authorization": f"Bearer {READ}"})).status == 429
+
+
+def test_loopback_means_the_peer_and_no_proxy():
+    from aiohttp.test_utils import make_mocked_request
+
+    def req(remote, **headers):
+        request = make_mocked_request("GET", "/api/nodes", headers=headers)
+        return request.clone(remote=remote)
+
+    assert is_loopback_client(req("127.0.0.1"))
+    assert is_loopback_client(req("127.8.0.1"))
+    assert is_loopback_client(req("::1"))
+    assert not is_loopback_client(req("192.0.2.7"))
+    assert not is_loopback_client(req("2001:db8::1"))
+    assert not is_loopback_client(req(None))
+    assert not is_loopback_client(req("127.0.0.1", **{"X-Forwarded-For": "192.0.2.7"}))
+    assert not is_loopback_client(req("127.0.0.1", Forwarded="for=192.0.2.7"))
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+async def test_the_status_page_and_its_files_are_served_without_a_token(make_client):
+    client = await make_client(read_token=READ)
+    resp = await client.get("/")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    html = await resp.text()
+    for path in ("/static/app.js", "/static/style.css", "/static/vendor/uplot/uPlot.iife.min.js", "/static/vendor/uplot/uPlot.min.css"):
+        assert path in html
+        assert (await client.get(path)).status == 200
+    assert "http" not in html.replace('href="/', "").split("<footer>")[0]  # nothing from another site
+    assert (await client.get("/static/vendor/uplot/LICENSE")).status == 200
+
+
+# -- the export thread -------------------------------------------------------------------------
+
+
+async def test_the_export_thread_stops_and_cleans_up_when_the_reader_goes_away():
+    import asyncio
+    import contextlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.readers import iterate_in_thread
+
+    closed, produced = threading.Event(), []
+
+    def produce():
+        try:
+            for i in range(1_000_000):
+                produced.append(i)
+                yield i
+        finally:
+            closed.set()
+
+    with ThreadPoolExecutor(1) as executor:
+        items = iterate_in_thread(executor, produce, maxsize=2)
+        async with contextlib.aclosing(items):
+            assert [await anext(items) for _ in range(3)] == [0, 1, 2]
+        assert await asyncio.get_running_loop().run_in_executor(None, closed.wait, 10)
+    assert len(produced) <= 3 + 2 + 2  # bounded by the queue, not the million
+
+
+async def test_an_error_in_the_export_thread_reaches_the_handler():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.readers import iterate_in_thread
+
+    def produce():
+        yield "first"
+        raise OSError("disk gone")
+
+    with ThreadPoolExecutor(1) as executor:
+        got = []
+        with pytest.raises(OSError, match="disk gone"):
+            async for item in iterate_in_thread(executor, produce):
+                got.append(item)
+    assert got == ["first"]
