@@ -272,6 +272,21 @@ def export(node_name, start, stop, fmt, output, data_dir):
                 out.close()
 
 
+@cli.command()
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in docs/configuration.md).")
+def settings(markdown):
+    """List every TSWARM_* setting with its default and meaning (values are never printed)."""
+    from .settings import settings_markdown
+
+    if markdown:
+        click.echo(settings_markdown(), nl=False)
+        return
+    for s in SETTINGS:
+        mark = "*" if s.name in os.environ else " "
+        click.echo(f"{mark} {s.name:<26} default {s.default!r}: {s.help}")
+    click.echo("(* set in this environment)")
+
+
 def main() -> None:
     cli(prog_name="tswarm")
 

@@ -136,3 +136,12 @@ class Config:
 
 
 CONFIG_FIELDS = {f.name for f in fields(Config)}
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown, for docs/configuration.md (a test keeps the two equal)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        default = f"`{s.default}`" if s.default else "(empty)"
+        lines.append(f"| `{s.name}` | {default} | {s.help} |")
+    return "\n".join(lines) + "\n"
