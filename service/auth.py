@@ -93,10 +93,14 @@ class CredentialCache:
     def key(self, header: str) -> bytes:
         return hmac.new(self._key, header.strip().encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
+    def known(self, header: str, login: str, password_hash: str) -> bool:
+        """True when this exact header already verified against this password hash."""
+        return self._entries.get(self.key(header)) == (login, password_hash)
+
     async def verify(self, header: str, login: str, password: str, password_hash: str, executor: Optional[Executor]) -> bool:
         """True when ``password`` matches ``password_hash``; scrypt runs in ``executor``, once per header."""
         key = self.key(header)
-        if self._entries.get(key) == (login, password_hash):
+        if self.known(header, login, password_hash):
             self.hits += 1
             self._entries.move_to_end(key)
             return True

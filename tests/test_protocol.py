@@ -210,18 +210,23 @@ async def test_journal_that_cannot_take_the_reading_gets_503_with_retry_after(cl
     assert stored(journal) == []
 
 
-async def test_too_many_failed_logins_get_429_and_valid_nodes_elsewhere_still_work(make_client, journal, node):
+async def test_too_many_failed_logins_get_429_but_an_already_verified_node_still_passes(make_client, journal, node):
+    register(journal, "n2", "pw2", created=True)
     client = await make_client(auth_max_failures=5, auth_window=60)
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 202  # n1's header verified
     bad = hdr(password="nope")
     for _ in range(5):
         assert (await client.put("/api/nodes/n1", data=body(), headers=bad)).status == 401
-    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
-    await assert_error(resp, 429, "too_many_failures")
-    assert 0 < int(resp.headers["Retry-After"]) <= 60
+    for headers, name in ((bad, "n1"), (hdr("n2", "pw2"), "n2")):  # guesses and unverified credentials wait
+        resp = await client.put(f"/api/nodes/{name}", data=body(name=name), headers=headers)
+        await assert_error(resp, 429, "too_many_failures")
+        assert 0 < int(resp.headers["Retry-After"]) <= 60
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 202
     # forwarded headers are not trusted: the same peer stays blocked
-    other = await client.put("/api/nodes/n1", data=body(), headers={**hdr(), "X-Forwarded-For": "192.0.2.7"})
+    other = await client.put("/api/nodes/n2", data=body(name="n2"), headers={**hdr("n2", "pw2"), "X-Forwarded-For": "192.0.2.7"})
     assert other.status == 429
     assert client.app[keys.GUARD].retry_after("192.0.2.7") == 0  # other addresses are unaffected
+    assert len(stored(journal)) == 2
 
 
 async def test_node_added_removed_or_repassworded_elsewhere_is_seen_on_the_next_request(client, journal):

@@ -157,23 +157,27 @@ def test_port_env_wins_over_the_port_flag(data_dir, tmp_path):
 
 def test_failed_logins_from_one_address_get_429_others_are_served(data_dir):
     add_node(data_dir, "n1", PW)
+    add_node(data_dir, "n2", PW)
     env = tswarm_env(data_dir, TSWARM_AUTH_MAX_FAILURES="5", TSWARM_AUTH_WINDOW="60")
     with ServiceProcess(data_dir, env=env) as service:
         assert put(service, "n1", "20 50", method="POST")[0] == 202
 
-        def from_address(source, password):
+        def from_address(source, login, password):
             conn = http.client.HTTPConnection("127.0.0.1", service.port, source_address=(source, 0), timeout=30)
-            auth = base64.b64encode(f"n1:{password}".encode()).decode()
-            conn.request("PUT", "/api/nodes/n1", json.dumps({"name": "n1", "data": "20 50"}), {"Authorization": "Basic " + auth})
+            auth = base64.b64encode(f"{login}:{password}".encode()).decode()
+            conn.request("POST", f"/api/nodes/{login}", json.dumps({"name": login, "data": "20 50"}),
+                         {"Authorization": "Basic " + auth})
             resp = conn.getresponse()
             resp.read()
             conn.close()
             return resp.status, resp.getheader("Retry-After")
 
-        assert [from_address("127.0.0.2", "guess")[0] for _ in range(5)] == [401] * 5
-        status, retry_after = from_address("127.0.0.2", PW)
+        assert [from_address("127.0.0.2", "n1", "guess")[0] for _ in range(5)] == [401] * 5
+        status, retry_after = from_address("127.0.0.2", "n2", PW)  # even right credentials wait: no guessing
         assert status == 429 and 0 < int(retry_after) <= 60
-        assert from_address("127.0.0.3", PW) == (202, None)
+        assert from_address("127.0.0.2", "n1", "guess")[0] == 429
+        assert from_address("127.0.0.2", "n1", PW) == (202, None)  # a header that verified before still passes
+        assert from_address("127.0.0.3", "n2", PW) == (202, None)  # other addresses are unaffected
 
 
 def tmpfs_mount(path, size):
