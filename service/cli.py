@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from . import auth
 from .journal import Journal, NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
+from .svconf import local_address, svconf  # noqa: F401  (local_address: kept importable)
 from .timefmt import parse_time, rfc3339
 
 SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
@@ -79,29 +79,6 @@ def serve(host, port, data_dir):
 @cli.group()
 def node():
     """Register, list and remove nodes."""
-
-
-def local_address() -> str:
-    """This machine's address as the LAN sees it, best effort, without sending anything."""
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            address = info[4][0]
-            if not address.startswith("127."):
-                return address
-    except OSError:
-        pass
-    return "127.0.0.1"
-
-
-def svconf(config: Config, name: str, password: str) -> dict:
-    local = f"http://{local_address()}:{config.port}"
-    base = config.public_url or local
-    return {
-        "url": f"{base}/api/nodes/{name}",
-        "url_local": f"{local}/api/nodes/{name}",
-        "login": name,
-        "xauth": auth.xauth(name, password),
-    }
 
 
 @node.command("add")
@@ -198,6 +175,20 @@ def node_remove(name, data_dir):
     click.echo(f"removed {name}")
 
 
+@node.command("interval")
+@node_name_arg
+@click.argument("seconds", type=click.IntRange(10, 7 * 86400))
+@data_dir_option
+def node_interval(name, seconds, data_dir):
+    """Expect node NAME to send a reading every SECONDS (default 300); its health is judged by it."""
+    with open_journal(data_dir) as journal:
+        try:
+            journal.set_interval(name, seconds)
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    click.echo(f"{name}: a reading expected every {seconds} s")
+
+
 def _halt(name, data_dir, halted: bool):
     with open_journal(data_dir) as journal:
         try:
@@ -245,6 +236,11 @@ class TimeParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def _show_progress(output: Path | None) -> bool:
+    """A bar on standard error when it is a terminal, unless the rows go to that terminal too."""
+    return sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
+
+
 @cli.command()
 @click.option("--node", "node_name", default=None, help="Only this node.")
 @click.option("--start", type=TimeParam(), default=None, help="From this time, inclusive (RFC 3339 or epoch seconds).")
@@ -253,7 +249,12 @@ class TimeParam(click.ParamType):
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE instead of standard output.")
 @data_dir_option
 def export(node_name, start, stop, fmt, output, data_dir):
-    """Stream readings as CSV or NDJSON, oldest first (times in RFC 3339 UTC)."""
+    """Stream readings as CSV or NDJSON, oldest first (times in RFC 3339 UTC).
+
+    A progress bar goes to standard error when it is a terminal (and the rows do not go to that
+    same terminal); piped or redirected, there is none."""
+    from tqdm import tqdm
+
     from .export import export_chunks
 
     if node_name is not None and not valid_node_name(node_name):
@@ -262,9 +263,14 @@ def export(node_name, start, stop, fmt, output, data_dir):
         raise click.BadParameter("--stop must be after --start", param_hint="--stop")
     with open_journal(data_dir) as journal:
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+        show = _show_progress(output)
+        total = journal.count_readings_in(node_name, start, stop) if show else None
         try:
-            for chunk in export_chunks(journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop):
-                out.write(chunk)
+            with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
+                for chunk in export_chunks(
+                    journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop, on_rows=bar.update
+                ):
+                    out.write(chunk)
         except BrokenPipeError:
             sys.stderr.close()  # `tswarm export | head`: stop quietly
         finally:

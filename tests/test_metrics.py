@@ -1,0 +1,92 @@
+"""GET /metrics: Prometheus exposition, one registry per app, counts only."""
+from __future__ import annotations
+
+import json
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from service import auth
+from service.app import create_app
+from service.metrics import FORWARD_STATUS
+
+from .conftest import register, test_config
+
+PW = "secret-pw"
+READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
+
+
+def samples(text: str) -> dict:
+    """{(name, frozenset(labels)): value} of every sample, without the *_created timestamps."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+async def post_reading(client, name="n1", password=PW, data="21.5 40"):
+    return await client.post(
+        f"/api/nodes/{name}", data=json.dumps({"name": name, "data": data}),
+        headers={"Authorization": " Basic " + auth.xauth(name, password), "Content-Type": "application/json"},
+    )
+
+
+async def scrape(client) -> dict:
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    assert resp.content_type == "text/plain"
+    return samples(await resp.text())
+
+
+async def test_metrics_count_requests_readings_commits_and_the_credential_cache(make_client, journal):
+    register(journal, "n1", PW, created=True)
+    client = await make_client()
+    for _ in range(3):
+        assert (await post_reading(client)).status == 202
+    assert (await post_reading(client, password="wrong")).status == 401
+    assert (await client.get("/nope")).status == 404
+    m = await scrape(client)
+    assert m[("tswarm_readings_accepted_total", frozenset())] == 3
+    assert m[("tswarm_http_requests_total", frozenset({("route", "/api/nodes/{name}"), ("status", "202")}))] == 3
+    assert m[("tswarm_http_requests_total", frozenset({("route", "/api/nodes/{name}"), ("status", "401")}))] == 1
+    assert m[("tswarm_http_requests_total", frozenset({("route", "unmatched"), ("status", "404")}))] == 1
+    assert m[("tswarm_journal_commit_seconds_count", frozenset())] == 3  # one request at a time: 3 commits
+    assert m[("tswarm_journal_commit_batch_size_count", frozenset())] == 3
+    assert m[("tswarm_journal_commit_batch_size_sum", frozenset())] == 3
+    assert m[("tswarm_journal_commit_batch_size_bucket", frozenset({("le", "1.0")}))] == 3
+    assert m[("tswarm_auth_cache_hits_total", frozenset())] == 2  # the first login verified the hash
+    assert m[("tswarm_auth_cache_misses_total", frozenset())] == 2  # that one, and the wrong password
+    assert m[("tswarm_forward_backlog", frozenset())] == 0
+    assert m[("tswarm_forward_lag_seconds", frozenset())] == 0
+    assert m[("tswarm_journal_queued", frozenset())] == 0
+    assert m[("tswarm_nodes", frozenset({("health", "ok")}))] == 1
+    assert m[("tswarm_nodes", frozenset({("health", "silent")}))] == 0
+    m = await scrape(client)
+    assert m[("tswarm_http_requests_total", frozenset({("route", "/metrics"), ("status", "200")}))] == 1
+
+
+async def test_each_app_has_its_own_registry(make_client, journal):
+    register(journal, "n1", PW, created=True)
+    first, second = await make_client(), await make_client()
+    assert (await post_reading(first)).status == 202
+    assert (await scrape(first))[("tswarm_readings_accepted_total", frozenset())] == 1
+    assert (await scrape(second))[("tswarm_readings_accepted_total", frozenset())] == 0
+
+
+async def test_metrics_need_no_token_and_show_no_secrets_or_readings(make_client, journal):
+    register(journal, "n1", PW, created=True)
+    client = await make_client(read_token=READ, admin_token=ADMIN)
+    assert (await post_reading(client, data="23.456 67.891")).status == 202
+    text = await (await client.get("/metrics")).text()
+    for secret in (READ, ADMIN, PW, auth.xauth("n1", PW), "23.456", "67.891", "n1"):
+        assert secret not in text
+
+
+async def test_the_forwarder_hook_reports_backlog_and_lag(aiohttp_client, tmp_path):
+    app = create_app(test_config(tmp_path))
+    app[FORWARD_STATUS] = lambda: (1234, 56.5)  # what the forwarder's cleanup context sets
+    client = await aiohttp_client(app)
+    m = await scrape(client)
+    assert m[("tswarm_forward_backlog", frozenset())] == 1234
+    assert m[("tswarm_forward_lag_seconds", frozenset())] == 56.5
