@@ -1,0 +1,114 @@
+"""A million readings through GET /api/readings of a real `tswarm serve`: every row once, in order,
+with the server's memory flat while it streams (its RSS is sampled from /proc during the download)."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from service import auth
+from service.journal import Journal
+from service.timefmt import rfc3339
+from tests.servers import ServiceProcess
+
+pytestmark = pytest.mark.integration
+
+ROWS = 1_000_000
+NODES = 10
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+RSS_GROWTH_LIMIT_KB = 100 * 1024  # generous: a buffered export would grow by the export's size (~50 MB+)
+
+
+def row(i: int) -> tuple[int, str, float, float]:
+    """Row i of the generated history: NODES readings share each second, so order needs (ts, id)."""
+    return T0 + (i // NODES) * NS, f"n{i % NODES}", float(i % 40) - 10.0, float(i % 100) + 0.5
+
+
+@pytest.fixture(scope="module")
+def million(tmp_path_factory) -> Path:
+    data_dir = tmp_path_factory.mktemp("export") / "data"
+    with Journal.open(data_dir) as journal:
+        for n in range(NODES):
+            journal.add_node(f"n{n}", auth.hash_password("pw", n=2**4))
+        ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}
+        journal.conn.execute("BEGIN")
+        journal.conn.executemany(
+            "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
+            ((ids[name], ts, t, h) for ts, name, t, h in map(row, range(ROWS))),
+        )
+        journal.conn.execute("COMMIT")
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def service(million):
+    with ServiceProcess(million) as svc:
+        yield svc
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.samples, self.done = pid, [], threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            self.samples.append(rss_kb(self.pid))
+            time.sleep(0.05)
+
+
+def test_a_million_rows_stream_once_in_order_with_flat_memory(service):
+    pid = service.proc.pid
+    baseline = rss_kb(pid)
+    sampler = RssSampler(pid)
+    sampler.start()
+    started = time.monotonic()
+    with urllib.request.urlopen(f"{service.url}/api/readings?format=csv", timeout=120) as resp:
+        assert resp.status == 200 and resp.headers["Transfer-Encoding"] == "chunked"
+        assert resp.readline() == b"time,node,temperature,humidity\r\n"
+        count = 0
+        for count, line in enumerate(resp, start=1):
+            ts, name, t, h = row(count - 1)
+            expected = f"{rfc3339(ts)},{name},{t},{h}\r\n".encode()
+            if line != expected:
+                raise AssertionError(f"row {count - 1}: got {line!r}, expected {expected!r}")
+    elapsed = time.monotonic() - started
+    sampler.done.set()
+    sampler.join()
+    peak = max(sampler.samples)
+    print(
+        f"\n{count} rows in {elapsed:.1f} s; server RSS before {baseline / 1024:.1f} MiB, "
+        f"peak while streaming {peak / 1024:.1f} MiB (+{(peak - baseline) / 1024:.1f} MiB), "
+        f"{len(sampler.samples)} samples"
+    )
+    assert count == ROWS
+    assert len(sampler.samples) >= 5  # the download took long enough to be watched
+    assert peak - baseline < RSS_GROWTH_LIMIT_KB
+
+
+def test_paging_with_the_cursor_gives_every_row_once(service):
+    """Three pages of NDJSON joined by X-Next-Cursor make the whole history, nothing twice."""
+    url, pages, count = f"{service.url}/api/readings?format=ndjson&limit=400000", 0, 0
+    while url:
+        with urllib.request.urlopen(url, timeout=120) as resp:
+            pages += 1
+            for line in resp:
+                ts, name, t, h = row(count)
+                doc = json.loads(line)
+                assert doc == {"time": rfc3339(ts), "node": name, "temperature": t, "humidity": h}, count
+                count += 1
+            cursor = resp.headers.get("X-Next-Cursor")
+        url = f"{service.url}/api/readings?format=ndjson&limit=400000&cursor={cursor}" if cursor else None
+    assert (pages, count) == (3, ROWS)
