@@ -12,6 +12,7 @@
 
   const series = new Map(); // node name -> {t: [], temperature: [], humidity: [], last: "RFC 3339" | null}
   const charts = new Map(); // node name -> {box, plot}
+  let windowEndS = Date.now() / 1000; // the service's "now" at the last refresh
 
   // -- talking to the service ---------------------------------------------------------------
 
@@ -150,7 +151,11 @@
       width,
       height: 220,
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true } },
+      scales: {
+        x: { time: true, range: () => [windowEndS - DAY_S, windowEndS] }, // always the last 24 h
+        "°C": { range: (u, min, max) => [Math.floor(min - 1), Math.ceil(max + 1)] },
+        "%": { range: (u, min, max) => [Math.max(0, Math.floor(min - 5)), Math.min(100, Math.ceil(max + 5))] },
+      },
       series: [
         {},
         { label: "Temperature", scale: "°C", stroke: "#d9480f", width: 2, value: (u, v) => fmt(v, "°C") },
@@ -208,6 +213,7 @@
     const report = await (await read("/api/nodes")).json();
     renderTable(report);
     const nowS = seconds(report.time);
+    windowEndS = nowS;
     const names = new Set(report.nodes.map((n) => n.name));
     for (const [name, chart] of charts) {
       if (!names.has(name)) {
