@@ -140,13 +140,20 @@ async def test_readings_stream_as_csv_in_time_order_with_a_header(make_client, t
     assert await resp.text() == ALL_CSV
 
 
-async def test_csv_reads_as_is_in_pandas_or_the_csv_module(make_client, three_nodes):
-    """pandas is not a dependency; the csv module with a header is what it and spreadsheets read."""
-    import csv
+async def test_csv_reads_as_is_in_pandas(make_client, three_nodes):
+    import pandas as pd
 
     client = await make_client()
-    rows = list(csv.DictReader(io.StringIO(await (await client.get("/api/readings")).text())))
-    assert rows[1] == {"time": "2025-11-24T16:01:40.000000000Z", "node": "attic", "temperature": "-3.2", "humidity": "80.0"}
+    text = await (await client.get("/api/readings")).text()
+    frame = pd.read_csv(io.StringIO(text), parse_dates=["time"])
+    expected = pd.DataFrame({
+        "time": pd.to_datetime([T0, T0 + 100 * NS, T0 + 300 * NS, T0 + 300 * NS], utc=True),
+        "node": ["kitchen", "attic", "kitchen", "attic"],
+        "temperature": [21.5, -3.2, 21.75, 5.0],
+        "humidity": [40.0, 80.0, 41.0, 70.5],
+    })
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    assert str(frame["time"].dtype).startswith("datetime64") and str(frame["time"].dt.tz) == "UTC"
 
 
 async def test_readings_as_ndjson_filtered_by_node_and_time(make_client, three_nodes):
