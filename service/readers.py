@@ -1,4 +1,5 @@
-"""Reader routes: ``GET /api/nodes`` (who is alive) and ``GET /api/readings`` (streamed export).
+"""Reader routes: ``GET /api/nodes`` (who is alive), ``GET /api/nodes/{name}`` (one of them) and
+``GET /api/readings`` (streamed export). Nodes only ever PUT/POST; these GETs are for people.
 
 Both need a reader (see :mod:`service.access`). The export runs its SQLite iteration in a
 thread of its own with its own connection and hands chunks to the event loop over a small
@@ -16,7 +17,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, Optional
+from typing import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 
@@ -79,6 +80,19 @@ async def get_nodes(request: web.Request) -> web.Response:
         request.app[keys.JOURNAL], halt_all=request.app[keys.CONFIG].halt, now_ns=time.time_ns()
     )
     return web.json_response(report)
+
+
+@readers_only
+async def get_node(request: web.Request) -> web.Response:
+    """One node as in ``GET /api/nodes``; 404 when there is no such node."""
+    name = request.match_info["name"]
+    report = nodes_report(
+        request.app[keys.JOURNAL], halt_all=request.app[keys.CONFIG].halt, now_ns=time.time_ns()
+    )
+    for node in report["nodes"]:
+        if node["name"] == name:
+            return web.json_response(node)
+    return json_error(404, "unknown_node", f"no node named {name!r}; GET /api/nodes lists them")
 
 
 # -- GET /api/readings -------------------------------------------------------------------------
@@ -245,4 +259,5 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
 def setup_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(readers_ctx)
     app.router.add_get("/api/nodes", get_nodes)
+    app.router.add_get("/api/nodes/{name}", get_node, allow_head=False)
     app.router.add_get("/api/readings", get_readings)

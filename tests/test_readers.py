@@ -403,3 +403,17 @@ async def test_an_error_in_the_export_thread_reaches_the_handler():
             async for item in iterate_in_thread(executor, produce):
                 got.append(item)
     assert got == ["first"]
+
+
+async def test_one_node_by_name(make_client, three_nodes):
+    client = await make_client(read_token=READ)
+    headers = {"Authorization": f"Bearer {READ}"}
+    everyone = (await (await client.get("/api/nodes", headers=headers)).json())["nodes"]
+    resp = await client.get("/api/nodes/attic", headers=headers)
+    assert resp.status == 200
+    assert {**await resp.json(), "age_s": None} == {**everyone[0], "age_s": None}  # age moves on
+    resp = await client.get("/api/nodes/garage", headers=headers)
+    assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")
+    assert (await client.get("/api/nodes/attic")).status == 401
+    basic = {"Authorization": " Basic " + base64.b64encode(b"attic:secret-pw").decode()}
+    assert (await client.get("/api/nodes/attic", headers=basic)).status == 403
