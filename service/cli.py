@@ -17,6 +17,9 @@ from .settings import SETTINGS, Config, ConfigError
 from .svconf import local_address, svconf  # noqa: F401  (local_address: kept importable)
 from .timefmt import parse_time, rfc3339
 
+# Seconds SIGTERM waits for in-flight requests (a node's takes milliseconds; Heroku kills after 30 s).
+SHUTDOWN_TIMEOUT = 10
+
 SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
 
 
@@ -73,7 +76,7 @@ def serve(host, port, data_dir):
     logging.getLogger("tswarm").info(
         "serving on http://%s:%d, journal %s, store %s", config.host, config.port, config.data_dir, config.store
     )
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=30)
+    web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
 
 
 @cli.group()

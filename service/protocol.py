@@ -37,13 +37,15 @@ def _unauthorized(detail: str) -> web.Response:
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is larger than ``limit`` (declared or actual)."""
+    """The whole body, or None when it is larger than ``limit`` (declared or actual)."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return None
-    return body
+    body = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 async def node_reading(request: web.Request) -> web.Response:

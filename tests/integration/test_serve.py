@@ -83,7 +83,7 @@ def test_sigkill_right_after_a_202_loses_nothing(data_dir):
 
 def test_sigterm_finishes_in_flight_requests_and_commits_before_exit(data_dir):
     add_node(data_dir, "n1", PW)
-    service = ServiceProcess(data_dir).start()
+    service = ServiceProcess(data_dir, env=tswarm_env(data_dir, PYTHONFAULTHANDLER="1")).start()
     assert put(service, "n1", "20 50", method="POST")[0] == 202
     results = []
     stop = threading.Event()
@@ -100,8 +100,14 @@ def test_sigterm_finishes_in_flight_requests_and_commits_before_exit(data_dir):
             pool.submit(send)
         time.sleep(0.5)
         service.proc.send_signal(signal.SIGTERM)
-        code = service.proc.wait(30)
-        stop.set()
+        try:
+            code = service.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            service.proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            service.proc.wait(30)
+            pytest.fail("tswarm serve did not exit after SIGTERM:\n" + service.log()[-8000:])
+        finally:
+            stop.set()
     service._log.close()
     assert code == 0
     assert set(results) <= {202, 503}, results
