@@ -296,6 +296,100 @@ def settings(markdown):
     click.echo("(* set in this environment)")
 
 
+# -- firmware: tswarm flash, tswarm node config (the work is in service/flash.py) --------------
+
+
+def _leds_param(value):
+    if value is None:
+        return None  # the board's default
+    if value.lower() == "none":
+        return ()
+    try:
+        red, green, blue = (int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give three GPIO numbers R,G,B like 15,12,13, or 'none'", param_hint="--leds") from None
+    return (red, green, blue)
+
+
+def board_options(func):
+    """The options that shape a node's config.json (shared by `flash` and `node config`)."""
+    options = [
+        click.option("--wifi-ssid", "ssids", multiple=True, help="A Wi-Fi network, tried in the order given (repeat)."),
+        click.option("--wifi-password", "passwords", multiple=True, help="The password of each --wifi-ssid, same order (repeat)."),
+        click.option("--ip", default=None, help="Static IPv4 address (faster wakes); DHCP when omitted."),
+        click.option("--netmask", default="255.255.255.0", show_default=True, help="Netmask with --ip."),
+        click.option("--gateway", default=None, help="Gateway with --ip."),
+        click.option("--dns", default=None, help="DNS server with --ip [default: the gateway]."),
+        click.option("--board", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True),
+        click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default="dht22", show_default=True),
+        click.option("--dht-pin", type=int, default=None, help="GPIO of the DHT data line [default: 5 on esp8266, 4 on esp32]."),
+        click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
+        click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
+        click.option("--sleep", type=int, default=300, show_default=True, help="Seconds of deep sleep between readings."),
+        click.option("--password", default=None, help="The node's password; a new one is generated when omitted."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _board(options: dict):
+    """BoardOptions from the click options of `board_options`, checked."""
+    from .flash import BoardOptions
+
+    options = {k: v for k, v in options.items() if k != "password"}
+    board = BoardOptions(leds=_leds_param(options.pop("leds")), **options)
+    board.validate()
+    return board
+
+
+def _config_text(name, data_dir, password, board) -> str:
+    """Register NAME if needed (or give it a new password) and return its config.json text."""
+    from .flash import build_config, config_json, node_credentials
+
+    node_svconf, note = node_credentials(load_config(data_dir=data_dir), name, password)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    return config_json(build_config(node_svconf, board))
+
+
+@node.command("config")
+@node_name_arg
+@board_options
+@data_dir_option
+def node_config(name, data_dir, **options):
+    """Print node NAME's config.json (registering NAME if needed), for flashing another way."""
+    from .flash import FlashError
+
+    try:
+        click.echo(_config_text(name, data_dir, options["password"], _board(options)), nl=False)
+    except FlashError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@node_name_arg
+@click.option("--port", required=True, help="The board's serial device, e.g. /dev/ttyUSB0.")
+@click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to wait for the board to answer.")
+@board_options
+@data_dir_option
+def flash(name, port, timeout, data_dir, **options):
+    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote."""
+    from .flash import FlashError, copy_files, firmware_files, probe
+
+    try:
+        board = _board(options)
+        if not board.ssids:
+            raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
+        probe(port, timeout=timeout, node=name)  # before any password changes
+        click.echo(f"board on {port} answers", err=True)
+        files = firmware_files(_config_text(name, data_dir, options["password"], board))
+        copy_files(port, files, progress=lambda line: click.echo(line, err=True))
+    except FlashError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"flashed {name} on {port}; press the board's reset button to start it")
+
+
 def main() -> None:
     cli(prog_name="tswarm")
 

@@ -1,0 +1,189 @@
+"""Put the firmware on a board: the node's ``config.json``, then ``node.py``, ``main.py`` and
+``config.json`` copied with the real ``mpremote`` (a subprocess of the mpremote installed next to
+this Python).
+
+``tswarm flash`` and ``tswarm node config`` call these functions; no click here.
+
+The service keeps only scrypt hashes of node passwords, so a config for a node that already
+exists needs a new password (or the one the user passes again); :func:`node_credentials` sets it.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import auth
+from .journal import Journal
+from .settings import Config
+from .svconf import svconf
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_FILES = ("node.py", "main.py")  # then config.json, written last: a board with new code and
+# an old config still works, a board with a new config and old code may not.
+
+BOARDS = ("esp8266", "esp32")
+SENSORS = ("dht11", "dht22")
+DEFAULT_DHT_PIN = {"esp8266": 5, "esp32": 4}  # GPIO numbers; GPIO16 is RST's on an ESP8266
+DEFAULT_LEDS = {"esp8266": (15, 12, 13), "esp32": None}  # RGB LED of the Witty Cloud ESP8266 board
+DEFAULT_SLEEP_S = 300
+BOARD_TIMEOUT_S = 15.0  # waiting for the board's REPL; mpremote itself waits forever on a pty
+COPY_TIMEOUT_S = 120.0  # one file at 115200 baud takes a second or two
+
+
+class FlashError(Exception):
+    """Something the user must fix (port, board, options); the message is one line."""
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    board: str = "esp8266"
+    sensor: str = "dht22"
+    dht_pin: Optional[int] = None  # None: DEFAULT_DHT_PIN of the board
+    leds: Optional[tuple[int, int, int]] = None  # None: DEFAULT_LEDS of the board; () : no LED
+    leds_active_low: bool = False
+    ssids: tuple[str, ...] = ()
+    passwords: tuple[str, ...] = ()
+    ip: Optional[str] = None  # None: DHCP
+    netmask: str = "255.255.255.0"
+    gateway: Optional[str] = None
+    dns: Optional[str] = None
+    sleep: int = DEFAULT_SLEEP_S
+
+    def validate(self) -> None:
+        if self.board not in BOARDS:
+            raise FlashError(f"board must be one of {', '.join(BOARDS)}, got {self.board!r}")
+        if self.sensor not in SENSORS:
+            raise FlashError(f"sensor must be one of {', '.join(SENSORS)}, got {self.sensor!r}")
+        if len(self.passwords) != len(self.ssids):
+            raise FlashError(
+                f"{len(self.ssids)} --wifi-ssid but {len(self.passwords)} --wifi-password: give one password per "
+                "network, in the same order ('' for an open network)"
+            )
+        if self.ip is not None:
+            if self.gateway is None:
+                raise FlashError("--ip needs --gateway (and --netmask unless it is 255.255.255.0)")
+            for what, value in (("--ip", self.ip), ("--netmask", self.netmask), ("--gateway", self.gateway),
+                                ("--dns", self.dns)):
+                if value is not None:
+                    try:
+                        ipaddress.IPv4Address(value)
+                    except ValueError:
+                        raise FlashError(f"{what} {value!r} is not an IPv4 address like 192.168.1.50") from None
+        if self.sleep < 10:
+            raise FlashError(f"--sleep must be at least 10 seconds, got {self.sleep}")
+        if self.board == "esp8266" and self.sleep > 4200:
+            raise FlashError("an ESP8266 cannot deep-sleep longer than about 71 minutes; --sleep at most 4200")
+
+
+def build_config(node_svconf: dict, options: BoardOptions) -> dict:
+    """The board's config.json: modules, netconf, svconf (see firmware/config_sample.json)."""
+    options.validate()
+    pin = options.dht_pin if options.dht_pin is not None else DEFAULT_DHT_PIN[options.board]
+    leds = options.leds if options.leds is not None else DEFAULT_LEDS[options.board]
+    modules = {"board": options.board, "sensor": options.sensor, "pins": {"dht": pin}}
+    if leds:
+        red, green, blue = leds
+        modules["leds"] = {"red": red, "green": green, "blue": blue, "active_low": options.leds_active_low}
+    netconf: dict = {"ssid": list(options.ssids), "password": list(options.passwords)}
+    if options.ip is not None:
+        netconf.update(ip=options.ip, netmask=options.netmask, gateway=options.gateway,
+                       dns=options.dns or options.gateway)
+    netconf["sleep"] = options.sleep
+    return {"modules": modules, "netconf": netconf, "svconf": dict(node_svconf)}
+
+
+def config_json(config: dict) -> str:
+    return json.dumps(config, indent=2) + "\n"
+
+
+def node_credentials(config: Config, name: str, password: Optional[str]) -> tuple[dict, Optional[str]]:
+    """Register ``name`` if needed and return ``(svconf, note)``.
+
+    An existing node gets ``password`` again, or a new generated one: its old password cannot
+    be recovered from the hash. ``note`` says so (for stderr), or is None.
+    """
+    if password is not None and not password:
+        raise FlashError("--password must not be empty")
+    new_password = password or auth.generate_password()
+    hashed = auth.hash_password(new_password)
+    with Journal.open(config.data_dir) as journal:
+        if journal.node_exists(name):
+            journal.set_password(name, hashed)
+            note = None if password else (
+                f"node {name!r} exists and its password cannot be recovered: it now has a new one, in this "
+                "config.json; a board still running the old config gets 401 until it is flashed with this one"
+            )
+        else:
+            journal.add_node(name, hashed)
+            note = None
+    return svconf(config, name, new_password), note
+
+
+# -- mpremote ---------------------------------------------------------------------------------
+
+
+def mpremote(port: str, *args: str, timeout: float, node: str = "NAME") -> subprocess.CompletedProcess:
+    """``mpremote connect PORT resume ARGS`` (resume: no soft reset first; the copy needs none,
+    and the files take effect at the next reset anyway)."""
+    command = [sys.executable, "-m", "mpremote", "connect", port, "resume", *args]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise FlashError(
+            f"the board on {port} does not answer (waited {timeout:g} s): it may be in deep sleep; press its reset "
+            f"button and run this again at once, or 'tswarm halt {node}' and wait for its next wake"
+        ) from None
+    if proc.returncode != 0:
+        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        raise FlashError(f"mpremote failed on {port}: {lines[-1] if lines else 'exit status %d' % proc.returncode}")
+    return proc
+
+
+def check_port(port: str) -> None:
+    if not os.path.exists(port):
+        raise FlashError(f"no such port: {port} (is the board plugged in? see 'ls /dev/ttyUSB* /dev/ttyACM*')")
+
+
+def probe(port: str, timeout: float = BOARD_TIMEOUT_S, node: str = "NAME") -> None:
+    """Fail early (before any password changes) unless a MicroPython REPL answers on ``port``."""
+    check_port(port)
+    proc = mpremote(port, "exec", "print('tswarm-probe', 6 * 7)", timeout=timeout, node=node)
+    if "tswarm-probe 42" not in proc.stdout:
+        raise FlashError(f"the device on {port} did not answer like a MicroPython board: {proc.stdout.strip()[:80]!r}")
+
+
+def firmware_files(config_text: str) -> list[tuple[str, bytes]]:
+    """(name on the board, bytes) in the order they are copied."""
+    files = []
+    for name in FIRMWARE_FILES:
+        path = FIRMWARE_DIR / name
+        if not path.is_file():
+            raise FlashError(f"firmware file missing: {path} (run tswarm from its source checkout)")
+        files.append((name, path.read_bytes()))
+    files.append(("config.json", config_text.encode("utf-8")))
+    return files
+
+
+def copy_files(port: str, files: list[tuple[str, bytes]], progress: Callable[[str], None],
+               timeout: float = COPY_TIMEOUT_S) -> None:
+    """Copy each file with ``mpremote fs cp`` and check its SHA-256 on the board."""
+    with tempfile.TemporaryDirectory(prefix="tswarm-flash-") as tmp:
+        for i, (name, data) in enumerate(files, 1):
+            source = Path(tmp) / name
+            source.write_bytes(data)
+            mpremote(port, "fs", "cp", str(source), f":{name}", timeout=timeout)
+            progress(f"[{i}/{len(files)}] {name}: {len(data)} bytes copied")
+        names = [f":{name}" for name, _ in files]
+        out = mpremote(port, "fs", "sha256sum", *names, timeout=timeout).stdout.split()
+        for name, data in files:
+            if hashlib.sha256(data).hexdigest() not in out:
+                raise FlashError(f"{name} on the board differs from what was sent; run this again")
+    progress(f"checked {len(files)} files on the board (SHA-256)")

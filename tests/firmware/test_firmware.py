@@ -1,0 +1,232 @@
+"""The real firmware (firmware/main.py + node.py) in the real MicroPython Unix port, against the
+real `tswarm serve`.
+
+The board's hardware modules (`machine`, `network`, `dht`, `esp`) are stand-ins (standins/):
+no ESP8266 can run here. Everything else is real: MicroPython, its frozen micropython-lib
+`requests`, the service, its journal. A recording relay (capture.py) sits between node and
+service to show the exact bytes on the wire.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+
+from tests.servers import free_port, run_cli, tswarm_env
+
+from .board import Boot, boot, install
+from .capture import RecordingRelay
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "shelf-for-a-year"
+HOME = {"ssids": ["home"]}
+FIVE_MINUTES = [{"ms": 300_000, "via": "esp.deepsleep"}]
+
+
+@pytest.fixture(scope="module")
+def relay(firmware_service):
+    with RecordingRelay(firmware_service.port) as relay:
+        yield relay
+
+
+@pytest.fixture
+def make_node(firmware_service, relay, tmp_path, request):
+    """``make_node(*extra_cli_args)`` -> (name, config) from the real `tswarm node config`; the
+    node's url goes through the relay, url_local straight to the service (both loopback)."""
+    counter = iter(range(100))
+
+    def make(*args: str) -> tuple[str, dict]:
+        name = f"{request.node.name[5:25].replace('_', '-')}-{next(counter)}"
+        env = tswarm_env(firmware_service.data_dir, TSWARM_PUBLIC_URL=f"http://127.0.0.1:{relay.port}")
+        out = run_cli(
+            firmware_service.data_dir, "node", "config", name, "--password", PASSWORD,
+            "--wifi-ssid", "attic", "--wifi-password", "attic-pw", "--wifi-ssid", "home", "--wifi-password", "home-pw",
+            "--ip", "192.168.4.50", "--gateway", "192.168.4.1", *args, env=env,
+        ).stdout
+        config = json.loads(out)
+        config["svconf"]["url_local"] = f"{firmware_service.url}/api/nodes/{name}"
+        relay.take()
+        return name, config
+
+    return make
+
+
+def exported(service, name: str) -> list[tuple[float, float]]:
+    out = run_cli(service.data_dir, "export", "--node", name, "--format", "ndjson").stdout
+    return [(row["temperature"], row["humidity"]) for row in map(json.loads, out.splitlines())]
+
+
+def calls(relay: RecordingRelay) -> list[tuple[str, int]]:
+    return [(e.method, e.status) for e in relay.take()]
+
+
+def assert_no_traceback(result: Boot) -> None:
+    assert "Traceback" not in result.output, result.output
+
+
+def test_first_boot_puts_gets_405_posts_gets_202_and_sleeps_five_minutes(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), {**HOME, "temperature": 23.4, "humidity": 45.1})
+
+    assert calls(relay) == [("PUT", 405), ("POST", 202)]
+    assert result.slept == FIVE_MINUTES and result.returncode == 0
+    assert exported(firmware_service, name) == [(23.4, 45.1)]
+    assert_no_traceback(result)
+
+
+def test_wake_turns_ap_off_uses_static_ip_and_tries_networks_in_order(make_node, relay, tmp_path):
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), HOME)
+
+    assert result.of("active") == [{"interface": "ap", "on": False}, {"interface": "sta", "on": True}]
+    assert result.of("ifconfig") == [{"config": ["192.168.4.50", "255.255.255.0", "192.168.4.1", "192.168.4.1"]}]
+    assert result.of("connect") == [{"ssid": "attic", "password": "attic-pw"}, {"ssid": "home", "password": "home-pw"}]
+    # LEDs: off at start, blue while joining, green while sending, off after a 202
+    rgb = [e["value"] for e in result.of("pin")]
+    assert [tuple(rgb[i:i + 3]) for i in range(0, len(rgb), 3)] == [(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 0, 0)]
+    relay.take()
+
+
+def test_later_boots_send_one_put_and_sleep(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    board = install(tmp_path / "board", config)
+    boot(board, {**HOME, "temperature": 21.0, "humidity": 50.0})
+    relay.take()
+
+    second = boot(board, {**HOME, "temperature": -3.2, "humidity": 80.0})
+    assert calls(relay) == [("PUT", 202)]
+    assert second.slept == FIVE_MINUTES
+    assert exported(firmware_service, name) == [(21.0, 50.0), (-3.2, 80.0)]
+
+
+def test_authorization_header_is_exactly_what_the_seed_firmware_sent(make_node, relay, tmp_path):
+    name, config = make_node()
+    boot(install(tmp_path / "board", config), {**HOME, "temperature": 23.4, "humidity": 45.1})
+    put, post = relay.take()
+
+    xauth = base64.b64encode(f"{name}:{PASSWORD}".encode()).decode()
+    assert config["svconf"]["xauth"] == xauth
+    body = '{"name": "%s", "data": "23.4 45.1"}' % name
+    for exchange, method in ((put, "PUT"), (post, "POST")):
+        head, sent_body = exchange.request.decode().split("\r\n\r\n", 1)
+        request_line, *headers = head.split("\r\n")
+        assert request_line == f"{method} /api/nodes/{name} HTTP/1.0"
+        assert sorted(headers) == sorted([
+            f"Authorization:  Basic {xauth}",  # "Authorization: " + " Basic ..." (the seed's leading space)
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+            "Host: 127.0.0.1",
+        ])
+        assert sent_body == body
+
+
+def test_esp32_with_dht11_sends_integers_and_sleeps_with_machine_deepsleep(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node("--board", "esp32", "--sensor", "dht11", "--sleep", "600")
+    result = boot(install(tmp_path / "board", config), {**HOME, "board": "esp32", "temperature": 19, "humidity": 61})
+
+    assert [json.loads(e.request.split(b"\r\n\r\n", 1)[1]) for e in relay.take()][-1] == {"name": name, "data": "19 61"}
+    assert result.slept == [{"ms": 600_000, "via": "machine.deepsleep"}]
+    assert exported(firmware_service, name) == [(19.0, 61.0)]
+
+
+def test_halted_node_gets_423_and_stays_awake_with_the_repl_answering(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    board = install(tmp_path / "board", config)
+    boot(board, HOME)
+    relay.take()
+    run_cli(firmware_service.data_dir, "halt", name)
+
+    result = boot(board, {**HOME, "temperature": 22.5, "humidity": 40.0}, repl_input="print('awake', status)\n")
+    assert calls(relay) == [("PUT", 423)]
+    assert result.slept == []
+    assert "awake 423" in result.output  # main.py returned to the REPL, which runs what is typed
+    assert exported(firmware_service, name)[-1] == (22.5, 40.0)  # the reading is still stored
+    rgb = [e["value"] for e in result.of("pin")][-3:]
+    assert rgb == [1, 0, 1]  # magenta: halted, waiting to be reflashed
+
+    run_cli(firmware_service.data_dir, "resume", name)
+    assert boot(board, HOME).slept == FIVE_MINUTES
+    relay.take()
+
+
+def test_server_down_still_sleeps(make_node, relay, tmp_path):
+    name, config = make_node()
+    closed = free_port()
+    config["svconf"]["url"] = f"http://127.0.0.1:{closed}/api/nodes/{name}"
+    config["svconf"]["url_local"] = f"http://127.0.0.1:{closed}/api/nodes/{name}"
+    result = boot(install(tmp_path / "board", config), HOME)
+
+    assert result.slept == FIVE_MINUTES
+    assert "ECONNREFUSED" in result.output or "111" in result.output
+    assert relay.take() == []
+
+
+def test_falls_back_to_url_local_when_url_cannot_be_reached(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    config["svconf"]["url"] = f"http://127.0.0.1:{free_port()}/api/nodes/{name}"
+    result = boot(install(tmp_path / "board", config), {**HOME, "temperature": 24.1, "humidity": 39.9})
+
+    assert result.slept == FIVE_MINUTES
+    assert exported(firmware_service, name) == [(24.1, 39.9)]
+
+
+def test_sensor_failing_twice_is_retried_and_the_reading_sent(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), {**HOME, "sensor_failures": 2, "temperature": 5.5})
+
+    assert len(result.of("measure")) == 3
+    assert result.slept == FIVE_MINUTES
+    assert exported(firmware_service, name) == [(5.5, 45.0)]
+    relay.take()
+
+
+def test_sensor_failing_for_good_sleeps_without_joining_wifi(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), {**HOME, "sensor_failures": 99})
+
+    assert len(result.of("measure")) == 3
+    assert result.of("connect") == []
+    assert result.slept == FIVE_MINUTES
+    assert relay.take() == [] and exported(firmware_service, name) == []
+
+
+def test_no_network_reachable_still_sleeps(make_node, relay, firmware_service, tmp_path):
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), {"ssids": ["neighbour"]})
+
+    assert [e["ssid"] for e in result.of("connect")] == ["attic", "home"]
+    assert result.slept == FIVE_MINUTES
+    assert relay.take() == [] and exported(firmware_service, name) == []
+
+
+def test_missing_config_still_sleeps(tmp_path):
+    result = boot(install(tmp_path / "board", None), HOME)
+    assert result.slept == FIVE_MINUTES
+    assert "cannot read config.json" in result.output
+
+
+OLD_REQUESTS = """
+import sys
+sys.path.insert(0, %r)
+import node, requests
+
+class Old:  # the signature of micropython-lib requests before it took a timeout
+    def request(self, method, url, data=None, json=None, headers={}, stream=None):
+        return requests.request(method, url, data=data, headers=headers)
+
+print("status", node._send(Old(), "PUT", %r, b"{}", {"Authorization": " Basic bm9ib2R5Ong="}))
+"""
+
+
+def test_requests_without_timeout_support_still_sends(firmware_service, relay):
+    from .board import FIRMWARE, micropython_binary
+
+    url = f"http://127.0.0.1:{relay.port}/api/nodes/nobody"
+    script = OLD_REQUESTS % (str(FIRMWARE), url)
+    proc = subprocess.run([micropython_binary(), "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.splitlines()[-1] == "status 401", proc.stdout + proc.stderr
+    assert calls(relay) == [("PUT", 401)]

@@ -1,0 +1,86 @@
+"""`tswarm flash` with real mpremote against a device stand-in: the real MicroPython Unix port
+on a pseudo-terminal (board.PtyBoard), which speaks the raw REPL and raw-paste mode mpremote
+uses. No ESP board can be plugged in here; everything but the USB cable is real.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.journal import Journal
+from tests.servers import run_cli, tswarm_env
+
+from .board import FIRMWARE, PtyBoard, boot
+from .capture import RecordingRelay
+
+pytestmark = pytest.mark.integration
+
+WIFI = ["--wifi-ssid", "home", "--wifi-password", "home-pw", "--ip", "192.168.4.60", "--gateway", "192.168.4.1"]
+
+
+def flash(service, name, port, *args, check=True):
+    env = tswarm_env(service.data_dir, TSWARM_PUBLIC_URL=service.url, TSWARM_PORT=str(service.port))
+    return run_cli(service.data_dir, "flash", name, "--port", port, *args, env=env, check=check)
+
+
+def registered(service, name) -> bool:
+    with Journal.open(service.data_dir) as journal:
+        return journal.node_exists(name)
+
+
+def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, tmp_path):
+    with PtyBoard(tmp_path / "flash") as board:
+        proc = flash(firmware_service, "flashed-1", board.port, "--password", "pw-flashed-1", *WIFI)
+
+    node_py, main_py = (FIRMWARE / "node.py").read_bytes(), (FIRMWARE / "main.py").read_bytes()
+    config_bytes = (board.root / "config.json").read_bytes()
+    assert proc.stderr.splitlines() == [
+        f"board on {board.port} answers",
+        f"[1/3] node.py: {len(node_py)} bytes copied",
+        f"[2/3] main.py: {len(main_py)} bytes copied",
+        f"[3/3] config.json: {len(config_bytes)} bytes copied",
+        "checked 3 files on the board (SHA-256)",
+    ]
+    assert proc.stdout == f"flashed flashed-1 on {board.port}; press the board's reset button to start it\n"
+    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "main.py", "node.py"]
+    assert (board.root / "node.py").read_bytes() == node_py
+    assert (board.root / "main.py").read_bytes() == main_py
+    url = f"{firmware_service.url}/api/nodes/flashed-1"
+    assert json.loads(config_bytes) == {
+        "modules": {"board": "esp8266", "sensor": "dht22", "pins": {"dht": 5},
+                    "leds": {"red": 15, "green": 12, "blue": 13, "active_low": False}},
+        "netconf": {"ssid": ["home"], "password": ["home-pw"], "ip": "192.168.4.60", "netmask": "255.255.255.0",
+                    "gateway": "192.168.4.1", "dns": "192.168.4.1", "sleep": 300},
+        "svconf": {"url": url, "url_local": json.loads(config_bytes)["svconf"]["url_local"], "login": "flashed-1",
+                   "xauth": "Zmxhc2hlZC0xOnB3LWZsYXNoZWQtMQ=="},  # base64("flashed-1:pw-flashed-1")
+    }
+
+    # The flashed board wakes: its first reading reaches the service.
+    with RecordingRelay(firmware_service.port) as relay:
+        config = json.loads(config_bytes)
+        config["svconf"]["url"] = f"http://127.0.0.1:{relay.port}/api/nodes/flashed-1"
+        (board.root / "config.json").write_text(json.dumps(config))
+        result = boot(board.root, {"ssids": ["home"], "temperature": 18.3, "humidity": 52.0})
+        assert [(e.method, e.status) for e in relay.take()] == [("PUT", 405), ("POST", 202)]
+    assert result.slept == [{"ms": 300_000, "via": "esp.deepsleep"}]
+
+
+def test_flash_to_a_port_that_does_not_exist_is_one_line_and_changes_nothing(firmware_service):
+    proc = flash(firmware_service, "nowhere-1", "/dev/ttyUSB-tswarm-none", *WIFI, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "Error: no such port: /dev/ttyUSB-tswarm-none (is the board plugged in? see 'ls /dev/ttyUSB* /dev/ttyACM*')\n"
+    )
+    assert not registered(firmware_service, "nowhere-1")
+
+
+def test_flash_to_a_board_that_does_not_answer_times_out_in_one_line(firmware_service, tmp_path):
+    with PtyBoard(tmp_path / "asleep", answer=False) as board:
+        proc = flash(firmware_service, "asleep-1", board.port, "--timeout", "1", *WIFI, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: the board on {board.port} does not answer (waited 1 s): it may be in deep sleep; press its reset "
+        "button and run this again at once, or 'tswarm halt asleep-1' and wait for its next wake\n"
+    )
+    assert not registered(firmware_service, "asleep-1")

@@ -1,0 +1,115 @@
+"""service/flash.py: the board's config.json, and `tswarm node config` (no board needed).
+Flashing a board through mpremote is tested in tests/firmware/test_flash_device.py."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from service import auth
+from service.flash import BoardOptions, FlashError, build_config
+from service.journal import Journal
+from tests.servers import run_cli, tswarm_env
+
+SVCONF = {"url": "https://t.example/api/nodes/n1", "url_local": "http://10.0.0.2:8080/api/nodes/n1",
+          "login": "n1", "xauth": "bjE6cHc="}
+
+
+def test_config_for_esp8266_with_static_ip_and_two_networks():
+    options = BoardOptions(ssids=("home", "garage"), passwords=("pw1", ""), ip="192.168.1.50", gateway="192.168.1.1")
+    assert build_config(SVCONF, options) == {
+        "modules": {"board": "esp8266", "sensor": "dht22", "pins": {"dht": 5},
+                    "leds": {"red": 15, "green": 12, "blue": 13, "active_low": False}},
+        "netconf": {"ssid": ["home", "garage"], "password": ["pw1", ""], "ip": "192.168.1.50",
+                    "netmask": "255.255.255.0", "gateway": "192.168.1.1", "dns": "192.168.1.1", "sleep": 300},
+        "svconf": SVCONF,
+    }
+
+
+def test_config_for_esp32_with_dht11_dhcp_and_no_leds():
+    options = BoardOptions(board="esp32", sensor="dht11", ssids=("home",), passwords=("pw",), sleep=600)
+    assert build_config(SVCONF, options) == {
+        "modules": {"board": "esp32", "sensor": "dht11", "pins": {"dht": 4}},
+        "netconf": {"ssid": ["home"], "password": ["pw"], "sleep": 600},
+        "svconf": SVCONF,
+    }
+
+
+def test_config_sample_has_the_shape_build_config_makes():
+    from service.flash import FIRMWARE_DIR
+
+    sample = json.loads((FIRMWARE_DIR / "config_sample.json").read_text())
+    built = build_config(SVCONF, BoardOptions(ssids=("a",), passwords=("b",), ip="10.0.0.5", gateway="10.0.0.1"))
+    assert sample.keys() == built.keys()
+    for section in sample:
+        assert set(built[section]) <= set(sample[section]), section
+    assert set(sample["svconf"]) == {"url", "url_local", "login", "xauth"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (BoardOptions(ssids=("a", "b"), passwords=("x",)), "2 --wifi-ssid but 1 --wifi-password"),
+    (BoardOptions(ip="192.168.1.50"), "--ip needs --gateway"),
+    (BoardOptions(ip="192.168.1.500", gateway="192.168.1.1"), "--ip '192.168.1.500' is not an IPv4 address"),
+    (BoardOptions(sleep=5), "--sleep must be at least 10 seconds"),
+    (BoardOptions(sleep=7200), "an ESP8266 cannot deep-sleep longer than about 71 minutes"),
+    (BoardOptions(board="rp2040"), "board must be one of esp8266, esp32"),
+])
+def test_bad_options_are_refused_with_what_to_fix(options, message):
+    with pytest.raises(FlashError) as exc:
+        build_config(SVCONF, options)
+    assert str(exc.value).startswith(message)
+
+
+def node_config(data_dir, *args, check=True):
+    env = tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example")
+    return run_cli(data_dir, "node", "config", *args, env=env, check=check)
+
+
+def password_of(config: dict) -> str:
+    return base64.b64decode(config["svconf"]["xauth"]).decode().split(":", 1)[1]
+
+
+def stored_hash(data_dir, name) -> str:
+    with Journal.open(data_dir) as journal:
+        return journal.node_auth(name).password_hash
+
+
+def test_node_config_registers_a_new_node_and_prints_its_config(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "shed", "--password", "pw-shed", "--wifi-ssid", "home", "--wifi-password", "x")
+    config = json.loads(proc.stdout)
+    assert proc.stderr == ""
+    assert config["svconf"] == {"url": "https://t.example/api/nodes/shed", "url_local": config["svconf"]["url_local"],
+                                "login": "shed", "xauth": auth.xauth("shed", "pw-shed")}
+    assert auth.verify_password("pw-shed", stored_hash(data_dir, "shed"))
+
+
+def test_node_config_for_an_existing_node_gives_it_a_new_password_and_says_so(tmp_path):
+    data_dir = tmp_path / "data"
+    first = json.loads(node_config(data_dir, "shed").stdout)
+    proc = node_config(data_dir, "shed")
+    second = json.loads(proc.stdout)
+
+    assert proc.stderr.startswith("note: node 'shed' exists and its password cannot be recovered: it now has a new one")
+    assert password_of(first) != password_of(second)
+    assert auth.verify_password(password_of(second), stored_hash(data_dir, "shed"))
+    assert not auth.verify_password(password_of(first), stored_hash(data_dir, "shed"))
+
+
+def test_node_config_with_the_password_again_keeps_the_node_working_quietly(tmp_path):
+    data_dir = tmp_path / "data"
+    node_config(data_dir, "shed", "--password", "same-pw")
+    proc = node_config(data_dir, "shed", "--password", "same-pw")
+    assert proc.stderr == ""
+    assert auth.verify_password("same-pw", stored_hash(data_dir, "shed"))
+
+
+def test_node_config_with_bad_options_changes_nothing(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "shed", "--wifi-ssid", "home", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ("Error: 1 --wifi-ssid but 0 --wifi-password: give one password per network, "
+                           "in the same order ('' for an open network)\n")
+    with Journal.open(data_dir) as journal:
+        assert not journal.node_exists("shed")
