@@ -43,12 +43,12 @@ def _impossible(detail: str) -> PayloadError:
 
 def parse_number(token: str, what: str) -> float:
     if _NOT_FINITE.fullmatch(token):
-        raise _impossible(f"{what} is {token!r}; it must be a finite number")
+        raise _impossible(f"{what} must be a finite number, not NaN or infinity")
     if not _NUMBER.fullmatch(token):
-        raise _bad(f"{what} {token!r} is not a decimal number like 23 or -3.5", "bad_data")
+        raise _bad(f"{what} is not a decimal number like 23 or -3.5", "bad_data")
     value = float(token)
     if not math.isfinite(value):
-        raise _impossible(f"{what} {token!r} is out of any range")
+        raise _impossible(f"{what} is out of any range")
     return value
 
 
