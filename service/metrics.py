@@ -7,6 +7,7 @@ request middleware, the journal writer's ``on_commit`` callback).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter as Tally
 from typing import Callable
@@ -105,18 +106,31 @@ class StateCollector:
         return nodes
 
 
+CLIENT_GONE = 499  # the client went away before the answer was complete (nginx's code for it)
+_GONE = "tswarm.client_gone"
+
+
+def client_gone(request: web.Request) -> None:
+    """A streaming handler tells the metrics that its client hung up mid-answer."""
+    request[_GONE] = True
+
+
 @web.middleware
 async def count_requests(request: web.Request, handler):
-    """Counts every answer by route (the pattern, never the node's name) and status."""
+    """Counts every answer by route (the pattern, never the node's name) and status; 499 when the
+    client hung up mid-answer (a reader abandoning an export)."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     status = 500
     try:
         response = await handler(request)
-        status = response.status
+        status = CLIENT_GONE if request.get(_GONE) else response.status
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        status = CLIENT_GONE
         raise
     finally:
         request.app[METRICS].requests.labels(route, str(status)).inc()

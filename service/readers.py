@@ -27,6 +27,7 @@ from .errors import json_error
 from .export import CONTENT_TYPES, FORMATS, decode_cursor, encode_cursor, export_chunks
 from .health import health
 from .journal import Journal
+from .metrics import client_gone
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .timefmt import parse_time, rfc3339
 
@@ -243,8 +244,9 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
         try:
             async for chunk in chunks:
                 await response.write(chunk)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:  # the reader hung up: stop the export thread, nothing to answer
+            client_gone(request)
+            return response
         except Exception:
             # Headers are gone: all we can do is end the body without its last chunk, which
             # tells the client the export is incomplete.

@@ -112,3 +112,32 @@ def test_paging_with_the_cursor_gives_every_row_once(service):
             cursor = resp.headers.get("X-Next-Cursor")
         url = f"{service.url}/api/readings?format=ndjson&limit=400000&cursor={cursor}" if cursor else None
     assert (pages, count) == (3, ROWS)
+
+
+def test_readers_that_hang_up_midway_free_their_export_threads(service):
+    """The service runs at most 4 exports at once; if abandoned ones kept their threads, the
+    next export would wait for ever (here: until the 60 s timeout fails the test)."""
+    import http.client
+
+    for _ in range(6):
+        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=60)
+        conn.request("GET", "/api/readings?format=csv")
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert len(resp.read(1_000_000)) == 1_000_000
+        conn.sock.shutdown(2)  # hang up with most of the export unread
+        conn.close()
+    with urllib.request.urlopen(f"{service.url}/api/readings?format=ndjson&limit=3", timeout=60) as resp:
+        assert [json.loads(line)["node"] for line in resp] == ["n0", "n1", "n2"]
+    with urllib.request.urlopen(f"{service.url}/api/nodes", timeout=60) as resp:
+        assert len(json.load(resp)["nodes"]) == NODES
+    hung_up = 'tswarm_http_requests_total{route="/api/readings",status="499"} 6.0'
+    deadline = time.monotonic() + 60  # the service notices a hang-up at its next write
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{service.url}/metrics", timeout=60) as resp:
+            if hung_up in resp.read().decode():
+                break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the six hang-ups were not counted as 499")
+    assert "Traceback" not in service.log()
