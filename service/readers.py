@@ -262,4 +262,4 @@ def setup_routes(app: web.Application) -> None:
     app.cleanup_ctx.append(readers_ctx)
     app.router.add_get("/api/nodes", get_nodes)
     app.router.add_get("/api/nodes/{name}", get_node, allow_head=False)
-    app.router.add_get("/api/readings", get_readings)
+    app.router.add_get("/api/readings", get_readings, allow_head=False)  # a HEAD would run the export
