@@ -253,7 +253,7 @@ def _stat_panel(lang: str, title: str, influxql: str, flux: str, unit: str | Non
 # -- dashboards ----------------------------------------------------------------------------------
 
 
-def _dashboard(uid: str, title: str, lang: str) -> db.Dashboard:
+def _dashboard(uid: str, title: str, lang: str, bucket: str) -> db.Dashboard:
     suffix = "" if lang == "influxql" else " (Flux)"
     builder = (
         db.Dashboard(title + suffix)
@@ -265,15 +265,15 @@ def _dashboard(uid: str, title: str, lang: str) -> db.Dashboard:
     )
     if lang == "flux":
         builder.with_variable(
-            db.ConstantVariable("bucket").value("tswarm")
+            db.ConstantVariable("bucket").value(bucket)
             .description("The bucket tswarm writes to (TSWARM_INFLUX_BUCKET).")
         )
     return builder
 
 
-def overview(lang: str = "influxql") -> dict:
+def overview(lang: str = "influxql", bucket: str = "tswarm") -> dict:
     """Every node's temperature and humidity, when each was last seen, and which went silent."""
-    builder = _dashboard("tswarm-overview", "tswarm overview", lang)
+    builder = _dashboard("tswarm-overview", "tswarm overview", lang, bucket)
     for field, title, unit in FIELDS:
         builder.with_panel(_field_panel(lang, field, title, unit, node_var=False))
     builder.with_panel(_last_seen_panel(lang))
@@ -281,9 +281,9 @@ def overview(lang: str = "influxql") -> dict:
     return to_dict(builder)
 
 
-def node(lang: str = "influxql") -> dict:
+def node(lang: str = "influxql", bucket: str = "tswarm") -> dict:
     """One node (the ``node`` variable): its temperature, humidity, latest values and when it last reported."""
-    builder = _dashboard("tswarm-node", "tswarm node", lang)
+    builder = _dashboard("tswarm-node", "tswarm node", lang, bucket)
     if lang == "influxql":
         values_query: str | dict = f'SHOW TAG VALUES FROM "{MEASUREMENT}" WITH KEY = "{TAG_NODE}"'
     else:
@@ -337,7 +337,7 @@ def to_dict(builder: cogbuilder.Builder) -> dict:
 
 
 def dashboards() -> dict[str, dict]:
-    """Every dashboard by its file path under ``grafana/dashboards/``."""
+    """Every dashboard by its file path under ``grafana/dashboards/`` (Flux ones read bucket ``tswarm``)."""
     return {
         f"{lang}/{name}.json": build(lang)
         for lang in LANGUAGES

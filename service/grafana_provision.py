@@ -1,0 +1,190 @@
+"""Put tswarm's datasource, folder and dashboards into a running Grafana through its HTTP API.
+
+``tswarm grafana provision`` calls :func:`provision`. It uses grafana-client and changes only what
+differs: each object is read first and written only when it is missing or not what tswarm wants,
+so a second run makes no writes. Dashboards are the ones of service/grafana_dashboards.py (the
+same JSON docker-compose mounts from grafana/dashboards/).
+
+What is compared:
+
+- datasource (by uid): name, type, access, URL, user and the ``jsonData`` tswarm sets, and that each
+  secret tswarm sets is stored (Grafana never returns secrets, so a changed secret alone is not
+  seen: pass ``force=True``, ``--force`` on the command line);
+- folder (by uid): its title;
+- dashboard (by uid): the whole JSON (less Grafana's ``id`` and ``version``) and its folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+import niquests
+from grafana_client import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+
+from . import grafana_dashboards
+
+FOLDER_UID = "tswarm"
+FOLDER_TITLE = "tswarm"
+MESSAGE = "tswarm grafana provision"
+TIMEOUT_S = 10.0
+
+
+class ProvisionError(Exception):
+    """Grafana could not be reached or refused a request; the message is one line for people."""
+
+
+@dataclass(frozen=True)
+class InfluxSource:
+    """How Grafana reaches InfluxDB (Grafana's view: the URL may differ from the service's)."""
+
+    url: str
+    api: str = "1"  # "1": InfluxDB 1.x; "2": InfluxDB 2.x (InfluxQL through v1 compatibility, or Flux)
+    db: str = "tswarm"  # 1.x database
+    bucket: str = "tswarm"  # 2.x bucket
+    token: str = ""  # 2.x token
+    org: str = ""  # 2.x organisation (Flux)
+    user: str = ""  # 1.x user (optional)
+    password: str = ""  # 1.x password (optional)
+    flux: bool = False  # 2.x only: a Flux datasource and the Flux dashboards
+
+    @property
+    def language(self) -> str:
+        return "flux" if self.flux else "influxql"
+
+
+def datasource(source: InfluxSource) -> dict:
+    """The datasource as Grafana's ``POST /api/datasources`` takes it."""
+    if source.flux:
+        if source.api != "2":
+            raise ProvisionError("Flux needs InfluxDB 2.x: use --influx-api 2 (or drop --flux for InfluxQL)")
+        return {
+            "name": "tswarm Flux", "uid": grafana_dashboards.FLUX_UID, "type": "influxdb", "access": "proxy",
+            "url": source.url,
+            "jsonData": {"version": "Flux", "organization": source.org, "defaultBucket": source.bucket},
+            "secureJsonData": {"token": source.token},
+        }
+    payload = {
+        "name": "tswarm InfluxQL", "uid": grafana_dashboards.INFLUXQL_UID, "type": "influxdb", "access": "proxy",
+        "url": source.url,
+    }
+    if source.api == "2":  # InfluxDB 2.x's v1-compatibility /query: database = bucket, token in a header
+        payload["jsonData"] = {"dbName": source.bucket, "httpMode": "POST", "httpHeaderName1": "Authorization"}
+        payload["secureJsonData"] = {"httpHeaderValue1": f"Token {source.token}"}
+    else:
+        payload["jsonData"] = {"dbName": source.db, "httpMode": "POST"}
+        if source.user:
+            payload["user"] = source.user
+            payload["secureJsonData"] = {"password": source.password}
+    return payload
+
+
+def dashboards(source: InfluxSource) -> list[dict]:
+    builders = (grafana_dashboards.overview, grafana_dashboards.node)
+    return [build(source.language, bucket=source.bucket) for build in builders]
+
+
+def connect(url: str, token: str, timeout: float = TIMEOUT_S) -> GrafanaApi:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProvisionError(f"--url must be Grafana's http(s) address, like http://localhost:3000; got {url!r}")
+    if parts.path.strip("/"):
+        url = url.rstrip("/") + "/"  # Grafana under a sub-path: grafana-client appends "api"
+    return GrafanaApi.from_url(url, credential=token, timeout=timeout)
+
+
+def _missing(call: Callable[[], dict]) -> Optional[dict]:
+    """The object, or None when Grafana answers 404."""
+    try:
+        return call()
+    except GrafanaClientError as exc:
+        if exc.status_code == 404:
+            return None
+        raise
+
+
+def _datasource_differs(existing: dict, wanted: dict) -> bool:
+    for key in ("name", "type", "access", "url", "user"):
+        if key in wanted and existing.get(key) != wanted[key]:
+            return True
+    existing_json = existing.get("jsonData") or {}
+    if any(existing_json.get(k) != v for k, v in wanted.get("jsonData", {}).items()):
+        return True
+    stored = existing.get("secureJsonFields") or {}
+    return not all(stored.get(k) for k in wanted.get("secureJsonData", {}))
+
+
+def _without_grafana_fields(dashboard: dict) -> dict:
+    return {k: v for k, v in dashboard.items() if k not in ("id", "version")}
+
+
+def provision(api: GrafanaApi, source: InfluxSource, force: bool = False, report: Callable[[str], None] = print) -> list[str]:
+    """Create or update the datasource, the folder and the dashboards; returns what changed.
+
+    Raises :class:`ProvisionError` with a one-line message when Grafana is out of reach or refuses.
+    """
+    wanted_source = datasource(source)
+    changed: list[str] = []
+
+    def note(kind: str, name: str, action: str) -> None:
+        report(f"{kind} {name!r}: {action}")
+        if action != "unchanged":
+            changed.append(f"{kind} {name}")
+
+    try:
+        uid = wanted_source["uid"]
+        existing = _missing(lambda: api.datasource.get_datasource_by_uid(uid))
+        if existing is None:
+            api.datasource.create_datasource(wanted_source)
+            note("datasource", wanted_source["name"], "created")
+        elif force or _datasource_differs(existing, wanted_source):
+            api.datasource.update_datasource_by_uid(uid, wanted_source)
+            note("datasource", wanted_source["name"], "updated")
+        else:
+            note("datasource", wanted_source["name"], "unchanged")
+
+        folder = _missing(lambda: api.folder.get_folder(FOLDER_UID))
+        if folder is None:
+            api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+            note("folder", FOLDER_TITLE, "created")
+        elif folder.get("title") != FOLDER_TITLE:
+            api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, version=folder.get("version"))
+            note("folder", FOLDER_TITLE, "updated")
+        else:
+            note("folder", FOLDER_TITLE, "unchanged")
+
+        for dashboard in dashboards(source):
+            current = _missing(lambda: api.dashboard.get_dashboard(dashboard["uid"]))
+            same = (
+                current is not None
+                and _without_grafana_fields(current.get("dashboard", {})) == _without_grafana_fields(dashboard)
+                and current.get("meta", {}).get("folderUid") == FOLDER_UID
+            )
+            if same and not force:
+                note("dashboard", dashboard["title"], "unchanged")
+                continue
+            api.dashboard.update_dashboard(
+                {"dashboard": dashboard, "folderUid": FOLDER_UID, "overwrite": True, "message": MESSAGE}
+            )
+            note("dashboard", dashboard["title"], "created" if current is None else "updated")
+    except GrafanaUnauthorizedError:
+        raise ProvisionError(f"Grafana at {api.url} refused the token (401 Unauthorized): check --token") from None
+    except GrafanaException as exc:
+        detail = exc.message if exc.status_code else str(exc)
+        raise ProvisionError(f"Grafana at {api.url} answered: {_one_line(detail)}") from None
+    except niquests.exceptions.RequestException as exc:
+        raise ProvisionError(f"cannot reach Grafana at {api.url}: {_one_line(_reason(exc))}") from None
+    return changed
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a connection error ('Connection refused'), not the whole chain."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc)
+    return text.split("] ", 1)[-1] if text.startswith("[Errno") else text or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]

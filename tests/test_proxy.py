@@ -1,0 +1,146 @@
+"""Behind a TLS proxy: X-Forwarded-* only from trusted proxies, the page to HTTPS, the node API never redirected.
+
+aiohttp's test client connects from 127.0.0.1, so "a trusted proxy" is TSWARM_TRUSTED_PROXIES=127.0.0.1
+and "an untrusted peer" is any list without it.
+"""
+import json
+
+import pytest
+
+from service import auth
+from service.proxy import client_address, parse_networks
+from service.settings import Config, ConfigError
+
+from .conftest import register
+
+PW = "secret-pw"
+PAGE_AND_STATIC = ["/", "/static/app.js"]
+
+
+def node_headers(password=PW, client=None, proto=None):
+    headers = {"Authorization": " Basic %s" % auth.xauth("n1", password), "Content-Type": "application/json"}
+    if client:
+        headers["X-Forwarded-For"] = client
+    if proto:
+        headers["X-Forwarded-Proto"] = proto
+    return headers
+
+
+BODY = json.dumps({"name": "n1", "data": "23.4 45.1"})
+
+
+@pytest.fixture
+def node(journal):
+    register(journal, "n1", PW, created=True)
+
+
+async def fail_logins(http, times, **header_args):
+    for _ in range(times):
+        resp = await http.put("/api/nodes/n1", data=BODY, headers=node_headers("wrong", **header_args))
+        assert resp.status == 401
+
+
+# -- whose address the brute-force guard counts --------------------------------------------------
+
+
+async def test_forwarded_for_from_an_untrusted_peer_is_ignored_by_the_guard(make_client, node):
+    client = await make_client(trusted_proxies=("10.0.0.0/8",), auth_max_failures=3)
+    # A guesser cannot dodge the guard by claiming a new address with each request.
+    for n in range(3):
+        await fail_logins(client, 1, client=f"198.51.100.{n}")
+    resp = await client.put("/api/nodes/n1", data=BODY, headers=node_headers("wrong", client="198.51.100.99"))
+    assert resp.status == 429
+
+
+async def test_behind_a_trusted_proxy_the_guard_counts_each_real_client(make_client, node):
+    client = await make_client(trusted_proxies=("127.0.0.1",), auth_max_failures=3)
+    await fail_logins(client, 3, client="203.0.113.7")
+    blocked = await client.put("/api/nodes/n1", data=BODY, headers=node_headers("wrong", client="203.0.113.7"))
+    assert blocked.status == 429
+    # Another client behind the same proxy is not blocked, and a valid node through the proxy stores.
+    other = await client.put("/api/nodes/n1", data=BODY, headers=node_headers("wrong", client="203.0.113.8"))
+    assert other.status == 401
+    ok = await client.put("/api/nodes/n1", data=BODY, headers=node_headers(client="203.0.113.8"))
+    assert ok.status == 202
+
+
+async def test_without_trusted_proxies_the_guard_counts_the_tcp_peer(make_client, node):
+    client = await make_client(auth_max_failures=2)
+    await fail_logins(client, 1, client="203.0.113.1")
+    await fail_logins(client, 1, client="203.0.113.2")
+    resp = await client.put("/api/nodes/n1", data=BODY, headers=node_headers("wrong", client="203.0.113.3"))
+    assert resp.status == 429
+
+
+@pytest.mark.parametrize(
+    "peer, forwarded, expected",
+    [
+        ("127.0.0.1", ["203.0.113.7"], "203.0.113.7"),
+        ("127.0.0.1", ["198.51.100.1, 203.0.113.7"], "203.0.113.7"),  # spoofed left part is not believed
+        ("127.0.0.1", ["203.0.113.7, 10.1.2.3"], "203.0.113.7"),  # past a second trusted proxy
+        ("127.0.0.1", ["10.1.2.3, 10.4.5.6"], "10.1.2.3"),  # every hop trusted: the left-most
+        ("127.0.0.1", ["203.0.113.7", "10.1.2.3"], "203.0.113.7"),  # the header twice
+        ("127.0.0.1", ["not-an-ip, 10.1.2.3"], "10.1.2.3"),  # garbage: trust nothing further left
+        ("127.0.0.1", [], "127.0.0.1"),  # the proxy itself (e.g. its health check)
+        ("192.0.2.50", ["203.0.113.7"], "192.0.2.50"),  # untrusted peer: header ignored
+        ("::ffff:127.0.0.1", ["203.0.113.7"], "203.0.113.7"),  # IPv4-mapped peer
+    ],
+)
+def test_client_address(peer, forwarded, expected):
+    assert client_address(peer, forwarded, parse_networks("127.0.0.1, 10.0.0.0/8")) == expected
+
+
+def test_trusted_proxies_must_be_addresses_or_networks():
+    assert Config.from_env({"TSWARM_TRUSTED_PROXIES": " 127.0.0.1 ,10.0.0.0/8,"}).trusted_proxies == (
+        "127.0.0.1", "10.0.0.0/8",
+    )
+    with pytest.raises(ConfigError, match="TSWARM_TRUSTED_PROXIES: 'cloudflare' is not an IP address"):
+        Config.from_env({"TSWARM_TRUSTED_PROXIES": "127.0.0.1,cloudflare"})
+
+
+# -- HTTPS -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PAGE_AND_STATIC)
+async def test_force_https_redirects_the_page_over_plain_http(make_client, path):
+    client = await make_client(force_https=True)
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status == 308
+    host = f"{client.host}"
+    assert resp.headers["Location"] == f"https://{host}{path}"
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+@pytest.mark.parametrize("path", ["/api/nodes/n1", "/api/nodes/n1/"])
+async def test_force_https_never_redirects_a_node_over_plain_http(make_client, journal, node, method, path):
+    client = await make_client(force_https=True)
+    resp = await client.request(method, path, data=BODY, headers=node_headers(), allow_redirects=False)
+    assert resp.status == 202
+    assert "Strict-Transport-Security" not in resp.headers
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/api/nodes", "/metrics", "/api/nodes/n1"])
+async def test_force_https_leaves_the_api_alone(make_client, path):
+    client = await make_client(force_https=True)
+    resp = await client.get(path, allow_redirects=False)
+    assert resp.status not in (301, 302, 303, 307, 308), path
+
+
+async def test_https_from_a_trusted_proxy_serves_the_page_with_hsts(make_client):
+    client = await make_client(force_https=True, trusted_proxies=("127.0.0.1",))
+    resp = await client.get("/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"})
+    assert resp.status == 200
+    assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+async def test_forwarded_proto_from_an_untrusted_peer_is_ignored(make_client):
+    client = await make_client(force_https=True, trusted_proxies=("10.0.0.0/8",))
+    resp = await client.get("/", headers={"X-Forwarded-Proto": "https"}, allow_redirects=False)
+    assert resp.status == 308
+    assert "Strict-Transport-Security" not in resp.headers
+
+
+async def test_without_force_https_nothing_is_redirected_nor_hsts_sent(make_client):
+    client = await make_client(trusted_proxies=("127.0.0.1",))
+    resp = await client.get("/", headers={"X-Forwarded-Proto": "https"}, allow_redirects=False)
+    assert resp.status == 200 and "Strict-Transport-Security" not in resp.headers
