@@ -4,6 +4,10 @@ set -euo pipefail
 need=()
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v chromium >/dev/null || need+=(chromium)  # tests/browser (status page)
+# tests/integration/test_influx*.py start their own influxd and victoria-metrics on free loopback ports
+# (a system influxdb service the package may start on :8086 is neither used nor touched).
+[ -x /usr/bin/influxd ] || need+=(influxdb)
+[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "tests need Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2

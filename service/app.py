@@ -9,9 +9,11 @@ from aiohttp import web
 from . import admin, keys, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
+from .forwarder import FORWARDER, forward_status, forwarder_ctx
 from .journal import DB_FILENAME, Journal, JournalWriter
 from .metrics import count_requests, setup_metrics
 from .protocol import setup_routes
+from .retention import retention_ctx
 from .settings import Config
 
 
@@ -36,9 +38,13 @@ async def _hasher_ctx(app: web.Application):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    config = request.app[keys.CONFIG]
-    writer = request.app[keys.WRITER]
-    return web.json_response({"ok": True, "store": config.store, "backlog": 0, "queued": writer.queued})
+    """ok, store, and the forwarder's backlog (see :func:`forward_status`), plus what waits to commit."""
+    app = request.app
+    status = {"ok": True, **forward_status(app[keys.JOURNAL], app[keys.CONFIG])}
+    if FORWARDER in app:
+        status["in_flight"] = app[FORWARDER].in_flight
+    status["queued"] = app[keys.WRITER].queued
+    return web.json_response(status)
 
 
 def create_app(config: Config) -> web.Application:
@@ -49,6 +55,8 @@ def create_app(config: Config) -> web.Application:
     app[keys.STATS] = keys.Stats()
     app.cleanup_ctx.append(_hasher_ctx)
     app.cleanup_ctx.append(_journal_ctx)
+    app.cleanup_ctx.append(forwarder_ctx)  # store=influxdb only; after the journal: it needs the writer
+    app.cleanup_ctx.append(retention_ctx)
     app.router.add_get("/healthz", healthz)
     setup_routes(app)
     setup_metrics(app)  # after the journal's context: it hooks the writer's commits

@@ -390,6 +390,63 @@ def flash(name, port, timeout, data_dir, **options):
     click.echo(f"flashed {name} on {port}; press the board's reset button to start it")
 
 
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same fields as /healthz).")
+@data_dir_option
+def status(as_json, data_dir):
+    """Show the store and, with InfluxDB, the backlog: readings waiting, the oldest's age, the last error."""
+    from .forwarder import forward_status
+
+    config = load_config(data_dir=data_dir)
+    with Journal.open(config.data_dir) as journal:
+        info = forward_status(journal, config)
+        rejected = journal.rejected_readings(limit=5) if info.get("rejected") else []
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    if config.store != "influxdb":
+        click.echo("store       sqlite (the journal is the store; nothing to forward)")
+        return
+    click.echo(f"store       influxdb, {info['influxdb']}")
+    oldest = f", oldest waiting {_duration(info['oldest_age_s'])}" if info["oldest_age_s"] is not None else ""
+    click.echo(f"backlog     {info['backlog']} reading(s) not yet in InfluxDB{oldest}")
+    error = info["last_error"]
+    click.echo(f"last error  {rfc3339(error['at'])[:19]}Z {error['message']}" if error else "last error  none")
+    click.echo(f"rejected    {info['rejected']} reading(s) InfluxDB refused for good")
+    for reading, reason, _ in rejected:
+        click.echo(f"  {reading.node} {rfc3339(reading.ts)} {reading.temperature:g} {reading.humidity:g}: {reason}")
+    keep = _duration(info["retention_s"]) if info["retention_s"] else "for ever"
+    click.echo(f"retention   forwarded readings are kept in the journal {keep}")
+
+
+@cli.command()
+@click.option("--since", "start", type=TimeParam(), required=True, help="From this time, inclusive (RFC 3339 or epoch seconds).")
+@click.option("--until", "stop", type=TimeParam(), default=None, help="Until this time, exclusive (default: now).")
+@data_dir_option
+def forward(start, stop, data_dir):
+    """Send readings already in the journal to the InfluxDB of TSWARM_INFLUX_* again (a backfill)."""
+    import asyncio
+
+    from tqdm import tqdm
+
+    from .forwarder import backfill
+
+    config = load_config(data_dir=data_dir)
+    if stop is not None and stop <= start:
+        raise click.BadParameter("--until must be after --since", param_hint="--until")
+    with Journal.open(config.data_dir) as journal:
+        total = journal.count_readings_after(0, start, stop)
+        with tqdm(total=total, unit="reading", disable=None, file=sys.stderr) as bar:
+            sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update))
+    click.echo(f"sent {sent} reading(s) to InfluxDB" + (f"; {refused} refused (see 'tswarm status')" if refused else ""))
+
 def main() -> None:
     cli(prog_name="tswarm")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes; larger gets 413."),
     Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429."),
     Setting("TSWARM_AUTH_WINDOW", "60", "Seconds over which failed logins are counted, and how long an address then waits."),
+    Setting(
+        "TSWARM_JOURNAL_RETENTION", "30d",
+        "How long readings stay in the journal once forwarded (`30d`, `12h`, `90m`, `45s` or seconds; `0`: forever)."
+        " With `TSWARM_STORE=sqlite` the journal is the store: nothing is pruned unless this is set.",
+    ),
+    Setting("TSWARM_FORWARD_BATCH", "5000", "Most readings per InfluxDB write (one gzipped line-protocol body)."),
+    Setting(
+        "TSWARM_FORWARD_MAX_BACKOFF", "60",
+        "Longest wait in seconds between retries of a failed InfluxDB write (doubling from 0.5 s; a `Retry-After` wins).",
+    ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
@@ -53,6 +63,22 @@ def _int(name: str, value: str) -> int:
         return int(value)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(name: str, value: str) -> int:
+    """``30d``, ``12h``, ``90m``, ``45s`` or plain seconds -> seconds."""
+    text = value.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    try:
+        seconds = int(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"{name} must be a duration like 30d, 12h, 90m, 45s or seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    return seconds
 
 
 class ConfigError(ValueError):
@@ -81,6 +107,9 @@ class Config:
     max_body: int = 4096
     auth_max_failures: int = 30
     auth_window: int = 60
+    journal_retention: Optional[int] = None  # seconds; None: not set (see retention_s)
+    forward_batch: int = 5000
+    forward_max_backoff: float = 60.0
     # Not environment settings: knobs for tests and benchmarks.
     scrypt_n: int = 2**14
 
@@ -113,6 +142,12 @@ class Config:
             max_body=_int("TSWARM_MAX_BODY", get("TSWARM_MAX_BODY")),
             auth_max_failures=_int("TSWARM_AUTH_MAX_FAILURES", get("TSWARM_AUTH_MAX_FAILURES")),
             auth_window=_int("TSWARM_AUTH_WINDOW", get("TSWARM_AUTH_WINDOW")),
+            journal_retention=(
+                parse_duration("TSWARM_JOURNAL_RETENTION", env["TSWARM_JOURNAL_RETENTION"])
+                if env.get("TSWARM_JOURNAL_RETENTION", "").strip() else None
+            ),
+            forward_batch=_int("TSWARM_FORWARD_BATCH", get("TSWARM_FORWARD_BATCH")),
+            forward_max_backoff=float(_int("TSWARM_FORWARD_MAX_BACKOFF", get("TSWARM_FORWARD_MAX_BACKOFF"))),
         )
         if env.get("PORT"):
             values["port"] = _int("PORT", env["PORT"])
@@ -130,6 +165,21 @@ class Config:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
         if self.max_body < 64:
             raise ConfigError(f"TSWARM_MAX_BODY must be at least 64, got {self.max_body}")
+        if not 1 <= self.forward_batch <= 100_000:
+            raise ConfigError(f"TSWARM_FORWARD_BATCH must be between 1 and 100000, got {self.forward_batch}")
+
+    @property
+    def retention_s(self) -> int:
+        """Seconds readings stay in the journal, 0 for ever.
+
+        Unset, it is 30 days with ``store=influxdb`` (forwarded readings live on in InfluxDB) and
+        forever with ``store=sqlite`` (the journal is the only copy).
+        """
+        if self.journal_retention is not None:
+            return self.journal_retention
+        if self.store == "sqlite":
+            return 0
+        return parse_duration("TSWARM_JOURNAL_RETENTION", SETTINGS_BY_NAME["TSWARM_JOURNAL_RETENTION"].default)
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)

@@ -1,0 +1,285 @@
+"""Store and forward: drain the journal to InfluxDB, in order, until every reading is written.
+
+With ``TSWARM_STORE=influxdb`` the journal stays the place a 202 is promised from. The
+:class:`Forwarder` reads readings with ``id > cursor`` in commit order (which is time order per
+node), sends them in batches of up to ``TSWARM_FORWARD_BATCH`` and moves the cursor (kept in the
+journal's ``meta``) only after InfluxDB answered 2xx. So a reading is written at least once; a
+rewrite after a crash is harmless because its timestamp is fixed.
+
+:class:`Delivery` is one batch's way to InfluxDB, shared by the forwarder and
+``tswarm forward`` (the backfill):
+
+- a write that fails for now (connection refused, timeout, 5xx, 429, 401/403/404) is retried
+  with capped exponential backoff, or after ``Retry-After`` when InfluxDB says so, for ever;
+- a 400/422 (InfluxDB refuses points for good) is narrowed down by splitting the batch in halves
+  until the refused readings are found; those are recorded in the journal's ``rejected`` table
+  with the reason, and the rest go on;
+- a 413 splits the batch too.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, Callable, Optional
+
+from aiohttp import web
+
+from . import keys
+from .influx import InfluxTarget, Rejected, TooLarge, WriteError, line_protocol, make_target
+from .journal import DB_FILENAME, FORWARD_LAST_ERROR, Journal, Reading
+from .settings import Config
+
+log = logging.getLogger("tswarm.forwarder")
+
+FIRST_BACKOFF_S = 0.5
+MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than an hour is taken as an hour
+IDLE_CHECK_S = 60.0  # with no wake-up, look at the journal this often anyway
+
+
+def backoff_delay(attempt: int, max_backoff: float, retry_after: Optional[float] = None, rand=random.random) -> float:
+    """Seconds to wait before retry number ``attempt`` (0 for the first).
+
+    ``Retry-After`` wins when InfluxDB sent one; otherwise 0.5 s doubling per attempt up to
+    ``max_backoff``, with up to half of it taken off at random so many services do not retry in step.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_S)
+    ceiling = min(max_backoff, FIRST_BACKOFF_S * 2 ** min(attempt, 30))
+    return ceiling * (1 - rand() / 2)
+
+
+class Delivery:
+    """Gets batches of readings into one InfluxDB, whatever it takes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        target: InfluxTarget,
+        max_backoff: float,
+        *,
+        on_error: Callable[[str], Awaitable[None]] | None = None,
+        on_success: Callable[[], Awaitable[None]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ):
+        self.target = target
+        self.max_backoff = max_backoff
+        self.on_error = on_error
+        self.on_success = on_success
+        self.sleep = sleep
+        self.failing = False  # the last write failed; on_success is called at the next answer
+        self.writes = 0  # successful writes
+
+    async def deliver(self, readings: list[Reading]) -> list[tuple[Reading, str]]:
+        """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason."""
+        if not readings:
+            return []
+        body = await asyncio.get_running_loop().run_in_executor(None, line_protocol, readings)
+        try:
+            await self._write_until_answered(body, len(readings))
+            return []
+        except Rejected as exc:
+            # Even "dropped=N" for all N may be about the batch as a whole (a series limit), so
+            # split until single readings are refused: the others may have been written, and
+            # writing them again is harmless.
+            if len(readings) == 1:
+                log.warning("InfluxDB refused a reading of %s at %d for good: %s", readings[0].node, readings[0].ts, exc)
+                return [(readings[0], str(exc))]
+        except TooLarge as exc:
+            if len(readings) == 1:
+                return [(readings[0], str(exc))]
+        half = len(readings) // 2  # first half first: order per node is kept
+        return await self.deliver(readings[:half]) + await self.deliver(readings[half:])
+
+    async def _write_until_answered(self, body: bytes, count: int) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.target.write(body, count)
+            except WriteError as exc:
+                delay = backoff_delay(attempt, self.max_backoff, exc.retry_after)
+                log.warning("writing %d reading(s) to %s failed (%s); retrying in %.1f s",
+                            count, self.target.description, exc, delay)
+                self.failing = True
+                if self.on_error is not None:
+                    await self.on_error(str(exc))
+                await self.sleep(delay)
+                attempt += 1
+                continue
+            except (Rejected, TooLarge):
+                await self._answered()
+                raise
+            self.writes += 1
+            await self._answered()
+            return
+
+    async def _answered(self) -> None:
+        """InfluxDB answered (2xx or a refusal): it is reachable and the setup works again."""
+        if self.failing:
+            self.failing = False
+            if self.on_success is not None:
+                await self.on_success()
+
+
+class Forwarder:
+    """The task that drains the journal (``id > cursor``) to InfluxDB; woken by each commit."""
+
+    def __init__(self, config: Config, target: InfluxTarget, *, sleep=asyncio.sleep):
+        self.config = config
+        self.target = target
+        self.wake = asyncio.Event()
+        self.in_flight = 0  # readings of the batch being written now
+        self.last_error: Optional[str] = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forwarder")
+        self._journal: Optional[Journal] = None
+        self.delivery = Delivery(
+            target, config.forward_max_backoff, on_error=self._failed, on_success=self._recovered, sleep=sleep
+        )
+
+    async def _db(self, func, *args):
+        """Run ``func(journal, *args)`` on the forwarder's own journal connection, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: func(self._journal, *args))
+
+    async def run(self) -> None:
+        self._journal = await asyncio.get_running_loop().run_in_executor(
+            self._executor, Journal, self.config.data_dir / DB_FILENAME
+        )
+        try:
+            cursor = await self._db(Journal.forward_cursor)
+            self.delivery.failing = await self._db(Journal.meta, FORWARD_LAST_ERROR) is not None
+            log.info("forwarding to %s from reading id %d", self.target.description, cursor)
+            while True:
+                self.wake.clear()  # before reading: a commit from now on wakes the next wait
+                batch = await self._db(Journal.readings_after, cursor, self.config.forward_batch)
+                if not batch:
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                self.in_flight = len(batch)
+                rejected = await self.delivery.deliver(batch)
+                await self._db(Journal.mark_forwarded, batch[-1].id, rejected)
+                self.in_flight = 0
+                cursor = batch[-1].id
+        finally:
+            self.in_flight = 0
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._journal.close)
+
+    async def _failed(self, message: str) -> None:
+        self.last_error = message
+        record = json.dumps({"at": time.time_ns(), "message": message})
+        await self._db(Journal.set_meta, FORWARD_LAST_ERROR, record)
+
+    async def _recovered(self) -> None:
+        self.last_error = None
+        await self._db(Journal.set_meta, FORWARD_LAST_ERROR, None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+FORWARDER = web.AppKey("forwarder", Forwarder)
+
+
+async def forwarder_ctx(app: web.Application):
+    """``store=influxdb``: run a :class:`Forwarder` for the app's life. ``store=sqlite``: nothing."""
+    config = app[keys.CONFIG]
+    if config.store != "influxdb":
+        yield
+        return
+    target = make_target(config)
+    forwarder = Forwarder(config, target)
+    app[FORWARDER] = forwarder
+    app[keys.WRITER].commit_listeners.append(forwarder.wake.set)
+    task = asyncio.create_task(_supervise(forwarder, config.forward_max_backoff), name="forwarder")
+    yield
+    task.cancel()  # a batch in flight is simply sent again next time: the cursor did not move
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        log.exception("the forwarder had stopped with an error")
+    await target.close()
+    forwarder.close()
+
+
+async def _supervise(forwarder: Forwarder, max_backoff: float) -> None:
+    """Run the forwarder; should it fail on something unexpected (the journal's disk), start it again."""
+    attempt = 0
+    while True:
+        try:
+            await forwarder.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the forwarder failed; starting it again")
+            forwarder.last_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(backoff_delay(attempt, max_backoff))
+            attempt += 1
+
+
+def forward_status(journal: Journal, config: Config, now_ns: Optional[int] = None) -> dict:
+    """What ``/healthz`` and ``tswarm status`` show: the store and, for InfluxDB, the backlog.
+
+    ``backlog``: readings acknowledged to nodes but not yet to InfluxDB; ``oldest_age_s``: how
+    long the oldest of them has waited; ``last_error``: why the last write failed (null once
+    writes succeed again); ``rejected``: readings InfluxDB refused for good (kept in the journal).
+    """
+    status: dict = {"store": config.store, "backlog": 0, "oldest_age_s": None, "last_error": None}
+    if config.store != "influxdb":
+        return status
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    cursor = journal.forward_cursor()
+    oldest = journal.oldest_unforwarded_ts()
+    last_error = journal.meta(FORWARD_LAST_ERROR)
+    status.update(
+        influxdb=make_description(config),
+        backlog=journal.count_readings_after(cursor),
+        oldest_age_s=None if oldest is None else round(max(0, now_ns - oldest) / 1e9, 3),
+        last_error=json.loads(last_error) if last_error else None,
+        rejected=journal.count_rejected(),
+        forward_cursor=cursor,
+        retention_s=config.retention_s,
+    )
+    return status
+
+
+def make_description(config: Config) -> str:
+    if config.influx_api == "1":
+        return f"v1 API at {config.influx_url}, database {config.influx_db!r}"
+    return f"v2 API at {config.influx_url}, bucket {config.influx_bucket!r}"
+
+
+async def backfill(
+    journal: Journal,
+    config: Config,
+    start_ns: Optional[int],
+    stop_ns: Optional[int],
+    progress: Callable[[int], None] = lambda n: None,
+) -> tuple[int, int]:
+    """Send the readings with ``start_ns <= ts < stop_ns`` to the configured InfluxDB again.
+
+    Same points, same write path as the forwarder; the forwarder's cursor is left alone (the
+    timestamps are fixed, so readings InfluxDB has already are simply overwritten with themselves).
+    Calls ``progress(n)`` after each batch. Returns ``(sent, rejected)``.
+    """
+    target = make_target(config)
+    delivery = Delivery(target, config.forward_max_backoff)
+    sent = refused = 0
+    after = journal.first_id_from(start_ns) if start_ns is not None else 0
+    try:
+        while batch := journal.readings_after(after, config.forward_batch, start_ns, stop_ns):
+            rejected = await delivery.deliver(batch)
+            if rejected:
+                journal.record_rejected(rejected)
+            sent += len(batch) - len(rejected)
+            refused += len(rejected)
+            after = batch[-1].id
+            progress(len(batch))
+    finally:
+        await target.close()
+    return sent, refused

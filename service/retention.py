@@ -1,0 +1,67 @@
+"""Retention: prune old readings from the journal so the disk does not fill.
+
+``TSWARM_JOURNAL_RETENTION`` (see :attr:`Config.retention_s`):
+
+- ``store=influxdb``: readings older than the retention (default 30 days) are deleted once they
+  are forwarded (``id <= cursor``); a reading InfluxDB has not acknowledged is never pruned.
+- ``store=sqlite``: the journal is the only copy, so nothing is pruned unless the setting is
+  given explicitly; then readings older than it are deleted.
+
+Readings InfluxDB refused for good stay in the ``rejected`` table whatever the retention.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+from aiohttp import web
+
+from . import keys
+from .journal import DB_FILENAME, Journal
+from .settings import Config
+
+log = logging.getLogger("tswarm.retention")
+
+PRUNE_EVERY_S = 600.0
+
+
+def prune(journal: Journal, config: Config, now_ns: Optional[int] = None) -> int:
+    """Delete the readings the retention no longer keeps; returns how many."""
+    if config.retention_s <= 0:
+        return 0
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    before = now_ns - config.retention_s * 1_000_000_000
+    up_to = journal.forward_cursor() if config.store == "influxdb" else None
+    return journal.prune_readings(before, up_to_id=up_to)
+
+
+async def retention_ctx(app: web.Application):
+    """Prune at start and every ten minutes, on its own connection and thread."""
+    config = app[keys.CONFIG]
+    if config.retention_s <= 0:
+        yield
+        return
+
+    def prune_once() -> None:
+        with Journal(config.data_dir / DB_FILENAME) as journal:
+            pruned = prune(journal, config)
+        if pruned:
+            log.info("pruned %d reading(s) older than the journal's retention (%d s)", pruned, config.retention_s)
+
+    async def loop() -> None:
+        while True:
+            try:
+                await asyncio.to_thread(prune_once)
+            except Exception:
+                log.exception("pruning the journal failed; trying again later")
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    task = asyncio.create_task(loop(), name="retention")
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,314 @@
+"""The forwarder's retry, backoff, Retry-After and rejection logic, and the journal side of forwarding.
+
+Why a stand-in InfluxDB here: no real InfluxDB can be made to answer 429 or 503 with a chosen
+``Retry-After``, a 413, or a 400 for exactly one chosen point, on demand. So these tests use a small
+aiohttp server that answers what each test scripts and records what it received. Everything a real
+server does (InfluxDB 1.6 and VictoriaMetrics) is tested in tests/integration/test_influx.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import gzip
+from email.utils import formatdate
+
+import pytest
+from aiohttp import web
+
+from service import keys
+from service.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
+from service.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
+from service.journal import Journal, Reading
+from service.retention import prune
+from service.settings import Config, ConfigError
+from tests.conftest import register, test_config
+
+# -- a stand-in InfluxDB ----------------------------------------------------------------------
+
+
+class FakeInflux:
+    """Answers each write with the next scripted ``(status, headers, body)``, then 204; records bodies."""
+
+    def __init__(self):
+        self.script: list[tuple[int, dict, str]] = []
+        self.refuse_node: str | None = None  # answer 400 to any body holding this node
+        self.bodies: list[str] = []  # every write received, decompressed
+        self.accepted: list[str] = []  # lines of the writes answered 204
+        self.queries: list[str] = []
+        self.database_exists = True
+
+    async def write(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        assert request.headers.get("Content-Encoding") == "gzip"
+        body = gzip.decompress(raw).decode()
+        self.bodies.append(body)
+        if self.script:
+            status, headers, text = self.script.pop(0)
+            return web.Response(status=status, headers=headers, text=text)
+        if not self.database_exists:
+            return web.json_response({"error": 'database not found: "tswarm"'}, status=404)
+        if self.refuse_node and f"node={self.refuse_node} " in body:
+            return web.json_response({"error": "partial write: field type conflict dropped=1"}, status=400)
+        self.accepted.extend(body.split("\n"))
+        return web.Response(status=204)
+
+    async def query(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.queries.append(form["q"])
+        self.database_exists = True
+        return web.json_response({"results": [{"statement_id": 0}]})
+
+    def app(self) -> web.Application:
+        app = web.Application(handler_args={"auto_decompress": False})  # to see the gzip bytes as sent
+        app.router.add_post("/write", self.write)
+        app.router.add_post("/api/v2/write", self.write)
+        app.router.add_post("/query", self.query)
+        return app
+
+
+@pytest.fixture
+async def fake(aiohttp_server):
+    influx = FakeInflux()
+    server = await aiohttp_server(influx.app())
+    influx.url = str(server.make_url("")).rstrip("/")
+    return influx
+
+
+class Sleeps(list):
+    """A stand-in for asyncio.sleep that records the delays and returns at once."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        if len(self) > 50:
+            raise AssertionError(f"retrying for ever: {self[:5]}...")
+
+
+def readings(*nodes: str) -> list[Reading]:
+    return [Reading(i + 1, node, 1_795_000_000_000_000_000 + i, 20.5 + i, 40.0 + i) for i, node in enumerate(nodes)]
+
+
+# -- backoff ----------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_half_a_second_up_to_the_cap_without_jitter():
+    assert [backoff_delay(n, 10, rand=lambda: 0) for n in range(7)] == [0.5, 1, 2, 4, 8, 10, 10]
+
+
+def test_backoff_jitter_takes_at_most_half_off():
+    assert backoff_delay(3, 60, rand=lambda: 1.0) == 2.0
+    assert backoff_delay(100, 60, rand=lambda: 0.5) == 45.0
+
+
+def test_retry_after_wins_over_backoff_and_is_capped_at_an_hour():
+    assert backoff_delay(5, 60, retry_after=7) == 7
+    assert backoff_delay(0, 1, retry_after=120) == 120
+    assert backoff_delay(0, 60, retry_after=10**6) == 3600
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    assert parse_retry_after("30") == 30
+    assert parse_retry_after(formatdate(1000 + 42, usegmt=True), now=1000) == 42
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+
+
+# -- one batch's way to InfluxDB --------------------------------------------------------------
+
+
+async def test_503_and_429_are_retried_after_their_retry_after_and_5xx_with_backoff(fake):
+    fake.script = [
+        (503, {"Retry-After": "7"}, "overloaded"),
+        (429, {"Retry-After": "3"}, "slow down"),
+        (500, {}, "oops"),
+        (500, {}, "oops"),
+    ]
+    sleeps = Sleeps()
+    target = V1Target(fake.url, "tswarm")
+    try:
+        delivery = Delivery(target, max_backoff=60, sleep=sleeps)
+        batch = readings("kitchen", "cellar")
+        assert await delivery.deliver(batch) == []
+    finally:
+        await target.close()
+    assert sleeps[:2] == [7, 3]
+    assert 1 <= sleeps[2] <= 2 and 2 <= sleeps[3] <= 4  # no Retry-After: backoff of the 3rd and 4th retry
+    assert len(fake.bodies) == 5 and len(set(fake.bodies)) == 1  # the same batch each time
+    assert fake.accepted == [
+        "climate,node=kitchen humidity=40,temperature=20.5 1795000000000000000",
+        "climate,node=cellar humidity=41,temperature=21.5 1795000000000000001",
+    ]
+
+
+async def test_v2_api_honours_retry_after_too(fake):
+    fake.script = [(429, {"Retry-After": "3"}, '{"code":"too many requests","message":"slow down"}')]
+    sleeps, errors = Sleeps(), []
+
+    async def on_error(message):
+        errors.append(message)
+
+    target = V2Target(fake.url, token="t", org="o", bucket="b")
+    try:
+        assert await Delivery(target, 60, sleep=sleeps, on_error=on_error).deliver(readings("kitchen")) == []
+    finally:
+        await target.close()
+    assert sleeps == [3]
+    assert errors == ["HTTP 429: slow down"]
+    assert fake.accepted == ["climate,node=kitchen humidity=40,temperature=20.5 1795000000000000000"]
+
+
+async def test_a_refused_point_is_isolated_the_rest_written_in_order(fake):
+    fake.refuse_node = "bad"
+    batch = readings("a", "b", "bad", "a", "b", "a", "bad")
+    target = V1Target(fake.url, "tswarm")
+    try:
+        rejected = await Delivery(target, 60, sleep=Sleeps()).deliver(batch)
+    finally:
+        await target.close()
+    assert [r for r, _ in rejected] == [batch[2], batch[6]]
+    assert all("HTTP 400: partial write: field type conflict" in reason for _, reason in rejected)
+    assert fake.accepted == line_protocol([r for r in batch if r.node != "bad"]).decode().split("\n")
+
+
+async def test_413_splits_the_batch(fake):
+    fake.script = [(413, {}, "too large")]
+    batch = readings("a", "b", "c", "d")
+    target = V1Target(fake.url, "tswarm")
+    try:
+        assert await Delivery(target, 60, sleep=Sleeps()).deliver(batch) == []
+    finally:
+        await target.close()
+    assert len(fake.bodies) == 3
+    assert fake.accepted == line_protocol(batch).decode().split("\n")
+
+
+async def test_v1_creates_a_missing_database_then_writes(fake):
+    fake.database_exists = False
+    target = V1Target(fake.url, "tswarm")
+    try:
+        await target.write(line_protocol(readings("a")), 1)
+    finally:
+        await target.close()
+    assert fake.queries == ['CREATE DATABASE "tswarm"']
+    assert len(fake.accepted) == 1
+
+
+async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
+    target = V1Target(f"http://127.0.0.1:{unused_tcp_port}", "tswarm")
+    try:
+        with pytest.raises(WriteError):
+            await target.write(line_protocol(readings("a")), 1)
+    finally:
+        await target.close()
+
+
+# -- the forwarder inside the app ---------------------------------------------------------------
+
+
+async def send(client, name, data):
+    import base64
+
+    auth = "Basic " + base64.b64encode(f"{name}:secret-pw".encode()).decode()
+    resp = await client.post(f"/api/nodes/{name}", json={"name": name, "data": data}, headers={"Authorization": auth})
+    return resp.status
+
+
+async def wait_health(client, predicate):
+    for _ in range(500):
+        health = await (await client.get("/healthz")).json()
+        if predicate(health):
+            return health
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"healthz never matched: {health}")
+
+
+async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohttp_client, tmp_path, fake):
+    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, forward_max_backoff=1)
+    with Journal.open(config.data_dir) as journal:
+        register(journal, "kitchen", created=True)
+    fake.script = [(503, {"Retry-After": "0"}, "starting")] * 3
+    client = await aiohttp_client(_app(config))
+    assert [await send(client, "kitchen", f"2{i} 4{i}") for i in range(3)] == [202] * 3
+    health = await wait_health(client, lambda h: h["backlog"] == 0 and h["in_flight"] == 0)
+    assert health["last_error"] is None and health["rejected"] == 0 and health["store"] == "influxdb"
+    with Journal.open(config.data_dir) as journal:
+        expected = line_protocol(journal.readings_after(0, 10)).decode().split("\n")
+        assert journal.forward_cursor() == 3
+    assert fake.accepted == expected
+
+
+async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client, tmp_path, fake):
+    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url)
+    with Journal.open(config.data_dir) as journal:
+        register(journal, "kitchen", created=True)
+    fake.script = [(503, {"Retry-After": "3600"}, "maintenance")]
+    client = await aiohttp_client(_app(config))
+    assert await send(client, "kitchen", "20 40") == 202
+    health = await wait_health(client, lambda h: h["last_error"] is not None)
+    assert health["backlog"] == 1 and health["in_flight"] == 1
+    assert health["last_error"]["message"] == "HTTP 503: maintenance"
+    with Journal.open(config.data_dir) as journal:  # the same, as `tswarm status` sees it
+        status = forward_status(journal, config)
+    assert status["backlog"] == 1 and status["last_error"]["message"] == "HTTP 503: maintenance"
+
+
+async def test_store_sqlite_starts_no_forwarder(make_client):
+    client = await make_client()
+    assert FORWARDER not in client.app
+    health = await (await client.get("/healthz")).json()
+    assert {k: health[k] for k in ("ok", "store", "backlog", "oldest_age_s", "last_error")} == {
+        "ok": True, "store": "sqlite", "backlog": 0, "oldest_age_s": None, "last_error": None,
+    }
+
+
+def _app(config):
+    from service.app import create_app
+
+    return create_app(config)
+
+
+# -- the journal side -------------------------------------------------------------------------
+
+
+def add_readings(journal: Journal, node: str, stamps: list[int]) -> None:
+    node_id = journal.conn.execute("SELECT id FROM nodes WHERE name = ?", (node,)).fetchone()[0]
+    journal.conn.executemany(
+        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 20, 50)",
+        [(node_id, ts) for ts in stamps],
+    )
+
+
+def test_the_cursor_only_moves_forward_and_rejected_readings_are_kept(journal):
+    register(journal, "a")
+    add_readings(journal, "a", [10, 20, 30])
+    first, second, third = journal.readings_after(0, 10)
+    journal.mark_forwarded(third.id, [(second, "HTTP 400: nope")])
+    journal.mark_forwarded(first.id)  # late, from a backfill or a race: no step back
+    assert journal.forward_cursor() == third.id
+    assert journal.count_readings_after(journal.forward_cursor()) == 0
+    assert [(r, reason) for r, reason, _ in journal.rejected_readings()] == [(second, "HTTP 400: nope")]
+
+
+def test_prune_deletes_only_old_forwarded_readings(journal):
+    register(journal, "a")
+    add_readings(journal, "a", [1_000, 2_000, 3_000, 4_000])
+    ids = [r.id for r in journal.readings_after(0, 10)]
+    journal.mark_forwarded(ids[2])  # 1000, 2000, 3000 forwarded; 4000 waits
+    config = Config(data_dir=journal.path.parent, store="influxdb", journal_retention=1)
+    assert prune(journal, config, now_ns=1_000_000_000 + 3_500) == 3
+    assert [r.ts for r in journal.readings_after(0, 10)] == [4_000]
+
+
+def test_store_sqlite_prunes_only_when_retention_is_set(journal):
+    register(journal, "a")
+    add_readings(journal, "a", [1_000, 2_000])
+    now = 10 * 86400 * 10**9
+    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite"), now_ns=now) == 0
+    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite", journal_retention=86400), now_ns=now) == 2
+
+
+def test_retention_setting_takes_units_and_defaults_by_store():
+    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "12h"}).retention_s == 12 * 3600
+    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "90"}).retention_s == 90
+    assert Config.from_env({"TSWARM_STORE": "influxdb"}).retention_s == 30 * 86400
+    assert Config.from_env({}).retention_s == 0
+    with pytest.raises(ConfigError, match="TSWARM_JOURNAL_RETENTION"):
+        Config.from_env({"TSWARM_JOURNAL_RETENTION": "a month"})
