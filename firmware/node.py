@@ -98,6 +98,16 @@ def getThermalData(modules, tries=_SENSOR_TRIES):
     return None
 
 
+def _joined(sta, failed, wait_ms):
+    """Wait until ``sta`` is connected (True), reports a failure status or ``wait_ms`` passed."""
+    start = time.ticks_ms()
+    while not sta.isconnected():
+        if sta.status() in failed or time.ticks_diff(time.ticks_ms(), start) > wait_ms:
+            return False
+        time.sleep_ms(100)
+    return True
+
+
 def networkSetup(netconf):
     """Join the first reachable network of ``netconf.ssid`` as a station; the WLAN, or None."""
     import network
@@ -107,20 +117,18 @@ def networkSetup(netconf):
     sta.active(True)
     if netconf.get("ip"):
         sta.ifconfig((netconf["ip"], netconf["netmask"], netconf["gateway"], netconf.get("dns") or netconf["gateway"]))
-    if sta.isconnected():  # the ESP8266 rejoins the last network by itself after a wake
-        return sta
     failed = [getattr(network, s) for s in ("STAT_NO_AP_FOUND", "STAT_WRONG_PASSWORD", "STAT_CONNECT_FAIL")
               if hasattr(network, s)]
-    passwords = netconf.get("password") or []
     wait_ms = int(netconf.get("wifi_timeout", _WIFI_TIMEOUT_S) * 1000)
+    # The ESP8266 rejoins the last network by itself after a wake: use that (connect() would
+    # write the credentials to flash again, and flash wears out).
+    if sta.isconnected() or (sta.status() == getattr(network, "STAT_CONNECTING", None) and _joined(sta, failed, wait_ms)):
+        log("rejoined", sta.ifconfig()[0])
+        return sta
+    passwords = netconf.get("password") or []
     for i, ssid in enumerate(netconf.get("ssid") or []):
         sta.connect(ssid, passwords[i] if i < len(passwords) else "")
-        start = time.ticks_ms()
-        while not sta.isconnected() and sta.status() not in failed:
-            if time.ticks_diff(time.ticks_ms(), start) > wait_ms:
-                break
-            time.sleep_ms(100)
-        if sta.isconnected():
+        if _joined(sta, failed, wait_ms):
             log("joined", ssid, sta.ifconfig()[0])
             return sta
         log("could not join", ssid, "status", sta.status())

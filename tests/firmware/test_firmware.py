@@ -230,3 +230,14 @@ def test_requests_without_timeout_support_still_sends(firmware_service, relay):
     proc = subprocess.run([micropython_binary(), "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.stdout.splitlines()[-1] == "status 401", proc.stdout + proc.stderr
     assert calls(relay) == [("PUT", 401)]
+
+
+def test_rejoining_the_saved_network_after_a_wake_calls_no_connect(make_node, relay, firmware_service, tmp_path):
+    """connect() rewrites the ESP8266's saved credentials in flash; a wake that rejoins by itself skips it."""
+    name, config = make_node()
+    result = boot(install(tmp_path / "board", config), {**HOME, "saved": "home", "temperature": 12.5, "humidity": 70.0})
+
+    assert result.of("connect") == []
+    assert result.slept == FIVE_MINUTES
+    assert exported(firmware_service, name) == [(12.5, 70.0)]
+    relay.take()

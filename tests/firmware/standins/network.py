@@ -21,6 +21,10 @@ class WLAN:
     def __init__(self, interface):
         self.interface = interface
         self._status = STAT_IDLE
+        # "saved": the network an ESP8266 rejoins by itself after a wake (connecting at first).
+        if interface == STA_IF and scenario.get("saved"):
+            self._status = STAT_CONNECTING
+            self._saved = scenario["saved"]
 
     def active(self, on=None):
         if on is not None:
@@ -43,4 +47,7 @@ class WLAN:
         return self._status == STAT_GOT_IP
 
     def status(self):
+        if self._status == STAT_CONNECTING:  # the rejoin ends at the first look
+            self._status = STAT_GOT_IP if self._saved in scenario.get("ssids", []) else STAT_NO_AP_FOUND
+            return STAT_CONNECTING
         return self._status
