@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 from email.utils import formatdate
 
 import pytest
 from aiohttp import web
 
-from service import keys
 from service.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
 from service.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
 from service.journal import Journal, Reading
@@ -312,3 +312,30 @@ def test_retention_setting_takes_units_and_defaults_by_store():
     assert Config.from_env({}).retention_s == 0
     with pytest.raises(ConfigError, match="TSWARM_JOURNAL_RETENTION"):
         Config.from_env({"TSWARM_JOURNAL_RETENTION": "a month"})
+
+
+def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch):
+    """`tswarm status` needs no server: it reads the journal (here with one reading waiting)."""
+    from click.testing import CliRunner
+
+    from service.cli import cli
+
+    register(journal, "a")
+    add_readings(journal, "a", [1_795_000_000_000_000_000])
+    monkeypatch.setenv("TSWARM_DATA_DIR", str(journal.path.parent))
+    monkeypatch.setenv("TSWARM_STORE", "influxdb")
+    monkeypatch.setenv("TSWARM_INFLUX_API", "1")
+    monkeypatch.setenv("TSWARM_INFLUX_URL", "http://127.0.0.1:8086")
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["oldest_age_s"] > 0
+    del status["oldest_age_s"]
+    assert status == {
+        "store": "influxdb", "influxdb": "v1 API at http://127.0.0.1:8086, database 'tswarm'", "backlog": 1,
+        "last_error": None, "rejected": 0, "forward_cursor": 0, "retention_s": 30 * 86400,
+    }
+    text = CliRunner().invoke(cli, ["status"]).output
+    assert "backlog     1 reading(s) not yet in InfluxDB, oldest waiting" in text
+    monkeypatch.setenv("TSWARM_STORE", "sqlite")
+    assert CliRunner().invoke(cli, ["status"]).output == "store       sqlite (the journal is the store; nothing to forward)\n"
