@@ -339,3 +339,22 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     assert "backlog     1 reading(s) not yet in InfluxDB, oldest waiting" in text
     monkeypatch.setenv("TSWARM_STORE", "sqlite")
     assert CliRunner().invoke(cli, ["status"]).output == "store       sqlite (the journal is the store; nothing to forward)\n"
+
+
+async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_waits(aiohttp_client, tmp_path, fake):
+    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, journal_retention=86400)
+    old = 1_000_000_000_000_000_000  # 2001
+    with Journal.open(config.data_dir) as journal:
+        register(journal, "a", created=True)
+        add_readings(journal, "a", [old, old + 1, old + 2])
+        journal.mark_forwarded(journal.readings_after(0, 10)[1].id)  # the third still waits
+    fake.script = [(503, {"Retry-After": "3600"}, "down for maintenance")]  # and keeps waiting
+    client = await aiohttp_client(_app(config))
+    with Journal.open(config.data_dir) as journal:
+        for _ in range(500):
+            if journal.count_readings_after(0) < 3:
+                break
+            await asyncio.sleep(0.01)
+        assert [r.ts for r in journal.readings_after(0, 10)] == [old + 2]
+    health = await wait_health(client, lambda h: h["last_error"] is not None)
+    assert health["backlog"] == 1
