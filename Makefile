@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test system-deps clean
+.PHONY: install run test system-deps clean grafana
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/pytest
+
+# Regenerate the Grafana dashboards in grafana/dashboards/ from service/grafana_dashboards.py.
+grafana: install
+	$(BIN)/python -m service.grafana_dashboards grafana
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

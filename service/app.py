@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, keys, readers, web as status_page
+from . import admin, keys, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
 from .forwarder import FORWARDER, forward_status, forwarder_ctx
@@ -48,7 +48,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[count_requests, json_errors], client_max_size=config.max_body)
+    # proxy first: everything after it sees the real client address and scheme (service/proxy.py)
+    app = web.Application(
+        middlewares=[*proxy.middlewares(config), count_requests, json_errors], client_max_size=config.max_body
+    )
     app[keys.CONFIG] = config
     app[keys.CREDENTIALS] = CredentialCache()
     app[keys.GUARD] = LoginGuard(config.auth_max_failures, config.auth_window)

@@ -447,6 +447,43 @@ def forward(start, stop, data_dir):
             sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update))
     click.echo(f"sent {sent} reading(s) to InfluxDB" + (f"; {refused} refused (see 'tswarm status')" if refused else ""))
 
+# -- Grafana: tswarm grafana provision (the work is in service/grafana_provision.py) -------------
+
+
+@cli.group()
+def grafana():
+    """Put tswarm's datasource and dashboards into Grafana."""
+
+
+@grafana.command("provision")
+@click.option("--url", envvar="GRAFANA_URL", required=True, help="Grafana's address, e.g. http://localhost:3000 [env GRAFANA_URL].")
+@click.option("--token", envvar="GRAFANA_TOKEN", required=True, help="A Grafana service account token with the Admin role [env GRAFANA_TOKEN].")
+@click.option("--influx-url", default=None, help="InfluxDB's URL as Grafana reaches it [default: TSWARM_INFLUX_URL].")
+@click.option("--influx-api", type=click.Choice(["1", "2"]), default=None, help="1: InfluxDB 1.x; 2: InfluxDB 2.x [default: TSWARM_INFLUX_API].")
+@click.option("--influx-db", default=None, help="InfluxDB 1.x database [default: TSWARM_INFLUX_DB].")
+@click.option("--bucket", default=None, help="InfluxDB 2.x bucket [default: TSWARM_INFLUX_BUCKET].")
+@click.option("--flux", is_flag=True, help="InfluxDB 2.x: a Flux datasource and the Flux dashboards (default: InfluxQL).")
+@click.option("--force", is_flag=True, help="Write everything even when it looks unchanged (e.g. after a new InfluxDB token).")
+def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flux, force):
+    """Create or update the InfluxDB datasource, a 'tswarm' folder and the dashboards; a second run changes nothing.
+
+    The InfluxDB token, organisation, user and password come from TSWARM_INFLUX_*.
+    """
+    from .grafana_provision import InfluxSource, ProvisionError, connect, provision
+
+    config = load_config()
+    source = InfluxSource(
+        url=influx_url or config.influx_url, api=influx_api or config.influx_api,
+        db=influx_db or config.influx_db, bucket=bucket or config.influx_bucket, token=config.influx_token,
+        org=config.influx_org, user=config.influx_user, password=config.influx_password, flux=flux,
+    )
+    try:
+        changed = provision(connect(url, token), source, force=force, report=click.echo)
+    except ProvisionError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(changed)} change(s)" if changed else "Grafana already up to date")
+
+
 def main() -> None:
     cli(prog_name="tswarm")
 

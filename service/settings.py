@@ -35,6 +35,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TSWARM_ADMIN_TOKEN", "", "Bearer token for admin routes; empty: admin routes are off."),
     Setting("TSWARM_READ_TOKEN", "", "Bearer token for reader routes; empty: readers are served to loopback only."),
     Setting("TSWARM_PUBLIC_URL", "", "Base URL nodes use (printed in `svconf`); empty: this machine's address."),
+    Setting(
+        "TSWARM_TRUSTED_PROXIES", "",
+        "Comma-separated addresses/CIDRs of reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed"
+        " (e.g. `127.0.0.1` for nginx on the same box); from any other peer these headers are ignored.",
+    ),
+    Setting(
+        "TSWARM_FORCE_HTTPS", "0",
+        "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected.",
+    ),
     Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
     Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes; larger gets 413."),
     Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429."),
@@ -103,6 +112,8 @@ class Config:
     admin_token: str = field(default="", repr=False)
     read_token: str = field(default="", repr=False)
     public_url: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    force_https: bool = False
     log_level: str = "INFO"
     max_body: int = 4096
     auth_max_failures: int = 30
@@ -138,6 +149,8 @@ class Config:
             admin_token=get("TSWARM_ADMIN_TOKEN"),
             read_token=get("TSWARM_READ_TOKEN"),
             public_url=get("TSWARM_PUBLIC_URL").rstrip("/"),
+            trusted_proxies=tuple(p.strip() for p in get("TSWARM_TRUSTED_PROXIES").split(",") if p.strip()),
+            force_https=_truthy(get("TSWARM_FORCE_HTTPS")),
             log_level=get("TSWARM_LOG_LEVEL").upper(),
             max_body=_int("TSWARM_MAX_BODY", get("TSWARM_MAX_BODY")),
             auth_max_failures=_int("TSWARM_AUTH_MAX_FAILURES", get("TSWARM_AUTH_MAX_FAILURES")),
@@ -157,6 +170,12 @@ class Config:
         return config
 
     def validate(self) -> None:
+        from .proxy import parse_networks
+
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"TSWARM_TRUSTED_PROXIES: {exc}") from None
         if self.store not in ("sqlite", "influxdb"):
             raise ConfigError(f"TSWARM_STORE must be 'sqlite' or 'influxdb', got {self.store!r}")
         if self.influx_api not in ("1", "2"):
