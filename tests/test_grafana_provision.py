@@ -281,3 +281,10 @@ def test_a_url_that_is_not_http_is_refused_before_any_request(tmp_path, env):
     proc = provision(tmp_path, env, "localhost:3000", check=False)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "--url must be Grafana's http(s) address" in proc.stderr
+
+
+def test_flux_on_influxdb1_is_refused_before_any_request(tmp_path, env, grafana):
+    proc = provision(tmp_path, env, grafana.url, "--flux", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == "Error: Flux needs InfluxDB 2.x: use --influx-api 2 (or drop --flux for InfluxQL)\n"
+    assert grafana.take() == []

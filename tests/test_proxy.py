@@ -144,3 +144,8 @@ async def test_without_force_https_nothing_is_redirected_nor_hsts_sent(make_clie
     client = await make_client(trusted_proxies=("127.0.0.1",))
     resp = await client.get("/", headers={"X-Forwarded-Proto": "https"}, allow_redirects=False)
     assert resp.status == 200 and "Strict-Transport-Security" not in resp.headers
+
+
+def test_force_https_comes_from_the_environment():
+    assert Config.from_env({"TSWARM_FORCE_HTTPS": "1"}).force_https is True
+    assert Config.from_env({}).force_https is False and Config.from_env({}).trusted_proxies == ()
