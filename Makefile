@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test system-deps clean grafana
+.PHONY: install run test test-faults bench system-deps clean grafana
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/pytest
+
+# The fault suite alone (crash under load, disk full, hostile clients, fuzz, secrets); `make test` runs it too.
+test-faults: install system-deps
+	$(BIN)/pytest -s tests/faults
+
+# Benchmarks, each side by side with its baseline (not pass/fail): see benchmarks/README.md.
+bench: install system-deps
+	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python cold_start.py \
+		&& ../$(BIN)/python export.py && ../$(BIN)/python forward.py
 
 # Regenerate the Grafana dashboards in grafana/dashboards/ from service/grafana_dashboards.py.
 grafana: install

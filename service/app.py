@@ -20,7 +20,9 @@ from .settings import Config
 async def _journal_ctx(app: web.Application):
     config = app[keys.CONFIG]
     journal = Journal.open(config.data_dir)
-    writer = JournalWriter(config.data_dir / DB_FILENAME)
+    writer = JournalWriter(
+        config.data_dir / DB_FILENAME, synchronous=config.journal_synchronous, max_batch=config.journal_max_batch
+    )
     await writer.start()
     app[keys.JOURNAL] = journal
     app[keys.WRITER] = writer

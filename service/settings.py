@@ -123,6 +123,8 @@ class Config:
     forward_max_backoff: float = 60.0
     # Not environment settings: knobs for tests and benchmarks.
     scrypt_n: int = 2**14
+    journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
+    journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":

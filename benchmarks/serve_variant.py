@@ -1,0 +1,27 @@
+"""The shipped service with one journal knob changed, for side-by-side benchmarks.
+
+--synchronous OFF   : durability off (the ceiling)
+--max-batch 1       : one commit per request (the naive design)
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web  # noqa: E402
+
+from service.app import create_app  # noqa: E402
+from service.settings import Config  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--data-dir", type=Path, required=True)
+parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "OFF"])
+parser.add_argument("--max-batch", type=int, default=5000)
+args = parser.parse_args()
+config = Config.from_env(
+    host="127.0.0.1", port=args.port, data_dir=args.data_dir,
+    journal_synchronous=args.synchronous, journal_max_batch=args.max_batch,
+)
+web.run_app(create_app(config), host="127.0.0.1", port=args.port, print=None, access_log=None)
