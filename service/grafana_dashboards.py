@@ -131,7 +131,6 @@ def flux_series(field: str, node_var: bool) -> str:
         _flux_from(field, node_var)
         + "\n  |> aggregateWindow(every: v.windowPeriod, fn: mean, createEmpty: false)"
         + f'\n  |> keep(columns: ["_time", "_value", "{TAG_NODE}"])'
-        + f'\n  |> map(fn: (r) => ({{r with _field: r.{TAG_NODE}}}))'
     )
 
 
@@ -151,7 +150,7 @@ def flux_last_seen(node_var: bool, silent_only: bool = False) -> str:
 
 def _field_panel(lang: str, field: str, title: str, unit: str, node_var: bool) -> timeseries.Panel:
     query = influxql_series(field, node_var) if lang == "influxql" else flux_series(field, node_var)
-    return (
+    panel = (
         timeseries.Panel()
         .title(title)
         .datasource(DATASOURCE[lang])
@@ -167,6 +166,9 @@ def _field_panel(lang: str, field: str, title: str, unit: str, node_var: bool) -
         .span(12)
         .height(9)
     )
+    if lang == "flux":
+        panel.display_name("${__field.labels.%s}" % TAG_NODE)  # one series per node, named after it
+    return panel
 
 
 def _organize(rename: dict[str, str], exclude: tuple[str, ...] = ()) -> DataTransformerConfig:
