@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 
 import aiohttp

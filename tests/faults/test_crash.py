@@ -34,16 +34,15 @@ def stored_readings(data_dir):
         )
 
 
-def test_sigkill_under_load_loses_no_acknowledged_reading(tmp_path):
-    data_dir = tmp_path / "data"
+def crash_under_load(data_dir, env, seconds=SECONDS):
+    """100 nodes send while the service is SIGKILLed at random moments and restarted; returns the swarm."""
     names = register(data_dir, 100)
     port = free_port()
-    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="WARNING")
     service = ServiceProcess(data_dir, port=port, env=env).start()
     swarm = Swarm(service.url, names, PASSWORD, pause=0.01).start()
     kills = 0
     rng = random.Random(7)
-    deadline = time.monotonic() + SECONDS
+    deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.5, 4.0))
@@ -54,7 +53,14 @@ def test_sigkill_under_load_loses_no_acknowledged_reading(tmp_path):
     finally:
         swarm.stop()
         service.stop()
+    swarm.kills = kills
+    return swarm
 
+
+def test_sigkill_under_load_loses_no_acknowledged_reading(tmp_path):
+    data_dir = tmp_path / "data"
+    swarm = crash_under_load(data_dir, tswarm_env(data_dir, TSWARM_LOG_LEVEL="WARNING"))
+    kills = swarm.kills
     stored = stored_readings(data_dir)
     lost = [r for r in swarm.acked if stored[r] == 0]
     duplicated = [r for r, n in stored.items() if n > 1]
