@@ -238,7 +238,7 @@ def forward_status(journal: Journal, config: Config, now_ns: Optional[int] = Non
     last_error = journal.meta(FORWARD_LAST_ERROR)
     status.update(
         influxdb=make_description(config),
-        backlog=journal.count_readings_after(cursor),
+        backlog=max(0, journal.last_reading_id() - cursor),  # ids above the cursor have no gaps
         oldest_age_s=None if oldest is None else round(max(0, now_ns - oldest) / 1e9, 3),
         last_error=json.loads(last_error) if last_error else None,
         rejected=journal.count_rejected(),

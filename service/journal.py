@@ -265,6 +265,11 @@ class Journal:
         rows = self.conn.execute(sql + " ORDER BY readings.id LIMIT ?", params + [limit]).fetchall()
         return [Reading(*row) for row in rows]
 
+    def last_reading_id(self) -> int:
+        """The newest reading's id (0 when empty). Ids grow by one per reading and only readings
+        already forwarded are ever deleted, so ``last_reading_id() - cursor`` is the backlog, in O(1)."""
+        return self.conn.execute("SELECT MAX(id) FROM readings").fetchone()[0] or 0
+
     def count_readings_after(
         self, after_id: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
     ) -> int:

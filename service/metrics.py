@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
-from typing import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import keys
+from . import forwarder, keys
 from .health import HEALTH_STATES, health
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -50,17 +49,12 @@ class Metrics:
 
 METRICS = web.AppKey("metrics", Metrics)
 
-# Hook for the forwarder (store=influxdb): set ``app[FORWARD_STATUS]`` to a function returning
-# ``(backlog_readings, lag_seconds)``; without it (store=sqlite) both are reported as 0.
-FORWARD_STATUS = web.AppKey("forward_status", Callable)
-
-
 def forward_status(app: web.Application) -> tuple[int, float]:
-    status = app.get(FORWARD_STATUS)
-    if status is None:
+    """``(backlog_readings, lag_seconds)`` from the forwarder's own status (both 0 with store=sqlite)."""
+    if keys.JOURNAL not in app:
         return 0, 0.0
-    backlog, lag = status()
-    return int(backlog), float(lag)
+    status = forwarder.forward_status(app[keys.JOURNAL], app[keys.CONFIG])
+    return int(status["backlog"]), float(status["oldest_age_s"] or 0.0)
 
 
 class StateCollector:

@@ -6,10 +6,8 @@ import json
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import auth
-from service.app import create_app
-from service.metrics import FORWARD_STATUS
 
-from .conftest import register, test_config
+from .conftest import register
 
 PW = "secret-pw"
 READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
@@ -83,10 +81,14 @@ async def test_metrics_need_no_token_and_show_no_secrets_or_readings(make_client
         assert secret not in text
 
 
-async def test_the_forwarder_hook_reports_backlog_and_lag(aiohttp_client, tmp_path):
-    app = create_app(test_config(tmp_path))
-    app[FORWARD_STATUS] = lambda: (1234, 56.5)  # what the forwarder's cleanup context sets
-    client = await aiohttp_client(app)
+async def test_forward_backlog_and_lag_come_from_the_journal(make_client, journal):
+    """store=influxdb with an InfluxDB that does not answer (a closed loopback port): what waits shows."""
+    from tests.servers import free_port
+
+    register(journal, "n1", PW, created=True)
+    client = await make_client(store="influxdb", influx_api="1", influx_url=f"http://127.0.0.1:{free_port()}")
+    for _ in range(3):
+        assert (await post_reading(client)).status == 202
     m = await scrape(client)
-    assert m[("tswarm_forward_backlog", frozenset())] == 1234
-    assert m[("tswarm_forward_lag_seconds", frozenset())] == 56.5
+    assert m[("tswarm_forward_backlog", frozenset())] == 3
+    assert m[("tswarm_forward_lag_seconds", frozenset())] >= 0
