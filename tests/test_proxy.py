@@ -149,3 +149,31 @@ async def test_without_force_https_nothing_is_redirected_nor_hsts_sent(make_clie
 def test_force_https_comes_from_the_environment():
     assert Config.from_env({"TSWARM_FORCE_HTTPS": "1"}).force_https is True
     assert Config.from_env({}).force_https is False and Config.from_env({}).trusted_proxies == ()
+
+
+def test_real_serve_behind_a_proxy_from_its_environment(tmp_path):
+    """The real `tswarm serve`, configured only through TSWARM_* variables as docker-compose and Heroku do."""
+    import http.client
+
+    from tests.servers import ServiceProcess, add_node, request, tswarm_env
+
+    data_dir = tmp_path / "data"
+    env = tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1", TSWARM_FORCE_HTTPS="1", TSWARM_AUTH_MAX_FAILURES="2")
+    add_node(data_dir, "n1", PW, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        def put(password, client, proto="http"):
+            headers = node_headers(password, client=client, proto=proto)
+            return request("POST", service.url + "/api/nodes/n1", BODY, headers)
+
+        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=30)
+        conn.request("GET", "/", headers={"Host": "tswarm.example.org"})
+        page = conn.getresponse()
+        conn.close()
+        secure_page = request("GET", service.url + "/", headers={"X-Forwarded-Proto": "https"})
+        failures = [put("wrong", "203.0.113.7")[0] for _ in range(3)]
+        other = put("wrong", "203.0.113.8")[0]
+        stored = put(PW, "203.0.113.8")
+    assert (page.status, page.getheader("Location")) == (308, "https://tswarm.example.org/")
+    assert secure_page[0] == 200 and secure_page[1]["Strict-Transport-Security"] == "max-age=31536000"
+    assert failures == [401, 401, 429] and other == 401
+    assert stored[0] == 202 and "Strict-Transport-Security" not in stored[1]
