@@ -186,6 +186,7 @@ def _last_seen_panel(lang: str) -> table.Panel:
         .datasource(DATASOURCE[lang])
         .span(12)
         .height(9)
+        .sort_by([common.TableSortByFieldState().display_name("Last seen").desc(False)])
         .override_by_name("Last seen", [DynamicConfigValue(id_val="unit", value="dateTimeFromNow")])
     )
     if lang == "influxql":
@@ -210,6 +211,7 @@ def _silent_panel(lang: str) -> table.Panel:
         .span(12)
         .height(9)
         .no_value("every node reported recently")
+        .sort_by([common.TableSortByFieldState().display_name("Last seen").desc(False)])
         .override_by_name("Last seen", [DynamicConfigValue(id_val="unit", value="dateTimeFromNow")])
     )
     if lang == "influxql":
