@@ -20,14 +20,11 @@ proxy (a node on the LAN talking to the Pi directly), so this is a small middlew
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import Iterable, Optional, Sequence
 
 from aiohttp import web
 
 from .settings import Config
-
-log = logging.getLogger("tswarm.proxy")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 HSTS = "max-age=31536000"  # one year; not includeSubDomains: other hosts of the domain are not ours to decide

@@ -1,7 +1,6 @@
 """The dashboards in grafana/ are what service/grafana_dashboards.py generates, and fit the provisioning YAML."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
