@@ -1,6 +1,7 @@
 """The ``tswarm`` command: thin click wrappers, each calling one function of the service."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -259,23 +260,28 @@ def export(node_name, start, stop, fmt, output, data_dir):
     from tqdm import tqdm
 
     from .export import export_chunks
+    from .history import HistoryUnavailable, open_history
 
     if node_name is not None and not valid_node_name(node_name):
         raise click.BadParameter(f"{node_name!r}: node names are {NODE_NAME_HELP}", param_hint="--node")
     if start is not None and stop is not None and stop <= start:
         raise click.BadParameter("--stop must be after --start", param_hint="--stop")
-    with open_journal(data_dir) as journal:
+    config = load_config(data_dir=data_dir)
+    with Journal.open(config.data_dir) as journal, open_history(config) or contextlib.nullcontext() as influx:
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         show = _show_progress(output)
-        total = journal.count_readings_in(node_name, start, stop) if show else None
+        # With readings pruned from the journal (store=influxdb) the total is not known up front.
+        total = journal.count_readings_in(node_name, start, stop) if show and not (influx and journal.pruned_before()) else None
         try:
             with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
                 for chunk in export_chunks(
-                    journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop, on_rows=bar.update
+                    journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop, on_rows=bar.update, influx=influx
                 ):
                     out.write(chunk)
         except BrokenPipeError:
             sys.stderr.close()  # `tswarm export | head`: stop quietly
+        except HistoryUnavailable as exc:
+            raise click.ClickException(str(exc)) from None  # one line on standard error, exit 1
         finally:
             if output:
                 out.close()

@@ -107,6 +107,7 @@ class Reading(NamedTuple):
 
 FORWARD_CURSOR = "forward_cursor"          # meta: id of the last reading InfluxDB acknowledged
 FORWARD_LAST_ERROR = "forward_last_error"  # meta: JSON {"at": ns, "message": ...} while writes fail
+PRUNED_BEFORE = "pruned_before"  # meta: ns; below it the journal is no longer complete (see prune_readings)
 
 
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
@@ -335,20 +336,62 @@ class Journal:
     def prune_readings(self, before_ns: int, up_to_id: Optional[int] = None, chunk: int = 10_000) -> int:
         """Delete readings older than ``before_ns`` (and, when given, with ``id <= up_to_id``: forwarded).
 
-        Deletes ``chunk`` rows per transaction so the writer never waits long. Returns how many went.
+        Deletes ``chunk`` rows per transaction so the writer never waits long, and moves the horizon
+        (meta ``pruned_before``, see :meth:`pruned_before`) past the newest reading deleted, in the
+        same transaction. Returns how many went.
         """
         limit_id = up_to_id if up_to_id is not None else 2**63 - 1
         total = 0
         while True:
             with _transaction(self.conn):
+                newest = self.conn.execute(
+                    "SELECT MAX(ts) FROM (SELECT ts FROM readings WHERE ts < ? AND id <= ? ORDER BY ts LIMIT ?)",
+                    (before_ns, limit_id, chunk),
+                ).fetchone()[0]
                 cur = self.conn.execute(
                     "DELETE FROM readings WHERE id IN"
                     " (SELECT id FROM readings WHERE ts < ? AND id <= ? ORDER BY ts LIMIT ?)",
                     (before_ns, limit_id, chunk),
                 )
+                if newest is not None:  # the horizon, in the same transaction as the deletion
+                    self.conn.execute(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                        " SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                        (PRUNED_BEFORE, str(newest + 1)),
+                    )
             total += cur.rowcount
             if cur.rowcount < chunk:
                 return total
+
+    def pruned_before(self) -> Optional[int]:
+        """The horizon: every reading with ``ts >= pruned_before()`` is still here; below it, pruning
+        deleted readings (with ``store=influxdb``, forwarded ones: InfluxDB has them). None: nothing
+        was ever pruned, the journal is complete."""
+        value = self.meta(PRUNED_BEFORE)
+        return None if value is None else int(value)
+
+    def iter_kept_below(
+        self, before_ns: int, node: Optional[str] = None, start_ns: Optional[int] = None
+    ) -> Iterator[tuple]:
+        """What the journal still holds below the horizon ``before_ns``, ordered by ``(ts, node)``:
+        readings pruning had to keep (not yet forwarded) and readings InfluxDB refused for good,
+        as ``(ts_ns, node, temperature, humidity)``, each once."""
+        lowest = start_ns if start_ns is not None else -(2**63)
+        sql = (
+            "SELECT ts, node, temperature, humidity FROM ("
+            " SELECT ts, nodes.name AS node, temperature, humidity FROM readings"
+            " JOIN nodes ON nodes.id = readings.node_id WHERE ts >= ? AND ts < ?"
+            " UNION SELECT ts, node, temperature, humidity FROM rejected WHERE ts >= ? AND ts < ?)"
+        )
+        params: list = [lowest, before_ns, lowest, before_ns]
+        if node is not None:
+            sql += " WHERE node = ?"
+            params.append(node)
+        cur = self.conn.execute(sql + " ORDER BY ts, node", params)
+        try:
+            yield from cur
+        finally:
+            cur.close()
 
     # -- readings -----------------------------------------------------------------------------
 

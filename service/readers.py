@@ -5,7 +5,8 @@ Both need a reader (see :mod:`service.access`). The export runs its SQLite itera
 thread of its own with its own connection and hands chunks to the event loop over a small
 bounded queue: memory stays constant whatever the range, and node requests keep being
 answered while a big export streams. The rows come from :func:`service.export.export_chunks`,
-the same code path as ``tswarm export``.
+the same code path as ``tswarm export``. With ``store=influxdb``, rows the journal pruned come from
+InfluxDB (service/history.py); when it cannot answer, the reader gets a 503 before the first byte.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
@@ -26,9 +26,11 @@ from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, FORMATS, decode_cursor, encode_cursor, export_chunks
 from .health import health
+from .history import HistoryUnavailable, open_history, page_end
 from .journal import Journal
 from .metrics import client_gone
 from .protocol import NODE_NAME_HELP, valid_node_name
+from .settings import Config
 from .timefmt import parse_time, rfc3339
 
 log = logging.getLogger("tswarm.readers")
@@ -140,14 +142,23 @@ def parse_readings_query(query, journal: Journal) -> dict:
     return args
 
 
-def export_with_page_end(data_dir: Path, args: dict) -> Iterator:
+def export_with_page_end(config: Config, args: dict) -> Iterator:
     """Runs in an export thread with its own connection: first the page's next cursor (or None),
-    then the export as bytes, all from one snapshot of the journal."""
-    with Journal.open(data_dir) as journal, journal.snapshot():
+    then the export as bytes, all from one snapshot of the journal.
+
+    The export's first chunk is made before the cursor is handed over, so everything that can
+    fail before streaming (InfluxDB unreachable for pruned readings) fails before the headers."""
+    with Journal.open(config.data_dir) as journal, journal.snapshot(), \
+            open_history(config) or contextlib.nullcontext() as influx:
         limit = args.get("limit")
         page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}
-        yield journal.page_end(**page_end_args, limit=limit) if limit else None
-        for chunk in export_chunks(journal, **args):
+        next_cursor = page_end(journal, influx, **page_end_args, limit=limit) if limit else None
+        chunks = export_chunks(journal, **args, influx=influx)
+        first = next(chunks, None)
+        yield next_cursor
+        if first is not None:
+            yield first.encode("utf-8")
+        for chunk in chunks:
             yield chunk.encode("utf-8")
 
 
@@ -230,10 +241,13 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
     except LookupError as exc:
         return json_error(404, "unknown_node", f"no node named {exc.args[0]!r} was ever registered")
 
-    data_dir = request.app[keys.CONFIG].data_dir
-    chunks = iterate_in_thread(request.app[READERS], lambda: export_with_page_end(data_dir, args))
+    config = request.app[keys.CONFIG]
+    chunks = iterate_in_thread(request.app[READERS], lambda: export_with_page_end(config, args))
     async with contextlib.aclosing(chunks):
-        next_cursor = await anext(chunks)
+        try:
+            next_cursor = await anext(chunks)
+        except HistoryUnavailable as exc:
+            return json_error(503, "history_unavailable", str(exc), headers={"Retry-After": "60"})
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[args["fmt"]], "Cache-Control": "no-store"})
         if next_cursor is not None:
             token = encode_cursor(next_cursor)

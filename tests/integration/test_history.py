@@ -1,0 +1,155 @@
+"""Bulk reads span the whole history with TSWARM_STORE=influxdb, against the real InfluxDB 1.x.
+
+A real `tswarm serve` (TSWARM_INFLUX_API=1) takes readings from nodes over HTTP and forwards them;
+then the journal is pruned by the retention code, and `tswarm export` and `GET /api/readings` must
+give exactly the same text as before the prune (the older part now streamed from InfluxDB with
+chunked InfluxQL), with filters and with cursor paging across the horizon. With InfluxDB gone, a
+range the journal no longer holds fails loudly.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import urllib.parse
+
+import pytest
+
+from service.journal import Journal
+from service.retention import prune
+from service.settings import Config
+from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_forwarded
+from tests.servers import ServiceProcess, add_node, free_port, request, run_cli
+
+pytestmark = pytest.mark.integration
+
+_exports = itertools.count()
+NODES = ("porch", "attic", "cellar")  # registered in this order: ids are not in name order
+
+
+def api(service, **params) -> tuple[int, dict, str]:
+    status, headers, body = request("GET", f"{service.url}/api/readings?{urllib.parse.urlencode(params)}")
+    return status, headers, body.decode()
+
+
+def cli_export(data_dir, env, *args) -> str:
+    """`tswarm export ARGS -o FILE`, the file's text byte for byte (CRLF kept)."""
+    output = data_dir.parent / f"export-{next(_exports)}.out"
+    run_cli(data_dir, "export", *args, "-o", str(output), env=env)
+    return output.read_bytes().decode()
+
+
+def pages(service, limit: int, **params) -> tuple[str, list]:
+    """Every page of a paged download, rows joined as one export; and the cursors followed."""
+    text, cursor, cursors = None, None, []
+    while True:
+        query = dict(params, limit=limit, **({"cursor": cursor} if cursor else {}))
+        status, headers, body = api(service, **query)
+        assert status == 200, body
+        if text is None:
+            text = body
+        else:
+            text += body.split("\r\n", 1)[1] if params.get("format", "csv") == "csv" else body
+        cursor = headers.get("X-Next-Cursor")
+        if cursor is None:
+            return text, cursors
+        cursors.append(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, influxdb1):
+    """A service whose journal was pruned in the middle of its readings; the exports from before."""
+    root = tmp_path_factory.mktemp("history")
+    data_dir, db = root / "data", influxdb1.new_database()
+    env = influx1_env(data_dir, influxdb1, db)
+    for name in NODES:
+        add_node(data_dir, name, PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        statuses = [send(service, name, data) for data in VALUES for name in NODES]
+        assert statuses == [202] * len(VALUES) * len(NODES)
+        wait_forwarded(service)
+        with Journal.open(data_dir) as journal:
+            stamps = [ts for ts, *_ in (row for batch in journal.iter_readings() for row in batch)]
+        boundary = stamps[len(stamps) // 2]  # pruned: everything before the 13th reading of 24
+        queries = {
+            "all": {},
+            "node": {"node": "cellar"},
+            "ndjson": {"format": "ndjson"},
+            "across": {"start": epoch(stamps[4]), "stop": epoch(stamps[-3])},
+            "below": {"start": epoch(stamps[2]), "stop": epoch(stamps[9])},
+            "node-from": {"node": "attic", "start": epoch(stamps[5])},
+        }
+        before = {name: api(service, **q)[2] for name, q in queries.items()}
+        before_cli = {name: cli_export(data_dir, env, *cli_args(q)) for name, q in queries.items()}
+        with Journal.open(data_dir) as journal:
+            pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=boundary + 10**9)
+            horizon, left = journal.pruned_before(), journal.count_readings()
+        yield dict(service=service, env=env, data_dir=data_dir, queries=queries, before=before,
+                   before_cli=before_cli, stamps=stamps, boundary=boundary, pruned=pruned, horizon=horizon, left=left)
+
+
+def cli_args(query: dict) -> list[str]:
+    args = []
+    for key, value in query.items():
+        args += [f"--{key}", value]
+    return args
+
+
+def test_the_prune_really_took_the_older_half_out_of_the_journal(history):
+    assert history["pruned"] == 12 and history["left"] == 12
+    assert history["horizon"] == history["stamps"][11] + 1  # just past the newest reading pruned
+    assert history["before"]["all"].count("\r\n") == 25  # header and 24 rows
+
+
+@pytest.mark.parametrize("name", ["all", "node", "ndjson", "across", "below", "node-from"])
+def test_api_export_after_pruning_is_the_same_text_as_before(history, name):
+    status, headers, body = api(history["service"], **history["queries"][name])
+    assert status == 200, body
+    assert body == history["before"][name]
+
+
+@pytest.mark.parametrize("name", ["all", "node", "ndjson", "across", "below", "node-from"])
+def test_cli_export_after_pruning_is_the_same_text_as_before(history, name):
+    out = cli_export(history["data_dir"], history["env"], *cli_args(history["queries"][name]))
+    assert out == history["before_cli"][name] == history["before"][name]
+
+
+@pytest.mark.parametrize("limit", [1, 5, 12])
+def test_cursor_paging_across_the_horizon_gives_the_whole_export(history, limit):
+    text, cursors = pages(history["service"], limit)
+    assert text == history["before"]["all"]
+    kinds = {c.split(".")[0] for c in cursors}
+    assert kinds == ({"h1", "r1"} if limit < 12 else {"h1"})  # cursors on both sides of the horizon
+
+
+def test_cursor_paging_with_filters_and_ndjson(history):
+    text, _ = pages(history["service"], 2, node="attic", format="ndjson")
+    assert text == "".join(
+        line + "\n" for line in history["before"]["ndjson"].splitlines() if '"node": "attic"' in line
+    )
+    across = history["queries"]["across"]
+    assert pages(history["service"], 3, **across)[0] == history["before"]["across"]
+
+
+def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
+    dead = dict(history["env"], TSWARM_INFLUX_URL=f"http://127.0.0.1:{free_port()}")  # nothing listens
+    result = run_cli(history["data_dir"], "export", env=dead, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: readings older than the journal's retention are in InfluxDB v1 API at")
+    # What the journal still holds needs no InfluxDB.
+    start = epoch(history["horizon"])
+    newer = cli_export(history["data_dir"], dead, "--start", start)
+    assert newer == history["before_cli"]["all"].split("\r\n", 1)[0] + "\r\n" + "".join(
+        line + "\r\n" for line in history["before_cli"]["all"].split("\r\n")[13:] if line
+    )
+
+    with ServiceProcess(history["data_dir"], env=dead, log_path=tmp_path / "serve.log") as service:
+        status, headers, body = api(service)
+        assert status == 503 and headers["Content-Type"].startswith("application/json")
+        answer = json.loads(body)
+        assert answer["error"] == "history_unavailable" and "Connection refused" in answer["detail"]
+        status, _, body = api(service, limit=3)  # a page that starts below the horizon: the same
+        assert status == 503
+        status, _, body = api(service, start=start)
+        assert status == 200 and body == newer
