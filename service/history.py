@@ -76,7 +76,7 @@ class InfluxHistory:
         ``after=(ts, node)``, at most ``limit``. Raises :class:`HistoryUnavailable`."""
         if after is not None and (start_ns is None or after[0] > start_ns):
             start_ns = after[0]  # rows of that instant up to `after` are dropped below
-        rows = _in_node_order(self._query(start_ns, stop_ns, node, after, limit))
+        rows = _in_node_order(self._query(start_ns, stop_ns, node))
         if after is not None:
             rows = (row for row in rows if (row[0], row[1]) > after)
         for count, row in enumerate(rows, 1):
@@ -84,7 +84,8 @@ class InfluxHistory:
             if limit is not None and count >= limit:
                 return
 
-    def _query(self, start_ns, stop_ns, node, after, limit) -> Iterator[Row]:
+    def _query(self, start_ns: Optional[int], stop_ns: int, node: Optional[str]) -> Iterator[Row]:
+        """The range's rows in time order (ties in any order)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -98,7 +99,7 @@ class InfluxHistory:
 
     def _unavailable(self, what: object) -> HistoryUnavailable:
         return HistoryUnavailable(
-            f"readings older than the journal's retention are in {self.description}, which did not answer: {what}"
+            f"readings the journal has pruned are only in {self.description}, which could not give them: {what}"
         )
 
 
@@ -131,7 +132,7 @@ class V1History(InfluxHistory):
             token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             self.headers["Authorization"] = f"Basic {token}"
 
-    def _query(self, start_ns, stop_ns, node, after, limit) -> Iterator[Row]:
+    def _query(self, start_ns, stop_ns, node) -> Iterator[Row]:
         params = {"db": self.db, "q": influxql(start_ns, stop_ns, node), "epoch": "ns",
                   "chunked": "true", "chunk_size": str(self.chunk_size)}
         request = urllib.request.Request(f"{self.url}/query?{urllib.parse.urlencode(params)}", headers=self.headers)
@@ -142,27 +143,45 @@ class V1History(InfluxHistory):
                 raise self._unavailable(f"HTTP {exc.code}: {_error_of(exc.read())}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise self._unavailable(getattr(exc, "reason", None) or exc) from None
+        partial = None  # InfluxDB marks every chunk but the last "partial": true
         with response:
-            while True:
-                try:
-                    line = response.readline()
-                except (OSError, http.client.HTTPException) as exc:
-                    raise self._unavailable(f"the answer broke off ({type(exc).__name__}: {exc})") from None
-                if not line:
-                    return
+            for line in self._lines(response):
                 if line.strip():
-                    yield from self._rows_of_chunk(line)
+                    rows, partial = self._parse_chunk(line)
+                    yield from rows
+        if partial is not False:
+            raise self._unavailable("the answer broke off before its last chunk")
 
-    def _rows_of_chunk(self, line: bytes) -> Iterator[Row]:
+    def _lines(self, response) -> Iterator[bytes]:
+        """The answer's lines as they arrive. ``read1`` raises on a chunked body cut short, where
+        ``readline`` would just end."""
+        pending = bytearray()
+        while True:
+            try:
+                data = response.read1(65536)
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unavailable(f"the answer broke off ({type(exc).__name__}: {exc})") from None
+            if not data:
+                yield bytes(pending)
+                return
+            pending += data
+            while (end := pending.find(b"\n")) >= 0:
+                yield bytes(pending[:end])
+                del pending[: end + 1]
+
+    def _parse_chunk(self, line: bytes) -> tuple[list[Row], bool]:
+        """The rows of one JSON chunk (at most ``chunk_size``), and whether more chunks follow."""
         try:
             chunk = json.loads(line)
         except ValueError:
             raise self._unavailable(f"an answer that is not JSON: {line[:200]!r}") from None
         if "error" in chunk:
             raise self._unavailable(chunk["error"])
+        rows, partial = [], False
         for result in chunk.get("results", ()):
             if "error" in result:
                 raise self._unavailable(result["error"])
+            partial = partial or bool(result.get("partial"))
             for series in result.get("series", ()):
                 columns = series["columns"]
                 t, temperature, humidity, name = (columns.index(c) for c in ("time", "temperature", "humidity", TAG_NODE))
@@ -170,7 +189,8 @@ class V1History(InfluxHistory):
                     if values[temperature] is None or values[humidity] is None:
                         continue  # not a point tswarm wrote (those always have both fields)
                     # JSON has no float type: 23.0 arrives as 23; the journal's REAL reads back as 23.0.
-                    yield values[t], values[name], float(values[temperature]), float(values[humidity])
+                    rows.append((values[t], values[name], float(values[temperature]), float(values[humidity])))
+        return rows, partial
 
 
 def flux(bucket: str, start_ns: Optional[int], stop_ns: int, node: Optional[str],

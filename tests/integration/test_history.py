@@ -18,7 +18,7 @@ import pytest
 from service.journal import Journal
 from service.retention import prune
 from service.settings import Config
-from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_forwarded
+from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
 from tests.servers import ServiceProcess, add_node, free_port, request, run_cli
 
 pytestmark = pytest.mark.integration
@@ -136,7 +136,7 @@ def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
     result = run_cli(history["data_dir"], "export", env=dead, check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("Error: readings older than the journal's retention are in InfluxDB v1 API at")
+    assert result.stderr.startswith("Error: readings the journal has pruned are only in InfluxDB v1 API at")
     # What the journal still holds needs no InfluxDB.
     start = epoch(history["horizon"])
     newer = cli_export(history["data_dir"], dead, "--start", start)
@@ -153,3 +153,27 @@ def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
         assert status == 503
         status, _, body = api(service, start=start)
         assert status == 200 and body == newer
+
+
+def test_readings_influxdb_refused_are_still_exported_after_pruning(tmp_path, influxdb1_factory):
+    """InfluxDB refuses node c's points (a series limit): once pruned, they come from the journal's
+    `rejected` table, between InfluxDB's rows, so the export is still every reading stored."""
+    server = influxdb1_factory(**{"max-series-per-database": 2})
+    data_dir = tmp_path / "data"
+    env = influx1_env(data_dir, server, "limited")
+    for name in ("a", "b", "c"):
+        add_node(data_dir, name, PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        statuses = [send(service, "a", "20 40"), send(service, "b", "21 41")]
+        wait_forwarded(service)  # a and b are InfluxDB's two series now
+        statuses += [send(service, name, f"{22 + i} {42 + i}") for i in range(3) for name in ("a", "c", "b")]
+        health = wait_for(lambda: (h := wait_forwarded(service))["rejected"] == 3 and h, "c's readings refused")
+        before = api(service)[2]
+        with Journal.open(data_dir) as journal:
+            last = max(ts for batch in journal.iter_readings() for ts, *_ in batch)
+            pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=last + 1 + 10**9)
+            assert journal.count_readings() == 0 and journal.count_rejected() == 3
+        after = api(service)[2]
+    assert statuses == [202] * 11 and health["backlog"] == 0 and pruned == 11
+    assert before.count("\r\n") == 12 and before.count(",c,") == 3
+    assert after == before
