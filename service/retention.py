@@ -8,6 +8,9 @@
   given explicitly; then readings older than it are deleted.
 
 Readings InfluxDB refused for good stay in the ``rejected`` table whatever the retention.
+
+Each prune moves the journal's horizon (:meth:`Journal.pruned_before`); exports read what lies
+below it back from InfluxDB (:mod:`service.history`).
 """
 from __future__ import annotations
 
