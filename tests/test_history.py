@@ -160,3 +160,53 @@ def _data_dir(client):
     from service import keys
 
     return client.server.app[keys.CONFIG].data_dir
+
+
+# -- the journal's horizon (real SQLite, no InfluxDB needed) -----------------------------------------
+
+
+def _insert(journal: Journal, rows) -> None:
+    ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}
+    journal.conn.executemany(
+        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
+        [(ids[name], ts, t, h) for ts, name, t, h in rows],
+    )
+
+
+def test_pruning_moves_the_horizon_past_the_newest_reading_deleted_and_never_back(journal):
+    for name in ("a", "b"):
+        register(journal, name)
+    _insert(journal, [(T0 + i * NS, "ab"[i % 2], 20.0, 50.0) for i in range(10)])
+    assert journal.pruned_before() is None  # never pruned: the journal is complete
+    assert journal.prune_readings(T0 + 4 * NS + 1) == 5
+    assert journal.pruned_before() == T0 + 4 * NS + 1
+    assert journal.prune_readings(T0 + 2 * NS) == 0  # nothing older left: the horizon stays
+    assert journal.pruned_before() == T0 + 4 * NS + 1
+    # Only forwarded readings go (ids 6 and 7 are, 8 and later are not): the horizon follows what went.
+    assert journal.prune_readings(T0 + 9 * NS, up_to_id=7) == 2
+    assert journal.pruned_before() == T0 + 6 * NS + 1
+
+
+def test_kept_below_the_horizon_unforwarded_and_rejected_once_each_by_time_then_node(journal):
+    for name in ("b", "a"):
+        register(journal, name)
+    _insert(journal, [(T0, "b", 1.0, 2.0), (T0, "a", 3.0, 4.0), (T0 + NS, "a", 5.0, 6.0), (T0 + 9 * NS, "b", 7.0, 8.0)])
+    reading = journal.readings_after(0, 1)[0]  # b at T0: refused by InfluxDB, still in `readings` too
+    journal.record_rejected([(reading, "HTTP 400: partial write")])
+    journal.conn.execute(
+        "INSERT INTO rejected (reading_id, node, ts, temperature, humidity, reason, rejected_at)"
+        " VALUES (99, 'a', ?, 9.0, 9.5, 'HTTP 400', 0)", (T0 - NS,)  # pruned from `readings` already
+    )
+    assert list(journal.iter_kept_below(T0 + 5 * NS)) == [
+        (T0 - NS, "a", 9.0, 9.5), (T0, "a", 3.0, 4.0), (T0, "b", 1.0, 2.0), (T0 + NS, "a", 5.0, 6.0),
+    ]
+    assert list(journal.iter_kept_below(T0 + 5 * NS, node="b", start_ns=T0)) == [(T0, "b", 1.0, 2.0)]
+
+
+def test_a_history_cursor_with_store_sqlite_resumes_at_its_instant(journal):
+    """A (time, node) cursor met by a journal-only export (the store was switched back to sqlite)."""
+    for name in ("a", "b"):
+        register(journal, name)
+    _insert(journal, [(T0, "b", 1.0, 2.0), (T0, "a", 3.0, 4.0), (T0 + NS, "a", 5.0, 6.0)])
+    text = "".join(export_chunks(journal, fmt="ndjson", after=(T0, "a")))
+    assert [json.loads(line)["node"] for line in text.splitlines()] == ["b", "a", "a"]
