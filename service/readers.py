@@ -153,13 +153,13 @@ def export_with_page_end(config: Config, args: dict) -> Iterator:
         limit = args.get("limit")
         page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}
         next_cursor = page_end(journal, influx, **page_end_args, limit=limit) if limit else None
-        chunks = export_chunks(journal, **args, influx=influx)
-        first = next(chunks, None)
-        yield next_cursor
-        if first is not None:
-            yield first.encode("utf-8")
-        for chunk in chunks:
-            yield chunk.encode("utf-8")
+        with contextlib.closing(export_chunks(journal, **args, influx=influx)) as chunks:  # closed before the journal
+            first = next(chunks, None)
+            yield next_cursor
+            if first is not None:
+                yield first.encode("utf-8")
+            for chunk in chunks:
+                yield chunk.encode("utf-8")
 
 
 class _Failed:
