@@ -271,7 +271,8 @@ def export(node_name, start, stop, fmt, output, data_dir):
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         show = _show_progress(output)
         # With readings pruned from the journal (store=influxdb) the total is not known up front.
-        total = journal.count_readings_in(node_name, start, stop) if show and not (influx and journal.pruned_before()) else None
+        pruned = influx is not None and journal.pruned_before() is not None
+        total = journal.count_readings_in(node_name, start, stop) if show and not pruned else None
         try:
             with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
                 for chunk in export_chunks(
