@@ -122,7 +122,7 @@ class Config:
     forward_batch: int = 5000
     forward_max_backoff: float = 60.0
     # Not environment settings: knobs for tests and benchmarks.
-    scrypt_n: int = 2**14
+    scrypt_n: int = 2**13  # see auth.SCRYPT_N
     journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
     journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
 

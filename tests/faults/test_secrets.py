@@ -5,6 +5,7 @@ import base64
 import json
 import sqlite3
 
+from service import auth
 from tests.servers import ServiceProcess, add_node, request, run_cli, tswarm_env
 
 PASSWORD = "Sup3r-Secret-Node-Password"
@@ -60,7 +61,7 @@ def test_no_secret_in_logs_error_bodies_or_at_rest(tmp_path):
 
     with sqlite3.connect(data_dir / "tswarm.db") as conn:
         hashes = [h for (h,) in conn.execute("SELECT password_hash FROM nodes")]
-    assert len(hashes) == 2 and all(h.startswith("scrypt$16384$8$1$") for h in hashes)
+    assert len(hashes) == 2 and all(h.startswith(f"scrypt${auth.SCRYPT_N}$8$1$") for h in hashes)
     at_rest = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
     for secret in secrets:
         assert secret.encode() not in at_rest

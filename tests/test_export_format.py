@@ -1,0 +1,34 @@
+"""The CSV lines export.py writes by hand are exactly what csv.writer writes for the same rows."""
+import csv
+import io
+
+from hypothesis import given, strategies as st
+
+from service.export import export_chunks
+from service.journal import Journal
+from service.protocol import NODE_NAME
+from service.timefmt import rfc3339
+
+names = st.from_regex(NODE_NAME, fullmatch=True)
+values = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**62), names, values, values), min_size=1, max_size=20))
+def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
+    data_dir = tmp_path_factory.mktemp("fmt")
+    with Journal.open(data_dir) as journal:
+        ids = {}
+        for _, name, _, _ in rows:
+            if name not in ids:
+                journal.add_node(name, "h")
+                ids[name] = journal.node_auth(name).id
+        journal.conn.executemany(
+            "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
+            [(ids[name], ts + i, t, h) for i, (ts, name, t, h) in enumerate(rows)],
+        )
+        ordered = sorted((ts + i, i, name, t, h) for i, (ts, name, t, h) in enumerate(rows))
+        expected = io.StringIO()
+        writer = csv.writer(expected)
+        writer.writerow(["time", "node", "temperature", "humidity"])
+        writer.writerows((rfc3339(ts), name, t, h) for ts, _, name, t, h in ordered)
+        assert "".join(export_chunks(journal, fmt="csv")) == expected.getvalue()
