@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS readings (
     id          INTEGER PRIMARY KEY,   -- commit order: the forwarder's cursor
     node_id     INTEGER NOT NULL,
-    ts          INTEGER NOT NULL,      -- ns since the epoch, server clock, strictly increasing per node
+    ts          INTEGER NOT NULL,      -- ns since the epoch, server clock, strictly increasing (unique across nodes)
     temperature REAL NOT NULL,
     humidity    REAL NOT NULL
 );
@@ -578,7 +578,7 @@ class JournalWriter:
         self._task: Optional[asyncio.Task] = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._conn: Optional[sqlite3.Connection] = None
-        self._last_ts: dict[int, int] = {}
+        self._last_ts: Optional[int] = None  # the newest timestamp handed out
         self.on_commit = None  # optional callback(batch_size, seconds), for metrics
         self.commit_listeners: list[Callable[[], None]] = []  # called after every commit (the forwarder's wake-up)
 
@@ -644,14 +644,16 @@ class JournalWriter:
         """Runs in the writer thread: one transaction for the whole batch."""
         conn = self._conn
         now = time.time_ns()
+        # Timestamps are unique across all nodes, not only per node (InfluxDB would overwrite a
+        # node's reading that shares one): strictly increasing, even if the clock steps back.
+        last = self._last_ts
+        if last is None:
+            last = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0] or 0
         rows = []
         for item in batch:
-            last = self._last_ts.get(item.node_id)
-            if last is None:
-                last = conn.execute("SELECT MAX(ts) FROM readings WHERE node_id = ?", (item.node_id,)).fetchone()[0] or 0
-            ts = now if now > last else last + 1
-            self._last_ts[item.node_id] = ts
-            rows.append((item.node_id, ts, item.temperature, item.humidity))
+            last = now if now > last else last + 1
+            rows.append((item.node_id, last, item.temperature, item.humidity))
+        self._last_ts = last
         created = [(now, item.node_id) for item in batch if item.create]
         with _transaction(conn):
             conn.executemany("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)", rows)

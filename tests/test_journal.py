@@ -131,3 +131,14 @@ def test_iter_readings_filters_by_node_and_half_open_range(journal):
 def test_journal_file_lives_in_the_data_dir(data_dir):
     with Journal.open(data_dir) as j:
         assert j.path == data_dir / DB_FILENAME and j.path.exists()
+
+
+async def test_readings_of_different_nodes_committed_together_never_share_a_timestamp(journal):
+    for name in ("a", "b", "c"):
+        journal.add_node(name, "h")
+    ids = [journal.node_auth(name).id for name in ("a", "b", "c")]
+    writer = JournalWriter(journal.path)
+    await writer.start()
+    stamps = await asyncio.gather(*(writer.append(ids[i % 3], 20.0, 50.0) for i in range(300)))
+    await writer.close()
+    assert len(set(stamps)) == 300
