@@ -82,6 +82,11 @@ class Variant:
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the service process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -23,15 +23,19 @@ def run(nodes: int, concurrency: int, seconds: float, procs: int) -> dict:
                 names = register_nodes(data_dir, nodes, scrypt_n=2**10)
                 with Variant(data_dir, **knobs) as service:
                     load(service.url, names, concurrency=concurrency, seconds=3, keepalive=keepalive, procs=procs)  # warm the credential cache
+                    cpu_before = service.cpu_seconds()
                     figures = load(service.url, names, concurrency=concurrency, seconds=seconds, keepalive=keepalive, procs=procs)
+                    figures["server_cpu_us"] = (service.cpu_seconds() - cpu_before) / max(1, sum(figures["statuses"].values())) * 1e6
             results[(name, keepalive)] = figures
             print(f"{name:8} {'keep-alive' if keepalive else 'new conn.':10} {figures['readings_per_s']:8.0f} readings/s"
-                  f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms  statuses {figures['statuses']}", flush=True)
+                  f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms  server CPU {figures['server_cpu_us']:4.0f} µs/request"
+                  f"  statuses {figures['statuses']}", flush=True)
     for keepalive in (False, True):
         shipped = results[("shipped", keepalive)]["readings_per_s"]
         label = "keep-alive" if keepalive else "new connection per request"
         print(f"{label}: shipped/ceiling = {shipped / results[('ceiling', keepalive)]['readings_per_s']:.2f}, "
-              f"shipped/naive = {shipped / results[('naive', keepalive)]['readings_per_s']:.2f}")
+              f"shipped/naive = {shipped / results[('naive', keepalive)]['readings_per_s']:.2f}; "
+              f"one service core would take {1e6 / results[('shipped', keepalive)]['server_cpu_us']:.0f} requests/s")
     return results
 
 
