@@ -85,6 +85,12 @@ def node():
     """Register, list and remove nodes."""
 
 
+def _password_or_generated(password: str | None) -> str:
+    if password is not None and not password:
+        raise click.BadParameter("must not be empty", param_hint="--password")
+    return password or auth.generate_password()
+
+
 @node.command("add")
 @node_name_arg
 @click.option("--password", default=None, help="The node's password; a strong one is generated when omitted.")
@@ -92,9 +98,7 @@ def node():
 def node_add(name, password, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
-    if password is not None and not password:
-        raise click.BadParameter("must not be empty", param_hint="--password")
-    password = password or auth.generate_password()
+    password = _password_or_generated(password)
     with Journal.open(config.data_dir) as journal:
         try:
             journal.add_node(name, auth.hash_password(password))
@@ -112,7 +116,7 @@ def node_add(name, password, data_dir):
 def node_passwd(name, password, data_dir):
     """Give node NAME a new password and print its new svconf JSON."""
     config = load_config(data_dir=data_dir)
-    password = password or auth.generate_password()
+    password = _password_or_generated(password)
     with Journal.open(config.data_dir) as journal:
         try:
             journal.set_password(name, auth.hash_password(password))

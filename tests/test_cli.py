@@ -173,3 +173,10 @@ def test_bad_setting_is_a_one_line_error(run, monkeypatch):
     result = run("node", "list")
     assert result.exit_code == 1
     assert result.output.strip() == "Error: TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"
+
+
+@pytest.mark.parametrize("command", [["node", "add", "a"], ["node", "passwd", "a"]])
+def test_an_empty_password_is_refused(run, command):
+    run("node", "add", "a") if command[1] == "passwd" else None
+    result = run(*command, "--password", "")
+    assert result.exit_code == 2 and "must not be empty" in result.output
