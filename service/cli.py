@@ -15,7 +15,7 @@ from . import auth
 from .journal import Journal, NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
-from .svconf import local_address, svconf  # noqa: F401  (local_address: kept importable)
+from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
 # Seconds SIGTERM waits for in-flight requests (a node's takes milliseconds; Heroku kills after 30 s).
@@ -85,6 +85,17 @@ def node():
     """Register, list and remove nodes."""
 
 
+def _print_svconf(config: Config, name: str, password: str) -> None:
+    conf = svconf(config, name, password)
+    click.echo(json.dumps(conf, indent=2))
+    if "//127." in conf["url"]:
+        click.echo(
+            "note: this machine has no LAN address to offer, so url points at 127.0.0.1, which a node cannot"
+            " reach; set TSWARM_PUBLIC_URL (e.g. http://192.168.1.20:8080) and run 'tswarm node passwd' again",
+            err=True,
+        )
+
+
 def _password_or_generated(password: str | None) -> str:
     if password is not None and not password:
         raise click.BadParameter("must not be empty", param_hint="--password")
@@ -106,7 +117,7 @@ def node_add(name, password, data_dir):
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
             ) from None
-    click.echo(json.dumps(svconf(config, name, password), indent=2))
+    _print_svconf(config, name, password)
 
 
 @node.command("passwd")
@@ -122,7 +133,7 @@ def node_passwd(name, password, data_dir):
             journal.set_password(name, auth.hash_password(password))
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
-    click.echo(json.dumps(svconf(config, name, password), indent=2))
+    _print_svconf(config, name, password)
 
 
 def _ago(ts_ns: int | None) -> str:

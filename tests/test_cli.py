@@ -39,7 +39,7 @@ def test_every_command_has_help(run, command):
 def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
     result = run("node", "add", "kitchen")
     assert result.exit_code == 0, result.output
-    conf = json.loads(result.output)
+    conf = json.loads(result.stdout)
     assert set(conf) == {"url", "url_local", "login", "xauth"}
     assert conf["login"] == "kitchen" and conf["url"].endswith("/api/nodes/kitchen")
     login, password = base64.b64decode(conf["xauth"]).decode().split(":", 1)
@@ -74,7 +74,7 @@ def test_bad_node_names_are_refused(run, name, data_dir):
 
 def test_node_passwd_changes_the_password(run, data_dir):
     run("node", "add", "a", "--password", "old")
-    conf = json.loads(run("node", "passwd", "a", "--password", "new").output)
+    conf = json.loads(run("node", "passwd", "a", "--password", "new").stdout)
     assert conf["xauth"] == base64.b64encode(b"a:new").decode()
     with Journal.open(data_dir) as journal:
         assert auth.verify_password("new", journal.node_auth("a").password_hash)
@@ -180,3 +180,13 @@ def test_an_empty_password_is_refused(run, command):
     run("node", "add", "existing")
     result = run("node", command, "new" if command == "add" else "existing", "--password", "")
     assert result.exit_code == 2 and "must not be empty" in result.output
+
+
+def test_node_add_warns_when_the_url_is_loopback_and_not_when_public_url_is_set(run, monkeypatch):
+    monkeypatch.setattr("service.svconf.local_address", lambda: "127.0.0.1")
+    result = run("node", "add", "a")
+    assert json.loads(result.stdout)["url"].startswith("http://127.0.0.1:")
+    assert "set TSWARM_PUBLIC_URL" in result.stderr
+    monkeypatch.setenv("TSWARM_PUBLIC_URL", "http://192.168.1.20:8080")
+    result = run("node", "add", "b")
+    assert json.loads(result.stdout)["url"] == "http://192.168.1.20:8080/api/nodes/b" and result.stderr == ""
