@@ -72,11 +72,13 @@ class Delivery:
         self.failing = False  # the last write failed; on_success is called at the next answer
         self.writes = 0  # successful writes
 
-    async def deliver(self, readings: list[Reading]) -> list[tuple[Reading, str]]:
-        """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason."""
+    async def deliver(self, readings: list[Reading], body: Optional[bytes] = None) -> list[tuple[Reading, str]]:
+        """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason.
+        ``body``: their line protocol, when the caller built it already (see :func:`read_batch`)."""
         if not readings:
             return []
-        body = await asyncio.get_running_loop().run_in_executor(None, line_protocol, readings)
+        if body is None:
+            body = await asyncio.get_running_loop().run_in_executor(None, line_protocol, readings)
         try:
             await self._write_until_answered(body, len(readings))
             return []
@@ -146,26 +148,36 @@ class Forwarder:
         self._journal = await asyncio.get_running_loop().run_in_executor(
             self._executor, Journal, self.config.data_dir / DB_FILENAME
         )
+        next_batch: Optional[asyncio.Future] = None
         try:
             cursor = await self._db(Journal.forward_cursor)
             self.delivery.failing = await self._db(Journal.meta, FORWARD_LAST_ERROR) is not None
             log.info("forwarding to %s from reading id %d", self.target.description, cursor)
+            size = self.config.forward_batch
+            self.wake.clear()  # before reading: a commit from now on wakes the next wait
+            next_batch = asyncio.ensure_future(self._db(read_batch, cursor, size))
             while True:
-                self.wake.clear()  # before reading: a commit from now on wakes the next wait
-                batch = await self._db(Journal.readings_after, cursor, self.config.forward_batch)
+                batch, body = await next_batch
                 if not batch:
                     try:
                         await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
                     except asyncio.TimeoutError:
                         pass
+                    self.wake.clear()
+                    next_batch = asyncio.ensure_future(self._db(read_batch, cursor, size))
                     continue
+                # Read and build the next batch while this one is written: InfluxDB works meanwhile.
+                self.wake.clear()
+                next_batch = asyncio.ensure_future(self._db(read_batch, batch[-1].id, size))
                 self.in_flight = len(batch)
-                rejected = await self.delivery.deliver(batch)
+                rejected = await self.delivery.deliver(batch, body)
                 await self._db(Journal.mark_forwarded, batch[-1].id, rejected)
                 self.in_flight = 0
                 cursor = batch[-1].id
         finally:
             self.in_flight = 0
+            if next_batch is not None:
+                next_batch.cancel()  # the read itself finishes in the journal thread, before the close below
             await asyncio.get_running_loop().run_in_executor(self._executor, self._journal.close)
 
     async def _failed(self, message: str) -> None:
@@ -271,15 +283,33 @@ async def backfill(
     delivery = Delivery(target, config.forward_max_backoff)
     sent = refused = 0
     after = journal.first_id_from(start_ns) if start_ns is not None else 0
-    try:
-        while batch := journal.readings_after(after, config.forward_batch, start_ns, stop_ns):
-            rejected = await delivery.deliver(batch)
-            if rejected:
-                journal.record_rejected(rejected)
-            sent += len(batch) - len(rejected)
-            refused += len(rejected)
-            after = batch[-1].id
-            progress(len(batch))
-    finally:
-        await target.close()
+    loop = asyncio.get_running_loop()
+    # One thread reads and builds the next batch while the current one is written.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill") as reader:
+        def prefetch(after_id: int):
+            return loop.run_in_executor(reader, read_batch, journal, after_id, config.forward_batch, start_ns, stop_ns)
+
+        next_batch = prefetch(after)
+        try:
+            while True:
+                batch, body = await next_batch
+                if not batch:
+                    break
+                next_batch = prefetch(batch[-1].id)
+                rejected = await delivery.deliver(batch, body)
+                if rejected:
+                    await loop.run_in_executor(reader, journal.record_rejected, rejected)
+                sent += len(batch) - len(rejected)
+                refused += len(rejected)
+                progress(len(batch))
+        finally:
+            await target.close()
     return sent, refused
+
+
+def read_batch(
+    journal: Journal, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+) -> tuple[list[Reading], bytes]:
+    """The next readings after ``after_id`` and their line protocol (blocking: run it in a thread)."""
+    batch = journal.readings_after(after_id, limit, start_ns, stop_ns)
+    return batch, line_protocol(batch) if batch else b""
