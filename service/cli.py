@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import auth
-from .journal import Journal, NodeExists, NodeNotFound
+from .journal import DB_FILENAME, Journal, NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
 from .svconf import svconf
@@ -41,7 +41,16 @@ def load_config(**overrides) -> Config:
 
 
 def open_journal(data_dir: Path | None) -> Journal:
-    config = load_config(data_dir=data_dir)
+    """The existing journal of ``--data-dir`` (only `node add` and `serve` create one)."""
+    return existing_journal(load_config(data_dir=data_dir))
+
+
+def existing_journal(config: Config) -> Journal:
+    if not (config.data_dir / DB_FILENAME).exists():
+        raise click.ClickException(
+            f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
+            " (is --data-dir or TSWARM_DATA_DIR right?)"
+        )
     return Journal.open(config.data_dir)
 
 
@@ -282,7 +291,7 @@ def export(node_name, start, stop, fmt, output, data_dir):
     if start is not None and stop is not None and stop <= start:
         raise click.BadParameter("--stop must be after --start", param_hint="--stop")
     config = load_config(data_dir=data_dir)
-    with Journal.open(config.data_dir) as journal, open_history(config) or contextlib.nullcontext() as influx:
+    with existing_journal(config) as journal, open_history(config) or contextlib.nullcontext() as influx:
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         show = _show_progress(output)
         # With readings pruned from the journal (store=influxdb) the total is not known up front.
@@ -427,7 +436,7 @@ def status(as_json, data_dir):
     from .forwarder import forward_status
 
     config = load_config(data_dir=data_dir)
-    with Journal.open(config.data_dir) as journal:
+    with existing_journal(config) as journal:
         info = forward_status(journal, config)
         rejected = journal.rejected_readings(limit=5) if info.get("rejected") else []
     if as_json:
@@ -463,7 +472,7 @@ def forward(start, stop, data_dir):
     config = load_config(data_dir=data_dir)
     if stop is not None and stop <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
-    with Journal.open(config.data_dir) as journal:
+    with existing_journal(config) as journal:
         total = journal.count_readings_after(0, start, stop)
         with tqdm(total=total, unit="reading", disable=None, file=sys.stderr) as bar:
             sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update))

@@ -190,3 +190,11 @@ def test_node_add_warns_when_the_url_is_loopback_and_not_when_public_url_is_set(
     monkeypatch.setenv("TSWARM_PUBLIC_URL", "http://192.168.1.20:8080")
     result = run("node", "add", "b")
     assert json.loads(result.stdout)["url"] == "http://192.168.1.20:8080/api/nodes/b" and result.stderr == ""
+
+
+@pytest.mark.parametrize("command", [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["status"]])
+def test_commands_that_read_refuse_a_data_dir_without_a_journal(run, data_dir, command):
+    result = run(*command)
+    assert result.exit_code == 1
+    assert f"no journal in {data_dir}" in result.output and "Traceback" not in result.output
+    assert not data_dir.exists()  # nothing was created by the typo
