@@ -137,7 +137,7 @@ def node_passwd(name, password, data_dir):
     """Give node NAME a new password and print its new svconf JSON."""
     config = load_config(data_dir=data_dir)
     password = _password_or_generated(password)
-    with Journal.open(config.data_dir) as journal:
+    with existing_journal(config) as journal:
         try:
             journal.set_password(name, auth.hash_password(password))
         except NodeNotFound:

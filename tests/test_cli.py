@@ -192,7 +192,7 @@ def test_node_add_warns_when_the_url_is_loopback_and_not_when_public_url_is_set(
     assert json.loads(result.stdout)["url"] == "http://192.168.1.20:8080/api/nodes/b" and result.stderr == ""
 
 
-@pytest.mark.parametrize("command", [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["status"]])
+@pytest.mark.parametrize("command", [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["node", "passwd", "a"], ["status"]])
 def test_commands_that_read_refuse_a_data_dir_without_a_journal(run, data_dir, command):
     result = run(*command)
     assert result.exit_code == 1
