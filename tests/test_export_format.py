@@ -32,3 +32,11 @@ def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
         writer.writerow(["time", "node", "temperature", "humidity"])
         writer.writerows((rfc3339(ts), name, t, h) for ts, _, name, t, h in ordered)
         assert "".join(export_chunks(journal, fmt="csv")) == expected.getvalue()
+
+
+def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
+    from service.export import FloatText
+
+    text = FloatText()
+    assert [text[v] for v in (-0.0, 0.0, -0.0, 23.4, 23.4, 1e-05, 0.1 + 0.2)] == \
+        ["-0.0", "0.0", "-0.0", "23.4", "23.4", "1e-05", "0.30000000000000004"]
