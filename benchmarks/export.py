@@ -2,7 +2,6 @@
 command-line shell's own CSV output of the same rows (the near-limit baseline). Rows/s, the ratio,
 and peak RSS of each."""
 import argparse
-import os
 import random
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, Variant, register_nodes, rss_mb
+from common import Variant, register_nodes, rss_mb
 from service.journal import DB_FILENAME, Journal
 
 
@@ -27,37 +26,50 @@ def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
             journal.conn.execute("BEGIN")
             journal.conn.executemany(
                 "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-                ((ids[i % nodes], base + i * 3_000_000_000 // nodes * 1 + i, round(random.uniform(-40, 80), 1),
+                ((ids[i % nodes], base + i * (300 * 10**9 // nodes), round(random.uniform(-40, 80), 1),
                   round(random.uniform(0, 100), 1)) for i in range(start, min(rows, start + step))),
             )
             journal.conn.execute("COMMIT")
 
 
-def timed(cmd_or_fn, pid_of=None) -> tuple[float, int, float]:
-    """Run a command writing to a counter; returns (seconds, bytes, peak RSS MB)."""
-    peak = [0.0]
-    started = time.perf_counter()
-    if callable(cmd_or_fn):
-        size, pid = cmd_or_fn(peak)
-        return time.perf_counter() - started, size, peak[0]
-    proc = subprocess.Popen(cmd_or_fn, stdout=subprocess.PIPE)
-    stop = threading.Event()
+class PeakRss:
+    """Samples a process's RSS every 50 ms while the ``with`` block runs; ``.mb`` is the peak."""
 
-    def watch():
-        while not stop.is_set():
+    def __init__(self, pid: int):
+        self.pid, self.mb = pid, 0.0
+        self._stop = threading.Event()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
             try:
-                peak[0] = max(peak[0], rss_mb(proc.pid))
-            except OSError:
+                self.mb = max(self.mb, rss_mb(self.pid))
+            except OSError:  # the process has ended
                 return
             time.sleep(0.05)
 
-    threading.Thread(target=watch, daemon=True).start()
+    def __enter__(self) -> "PeakRss":
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def drain(stream) -> int:
     size = 0
-    while chunk := proc.stdout.read(1 << 20):
+    while chunk := stream.read(1 << 20):
         size += len(chunk)
-    proc.wait()
-    stop.set()
-    return time.perf_counter() - started, size, peak[0]
+    return size
+
+
+def run_command(cmd: list[str]) -> tuple[float, int, float]:
+    """(seconds, bytes written to stdout, peak RSS MB) of one command."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    with PeakRss(proc.pid) as peak:
+        size = drain(proc.stdout)
+        proc.wait()
+    return time.perf_counter() - started, size, peak.mb
 
 
 def main(rows: int) -> None:
@@ -69,29 +81,15 @@ def main(rows: int) -> None:
         db = str(data_dir / DB_FILENAME)
         query = ("SELECT r.ts, n.name, r.temperature, r.humidity FROM readings r JOIN nodes n ON n.id = r.node_id"
                  " ORDER BY r.ts, r.id")
-        base_s, base_bytes, base_rss = timed(["sqlite3", "-csv", "-header", db, query])
-        env = {**os.environ, "TSWARM_DATA_DIR": str(data_dir)}
-        cli_s, cli_bytes, cli_rss = timed([sys.executable, "-m", "service", "export", "--data-dir", str(data_dir)])
+        base_s, base_bytes, base_rss = run_command(["sqlite3", "-csv", "-header", db, query])
+        cli_s, cli_bytes, cli_rss = run_command([sys.executable, "-m", "service", "export", "--data-dir", str(data_dir)])
         with Variant(data_dir) as service:
-            def api(peak):
-                stop = threading.Event()
-
-                def watch():
-                    while not stop.is_set():
-                        peak[0] = max(peak[0], service.rss_mb())
-                        time.sleep(0.05)
-
-                threading.Thread(target=watch, daemon=True).start()
-                size = 0
-                with urllib.request.urlopen(service.url + "/api/readings?format=csv", timeout=600) as resp:
-                    while chunk := resp.read(1 << 20):
-                        size += len(chunk)
-                stop.set()
-                return size, service.proc.pid
-
             idle_rss = service.rss_mb()
-            api_s, api_bytes, api_rss = timed(api)
-        del env
+            started = time.perf_counter()
+            with PeakRss(service.proc.pid) as peak, \
+                    urllib.request.urlopen(service.url + "/api/readings?format=csv", timeout=600) as resp:
+                api_bytes = drain(resp)
+            api_s, api_rss = time.perf_counter() - started, peak.mb
     print(f"sqlite3 -csv      {rows / base_s:10.0f} rows/s  {base_bytes / 1e6:7.0f} MB  peak RSS {base_rss:6.0f} MB")
     print(f"tswarm export     {rows / cli_s:10.0f} rows/s  {cli_bytes / 1e6:7.0f} MB  peak RSS {cli_rss:6.0f} MB"
           f"  ratio to sqlite3 {base_s / cli_s:.2f}")
@@ -100,8 +98,6 @@ def main(rows: int) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=10_000_000)
     main(parser.parse_args().rows)

@@ -3,7 +3,6 @@ forwarder's code path (`tswarm forward`, which batches, builds Points and gzips)
 same line protocol, prebuilt, in the same batch sizes, gzipped, straight to /write (the baseline)."""
 import argparse
 import gzip
-import json
 import os
 import subprocess
 import sys

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from . import auth
+from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .journal import DB_FILENAME, Journal, NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
@@ -205,7 +206,7 @@ def node_remove(name, data_dir):
 
 @node.command("interval")
 @node_name_arg
-@click.argument("seconds", type=click.IntRange(10, 7 * 86400))
+@click.argument("seconds", type=click.IntRange(MIN_INTERVAL_S, MAX_INTERVAL_S))
 @data_dir_option
 def node_interval(name, seconds, data_dir):
     """Expect node NAME to send a reading every SECONDS (default 300); its health is judged by it."""

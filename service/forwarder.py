@@ -70,7 +70,6 @@ class Delivery:
         self.on_success = on_success
         self.sleep = sleep
         self.failing = False  # the last write failed; on_success is called at the next answer
-        self.writes = 0  # successful writes
 
     async def deliver(self, readings: list[Reading], body: Optional[bytes] = None) -> list[tuple[Reading, str]]:
         """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason.
@@ -113,7 +112,6 @@ class Delivery:
             except (Rejected, TooLarge):
                 await self._answered()
                 raise
-            self.writes += 1
             await self._answered()
             return
 

@@ -30,7 +30,6 @@ def health(now_ns: int, last_ts: Optional[int], interval_s: int, halted: bool) -
     return "silent" if age_s >= SILENT_AFTER_S else "late"
 
 
-DEFAULT_INTERVAL_S = 300
 MIN_INTERVAL_S = 10
 MAX_INTERVAL_S = 7 * 86400
 

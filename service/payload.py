@@ -99,7 +99,3 @@ def parse_body(body: bytes, node: str) -> Reading:
         raise _bad('data must be a string like "23.4 45.1"', "bad_data")
     return parse_data(doc["data"])
 
-
-def format_data(temperature: float, humidity: float) -> str:
-    """The data string as firmware sends it (used by tests and the load generator)."""
-    return f"{temperature:g} {humidity:g}"

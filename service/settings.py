@@ -6,9 +6,11 @@ flag, where there is one, wins over its variable, and ``PORT`` (Heroku) wins ove
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional
+
+from .auth import SCRYPT_N
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ class Config:
     forward_batch: int = 5000
     forward_max_backoff: float = 60.0
     # Not environment settings: knobs for tests and benchmarks.
-    scrypt_n: int = 2**13  # see auth.SCRYPT_N
+    scrypt_n: int = SCRYPT_N
     journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
     journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
 
@@ -205,8 +207,6 @@ class Config:
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
 
-
-CONFIG_FIELDS = {f.name for f in fields(Config)}
 
 
 def settings_markdown() -> str:

@@ -1,6 +1,7 @@
 """The `tswarm` command: each subcommand's effect, checked through the journal, and its errors."""
 import base64
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,7 @@ COMMANDS = [
 @pytest.fixture
 def run(data_dir, monkeypatch):
     monkeypatch.delenv("PORT", raising=False)
-    for name in [k for k in __import__("os").environ if k.startswith("TSWARM_")]:
+    for name in [k for k in os.environ if k.startswith("TSWARM_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
     runner = CliRunner()

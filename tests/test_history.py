@@ -38,7 +38,7 @@ ANNOTATED_CSV = (
     "\r\n"
 )
 
-EXPECTED_FLUX = f"""from(bucket: "tswarm")
+EXPECTED_FLUX = """from(bucket: "tswarm")
   |> range(start: 2026-11-25T09:46:40.000000000Z, stop: 2026-11-25T09:46:50.000000000Z)
   |> filter(fn: (r) => r._measurement == "climate" and (r._field == "temperature" or r._field == "humidity"))
   |> filter(fn: (r) => r.node == "attic")
@@ -47,7 +47,7 @@ EXPECTED_FLUX = f"""from(bucket: "tswarm")
   |> group()
   |> sort(columns: ["_time", "node"])
   |> limit(n: 7)
-  |> map(fn: (r) => ({{ts: int(v: r._time), node: r.node, temperature: r.temperature, humidity: r.humidity}}))"""
+  |> map(fn: (r) => ({ts: int(v: r._time), node: r.node, temperature: r.temperature, humidity: r.humidity}))"""
 
 
 def test_flux_of_a_range_resumed_after_a_cursor_with_a_limit():

@@ -91,4 +91,4 @@ async def test_forward_backlog_and_lag_come_from_the_journal(make_client, journa
         assert (await post_reading(client)).status == 202
     m = await scrape(client)
     assert m[("tswarm_forward_backlog", frozenset())] == 3
-    assert m[("tswarm_forward_lag_seconds", frozenset())] >= 0
+    assert m[("tswarm_forward_lag_seconds", frozenset())] > 0  # the first of them waited through two more requests

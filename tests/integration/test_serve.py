@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.servers import ServiceProcess, add_node, free_port, request, run_cli, tswarm_env
+from tests.servers import TSWARM, ServiceProcess, add_node, free_port, request, run_cli, tswarm_env
 
 PW = "correct horse battery"
 
@@ -144,7 +144,7 @@ def test_port_env_wins_over_the_port_flag(data_dir, tmp_path):
     port = free_port()
     env = tswarm_env(data_dir, PORT=str(port))
     proc = subprocess.Popen(
-        [*__import__("tests.servers", fromlist=["TSWARM"]).TSWARM, "serve", "--host", "127.0.0.1", "--port", "1"],
+        [*TSWARM, "serve", "--host", "127.0.0.1", "--port", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
