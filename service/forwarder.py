@@ -24,12 +24,12 @@ import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional, Sequence
 
 from aiohttp import web
 
 from . import keys
-from .influx import InfluxTarget, Rejected, TooLarge, WriteError, line_protocol, make_target
+from .influx import InfluxTarget, LineEncoder, Rejected, TooLarge, WriteError, line_protocol, make_target
 from .journal import DB_FILENAME, FORWARD_LAST_ERROR, Journal, Reading
 from .settings import Config
 
@@ -71,15 +71,18 @@ class Delivery:
         self.sleep = sleep
         self.failing = False  # the last write failed; on_success is called at the next answer
 
-    async def deliver(self, readings: list[Reading], body: Optional[bytes] = None) -> list[tuple[Reading, str]]:
+    async def deliver(self, readings: Sequence[Reading], payload: Optional[bytes] = None) -> list[tuple[Reading, str]]:
         """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason.
-        ``body``: their line protocol, when the caller built it already (see :func:`read_batch`)."""
+        ``payload``: their line protocol through ``target.prepare``, when the caller built it already
+        (see :class:`BatchReader`)."""
         if not readings:
             return []
-        if body is None:
-            body = await asyncio.get_running_loop().run_in_executor(None, line_protocol, readings)
+        if payload is None:
+            payload = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.target.prepare(line_protocol(readings))
+            )
         try:
-            await self._write_until_answered(body, len(readings))
+            await self._write_until_answered(payload, len(readings))
             return []
         except Rejected as exc:
             # Even "dropped=N" for all N may be about the batch as a whole (a series limit), so
@@ -151,27 +154,32 @@ class Forwarder:
             cursor = await self._db(Journal.forward_cursor)
             self.delivery.failing = await self._db(Journal.meta, FORWARD_LAST_ERROR) is not None
             log.info("forwarding to %s from reading id %d", self.target.description, cursor)
-            size = self.config.forward_batch
+            reader = BatchReader(self._journal, self.target, self.config.forward_batch)
+            loop = asyncio.get_running_loop()
+
+            def read_after(after_id: int) -> asyncio.Future:
+                return loop.run_in_executor(self._executor, reader.read, after_id)
+
             self.wake.clear()  # before reading: a commit from now on wakes the next wait
-            next_batch = asyncio.ensure_future(self._db(read_batch, cursor, size))
+            next_batch = read_after(cursor)
             while True:
-                batch, body = await next_batch
-                if not batch:
+                batch = await next_batch
+                if batch is None:
                     try:
                         await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
                     except asyncio.TimeoutError:
                         pass
                     self.wake.clear()
-                    next_batch = asyncio.ensure_future(self._db(read_batch, cursor, size))
+                    next_batch = read_after(cursor)
                     continue
                 # Read and build the next batch while this one is written: InfluxDB works meanwhile.
                 self.wake.clear()
-                next_batch = asyncio.ensure_future(self._db(read_batch, batch[-1].id, size))
+                next_batch = read_after(batch.last_id)
                 self.in_flight = len(batch)
-                rejected = await self.delivery.deliver(batch, body)
-                await self._db(Journal.mark_forwarded, batch[-1].id, rejected)
+                rejected = await self.delivery.deliver(batch, batch.payload)
+                await self._db(Journal.mark_forwarded, batch.last_id, rejected)
                 self.in_flight = 0
-                cursor = batch[-1].id
+                cursor = batch.last_id
         finally:
             self.in_flight = 0
             if next_batch is not None:
@@ -282,19 +290,14 @@ async def backfill(
     sent = refused = 0
     after = journal.first_id_from(start_ns) if start_ns is not None else 0
     loop = asyncio.get_running_loop()
+    batches = BatchReader(journal, target, config.forward_batch, start_ns, stop_ns)
     # One thread reads and builds the next batch while the current one is written.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="backfill") as reader:
-        def prefetch(after_id: int):
-            return loop.run_in_executor(reader, read_batch, journal, after_id, config.forward_batch, start_ns, stop_ns)
-
-        next_batch = prefetch(after)
+        next_batch = loop.run_in_executor(reader, batches.read, after)
         try:
-            while True:
-                batch, body = await next_batch
-                if not batch:
-                    break
-                next_batch = prefetch(batch[-1].id)
-                rejected = await delivery.deliver(batch, body)
+            while (batch := await next_batch) is not None:
+                next_batch = loop.run_in_executor(reader, batches.read, batch.last_id)
+                rejected = await delivery.deliver(batch, batch.payload)
                 if rejected:
                     await loop.run_in_executor(reader, journal.record_rejected, rejected)
                 sent += len(batch) - len(rejected)
@@ -305,9 +308,49 @@ async def backfill(
     return sent, refused
 
 
-def read_batch(
-    journal: Journal, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
-) -> tuple[list[Reading], bytes]:
-    """The next readings after ``after_id`` and their line protocol (blocking: run it in a thread)."""
-    batch = journal.readings_after(after_id, limit, start_ns, stop_ns)
-    return batch, line_protocol(batch) if batch else b""
+class Batch(Sequence[Reading]):
+    """One batch of readings as the journal returns them (:meth:`Journal.rows_after`: node ids, not
+    names), with their payload. ``Reading`` objects are made only when looked at, which happens
+    when InfluxDB refuses the batch and it is split."""
+
+    def __init__(self, rows: list[tuple], names: dict[int, str], payload: bytes):
+        self.rows, self.names, self.payload = rows, names, payload
+
+    @property
+    def last_id(self) -> int:
+        return self.rows[-1][0]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._reading(row) for row in self.rows[index]]
+        return self._reading(self.rows[index])
+
+    def _reading(self, row: tuple) -> Reading:
+        id_, node_id, ts, temperature, humidity = row
+        return Reading(id_, self.names[node_id], ts, temperature, humidity)
+
+
+class BatchReader:
+    """Reads the journal batch by batch and builds each batch's payload (line protocol, then
+    ``target.prepare``: gzip for the v1 API). Blocking: the forwarder and the backfill run it in
+    their own thread, a batch ahead of the write, so InfluxDB is never kept waiting."""
+
+    def __init__(self, journal: Journal, target: InfluxTarget, limit: int,
+                 start_ns: Optional[int] = None, stop_ns: Optional[int] = None):
+        self.journal, self.target, self.limit = journal, target, limit
+        self.start_ns, self.stop_ns = start_ns, stop_ns
+        self.encoder = LineEncoder()  # kept from batch to batch: it remembers what Point rendered
+        self.names: dict[int, str] = {}
+
+    def read(self, after_id: int) -> Optional[Batch]:
+        """The readings after ``after_id`` (None when there are none)."""
+        rows = self.journal.rows_after(after_id, self.limit, self.start_ns, self.stop_ns)
+        if not rows:
+            return None
+        if not self.names.keys() >= {row[1] for row in rows}:
+            self.names = self.journal.node_names()
+        payload = self.target.prepare(self.encoder.encode_rows(rows, self.names))
+        return Batch(rows, self.names, payload)

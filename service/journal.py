@@ -266,6 +266,26 @@ class Journal:
         rows = self.conn.execute(sql + " ORDER BY readings.id LIMIT ?", params + [limit]).fetchall()
         return [Reading(*row) for row in rows]
 
+    def rows_after(
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> list[tuple[int, int, int, float, float]]:
+        """What :meth:`readings_after` returns, as the journal holds it: ``(id, node_id, ts, temperature,
+        humidity)``, node ids in place of names (see :meth:`node_names`). The forwarder's fast path:
+        no name string and no object per reading."""
+        sql = "SELECT id, node_id, ts, temperature, humidity FROM readings WHERE id > ?"
+        params: list = [after_id]
+        if start_ns is not None:
+            sql += " AND ts >= ?"
+            params.append(start_ns)
+        if stop_ns is not None:
+            sql += " AND ts < ?"
+            params.append(stop_ns)
+        return self.conn.execute(sql + " ORDER BY id LIMIT ?", params + [limit]).fetchall()
+
+    def node_names(self) -> dict[int, str]:
+        """Every node's id and name, removed nodes too (a node's id keeps its name for good)."""
+        return dict(self.conn.execute("SELECT id, name FROM nodes"))
+
     def last_reading_id(self) -> int:
         """The newest reading's id (0 when empty). Ids grow by one per reading and only readings
         already forwarded are ever deleted, so ``last_reading_id() - cursor`` is the backlog, in O(1)."""

@@ -184,7 +184,7 @@ async def test_v1_creates_a_missing_database_then_writes(fake):
     fake.database_exists = False
     target = V1Target(fake.url, "tswarm")
     try:
-        await target.write(line_protocol(readings("a")), 1)
+        await target.write(target.prepare(line_protocol(readings("a"))), 1)
     finally:
         await target.close()
     assert fake.queries == ['CREATE DATABASE "tswarm"']
@@ -195,7 +195,7 @@ async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
     target = V1Target(f"http://127.0.0.1:{unused_tcp_port}", "tswarm")
     try:
         with pytest.raises(WriteError):
-            await target.write(line_protocol(readings("a")), 1)
+            await target.write(target.prepare(line_protocol(readings("a"))), 1)
     finally:
         await target.close()
 
