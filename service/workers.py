@@ -112,9 +112,10 @@ class Supervisor:
         self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.failed = False
+        self.sockets: list[list[socket.socket]] = []
 
     def run(self) -> int:
-        sockets = bind(self.config.host, self.config.port, self.config.workers)
+        sockets = self.sockets = bind(self.config.host, self.config.port, self.config.workers)
         self.port = sockets[0][0].getsockname()[1]
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
@@ -137,6 +138,9 @@ class Supervisor:
             return  # each worker gets one signal: a second would cut its shutdown short
         self.stopping = True
         log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
+        for socks in self.sockets:  # once the workers close theirs, new connections are refused, not queued
+            for sock in socks:
+                sock.close()
         for worker in self.workers.values():
             if worker.process.is_alive():
                 os.kill(worker.process.pid, signal.SIGTERM)
