@@ -30,7 +30,7 @@ test-faults: install system-deps
 
 # Benchmarks, each side by side with its baseline (not pass/fail): see benchmarks/README.md.
 bench: install system-deps
-	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python cold_start.py \
+	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python workers.py && ../$(BIN)/python cold_start.py \
 		&& ../$(BIN)/python export.py && ../$(BIN)/python forward.py
 
 # Regenerate the Grafana dashboards in grafana/dashboards/ from service/grafana_dashboards.py.

@@ -48,13 +48,15 @@ def header(name: str) -> str:
 
 
 class Variant:
-    """`benchmarks/serve_variant.py`: the shipped service with one journal knob changed."""
+    """`benchmarks/serve_variant.py`: the shipped service with one journal knob changed, or run as
+    ``workers`` processes (`tswarm serve --workers N`)."""
 
     def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1):
         self.data_dir = data_dir
         self.port = free_port()
         self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
-                     "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch)]
+                     "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
+                     "--workers", str(workers)]
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -79,13 +81,21 @@ class Variant:
         self.proc.terminate()
         self.proc.wait(60)
 
+    def pids(self) -> list[int]:
+        """The service process and, with workers, the worker processes it started."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        return [self.proc.pid, *map(int, children)]
+
     def rss_mb(self) -> float:
-        return rss_mb(self.proc.pid)
+        return sum(rss_mb(pid) for pid in self.pids())
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) the service process has used so far."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time (user + system) the service's processes have used so far."""
+        total = 0.0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
 
 def rss_mb(pid: int) -> float:

@@ -2,6 +2,7 @@
 
 --synchronous OFF   : durability off (the ceiling)
 --max-batch 1       : one commit per request (the naive design)
+--workers N         : N processes sharing the port, as `tswarm serve --workers N` runs them
 """
 import argparse
 import sys
@@ -9,19 +10,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aiohttp import web  # noqa: E402
-
-from service.app import create_app  # noqa: E402
 from service.settings import Config  # noqa: E402
+from service.workers import serve  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
 parser.add_argument("--data-dir", type=Path, required=True)
 parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "OFF"])
 parser.add_argument("--max-batch", type=int, default=5000)
+parser.add_argument("--workers", type=int, default=1)
 args = parser.parse_args()
 config = Config.from_env(
-    host="127.0.0.1", port=args.port, data_dir=args.data_dir,
+    host="127.0.0.1", port=args.port, data_dir=args.data_dir, workers=args.workers,
     journal_synchronous=args.synchronous, journal_max_batch=args.max_batch,
 )
-web.run_app(create_app(config), host="127.0.0.1", port=args.port, print=None, access_log=None)
+sys.exit(serve(config))  # the code path of `tswarm serve` (TSWARM_LOG_LEVEL=WARNING: no access log)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, keys, proxy, readers, web as status_page
+from . import admin, keys, proxy, readers, siblings, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
 from .forwarder import FORWARDER, forward_status, forwarder_ctx
@@ -40,9 +40,11 @@ async def _hasher_ctx(app: web.Application):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """ok, store, and the forwarder's backlog (see :func:`forward_status`), plus what waits to commit."""
+    """ok, store, and the forwarder's backlog (see :func:`forward_status`), plus what waits to commit,
+    and which process answered (``worker``: its index with ``--workers N``, 0 otherwise; ``pid``)."""
     app = request.app
-    status = {"ok": True, **forward_status(app[keys.JOURNAL], app[keys.CONFIG])}
+    config = app[keys.CONFIG]
+    status = {"ok": True, **forward_status(app[keys.JOURNAL], config), "worker": config.worker, "pid": os.getpid()}
     if FORWARDER in app:
         status["in_flight"] = app[FORWARDER].in_flight
     status["queued"] = app[keys.WRITER].queued
@@ -60,8 +62,11 @@ def create_app(config: Config) -> web.Application:
     app[keys.STATS] = keys.Stats()
     app.cleanup_ctx.append(_hasher_ctx)
     app.cleanup_ctx.append(_journal_ctx)
-    app.cleanup_ctx.append(forwarder_ctx)  # store=influxdb only; after the journal: it needs the writer
-    app.cleanup_ctx.append(retention_ctx)
+    if config.runs_singletons:  # one process of `--workers N` forwards and prunes; two would race on the cursor
+        app.cleanup_ctx.append(forwarder_ctx)  # store=influxdb only; after the journal: it needs the writer
+        app.cleanup_ctx.append(retention_ctx)
+    if config.workers > 1:
+        app.cleanup_ctx.append(siblings.commit_watch_ctx)  # after the forwarder: it wakes it
     app.router.add_get("/healthz", healthz)
     setup_routes(app)
     setup_metrics(app)  # after the journal's context: it hooks the writer's commits

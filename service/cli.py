@@ -19,9 +19,6 @@ from .settings import SETTINGS, Config, ConfigError
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
-# Seconds SIGTERM waits for in-flight requests (a node's takes milliseconds; Heroku kills after 30 s).
-SHUTDOWN_TIMEOUT = 10
-
 SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
 
 
@@ -73,21 +70,31 @@ def cli():
 @cli.command()
 @click.option("--host", default=None, help="Listen address [env TSWARM_HOST, default 0.0.0.0].")
 @click.option("--port", type=int, default=None, help="Listen port [env TSWARM_PORT, default 8080; PORT wins].")
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None,
+    help="Processes sharing the port [env TSWARM_WORKERS, default 1]. With more than one, a supervisor"
+    " starts them and restarts any that dies; worker 0 alone forwards and prunes. Per worker: the"
+    " failed-login guard (an address may try workers x TSWARM_AUTH_MAX_FAILURES times), the credential"
+    " cache (one scrypt per node per worker) and /metrics (the worker that answered).",
+)
 @data_dir_option
-def serve(host, port, data_dir):
+def serve(host, port, workers, data_dir):
     """Run the service: the node protocol, health check and readers."""
-    from aiohttp import web
-
-    from .app import create_app
+    from .workers import ListenError, serve as run
 
     if os.environ.get("PORT"):
         port = None  # Heroku's PORT wins over --port
-    config = load_config(host=host, port=port, data_dir=data_dir)
+    config = load_config(host=host, port=port, data_dir=data_dir, workers=workers)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("tswarm").info(
-        "serving on http://%s:%d, journal %s, store %s", config.host, config.port, config.data_dir, config.store
+        "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
+        f", {config.workers} workers" if config.workers > 1 else "",
     )
-    web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    try:
+        status = run(config)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(status)
 
 
 @cli.group()

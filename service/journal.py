@@ -537,6 +537,10 @@ class Journal:
         if cur.rowcount == 0:
             raise NodeNotFound(name)
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (any process) commits to the journal."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
 
 class _snapshot:
     """``BEGIN`` ... ``COMMIT`` around reads: one consistent view of the journal (WAL keeps writers going)."""
@@ -600,7 +604,6 @@ class JournalWriter:
         self._task: Optional[asyncio.Task] = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._conn: Optional[sqlite3.Connection] = None
-        self._last_ts: Optional[int] = None  # the newest timestamp handed out
         self.on_commit = None  # optional callback(batch_size, seconds), for metrics
         self.commit_listeners: list[Callable[[], None]] = []  # called after every commit (the forwarder's wake-up)
 
@@ -665,19 +668,19 @@ class JournalWriter:
     def _commit(self, batch: list[_Pending]) -> list[int]:
         """Runs in the writer thread: one transaction for the whole batch."""
         conn = self._conn
-        now = time.time_ns()
-        # Timestamps are unique across all nodes, not only per node (InfluxDB would overwrite a
-        # node's reading that shares one): strictly increasing, even if the clock steps back.
-        last = self._last_ts
-        if last is None:
-            last = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0] or 0
-        rows = []
-        for item in batch:
-            last = now if now > last else last + 1
-            rows.append((item.node_id, last, item.temperature, item.humidity))
-        self._last_ts = last
-        created = [(now, item.node_id) for item in batch if item.create]
         with _transaction(conn):
+            # Timestamps are unique across all nodes, not only per node (InfluxDB would overwrite a
+            # node's reading that shares one), and strictly increasing in commit order, even if the
+            # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
+            # several writer processes (`tswarm serve --workers N`) take turns and never repeat one;
+            # readings_ts makes this MAX one index lookup.
+            last = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0] or 0
+            now = time.time_ns()
+            rows = []
+            for item in batch:
+                last = now if now > last else last + 1
+                rows.append((item.node_id, last, item.temperature, item.humidity))
+            created = [(now, item.node_id) for item in batch if item.create]
             conn.executemany("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)", rows)
             if created:
                 conn.executemany("UPDATE nodes SET created_at = ? WHERE id = ? AND created_at IS NULL", created)

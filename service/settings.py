@@ -24,6 +24,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TSWARM_DATA_DIR", "./data", "Folder of the SQLite journal (created if missing)."),
     Setting("TSWARM_HOST", "0.0.0.0", "Address `tswarm serve` listens on."),
     Setting("TSWARM_PORT", "8080", "Port `tswarm serve` listens on (`PORT` wins, as on Heroku)."),
+    Setting(
+        "TSWARM_WORKERS", "1",
+        "Processes `tswarm serve` runs, sharing the port (`--workers` wins); `1`: one process, no supervisor."
+        " Each worker keeps its own brute-force guard, credential cache and `/metrics` (docs/deployment.md).",
+    ),
     Setting("TSWARM_HALT", "0", "`1`: every node is answered 423 and stays awake (readings are still stored)."),
     Setting("TSWARM_STORE", "sqlite", "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB."),
     Setting("TSWARM_INFLUX_URL", "http://localhost:8086", "InfluxDB base URL."),
@@ -101,6 +106,7 @@ class Config:
     data_dir: Path = Path("./data")
     host: str = "0.0.0.0"
     port: int = 8080
+    workers: int = 1
     halt: bool = False
     store: str = "sqlite"
     influx_url: str = "http://localhost:8086"
@@ -127,6 +133,8 @@ class Config:
     scrypt_n: int = SCRYPT_N
     journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
     journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
+    # Set by the supervisor (service/workers.py) in each worker: which one this process is, from 0.
+    worker: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
@@ -140,6 +148,7 @@ class Config:
             data_dir=Path(get("TSWARM_DATA_DIR")),
             host=get("TSWARM_HOST"),
             port=_int("TSWARM_PORT", get("TSWARM_PORT")),
+            workers=_int("TSWARM_WORKERS", get("TSWARM_WORKERS")),
             halt=_truthy(get("TSWARM_HALT")),
             store=get("TSWARM_STORE").strip().lower(),
             influx_url=get("TSWARM_INFLUX_URL"),
@@ -186,6 +195,8 @@ class Config:
             raise ConfigError(f"TSWARM_INFLUX_API must be '1' or '2', got {self.influx_api!r}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"TSWARM_WORKERS must be at least 1, got {self.workers}")
         if self.max_body < 64:
             raise ConfigError(f"TSWARM_MAX_BODY must be at least 64, got {self.max_body}")
         if not 1 <= self.forward_batch <= 100_000:
@@ -203,6 +214,11 @@ class Config:
         if self.store == "sqlite":
             return 0
         return parse_duration("TSWARM_JOURNAL_RETENTION", SETTINGS_BY_NAME["TSWARM_JOURNAL_RETENTION"].default)
+
+    @property
+    def runs_singletons(self) -> bool:
+        """True in the one process that runs what must not run twice: the forwarder and the pruner."""
+        return self.worker == 0
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)

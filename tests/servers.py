@@ -58,8 +58,13 @@ def basic(login: str, password: str) -> str:
 class ServiceProcess:
     """`tswarm serve` as a child process on a free loopback port."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, env: dict | None = None, log_path: Path | None = None):
+    def __init__(
+        self, data_dir: Path, port: int | None = None, env: dict | None = None, log_path: Path | None = None,
+        args: tuple[str, ...] = (),
+    ):
+        """``args``: more options for `tswarm serve` (``("--workers", "2")``)."""
         self.data_dir = Path(data_dir)
+        self.args = tuple(args)
         self.port = port or free_port()
         self.env = env or tswarm_env(self.data_dir)
         self.log_path = log_path or self.data_dir.parent / f"serve-{self.port}.log"
@@ -72,7 +77,7 @@ class ServiceProcess:
     def start(self, timeout: float = 30) -> "ServiceProcess":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            TSWARM + ["serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            TSWARM + ["serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

@@ -199,3 +199,16 @@ def test_commands_that_read_refuse_a_data_dir_without_a_journal(run, data_dir, c
     assert result.exit_code == 1
     assert f"no journal in {data_dir}" in result.output and "Traceback" not in result.output
     assert not data_dir.exists()  # nothing was created by the typo
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_serve_refuses_a_worker_count_below_one(run, value):
+    result = run("serve", "--workers", value)
+    assert result.exit_code == 2 and "Invalid value for '--workers'" in result.output
+
+
+def test_serve_refuses_tswarm_workers_below_one(run, monkeypatch):
+    monkeypatch.setenv("TSWARM_WORKERS", "0")
+    result = run("serve")
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: TSWARM_WORKERS must be at least 1, got 0"

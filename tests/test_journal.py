@@ -142,3 +142,21 @@ async def test_readings_of_different_nodes_committed_together_never_share_a_time
     stamps = await asyncio.gather(*(writer.append(ids[i % 3], 20.0, 50.0) for i in range(300)))
     await writer.close()
     assert len(set(stamps)) == 300
+
+
+async def test_two_writers_never_hand_out_the_same_timestamp_even_with_the_clock_behind(journal):
+    """Two connections, as two `serve --workers` processes have: each reads the newest timestamp
+    under the write lock, so neither repeats one the other gave (a reading in the future stands for
+    a clock that stepped back: every timestamp is then the newest + 1)."""
+    for name in ("a", "b"):
+        journal.add_node(name, "h")
+    a, b = journal.node_auth("a").id, journal.node_auth("b").id
+    future = 4_000_000_000 * 10**9
+    journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 1, 1)", (a, future))
+    first, second = JournalWriter(journal.path), JournalWriter(journal.path)
+    await first.start()
+    await second.start()
+    stamps = [await first.append(a, 2.0, 2.0), await second.append(b, 2.0, 2.0), await first.append(a, 3.0, 3.0)]
+    await first.close()
+    await second.close()
+    assert stamps == [future + 1, future + 2, future + 3]
