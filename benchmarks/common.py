@@ -105,13 +105,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def load(url: str, names: list[str], *, concurrency: int, seconds: float, keepalive: bool, procs: int = 1) -> dict:
+def load(url: str, names: list[str], *, concurrency: int, seconds: float, keepalive: bool, procs: int = 1,
+         rounds: int = 0) -> dict:
     """Run ``procs`` processes of benchmarks/loadgen.py, each with its share of the nodes and of the
-    concurrency, and merge their figures."""
+    concurrency, and merge their figures. ``rounds``: every node sends that many readings, then stop
+    (a warm-up that reaches every node: its first reading costs a scrypt)."""
     share = len(names) // procs
     cmds = [
         [sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), url, "--nodes", str(share), "--offset", str(k * share),
-         "--concurrency", str(max(1, concurrency // procs)), "--seconds", str(seconds), "--raw"]
+         "--concurrency", str(max(1, concurrency // procs)), "--seconds", str(seconds), "--raw",
+         "--rounds", str(rounds)]
         + (["--keepalive"] if keepalive else [])
         for k in range(procs)
     ]

@@ -27,7 +27,8 @@ async def main(args) -> dict:
 
         async def worker(offset: int):
             i = offset
-            while time.perf_counter() < stop_at:
+            last = args.rounds * len(names) if args.rounds else None  # --rounds: every node sends that many times
+            while (i < last) if last is not None else (time.perf_counter() < stop_at):
                 name = names[i % len(names)]
                 i += args.concurrency
                 body = json.dumps({"name": name, "data": f"{random.randint(-400, 800) / 10} {random.randint(0, 1000) / 10}"})
@@ -66,4 +67,5 @@ if __name__ == "__main__":
     parser.add_argument("--keepalive", action="store_true")
     parser.add_argument("--offset", type=int, default=0, help="first node number (to split nodes between processes)")
     parser.add_argument("--raw", action="store_true", help="include every latency, for merging processes")
+    parser.add_argument("--rounds", type=int, default=0, help="send that many readings per node, then stop (instead of --seconds)")
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

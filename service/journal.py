@@ -673,8 +673,13 @@ class JournalWriter:
             # node's reading that shares one), and strictly increasing in commit order, even if the
             # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
             # several writer processes (`tswarm serve --workers N`) take turns and never repeat one;
-            # readings_ts makes this MAX one index lookup.
-            last = conn.execute("SELECT MAX(ts) FROM readings").fetchone()[0] or 0
+            # readings_ts makes this MAX one index lookup. Pruned readings count too (the horizon
+            # is past the newest pruned one): an emptied journal never reuses a time InfluxDB has.
+            last = conn.execute(
+                "SELECT MAX(COALESCE((SELECT MAX(ts) FROM readings), 0),"
+                " COALESCE((SELECT CAST(value AS INTEGER) - 1 FROM meta WHERE key = ?), 0))",
+                (PRUNED_BEFORE,),
+            ).fetchone()[0]
             now = time.time_ns()
             rows = []
             for item in batch:

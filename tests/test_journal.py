@@ -160,3 +160,18 @@ async def test_two_writers_never_hand_out_the_same_timestamp_even_with_the_clock
     await first.close()
     await second.close()
     assert stamps == [future + 1, future + 2, future + 3]
+
+
+async def test_a_pruned_empty_journal_never_reuses_a_time_before_its_horizon(journal):
+    """Retention may delete every reading (all forwarded); with the clock behind, new readings still
+    come after the newest pruned one, so none takes a time InfluxDB already holds for the node."""
+    journal.add_node("a", "h")
+    a = journal.node_auth("a").id
+    future = 4_000_000_000 * 10**9
+    journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 1, 1)", (a, future))
+    assert journal.prune_readings(future + 1) == 1 and journal.count_readings() == 0
+    writer = JournalWriter(journal.path)
+    await writer.start()
+    stamps = [await writer.append(a, 2.0, 2.0), await writer.append(a, 3.0, 3.0)]
+    await writer.close()
+    assert stamps == [future + 1, future + 2]
