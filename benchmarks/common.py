@@ -130,6 +130,7 @@ def load(url: str, names: list[str], *, concurrency: int, seconds: float, keepal
         "accepted": sum(p["accepted"] for p in parts),
         "statuses": statuses,
         "readings_per_s": sum(p["readings_per_s"] for p in parts),
+        "client_cpu_us": sum(p["cpu_seconds"] for p in parts) / max(1, sum(statuses.values())) * 1e6,
         "p50_ms": pick(0.50),
         "p99_ms": pick(0.99),
     }

@@ -6,6 +6,7 @@ naive    : one commit per request (max batch 1), synchronous=FULL
 Each variant is measured with a new connection per request (as nodes do) and with keep-alive clients.
 """
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ def run(nodes: int, concurrency: int, seconds: float, procs: int) -> dict:
             results[(name, keepalive)] = figures
             print(f"{name:8} {'keep-alive' if keepalive else 'new conn.':10} {figures['readings_per_s']:8.0f} readings/s"
                   f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms  server CPU {figures['server_cpu_us']:4.0f} µs/request"
+                  f"  load generator CPU {figures['client_cpu_us']:4.0f} µs/request"
                   f"  statuses {figures['statuses']}", flush=True)
     for keepalive in (False, True):
         shipped = results[("shipped", keepalive)]["readings_per_s"]
@@ -36,6 +38,9 @@ def run(nodes: int, concurrency: int, seconds: float, procs: int) -> dict:
         print(f"{label}: shipped/ceiling = {shipped / results[('ceiling', keepalive)]['readings_per_s']:.2f}, "
               f"shipped/naive = {shipped / results[('naive', keepalive)]['readings_per_s']:.2f}; "
               f"one service core would take {1e6 / results[('shipped', keepalive)]['server_cpu_us']:.0f} requests/s")
+        both = results[("shipped", keepalive)]["server_cpu_us"] + results[("shipped", keepalive)]["client_cpu_us"]
+        print(f"  service + load generator: {both:.0f} µs of CPU per request, so {os.cpu_count()} cores shared by both"
+              f" allow at most {os.cpu_count() * 1e6 / both:.0f} requests/s")
     return results
 
 
