@@ -18,6 +18,7 @@ What the workers share and what stays per worker: service/siblings.py and docs/d
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -51,9 +52,22 @@ class ListenError(Exception):
 def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT; returns the exit status."""
     if config.workers == 1:
-        web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        try:
+            web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        except OSError as exc:
+            if _is_bind_error(exc):
+                raise ListenError(f"cannot listen on {config.host}:{config.port}: {os.strerror(exc.errno)}") from None
+            raise
         return 0
     return Supervisor(config).run()
+
+
+def _is_bind_error(exc: OSError) -> bool:
+    """asyncio's "error while attempting to bind on address ...": the port is taken, the address is
+    not this machine's, or a port below 1024 needs root (not a journal folder we may not write)."""
+    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+        return True
+    return exc.errno == errno.EACCES and "bind" in str(exc)
 
 
 def bind(host: str, port: int, count: int) -> list[list[socket.socket]]:
