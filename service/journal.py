@@ -252,19 +252,9 @@ class Journal:
     ) -> list[Reading]:
         """Up to ``limit`` readings with ``id > after_id`` in commit order (so in time order per node),
         optionally only those with ``start_ns <= ts < stop_ns``."""
-        sql = (
-            "SELECT readings.id, nodes.name, ts, temperature, humidity FROM readings"
-            " JOIN nodes ON nodes.id = readings.node_id WHERE readings.id > ?"
-        )
-        params: list = [after_id]
-        if start_ns is not None:
-            sql += " AND ts >= ?"
-            params.append(start_ns)
-        if stop_ns is not None:
-            sql += " AND ts < ?"
-            params.append(stop_ns)
-        rows = self.conn.execute(sql + " ORDER BY readings.id LIMIT ?", params + [limit]).fetchall()
-        return [Reading(*row) for row in rows]
+        rows = self.rows_after(after_id, limit, start_ns, stop_ns)
+        names = self.node_names()
+        return [Reading(id_, names[node_id], ts, t, h) for id_, node_id, ts, t, h in rows]
 
     def rows_after(
         self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
@@ -283,8 +273,9 @@ class Journal:
         return self.conn.execute(sql + " ORDER BY id LIMIT ?", params + [limit]).fetchall()
 
     def node_names(self) -> dict[int, str]:
-        """Every node's id and name, removed nodes too (a node's id keeps its name for good)."""
-        return dict(self.conn.execute("SELECT id, name FROM nodes"))
+        """Every node's id and name, removed nodes too (a node's id keeps its name for good). An id
+        with no node row reads ``#id``, as in :meth:`iter_readings`."""
+        return _NodeNames(self.conn.execute("SELECT id, name FROM nodes"))
 
     def last_reading_id(self) -> int:
         """The newest reading's id (0 when empty). Ids grow by one per reading and only readings
@@ -540,6 +531,11 @@ class Journal:
     def data_version(self) -> int:
         """A number that changes whenever another connection (any process) commits to the journal."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+class _NodeNames(dict):
+    def __missing__(self, node_id: int) -> str:
+        return f"#{node_id}"
 
 
 class _snapshot:

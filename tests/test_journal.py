@@ -175,3 +175,13 @@ async def test_a_pruned_empty_journal_never_reuses_a_time_before_its_horizon(jou
     stamps = [await writer.append(a, 2.0, 2.0), await writer.append(a, 3.0, 3.0)]
     await writer.close()
     assert stamps == [future + 1, future + 2]
+
+
+def test_readings_after_names_each_reading_by_its_node_and_an_unknown_id_by_number(journal):
+    journal.add_node("kitchen", "h")
+    kitchen = journal.node_auth("kitchen").id
+    journal.conn.executemany(
+        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 20.5, 50.0)", [(kitchen, 1), (999, 2)]
+    )
+    assert [(r.node, r.ts) for r in journal.readings_after(0, 10)] == [("kitchen", 1), ("#999", 2)]
+    assert journal.readings_after(2, 10) == []
