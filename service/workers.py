@@ -116,6 +116,7 @@ class Worker:
     process: multiprocessing.Process
     ready: object  # multiprocessing.Event: set once the worker's app has started
     started: float = field(default_factory=time.monotonic)
+    signalled: bool = False  # told to stop: a second SIGTERM could land after its event loop closed
 
 
 class Supervisor:
@@ -155,8 +156,13 @@ class Supervisor:
         for socks in self.sockets:  # once the workers close theirs, new connections are refused, not queued
             for sock in socks:
                 sock.close()
+        self._signal_workers()
+
+    def _signal_workers(self) -> None:
+        """SIGTERM, once, to every worker that has not had one."""
         for worker in self.workers.values():
-            if worker.process.is_alive():
+            if not worker.signalled and worker.process.is_alive():
+                worker.signalled = True
                 os.kill(worker.process.pid, signal.SIGTERM)
 
     def _start(self, index: int, sockets: list[list[socket.socket]]) -> None:
@@ -190,9 +196,9 @@ class Supervisor:
             self._start(worker.index, sockets)
 
     def _stop(self) -> int:
-        for worker in self.workers.values():  # again, for one started while the signal came (others ignore it)
-            if worker.process.is_alive():
-                os.kill(worker.process.pid, signal.SIGTERM)
+        # A worker started while the signal came has not had it yet. The others must not get it twice:
+        # one that has finished and closed its event loop would die of the second (status -15).
+        self._signal_workers()
         deadline = time.monotonic() + STOP_GRACE_S
         status = 1 if self.failed else 0
         for worker in self.workers.values():
