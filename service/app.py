@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, keys, proxy, readers, siblings, web as status_page
+from . import admin, keys, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
 from .forwarder import FORWARDER, forward_status, forwarder_ctx
@@ -65,8 +65,6 @@ def create_app(config: Config) -> web.Application:
     if config.runs_singletons:  # one process of `--workers N` forwards and prunes; two would race on the cursor
         app.cleanup_ctx.append(forwarder_ctx)  # store=influxdb only; after the journal: it needs the writer
         app.cleanup_ctx.append(retention_ctx)
-    if config.workers > 1:
-        app.cleanup_ctx.append(siblings.commit_watch_ctx)  # after the forwarder: it wakes it
     app.router.add_get("/healthz", healthz)
     setup_routes(app)
     setup_metrics(app)  # after the journal's context: it hooks the writer's commits

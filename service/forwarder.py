@@ -38,6 +38,9 @@ log = logging.getLogger("tswarm.forwarder")
 FIRST_BACKOFF_S = 0.5
 MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than an hour is taken as an hour
 IDLE_CHECK_S = 60.0  # with no wake-up, look at the journal this often anyway
+# `serve --workers N`: worker 0 forwards, but only its own commits wake it; it looks this often for
+# the other workers' readings (an empty read of the journal: one primary-key lookup).
+SIBLINGS_CHECK_S = 0.5
 
 
 def backoff_delay(attempt: int, max_backoff: float, retry_after: Optional[float] = None, rand=random.random) -> float:
@@ -160,13 +163,14 @@ class Forwarder:
             def read_after(after_id: int) -> asyncio.Future:
                 return loop.run_in_executor(self._executor, reader.read, after_id)
 
+            idle_check = IDLE_CHECK_S if self.config.workers == 1 else SIBLINGS_CHECK_S
             self.wake.clear()  # before reading: a commit from now on wakes the next wait
             next_batch = read_after(cursor)
             while True:
                 batch = await next_batch
                 if batch is None:
                     try:
-                        await asyncio.wait_for(self.wake.wait(), IDLE_CHECK_S)
+                        await asyncio.wait_for(self.wake.wait(), idle_check)
                     except asyncio.TimeoutError:
                         pass
                     self.wake.clear()

@@ -528,10 +528,6 @@ class Journal:
         if cur.rowcount == 0:
             raise NodeNotFound(name)
 
-    def data_version(self) -> int:
-        """A number that changes whenever another connection (any process) commits to the journal."""
-        return self.conn.execute("PRAGMA data_version").fetchone()[0]
-
 
 class _NodeNames(dict):
     def __missing__(self, node_id: int) -> str:

@@ -13,7 +13,9 @@ connections over the workers), and forks the workers, each serving on its own so
 - a worker that exits before it served (the journal cannot be opened, ...) stops the whole service
   with a non-zero exit instead of being restarted in a loop.
 
-What the workers share and what stays per worker: service/siblings.py and docs/deployment.md.
+What the workers share and what stays per worker: docs/deployment.md. Worker 0 alone forwards and
+prunes (``Config.runs_singletons``); its forwarder looks for the other workers' readings every
+``forwarder.SIBLINGS_CHECK_S``.
 """
 from __future__ import annotations
 
@@ -130,21 +132,21 @@ class Supervisor:
         self.sockets: list[list[socket.socket]] = []
 
     def run(self) -> int:
-        sockets = self.sockets = bind(self.config.host, self.config.port, self.config.workers)
-        self.port = sockets[0][0].getsockname()[1]
+        self.sockets = bind(self.config.host, self.config.port, self.config.workers)
+        port = self.sockets[0][0].getsockname()[1]
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             log.info("%d workers share http://%s:%d (supervisor pid %d)",
-                     self.config.workers, self.config.host, self.port, os.getpid())
+                     self.config.workers, self.config.host, port, os.getpid())
             for index in range(self.config.workers):
-                self._start(index, sockets)
+                self._start(index)
             while not self.stopping:
-                self._watch(sockets)
+                self._watch()
             return self._stop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for socks in sockets:
+            for socks in self.sockets:
                 for sock in socks:
                     sock.close()
 
@@ -165,16 +167,16 @@ class Supervisor:
                 worker.signalled = True
                 os.kill(worker.process.pid, signal.SIGTERM)
 
-    def _start(self, index: int, sockets: list[list[socket.socket]]) -> None:
+    def _start(self, index: int) -> None:
         ready = _fork.Event()
         process = _fork.Process(
-            target=_worker_main, args=(self.config, index, sockets, ready, os.getpid()), name=f"tswarm-worker-{index}"
+            target=_worker_main, args=(self.config, index, self.sockets, ready, os.getpid()), name=f"tswarm-worker-{index}"
         )
         process.start()
         self.workers[index] = Worker(index, process, ready)
         log.info("worker %d started (pid %d)", index, process.pid)
 
-    def _watch(self, sockets) -> None:
+    def _watch(self) -> None:
         """Wait for a worker to exit (or a signal), and restart it unless it never served."""
         by_sentinel = {w.process.sentinel: w for w in self.workers.values()}
         for sentinel in wait(list(by_sentinel), timeout=1.0):
@@ -193,7 +195,7 @@ class Supervisor:
                 time.sleep(QUICK_DEATH_S)  # no busy loop if it keeps dying
                 if self.stopping:
                     return
-            self._start(worker.index, sockets)
+            self._start(worker.index)
 
     def _stop(self) -> int:
         # A worker started while the signal came has not had it yet. The others must not get it twice:
