@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
+COPY firmware ./firmware
 RUN pip install . \
     && useradd --system --home-dir /data --shell /usr/sbin/nologin tswarm \
     && mkdir -p /data && chown tswarm /data

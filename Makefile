@@ -2,17 +2,27 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install run test test-faults bench system-deps clean grafana
+.PHONY: install install-test run test test-faults bench system-deps clean grafana
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-install: $(STAMP)
+# What running needs (make run); the test extras come with make test.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(RUN_STAMP) $(TEST_STAMP)
+
+install: $(RUN_STAMP)
+
+install-test: $(TEST_STAMP)
 
 run: install
 	$(BIN)/tswarm serve
@@ -21,21 +31,21 @@ run: install
 system-deps:
 	bash scripts/system-deps.sh
 
-test: install system-deps
+test: install-test system-deps
 	$(BIN)/pytest
 
 # The fault suite alone (crash under load, disk full, hostile clients, fuzz, secrets); `make test` runs it too.
-test-faults: install system-deps
+test-faults: install-test system-deps
 	$(BIN)/pytest -s tests/faults
 
 # Benchmarks, each side by side with its baseline (not pass/fail): see benchmarks/README.md.
-bench: install system-deps
+bench: install-test system-deps
 	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python workers.py && ../$(BIN)/python cold_start.py \
 		&& ../$(BIN)/python export.py && ../$(BIN)/python forward.py
 
 # Regenerate the Grafana dashboards in grafana/dashboards/ from service/grafana_dashboards.py.
 grafana: install
-	$(BIN)/python -m service.grafana_dashboards grafana
+	$(BIN)/python -m tswarm.grafana_dashboards grafana
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service import auth  # noqa: E402
-from service.journal import Journal  # noqa: E402
+from tswarm import auth  # noqa: E402
+from tswarm.journal import Journal  # noqa: E402
 
 PASSWORD = "benchmark-password"
 

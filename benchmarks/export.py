@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from common import Variant, register_nodes, rss_mb
-from service.journal import DB_FILENAME, Journal
+from tswarm.journal import DB_FILENAME, Journal
 
 
 def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
@@ -82,7 +82,7 @@ def main(rows: int) -> None:
         query = ("SELECT r.ts, n.name, r.temperature, r.humidity FROM readings r JOIN nodes n ON n.id = r.node_id"
                  " ORDER BY r.ts, r.id")
         base_s, base_bytes, base_rss = run_command(["sqlite3", "-csv", "-header", db, query])
-        cli_s, cli_bytes, cli_rss = run_command([sys.executable, "-m", "service", "export", "--data-dir", str(data_dir)])
+        cli_s, cli_bytes, cli_rss = run_command([sys.executable, "-m", "tswarm", "export", "--data-dir", str(data_dir)])
         with Variant(data_dir) as service:
             idle_rss = service.rss_mb()
             started = time.perf_counter()

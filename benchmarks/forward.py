@@ -13,8 +13,8 @@ from pathlib import Path
 
 from common import ROOT
 from export import fill
-from service.influx import line_protocol
-from service.journal import Journal
+from tswarm.influx import line_protocol
+from tswarm.journal import Journal
 from tests.integration.conftest import InfluxDB1
 
 BATCH = 5000
@@ -50,7 +50,7 @@ def main(readings: int) -> None:
             env.update(TSWARM_DATA_DIR=str(data_dir), TSWARM_STORE="influxdb", TSWARM_INFLUX_API="1",
                        TSWARM_INFLUX_URL=influx.url, TSWARM_INFLUX_DB="tswarm")
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "service", "forward", "--since", "0"], env=env, check=True,
+            subprocess.run([sys.executable, "-m", "tswarm", "forward", "--since", "0"], env=env, check=True,
                            cwd=ROOT, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
             forward_s = time.perf_counter() - started
             assert count(influx, "tswarm") == count(influx, "baseline") == readings

@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from service.settings import Config  # noqa: E402
-from service.workers import serve  # noqa: E402
+from tswarm.settings import Config  # noqa: E402
+from tswarm.workers import serve  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)

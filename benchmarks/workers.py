@@ -14,7 +14,7 @@ from pathlib import Path
 
 from common import Variant, load, register_nodes
 
-from service.journal import Journal
+from tswarm.journal import Journal
 
 
 def max_ts_cost(readings: int = 1_000_000, repeat: int = 20_000) -> float:

@@ -1,7 +1,7 @@
 """Admin over HTTP: what the CLI does, behind ``Authorization: Bearer <TSWARM_ADMIN_TOKEN>``.
 
 Without a configured admin token every route here answers 404 ``admin_disabled``. The handlers
-call the same :class:`~service.journal.Journal` functions as ``tswarm node ...``, ``halt`` and
+call the same :class:`~tswarm.journal.Journal` functions as ``tswarm node ...``, ``halt`` and
 ``resume``. Routes (all JSON):
 
 | route | does |

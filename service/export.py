@@ -6,7 +6,7 @@ Resuming: rows are ordered by ``(time, id)``, where ``id`` is the journal's row 
 names one row of that order; an export given a cursor starts strictly after that row. On the
 wire a cursor is an opaque token (:func:`encode_cursor`); readers get it from the API and hand
 it back, they never build one. With ``store=influxdb``, rows older than the journal's horizon
-come from InfluxDB (:mod:`service.history`), ordered by ``(time, node)``; their cursor is
+come from InfluxDB (:mod:`tswarm.history`), ordered by ``(time, node)``; their cursor is
 ``(time, node)``.
 """
 from __future__ import annotations

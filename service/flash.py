@@ -25,7 +25,21 @@ from .journal import Journal
 from .settings import Config
 from .svconf import svconf
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+
+
+def firmware_dir() -> Path:
+    """The board's files shipped with this tswarm: the package data ``tswarm.firmware`` of an
+    installed wheel (pyproject.toml maps the checkout's ``firmware/`` folder there), or that folder
+    itself in an editable install (whose import finder does not map a folder without
+    ``__init__.py`` below a package)."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("tswarm.firmware")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "firmware"
+
+
 FIRMWARE_FILES = ("node.py", "main.py")  # then config.json, written last: a board with new code and
 # an old config still works, a board with a new config and old code may not.
 
@@ -164,9 +178,9 @@ def firmware_files(config_text: str) -> list[tuple[str, bytes]]:
     """(name on the board, bytes) in the order they are copied."""
     files = []
     for name in FIRMWARE_FILES:
-        path = FIRMWARE_DIR / name
+        path = firmware_dir() / name
         if not path.is_file():
-            raise FlashError(f"firmware file missing: {path} (run tswarm from its source checkout)")
+            raise FlashError(f"firmware file missing: {path} (this tswarm was installed without its firmware: reinstall the package)")
         files.append((name, path.read_bytes()))
     files.append(("config.json", config_text.encode("utf-8")))
     return files

@@ -7,7 +7,7 @@ fields ``temperature`` and ``humidity``; see service/influx.py):
   (datasource uid ``tswarm-influxql``);
 - **Flux**, for InfluxDB 2.x with a Flux datasource (uid ``tswarm-flux``).
 
-``python -m service.grafana_dashboards grafana/`` (``make grafana``) writes them to
+``python -m tswarm.grafana_dashboards grafana/`` (``make grafana``) writes them to
 ``grafana/dashboards/{influxql,flux}/*.json``, the files docker-compose mounts into Grafana;
 ``tswarm grafana provision`` sends the same dashboards through Grafana's API. A test keeps the
 checked-in files equal to what this module produces.

@@ -1,6 +1,6 @@
 """The whole history for bulk reads: readings the journal pruned come back from InfluxDB.
 
-With ``TSWARM_STORE=influxdb``, retention (:mod:`service.retention`) deletes forwarded readings
+With ``TSWARM_STORE=influxdb``, retention (:mod:`tswarm.retention`) deletes forwarded readings
 from the journal, and the journal records its *horizon* (:meth:`Journal.pruned_before`): below
 it, the journal is no longer complete. An export (``tswarm export``, ``GET /api/readings``) then
 reads two parts, one after the other, with no gap and no overlap:
@@ -25,7 +25,7 @@ InfluxDB is read as a stream, with constant memory whatever the range:
 When InfluxDB cannot answer for a range the journal no longer holds, reading fails with
 :class:`HistoryUnavailable`: an export is never silently shorter than what was stored.
 
-Cursors (see :mod:`service.export`): a row of the journal part is named by ``(time, id)``; a row
+Cursors (see :mod:`tswarm.export`): a row of the journal part is named by ``(time, id)``; a row
 of the InfluxDB part has no id and is named by ``(time, node)``, which is unique because no two
 readings of a node share a timestamp. Blocking code, meant for a thread (the CLI, or the
 readers' export thread); no aiohttp here.

@@ -1,10 +1,10 @@
 """Reader routes: ``GET /api/nodes`` (who is alive), ``GET /api/nodes/{name}`` (one of them) and
 ``GET /api/readings`` (streamed export). Nodes only ever PUT/POST; these GETs are for people.
 
-Both need a reader (see :mod:`service.access`). The export runs its SQLite iteration in a
+Both need a reader (see :mod:`tswarm.access`). The export runs its SQLite iteration in a
 thread of its own with its own connection and hands chunks to the event loop over a small
 bounded queue: memory stays constant whatever the range, and node requests keep being
-answered while a big export streams. The rows come from :func:`service.export.export_chunks`,
+answered while a big export streams. The rows come from :func:`tswarm.export.export_chunks`,
 the same code path as ``tswarm export``. With ``store=influxdb``, rows the journal pruned come from
 InfluxDB (service/history.py); when it cannot answer, the reader gets a 503 before the first byte.
 """

@@ -10,7 +10,7 @@
 Readings InfluxDB refused for good stay in the ``rejected`` table whatever the retention.
 
 Each prune moves the journal's horizon (:meth:`Journal.pruned_before`); exports read what lies
-below it back from InfluxDB (:mod:`service.history`).
+below it back from InfluxDB (:mod:`tswarm.history`).
 """
 from __future__ import annotations
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from service import auth
-from service.app import create_app
-from service.journal import Journal
-from service.settings import Config
+from tswarm import auth
+from tswarm.app import create_app
+from tswarm.journal import Journal
+from tswarm.settings import Config
 
 TEST_SCRYPT_N = 2**10  # fast hashes for unit tests; the real cost is measured in benchmarks/
 

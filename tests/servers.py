@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-TSWARM = [sys.executable, "-m", "service"]
+TSWARM = [sys.executable, "-m", "tswarm"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service import auth
+from tswarm import auth
 
 from .conftest import register
 

@@ -4,8 +4,8 @@ import base64
 
 import pytest
 
-from service import auth
-from service.auth import BadAuthorization, CredentialCache, LoginGuard, parse_basic
+from tswarm import auth
+from tswarm.auth import BadAuthorization, CredentialCache, LoginGuard, parse_basic
 
 N = 2**10
 

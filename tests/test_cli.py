@@ -6,9 +6,9 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from service import auth
-from service.cli import cli
-from service.journal import Journal
+from tswarm import auth
+from tswarm.cli import cli
+from tswarm.journal import Journal
 
 COMMANDS = [
     ["serve"], ["node"], ["node", "add"], ["node", "passwd"], ["node", "list"], ["node", "remove"],
@@ -184,7 +184,7 @@ def test_an_empty_password_is_refused(run, command):
 
 
 def test_node_add_warns_when_the_url_is_loopback_and_not_when_public_url_is_set(run, monkeypatch):
-    monkeypatch.setattr("service.svconf.local_address", lambda: "127.0.0.1")
+    monkeypatch.setattr("tswarm.svconf.local_address", lambda: "127.0.0.1")
     result = run("node", "add", "a")
     assert json.loads(result.stdout)["url"].startswith("http://127.0.0.1:")
     assert "set TSWARM_PUBLIC_URL" in result.stderr

@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile and the Procfile, checked without Docker (no engine runs here).
 
-docker-compose.yml validates against the Compose spec's own JSON schema (../shared/schemas/compose-spec.json,
-next to the repository, as CI lays it out); every TSWARM_* variable it sets is one the service reads.
+docker-compose.yml validates against the Compose spec's own JSON schema (a copy in
+tests/data/compose-spec/, Apache-2.0, source in its NOTICE.md); every TSWARM_* variable it sets is one
+the service reads.
 """
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import jsonschema
 import pytest
 import yaml
 
-from service.settings import SETTINGS_BY_NAME
+from tswarm.settings import SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
+SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 

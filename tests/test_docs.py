@@ -4,8 +4,8 @@ from pathlib import Path
 import click
 import pytest
 
-from service.cli import cli
-from service.settings import SETTINGS, settings_markdown
+from tswarm.cli import cli
+from tswarm.settings import SETTINGS, settings_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

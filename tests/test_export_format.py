@@ -4,10 +4,10 @@ import io
 
 from hypothesis import given, strategies as st
 
-from service.export import export_chunks
-from service.journal import Journal
-from service.protocol import NODE_NAME
-from service.timefmt import rfc3339
+from tswarm.export import export_chunks
+from tswarm.journal import Journal
+from tswarm.protocol import NODE_NAME
+from tswarm.timefmt import rfc3339
 
 names = st.from_regex(NODE_NAME, fullmatch=True)
 values = st.floats(allow_nan=False, allow_infinity=False)
@@ -36,7 +36,7 @@ def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
 
 
 def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
-    from service.export import FloatText
+    from tswarm.export import FloatText
 
     text = FloatText()
     assert [text[v] for v in (-0.0, 0.0, -0.0, 23.4, 23.4, 1e-05, 0.1 + 0.2)] == \

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from service import auth
-from service.flash import BoardOptions, FlashError, build_config
-from service.journal import Journal
+from tswarm import auth
+from tswarm.flash import BoardOptions, FlashError, build_config
+from tswarm.journal import Journal
 from tests.servers import run_cli, tswarm_env
 
 SVCONF = {"url": "https://t.example/api/nodes/n1", "url_local": "http://10.0.0.2:8080/api/nodes/n1",
@@ -37,9 +37,9 @@ def test_config_for_esp32_with_dht11_dhcp_and_no_leds():
 
 
 def test_config_sample_has_the_shape_build_config_makes():
-    from service.flash import FIRMWARE_DIR
+    from tswarm.flash import firmware_dir
 
-    sample = json.loads((FIRMWARE_DIR / "config_sample.json").read_text())
+    sample = json.loads((firmware_dir() / "config_sample.json").read_text())
     built = build_config(SVCONF, BoardOptions(ssids=("a",), passwords=("b",), ip="10.0.0.5", gateway="10.0.0.1"))
     assert sample.keys() == built.keys()
     for section in sample:

@@ -15,11 +15,11 @@ from email.utils import formatdate
 import pytest
 from aiohttp import web
 
-from service.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
-from service.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
-from service.journal import Journal, Reading
-from service.retention import prune
-from service.settings import Config, ConfigError
+from tswarm.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
+from tswarm.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
+from tswarm.journal import Journal, Reading
+from tswarm.retention import prune
+from tswarm.settings import Config, ConfigError
 from tests.conftest import register, test_config
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
@@ -260,7 +260,7 @@ async def test_store_sqlite_starts_no_forwarder(make_client):
 
 
 def _app(config):
-    from service.app import create_app
+    from tswarm.app import create_app
 
     return create_app(config)
 
@@ -318,7 +318,7 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     """`tswarm status` needs no server: it reads the journal (here with one reading waiting)."""
     from click.testing import CliRunner
 
-    from service.cli import cli
+    from tswarm.cli import cli
 
     register(journal, "a")
     add_readings(journal, "a", [1_795_000_000_000_000_000])

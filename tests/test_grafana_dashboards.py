@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from service import grafana_dashboards as gd
+from tswarm import grafana_dashboards as gd
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"

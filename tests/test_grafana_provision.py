@@ -15,8 +15,8 @@ import threading
 import pytest
 from aiohttp import web
 
-from service import grafana_dashboards
-from service.grafana_provision import InfluxSource, datasource
+from tswarm import grafana_dashboards
+from tswarm.grafana_provision import InfluxSource, datasource
 from tests.servers import free_port, run_cli, tswarm_env
 
 TOKEN = "glsa_test-token"

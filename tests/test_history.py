@@ -17,15 +17,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.export import export_chunks
-from service.history import HistoryUnavailable, V2History, flux
-from service.journal import PRUNED_BEFORE, Journal
+from tswarm.export import export_chunks
+from tswarm.history import HistoryUnavailable, V2History, flux
+from tswarm.journal import PRUNED_BEFORE, Journal
 from tests.conftest import register
 
 NS = 1_000_000_000
 T0 = 1_795_600_000 * NS
 
-# The answer of InfluxDB 2.x to the Flux of service.history.flux: one table (after group()), the
+# The answer of InfluxDB 2.x to the Flux of tswarm.history.flux: one table (after group()), the
 # columns of the final map(), time as a long of nanoseconds, fields as doubles ("23", not "23.0").
 ANNOTATED_CSV = (
     "#datatype,string,long,long,string,double,double\r\n"
@@ -157,7 +157,7 @@ async def test_an_influxdb1_answer_that_breaks_off_aborts_the_api_response(aioht
 
 
 def _data_dir(client):
-    from service import keys
+    from tswarm import keys
 
     return client.server.app[keys.CONFIG].data_dir
 

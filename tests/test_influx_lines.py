@@ -6,9 +6,9 @@ temperature or humidity) and joins the pieces; these tests hold it to a ``Point`
 from hypothesis import given, settings, strategies as st
 from influxdb_client import Point, WritePrecision
 
-from service.forwarder import BatchReader
-from service.influx import MEASUREMENT, TAG_NODE, V1Target, LineEncoder, line_protocol
-from service.journal import Reading
+from tswarm.forwarder import BatchReader
+from tswarm.influx import MEASUREMENT, TAG_NODE, V1Target, LineEncoder, line_protocol
+from tswarm.journal import Reading
 from tests.conftest import register
 
 # Any text a tag may hold (spaces, commas, equals signs, backslashes), though node names are tamer.

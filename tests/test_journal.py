@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 
-from service.journal import DB_FILENAME, Journal, JournalUnavailable, JournalWriter, NodeExists, NodeNotFound
+from tswarm.journal import DB_FILENAME, Journal, JournalUnavailable, JournalWriter, NodeExists, NodeNotFound
 
 
 def test_pragmas_make_commits_durable(journal):

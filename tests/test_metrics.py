@@ -5,7 +5,7 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service import auth
+from tswarm import auth
 
 from .conftest import register
 

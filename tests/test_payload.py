@@ -5,7 +5,7 @@ import math
 import pytest
 from hypothesis import given, strategies as st
 
-from service.payload import PayloadError, Reading, parse_body, parse_data
+from tswarm.payload import PayloadError, Reading, parse_body, parse_data
 
 
 def body(data, name="n1") -> bytes:

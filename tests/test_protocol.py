@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from service import auth, keys
+from tswarm import auth, keys
 
 from .conftest import TEST_SCRYPT_N, register
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from service import auth
-from service.proxy import client_address, parse_networks
-from service.settings import Config, ConfigError
+from tswarm import auth
+from tswarm.proxy import client_address, parse_networks
+from tswarm.settings import Config, ConfigError
 
 from .conftest import register
 

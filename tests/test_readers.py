@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from service.access import is_loopback_client
-from service.export import decode_cursor, encode_cursor
-from service.health import health
-from service.journal import Journal
+from tswarm.access import is_loopback_client
+from tswarm.export import decode_cursor, encode_cursor
+from tswarm.health import health
+from tswarm.journal import Journal
 
 from .conftest import register
 
@@ -368,7 +368,7 @@ async def test_the_export_thread_stops_and_cleans_up_when_the_reader_goes_away()
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.readers import iterate_in_thread
+    from tswarm.readers import iterate_in_thread
 
     closed, produced = threading.Event(), []
 
@@ -391,7 +391,7 @@ async def test_the_export_thread_stops_and_cleans_up_when_the_reader_goes_away()
 async def test_an_error_in_the_export_thread_reaches_the_handler():
     from concurrent.futures import ThreadPoolExecutor
 
-    from service.readers import iterate_in_thread
+    from tswarm.readers import iterate_in_thread
 
     def produce():
         yield "first"

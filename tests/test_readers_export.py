@@ -10,7 +10,7 @@ import termios
 
 import pytest
 
-from service.journal import Journal
+from tswarm.journal import Journal
 
 from .conftest import register
 from .servers import TSWARM, run_cli, tswarm_env

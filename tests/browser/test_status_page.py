@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from service import auth
-from service.journal import Journal
+from tswarm import auth
+from tswarm.journal import Journal
 from tests.servers import IN_CI, ServiceProcess, request, tswarm_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import sqlite3
 import time
 
 from tests.servers import ServiceProcess, free_port, tswarm_env
-from service import auth
-from service.journal import Journal
+from tswarm import auth
+from tswarm.journal import Journal
 
 from .load import Swarm, decode
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.servers import ServiceProcess, tswarm_env
-from service.journal import Journal
+from tswarm.journal import Journal
 
 from .test_crash import PASSWORD, register
 

@@ -5,7 +5,7 @@ import base64
 import json
 import sqlite3
 
-from service import auth
+from tswarm import auth
 from tests.servers import ServiceProcess, add_node, request, run_cli, tswarm_env
 
 PASSWORD = "Sup3r-Secret-Node-Password"

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from service.journal import Journal
+from tswarm.journal import Journal
 from tests.servers import run_cli, tswarm_env
 
 from .board import FIRMWARE, PtyBoard, boot

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.payload import Reading, parse_body
-from service.protocol import NODE_NAME
+from tswarm.payload import Reading, parse_body
+from tswarm.protocol import NODE_NAME
 
 from .board import FIRMWARE, micropython_binary
 

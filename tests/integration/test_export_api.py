@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from service import auth
-from service.journal import Journal
-from service.timefmt import rfc3339
+from tswarm import auth
+from tswarm.journal import Journal
+from tswarm.timefmt import rfc3339
 from tests.servers import ServiceProcess
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import urllib.parse
 
 import pytest
 
-from service.journal import Journal
-from service.retention import prune
-from service.settings import Config
+from tswarm.journal import Journal
+from tswarm.retention import prune
+from tswarm.settings import Config
 from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
 from tests.servers import ServiceProcess, add_node, free_port, request, run_cli
 

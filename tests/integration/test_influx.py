@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from service.journal import Journal
+from tswarm.journal import Journal
 from tests.servers import ServiceProcess, add_node, basic, request, run_cli, tswarm_env
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from service import auth
-from service.journal import DB_FILENAME, Journal, JournalWriter
+from tswarm import auth
+from tswarm.journal import DB_FILENAME, Journal, JournalWriter
 from tests.integration.test_influx import influx1_env, wait_for
 from tests.servers import TSWARM, ServiceProcess, request, run_cli, tswarm_env
 
