@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tswarm import auth
 from tswarm.app import create_app
 from tswarm.journal import Journal
 from tswarm.settings import Config
+
+# No test here measures time with hypothesis: its per-example deadline (200 ms by default) only
+# turns a slow moment of a loaded machine (CI, `make test` beside a build) into a failure.
+settings.register_profile("tswarm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tswarm")
 
 TEST_SCRYPT_N = 2**10  # fast hashes for unit tests; the real cost is measured in benchmarks/
 
