@@ -6,7 +6,8 @@
   does not count as loopback), so ``make run`` shows everything locally and nothing outside.
 - Admin routes (``/api/admin/...``): ``Authorization: Bearer <TSWARM_ADMIN_TOKEN>``; with no
   admin token configured they answer 404 (they are off).
-- Node credentials (``Basic``) get 403 on both: a node can only write its own readings.
+- Node credentials (``Basic``) get 403 on both: a node can only write its own readings. (Admin
+  routes that are off answer 404 before any credential is looked at, node credentials too.)
 
 Tokens are compared in constant time and never logged. Wrong tokens count as failed logins
 of the client's address (the same guard as the node protocol: too many and it gets 429).

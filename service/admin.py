@@ -18,16 +18,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
+from typing import Optional
 
 from aiohttp import web
 
 from . import auth, keys
 from .access import admins_only
 from .errors import json_error
-from .health import check_interval
+from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from .journal import NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .svconf import svconf
+from .timefmt import shown
 
 log = logging.getLogger("tswarm.admin")
 
@@ -36,24 +39,83 @@ class BadBody(ValueError):
     pass
 
 
+@dataclass(frozen=True)
+class Field:
+    """One field of a route's JSON body: its name, its JSON type and what it holds (for errors)."""
+
+    name: str
+    kind: type  # str or int (never bool: JSON's true is not a number here)
+    help: str
+    required: bool = True
+
+
+NAME = Field("name", str, f"a node name: {NODE_NAME_HELP}")
+PASSWORD = Field("password", str, "a non-empty string; leave it out and a strong one is generated", required=False)
+INTERVAL = Field("interval_s", int, f"whole seconds between the node's readings, {MIN_INTERVAL_S} to {MAX_INTERVAL_S}")
+
+_KINDS = {str: "a string", int: "an integer"}
+
+
+def _json_type(value) -> str:
+    """What a value parsed from JSON is, in JSON's words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a number"
+    if isinstance(value, float):
+        return "a decimal number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
 async def _json_body(request: web.Request) -> dict:
-    if not request.can_read_body:
+    """The body as a JSON object; no body (or white space alone) is ``{}``."""
+    data = await request.read() if request.can_read_body else b""
+    if not data.strip():
         return {}
     try:
-        body = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
-        raise BadBody("the body must be a JSON object") from None
+        body = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadBody("the body is not JSON: it is not UTF-8 text") from None
+    except RecursionError:
+        raise BadBody("the body is not JSON: it is nested too deeply") from None
+    except ValueError as exc:
+        raise BadBody(f"the body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadBody("the body must be a JSON object")
+        raise BadBody(f"the body must be a JSON object, not {_json_type(body)}")
     return body
 
 
-async def _password_and_hash(request: web.Request, body: dict) -> tuple[str, str]:
-    password = body.get("password")
+async def _fields(request: web.Request, *fields: Field) -> dict:
+    """The route's fields from its JSON body, each of its type; BadBody for an unknown field, a
+    missing one or one of the wrong type. A route without fields takes no body, or ``{}``."""
+    body = await _json_body(request)
+    names = [field.name for field in fields]
+    for key in body:
+        if key not in names:
+            takes = ", ".join(names) or "no body"
+            raise BadBody(f"unknown field {shown(key)}; this route takes {takes}")
+    values = {}
+    for field in fields:
+        if field.name not in body:
+            if field.required:
+                raise BadBody(f"{field.name} is required ({field.help})")
+            continue
+        value = body[field.name]
+        if type(value) is not field.kind:
+            raise BadBody(f"{field.name} must be {_KINDS[field.kind]} ({field.help}), not {_json_type(value)}")
+        values[field.name] = value
+    return values
+
+
+async def _password_and_hash(request: web.Request, password: Optional[str]) -> tuple[str, str]:
     if password is None:
         password = auth.generate_password()
-    elif not isinstance(password, str) or not password:
-        raise BadBody("password must be a non-empty string (or left out: a strong one is generated)")
+    elif not password:
+        raise BadBody(f"password must not be empty ({PASSWORD.help})")
     n = request.app[keys.CONFIG].scrypt_n
     loop = asyncio.get_running_loop()
     password_hash = await loop.run_in_executor(request.app[keys.HASHER], lambda: auth.hash_password(password, n=n))
@@ -87,11 +149,11 @@ def _handles_bad_bodies(handler):
 
 @_handles_bad_bodies
 async def add_node(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    name = body.get("name")
-    if not isinstance(name, str) or not valid_node_name(name):
-        raise BadBody(f"'name' is required; node names are {NODE_NAME_HELP}")
-    password, password_hash = await _password_and_hash(request, body)
+    body = await _fields(request, NAME, PASSWORD)
+    name = body["name"]
+    if not valid_node_name(name):
+        raise BadBody(f"name {shown(name)} is not {NAME.help}")
+    password, password_hash = await _password_and_hash(request, body.get("password"))
     try:
         request.app[keys.JOURNAL].add_node(name, password_hash)
     except NodeExists:
@@ -103,7 +165,8 @@ async def add_node(request: web.Request) -> web.Response:
 @_handles_bad_bodies
 async def set_password(request: web.Request) -> web.Response:
     name = _name(request)
-    password, password_hash = await _password_and_hash(request, await _json_body(request))
+    body = await _fields(request, PASSWORD)
+    password, password_hash = await _password_and_hash(request, body.get("password"))
     request.app[keys.JOURNAL].set_password(name, password_hash)
     request.app[keys.CREDENTIALS].forget(name)
     log.info("admin API: new password for node %s", name)
@@ -113,6 +176,7 @@ async def set_password(request: web.Request) -> web.Response:
 @_handles_bad_bodies
 async def remove_node(request: web.Request) -> web.Response:
     name = _name(request)
+    await _fields(request)
     request.app[keys.JOURNAL].remove_node(name)
     request.app[keys.CREDENTIALS].forget(name)
     log.info("admin API: removed node %s", name)
@@ -122,9 +186,7 @@ async def remove_node(request: web.Request) -> web.Response:
 @_handles_bad_bodies
 async def set_interval(request: web.Request) -> web.Response:
     name = _name(request)
-    seconds = (await _json_body(request)).get("interval_s")
-    if not isinstance(seconds, int) or isinstance(seconds, bool):
-        raise BadBody("'interval_s' is required: whole seconds between the node's readings")
+    seconds = (await _fields(request, INTERVAL))["interval_s"]
     try:
         check_interval(seconds)
     except ValueError as exc:
@@ -137,6 +199,7 @@ def _halt_route(halted: bool, one_node: bool):
     @_handles_bad_bodies
     async def handler(request: web.Request) -> web.Response:
         name = _name(request) if one_node else None
+        await _fields(request)
         request.app[keys.JOURNAL].set_halt(name, halted)
         log.info("admin API: %s %s", "halted" if halted else "resumed", name or "all nodes")
         return web.json_response({"node": name, "halted": halted})

@@ -261,6 +261,8 @@ def resume(name, data_dir):
 
 
 class TimeParam(click.ParamType):
+    """RFC 3339 or epoch seconds, as nanoseconds; the same parser as the API's (service/timefmt.py)."""
+
     name = "TIME"
 
     def convert(self, value, param, ctx):
@@ -291,15 +293,19 @@ def export(node_name, start, stop, fmt, output, data_dir):
     same terminal); piped or redirected, there is none."""
     from tqdm import tqdm
 
-    from .export import export_chunks
+    from .export import BadParameter, UnknownNode, check_node, export_args, export_chunks
     from .history import HistoryUnavailable, open_history
 
-    if node_name is not None and not valid_node_name(node_name):
-        raise click.BadParameter(f"{node_name!r}: node names are {NODE_NAME_HELP}", param_hint="--node")
-    if start is not None and stop is not None and stop <= start:
-        raise click.BadParameter("--stop must be after --start", param_hint="--stop")
+    try:  # the checks of GET /api/readings, before anything is opened
+        args = export_args(fmt=fmt, node=node_name, start=start, stop=stop)
+    except BadParameter as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal, open_history(config) or contextlib.nullcontext() as influx:
+        try:
+            check_node(journal, node_name)
+        except UnknownNode as exc:
+            raise click.ClickException(f"{exc}; 'tswarm node list' shows them") from None
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         show = _show_progress(output)
         # With readings pruned from the journal (store=influxdb) the total is not known up front.
@@ -307,9 +313,7 @@ def export(node_name, start, stop, fmt, output, data_dir):
         total = journal.count_readings_in(node_name, start, stop) if show and not pruned else None
         try:
             with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
-                for chunk in export_chunks(
-                    journal, fmt=fmt, node=node_name, start_ns=start, stop_ns=stop, on_rows=bar.update, influx=influx
-                ):
+                for chunk in export_chunks(journal, **args, on_rows=bar.update, influx=influx):
                     out.write(chunk)
         except BrokenPipeError:
             sys.stderr.close()  # `tswarm export | head`: stop quietly

@@ -8,6 +8,11 @@ wire a cursor is an opaque token (:func:`encode_cursor`); readers get it from th
 it back, they never build one. With ``store=influxdb``, rows older than the journal's horizon
 come from InfluxDB (:mod:`tswarm.history`), ordered by ``(time, node)``; their cursor is
 ``(time, node)``.
+
+Parameters: :func:`export_args` checks what a reader asks for (node, times, format, limit,
+cursor) before anything runs, the same way for ``GET /api/readings`` and ``tswarm export``; an
+export that passes it can only fail on the store itself, and :func:`export_chunks` makes its first
+chunk only after the store has started answering.
 """
 from __future__ import annotations
 
@@ -16,11 +21,12 @@ import binascii
 import itertools
 import json
 import re
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 from . import history
 from .journal import Journal
-from .timefmt import rfc3339
+from .protocol import NODE_NAME_HELP, valid_node_name
+from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
 
 FORMATS = ("csv", "ndjson")
 CSV_HEADER = ("time", "node", "temperature", "humidity")
@@ -29,6 +35,27 @@ CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjs
 Cursor = history.Cursor  # (ts_ns, row id) of the last row delivered; (ts_ns, node) for a row from InfluxDB
 _CURSOR_TEXT = re.compile(r"r1\.(-?\d{1,20})\.(\d{1,20})", re.ASCII)
 _HISTORY_CURSOR_TEXT = re.compile(r"h1\.(-?\d{1,20})\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})", re.ASCII)
+_MAX_ROW_ID = 2**63 - 1  # SQLite's largest rowid
+MAX_LIMIT = 1_000_000_000  # rows per page: more than any swarm stores in years, far from 64-bit limits
+_LIMIT_TEXT = re.compile(r"[0-9]{1,10}")  # ASCII digits only: int() would read "١٢" and "１２" too
+LIMIT_HELP = f"limit must be a whole number of rows from 1 to {MAX_LIMIT} (ASCII digits)"
+CURSOR_HELP = "cursor is not one this service handed out; pass it back exactly as received"
+
+
+class BadParameter(ValueError):
+    """A parameter an export cannot run with; ``param`` names it, the message says what to fix."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(message)
+        self.param = param
+
+
+class UnknownNode(LookupError):
+    """``node`` names no node that was ever registered (a removed node keeps its history)."""
+
+    def __init__(self, node: str):
+        super().__init__(f"no node named {node!r} was ever registered")
+        self.node = node
 
 
 def encode_cursor(cursor: Cursor) -> str:
@@ -39,18 +66,79 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def decode_cursor(token: str) -> Cursor:
-    """The row a token from :func:`encode_cursor` names; ValueError when it is not such a token."""
+    """The row a token from :func:`encode_cursor` names; ValueError when it is not such a token
+    (or names a time or row id that no row can have)."""
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    match = _CURSOR_TEXT.fullmatch(text)
-    if match:
-        return int(match[1]), int(match[2])
-    match = _HISTORY_CURSOR_TEXT.fullmatch(text)
-    if match:
+    match = _CURSOR_TEXT.fullmatch(text) or _HISTORY_CURSOR_TEXT.fullmatch(text)
+    if match is None or not MIN_NS <= int(match[1]) <= MAX_NS:
+        raise ValueError(CURSOR_HELP)
+    if match.re is _HISTORY_CURSOR_TEXT:
         return int(match[1]), match[2]
-    raise ValueError("cursor is not one this service handed out; pass it back exactly as received")
+    if int(match[2]) > _MAX_ROW_ID:
+        raise ValueError(CURSOR_HELP)
+    return int(match[1]), int(match[2])
+
+
+def parse_limit(text: str) -> int:
+    """Rows per page, from its text: 1 to :data:`MAX_LIMIT`, ASCII digits; ValueError otherwise."""
+    if not _LIMIT_TEXT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError(LIMIT_HELP)
+    return int(text)
+
+
+def export_args(
+    *,
+    fmt: str = "csv",
+    node: Optional[str] = None,
+    start: Union[str, int, None] = None,
+    stop: Union[str, int, None] = None,
+    limit: Union[str, int, None] = None,
+    cursor: Optional[str] = None,
+) -> dict:
+    """The keyword arguments of :func:`export_chunks` for what a reader asks for, every one checked.
+
+    Times are text (:func:`~tswarm.timefmt.parse_time`) or nanoseconds, ``limit`` text or a
+    number, ``cursor`` a token from :func:`encode_cursor`. Raises :class:`BadParameter` (which
+    parameter, what to fix). ``GET /api/readings`` and ``tswarm export`` both call this, and then
+    :func:`check_node` with their journal, so they refuse the same inputs with the same words.
+    """
+    if fmt not in FORMATS:
+        raise BadParameter("format", f"format must be one of {', '.join(FORMATS)}")
+    args: dict = {"fmt": fmt, "node": node}
+    for name, value in (("start", start), ("stop", stop)):
+        if isinstance(value, str):
+            try:
+                value = parse_time(value)
+            except ValueError as exc:
+                raise BadParameter(name, f"{name}: {exc}") from None
+        elif value is not None and not MIN_NS <= value <= MAX_NS:
+            raise BadParameter(name, f"{name}: {value} ns is outside the times tswarm can hold")
+        args[f"{name}_ns"] = value
+    if args["start_ns"] is not None and args["stop_ns"] is not None and args["stop_ns"] <= args["start_ns"]:
+        raise BadParameter("stop", "stop must be after start")
+    if limit is not None:
+        try:
+            args["limit"] = parse_limit(limit if isinstance(limit, str) else str(limit))
+        except ValueError as exc:
+            raise BadParameter("limit", str(exc)) from None
+    if cursor is not None:
+        try:
+            args["after"] = decode_cursor(cursor)
+        except ValueError as exc:
+            raise BadParameter("cursor", str(exc)) from None
+    if node is not None and not valid_node_name(node):
+        raise BadParameter("node", f"node names are {NODE_NAME_HELP}")
+    return args
+
+
+def check_node(journal: Journal, node: Optional[str]) -> None:
+    """UnknownNode unless ``node`` (when given) was ever registered: an export of a name that never
+    existed is an error, not an empty file."""
+    if node is not None and not journal.known_node(node):
+        raise UnknownNode(node)
 
 
 class FloatText(dict):
@@ -84,18 +172,19 @@ def export_chunks(
     ``after`` resumes after a cursor, ``limit`` caps the number of rows, ``on_rows(n)`` is called
     after each chunk with its number of rows (progress bars). ``influx`` (``store=influxdb``) gives
     back what the journal pruned; it raises :class:`history.HistoryUnavailable` when it cannot.
-    The first rows are read before the first chunk (the CSV header) is yielded, so an unreachable
-    InfluxDB fails the export before anything is written.
+    The first rows are read before the first chunk (the CSV header) is yielded, so a query that
+    cannot run (an unreachable InfluxDB, a journal that fails) fails the export before anything is
+    written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if influx is not None:
         batches = history.readings(journal, influx, node=node, start_ns=start_ns, stop_ns=stop_ns, after=after, limit=limit)
-        batches = _started(batches)
     else:
         batches = journal.iter_readings(
             node=node, start_ns=start_ns, stop_ns=stop_ns, after=history.journal_cursor(after), limit=limit
         )
+    batches = _started(batches)
     if fmt == "csv":
         text = FloatText()
         if header:

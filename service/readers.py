@@ -24,14 +24,13 @@ from aiohttp import web
 from . import keys
 from .access import readers_only
 from .errors import json_error
-from .export import CONTENT_TYPES, FORMATS, decode_cursor, encode_cursor, export_chunks
+from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
 from .health import health
 from .history import HistoryUnavailable, open_history, page_end
 from .journal import Journal
 from .metrics import client_gone
-from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import Config
-from .timefmt import parse_time, rfc3339
+from .timefmt import rfc3339, shown
 
 log = logging.getLogger("tswarm.readers")
 
@@ -101,44 +100,23 @@ async def get_node(request: web.Request) -> web.Response:
 # -- GET /api/readings -------------------------------------------------------------------------
 
 
-class BadParameter(ValueError):
-    pass
-
-
 def parse_readings_query(query, journal: Journal) -> dict:
-    """The export's keyword arguments from the query string; BadParameter says what to fix."""
+    """The export's keyword arguments from the query string, every parameter checked by
+    :func:`tswarm.export.export_args` (as ``tswarm export`` does): BadParameter says what to fix,
+    UnknownNode when the node was never registered."""
     unknown = set(query) - READINGS_PARAMS
     if unknown:
-        raise BadParameter(f"unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(sorted(READINGS_PARAMS))}")
-    args: dict = {"fmt": query.get("format", "csv")}
-    if args["fmt"] not in FORMATS:
-        raise BadParameter(f"format must be one of {', '.join(FORMATS)}")
-    node = query.get("node")
-    if node is not None:
-        if not valid_node_name(node):
-            raise BadParameter(f"node names are {NODE_NAME_HELP}")
-        if not journal.known_node(node):
-            raise LookupError(node)
-    args["node"] = node
-    for name in ("start", "stop"):
-        text = query.get(name)
-        try:
-            args[f"{name}_ns"] = parse_time(text) if text is not None else None
-        except ValueError as exc:
-            raise BadParameter(f"{name}: {exc}") from None
-    if args["start_ns"] is not None and args["stop_ns"] is not None and args["stop_ns"] <= args["start_ns"]:
-        raise BadParameter("stop must be after start")
-    limit = query.get("limit")
-    if limit is not None:
-        if not limit.isdigit() or int(limit) < 1:
-            raise BadParameter("limit must be a whole number of rows, at least 1")
-        args["limit"] = int(limit)
-    cursor = query.get("cursor")
-    if cursor is not None:
-        try:
-            args["after"] = decode_cursor(cursor)
-        except ValueError as exc:
-            raise BadParameter(str(exc)) from None
+        raise BadParameter(
+            "", f"unknown parameter {shown(sorted(unknown)[0])}; known: {', '.join(sorted(READINGS_PARAMS))}"
+        )
+    for name in sorted(READINGS_PARAMS):
+        if len(query.getall(name, ())) > 1:
+            raise BadParameter(name, f"give {name} once")
+    args = export_args(
+        fmt=query.get("format", "csv"), node=query.get("node"), start=query.get("start"),
+        stop=query.get("stop"), limit=query.get("limit"), cursor=query.get("cursor"),
+    )
+    check_node(journal, args["node"])
     return args
 
 
@@ -238,8 +216,8 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
         args = parse_readings_query(request.query, journal)
     except BadParameter as exc:
         return json_error(400, "bad_parameter", str(exc))
-    except LookupError as exc:
-        return json_error(404, "unknown_node", f"no node named {exc.args[0]!r} was ever registered")
+    except UnknownNode as exc:
+        return json_error(404, "unknown_node", f"{exc}; GET /api/nodes lists them")
 
     config = request.app[keys.CONFIG]
     chunks = iterate_in_thread(request.app[READERS], lambda: export_with_page_end(config, args))

@@ -5,6 +5,7 @@ import base64
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tswarm import auth
 
@@ -123,10 +124,34 @@ ADMIN_ROUTES = [
 async def test_without_an_admin_token_configured_admin_routes_are_off(make_client, journal, method, path):
     register(journal, "n1", PW, created=True)
     client = await make_client(read_token=READ)
-    for headers in ({}, {"Authorization": f"Bearer {READ}"}, {"Authorization": "Bearer "}):
+    for headers in ({}, {"Authorization": f"Bearer {READ}"}, {"Authorization": "Bearer "}, {"Authorization": "Bearer guess"}):
         resp = await client.request(method, path, json={"name": "x", "interval_s": 600}, headers=headers)
         assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
     assert journal.node_exists("n1") and not journal.halted_all()
+
+
+@pytest.mark.parametrize("method, path", ADMIN_ROUTES)
+async def test_without_an_admin_token_node_credentials_get_404_too(make_client, journal, method, path):
+    """Admin that is off is off for everyone: a node's own credentials (right or wrong) learn
+    nothing more than a stranger does, and count as no failed login."""
+    register(journal, "n1", PW, created=True)
+    client = await make_client(read_token=READ, auth_max_failures=2)
+    for password in (PW, "wrong", "wrong", "wrong"):
+        resp = await client.request(method, path, headers={"Authorization": " Basic " + auth.xauth("n1", password)})
+        assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
+    assert journal.node_exists("n1") and not journal.halted_all()
+
+
+def test_the_docs_say_what_the_code_does_when_admin_is_off():
+    """docs/api.md's table of who gets what: with admin off, every request (node credentials too)
+    gets 404 on the admin routes, as the two tests above check."""
+    from pathlib import Path
+
+    table = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    off = [line for line in table.splitlines() if line.startswith("| admin token not configured")]
+    assert len(off) == 1 and "404 `admin_disabled`" in off[0] and "403" not in off[0], off
+    basic = [line for line in table.splitlines() if line.startswith("| node credentials (`Basic`)")]
+    assert len(basic) == 1 and "404 when admin is off" in basic[0], basic
 
 
 @pytest.mark.parametrize("method, path", ADMIN_ROUTES)
@@ -143,3 +168,100 @@ async def test_admin_routes_refuse_everyone_but_the_admin_token(admin, journal, 
         assert (resp.status, (await resp.json())["error"]) == (status, error), headers
     assert journal.node_exists("n1") and not journal.node_exists("x") and not journal.halted_all()
     assert journal.list_nodes()[0].interval_s == 300 and not journal.list_nodes()[0].halted
+
+
+# -- bodies of the wrong shape -------------------------------------------------------------------
+
+NAME_HELP = "a node name: 1-64 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit"
+PASSWORD_HELP = "a non-empty string; leave it out and a strong one is generated"
+INTERVAL_HELP = "whole seconds between the node's readings, 10 to 604800"
+
+
+@pytest.mark.parametrize(
+    "method, path, body, detail",
+    [
+        ("POST", "/api/admin/nodes", {"name": 42}, f"name must be a string ({NAME_HELP}), not a number"),
+        ("POST", "/api/admin/nodes", {"name": None}, f"name must be a string ({NAME_HELP}), not null"),
+        ("POST", "/api/admin/nodes", {"name": True}, f"name must be a string ({NAME_HELP}), not a boolean"),
+        ("POST", "/api/admin/nodes", {"name": {"n": "porch"}}, f"name must be a string ({NAME_HELP}), not an object"),
+        ("POST", "/api/admin/nodes", {"name": ["porch"]}, f"name must be a string ({NAME_HELP}), not an array"),
+        ("POST", "/api/admin/nodes", {}, f"name is required ({NAME_HELP})"),
+        ("POST", "/api/admin/nodes", {"name": "no/slash"}, f"name 'no/slash' is not {NAME_HELP}"),
+        ("POST", "/api/admin/nodes", {"name": "porch", "password": 123456}, f"password must be a string ({PASSWORD_HELP}), not a number"),
+        ("POST", "/api/admin/nodes", {"name": "porch", "password": None}, f"password must be a string ({PASSWORD_HELP}), not null"),
+        ("POST", "/api/admin/nodes", {"name": "porch", "password": ""}, f"password must not be empty ({PASSWORD_HELP})"),
+        ("POST", "/api/admin/nodes", {"name": "porch", "pasword": "pw-123456"}, "unknown field 'pasword'; this route takes name, password"),
+        ("POST", "/api/admin/nodes/n1/password", {"password": False}, f"password must be a string ({PASSWORD_HELP}), not a boolean"),
+        ("POST", "/api/admin/nodes/n1/password", {"name": "n1"}, "unknown field 'name'; this route takes password"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": "600"}, f"interval_s must be an integer ({INTERVAL_HELP}), not a string"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": 600.0}, f"interval_s must be an integer ({INTERVAL_HELP}), not a decimal number"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": 5.5}, f"interval_s must be an integer ({INTERVAL_HELP}), not a decimal number"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": True}, f"interval_s must be an integer ({INTERVAL_HELP}), not a boolean"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": None}, f"interval_s must be an integer ({INTERVAL_HELP}), not null"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": [600]}, f"interval_s must be an integer ({INTERVAL_HELP}), not an array"),
+        ("PUT", "/api/admin/nodes/n1/interval", {}, f"interval_s is required ({INTERVAL_HELP})"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": 5}, "the interval must be between 10 and 604800 seconds, got 5"),
+        ("PUT", "/api/admin/nodes/n1/interval", {"interval": 600}, "unknown field 'interval'; this route takes interval_s"),
+        ("DELETE", "/api/admin/nodes/n1", {"name": "n1"}, "unknown field 'name'; this route takes no body"),
+        ("POST", "/api/admin/nodes/n1/halt", {"halted": "false"}, "unknown field 'halted'; this route takes no body"),
+        ("POST", "/api/admin/halt", {"node": "n1"}, "unknown field 'node'; this route takes no body"),
+        ("POST", "/api/admin/resume", {"node": "n1"}, "unknown field 'node'; this route takes no body"),
+    ],
+)
+async def test_a_field_of_the_wrong_type_or_name_says_so(admin, journal, method, path, body, detail):
+    register(journal, "n1", PW, created=True)
+    resp = await admin.request(method, path, json=body, headers=AS_ADMIN)
+    assert (resp.status, await resp.json()) == (400, {"error": "bad_request", "detail": detail})
+    assert [n.name for n in journal.list_nodes()] == ["n1"]
+    assert journal.list_nodes()[0].interval_s == 300 and not journal.halted_all() and not journal.list_nodes()[0].halted
+
+
+@pytest.mark.parametrize("method, path", ADMIN_ROUTES)
+@pytest.mark.parametrize(
+    "data, detail",
+    [
+        ("[1, 2]", "the body must be a JSON object, not an array"),
+        ('"porch"', "the body must be a JSON object, not a string"),
+        ("null", "the body must be a JSON object, not null"),
+        ("{not json", "the body is not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (b"\xff\xfe{", "the body is not JSON: it is not UTF-8 text"),
+        ("[" * 3000, "the body is not JSON: it is nested too deeply")  # within TSWARM_MAX_BODY,
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_is_refused_on_every_route(admin, journal, method, path, data, detail):
+    register(journal, "n1", PW, created=True)
+    resp = await admin.request(method, path, data=data, headers=AS_ADMIN)
+    assert (resp.status, await resp.json()) == (400, {"error": "bad_request", "detail": detail})
+    assert journal.node_exists("n1") and not journal.halted_all()
+
+
+@pytest.mark.parametrize("method, path", [route for route in ADMIN_ROUTES if route[0] != "PUT" and route[1] != "/api/admin/nodes"])
+async def test_routes_without_required_fields_take_an_empty_body_or_an_empty_object(admin, journal, method, path):
+    for data in (None, b"", b"  \n", b"{}"):
+        if not journal.node_exists("n1"):
+            register(journal, "n1", PW, created=True)
+        resp = await admin.request(method, path, data=data, headers=AS_ADMIN)
+        assert resp.status == 200, (data, await resp.text())
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+bodies = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(["name", "password", "interval_s", "node"]), json_values, max_size=3),
+)
+
+
+@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(ADMIN_ROUTES), body=bodies)
+async def test_any_json_body_gets_an_answer_with_json_never_a_5xx(admin, journal, route, body):
+    method, path = route
+    if not journal.node_exists("n1"):
+        register(journal, "n1", PW, created=True)
+    resp = await admin.request(method, path, data=json.dumps(body), headers=AS_ADMIN)
+    answer = await resp.json()
+    assert resp.status in (200, 201, 400, 404, 409), (resp.status, answer)
+    assert resp.status < 300 or (set(answer) == {"error", "detail"} and answer["detail"])

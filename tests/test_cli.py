@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 from click.testing import CliRunner
 
 from tswarm import auth
@@ -161,12 +162,64 @@ def test_export_stop_is_exclusive_and_epoch_seconds_work(run, data_dir):
 @pytest.mark.parametrize(
     "args, message",
     [(["--start", "yesterday"], "not an RFC 3339 time"), (["--format", "xml"], "'xml' is not one of"),
-     (["--start", "2025-01-02", "--stop", "2025-01-01"], "--stop must be after --start"),
+     (["--start", "2025-01-02", "--stop", "2025-01-01"], "stop must be after start"),
      (["--node", "../x"], "node names are")],
 )
 def test_export_bad_input_is_a_usage_error(run, data_dir, args, message):
     result = run("export", *args)
     assert result.exit_code == 2 and message in result.output
+
+
+edge_times = st.one_of(
+    st.text("0123456789", min_size=1, max_size=25),
+    st.builds("-{}".format, st.text("0123456789", min_size=1, max_size=25)),
+    st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4),
+    st.builds("{:04d}-{:02d}-{:02d}T00:00:00{}".format, st.integers(0, 9999), st.integers(1, 12), st.integers(1, 28),
+              st.sampled_from(["", "Z", "+01:00", "-23:59"])),
+    st.text(max_size=8),
+)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.none() | edge_times, stop=st.none() | edge_times, node=st.sampled_from([None, "a", "garage", "../x", "é"]))
+@example(start="99999999999999999999", stop=None, node=None)
+@example(start="2300-01-01", stop=None, node=None)
+@example(start=None, stop="0001-01-01T00:00:00+01:00", node=None)
+@example(start=None, stop=None, node="garage")
+def test_export_answers_every_input_whole_or_with_one_error_line(run, data_dir, start, stop, node):
+    if not (data_dir / "tswarm.db").exists():
+        seed(data_dir)
+    args = [f"--start={start}"] * (start is not None) + [f"--stop={stop}"] * (stop is not None) + ["--node", node] * (node is not None)
+    result = run("export", *args)  # an exception here would be a traceback for the user
+    if result.exit_code == 0:
+        assert result.stdout.startswith("time,node,temperature,humidity\n") and result.stderr == ""
+        return
+    assert result.exit_code in (1, 2), result.output
+    assert result.stdout == "" and result.stderr.splitlines()[-1].startswith("Error: "), result.output
+
+
+def test_export_of_an_unknown_node_fails_as_the_api_does(run, data_dir, tmp_path):
+    seed(data_dir)
+    out = tmp_path / "garage.csv"
+    result = run("export", "--node", "garage", "-o", str(out))
+    assert result.exit_code == 1
+    assert result.stderr == "Error: no node named 'garage' was ever registered; 'tswarm node list' shows them\n"
+    assert not out.exists()
+    with Journal.open(data_dir) as journal:
+        journal.remove_node("b")
+    assert run("export", "--node", "b").stdout.count(",b,") == 1  # a removed node keeps its history
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("99999999999999999999", "'99999999999999999999' is outside the times tswarm can hold"),
+     ("2300-01-01", "'2300-01-01' is outside the times tswarm can hold"),
+     ("١٧٦٤٠٠٠٠٠٠", "is not an RFC 3339 time")],
+)
+def test_export_refuses_times_it_cannot_hold(run, data_dir, value, message):
+    seed(data_dir)
+    result = run("export", f"--start={value}")
+    assert result.exit_code == 2 and message in result.stderr and "Invalid value for '--start'" in result.stderr
 
 
 def test_bad_setting_is_a_one_line_error(run, monkeypatch):

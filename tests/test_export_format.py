@@ -41,3 +41,17 @@ def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
     text = FloatText()
     assert [text[v] for v in (-0.0, 0.0, -0.0, 23.4, 23.4, 1e-05, 0.1 + 0.2)] == \
         ["-0.0", "0.0", "-0.0", "23.4", "23.4", "1e-05", "0.30000000000000004"]
+
+
+def test_the_first_chunk_comes_only_after_the_query_ran(tmp_path):
+    """A query that cannot run fails before the CSV header, so a reader gets an error, not a header
+    alone that looks like an empty export. (A closed connection is a journal that fails for real.)"""
+    import sqlite3
+
+    import pytest
+
+    with Journal.open(tmp_path / "data") as journal:
+        chunks = export_chunks(journal, fmt="csv")
+        journal.conn.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            next(chunks)

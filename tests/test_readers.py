@@ -5,13 +5,17 @@ import base64
 import io
 import json
 import time
+from urllib.parse import quote
 
+import aiohttp
 import pytest
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tswarm.access import is_loopback_client
 from tswarm.export import decode_cursor, encode_cursor
 from tswarm.health import health
 from tswarm.journal import Journal
+from tswarm.readers import READINGS_PARAMS
 
 from .conftest import register
 
@@ -222,8 +226,8 @@ def test_cursor_tokens_round_trip_and_refuse_anything_else():
         ({"start": "yesterday"}, "start: 'yesterday' is not an RFC 3339 time (2026-11-25T11:04:19Z) or epoch seconds"),
         ({"stop": "2025-13-01"}, None),
         ({"start": "200", "stop": "100"}, "stop must be after start"),
-        ({"limit": "0"}, "limit must be a whole number of rows, at least 1"),
-        ({"limit": "-3"}, "limit must be a whole number of rows, at least 1"),
+        ({"limit": "0"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"limit": "-3"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
         ({"cursor": "not-a-cursor"}, "cursor is not one this service handed out; pass it back exactly as received"),
         ({"node": "no/slash"}, None),
         ({"from": "2025-01-01"}, None),
@@ -417,3 +421,114 @@ async def test_one_node_by_name(make_client, three_nodes):
     assert (await client.get("/api/nodes/attic")).status == 401
     basic = {"Authorization": " Basic " + base64.b64encode(b"attic:secret-pw").decode()}
     assert (await client.get("/api/nodes/attic", headers=basic)).status == 403
+
+
+# -- every parameter at its edges ----------------------------------------------------------------
+
+ascii_digits = st.text("0123456789", min_size=1, max_size=25)
+unicode_digits = st.text(st.characters(categories=["Nd"]), min_size=1, max_size=4)
+numbers = st.one_of(
+    ascii_digits,
+    st.builds("".join, st.tuples(st.sampled_from(["-", "+", " ", ""]), ascii_digits, st.sampled_from(["", ".", ".5", ".0000000001"]))),
+    unicode_digits,
+    st.sampled_from(["9223372036854775807", "9223372036854775808", "-9223372036854775809", "9223372036", "-9223372037",
+                     "1e9", "inf", "nan", "0x10", "1_000", "²", "٣", "１２", "", " ", "-0"]),
+)
+times = st.builds(
+    "{:04d}-{:02d}-{:02d}{}{}{}".format,
+    st.integers(0, 9999), st.integers(0, 13), st.integers(0, 32),
+    st.sampled_from(["", "T00:00:00", "T23:59:59", " 12:00", "T24:00:00"]),
+    st.sampled_from(["", ".5", ".123456789"]),
+    st.sampled_from(["", "Z", "+01:00", "-23:59", "+14:00", "+99:00", "+0100"]),
+)
+cursor_texts = st.builds(
+    "{}.{}.{}".format, st.sampled_from(["r1", "h1"]),
+    st.integers(-(10**20) + 1, 10**20 - 1), st.one_of(st.integers(0, 10**20 - 1), st.sampled_from(["attic", "x" * 64, "-a"])),
+)
+cursors = st.one_of(cursor_texts.map(lambda t: base64.urlsafe_b64encode(t.encode()).decode().rstrip("=")), st.text(max_size=12))
+anything = st.one_of(numbers, times, cursors, st.text(max_size=12), st.sampled_from(["attic", "kitchen", "garage", "csv", "ndjson"]))
+queries = st.dictionaries(st.sampled_from(sorted(READINGS_PARAMS)), anything, max_size=4)
+
+
+async def assert_complete_or_json_4xx(resp) -> None:
+    """A 200 with its whole body, or a 4xx with a JSON error; never a 5xx, never a body cut short."""
+    try:
+        body = await resp.read()
+    except aiohttp.ClientPayloadError as exc:
+        pytest.fail(f"{resp.status} with a body cut short: {exc}")
+    if resp.status == 200:
+        text = body.decode()
+        if resp.content_type == "text/csv":
+            assert text.startswith("time,node,temperature,humidity\r\n") and text.endswith("\r\n")
+        else:
+            assert all(json.loads(line) for line in text.splitlines())
+        return
+    assert 400 <= resp.status < 500, (resp.status, body)
+    error = json.loads(body)
+    assert set(error) == {"error", "detail"} and error["detail"], error
+
+
+@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=queries)
+@example(query={"start": "99999999999999999999"})
+@example(query={"stop": "-99999999999"})
+@example(query={"start": "2300-01-01"})
+@example(query={"start": "0001-01-01T00:00:00+01:00"})
+@example(query={"limit": "²"})
+@example(query={"limit": "99999999999999999999"})
+@example(query={"limit": "9223372036854775807"})
+@example(query={"cursor": base64.urlsafe_b64encode(b"r1.99999999999999999999.1").decode()})
+@example(query={"cursor": base64.urlsafe_b64encode(b"r1.1.99999999999999999999").decode(), "limit": "1"})
+async def test_every_query_is_answered_whole_or_refused_with_json(make_client, three_nodes, query):
+    client = await make_client()
+    await assert_complete_or_json_4xx(await client.get("/api/readings", params=query))
+
+
+@pytest.mark.parametrize(
+    "params, detail",
+    [
+        ({"start": "99999999999999999999"}, "start: '99999999999999999999' is outside the times tswarm can hold"
+         " (1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z)"),
+        ({"stop": "9223372037"}, "stop: '9223372037' is outside the times tswarm can hold"
+         " (1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z)"),
+        ({"start": "2300-01-01"}, "start: '2300-01-01' is outside the times tswarm can hold"
+         " (1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z)"),
+        ({"start": "0001-01-01T00:00:00+01:00"}, "start: '0001-01-01T00:00:00+01:00' is outside the times tswarm can hold"
+         " (1677-09-21T00:12:43.145224192Z to 2262-04-11T23:47:16.854775807Z)"),
+        ({"start": "١٧٦٤٠٠٠٠٠٠"}, "start: '١٧٦٤٠٠٠٠٠٠' is not an RFC 3339 time (2026-11-25T11:04:19Z) or epoch seconds"),
+        ({"stop": "１７６４０００３００"}, "stop: '１７６４０００３００' is not an RFC 3339 time (2026-11-25T11:04:19Z) or epoch seconds"),
+        ({"limit": "٣"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"limit": "²"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"limit": "1000000001"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"limit": "99999999999999999999"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"limit": "+3"}, "limit must be a whole number of rows from 1 to 1000000000 (ASCII digits)"),
+        ({"cursor": base64.urlsafe_b64encode(b"r1.99999999999999999999.1").decode()},
+         "cursor is not one this service handed out; pass it back exactly as received"),
+        ({"cursor": base64.urlsafe_b64encode(b"r1.1.99999999999999999999").decode()},
+         "cursor is not one this service handed out; pass it back exactly as received"),
+        ({"cursor": "ｃｊＥｕＭＳ４ｘ"}, "cursor is not one this service handed out; pass it back exactly as received"),
+    ],
+)
+async def test_out_of_range_and_unicode_parameters_get_400(make_client, three_nodes, params, detail):
+    client = await make_client()
+    resp = await client.get("/api/readings", params=params)
+    assert (resp.status, await resp.json()) == (400, {"error": "bad_parameter", "detail": detail})
+
+
+async def test_a_parameter_given_twice_gets_400(make_client, three_nodes):
+    client = await make_client()
+    resp = await client.get("/api/readings?start=1764000000&start=1764000100")
+    assert (resp.status, await resp.json()) == (400, {"error": "bad_parameter", "detail": "give start once"})
+
+
+@settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=70), query=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2))
+async def test_node_routes_answer_any_name_and_query_with_json(make_client, three_nodes, name, query):
+    client = await make_client()
+    await assert_json_reply(await client.get("/api/nodes", params=query))
+    await assert_json_reply(await client.get(f"/api/nodes/{quote(name, safe='')}", params=query))
+
+
+async def assert_json_reply(resp) -> None:
+    body = await resp.json()
+    assert resp.status == 200 or (400 <= resp.status < 500 and set(body) == {"error", "detail"}), (resp.status, body)
