@@ -29,16 +29,17 @@ from .svconf import loopback_problem, svconf
 
 
 def firmware_dir() -> Path:
-    """The board's files shipped with this tswarm: the package data ``tswarm.firmware`` of an
-    installed wheel (pyproject.toml maps the checkout's ``firmware/`` folder there), or that folder
-    itself in an editable install (whose import finder does not map a folder without
-    ``__init__.py`` below a package)."""
-    from importlib.resources import files
+    """The board's files shipped with this tswarm: the package data ``tswarm.firmware`` beside this
+    module in an installed wheel (pyproject.toml maps the checkout's ``firmware/`` folder there), or
+    that folder itself, beside ``service/``, in a checkout or an editable install.
 
-    try:
-        return Path(str(files("tswarm.firmware")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "firmware"
+    Not ``importlib.resources.files("tswarm.firmware")``: a folder without ``__init__.py`` is a
+    namespace package, whose MultiplexedPath is no file-system path (mpremote needs real files).
+    """
+    here = Path(__file__).resolve().parent
+    if not (here / "firmware").is_dir() and (here.parent / "pyproject.toml").is_file():
+        return here.parent / "firmware"  # the checkout
+    return here / "firmware"  # if missing, firmware_files says so
 
 
 FIRMWARE_FILES = ("node.py", "main.py")  # then config.json, written last: a board with new code and
