@@ -76,7 +76,7 @@ def loopback_problem(config: Config, conf: dict) -> Optional[str]:
     url = conf["url"]
     if not unreachable_host(urlsplit(url).hostname or ""):
         return None
-    example = f"http://192.168.1.20:{config.port}"
+    example = local_base_url(config) or f"http://192.168.1.20:{config.port}"  # this machine's, when it has one
     if config.public_url:
         return (f"TSWARM_PUBLIC_URL {config.public_url} is this machine's loopback, which a board cannot reach:"
                 f" set it to the address or name nodes reach this machine at (e.g. {example})")

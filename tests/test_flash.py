@@ -125,6 +125,14 @@ def test_node_config_with_bad_options_changes_nothing(tmp_path):
         assert not journal.node_exists("shed")
 
 
+def example_url(port) -> str:
+    """The URL the refusal suggests: this machine's LAN address and port, or a placeholder without one."""
+    from tswarm.settings import Config
+    from tswarm.svconf import local_base_url
+
+    return local_base_url(Config(port=port)) or f"http://192.168.1.20:{port}"
+
+
 def nodes_table(data_dir):
     with Journal.open(data_dir) as journal:
         return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
@@ -139,7 +147,7 @@ def test_node_config_refuses_a_loopback_public_url_and_changes_nothing(tmp_path,
     assert (proc.returncode, proc.stdout) == (1, "")
     assert proc.stderr == (
         f"Error: TSWARM_PUBLIC_URL {public_url} is this machine's loopback, which a board cannot reach: set it to the "
-        "address or name nodes reach this machine at (e.g. http://192.168.1.20:8080); or pass --allow-loopback for a "
+        f"address or name nodes reach this machine at (e.g. {example_url(8080)}); or pass --allow-loopback for a "
         "board that runs on this machine\n"
     )
     assert nodes_table(data_dir) == before

@@ -124,6 +124,12 @@ def test_a_loopback_public_url_is_a_problem_even_with_a_lan_address(routes):
     )
 
 
+def test_the_loopback_problem_suggests_this_machines_own_lan_url(routes):
+    routes([("0.0.0.0/0", "10.1.2.3")])
+    config = Config(public_url="http://127.0.0.1:9000", port=9000)
+    assert loopback_problem(config, svconf(config, "kitchen", "pw")).endswith("(e.g. http://10.1.2.3:9000)")
+
+
 @pytest.mark.parametrize("env, port", [({"TSWARM_PORT": "9000"}, 9000), ({"TSWARM_PORT": "9000", "PORT": "5000"}, 5000)])
 def test_url_local_has_the_port_serve_listens_on(routes, env, port):
     routes(PI_ROUTES)

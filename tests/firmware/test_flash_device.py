@@ -9,6 +9,8 @@ import json
 import pytest
 
 from tswarm.journal import Journal
+from tswarm.settings import Config
+from tswarm.svconf import local_base_url
 from tests.servers import add_node, run_cli, tswarm_env
 
 from .board import FIRMWARE, PtyBoard, boot
@@ -98,13 +100,14 @@ def test_flash_to_a_board_that_does_not_answer_times_out_in_one_line(firmware_se
 
 
 def test_flash_refuses_a_loopback_url_before_touching_the_board(firmware_service, tmp_path):
+    example = local_base_url(Config(port=firmware_service.port)) or f"http://192.168.1.20:{firmware_service.port}"
     before = nodes_table(firmware_service)
     with PtyBoard(tmp_path / "loopback") as board:
         proc = flash(firmware_service, "loopback-1", board.port, *WIFI, check=False, allow_loopback=False)
     assert proc.returncode == 1
     assert proc.stderr == (
         f"Error: TSWARM_PUBLIC_URL {firmware_service.url} is this machine's loopback, which a board cannot reach: set it"
-        f" to the address or name nodes reach this machine at (e.g. http://192.168.1.20:{firmware_service.port}); or"
+        f" to the address or name nodes reach this machine at (e.g. {example}); or"
         " pass --allow-loopback for a board that runs on this machine\n"
     )
     assert list(board.root.iterdir()) == []
