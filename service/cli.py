@@ -103,14 +103,13 @@ def node():
 
 
 def _print_svconf(config: Config, name: str, password: str) -> None:
+    from .svconf import loopback_problem
+
     conf = svconf(config, name, password)
     click.echo(json.dumps(conf, indent=2))
-    if "//127." in conf["url"]:
-        click.echo(
-            "note: this machine has no LAN address to offer, so url points at 127.0.0.1, which a node cannot"
-            " reach; set TSWARM_PUBLIC_URL (e.g. http://192.168.1.20:8080) and run 'tswarm node passwd' again",
-            err=True,
-        )
+    problem = loopback_problem(config, conf)
+    if problem:  # printed for a person to paste, so a warning; flash and node config refuse
+        click.echo(f"warning: {problem}, then run 'tswarm node passwd {name}' again", err=True)
 
 
 def _password_or_generated(password: str | None) -> str:
@@ -386,28 +385,28 @@ def _board(options: dict):
     return board
 
 
-def _config_text(name, data_dir, password, board) -> str:
-    """Register NAME if needed (or give it a new password) and return its config.json text."""
-    from .flash import build_config, config_json, node_credentials
-
-    node_svconf, note = node_credentials(load_config(data_dir=data_dir), name, password)
-    if note:
-        click.echo(f"note: {note}", err=True)
-    return config_json(build_config(node_svconf, board))
+ALLOW_LOOPBACK_HELP = (
+    "Write a loopback URL (127.0.0.1, localhost) into the config all the same: for a board that runs on"
+    " this machine. Without it, such a URL is refused: no board can reach it."
+)
 
 
 @node.command("config")
 @node_name_arg
 @board_options
+@click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
 @data_dir_option
-def node_config(name, data_dir, **options):
+def node_config(name, data_dir, allow_loopback, **options):
     """Print node NAME's config.json (registering NAME if needed), for flashing another way."""
-    from .flash import FlashError
+    from .flash import FlashError, node_config as make
 
+    config = load_config(data_dir=data_dir)
     try:
-        click.echo(_config_text(name, data_dir, options["password"], _board(options)), nl=False)
+        text = make(config, name, options["password"], _board(options), allow_loopback=allow_loopback,
+                    report=lambda line: click.echo(line, err=True))
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
+    click.echo(text, nl=False)
 
 
 @cli.command()
@@ -415,19 +414,16 @@ def node_config(name, data_dir, **options):
 @click.option("--port", required=True, help="The board's serial device, e.g. /dev/ttyUSB0.")
 @click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to wait for the board to answer.")
 @board_options
+@click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
 @data_dir_option
-def flash(name, port, timeout, data_dir, **options):
+def flash(name, port, timeout, data_dir, allow_loopback, **options):
     """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote."""
-    from .flash import FlashError, copy_files, firmware_files, probe
+    from .flash import FlashError, flash as run
 
+    config = load_config(data_dir=data_dir)
     try:
-        board = _board(options)
-        if not board.ssids:
-            raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
-        probe(port, timeout=timeout, node=name)  # before any password changes
-        click.echo(f"board on {port} answers", err=True)
-        files = firmware_files(_config_text(name, data_dir, options["password"], board))
-        copy_files(port, files, progress=lambda line: click.echo(line, err=True))
+        run(config, name, port, options["password"], _board(options), allow_loopback=allow_loopback, timeout=timeout,
+            report=lambda line: click.echo(line, err=True))
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"flashed {name} on {port}; press the board's reset button to start it")

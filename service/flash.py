@@ -2,10 +2,12 @@
 ``config.json`` copied with the real ``mpremote`` (a subprocess of the mpremote installed next to
 this Python).
 
-``tswarm flash`` and ``tswarm node config`` call these functions; no click here.
+``tswarm flash`` calls :func:`flash` and ``tswarm node config`` :func:`node_config`; no click here.
+Both check everything first and write the journal last (:func:`register`), so a refused or failed
+run changes nothing.
 
 The service keeps only scrypt hashes of node passwords, so a config for a node that already
-exists needs a new password (or the one the user passes again); :func:`node_credentials` sets it.
+exists needs a new password (or the one the user passes again).
 """
 from __future__ import annotations
 
@@ -23,21 +25,21 @@ from typing import Callable, Optional
 from . import auth
 from .journal import Journal
 from .settings import Config
-from .svconf import svconf
-
+from .svconf import loopback_problem, svconf
 
 
 def firmware_dir() -> Path:
-    """The board's files shipped with this tswarm: the package data ``tswarm.firmware`` of an
-    installed wheel (pyproject.toml maps the checkout's ``firmware/`` folder there), or that folder
-    itself in an editable install (whose import finder does not map a folder without
-    ``__init__.py`` below a package)."""
-    from importlib.resources import files
+    """The board's files shipped with this tswarm: the package data ``tswarm.firmware`` beside this
+    module in an installed wheel (pyproject.toml maps the checkout's ``firmware/`` folder there), or
+    that folder itself, beside ``service/``, in a checkout or an editable install.
 
-    try:
-        return Path(str(files("tswarm.firmware")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "firmware"
+    Not ``importlib.resources.files("tswarm.firmware")``: a folder without ``__init__.py`` is a
+    namespace package, whose MultiplexedPath is no file-system path (mpremote needs real files).
+    """
+    here = Path(__file__).resolve().parent
+    if not (here / "firmware").is_dir() and (here.parent / "pyproject.toml").is_file():
+        return here.parent / "firmware"  # the checkout
+    return here / "firmware"  # if missing, firmware_files says so
 
 
 FIRMWARE_FILES = ("node.py", "main.py")  # then config.json, written last: a board with new code and
@@ -118,27 +120,92 @@ def config_json(config: dict) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
-def node_credentials(config: Config, name: str, password: Optional[str]) -> tuple[dict, Optional[str]]:
-    """Register ``name`` if needed and return ``(svconf, note)``.
+def credentials(config: Config, name: str, password: Optional[str], allow_loopback: bool = False) -> tuple[dict, str]:
+    """``(svconf, password)`` for node ``name``, checked, without touching the journal.
 
-    An existing node gets ``password`` again, or a new generated one: its old password cannot
-    be recovered from the hash. ``note`` says so (for stderr), or is None.
+    ``password`` None: a new generated one. A svconf whose ``url`` a board cannot reach (this machine's
+    loopback) is refused unless ``allow_loopback`` (a board that runs on this machine, as in the tests).
     """
     if password is not None and not password:
         raise FlashError("--password must not be empty")
-    new_password = password or auth.generate_password()
-    hashed = auth.hash_password(new_password)
+    password = password or auth.generate_password()
+    conf = svconf(config, name, password)
+    problem = loopback_problem(config, conf)
+    if problem and not allow_loopback:
+        raise FlashError(f"{problem}; or pass --allow-loopback for a board that runs on this machine")
+    return conf, password
+
+
+def register(config: Config, name: str, password: str, given: bool) -> Optional[str]:
+    """Register ``name`` with ``password``, or give the existing node that password.
+
+    Returns a note for stderr when an existing node got a new generated password (``given`` False):
+    its old one cannot be recovered from the hash. The last step of a flash: nothing changes before
+    the board holds its files.
+    """
     with Journal.open(config.data_dir) as journal:
-        if journal.node_exists(name):
-            journal.set_password(name, hashed)
-            note = None if password else (
-                f"node {name!r} exists and its password cannot be recovered: it now has a new one, in this "
-                "config.json; a board still running the old config gets 401 until it is flashed with this one"
-            )
-        else:
-            journal.add_node(name, hashed)
-            note = None
-    return svconf(config, name, new_password), note
+        if not journal.node_exists(name):
+            journal.add_node(name, auth.hash_password(password))
+            return None
+        journal.set_password(name, auth.hash_password(password))
+    if given:
+        return None
+    return (f"node {name!r} exists and its password cannot be recovered: it now has a new one, in this "
+            "config.json; a board still running the old config gets 401 until it is flashed with this one")
+
+
+def destination(conf: dict) -> str:
+    """Where the board will send its readings, for the user (one line)."""
+    line = f"{conf['login']} will send to {conf['url']}"
+    if conf["url_local"] != conf["url"]:
+        line += f" (or {conf['url_local']} when that cannot be reached)"
+    return line
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Fail early unless the journal in ``data_dir`` can be written (or created), creating nothing."""
+    path = Path(data_dir)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise FlashError(f"cannot write the journal in {data_dir}: {path} is not a folder this user can write to")
+
+
+def node_config(config: Config, name: str, password: Optional[str], options: BoardOptions,
+                allow_loopback: bool = False, report: Callable[[str], None] = lambda line: None) -> str:
+    """Node ``name``'s config.json text; registers the node (or sets its password) once all is checked."""
+    conf, new_password = credentials(config, name, password, allow_loopback)
+    text = config_json(build_config(conf, options))
+    check_data_dir(config.data_dir)
+    report(destination(conf))
+    note = register(config, name, new_password, given=password is not None)
+    if note:
+        report(f"note: {note}")
+    return text
+
+
+def flash(config: Config, name: str, port: str, password: Optional[str], options: BoardOptions,
+          allow_loopback: bool = False, timeout: float = BOARD_TIMEOUT_S,
+          report: Callable[[str], None] = lambda line: None) -> None:
+    """Copy node.py, main.py and the node's config.json to the board on ``port``.
+
+    Everything is checked first (options, the node's URL, the firmware files, the journal's folder,
+    the board answering); the node is registered, or gets its new password, only once the board
+    holds the files and their SHA-256 matched: a failed flash changes nothing in the journal.
+    """
+    options.validate()
+    if not options.ssids:
+        raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
+    conf, new_password = credentials(config, name, password, allow_loopback)
+    files = firmware_files(config_json(build_config(conf, options)))
+    check_data_dir(config.data_dir)
+    probe(port, timeout=timeout, node=name)
+    report(f"board on {port} answers")
+    report(destination(conf))
+    copy_files(port, files, progress=report)
+    note = register(config, name, new_password, given=password is not None)
+    if note:
+        report(f"note: {note}")
 
 
 # -- mpremote ---------------------------------------------------------------------------------
@@ -156,7 +223,8 @@ def mpremote(port: str, *args: str, timeout: float, node: str = "NAME") -> subpr
             f"button and run this again at once, or 'tswarm halt {node}' and wait for its next wake"
         ) from None
     if proc.returncode != 0:
-        lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+        # mpremote says what failed on stderr; stdout holds the progress ("cp a :a") before it
+        lines = [line.strip() for line in (proc.stderr.strip() or proc.stdout).splitlines() if line.strip()]
         raise FlashError(f"mpremote failed on {port}: {lines[-1] if lines else 'exit status %d' % proc.returncode}")
     return proc
 

@@ -101,6 +101,23 @@ class ConfigError(ValueError):
     """A setting has a value the service cannot use."""
 
 
+def _check_public_url(url: str) -> None:
+    """TSWARM_PUBLIC_URL is what boards are flashed with: an http(s) URL with a host, nothing after its path."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in 0-65535)
+    except ValueError:
+        parts = None
+    if (parts is None or any(c.isspace() for c in url) or parts.scheme not in ("http", "https")
+            or not parts.hostname or parts.query or parts.fragment):
+        raise ConfigError(
+            f"TSWARM_PUBLIC_URL must be an http:// or https:// URL with a host, like http://192.168.1.20:8080"
+            f" (a path is allowed, no ?query or #fragment), got {url!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("./data")
@@ -201,6 +218,8 @@ class Config:
             raise ConfigError(f"TSWARM_MAX_BODY must be at least 64, got {self.max_body}")
         if not 1 <= self.forward_batch <= 100_000:
             raise ConfigError(f"TSWARM_FORWARD_BATCH must be between 1 and 100000, got {self.forward_batch}")
+        if self.public_url:
+            _check_public_url(self.public_url)
 
     @property
     def retention_s(self) -> int:

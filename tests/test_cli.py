@@ -236,14 +236,54 @@ def test_an_empty_password_is_refused(run, command):
     assert result.exit_code == 2 and "must not be empty" in result.output
 
 
-def test_node_add_warns_when_the_url_is_loopback_and_not_when_public_url_is_set(run, monkeypatch):
-    monkeypatch.setattr("tswarm.svconf.local_address", lambda: "127.0.0.1")
-    result = run("node", "add", "a")
-    assert json.loads(result.stdout)["url"].startswith("http://127.0.0.1:")
-    assert "set TSWARM_PUBLIC_URL" in result.stderr
+def no_default_route(destination=None):
+    raise OSError(101, "Network is unreachable")
+
+
+@pytest.mark.parametrize("command", ["add", "passwd"])
+def test_node_add_and_passwd_warn_when_the_url_is_loopback_and_not_when_public_url_is_set(run, monkeypatch, command):
+    """`node add`/`node passwd` print the svconf for a person to paste, so they warn (flash and node config refuse)."""
+    monkeypatch.setattr("tswarm.svconf.source_address", no_default_route)
+    if command == "passwd":
+        run("node", "add", "a")
+    result = run("node", command, "a")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["url"] == "http://127.0.0.1:8080/api/nodes/a"
+    assert result.stderr == (
+        "warning: this machine has no LAN address (no default route), so the node's url would be "
+        "http://127.0.0.1:8080/api/nodes/a, which a board cannot reach: set TSWARM_PUBLIC_URL to the address nodes "
+        "reach this machine at (e.g. http://192.168.1.20:8080), then run 'tswarm node passwd a' again\n"
+    )
     monkeypatch.setenv("TSWARM_PUBLIC_URL", "http://192.168.1.20:8080")
-    result = run("node", "add", "b")
-    assert json.loads(result.stdout)["url"] == "http://192.168.1.20:8080/api/nodes/b" and result.stderr == ""
+    result = run("node", "passwd", "a")
+    assert json.loads(result.stdout)["url"] == "http://192.168.1.20:8080/api/nodes/a" and result.stderr == ""
+
+
+def test_node_add_uses_the_lan_address_and_the_port_serve_uses(run, monkeypatch):
+    monkeypatch.setattr("tswarm.svconf.source_address", lambda destination=None: "192.168.1.20")
+    monkeypatch.setenv("TSWARM_PORT", "9000")
+    conf = json.loads(run("node", "add", "a").stdout)
+    assert conf["url"] == conf["url_local"] == "http://192.168.1.20:9000/api/nodes/a"
+
+
+@pytest.mark.parametrize("url", [
+    "192.168.1.20:8080", "ftp://example.org", "http://", "https://:8080", "http://example.org:99999",
+    "http://example.org:port", "http://example.org/?a=1", "http://example.org/#top", "http://exa mple.org",
+])
+def test_a_bad_public_url_is_a_one_line_error_before_anything_changes(run, monkeypatch, data_dir, url):
+    monkeypatch.setenv("TSWARM_PUBLIC_URL", url)
+    result = run("node", "add", "a")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: TSWARM_PUBLIC_URL must be an http:// or https:// URL with a host, like "
+                                    "http://192.168.1.20:8080 (a path is allowed, no ?query or #fragment), got ")
+    assert len(result.output.splitlines()) == 1
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("url", ["http://192.168.1.20:8080", "https://swarm.example.org/tswarm/", "http://[fd00::2]:80"])
+def test_a_good_public_url_is_used_as_is(run, monkeypatch, url):
+    monkeypatch.setenv("TSWARM_PUBLIC_URL", url)
+    assert json.loads(run("node", "add", "a").stdout)["url"] == url.rstrip("/") + "/api/nodes/a"
 
 
 @pytest.mark.parametrize("command", [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["node", "passwd", "a"], ["status"]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 
 import pytest
 
@@ -61,9 +62,16 @@ def test_bad_options_are_refused_with_what_to_fix(options, message):
     assert str(exc.value).startswith(message)
 
 
-def node_config(data_dir, *args, check=True):
-    env = tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example")
+def node_config(data_dir, *args, check=True, public_url="https://t.example"):
+    env = tswarm_env(data_dir, TSWARM_PUBLIC_URL=public_url)
     return run_cli(data_dir, "node", "config", *args, env=env, check=check)
+
+
+def destination_line(name, url, url_local) -> str:
+    line = f"{name} will send to {url}"
+    if url_local != url:
+        line += f" (or {url_local} when that cannot be reached)"
+    return line + "\n"
 
 
 def password_of(config: dict) -> str:
@@ -79,9 +87,10 @@ def test_node_config_registers_a_new_node_and_prints_its_config(tmp_path):
     data_dir = tmp_path / "data"
     proc = node_config(data_dir, "shed", "--password", "pw-shed", "--wifi-ssid", "home", "--wifi-password", "x")
     config = json.loads(proc.stdout)
-    assert proc.stderr == ""
-    assert config["svconf"] == {"url": "https://t.example/api/nodes/shed", "url_local": config["svconf"]["url_local"],
+    url_local = config["svconf"]["url_local"]
+    assert config["svconf"] == {"url": "https://t.example/api/nodes/shed", "url_local": url_local,
                                 "login": "shed", "xauth": auth.xauth("shed", "pw-shed")}
+    assert proc.stderr == destination_line("shed", "https://t.example/api/nodes/shed", url_local)
     assert auth.verify_password("pw-shed", stored_hash(data_dir, "shed"))
 
 
@@ -91,7 +100,8 @@ def test_node_config_for_an_existing_node_gives_it_a_new_password_and_says_so(tm
     proc = node_config(data_dir, "shed")
     second = json.loads(proc.stdout)
 
-    assert proc.stderr.startswith("note: node 'shed' exists and its password cannot be recovered: it now has a new one")
+    assert proc.stderr.splitlines()[1].startswith(
+        "note: node 'shed' exists and its password cannot be recovered: it now has a new one")
     assert password_of(first) != password_of(second)
     assert auth.verify_password(password_of(second), stored_hash(data_dir, "shed"))
     assert not auth.verify_password(password_of(first), stored_hash(data_dir, "shed"))
@@ -101,7 +111,7 @@ def test_node_config_with_the_password_again_keeps_the_node_working_quietly(tmp_
     data_dir = tmp_path / "data"
     node_config(data_dir, "shed", "--password", "same-pw")
     proc = node_config(data_dir, "shed", "--password", "same-pw")
-    assert proc.stderr == ""
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("shed will send to https://t.example/")
     assert auth.verify_password("same-pw", stored_hash(data_dir, "shed"))
 
 
@@ -113,3 +123,63 @@ def test_node_config_with_bad_options_changes_nothing(tmp_path):
                            "in the same order ('' for an open network)\n")
     with Journal.open(data_dir) as journal:
         assert not journal.node_exists("shed")
+
+
+def example_url(port) -> str:
+    """The URL the refusal suggests: this machine's LAN address and port, or a placeholder without one."""
+    from tswarm.settings import Config
+    from tswarm.svconf import local_base_url
+
+    return local_base_url(Config(port=port)) or f"http://192.168.1.20:{port}"
+
+
+def nodes_table(data_dir):
+    with Journal.open(data_dir) as journal:
+        return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("public_url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://0.0.0.0:8080"])
+def test_node_config_refuses_a_loopback_public_url_and_changes_nothing(tmp_path, public_url):
+    data_dir = tmp_path / "data"
+    node_config(data_dir, "shed", "--password", "pw-1")
+    before = nodes_table(data_dir)
+    proc = node_config(data_dir, "shed", public_url=public_url, check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"Error: TSWARM_PUBLIC_URL {public_url} is this machine's loopback, which a board cannot reach: set it to the "
+        f"address or name nodes reach this machine at (e.g. {example_url(8080)}); or pass --allow-loopback for a "
+        "board that runs on this machine\n"
+    )
+    assert nodes_table(data_dir) == before
+    assert auth.verify_password("pw-1", stored_hash(data_dir, "shed"))
+
+
+def test_node_config_with_allow_loopback_writes_the_loopback_url(tmp_path):
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "shed", "--allow-loopback", public_url="http://127.0.0.1:9000")
+    assert json.loads(proc.stdout)["svconf"]["url"] == "http://127.0.0.1:9000/api/nodes/shed"
+    assert stored_hash(data_dir, "shed").startswith("scrypt$")
+
+
+def test_node_config_on_a_machine_without_a_lan_address_refuses_and_registers_nothing(tmp_path, monkeypatch):
+    """In process (CliRunner), with the route lookup stubbed: no default route can be made here for real."""
+    from click.testing import CliRunner
+
+    from tswarm.cli import cli
+
+    def no_route(destination=None):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr("tswarm.svconf.source_address", no_route)
+    for name in [k for k in os.environ if k.startswith("TSWARM_") or k == "PORT"]:
+        monkeypatch.delenv(name)
+    data_dir = tmp_path / "data"
+    result = CliRunner().invoke(cli, ["node", "config", "shed", "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: this machine has no LAN address (no default route), so the node's url would be "
+        "http://127.0.0.1:8080/api/nodes/shed, which a board cannot reach: set TSWARM_PUBLIC_URL to the address "
+        "nodes reach this machine at (e.g. http://192.168.1.20:8080); or pass --allow-loopback for a board that "
+        "runs on this machine\n"
+    )
+    assert not data_dir.exists()

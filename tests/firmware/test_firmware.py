@@ -44,7 +44,7 @@ def make_node(firmware_service, relay, tmp_path, request):
         out = run_cli(
             firmware_service.data_dir, "node", "config", name, "--password", PASSWORD,
             "--wifi-ssid", "attic", "--wifi-password", "attic-pw", "--wifi-ssid", "home", "--wifi-password", "home-pw",
-            "--ip", "192.168.4.50", "--gateway", "192.168.4.1", *args, env=env,
+            "--ip", "192.168.4.50", "--gateway", "192.168.4.1", "--allow-loopback", *args, env=env,
         ).stdout
         config = json.loads(out)
         config["svconf"]["url_local"] = f"{firmware_service.url}/api/nodes/{name}"
