@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile and the Procfile, checked without Docker (no engine runs here).
 
 docker-compose.yml validates against the Compose spec's own JSON schema (a copy in
-tests/data/compose-spec/, Apache-2.0, source in its NOTICE.md); every TSWARM_* variable it sets is one
+tests/schemas/, Apache-2.0, source in its NOTICE.md); every TSWARM_* variable it sets is one
 the service reads.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 from tswarm.settings import SETTINGS_BY_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = ROOT / "tests" / "data" / "compose-spec" / "compose-spec.json"
+SCHEMA = ROOT / "tests" / "schemas" / "compose-spec.json"
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
