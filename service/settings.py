@@ -42,8 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TSWARM_ADMIN_TOKEN", "", "Bearer token for admin routes; empty: admin routes are off."),
     Setting(
         "TSWARM_READ_TOKEN", "",
-        "Bearer token for reader routes and the status page (also everyone's from loopback); empty: loopback"
-        " reads without one, and the first `serve` makes one for other devices, kept in `<data dir>/read-token`,"
+        "Bearer token for reader routes and the status page, needed from loopback too; empty: loopback reads"
+        " without one, and the first `serve` makes one for other devices, keeps it in `<data dir>/read-token`"
         " and prints once the page's URL with it (docs/api.md).",
     ),
     Setting("TSWARM_PUBLIC_URL", "", "Base URL nodes use (printed in `svconf`); empty: this machine's address."),
