@@ -81,14 +81,15 @@ def _remove(path: Path) -> None:
         pass
 
 
-def page_base_url(config: Config, lan_address: str) -> str:
+def page_base_url(config: Config, lan_address: Optional[str]) -> str:
     """Where another device opens the page: ``TSWARM_PUBLIC_URL`` when set, else this machine's
-    ``lan_address`` (when listening on every address) or the listening host, with the port."""
+    ``lan_address`` (when listening on every address; None: it has none) or the listening host,
+    with the port."""
     if config.public_url:
         return config.public_url
     host = config.host
     if host in ("", "0.0.0.0", "::"):
-        host = lan_address
+        host = lan_address or "<this machine's address>"
     try:
         if ipaddress.ip_address(host).version == 6:
             host = f"[{host}]"
@@ -97,7 +98,7 @@ def page_base_url(config: Config, lan_address: str) -> str:
     return f"http://{host}:{config.port}"
 
 
-def announce(config: Config, lan_address: str) -> Optional[str]:
+def announce(config: Config, lan_address: Optional[str]) -> Optional[str]:
     """What ``serve`` prints about the read token before it starts, or None when one is configured.
 
     Makes the token when there is none yet. The URL with the token is printed the one time it is

@@ -68,6 +68,10 @@ def test_the_page_url_is_what_another_device_can_open(host, public_url, expected
     assert page_base_url(Config(host=host, public_url=public_url), "192.168.1.20") == expected
 
 
+def test_without_a_lan_address_the_page_url_says_so():
+    assert page_base_url(Config(), None) == "http://<this machine's address>:8080"
+
+
 def test_the_url_with_the_token_is_announced_once(tmp_path):
     config = Config(data_dir=tmp_path / "data")
     first = announce(config, "192.168.1.20")
