@@ -1,16 +1,19 @@
 """Who may read and who may administer: bearer tokens for people and tools, never node credentials.
 
-- Reader routes (``/api/nodes``, ``/api/readings``): ``Authorization: Bearer <TSWARM_READ_TOKEN>``
-  or the admin token. With no read token configured, readers are served to loopback clients
-  only (a request that came through a proxy, i.e. carries ``Forwarded``/``X-Forwarded-For``,
-  does not count as loopback), so ``make run`` shows everything locally and nothing outside.
+- Reader routes (``/api/nodes``, ``/api/readings``): ``Authorization: Bearer <read token>`` or the
+  admin token, or the status page's cookie (``tswarm_read``, set by ``/?token=...``: service/web.py),
+  which carries the read token. The read token is ``TSWARM_READ_TOKEN``, or, when that is empty,
+  the one the first ``serve`` made and keeps in the data dir (service/tokens.py). Only in that
+  second case are loopback clients served without a token (a request that came through a proxy,
+  i.e. carries ``Forwarded``/``X-Forwarded-For``, does not count as loopback), so ``make run`` and
+  the README's curl tour work on the machine itself while the LAN needs the token.
 - Admin routes (``/api/admin/...``): ``Authorization: Bearer <TSWARM_ADMIN_TOKEN>``; with no
   admin token configured they answer 404 (they are off).
 - Node credentials (``Basic``) get 403 on both: a node can only write its own readings. (Admin
   routes that are off answer 404 before any credential is looked at, node credentials too.)
 
-Tokens are compared in constant time and never logged. Wrong tokens count as failed logins
-of the client's address (the same guard as the node protocol: too many and it gets 429).
+Tokens are compared in constant time and never logged. Wrong tokens (header, cookie or
+``/?token=``) count as failed logins of the client's address (the same guard as the node protocol: too many and it gets 429).
 """
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ from . import keys
 from .errors import json_error
 
 BEARER_REALM = 'Bearer realm="tswarm"'
+COOKIE = "tswarm_read"  # the status page's: HttpOnly, SameSite=Strict, holds the read token
+# The token the data dir keeps when TSWARM_READ_TOKEN is empty (loaded at start by service/web.py).
+KEPT_READ_TOKEN = web.AppKey("kept_read_token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -43,6 +49,26 @@ def is_loopback_client(request: web.Request) -> bool:
         return False
 
 
+def read_token(app: web.Application) -> str:
+    """The token that lets a request read: the configured one, else the one kept in the data dir."""
+    return app[keys.CONFIG].read_token or app.get(KEPT_READ_TOKEN, "")
+
+
+def refuse_blocked(request: web.Request) -> Optional[web.Response]:
+    """429 while the client's address has failed too often, else None."""
+    wait = request.app[keys.GUARD].retry_after(request.remote or "unknown")
+    if wait:
+        return json_error(
+            429, "too_many_failures", f"too many failed logins from this address; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    return None
+
+
+def failed_login(request: web.Request) -> None:
+    request.app[keys.GUARD].failed(request.remote or "unknown")
+
+
 def _scheme_and_value(request: web.Request) -> tuple[str, str]:
     header = request.headers.get("Authorization", "").strip()
     scheme, _, value = header.partition(" ")
@@ -57,29 +83,37 @@ def _refuse(request: web.Request, role: str) -> Optional[web.Response]:
     scheme, value = _scheme_and_value(request)
     if scheme == "basic":
         return json_error(403, "node_credentials", "node credentials can only send readings; use a bearer token")
-    guard = request.app[keys.GUARD]
-    peer = request.remote or "unknown"
-    wait = guard.retry_after(peer)
-    if wait:
-        return json_error(
-            429, "too_many_failures", f"too many failed logins from this address; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+    blocked = refuse_blocked(request)
+    if blocked:
+        return blocked
+    reader_token = read_token(request.app)
     if scheme == "bearer":
         if token_matches(value, config.admin_token):
             return None
-        if token_matches(value, config.read_token):
+        if token_matches(value, reader_token):
             if role == "reader":
                 return None
             return json_error(403, "read_only", "the read token cannot administer; use TSWARM_ADMIN_TOKEN")
-        guard.failed(peer)
+        failed_login(request)
         return _unauthorized("wrong token")
     if scheme:
         return _unauthorized("send 'Authorization: Bearer <token>'")
-    if role == "reader" and not config.read_token and is_loopback_client(request):
-        return None
-    what = "TSWARM_READ_TOKEN (or the admin token)" if role == "reader" else "TSWARM_ADMIN_TOKEN"
-    return _unauthorized(f"send 'Authorization: Bearer <token>' with {what}")
+    if role == "reader":
+        if not config.read_token and is_loopback_client(request):
+            return None
+        cookie = request.cookies.get(COOKIE)
+        if cookie is not None:
+            if token_matches(cookie, reader_token):
+                return None
+            failed_login(request)
+            response = _unauthorized("the page's token cookie is not this service's read token; open the page's URL with ?token= again")
+            response.del_cookie(COOKIE, path="/")
+            return response
+        return _unauthorized(
+            "send 'Authorization: Bearer <token>' with the read token: TSWARM_READ_TOKEN, or when that is"
+            " empty the one `tswarm serve` keeps in its data dir (read-token), or the admin token"
+        )
+    return _unauthorized("send 'Authorization: Bearer <token>' with TSWARM_ADMIN_TOKEN")
 
 
 def _unauthorized(detail: str) -> web.Response:

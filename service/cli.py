@@ -90,11 +90,26 @@ def serve(host, port, workers, data_dir):
         "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
         f", {config.workers} workers" if config.workers > 1 else "",
     )
+    _announce_read_token(config)
     try:
         status = run(config)
     except ListenError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)
+
+
+def _announce_read_token(config: Config) -> None:
+    """With no TSWARM_READ_TOKEN: make the data dir's read token (before any worker starts) and say
+    where the page is; the URL with the token only the first time (service/tokens.py)."""
+    from .svconf import lan_address
+    from .tokens import TokenFileError, announce
+
+    try:
+        message = announce(config, lan_address())
+    except TokenFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    if message:
+        click.echo(message, err=True)
 
 
 @cli.group()

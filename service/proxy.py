@@ -11,7 +11,12 @@ Two middlewares, both off unless configured:
 - ``TSWARM_FORCE_HTTPS``: the page (``GET``/``HEAD /`` and ``/static/*``) over plain HTTP is
   redirected to HTTPS, and HTTPS answers carry ``Strict-Transport-Security``. Nothing else is ever
   redirected: firmware in the field does not follow redirects, so ``/api/nodes/*`` (and the API,
-  ``/healthz``, ``/metrics``) answer over plain HTTP as before.
+  ``/healthz``, ``/metrics``) answer over plain HTTP as before. Where to: tswarm has no TLS of its
+  own, so HTTPS is the proxy's. Through a trusted proxy, the redirect goes to the host (and port)
+  the proxy says, ``X-Forwarded-Host`` or else ``Host`` (a plain-HTTP ``:80`` dropped); a request
+  that reached tswarm's own port directly goes to the HTTPS port (443) of the same host name, never
+  to tswarm's port, where nothing speaks TLS. Without trusted proxies tswarm can never learn that
+  a request was HTTPS (every page answer would redirect again), so that is a warning at start.
 
 aiohttp-remotes was considered: its ``XForwardedFiltered`` does not check the TCP peer (any client
 could choose its address), and ``XForwardedStrict`` answers 400 to requests that did not pass the
@@ -20,16 +25,22 @@ proxy (a node on the LAN talking to the Pi directly), so this is a small middlew
 from __future__ import annotations
 
 import ipaddress
+import logging
 from typing import Iterable, Optional, Sequence
 
 from aiohttp import web
+from yarl import URL
 
+from .errors import json_error
 from .settings import Config
+
+log = logging.getLogger("tswarm.proxy")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 HSTS = "max-age=31536000"  # one year; not includeSubDomains: other hosts of the domain are not ours to decide
 PAGE_PATHS = ("/",)
 PAGE_PREFIXES = ("/static/",)
+VIA_TRUSTED_PROXY = web.RequestKey("via_trusted_proxy", bool)  # the TCP peer is a trusted proxy
 
 
 def parse_networks(value: str | Iterable[str]) -> tuple[Network, ...]:
@@ -93,7 +104,9 @@ def proxy_middleware(networks: Sequence[Network]):
         proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         if proto in ("http", "https"):
             changes["scheme"] = proto
-        return await handler(request.clone(**changes) if changes else request)
+        request = request.clone(**changes) if changes else request
+        request[VIA_TRUSTED_PROXY] = True
+        return await handler(request)
 
     return forwarded
 
@@ -104,12 +117,34 @@ def is_page(request: web.Request) -> bool:
     )
 
 
+def https_location(request: web.Request) -> Optional[str]:
+    """Where the page is over HTTPS: the host (and port) a trusted proxy says, else the HTTPS port of
+    the host name the request was sent to; the same path and query. None when the host is no host."""
+    proxied = request.get(VIA_TRUSTED_PROXY, False)
+    authority = request.host
+    if proxied:
+        authority = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or authority
+    try:
+        if any(c in authority for c in "/?#@\\"):
+            raise ValueError(authority)
+        asked = URL("http://" + authority)
+        port = asked.explicit_port if proxied and asked.explicit_port != 80 else None
+        base = URL.build(scheme="https", host=asked.host or "", port=port)
+    except (ValueError, TypeError, UnicodeError):
+        return None
+    return str(base) + request.raw_path if base.host else None
+
+
 @web.middleware
 async def force_https(request: web.Request, handler):
     """Redirect the page to HTTPS; never anything else. HSTS on HTTPS answers (those not already
     streaming: a browser learns it from the page)."""
     if not request.secure and is_page(request):
-        raise web.HTTPPermanentRedirect(request.url.with_scheme("https").with_port(None))
+        location = https_location(request)
+        if location is None:
+            return json_error(400, "bad_request", "the Host (or X-Forwarded-Host) header is not a host name;"
+                              " the page is redirected to HTTPS on that host")
+        raise web.HTTPPermanentRedirect(location)
     response = await handler(request)
     if request.secure and not response.prepared:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
@@ -122,5 +157,11 @@ def middlewares(config: Config) -> list:
     if config.trusted_proxies:
         chain.append(proxy_middleware(parse_networks(config.trusted_proxies)))
     if config.force_https:
+        if not config.trusted_proxies and config.worker == 0:
+            log.warning(
+                "TSWARM_FORCE_HTTPS=1 without TSWARM_TRUSTED_PROXIES: tswarm has no TLS of its own and believes no"
+                " proxy's X-Forwarded-Proto, so the page is redirected to HTTPS on every request, also when it came"
+                " over HTTPS; set TSWARM_TRUSTED_PROXIES to the TLS proxy's address, or TSWARM_FORCE_HTTPS=0"
+            )
         chain.append(force_https)
     return chain

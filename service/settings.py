@@ -40,7 +40,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TSWARM_INFLUX_USER", "", "v1 API user (optional)."),
     Setting("TSWARM_INFLUX_PASSWORD", "", "v1 API password (optional)."),
     Setting("TSWARM_ADMIN_TOKEN", "", "Bearer token for admin routes; empty: admin routes are off."),
-    Setting("TSWARM_READ_TOKEN", "", "Bearer token for reader routes; empty: readers are served to loopback only."),
+    Setting(
+        "TSWARM_READ_TOKEN", "",
+        "Bearer token for reader routes and the status page, needed from loopback too; empty: loopback reads"
+        " without one, and the first `serve` makes one for other devices, keeps it in `<data dir>/read-token`"
+        " and prints once the page's URL with it (docs/api.md).",
+    ),
     Setting("TSWARM_PUBLIC_URL", "", "Base URL nodes use (printed in `svconf`); empty: this machine's address."),
     Setting(
         "TSWARM_TRUSTED_PROXIES", "",
@@ -49,7 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "TSWARM_FORCE_HTTPS", "0",
-        "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected.",
+        "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected."
+        " Only with a TLS proxy in front, listed in `TSWARM_TRUSTED_PROXIES`: tswarm itself has no TLS.",
     ),
     Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
     Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes; larger gets 413."),

@@ -3,20 +3,95 @@
 The page is static (HTML, CSS, JS and uPlot, the charting library, shipped in the package so
 it works offline); it reads ``/api/nodes`` and ``/api/readings`` like any other reader and
 asks for the read token only when one of them answers 401.
+
+``GET /?token=<read token>`` is the link ``tswarm serve`` prints (service/tokens.py): it sets the
+reader cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) and redirects to ``/`` without the
+token, so the token is left neither in the browser's history nor in a bookmark. A wrong token is
+a failed login of the client's address (service/access.py). The access log never shows the token:
+``token=`` in a logged request line is replaced by ``token=[redacted]``.
 """
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from aiohttp import web
 
+from . import access, keys
+from .errors import json_error
+from .tokens import ensure_read_token
+
 STATIC_DIR = Path(__file__).parent / "static"
+COOKIE_MAX_AGE = 400 * 86400  # the longest browsers keep a cookie; the token lasts until its file is deleted
+NO_REFERRER = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
 
-async def status_page(request: web.Request) -> web.FileResponse:
+async def status_page(request: web.Request) -> web.StreamResponse:
+    if "token" in request.query:
+        return page_login(request, request.query["token"])
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def page_login(request: web.Request, token: str) -> web.Response:
+    """``/?token=...``: the cookie and a redirect to the page without the token, or a failed login."""
+    blocked = access.refuse_blocked(request)
+    if blocked:
+        return blocked
+    if not access.token_matches(token, access.read_token(request.app)):
+        access.failed_login(request)
+        return json_error(
+            401, "unauthorized",
+            "that is not this service's read token (TSWARM_READ_TOKEN, or when that is empty the one kept in"
+            " the data dir's read-token file); `tswarm serve` prints the page's URL with it the first time",
+            headers=NO_REFERRER,
+        )
+    rest = request.rel_url.query.copy()
+    rest.popall("token")
+    response = web.Response(status=303, headers={"Location": request.rel_url.with_query(rest).path_qs, **NO_REFERRER})
+    response.set_cookie(
+        access.COOKIE, token, max_age=COOKIE_MAX_AGE, path="/", httponly=True, samesite="Strict",
+        secure=request.secure,
+    )
+    return response
+
+
+async def _keep_read_token(app: web.Application) -> None:
+    """With no TSWARM_READ_TOKEN, the data dir's token (made here if `serve` did not make it)."""
+    if not app[keys.CONFIG].read_token:
+        app[access.KEPT_READ_TOKEN], _ = ensure_read_token(app[keys.CONFIG].data_dir)
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactTokens(logging.Filter):
+    """Takes ``token=...`` out of aiohttp's access log lines (the message and its ``extra`` fields)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+            record.msg = redact(record.msg)
+        for name in ("first_request_line", "request_header"):
+            value = getattr(record, name, None)
+            if isinstance(value, str):
+                setattr(record, name, redact(value))
+            elif isinstance(value, dict):
+                setattr(record, name, {k: redact(v) if isinstance(v, str) else v for k, v in value.items()})
+        return True
+
+
+def _redact_access_log() -> None:
+    logger = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, RedactTokens) for f in logger.filters):
+        logger.addFilter(RedactTokens())
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
     app.router.add_static("/static/", STATIC_DIR)
+    app.on_startup.append(_keep_read_token)
+    _redact_access_log()

@@ -110,6 +110,58 @@ async def test_force_https_redirects_the_page_over_plain_http(make_client, path)
     assert resp.headers["Location"] == f"https://{host}{path}"
 
 
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("pi.lan:8080", "https://pi.lan/?refresh=5"),  # tswarm's own port has no TLS: the proxy's 443
+        ("192.168.1.10:8080", "https://192.168.1.10/?refresh=5"),
+        ("[fd00::2]:8080", "https://[fd00::2]/?refresh=5"),
+        ("pi.lan", "https://pi.lan/?refresh=5"),
+    ],
+)
+async def test_force_https_sends_a_direct_request_to_https_on_the_same_host(make_client, host, expected):
+    client = await make_client(force_https=True, trusted_proxies=("10.0.0.0/8",))
+    resp = await client.get("/?refresh=5", headers={"Host": host, "X-Forwarded-Host": "evil.example"},
+                            allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (308, expected)
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        ({"Host": "tswarm.example.org"}, "https://tswarm.example.org/?token=abc"),
+        ({"Host": "tswarm.example.org:80"}, "https://tswarm.example.org/?token=abc"),  # plain HTTP's port
+        ({"Host": "pi.lan:8443"}, "https://pi.lan:8443/?token=abc"),  # as the proxy says ($http_host)
+        ({"Host": "127.0.0.1:8080", "X-Forwarded-Host": "tswarm.example.org"}, "https://tswarm.example.org/?token=abc"),
+        ({"Host": "127.0.0.1:8080", "X-Forwarded-Host": "pi.lan:8443, other"}, "https://pi.lan:8443/?token=abc"),
+    ],
+)
+async def test_force_https_through_a_trusted_proxy_goes_where_the_proxy_says(make_client, headers, expected):
+    client = await make_client(force_https=True, trusted_proxies=("127.0.0.1",))
+    resp = await client.get("/?token=abc", headers={**headers, "X-Forwarded-Proto": "http"}, allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (308, expected)
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", "a b", "user@evil.example"])
+async def test_force_https_refuses_a_host_that_is_not_a_host_name(make_client, host):
+    client = await make_client(force_https=True, trusted_proxies=("127.0.0.1",))
+    resp = await client.get("/", headers={"X-Forwarded-Host": host}, allow_redirects=False)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "bad_request"
+
+
+def test_force_https_without_trusted_proxies_is_a_warning(caplog):
+    from tswarm.proxy import middlewares
+
+    with caplog.at_level("WARNING", logger="tswarm.proxy"):
+        assert len(middlewares(Config(force_https=True))) == 1
+    assert "TSWARM_FORCE_HTTPS=1 without TSWARM_TRUSTED_PROXIES" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tswarm.proxy"):
+        middlewares(Config(force_https=True, trusted_proxies=("127.0.0.1",)))
+    assert caplog.text == ""
+
+
 @pytest.mark.parametrize("method", ["PUT", "POST"])
 @pytest.mark.parametrize("path", ["/api/nodes/n1", "/api/nodes/n1/"])
 async def test_force_https_never_redirects_a_node_over_plain_http(make_client, journal, node, method, path):
@@ -177,3 +229,16 @@ def test_real_serve_behind_a_proxy_from_its_environment(tmp_path):
     assert secure_page[0] == 200 and secure_page[1]["Strict-Transport-Security"] == "max-age=31536000"
     assert failures == [401, 401, 429] and other == 401
     assert stored[0] == 202 and "Strict-Transport-Security" not in stored[1]
+
+
+@pytest.mark.parametrize("example", ["deploy/tswarm.env.example", "deploy/env.example"])
+def test_the_example_env_files_leave_https_to_a_proxy_that_is_there(example):
+    """A Pi or docker-compose set up as the docs say has no TLS proxy until one is added: the examples
+    must not redirect the page to a port where nothing listens."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / example).read_text()
+    env = dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    config = Config.from_env({k: v for k, v in env.items() if k.startswith("TSWARM_") and "$" not in v})
+    assert config.force_https is False
+    assert "TSWARM_FORCE_HTTPS=1" in text or "FORCE_HTTPS" in text  # how to turn it on is explained

@@ -1,17 +1,33 @@
-// tswarm status page: a table of nodes and a 24 h chart per node, refreshed without reloading.
-// Reads /api/nodes and /api/readings like any reader. Asks for the read token only when the
-// service answers 401, and keeps it in localStorage. `?refresh=SECONDS` sets the refresh period.
+// tswarm status page: a table of nodes and a card per node (latest values as text, a chart of
+// the last 24 hours), refreshed without reloading. Reads /api/nodes and /api/readings like any
+// reader: the reader cookie that `/?token=...` set, or, when the service answers 401, a token
+// asked for once and kept in localStorage. `?refresh=SECONDS` sets the refresh period.
+// Dates, times and numbers follow the browser's language (Intl).
 "use strict";
 
 (() => {
   const params = new URLSearchParams(location.search);
   const REFRESH_MS = Math.max(1, Number(params.get("refresh")) || 30) * 1000;
   const DAY_S = 86400;
+  const MIN_SPAN_S = 600; // a chart shows at least ten minutes, at most a day
   const TOKEN_KEY = "tswarm.readToken";
   const HEALTH_TEXT = { ok: "ok", late: "late", silent: "silent", halted: "halted", never: "never seen" };
+  const COLORS = { temperature: "#d9480f", humidity: "#1c7ed6" };
+
+  // -- the browser's language ---------------------------------------------------------------
+
+  const LANG = (navigator.languages && navigator.languages[0]) || navigator.language || undefined;
+  const oneDecimal = new Intl.NumberFormat(LANG, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+  const axisNumber = new Intl.NumberFormat(LANG, { maximumFractionDigits: 1 });
+  const hourMinute = new Intl.DateTimeFormat(LANG, { hour: "numeric", minute: "2-digit" });
+  const hourMinuteSecond = new Intl.DateTimeFormat(LANG, { hour: "numeric", minute: "2-digit", second: "2-digit" });
+  const dayMonth = new Intl.DateTimeFormat(LANG, { day: "numeric", month: "short" });
+  const dateTime = new Intl.DateTimeFormat(LANG, { dateStyle: "medium", timeStyle: "medium" });
+
+  const fmt = (v, unit) => (v == null ? "–" : `${oneDecimal.format(v)} ${unit}`);
 
   const series = new Map(); // node name -> {t: [], temperature: [], humidity: [], last: "RFC 3339" | null}
-  const charts = new Map(); // node name -> {box, plot}
+  const cards = new Map(); // node name -> {box, title, latest, count, plotBox, plot, empty, node}
   let windowEndS = Date.now() / 1000; // the service's "now" at the last refresh
 
   // -- talking to the service ---------------------------------------------------------------
@@ -21,7 +37,7 @@
   async function get(path) {
     const token = localStorage.getItem(TOKEN_KEY);
     const headers = token ? { Authorization: "Bearer " + token } : {};
-    const resp = await fetch(path, { headers, cache: "no-store" });
+    const resp = await fetch(path, { headers, cache: "no-store", credentials: "same-origin" });
     if (resp.status === 401) throw new Unauthorized(path);
     if (!resp.ok) throw new Error(`${path}: HTTP ${resp.status}`);
     return resp;
@@ -71,7 +87,7 @@
     return `${Math.max(0, Math.round(s))} s ago`;
   }
 
-  const fmt = (v, unit) => (v == null ? "–" : `${v.toFixed(1)} ${unit}`);
+  const expected24h = (n) => `${n.readings_24h} of ~${Math.round(DAY_S / n.interval_s)}`;
 
   function cell(label, text, className) {
     const td = document.createElement("td");
@@ -101,24 +117,25 @@
       tr.append(cell("Temperature", fmt(n.temperature, "°C"), "num temperature"));
       tr.append(cell("Humidity", fmt(n.humidity, "%"), "num humidity"));
       const seen = cell("Last seen", ago(n.age_s), "last-seen");
-      if (n.last_seen) seen.title = n.last_seen;
+      if (n.last_seen) seen.title = dateTime.format(new Date(seconds(n.last_seen) * 1000));
       tr.append(seen);
-      tr.append(cell("Readings (24 h)", `${n.readings_24h} of ~${Math.round(DAY_S / n.interval_s)}`, "num"));
+      tr.append(cell("Readings (24 h)", expected24h(n), "num"));
       return tr;
     });
     body.replaceChildren(...rows);
+    document.getElementById("overview").hidden = report.nodes.length === 0;
     document.getElementById("no-nodes").hidden = report.nodes.length > 0;
     const counts = {};
     for (const n of report.nodes) counts[n.health] = (counts[n.health] || 0) + 1;
     const parts = Object.entries(counts).map(([h, c]) => `${c} ${HEALTH_TEXT[h] || h}`);
-    const when = new Date().toLocaleTimeString();
+    const when = hourMinuteSecond.format(new Date());
     document.getElementById("summary").textContent =
       `${report.nodes.length} node${report.nodes.length === 1 ? "" : "s"}` +
       (parts.length ? ` · ${parts.join(" · ")}` : "") + ` · updated ${when}` +
       (report.halted_all ? " · all nodes halted" : "");
   }
 
-  // -- the charts ------------------------------------------------------------------------------
+  // -- the cards -------------------------------------------------------------------------------
 
   async function updateSeries(name, nowS) {
     let s = series.get(name);
@@ -126,7 +143,6 @@
     const start = s.last || new Date((nowS - DAY_S) * 1000).toISOString();
     const query = new URLSearchParams({ format: "ndjson", node: name, start });
     const text = await (await read(`/api/readings?${query}`)).text();
-    let changed = false;
     for (const line of text.split("\n")) {
       if (!line) continue;
       const r = JSON.parse(line);
@@ -135,75 +151,140 @@
       s.temperature.push(r.temperature);
       s.humidity.push(r.humidity);
       s.last = r.time;
-      changed = true;
     }
     let old = 0;
     while (old < s.t.length && s.t[old] < nowS - DAY_S) old++;
-    if (old) {
-      for (const key of ["t", "temperature", "humidity"]) s[key].splice(0, old);
-      changed = true;
-    }
-    return changed;
+    if (old) for (const key of ["t", "temperature", "humidity"]) s[key].splice(0, old);
   }
 
-  function chartOptions(width) {
+  // The x range fits the data: minutes of it fill the chart; a day of it shows the day.
+  function xRange(ts) {
+    const span = ts.length ? windowEndS - ts[0] : DAY_S;
+    const shown = Math.min(DAY_S, Math.max(MIN_SPAN_S, span * 1.04));
+    return [windowEndS - shown, windowEndS];
+  }
+
+  function timeTicks(u, splits, axisIdx, foundSpace, foundIncr) {
+    const clock = foundIncr < 60 ? hourMinuteSecond : hourMinute;
+    let day = null;
+    return splits.map((s) => {
+      const d = new Date(s * 1000);
+      const label = clock.format(d);
+      const thisDay = d.toDateString();
+      if (thisDay === day) return label;
+      day = thisDay;
+      return label + "\n" + dayMonth.format(d); // the date under the first tick of each day
+    });
+  }
+
+  function chartOptions(width, card) {
     return {
       width,
-      height: 220,
+      height: 200,
+      legend: { show: false }, // the card's text line is the legend, and shows the hovered point
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time: true, range: () => [windowEndS - DAY_S, windowEndS] }, // always the last 24 h
+        x: { time: true, range: (u) => xRange(u.data[0]) },
         "°C": { range: (u, min, max) => [Math.floor(min - 1), Math.ceil(max + 1)] },
         "%": { range: (u, min, max) => [Math.max(0, Math.floor(min - 5)), Math.min(100, Math.ceil(max + 5))] },
       },
       series: [
         {},
-        { label: "Temperature", scale: "°C", stroke: "#d9480f", width: 2, value: (u, v) => fmt(v, "°C") },
-        { label: "Humidity", scale: "%", stroke: "#1c7ed6", width: 2, value: (u, v) => fmt(v, "%") },
+        { label: "Temperature", scale: "°C", stroke: COLORS.temperature, width: 2 },
+        { label: "Humidity", scale: "%", stroke: COLORS.humidity, width: 2 },
       ],
       axes: [
-        {},
-        { scale: "°C", values: (u, vals) => vals.map((v) => `${v}°`), size: 48 },
-        { scale: "%", side: 1, grid: { show: false }, values: (u, vals) => vals.map((v) => `${v}%`), size: 48 },
+        { values: timeTicks, space: 60 },
+        { scale: "°C", values: (u, vals) => vals.map((v) => `${axisNumber.format(v)}°`), size: 56 },
+        { scale: "%", side: 1, grid: { show: false }, values: (u, vals) => vals.map((v) => `${axisNumber.format(v)} %`), size: 60 },
       ],
+      hooks: { setCursor: [(u) => showValues(card, u.cursor.idx)] },
     };
   }
 
-  function renderChart(node) {
-    const s = series.get(node.name);
-    let chart = charts.get(node.name);
-    if (!chart) {
-      const box = document.createElement("div");
-      box.className = "chart";
-      box.dataset.node = node.name;
-      const title = document.createElement("h3");
-      title.textContent = node.name;
-      box.append(title);
-      document.getElementById("charts").append(box);
-      chart = { box, title, plot: null, empty: null };
-      charts.set(node.name, chart);
-    }
-    chart.title.replaceChildren(node.name, healthBadge(node.health));
-    if (!s.t.length) {
-      if (!chart.empty) {
-        chart.empty = document.createElement("p");
-        chart.empty.className = "empty";
-        chart.empty.textContent = "no readings in the last 24 hours";
-        chart.box.append(chart.empty);
-      }
-      if (chart.plot) chart.plot.setData([[], [], []]);
+  function span(className, text) {
+    const el = document.createElement("span");
+    el.className = className;
+    el.textContent = text;
+    return el;
+  }
+
+  // The card's line of text: the latest reading and its age, or the hovered point and its time.
+  function showValues(card, idx) {
+    const n = card.node;
+    const s = series.get(n.name);
+    if (idx != null && s && idx < s.t.length) {
+      card.latest.replaceChildren(
+        span("temperature", fmt(s.temperature[idx], "°C")), span("humidity", fmt(s.humidity[idx], "%")),
+        span("age", dateTime.format(new Date(s.t[idx] * 1000))),
+      );
+      card.latest.dataset.hover = "1";
       return;
     }
-    if (chart.empty) {
-      chart.empty.remove();
-      chart.empty = null;
+    delete card.latest.dataset.hover;
+    if (n.last_seen == null) {
+      card.latest.replaceChildren(span("none", "no readings yet"));
+      return;
+    }
+    const age = span("age", ago(n.age_s));
+    age.title = dateTime.format(new Date(seconds(n.last_seen) * 1000));
+    card.latest.replaceChildren(span("temperature", fmt(n.temperature, "°C")), span("humidity", fmt(n.humidity, "%")), age);
+  }
+
+  function newCard(name) {
+    const box = document.createElement("article");
+    box.className = "chart";
+    box.dataset.node = name;
+    const title = document.createElement("h3");
+    const latest = document.createElement("p");
+    latest.className = "latest";
+    const count = document.createElement("p");
+    count.className = "count";
+    const plotBox = document.createElement("div");
+    plotBox.className = "plot";
+    box.append(title, latest, count, plotBox);
+    document.getElementById("charts").append(box);
+    const card = { box, title, latest, count, plotBox, plot: null, empty: null, node: null };
+    new ResizeObserver(() => {
+      if (card.plot) card.plot.setSize({ width: plotBox.clientWidth, height: 200 });
+    }).observe(plotBox);
+    cards.set(name, card);
+    return card;
+  }
+
+  function renderCard(node) {
+    const s = series.get(node.name);
+    const card = cards.get(node.name) || newCard(node.name);
+    card.node = node;
+    card.box.dataset.health = node.health;
+    card.title.replaceChildren(span("name", node.name), healthBadge(node.health));
+    if (!card.latest.dataset.hover) showValues(card, null);
+    card.count.textContent = node.last_seen == null ? "" : `${expected24h(node)} readings in 24 h`;
+    const hasData = s.t.length > 0;
+    card.box.classList.toggle("small", !hasData);
+    if (!hasData) {
+      if (card.plot) {
+        card.plot.destroy();
+        card.plot = card.plotBox.uplot = null;
+      }
+      if (node.last_seen != null && !card.empty) {
+        card.empty = document.createElement("p");
+        card.empty.className = "empty";
+        card.empty.textContent = "no readings in the last 24 hours";
+        card.box.append(card.empty);
+      }
+      return;
+    }
+    if (card.empty) {
+      card.empty.remove();
+      card.empty = null;
     }
     const data = [s.t, s.temperature, s.humidity];
-    if (!chart.plot) {
-      chart.plot = new uPlot(chartOptions(chart.box.clientWidth - 16), data, chart.box);
-      new ResizeObserver(() => chart.plot.setSize({ width: chart.box.clientWidth - 16, height: 220 })).observe(chart.box);
+    if (!card.plot) {
+      card.plot = new uPlot(chartOptions(card.plotBox.clientWidth, card), data, card.plotBox);
+      card.plotBox.uplot = card.plot; // for the browser tests (and the curious: $0.uplot in devtools)
     } else {
-      chart.plot.setData(data);
+      card.plot.setData(data);
     }
   }
 
@@ -215,15 +296,16 @@
     const nowS = seconds(report.time);
     windowEndS = nowS;
     const names = new Set(report.nodes.map((n) => n.name));
-    for (const [name, chart] of charts) {
+    for (const [name, card] of cards) {
       if (!names.has(name)) {
-        chart.box.remove();
-        charts.delete(name);
+        if (card.plot) card.plot.destroy();
+        card.box.remove();
+        cards.delete(name);
         series.delete(name);
       }
     }
     await Promise.all(report.nodes.map((n) => updateSeries(n.name, nowS)));
-    for (const n of report.nodes) renderChart(n);
+    for (const n of report.nodes) renderCard(n);
     document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
   }
 

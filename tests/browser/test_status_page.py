@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -104,8 +105,18 @@ def post_reading(service, name: str, data: str) -> int:
     return status
 
 
+def latest(page, node: str) -> str:
+    """The card's line of text with the latest values, as a person reads it (no hover)."""
+    return page.inner_text(f'.chart[data-node="{node}"] .latest').replace("\n", " ")
+
+
+def x_span_s(page, node: str) -> float:
+    """How many seconds the node's chart shows."""
+    return page.eval_on_selector(f'.chart[data-node="{node}"] .plot', "p => p.uplot.scales.x.max - p.uplot.scales.x.min")
+
+
 def test_page_shows_every_node_with_health_and_charts_and_updates(service, browser):
-    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-US")
     console = Console(page)
     page.goto(f"{service.url}/?refresh=1")
     page.wait_for_selector("body[data-refreshed]")
@@ -116,39 +127,87 @@ def test_page_shows_every_node_with_health_and_charts_and_updates(service, brows
     assert badges == ["late", "silent", "ok", "never seen", "halted"]
     assert page.text_content('#nodes tr[data-node="attic"] td.temperature') == "24.5 °C"
     assert page.text_content('#nodes tr[data-node="attic"] td.last-seen') == "20 min ago"
+    assert re.search(r"updated \d{1,2}:\d{2}:\d{2}\s[AP]M$", page.text_content("#summary"))
 
     for node in ("kitchen", "shed", "attic"):
-        assert canvas_ink(page, node) > 1000, node  # axes, grid and two lines drawn
-    assert page.text_content('.chart[data-node="porch"] .empty') == "no readings in the last 24 hours"
-    assert page.query_selector('.chart[data-node="porch"] canvas') is None
+        assert canvas_ink(page, node) > 1000, node  # axes, grid and the data drawn
+    # The latest values are text on each card, without hovering.
+    assert latest(page, "attic") == "24.5 °C 38.0 % 20 min ago"
+    assert latest(page, "cellar") == "12.0 °C 80.0 % 3 h ago"
+    # Minutes of data fill the chart; a day of data shows the day.
+    assert 20 * 60 < x_span_s(page, "attic") < 25 * 60
+    assert 3 * 3600 < x_span_s(page, "cellar") < 3.5 * 3600
+    assert x_span_s(page, "kitchen") == 86400
+    # A node without readings: a small card with its name, health and "no readings yet".
+    porch = '.chart[data-node="porch"]'
+    assert page.query_selector(f"{porch} canvas") is None
+    assert page.text_content(f"{porch} .name") == "porch"
+    assert page.text_content(f"{porch} .health") == "never seen"
+    assert latest(page, "porch") == "no readings yet"
+    assert page.eval_on_selector(porch, "c => c.getBoundingClientRect().height") < 100
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=OUTPUT / "status-page.png", full_page=True)
 
-    # A new reading arrives: the page picks it up without a reload.
+    # Hovering a chart shows that point's values and time in the same line; leaving it, the latest again.
+    page.hover('.chart[data-node="kitchen"] .u-over')  # scrolled into view, the pointer in its middle
+    page.wait_for_selector('.chart[data-node="kitchen"] .latest[data-hover]')
+    assert "ago" not in latest(page, "kitchen")
+    page.mouse.move(0, 0)
+    page.wait_for_selector('.chart[data-node="kitchen"] .latest:not([data-hover])')
+    assert latest(page, "kitchen").endswith("min ago")
+
+    # A new reading arrives: the page picks it up without a reload, and the small card grows a chart.
     assert post_reading(service, "porch", "31.5 12.5") == 202
     page.wait_for_function(
         """() => document.querySelector('#nodes tr[data-node="porch"]').dataset.health === 'ok'""", timeout=15_000
     )
     assert page.text_content('#nodes tr[data-node="porch"] td.temperature') == "31.5 °C"
     assert page.text_content('#nodes tr[data-node="porch"] td.humidity') == "12.5 %"
-    page.wait_for_selector('.chart[data-node="porch"] canvas', timeout=15_000)
-    assert page.query_selector('.chart[data-node="porch"] .empty') is None
+    page.wait_for_selector(f"{porch} canvas", timeout=15_000)
+    assert latest(page, "porch").startswith("31.5 °C 12.5 % ")
+    assert x_span_s(page, "porch") == 600  # seconds of data: the shortest window, ten minutes
     page.screenshot(path=OUTPUT / "status-page-updated.png", full_page=True)
     assert console.errors == []
     page.close()
 
 
 def test_page_reads_on_a_phone(service, browser):
-    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    with Journal.open(service.data_dir) as journal:  # a node that never sent (porch has by now)
+        journal.add_node("garage", auth.hash_password(PW, n=2**10))
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     console = Console(page)
     page.goto(service.url + "/")
     page.wait_for_selector("body[data-refreshed]")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # no sideways scrolling
-    assert page.eval_on_selector("#nodes thead", "h => getComputedStyle(h).display") == "none"  # cards, not columns
+    widest = page.eval_on_selector_all(".chart, .chart canvas", "es => Math.max(...es.map(e => e.getBoundingClientRect().right))")
+    assert widest <= 390
+    assert not page.is_visible("#nodes")  # the cards carry what the table has
+    for node in ("attic", "cellar", "kitchen", "shed"):
+        for part in ("temperature", "humidity", "age"):
+            assert page.is_visible(f'.chart[data-node="{node}"] .latest .{part}'), (node, part)
+    assert latest(page, "attic") == "24.5 °C 38.0 % 20 min ago"
+    assert page.is_visible('.chart[data-node="garage"].small .health')
+    assert page.text_content('.chart[data-node="garage"] .health') == "never seen"
+    assert latest(page, "garage") == "no readings yet"
     assert canvas_ink(page, "kitchen") > 1000
     page.screenshot(path=OUTPUT / "status-page-phone.png", full_page=True)
     assert console.errors == []
     page.close()
+
+
+def test_page_follows_the_browsers_locale(service, browser):
+    context = browser.new_context(locale="de-DE", timezone_id="Europe/Berlin", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(service.url + "/")
+    page.wait_for_selector("body[data-refreshed]")
+    assert page.text_content('#nodes tr[data-node="attic"] td.temperature') == "24,5 °C"
+    assert latest(page, "attic") == "24,5 °C 38,0 % 20 min ago"
+    summary = page.text_content("#summary")
+    assert re.search(r"updated \d{1,2}:\d{2}:\d{2}$", summary), summary  # 24-hour clock, no AM/PM
+    title = page.get_attribute('#nodes tr[data-node="attic"] td.last-seen', "title")
+    assert re.fullmatch(r"\d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}:\d{2}", title), title
+    page.screenshot(path=OUTPUT / "status-page-de.png", full_page=True)
+    context.close()
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +241,67 @@ def test_page_asks_for_the_read_token_once_and_keeps_it(guarded_service, browser
     assert len(again.query_selector_all("#nodes tbody tr")) == 5
     assert console.errors == []
     context.close()
+
+
+LAN = {"X-Forwarded-For": "192.168.1.77"}
+
+
+@pytest.fixture(scope="module")
+def lan_service(tmp_path_factory):
+    """A first `tswarm serve` with no read token, as on a fresh Pi. The tests may only serve on
+    loopback, so the browser plays a phone on the LAN the one way the service believes: through a
+    trusted proxy (TSWARM_TRUSTED_PROXIES=127.0.0.1) that names the client in X-Forwarded-For. Then
+    ``request.remote`` is 192.168.1.77 and the request is not loopback (service/access.py)."""
+    _need_chromium()
+    data_dir = tmp_path_factory.mktemp("lan") / "data"
+    fill_journal(data_dir)
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1")) as svc:
+        yield svc
+
+
+def test_a_phone_on_the_lan_opens_the_printed_url_and_reads(lan_service, browser):
+    printed = re.findall(r"^    (http://\S+/\?token=(\S+))$", lan_service.log(), re.MULTILINE)
+    assert len(printed) == 1, lan_service.log()
+    url, token = printed[0]
+    assert url == f"{lan_service.url}/?token={token}"  # --host 127.0.0.1: that host
+    assert token == (lan_service.data_dir / "read-token").read_text().strip()
+    phone = dict(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+
+    # Without the token the LAN gets nothing: the page asks for it.
+    stranger = browser.new_context(extra_http_headers=LAN, **phone)
+    page = stranger.new_page()
+    page.goto(lan_service.url + "/")
+    page.wait_for_selector("#token-dialog[open]")
+    assert page.query_selector_all("#nodes tbody tr") == []
+    stranger.close()
+
+    # With the printed URL (its host is the LAN address; the test reaches the same service on loopback).
+    context = browser.new_context(extra_http_headers=LAN, **phone)
+    page = context.new_page()
+    console = Console(page)
+    response = page.goto(f"{lan_service.url}/?refresh=5&token={token}")
+    assert response.request.redirected_from is not None  # the 303 to the page without the token
+    assert page.url == f"{lan_service.url}/?refresh=5"
+    page.wait_for_selector("body[data-refreshed]")
+    assert len(page.query_selector_all(".chart")) == 5
+    assert latest(page, "attic") == "24.5 °C 38.0 % 20 min ago"
+    assert page.eval_on_selector("#token-dialog", "d => d.open") is False
+    (cookie,) = context.cookies()
+    assert (cookie["name"], cookie["value"], cookie["httpOnly"], cookie["sameSite"]) == ("tswarm_read", token, True, "Strict")
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script on the page can read it
+    assert page.evaluate("localStorage.getItem('tswarm.readToken')") is None
+    assert token not in page.evaluate("JSON.stringify(history.state) + location.href")
+    page.reload()
+    page.wait_for_selector("body[data-refreshed]")
+    assert len(page.query_selector_all(".chart")) == 5
+    page.screenshot(path=OUTPUT / "status-page-phone-lan.png", full_page=True)
+    assert console.errors == []
+
+    wrong = context.new_page()
+    assert wrong.goto(f"{lan_service.url}/?token=not-{token}").status == 401
+    context.close()
+
+    log = lan_service.log()
+    assert log.count(token) == 1  # printed once at the start; never in the access log
+    assert '"GET /?refresh=5&token=[redacted] HTTP/1.1" 303' in log
+    assert '"GET /?token=[redacted] HTTP/1.1" 401' in log

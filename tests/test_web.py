@@ -1,0 +1,99 @@
+"""The status page's own routes: ``/?token=`` sets the reader cookie; the token never reaches the log
+(service/web.py). A client on the LAN is a request through a trusted proxy, as in tests/test_access.py."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tswarm.access import COOKIE
+from tswarm.tokens import ensure_read_token
+from tswarm.web import RedactTokens, redact
+
+LAN = {"X-Forwarded-For": "192.168.1.77"}
+
+
+@pytest.fixture
+def kept(data_dir):
+    return ensure_read_token(data_dir)[0]
+
+
+async def lan_client(make_client, **changes):
+    return await make_client(trusted_proxies=("127.0.0.1",), **changes)
+
+
+async def test_the_token_link_sets_the_cookie_and_redirects_to_the_page_without_it(make_client, kept):
+    client = await lan_client(make_client)
+    resp = await client.get(f"/?refresh=5&token={kept}", headers=LAN, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/?refresh=5"
+    assert resp.headers["Referrer-Policy"] == "no-referrer" and resp.headers["Cache-Control"] == "no-store"
+    cookie = resp.cookies[COOKIE]
+    assert cookie.value == kept
+    assert cookie["httponly"] is True and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    assert not cookie["secure"]  # plain HTTP on the LAN: a Secure cookie would never come back
+    assert int(cookie["max-age"]) > 30 * 86400
+    # The browser follows: the page, then its readers with the cookie alone.
+    page = await client.get("/?refresh=5", headers=LAN)
+    assert page.status == 200 and page.content_type == "text/html"
+    assert (await client.get("/api/nodes", headers=LAN)).status == 200
+
+
+async def test_the_token_link_over_https_sets_a_secure_cookie(make_client, kept):
+    client = await lan_client(make_client)
+    resp = await client.get(f"/?token={kept}", headers={**LAN, "X-Forwarded-Proto": "https"}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
+    assert resp.cookies[COOKIE]["secure"] is True
+
+
+async def test_a_configured_read_token_works_in_the_link_too(make_client):
+    client = await lan_client(make_client, read_token="configured-token")
+    resp = await client.get("/?token=configured-token", headers=LAN, allow_redirects=False)
+    assert resp.status == 303 and resp.cookies[COOKIE].value == "configured-token"
+
+
+async def test_a_wrong_token_in_the_link_is_a_failed_login(make_client, kept):
+    client = await lan_client(make_client, auth_max_failures=2, admin_token="admin-token")
+    for guess in ("guess", "admin-token"):  # the admin token never goes into a cookie
+        resp = await client.get(f"/?token={guess}", headers=LAN, allow_redirects=False)
+        assert resp.status == 401
+        assert (await resp.json())["error"] == "unauthorized"
+        assert COOKIE not in resp.cookies
+        assert guess not in await resp.text()
+    blocked = await client.get(f"/?token={kept}", headers=LAN, allow_redirects=False)
+    assert blocked.status == 429 and COOKIE not in blocked.cookies
+
+
+async def test_the_access_log_never_shows_the_token(make_client, kept, caplog):
+    client = await lan_client(make_client)
+    with caplog.at_level(logging.INFO, logger="aiohttp.access"):
+        await client.get(f"/?token={kept}", headers={**LAN, "Referer": f"http://pi/?token={kept}"}, allow_redirects=False)
+        await client.get("/?token=guess&refresh=5", headers=LAN, allow_redirects=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 2
+    assert kept not in caplog.text and "guess" not in caplog.text
+    assert "GET /?token=[redacted] HTTP/1.1" in lines[0]
+    assert "GET /?token=[redacted]&refresh=5 HTTP/1.1" in lines[1]
+    for record in caplog.records:
+        assert kept not in str(record.__dict__)
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ('"GET /?token=abc-_1 HTTP/1.1"', '"GET /?token=[redacted] HTTP/1.1"'),
+        ('"GET /?refresh=5&TOKEN=abc&x=1 HTTP/1.1"', '"GET /?refresh=5&TOKEN=[redacted]&x=1 HTTP/1.1"'),
+        ('"GET /api/readings?cursor=abc HTTP/1.1"', '"GET /api/readings?cursor=abc HTTP/1.1"'),
+        ('"GET /?mytoken=abc HTTP/1.1"', '"GET /?mytoken=abc HTTP/1.1"'),
+    ],
+)
+def test_redact(line, expected):
+    assert redact(line) == expected
+
+
+def test_the_filter_redacts_the_extra_fields_too():
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "x GET /?token=s3cret", None, None)
+    record.first_request_line = "GET /?token=s3cret HTTP/1.1"
+    record.request_header = {"Referer": "http://pi/?token=s3cret"}
+    assert RedactTokens().filter(record)
+    assert "s3cret" not in record.msg + record.first_request_line + record.request_header["Referer"]
