@@ -14,6 +14,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -65,20 +66,55 @@ def install(board_dir: Path, config: dict | None) -> Path:
     return board_dir
 
 
-def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, timeout: float = 60) -> Boot:
-    """Run main.py in ``board_dir`` once. With ``repl_input``, stay in the REPL afterwards
-    (``micropython -i``) and type it there, as someone on the serial console would."""
+# sys.platform of the Unix port is 'linux' and read-only: point the firmware's one question about
+# the port (node.port()) at the scenario's board, then run main.py as the board does after a reset.
+# A node.py that does not import is left for main.py to meet.
+LAUNCH = """
+try:
+    import node
+    node.port = lambda: %r
+except Exception:
+    pass
+exec(open('main.py').read())
+"""
+
+
+def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interrupt_after: str | None = None,
+         timeout: float = 60) -> Boot:
+    """Run main.py in ``board_dir`` once, on the scenario's board (``esp8266`` unless it says).
+
+    With ``repl_input``, stay in the REPL afterwards (``micropython -i``) and type it there, as
+    someone on the serial console would. With ``interrupt_after``, press Ctrl-C (SIGINT: stdin is
+    a pipe here, not a terminal) once a line of output contains it, as mpremote does on connecting."""
     record = board_dir.parent / f"{board_dir.name}-events.jsonl"
     record.unlink(missing_ok=True)
+    scenario = {"board": "esp8266", **scenario, "record": str(record)}
     scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
-    scenario_path.write_text(json.dumps({"board": "esp8266", **scenario, "record": str(record)}))
+    scenario_path.write_text(json.dumps(scenario))
     env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")
-    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["main.py"]
-    proc = subprocess.run(
-        command, cwd=board_dir, env=env, input=repl_input or "", capture_output=True, text=True, timeout=timeout
+    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH % scenario["board"]]
+    proc = subprocess.Popen(
+        command, cwd=board_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
     )
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        lines = []
+        if interrupt_after is not None:
+            for line in proc.stdout:
+                lines.append(line)
+                if interrupt_after in line:
+                    proc.send_signal(signal.SIGINT)
+                    break
+        proc.stdin.write(repl_input or "")
+        proc.stdin.close()
+        lines.append(proc.stdout.read())
+        proc.wait()
+    finally:
+        timer.cancel()
     events = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return Boot(proc.returncode, proc.stdout + proc.stderr, events)
+    return Boot(proc.returncode, "".join(lines), events)
 
 
 class PtyBoard:

@@ -3,12 +3,16 @@ the exact request bytes the node sent and the response bytes it got back.
 
 Not a mock: the real service answers; this only listens in, so tests can check the exact
 Authorization header and the PUT/POST sequence without depending on the service's log format.
+
+With ``certfile`` the relay speaks TLS to the node (as Cloudflare or nginx in front of tswarm
+would) and plain HTTP to the service; it records the decrypted bytes and the SNI name the node sent.
 """
 from __future__ import annotations
 
 import select
 import socket
 import socketserver
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 class Exchange:
     request: bytes
     response: bytes
+    server_name: str | None = None  # TLS only: the SNI the client sent
 
     @property
     def method(self) -> str:
@@ -28,8 +33,12 @@ class Exchange:
 
 
 class RecordingRelay:
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, certfile: str | None = None):
         relay = self
+        context = None
+        if certfile:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certfile)
         self.exchanges: list[Exchange] = []
         self._busy = 0
         self._idle = threading.Condition()
@@ -37,6 +46,16 @@ class RecordingRelay:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 request, response = bytearray(), bytearray()
+                server_name = None
+                if context is not None:
+                    names = []
+                    context.sni_callback = lambda sock, name, ctx: names.append(name)
+                    try:
+                        self.request = context.wrap_socket(self.request, server_side=True)
+                    except (OSError, ssl.SSLError):
+                        relay.exchanges.append(Exchange(b"", b""))
+                        return
+                    server_name = names[0] if names else None
                 try:
                     upstream = socket.create_connection(("127.0.0.1", target_port), timeout=30)
                 except OSError:
@@ -44,17 +63,22 @@ class RecordingRelay:
                 with upstream:
                     open_ends = {self.request: upstream, upstream: self.request}
                     while open_ends:
-                        readable, _, _ = select.select(list(open_ends), [], [], 30)
+                        # decrypted bytes waiting inside the TLS socket do not wake select()
+                        readable = [s for s in open_ends if isinstance(s, ssl.SSLSocket) and s.pending()]
+                        readable = readable or select.select(list(open_ends), [], [], 30)[0]
                         if not readable:
                             break
                         for sock in readable:
                             peer = open_ends[sock]
                             try:
                                 data = sock.recv(65536)
-                            except ConnectionResetError:  # the node closes without reading the body
+                            except (ConnectionResetError, ssl.SSLError):  # the node closes without reading the body
                                 data = b""
                             if not data:
                                 del open_ends[sock]
+                                if isinstance(peer, ssl.SSLSocket):  # its shutdown() would drop TLS
+                                    open_ends.clear()
+                                    break
                                 try:
                                     peer.shutdown(socket.SHUT_WR)
                                 except OSError:
@@ -65,7 +89,9 @@ class RecordingRelay:
                                 peer.sendall(data)
                             except OSError:
                                 pass
-                relay.exchanges.append(Exchange(bytes(request), bytes(response)))
+                if context is not None:
+                    self.request.close()
+                relay.exchanges.append(Exchange(bytes(request), bytes(response), server_name))
 
             def finish(self):
                 with relay._idle:

@@ -2,9 +2,15 @@
 firmware did. Runs in the MicroPython Unix port (not CPython).
 
 The env var FIRMWARE_SCENARIO names a JSON file:
-    {"board": "esp8266"|"esp32", "ssids": ["reachable", ...], "sensor": "dht22",
-     "sensor_failures": N, "temperature": 23.4, "humidity": 45.1, "record": "/path/events.jsonl"}
+    {"board": "esp8266"|"esp32", "ssids": ["reachable", ...], "saved": "ssid", "sensor_failures": N,
+     "temperature": 23.4, "humidity": 45.1, "deepsleep_fails": false, "record": "/path/events.jsonl"}
 Each event the firmware causes is appended to "record" as one JSON line.
+
+Each stand-in behaves like the real module of the scenario's board, down to what it lacks and
+what it refuses (see esp.py and machine.py). One thing no module here can fake: the Unix port's
+``sys.platform`` is 'linux' and read-only. The firmware asks for the port through one function,
+``node.port()`` (it returns ``sys.platform``), and tests/firmware/board.py's ``boot()`` points that
+function at the scenario's board before it runs main.py; nothing else of the firmware is touched.
 """
 import json
 import os
@@ -15,6 +21,8 @@ if not _path:
 with open(_path) as _f:
     scenario = json.load(_f)
 
+ESP32 = scenario.get("board") == "esp32"
+
 
 def record(event, **fields):
     fields["event"] = event
@@ -22,9 +30,20 @@ def record(event, **fields):
         f.write(json.dumps(fields) + "\n")
 
 
+def check_int(value):
+    """What the ports' C functions do with an argument that must be an int (mp_obj_get_int)."""
+    if isinstance(value, float):
+        raise TypeError("can't convert float to int")
+    if not isinstance(value, int):
+        raise TypeError("can't convert %s to int" % type(value).__name__)
+
+
 def deep_sleep(ms, via):
     """A real board resets on wake; here the process ends, as if asleep for good."""
     import sys
 
+    if scenario.get("deepsleep_fails"):
+        record("deepsleep_failed", via=via)
+        raise OSError(5)  # EIO: whatever a broken board or port would raise
     record("deepsleep", ms=ms, via=via)
     sys.exit(0)

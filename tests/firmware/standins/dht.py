@@ -11,6 +11,7 @@ _failures = [int(scenario.get("sensor_failures", 0))]
 class DHTBase:
     def __init__(self, pin):
         self.pin = pin
+        record("dht", sensor=type(self).__name__, pin=pin.pin)
 
     def measure(self):
         record("measure", sensor=type(self).__name__)
