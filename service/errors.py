@@ -19,6 +19,7 @@ _DEFAULT_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "too_large",
     417: "expectation_failed",
     422: "impossible_value",

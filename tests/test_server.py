@@ -12,6 +12,7 @@ import json
 import logging
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tswarm import auth
@@ -153,3 +154,27 @@ async def test_the_access_log_masks_secret_query_values_and_writes_no_referer(ma
     assert len(lines) == 1
     assert '"GET /nope?node=n1&token=***&Api-Key=*** HTTP/1.1" 404' in lines[0]
     assert SECRET not in caplog.text
+
+
+async def test_a_body_over_client_max_size_on_another_route_gets_a_json_413(make_served):
+    """The admin API reads its body with aiohttp's request.json(), which stops at client_max_size."""
+    client = await make_served(admin_token="admin-token-0123456789")
+    resp = await client.post("/api/admin/nodes", data=b"{" + b" " * 100_000 + b"}",
+                             headers={"Authorization": "Bearer admin-token-0123456789", "Content-Type": "application/json"})
+    assert resp.status == 413 and resp.content_type == "application/json"
+    assert (await resp.json())["error"] == "too_large"
+
+
+async def test_a_handler_s_own_plain_text_error_answer_goes_out_as_json(aiohttp_client, tmp_path):
+    """Below the middlewares too: a 4xx/5xx that is not JSON (from a route of the test's own that
+    returns one, as a library's handler might) is sent as {"error", "detail"}, its other headers kept."""
+    app = create_app(test_config(tmp_path))
+
+    async def plain(request):
+        return web.Response(status=409, text="plain text", headers={"X-Kept": "yes"})
+
+    app.router.add_get("/plain", plain)
+    client = await aiohttp_client(ServiceTestServer(app))
+    resp = await client.get("/plain")
+    assert resp.status == 409 and resp.content_type == "application/json" and resp.headers["X-Kept"] == "yes"
+    assert await resp.json() == {"error": "conflict", "detail": "Conflict"}
