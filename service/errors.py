@@ -1,10 +1,15 @@
-"""Every 4xx/5xx body is JSON: ``{"error": "<short code>", "detail": "<what to fix>"}``."""
+"""Every 4xx/5xx body is JSON: ``{"error": "<short code>", "detail": "<what to fix>"}``.
+
+The answers aiohttp makes below the middlewares (a request its parser refuses, an unknown
+``Expect``) are made JSON by service/server.py, with :func:`as_json` and the same codes.
+"""
 from __future__ import annotations
 
 import logging
 from typing import Mapping, Optional
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 log = logging.getLogger("tswarm")
 
@@ -14,29 +19,74 @@ _DEFAULT_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
     413: "too_large",
+    417: "expectation_failed",
     422: "impossible_value",
     423: "halted",
     429: "too_many_failures",
+    431: "headers_too_large",
     500: "internal_error",
     503: "unavailable",
 }
+# Details that say more than the reason phrase, and never quote the request (aiohttp's 417 text
+# echoes the Expect header).
+_DEFAULT_DETAILS = {
+    417: "the only expectation understood is 'Expect: 100-continue'",
+}
+
+CLIENT_GONE = 499  # the client went away before the answer was complete (nginx's code for it)
+
+# The body encodings a request may use: none, or what the standard library's zlib decodes (aiohttp
+# decodes them before the handler reads, within the same size limit). Others (br, zstd, compress,
+# a list of several) depend on optional packages or are not HTTP: refused, whatever is installed.
+ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
+ENCODING_HELP = "a body is sent plain or with 'Content-Encoding: gzip' or 'deflate', and must decode as such"
 
 
 def json_error(status: int, error: str, detail: str, headers: Optional[Mapping[str, str]] = None, **extra) -> web.Response:
-    return web.json_response({"error": error, "detail": detail, **extra}, status=status, headers=headers)
+    """The JSON error answer; with ``Connection: close`` among its headers the connection does close."""
+    response = web.json_response({"error": error, "detail": detail, **extra}, status=status, headers=headers)
+    if response.headers.get("Connection", "").lower() == "close":
+        response.force_close()
+    return response
+
+
+def as_json(status: int, reason: str, headers: Mapping[str, str]) -> web.Response:
+    """An error answer of aiohttp's own (plain text) as JSON, with its other headers (Allow, ...)."""
+    kept = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length", "content-encoding")}
+    return json_error(status, _DEFAULT_CODES.get(status, "error"), _DEFAULT_DETAILS.get(status, reason), headers=kept)
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """The client's connection is closed (it hung up mid-request or mid-answer)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler):
-    """Turn aiohttp's own errors (unknown route, wrong method, ...) and crashes into JSON bodies."""
+    """Turn aiohttp's own errors (unknown route, wrong method, a body that does not decode, ...) and
+    crashes into JSON bodies; a client that hung up mid-body is a 499 (nothing is sent: it is gone)."""
+    encoding = request.headers.get("Content-Encoding")
+    if encoding is not None and request.body_exists and encoding.strip().lower() not in ACCEPTED_ENCODINGS:
+        return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
     try:
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
-        return json_error(exc.status, _DEFAULT_CODES.get(exc.status, "error"), exc.reason, headers=headers)
+        return as_json(exc.status, exc.reason, exc.headers)
+    except web.RequestPayloadError as exc:
+        if isinstance(exc.__cause__, ContentEncodingError):
+            return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
+        return json_error(400, "bad_body", "the body does not match its Content-Length or chunked encoding",
+                          headers={"Connection": "close"})
+    except ConnectionError:
+        if not client_gone(request):
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            return json_error(500, "internal_error", "the service failed on this request; it is logged")
+        # The access log's line for this request (status 499) is the one line it gets.
+        return json_error(CLIENT_GONE, "client_gone", "the client closed the connection before its request was complete")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return json_error(500, "internal_error", "the service failed on this request; it is logged")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter as Tally
+from contextvars import ContextVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -17,6 +18,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import forwarder, keys
+from .errors import CLIENT_GONE
 from .health import HEALTH_STATES, health
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -100,8 +102,10 @@ class StateCollector:
         return nodes
 
 
-CLIENT_GONE = 499  # the client went away before the answer was complete (nginx's code for it)
 _GONE = "tswarm.client_gone"
+# Set by count_requests in the request's own task (aiohttp runs each request in a new task, with a copy
+# of the context): answers made below the middlewares see it unset and are counted by count_unseen.
+_COUNTED: ContextVar[bool] = ContextVar("tswarm_counted", default=False)
 
 
 def client_gone(request: web.Request) -> None:
@@ -109,12 +113,21 @@ def client_gone(request: web.Request) -> None:
     request[_GONE] = True
 
 
+def _route(request: web.BaseRequest) -> str:
+    try:
+        match_info = request.match_info  # not resolved for a request the parser refused
+    except (AttributeError, AssertionError):
+        match_info = None
+    resource = match_info.route.resource if match_info is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
 @web.middleware
 async def count_requests(request: web.Request, handler):
     """Counts every answer by route (the pattern, never the node's name) and status; 499 when the
-    client hung up mid-answer (a reader abandoning an export)."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
+    client hung up mid-request or mid-answer (a node on bad Wi-Fi, a reader abandoning an export)."""
+    _COUNTED.set(True)
+    route = _route(request)
     status = 500
     try:
         response = await handler(request)
@@ -128,6 +141,13 @@ async def count_requests(request: web.Request, handler):
         raise
     finally:
         request.app[METRICS].requests.labels(route, str(status)).inc()
+
+
+def count_unseen(app: web.Application, request: web.BaseRequest, status: int) -> None:
+    """Counts an answer that aiohttp made before the middlewares (a request its parser refused: route
+    ``unmatched``; 417 for an unknown Expect), once: service/server.py calls it for every answer."""
+    if not _COUNTED.get() and METRICS in app:
+        app[METRICS].requests.labels(_route(request), str(status)).inc()
 
 
 async def metrics_ctx(app: web.Application):

@@ -33,6 +33,7 @@ from multiprocessing.connection import wait
 from aiohttp import web
 
 from .app import create_app
+from .server import run_app
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -55,7 +56,7 @@ def serve(config: Config) -> int:
     """Run the service until SIGTERM/SIGINT; returns the exit status."""
     if config.workers == 1:
         try:
-            web.run_app(create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+            run_app(create_app(config), host=config.host, port=config.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
         except OSError as exc:
             if _is_bind_error(exc):
                 raise ListenError(f"cannot listen on {config.host}:{config.port}: {os.strerror(exc.errno)}") from None
@@ -247,7 +248,7 @@ def _worker_main(config: Config, index: int, sockets: list[list[socket.socket]],
         watch.cancel()
 
     app.cleanup_ctx.append(worker_ctx)
-    web.run_app(app, sock=mine, print=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    run_app(app, sock=mine, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
 
 
 def _handle_signals_once() -> None:

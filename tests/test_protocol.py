@@ -1,12 +1,15 @@
 """The node protocol, row by row of DESIGN.md's table, through create_app and aiohttp's test client."""
 import base64
+import gzip
 import json
+import zlib
 
 import pytest
 
 from tswarm import auth, keys
 
 from .conftest import TEST_SCRYPT_N, register
+from .test_server import make_served  # noqa: F401  (fixture: the app as `tswarm serve` serves it)
 
 PW = "secret-pw"
 
@@ -181,6 +184,47 @@ async def test_a_chunked_body_over_the_limit_gets_413(client, journal, node):
 
     resp = await client.put("/api/nodes/n1", data=chunks(), headers=hdr())
     await assert_error(resp, 413)
+
+
+@pytest.mark.parametrize("encoding, compress", [
+    ("gzip", gzip.compress), ("GZIP", gzip.compress), ("deflate", zlib.compress),
+    ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
+    ("identity", lambda b: b),
+])
+async def test_a_compressed_body_that_decodes_is_accepted(make_served, journal, node, encoding, compress):
+    """Nodes send plain JSON; a proxy or tool in between may compress it (aiohttp decodes gzip and deflate)."""
+    client = await make_served()
+    resp = await client.put("/api/nodes/n1", data=compress(body("21.5 40").encode()),
+                            headers={**hdr(), "Content-Encoding": encoding})
+    assert resp.status == 202, await resp.text()
+    assert [(r[2], r[3]) for r in stored(journal)] == [(21.5, 40.0)]
+
+
+@pytest.mark.parametrize("encoding, raw", [
+    ("gzip", body().encode()),  # says gzip, is plain JSON
+    ("deflate", body().encode()),
+    ("gzip", gzip.compress(body().encode())[:10] + b"\xff" * 20),  # a gzip header, then no valid deflate block
+    ("br", body().encode()),  # brotli: not decoded here (an optional package), refused either way
+    ("zstd", body().encode()),
+    ("compress", body().encode()),
+    ("x-gzip", gzip.compress(body().encode())),
+    ("gzip, gzip", gzip.compress(gzip.compress(body().encode()))),
+    ("foo", body().encode()),
+])
+async def test_a_body_that_does_not_match_its_content_encoding_gets_a_json_400(make_served, journal, node, encoding, raw):
+    client = await make_served()
+    resp = await client.put("/api/nodes/n1", data=raw, headers={**hdr(), "Content-Encoding": encoding})
+    await assert_error(resp, 400, "bad_encoding")
+    assert stored(journal) == []
+
+
+async def test_a_gzip_bomb_gets_413_by_its_size_after_decompression(make_served, journal, node):
+    bomb = gzip.compress(b'{"name": "n1", "data": "21.5 40"' + b" " * 4_000_000 + b"}")
+    assert len(bomb) < 4096  # the declared length passes; what it inflates to does not
+    client = await make_served()
+    resp = await client.put("/api/nodes/n1", data=bomb, headers={**hdr(), "Content-Encoding": "gzip"})
+    await assert_error(resp, 413, "too_large")
+    assert stored(journal) == []
 
 
 @pytest.mark.parametrize("path", ["/api/nodes/..%2Fetc", "/api/nodes/%2e%2e", "/api/nodes/a%00b", "/api/nodes/" + "x" * 65, "/api/nodes/-x"])
