@@ -8,12 +8,10 @@ asks for the read token only when one of them answers 401.
 reader cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) and redirects to ``/`` without the
 token, so the token is left neither in the browser's history nor in a bookmark. A wrong token is
 a failed login of the client's address (service/access.py). The access log never shows the token:
-``token=`` in a logged request line is replaced by ``token=[redacted]``.
+service/server.py's access logger masks the value of ``token=`` (and of every secret-looking name).
 """
 from __future__ import annotations
 
-import logging
-import re
 from pathlib import Path
 
 from aiohttp import web
@@ -62,36 +60,7 @@ async def _keep_read_token(app: web.Application) -> None:
         app[access.KEPT_READ_TOKEN], _ = ensure_read_token(app[keys.CONFIG].data_dir)
 
 
-_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"]*", re.IGNORECASE)
-
-
-def redact(text: str) -> str:
-    return _TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
-
-
-class RedactTokens(logging.Filter):
-    """Takes ``token=...`` out of aiohttp's access log lines (the message and its ``extra`` fields)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str) and "token=" in record.msg.lower():
-            record.msg = redact(record.msg)
-        for name in ("first_request_line", "request_header"):
-            value = getattr(record, name, None)
-            if isinstance(value, str):
-                setattr(record, name, redact(value))
-            elif isinstance(value, dict):
-                setattr(record, name, {k: redact(v) if isinstance(v, str) else v for k, v in value.items()})
-        return True
-
-
-def _redact_access_log() -> None:
-    logger = logging.getLogger("aiohttp.access")
-    if not any(isinstance(f, RedactTokens) for f in logger.filters):
-        logger.addFilter(RedactTokens())
-
-
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
     app.router.add_static("/static/", STATIC_DIR)
     app.on_startup.append(_keep_read_token)
-    _redact_access_log()

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, settings
 
 from tswarm import auth
 from tswarm.app import create_app
 from tswarm.journal import Journal
+from tswarm.server import AccessLogger, AppRunner
 from tswarm.settings import Config
 
 # No test here measures time with hypothesis: its per-example deadline (200 ms by default) only
@@ -34,12 +36,20 @@ def journal(data_dir):
         yield j
 
 
+class ServiceTestServer(TestServer):
+    """aiohttp's TestServer with the runner and access logger `tswarm serve` uses (service/server.py),
+    so every test sees the service's own answers to malformed requests and its masked access log."""
+
+    async def _make_runner(self, **kwargs):
+        return AppRunner(self.app, access_log_class=AccessLogger, **kwargs)
+
+
 @pytest.fixture
 def make_client(aiohttp_client, tmp_path):
     """``await make_client(**config_changes)`` -> an aiohttp test client over ``create_app``."""
 
     async def make(**changes):
-        return await aiohttp_client(create_app(test_config(tmp_path, **changes)))
+        return await aiohttp_client(ServiceTestServer(create_app(test_config(tmp_path, **changes))))
 
     return make
 

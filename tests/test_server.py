@@ -13,13 +13,11 @@ import logging
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from tswarm import auth
 from tswarm.app import create_app
-from tswarm.server import AccessLogger, AppRunner
 
-from .conftest import register, test_config
+from .conftest import ServiceTestServer, register, test_config
 from .test_metrics import samples
 
 PW = "secret-pw"
@@ -27,21 +25,11 @@ SECRET = "Zq7-Secret-Of-The-Node"  # a recognisable password, token and header v
 SECRET_B64 = base64.b64encode(f"n1:{SECRET}".encode())
 
 
-class ServiceTestServer(TestServer):
-    """aiohttp's TestServer with the runner `tswarm serve` uses."""
-
-    async def _make_runner(self, **kwargs):
-        return AppRunner(self.app, access_log_class=AccessLogger, **kwargs)
-
-
 @pytest.fixture
-def make_served(aiohttp_client, tmp_path):
-    """``await make_served(**config_changes)`` -> a test client of the app as `tswarm serve` serves it."""
-
-    async def make(**changes):
-        return await aiohttp_client(ServiceTestServer(create_app(test_config(tmp_path, **changes))))
-
-    return make
+def make_served(make_client):
+    """``await make_served(**config_changes)`` -> a test client of the app as `tswarm serve` serves it
+    (every ``make_client`` is: tests/conftest.py ``ServiceTestServer``)."""
+    return make_client
 
 
 async def raw(client, data: bytes, then: bytes | None = None) -> bytes:

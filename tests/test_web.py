@@ -8,7 +8,6 @@ import pytest
 
 from tswarm.access import COOKIE
 from tswarm.tokens import ensure_read_token
-from tswarm.web import RedactTokens, redact
 
 LAN = {"X-Forwarded-For": "192.168.1.77"}
 
@@ -72,28 +71,7 @@ async def test_the_access_log_never_shows_the_token(make_client, kept, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert len(lines) == 2
     assert kept not in caplog.text and "guess" not in caplog.text
-    assert "GET /?token=[redacted] HTTP/1.1" in lines[0]
-    assert "GET /?token=[redacted]&refresh=5 HTTP/1.1" in lines[1]
+    assert "GET /?token=*** HTTP/1.1" in lines[0]
+    assert "GET /?token=***&refresh=5 HTTP/1.1" in lines[1]
     for record in caplog.records:
         assert kept not in str(record.__dict__)
-
-
-@pytest.mark.parametrize(
-    "line, expected",
-    [
-        ('"GET /?token=abc-_1 HTTP/1.1"', '"GET /?token=[redacted] HTTP/1.1"'),
-        ('"GET /?refresh=5&TOKEN=abc&x=1 HTTP/1.1"', '"GET /?refresh=5&TOKEN=[redacted]&x=1 HTTP/1.1"'),
-        ('"GET /api/readings?cursor=abc HTTP/1.1"', '"GET /api/readings?cursor=abc HTTP/1.1"'),
-        ('"GET /?mytoken=abc HTTP/1.1"', '"GET /?mytoken=abc HTTP/1.1"'),
-    ],
-)
-def test_redact(line, expected):
-    assert redact(line) == expected
-
-
-def test_the_filter_redacts_the_extra_fields_too():
-    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1, "x GET /?token=s3cret", None, None)
-    record.first_request_line = "GET /?token=s3cret HTTP/1.1"
-    record.request_header = {"Referer": "http://pi/?token=s3cret"}
-    assert RedactTokens().filter(record)
-    assert "s3cret" not in record.msg + record.first_request_line + record.request_header["Referer"]

@@ -303,5 +303,5 @@ def test_a_phone_on_the_lan_opens_the_printed_url_and_reads(lan_service, browser
 
     log = lan_service.log()
     assert log.count(token) == 1  # printed once at the start; never in the access log
-    assert '"GET /?refresh=5&token=[redacted] HTTP/1.1" 303' in log
-    assert '"GET /?token=[redacted] HTTP/1.1" 401' in log
+    assert '"GET /?refresh=5&token=*** HTTP/1.1" 303' in log
+    assert '"GET /?token=*** HTTP/1.1" 401' in log
