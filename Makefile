@@ -11,13 +11,17 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# setuptools' notice about editable installs warns that a folder named like the package would shadow
+# it; none can here (the package `tswarm` is the folder service/), so that one notice is silenced.
+EDITABLE := PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install --quiet -e
+
 # What running needs (make run); the test extras come with make test.
 $(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e .
+	$(EDITABLE) .
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(EDITABLE) '.[test]'
 	touch $(RUN_STAMP) $(TEST_STAMP)
 
 install: $(RUN_STAMP)

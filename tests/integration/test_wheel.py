@@ -73,11 +73,13 @@ class Installed:
         return self.run([self.venv / "bin" / "tswarm", *args], check=check, **extra_env)
 
 
-def setup_step(args, cwd) -> None:
+def setup_step(args, cwd) -> str:
+    """Run one setup command; its output (stdout and stderr)."""
     proc = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600,
                           env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="session")
@@ -87,13 +89,22 @@ def installed(tmp_path_factory) -> Installed:
     source = root / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
         ".git", ".venv", "build", "dist", "data", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
-    setup_step([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", root / "dist", source], cwd=root)
+    build_log = setup_step([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", root / "dist", source],
+                           cwd=root)
     (wheel,) = (root / "dist").glob("tswarm-*.whl")
     setup_step([sys.executable, "-m", "venv", root / "venv"], cwd=root)
     setup_step([root / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", wheel], cwd=root)
     cwd = root / "elsewhere"
     cwd.mkdir()
-    return Installed(root / "venv", cwd)
+    installed = Installed(root / "venv", cwd)
+    installed.build_log = build_log
+    return installed
+
+
+def test_the_wheel_builds_without_a_setuptools_warning(installed):
+    """setuptools warns through Python's warnings (``BuildBackendWarning: ...``, ``SetuptoolsDeprecationWarning``);
+    pip's own ``WARNING:`` lines about this machine's package index are not the project's."""
+    assert not re.findall(r"\w+Warning\b", installed.build_log), installed.build_log
 
 
 def test_the_installed_tswarm_is_the_venvs_own_and_not_the_checkouts(installed):
