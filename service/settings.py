@@ -118,6 +118,12 @@ def parse_duration(name: str, value: str) -> int:
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+
+def _log_level(value: str) -> str:
+    if value.strip().upper() not in LOG_LEVELS:
+        raise ConfigError(f"TSWARM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.strip().upper()
+
 # name: (lowest, highest) of every whole-number setting
 INT_RANGES = {
     "TSWARM_PORT": (0, 65535),
@@ -201,7 +207,7 @@ class Config:
             public_url=get("TSWARM_PUBLIC_URL").rstrip("/"),
             trusted_proxies=tuple(p.strip() for p in get("TSWARM_TRUSTED_PROXIES").split(",") if p.strip()),
             force_https=_bool("TSWARM_FORCE_HTTPS", get("TSWARM_FORCE_HTTPS")),
-            log_level=get("TSWARM_LOG_LEVEL").strip().upper(),
+            log_level=_log_level(get("TSWARM_LOG_LEVEL")),
             max_body=number("TSWARM_MAX_BODY"),
             auth_max_failures=number("TSWARM_AUTH_MAX_FAILURES"),
             auth_window=number("TSWARM_AUTH_WINDOW"),
@@ -250,11 +256,17 @@ class Config:
             raise ConfigError(
                 f"TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got {self.influx_url!r}"
             )
-        if self.store == "influxdb" and self.influx_api == "2" and not self.influx_org.strip():
+        if self.store != "influxdb":
+            return
+        if self.influx_api == "2" and not self.influx_org.strip():
             raise ConfigError(
                 "TSWARM_INFLUX_ORG is empty: the v2 API needs the organisation of the bucket"
                 " (InfluxDB 1.x: set TSWARM_INFLUX_API=1 instead)"
             )
+        if self.influx_api == "2" and not self.influx_bucket.strip():
+            raise ConfigError("TSWARM_INFLUX_BUCKET is empty: the v2 API writes into a bucket")
+        if self.influx_api == "1" and not self.influx_db.strip():
+            raise ConfigError("TSWARM_INFLUX_DB is empty: the v1 API writes into a database")
 
     @property
     def retention_s(self) -> int:

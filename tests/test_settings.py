@@ -90,6 +90,8 @@ BAD_SETTINGS = [
     ({"TSWARM_INFLUX_URL": "http://"}, "TSWARM_INFLUX_URL"),
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": ""}, "TSWARM_INFLUX_ORG"),
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "2"}, "TSWARM_INFLUX_ORG"),  # unset is empty too
+    ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home", "TSWARM_INFLUX_BUCKET": ""}, "TSWARM_INFLUX_BUCKET"),
+    ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "1", "TSWARM_INFLUX_DB": " "}, "TSWARM_INFLUX_DB"),
     ({"TSWARM_TRUSTED_PROXIES": "cloudflare"}, "TSWARM_TRUSTED_PROXIES"),  # guard
 ]
 
