@@ -13,7 +13,7 @@ import click
 
 from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
-from .journal import DB_FILENAME, Journal, NodeExists, NodeNotFound
+from .journal import DB_FILENAME, Journal, JournalUnusable, NodeExists, NodeNotFound, check_data_dir
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
 from .svconf import svconf
@@ -25,17 +25,15 @@ SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s 
 def data_dir_option(func):
     return click.option(
         "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=click.Path(path_type=Path),  # checked where the journal opens, as TSWARM_DATA_DIR is: one line
         default=None,
         help="Folder of the SQLite journal [env TSWARM_DATA_DIR, default ./data].",
     )(func)
 
 
 def load_config(**overrides) -> Config:
-    try:
-        return Config.from_env(**overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    """The settings (a bad one is a ConfigError: one ``Error:`` line, see :class:`Cli`)."""
+    return Config.from_env(**overrides)
 
 
 def open_journal(data_dir: Path | None) -> Journal:
@@ -44,6 +42,7 @@ def open_journal(data_dir: Path | None) -> Journal:
 
 
 def existing_journal(config: Config) -> Journal:
+    check_data_dir(config.data_dir, create=False)
     if not (config.data_dir / DB_FILENAME).exists():
         raise click.ClickException(
             f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
@@ -61,7 +60,18 @@ def node_name_arg(func):
     return click.argument("name", callback=check)(func)
 
 
-@click.group(epilog="Settings (environment variables; a flag wins over its variable):\n\n\b\n" + SETTINGS_HELP)
+class Cli(click.Group):
+    """What a user can get wrong in any command (a setting, the data dir, the journal file) is one
+    ``Error:`` line and exit 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ConfigError, JournalUnusable) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=Cli, epilog="Settings (environment variables; a flag wins over its variable):\n\n\b\n" + SETTINGS_HELP)
 @click.version_option(package_name="tswarm")
 def cli():
     """tswarm: collect readings from a swarm of MicroPython sensor nodes."""
@@ -69,7 +79,9 @@ def cli():
 
 @cli.command()
 @click.option("--host", default=None, help="Listen address [env TSWARM_HOST, default 0.0.0.0].")
-@click.option("--port", type=int, default=None, help="Listen port [env TSWARM_PORT, default 8080; PORT wins].")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=None, help="Listen port [env TSWARM_PORT, default 8080; PORT wins]."
+)
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None,
     help="Processes sharing the port [env TSWARM_WORKERS, default 1]. With more than one, a supervisor"
@@ -79,21 +91,19 @@ def cli():
 )
 @data_dir_option
 def serve(host, port, workers, data_dir):
-    """Run the service: the node protocol, health check and readers."""
-    from .workers import ListenError, serve as run
+    """Run the service: the node protocol, health check and readers.
+
+    One service per data dir: a second 'tswarm serve' on a data dir that a running one holds is
+    refused (the other commands work beside it)."""
+    from .workers import DataDirInUse, ListenError, serve as run
 
     if os.environ.get("PORT"):
         port = None  # Heroku's PORT wins over --port
     config = load_config(host=host, port=port, data_dir=data_dir, workers=workers)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("tswarm").info(
-        "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
-        f", {config.workers} workers" if config.workers > 1 else "",
-    )
-    _announce_read_token(config)
     try:
-        status = run(config)
-    except ListenError as exc:
+        status = run(config, started=lambda: _announce_read_token(config))
+    except (ListenError, DataDirInUse) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)
 
@@ -288,6 +298,21 @@ class TimeParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
+def writable_file(path: Path | None) -> Path | None:
+    """``path`` if a file can be written there (its folder exists, it is not a folder); a one-line error otherwise,
+    before anything is read or written."""
+    if path is None:
+        return path
+    folder = path.parent
+    if path.is_dir():
+        raise click.ClickException(f"-o {path}: that is a folder; give a file name in it")
+    if not folder.is_dir():
+        raise click.ClickException(f"-o {path}: the folder {folder} does not exist")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise click.ClickException(f"-o {path}: not writable by this user")
+    return path
+
+
 def _show_progress(output: Path | None) -> bool:
     """A bar on standard error when it is a terminal, unless the rows go to that terminal too."""
     return sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
@@ -298,7 +323,8 @@ def _show_progress(output: Path | None) -> bool:
 @click.option("--start", type=TimeParam(), default=None, help="From this time, inclusive (RFC 3339 or epoch seconds).")
 @click.option("--stop", type=TimeParam(), default=None, help="Until this time, exclusive (RFC 3339 or epoch seconds).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write to FILE instead of standard output.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
+              help="Write to FILE instead of standard output.")
 @data_dir_option
 def export(node_name, start, stop, fmt, output, data_dir):
     """Stream readings as CSV or NDJSON, oldest first (times in RFC 3339 UTC).
@@ -485,7 +511,10 @@ def status(as_json, data_dir):
 @click.option("--until", "stop", type=TimeParam(), default=None, help="Until this time, exclusive (default: now).")
 @data_dir_option
 def forward(start, stop, data_dir):
-    """Send readings already in the journal to the InfluxDB of TSWARM_INFLUX_* again (a backfill)."""
+    """Send readings already in the journal to the InfluxDB of TSWARM_INFLUX_* again (a backfill).
+
+    While InfluxDB does not answer it waits and retries, saying so on standard error; Ctrl-C stops it
+    (what was sent stays sent; running the same command again is harmless)."""
     import asyncio
 
     from tqdm import tqdm
@@ -498,7 +527,15 @@ def forward(start, stop, data_dir):
     with existing_journal(config) as journal:
         total = journal.count_readings_after(0, start, stop)
         with tqdm(total=total, unit="reading", disable=None, file=sys.stderr) as bar:
-            sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update))
+            def waiting(why: str) -> None:
+                tqdm.write(f"{why} (Ctrl-C to stop)", file=sys.stderr)
+
+            try:
+                sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update, on_wait=waiting))
+            except KeyboardInterrupt:
+                bar.close()
+                click.echo(f"stopped: {bar.n} of {total} reading(s) sent; the same command sends them all again", err=True)
+                sys.exit(130)
     click.echo(f"sent {sent} reading(s) to InfluxDB" + (f"; {refused} refused (see 'tswarm status')" if refused else ""))
 
 # -- Grafana: tswarm grafana provision (the work is in service/grafana_provision.py) -------------

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import auth
-from .journal import Journal
+from .journal import DB_FILENAME, Journal, JournalUnusable, check_data_dir
 from .settings import Config
 from .svconf import loopback_problem, svconf
 
@@ -162,13 +162,20 @@ def destination(conf: dict) -> str:
     return line
 
 
-def check_data_dir(data_dir: Path) -> None:
-    """Fail early unless the journal in ``data_dir`` can be written (or created), creating nothing."""
+def check_journal(data_dir: Path) -> None:
+    """Fail early unless the journal in ``data_dir`` opens and can be written, creating nothing
+    (the data dir's rules are the journal's own: :func:`~tswarm.journal.check_data_dir`)."""
+    try:
+        check_data_dir(data_dir, create=False)
+        if (Path(data_dir) / DB_FILENAME).exists():
+            Journal.open(data_dir).close()
+    except JournalUnusable as exc:
+        raise FlashError(str(exc)) from None
     path = Path(data_dir)
-    while not path.exists() and path != path.parent:
+    while not path.exists() and path != path.parent:  # to be created: its nearest folder must take it
         path = path.parent
-    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
-        raise FlashError(f"cannot write the journal in {data_dir}: {path} is not a folder this user can write to")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise FlashError(f"cannot create data dir {data_dir}: {path} is not writable by this user")
 
 
 def node_config(config: Config, name: str, password: Optional[str], options: BoardOptions,
@@ -176,7 +183,7 @@ def node_config(config: Config, name: str, password: Optional[str], options: Boa
     """Node ``name``'s config.json text; registers the node (or sets its password) once all is checked."""
     conf, new_password = credentials(config, name, password, allow_loopback)
     text = config_json(build_config(conf, options))
-    check_data_dir(config.data_dir)
+    check_journal(config.data_dir)
     report(destination(conf))
     note = register(config, name, new_password, given=password is not None)
     if note:
@@ -198,7 +205,7 @@ def flash(config: Config, name: str, port: str, password: Optional[str], options
         raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
     conf, new_password = credentials(config, name, password, allow_loopback)
     files = firmware_files(config_json(build_config(conf, options)))
-    check_data_dir(config.data_dir)
+    check_journal(config.data_dir)
     probe(port, timeout=timeout, node=name)
     report(f"board on {port} answers")
     report(destination(conf))

@@ -29,7 +29,9 @@ from typing import Awaitable, Callable, Optional, Sequence
 from aiohttp import web
 
 from . import keys
-from .influx import InfluxTarget, LineEncoder, Rejected, TooLarge, WriteError, line_protocol, make_target
+from .influx import (
+    WRITE_TIMEOUT_S, InfluxTarget, LineEncoder, Rejected, TooLarge, WriteError, line_protocol, make_target,
+)
 from .journal import DB_FILENAME, FORWARD_LAST_ERROR, Journal, Reading
 from .settings import Config
 
@@ -38,6 +40,7 @@ log = logging.getLogger("tswarm.forwarder")
 FIRST_BACKOFF_S = 0.5
 MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than an hour is taken as an hour
 IDLE_CHECK_S = 60.0  # with no wake-up, look at the journal this often anyway
+WAIT_NOTICE_S = 5.0  # `tswarm forward`: a write unanswered this long is reported (InfluxDB accepts but says nothing)
 # `serve --workers N`: worker 0 forwards, but only its own commits wake it; it looks this often for
 # the other workers' readings (an empty read of the journal: one primary-key lookup).
 SIBLINGS_CHECK_S = 0.5
@@ -66,12 +69,16 @@ class Delivery:
         on_error: Callable[[str], Awaitable[None]] | None = None,
         on_success: Callable[[], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_wait: Callable[[str], None] | None = None,
     ):
+        """``on_wait``: told (instead of the log) why it waits, for someone at a terminal: each failed
+        write with the delay before the next, and a write InfluxDB has not answered for ``WAIT_NOTICE_S``."""
         self.target = target
         self.max_backoff = max_backoff
         self.on_error = on_error
         self.on_success = on_success
         self.sleep = sleep
+        self.on_wait = on_wait
         self.failing = False  # the last write failed; on_success is called at the next answer
 
     async def deliver(self, readings: Sequence[Reading], payload: Optional[bytes] = None) -> list[tuple[Reading, str]]:
@@ -104,11 +111,14 @@ class Delivery:
         attempt = 0
         while True:
             try:
-                await self.target.write(body, count)
+                await self._write(body, count)
             except WriteError as exc:
                 delay = backoff_delay(attempt, self.max_backoff, exc.retry_after)
-                log.warning("writing %d reading(s) to %s failed (%s); retrying in %.1f s",
-                            count, self.target.description, exc, delay)
+                if self.on_wait is not None:
+                    self.on_wait(f"waiting for {self.target.description}: {exc}; retrying in {delay:.1f} s")
+                else:
+                    log.warning("writing %d reading(s) to %s failed (%s); retrying in %.1f s",
+                                count, self.target.description, exc, delay)
                 self.failing = True
                 if self.on_error is not None:
                     await self.on_error(str(exc))
@@ -120,6 +130,19 @@ class Delivery:
                 raise
             await self._answered()
             return
+
+    async def _write(self, body: bytes, count: int) -> None:
+        if self.on_wait is None:
+            return await self.target.write(body, count)
+        write = asyncio.ensure_future(self.target.write(body, count))
+        try:
+            await asyncio.wait({write}, timeout=WAIT_NOTICE_S)
+            if not write.done():
+                self.on_wait(f"waiting for {self.target.description} to answer a write of {count} reading(s):"
+                             f" no answer for {WAIT_NOTICE_S:g} s (a write gives up after {WRITE_TIMEOUT_S:g} s and is retried)")
+            return await write
+        finally:
+            write.cancel()  # stopped meanwhile (Ctrl-C): the write goes too; after it finished this does nothing
 
     async def _answered(self) -> None:
         """InfluxDB answered (2xx or a refusal): it is reachable and the setup works again."""
@@ -282,15 +305,17 @@ async def backfill(
     start_ns: Optional[int],
     stop_ns: Optional[int],
     progress: Callable[[int], None] = lambda n: None,
+    on_wait: Callable[[str], None] | None = None,
 ) -> tuple[int, int]:
     """Send the readings with ``start_ns <= ts < stop_ns`` to the configured InfluxDB again.
 
     Same points, same write path as the forwarder; the forwarder's cursor is left alone (the
     timestamps are fixed, so readings InfluxDB has already are simply overwritten with themselves).
-    Calls ``progress(n)`` after each batch. Returns ``(sent, rejected)``.
+    Calls ``progress(n)`` after each batch, and ``on_wait(why)`` while InfluxDB keeps it waiting
+    (see :class:`Delivery`). Returns ``(sent, rejected)``.
     """
     target = make_target(config)
-    delivery = Delivery(target, config.forward_max_backoff)
+    delivery = Delivery(target, config.forward_max_backoff, on_wait=on_wait)
     sent = refused = 0
     after = journal.first_id_from(start_ns) if start_ns is not None else 0
     loop = asyncio.get_running_loop()

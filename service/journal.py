@@ -10,6 +10,7 @@ No aiohttp here: the CLI, the server and the exporter all use this module.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,11 @@ class NodeNotFound(JournalError):
     pass
 
 
+class JournalUnusable(JournalError):
+    """The data dir or its journal cannot be used at all (a file where the folder should be, no write
+    permission, a ``tswarm.db`` that is not SQLite). The message names the path; the CLI prints it as is."""
+
+
 class JournalUnavailable(JournalError):
     """The journal cannot take a reading now (disk full, I/O error, overloaded). Nothing was stored."""
 
@@ -113,10 +119,43 @@ PRUNED_BEFORE = "pruned_before"  # meta: ns; below it the journal is no longer c
 def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous`` as asked."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")  # the first read of the file: "file is not a database" is here
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def check_data_dir(data_dir: Path | str, create: bool = True) -> Path:
+    """``data_dir`` as a folder this process may write in (created, with its parents, if ``create``);
+    :class:`JournalUnusable` otherwise."""
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise JournalUnusable(f"data dir {data_dir} is a file, not a folder (check --data-dir or TSWARM_DATA_DIR)")
+    blocker = next((p for p in data_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise JournalUnusable(f"data dir {data_dir} cannot be created: {blocker} is a file, not a folder")
+    if create:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalUnusable(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
+    if data_dir.is_dir() and not os.access(data_dir, os.W_OK | os.X_OK):
+        raise JournalUnusable(f"data dir {data_dir} is not writable by this user (the journal writes beside tswarm.db)")
+    return data_dir
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> JournalUnusable:
+    if path.is_dir():
+        return JournalUnusable(f"journal {path} is a folder, not a file; move it away")
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return JournalUnusable(
+            f"journal {path} is not a tswarm journal ({exc}); move it away (or give another --data-dir / TSWARM_DATA_DIR)"
+        )
+    return JournalUnusable(f"cannot open journal {path}: {exc}")
 
 
 class Journal:
@@ -124,9 +163,16 @@ class Journal:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = connect(self.path)
-        self.conn.executescript(SCHEMA)
+        check_data_dir(self.path.parent)
+        try:
+            self.conn = connect(self.path)
+        except sqlite3.Error as exc:
+            raise _unusable(self.path, exc) from None
+        try:
+            self.conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise _unusable(self.path, exc) from None
 
     @classmethod
     def open(cls, data_dir: Path | str) -> "Journal":

@@ -6,9 +6,11 @@ flag, where there is one, wins over its variable, and ``PORT`` (Heroku) wins ove
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Optional
+from urllib.parse import urlsplit
 
 from .auth import SCRYPT_N
 
@@ -21,20 +23,24 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("TSWARM_DATA_DIR", "./data", "Folder of the SQLite journal (created if missing)."),
-    Setting("TSWARM_HOST", "0.0.0.0", "Address `tswarm serve` listens on."),
-    Setting("TSWARM_PORT", "8080", "Port `tswarm serve` listens on (`PORT` wins, as on Heroku)."),
+    Setting(
+        "TSWARM_DATA_DIR", "./data",
+        "Folder of the SQLite journal (created if missing; it must be writable). One `tswarm serve` at a time may use it"
+        " (a second is refused while `tswarm.lock` in it is held); the other commands work beside a running service.",
+    ),
+    Setting("TSWARM_HOST", "0.0.0.0", "Address `tswarm serve` listens on (a name must resolve)."),
+    Setting("TSWARM_PORT", "8080", "Port `tswarm serve` listens on, 0 to 65535 (`PORT` wins, as on Heroku)."),
     Setting(
         "TSWARM_WORKERS", "1",
-        "Processes `tswarm serve` runs, sharing the port (`--workers` wins); `1`: one process, no supervisor."
+        "Processes `tswarm serve` runs, sharing the port, 1 to 256 (`--workers` wins); `1`: one process, no supervisor."
         " Each worker keeps its own brute-force guard, credential cache and `/metrics` (docs/deployment.md).",
     ),
     Setting("TSWARM_HALT", "0", "`1`: every node is answered 423 and stays awake (readings are still stored)."),
     Setting("TSWARM_STORE", "sqlite", "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB."),
-    Setting("TSWARM_INFLUX_URL", "http://localhost:8086", "InfluxDB base URL."),
+    Setting("TSWARM_INFLUX_URL", "http://localhost:8086", "InfluxDB base URL, `http://` or `https://`."),
     Setting("TSWARM_INFLUX_API", "2", "`2`: v2 write API (InfluxDB 2.x/3.x); `1`: v1 API (InfluxDB 1.x)."),
     Setting("TSWARM_INFLUX_TOKEN", "", "v2 API token."),
-    Setting("TSWARM_INFLUX_ORG", "", "v2 API organisation."),
+    Setting("TSWARM_INFLUX_ORG", "", "v2 API organisation (needed with `TSWARM_STORE=influxdb` and the v2 API)."),
     Setting("TSWARM_INFLUX_BUCKET", "tswarm", "v2 API bucket."),
     Setting("TSWARM_INFLUX_DB", "tswarm", "v1 API database (InfluxDB 1.x)."),
     Setting("TSWARM_INFLUX_USER", "", "v1 API user (optional)."),
@@ -57,50 +63,84 @@ SETTINGS: tuple[Setting, ...] = (
         "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected."
         " Only with a TLS proxy in front, listed in `TSWARM_TRUSTED_PROXIES`: tswarm itself has no TLS.",
     ),
-    Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR."),
-    Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes; larger gets 413."),
-    Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429."),
-    Setting("TSWARM_AUTH_WINDOW", "60", "Seconds over which failed logins are counted, and how long an address then waits."),
+    Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes (64 to 16777216); larger gets 413."),
+    Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429 (1 to 1000000)."),
+    Setting("TSWARM_AUTH_WINDOW", "60", "Seconds over which failed logins are counted, and how long an address then waits (1 to 86400)."),
     Setting(
         "TSWARM_JOURNAL_RETENTION", "30d",
-        "How long readings stay in the journal once forwarded (`30d`, `12h`, `90m`, `45s` or seconds; `0`: forever)."
+        "How long readings stay in the journal once forwarded (`30d`, `12h`, `90m`, `45s` or seconds, up to `36500d`; `0`: forever)."
         " With `TSWARM_STORE=sqlite` the journal is the store: nothing is pruned unless this is set.",
     ),
-    Setting("TSWARM_FORWARD_BATCH", "5000", "Most readings per InfluxDB write (one gzipped line-protocol body)."),
+    Setting("TSWARM_FORWARD_BATCH", "5000", "Most readings per InfluxDB write (one gzipped line-protocol body), 1 to 100000."),
     Setting(
         "TSWARM_FORWARD_MAX_BACKOFF", "60",
-        "Longest wait in seconds between retries of a failed InfluxDB write (doubling from 0.5 s; a `Retry-After` wins).",
+        "Longest wait in seconds between retries of a failed InfluxDB write, 1 to 86400 (doubling from 0.5 s; a `Retry-After` wins).",
     ),
 )
 
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
 
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+def _bool(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text not in _TRUE | _FALSE:
+        raise ConfigError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}")
+    return text in _TRUE
+
+
+def _int(name: str, value: str, low: int, high: int) -> int:
+    """A whole number of ASCII digits between ``low`` and ``high``."""
+    text = value.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", text):
+        raise ConfigError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+    number = int(text)
+    if not low <= number <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
+    return number
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_RETENTION_S = 36500 * 86400  # a hundred years: beyond it the cut-off would leave 64-bit nanoseconds
 
 
 def parse_duration(name: str, value: str) -> int:
-    """``30d``, ``12h``, ``90m``, ``45s`` or plain seconds -> seconds."""
+    """``30d``, ``12h``, ``90m``, ``45s`` or plain seconds -> seconds (up to a hundred years)."""
     text = value.strip().lower()
     number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
-    try:
-        seconds = int(number) * _DURATION_UNITS[unit]
-    except ValueError:
-        raise ConfigError(f"{name} must be a duration like 30d, 12h, 90m, 45s or seconds, got {value!r}") from None
+    if not re.fullmatch(r"[+-]?[0-9]{1,20}", number):
+        raise ConfigError(f"{name} must be a duration like 30d, 12h, 90m, 45s or seconds, got {value!r}")
+    seconds = int(number) * _DURATION_UNITS[unit]
     if seconds < 0:
         raise ConfigError(f"{name} must not be negative, got {value!r}")
+    if seconds > MAX_RETENTION_S:
+        raise ConfigError(f"{name} must be at most 36500d (a hundred years), got {value!r}")
     return seconds
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    if value.strip().upper() not in LOG_LEVELS:
+        raise ConfigError(f"TSWARM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.strip().upper()
+
+# name: (lowest, highest) of every whole-number setting
+INT_RANGES = {
+    "TSWARM_PORT": (0, 65535),
+    "PORT": (0, 65535),
+    "TSWARM_WORKERS": (1, 256),
+    "TSWARM_MAX_BODY": (64, 16 * 1024 * 1024),
+    "TSWARM_AUTH_MAX_FAILURES": (1, 1_000_000),
+    "TSWARM_AUTH_WINDOW": (1, 86400),
+    "TSWARM_FORWARD_BATCH": (1, 100_000),
+    "TSWARM_FORWARD_MAX_BACKOFF": (1, 86400),
+}
 
 
 class ConfigError(ValueError):
@@ -167,12 +207,15 @@ class Config:
         def get(name: str) -> str:
             return env.get(name, SETTINGS_BY_NAME[name].default)
 
+        def number(name: str) -> int:
+            return _int(name, get(name), *INT_RANGES[name])
+
         values = dict(
             data_dir=Path(get("TSWARM_DATA_DIR")),
             host=get("TSWARM_HOST"),
-            port=_int("TSWARM_PORT", get("TSWARM_PORT")),
-            workers=_int("TSWARM_WORKERS", get("TSWARM_WORKERS")),
-            halt=_truthy(get("TSWARM_HALT")),
+            port=number("TSWARM_PORT"),
+            workers=number("TSWARM_WORKERS"),
+            halt=_bool("TSWARM_HALT", get("TSWARM_HALT")),
             store=get("TSWARM_STORE").strip().lower(),
             influx_url=get("TSWARM_INFLUX_URL"),
             influx_api=get("TSWARM_INFLUX_API").strip(),
@@ -186,20 +229,20 @@ class Config:
             read_token=get("TSWARM_READ_TOKEN"),
             public_url=get("TSWARM_PUBLIC_URL").rstrip("/"),
             trusted_proxies=tuple(p.strip() for p in get("TSWARM_TRUSTED_PROXIES").split(",") if p.strip()),
-            force_https=_truthy(get("TSWARM_FORCE_HTTPS")),
-            log_level=get("TSWARM_LOG_LEVEL").upper(),
-            max_body=_int("TSWARM_MAX_BODY", get("TSWARM_MAX_BODY")),
-            auth_max_failures=_int("TSWARM_AUTH_MAX_FAILURES", get("TSWARM_AUTH_MAX_FAILURES")),
-            auth_window=_int("TSWARM_AUTH_WINDOW", get("TSWARM_AUTH_WINDOW")),
+            force_https=_bool("TSWARM_FORCE_HTTPS", get("TSWARM_FORCE_HTTPS")),
+            log_level=_log_level(get("TSWARM_LOG_LEVEL")),
+            max_body=number("TSWARM_MAX_BODY"),
+            auth_max_failures=number("TSWARM_AUTH_MAX_FAILURES"),
+            auth_window=number("TSWARM_AUTH_WINDOW"),
             journal_retention=(
                 parse_duration("TSWARM_JOURNAL_RETENTION", env["TSWARM_JOURNAL_RETENTION"])
                 if env.get("TSWARM_JOURNAL_RETENTION", "").strip() else None
             ),
-            forward_batch=_int("TSWARM_FORWARD_BATCH", get("TSWARM_FORWARD_BATCH")),
-            forward_max_backoff=float(_int("TSWARM_FORWARD_MAX_BACKOFF", get("TSWARM_FORWARD_MAX_BACKOFF"))),
+            forward_batch=number("TSWARM_FORWARD_BATCH"),
+            forward_max_backoff=float(number("TSWARM_FORWARD_MAX_BACKOFF")),
         )
         if env.get("PORT"):
-            values["port"] = _int("PORT", env["PORT"])
+            values["port"] = _int("PORT", env["PORT"], *INT_RANGES["PORT"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         config.validate()
@@ -216,16 +259,39 @@ class Config:
             raise ConfigError(f"TSWARM_STORE must be 'sqlite' or 'influxdb', got {self.store!r}")
         if self.influx_api not in ("1", "2"):
             raise ConfigError(f"TSWARM_INFLUX_API must be '1' or '2', got {self.influx_api!r}")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
-        if self.workers < 1:
-            raise ConfigError(f"TSWARM_WORKERS must be at least 1, got {self.workers}")
-        if self.max_body < 64:
-            raise ConfigError(f"TSWARM_MAX_BODY must be at least 64, got {self.max_body}")
-        if not 1 <= self.forward_batch <= 100_000:
-            raise ConfigError(f"TSWARM_FORWARD_BATCH must be between 1 and 100000, got {self.forward_batch}")
+        # Values from the environment were checked as they were read; these catch the flags and overrides.
+        for name, value in (("TSWARM_PORT", self.port), ("TSWARM_WORKERS", self.workers), ("TSWARM_MAX_BODY", self.max_body),
+                            ("TSWARM_FORWARD_BATCH", self.forward_batch)):
+            low, high = INT_RANGES[name]
+            if not low <= value <= high:
+                raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"TSWARM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.public_url:
             _check_public_url(self.public_url)
+        self._validate_influx()
+
+    def _validate_influx(self) -> None:
+        url = urlsplit(self.influx_url.strip())
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            raise ConfigError(
+                f"TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got {self.influx_url!r}"
+            )
+        if self.store != "influxdb":
+            return
+        if self.influx_api == "2" and not self.influx_org.strip():
+            raise ConfigError(
+                "TSWARM_INFLUX_ORG is empty: the v2 API needs the organisation of the bucket"
+                " (InfluxDB 1.x: set TSWARM_INFLUX_API=1 instead)"
+            )
+        if self.influx_api == "2" and not self.influx_bucket.strip():
+            raise ConfigError("TSWARM_INFLUX_BUCKET is empty: the v2 API writes into a bucket")
+        if self.influx_api == "1" and not self.influx_db.strip():
+            raise ConfigError("TSWARM_INFLUX_DB is empty: the v1 API writes into a database")
 
     @property
     def retention_s(self) -> int:

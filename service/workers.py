@@ -10,8 +10,16 @@ connections over the workers), and forks the workers, each serving on its own so
   before any worker starts;
 - SIGTERM or SIGINT is passed to every worker once; each finishes its in-flight requests and
   commits, as the single process does; the supervisor waits for all of them and exits 0;
-- a worker that exits before it served (the journal cannot be opened, ...) stops the whole service
-  with a non-zero exit instead of being restarted in a loop.
+- an address that does not resolve, a data dir another service holds or a journal that cannot be
+  opened is one error before any worker starts; a worker that still exits before it served stops
+  the whole service with a non-zero exit instead of being restarted in a loop.
+
+One data dir, one service: :func:`serve` holds ``tswarm.lock`` in the data dir (``flock``, exclusive)
+for the service's life, so a second ``tswarm serve`` on the same folder is refused with the PID of
+the one that holds it, instead of running a second forwarder and pruner on the same cursor. The
+workers inherit the supervisor's lock (one open file, shared by ``fork``); the kernel releases it
+when the last of them exits, however it dies. The other commands (``node add``, ``export``,
+``halt``...) do not take it: they share the journal with the service through SQLite's own locking.
 
 What the workers share and what stays per worker: docs/deployment.md. Worker 0 alone forwards and
 prunes (``Config.runs_singletons``); its forwarder looks for the other workers' readings every
@@ -20,7 +28,9 @@ prunes (``Config.runs_singletons``); its forwarder looks for the other workers' 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -29,11 +39,14 @@ import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 from aiohttp import web
 
 from .app import create_app
 from .server import run_app
+from .journal import Journal, check_data_dir
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -48,21 +61,77 @@ QUICK_DEATH_S = 1.0  # a worker that dies sooner than this after starting is res
 _fork = multiprocessing.get_context("fork")
 
 
+LOCK_FILENAME = "tswarm.lock"
+
+
 class ListenError(Exception):
     """The port cannot be bound; nothing was started."""
 
 
-def serve(config: Config) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the exit status."""
-    if config.workers == 1:
+class DataDirInUse(Exception):
+    """Another ``tswarm serve`` holds the data dir; nothing was started."""
+
+
+def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the exit status. ``started`` is called once the
+    data dir is held and its journal opens, before any request is served (the CLI announces the
+    status page's link there).
+
+    Before anything starts: the listen address must resolve, the data dir must be free (see
+    :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.journal.JournalUnusable`)."""
+    _check_host(config.host, config.port)
+    with hold_data_dir(config.data_dir):
+        Journal.open(config.data_dir).close()  # a file that is not a journal: one error here, not one per worker
+        log.info(
+            "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
+            f", {config.workers} workers" if config.workers > 1 else "",
+        )
+        if started is not None:
+            started()
+        if config.workers == 1:
+            try:
+                run_app(create_app(config), host=config.host, port=config.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+            except OSError as exc:
+                if _is_bind_error(exc):
+                    raise ListenError(f"cannot listen on {config.host}:{config.port}: {os.strerror(exc.errno)}") from None
+                raise
+            return 0
+        return Supervisor(config).run()
+
+
+def _check_host(host: str, port: int) -> None:
+    try:
+        socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"cannot listen on {host}:{port}: the host {host!r} does not resolve ({exc.strerror});"
+            " check --host or TSWARM_HOST"
+        ) from None
+
+
+@contextlib.contextmanager
+def hold_data_dir(data_dir: Path) -> Iterator[None]:
+    """Hold the data dir's lock (``tswarm.lock``, ``flock`` LOCK_EX|LOCK_NB) while the block runs, with this
+    process's PID in the file; :class:`DataDirInUse`, naming the holder's PID, when another process holds it.
+
+    Processes forked inside the block share the lock; the kernel drops it when the last of them exits.
+    The file is left in place: removing it would let a third process lock a new file beside a held one."""
+    path = check_data_dir(data_dir) / LOCK_FILENAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
         try:
-            run_app(create_app(config), host=config.host, port=config.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
-        except OSError as exc:
-            if _is_bind_error(exc):
-                raise ListenError(f"cannot listen on {config.host}:{config.port}: {os.strerror(exc.errno)}") from None
-            raise
-        return 0
-    return Supervisor(config).run()
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DataDirInUse(
+                f"data dir {data_dir} is in use by another tswarm serve (pid {holder}): one service per data dir;"
+                " stop that one first, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _is_bind_error(exc: OSError) -> bool:

@@ -2,6 +2,13 @@
 import base64
 import json
 import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
@@ -10,6 +17,9 @@ from click.testing import CliRunner
 from tswarm import auth
 from tswarm.cli import cli
 from tswarm.journal import Journal
+from tests.servers import TSWARM, free_port, tswarm_env
+from tests.test_settings import assert_one_error_line, without_root_powers
+from tests.test_settings import run as run_tswarm
 
 COMMANDS = [
     ["serve"], ["node"], ["node", "add"], ["node", "passwd"], ["node", "list"], ["node", "remove"],
@@ -304,4 +314,129 @@ def test_serve_refuses_tswarm_workers_below_one(run, monkeypatch):
     monkeypatch.setenv("TSWARM_WORKERS", "0")
     result = run("serve")
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: TSWARM_WORKERS must be at least 1, got 0"
+    assert result.output.strip() == "Error: TSWARM_WORKERS must be between 1 and 256, got '0'"
+
+
+# -- through the real command: `export -o` paths, `forward` against an InfluxDB that does not answer ----
+
+
+def _export_to(tmp_path, output, prefix=()):
+    data_dir = tmp_path / "data"
+    seed(data_dir)
+    return run_tswarm(["export", "-o", str(output)], tswarm_env(data_dir), prefix=prefix)
+
+
+def test_export_into_a_missing_folder_is_one_error_line_and_reads_nothing(tmp_path):
+    output = tmp_path / "no-such-folder" / "readings.csv"
+    proc = _export_to(tmp_path, output)
+    assert_one_error_line(proc, str(output), f"the folder {output.parent} does not exist")
+    assert not output.parent.exists()
+
+
+def test_export_to_a_folder_is_one_error_line(tmp_path):
+    proc = _export_to(tmp_path, tmp_path)
+    assert_one_error_line(proc, str(tmp_path), "is a folder")
+
+
+def test_export_into_a_folder_that_is_not_writable_is_one_error_line(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = _export_to(tmp_path, folder / "readings.csv", prefix=without_root_powers())
+    finally:
+        folder.chmod(0o755)
+    assert_one_error_line(proc, str(folder / "readings.csv"), "not writable")
+    assert list(folder.iterdir()) == []
+
+
+def test_export_to_a_file_still_writes_it(tmp_path):
+    output = tmp_path / "readings.csv"
+    proc = _export_to(tmp_path, output)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert output.read_text().splitlines()[0] == "time,node,temperature,humidity" and len(output.read_text().splitlines()) == 4
+
+
+class SilentInflux:
+    """A TCP server on loopback that accepts every connection and never answers a byte: an InfluxDB
+    that hangs (a real socket; there is no real InfluxDB that can be made to hang on demand)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.held: list = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def _forward_until_it_says(env, wanted: str, within_s: float = 60):
+    """Start `tswarm forward`; return (process, stderr lines up to the first one holding ``wanted``)."""
+    proc = subprocess.Popen([*TSWARM, "forward", "--since", "2000-01-01"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr] + [lines.put(None)], daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + within_s
+    while not seen or wanted not in seen[-1]:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            proc.kill()
+            pytest.fail(f"tswarm forward said nothing with {wanted!r} within {within_s} s; it said: {seen}")
+        if line is None:
+            pytest.fail(f"tswarm forward exited {proc.wait()} before saying {wanted!r}: {seen}")
+        seen.append(line.rstrip("\n"))
+    return proc, seen, lines
+
+
+def _stop_with_ctrl_c(proc, lines):
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(30)
+    rest = []
+    while (line := lines.get(timeout=30)) is not None:
+        rest.append(line.rstrip("\n"))
+    return code, rest
+
+
+@pytest.mark.parametrize("api", ["1", "2"])
+def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ctrl_c(tmp_path, api):
+    data_dir = tmp_path / "data"
+    seed(data_dir)
+    influx = SilentInflux()
+    try:
+        env = tswarm_env(data_dir, TSWARM_INFLUX_URL=influx.url, TSWARM_INFLUX_API=api, TSWARM_INFLUX_ORG="home")
+        proc, said, lines = _forward_until_it_says(env, "Ctrl-C to stop")
+        code, rest = _stop_with_ctrl_c(proc, lines)
+    finally:
+        influx.close()
+    assert said[-1].startswith(f"waiting for InfluxDB v{api} API at {influx.url}") and "to answer" in said[-1]
+    assert code == 130
+    assert rest == ["stopped: 0 of 3 reading(s) sent; the same command sends them all again"]
+    assert not any("Traceback" in line for line in said + rest)
+
+
+def test_forward_to_a_closed_port_says_why_it_waits_and_when_it_retries(tmp_path):
+    data_dir = tmp_path / "data"
+    seed(data_dir)
+    url = f"http://127.0.0.1:{free_port()}"
+    env = tswarm_env(data_dir, TSWARM_INFLUX_URL=url, TSWARM_INFLUX_API="1")
+    proc, said, lines = _forward_until_it_says(env, "Ctrl-C to stop")
+    code, rest = _stop_with_ctrl_c(proc, lines)
+    assert re.fullmatch(
+        rf"waiting for InfluxDB v1 API at {url}, database 'tswarm': .*Connect.*; retrying in \d+\.\d s \(Ctrl-C to stop\)", said[-1]
+    ), said[-1]
+    assert said == said[-1:]  # nothing before it: not the service's log line as well
+    assert code == 130 and not any("Traceback" in line for line in rest)

@@ -308,7 +308,7 @@ def test_store_sqlite_prunes_only_when_retention_is_set(journal):
 def test_retention_setting_takes_units_and_defaults_by_store():
     assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "12h"}).retention_s == 12 * 3600
     assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "90"}).retention_s == 90
-    assert Config.from_env({"TSWARM_STORE": "influxdb"}).retention_s == 30 * 86400
+    assert Config.from_env({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home"}).retention_s == 30 * 86400
     assert Config.from_env({}).retention_s == 0
     with pytest.raises(ConfigError, match="TSWARM_JOURNAL_RETENTION"):
         Config.from_env({"TSWARM_JOURNAL_RETENTION": "a month"})

@@ -9,13 +9,15 @@ range the journal no longer holds fails loudly.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
+import sqlite3
 import urllib.parse
 
 import pytest
 
-from tswarm.journal import Journal
+from tswarm.journal import DB_FILENAME, Journal
 from tswarm.retention import prune
 from tswarm.settings import Config
 from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
@@ -153,7 +155,13 @@ def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
         line + "\r\n" for line in history["before_cli"]["all"].split("\r\n")[13:] if line
     )
 
-    with ServiceProcess(history["data_dir"], env=dead, log_path=tmp_path / "serve.log") as service:
+    # A second service on the same data dir is refused while the fixture's runs: this one gets a copy.
+    copy = tmp_path / "data"
+    copy.mkdir()
+    with contextlib.closing(sqlite3.connect(history["data_dir"] / DB_FILENAME)) as src, \
+            contextlib.closing(sqlite3.connect(copy / DB_FILENAME)) as dst:
+        src.backup(dst)
+    with ServiceProcess(copy, env=dict(dead, TSWARM_DATA_DIR=str(copy)), log_path=tmp_path / "serve.log") as service:
         status, headers, body = api(service)
         assert status == 503 and headers["Content-Type"].startswith("application/json")
         answer = json.loads(body)

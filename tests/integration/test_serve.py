@@ -183,3 +183,59 @@ def test_failed_logins_from_one_address_get_429_others_are_served(data_dir):
         assert from_address("127.0.0.2", "n1", "guess")[0] == 429
         assert from_address("127.0.0.2", "n1", PW) == (202, None)  # a header that verified before still passes
         assert from_address("127.0.0.3", "n2", PW) == (202, None)  # other addresses are unaffected
+
+
+# -- one data dir, one service -------------------------------------------------------------------
+
+
+def second_serve(data_dir, *args):
+    """`tswarm serve` on ``data_dir`` and another free port, expected to be refused at once."""
+    return subprocess.run(
+        [*TSWARM, "serve", "--host", "127.0.0.1", "--port", str(free_port()), *args],
+        env=tswarm_env(data_dir), capture_output=True, text=True, timeout=60,
+    )
+
+
+def assert_refused_for(proc, data_dir, pid):
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"Error: data dir {data_dir} is in use by another tswarm serve (pid {pid}): one service per data dir;"
+        " stop that one first, or give this one its own --data-dir"
+    ]
+
+
+def test_a_second_serve_on_a_held_data_dir_is_refused_and_the_first_keeps_serving(service, data_dir):
+    add_node(data_dir, "n1", PW)
+    assert put(service, "n1", "20 50", method="POST")[0] == 202
+    assert_refused_for(second_serve(data_dir), data_dir, service.proc.pid)
+    assert put(service, "n1", "21 51")[0] == 202
+    assert len(export_rows(data_dir)) - 1 == 2
+
+
+def test_after_kill_9_the_kernel_frees_the_data_dir_for_the_next_serve(data_dir):
+    add_node(data_dir, "n1", PW)
+    first = ServiceProcess(data_dir).start()
+    assert second_serve(data_dir).returncode == 1
+    first.kill(signal.SIGKILL)  # no clean-up runs: the lock file stays, its lock does not
+    assert (data_dir / "tswarm.lock").read_text().strip() == str(first.proc.pid)
+    with ServiceProcess(data_dir, log_path=first.log_path) as again:
+        assert put(again, "n1", "20 50", method="POST")[0] == 202
+        assert (data_dir / "tswarm.lock").read_text().strip() == str(again.proc.pid)
+
+
+def test_every_other_command_works_while_a_service_holds_the_data_dir(service, data_dir):
+    add_node(data_dir, "n1", PW)
+    assert put(service, "n1", "20 50", method="POST")[0] == 202
+    run_cli(data_dir, "node", "add", "n2", "--password", PW)
+    run_cli(data_dir, "halt", "n2")
+    assert json.loads(run_cli(data_dir, "node", "list", "--json").stdout)[1]["halted"] is True
+    assert json.loads(run_cli(data_dir, "status", "--json").stdout)["store"] == "sqlite"
+    assert len(export_rows(data_dir)) == 2
+    assert put(service, "n2", "22 52", method="POST")[0] == 423
+
+
+def test_a_refused_serve_changes_nothing_in_the_data_dir(service, data_dir):
+    before = {p.name for p in data_dir.iterdir()}
+    held = (data_dir / "tswarm.lock").read_text()
+    assert second_serve(data_dir).returncode == 1
+    assert {p.name for p in data_dir.iterdir()} == before and (data_dir / "tswarm.lock").read_text() == held

@@ -282,14 +282,55 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path, workers):
     assert proc.stderr.strip().splitlines()[-1] == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
-def test_a_worker_that_cannot_start_stops_the_service_with_an_error(tmp_path):
+def test_a_data_dir_that_cannot_be_used_is_one_line_before_any_worker_starts(tmp_path):
     not_a_dir = tmp_path / "data"
     not_a_dir.write_text("a file where the journal's folder should be")
-    started = time.monotonic()
     proc = subprocess.run(
         [*TSWARM, "serve", "--host", "127.0.0.1", "--port", "0", *WORKERS],
         env=tswarm_env(not_a_dir), capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        f"Error: data dir {not_a_dir} is a file, not a folder (check --data-dir or TSWARM_DATA_DIR)"
+    ]
+
+
+BROKEN_WORKERS = """
+import logging, sys
+from tswarm import workers
+from tswarm.settings import Config
+
+def broken_app(config):
+    raise RuntimeError("this worker cannot start")
+
+workers.create_app = broken_app
+logging.basicConfig(level="INFO")
+sys.exit(workers.serve(Config(data_dir=sys.argv[1], host="127.0.0.1", port=0, workers=2)))
+"""
+
+
+def test_a_worker_that_cannot_start_stops_the_service_with_an_error(tmp_path):
+    """Once the supervisor's own checks (address, data dir, journal) pass, nothing real makes a worker
+    fail before it serves; so in a real supervisor process with real forked workers, the workers' app
+    factory is replaced by one that raises."""
+    started = time.monotonic()
+    proc = subprocess.run([*TSWARM[:1], "-c", BROKEN_WORKERS, str(tmp_path / "data")],
+                          env=tswarm_env(tmp_path / "data"), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
     assert re.search(r"worker \d \(pid \d+\) exited with status 1 before it could serve; stopping", proc.stderr)
     assert proc.stderr.count("starting it again") == 0 and time.monotonic() - started < 30
+
+
+def test_workers_hold_the_data_dir_once_and_a_second_serve_is_refused(tmp_path):
+    from tests.integration.test_serve import assert_refused_for, second_serve
+
+    data_dir = tmp_path / "data"
+    register(data_dir, 1)
+    with ServiceProcess(data_dir, args=WORKERS) as service:
+        pids = worker_pids(service)
+        assert_refused_for(second_serve(data_dir), data_dir, service.proc.pid)  # the supervisor's pid
+        assert_refused_for(second_serve(data_dir, *WORKERS), data_dir, service.proc.pid)
+        locks = [line for line in open("/proc/locks") if f":{(data_dir / 'tswarm.lock').stat().st_ino} " in line]
+        assert len(locks) == 1, locks  # one lock, shared by the supervisor and its workers
+        assert {post(service, "n00", "20 50") for _ in range(6)} == {202}
+        assert worker_pids(service) == pids
