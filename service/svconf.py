@@ -4,8 +4,9 @@ Printed by ``tswarm node add``/``node passwd``, written into a board's config.js
 and ``tswarm node config``, and returned by the admin API's node routes.
 
 ``url`` is ``TSWARM_PUBLIC_URL`` when it is set; ``url_local`` (which the firmware tries only when
-``url`` cannot be reached) is this machine's LAN address with the port ``serve`` listens on
-(``TSWARM_PORT``, ``PORT`` wins: the one setting ``serve`` reads). The LAN address is the source
+``url`` cannot be reached) is this machine's LAN address with the port ``serve`` listens on: the
+running service's own (it keeps it in its data dir's lock, service/datadir.py), else the setting
+``serve`` reads (``TSWARM_PORT``, ``PORT`` wins). The LAN address is the source
 address of the default route, as the kernel picks it; never the host name, which Debian and
 Raspberry Pi OS map to 127.0.1.1 in /etc/hosts.
 """
@@ -52,15 +53,23 @@ def lan_address() -> Optional[str]:
     return None if unreachable_host(address) else address
 
 
+def service_port(config: Config) -> int:
+    """The port nodes must send to: that of the ``tswarm serve`` running on this data dir, else the
+    one ``serve`` would take from the settings."""
+    from .datadir import serving_port
+
+    return serving_port(config.data_dir) or config.port
+
+
 def local_base_url(config: Config) -> Optional[str]:
     """``http://<LAN address>:<port serve uses>``, or None when this machine has no LAN address."""
     address = lan_address()
-    return f"http://{address}:{config.port}" if address else None
+    return f"http://{address}:{service_port(config)}" if address else None
 
 
 def svconf(config: Config, name: str, password: str) -> dict:
     local = local_base_url(config)
-    base = config.public_url or local or f"http://127.0.0.1:{config.port}"
+    base = config.public_url or local or f"http://127.0.0.1:{service_port(config)}"
     return {
         "url": f"{base}/api/nodes/{name}",
         # Without a LAN address, url_local repeats url (the firmware then skips it): never a loopback URL

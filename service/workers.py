@@ -28,9 +28,7 @@ prunes (``Config.runs_singletons``); its forwarder looks for the other workers' 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import fcntl
 import logging
 import multiprocessing
 import os
@@ -39,14 +37,14 @@ import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 from aiohttp import web
 
 from .app import create_app
 from .server import run_app
-from .journal import Journal, check_data_dir
+from .datadir import DataDirInUse, hold_data_dir  # noqa: F401 (DataDirInUse: what serve raises; the CLI imports it here)
+from .journal import Journal
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -61,15 +59,8 @@ QUICK_DEATH_S = 1.0  # a worker that dies sooner than this after starting is res
 _fork = multiprocessing.get_context("fork")
 
 
-LOCK_FILENAME = "tswarm.lock"
-
-
 class ListenError(Exception):
     """The port cannot be bound; nothing was started."""
-
-
-class DataDirInUse(Exception):
-    """Another ``tswarm serve`` holds the data dir; nothing was started."""
 
 
 def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
@@ -80,7 +71,7 @@ def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
     Before anything starts: the listen address must resolve, the data dir must be free (see
     :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.journal.JournalUnusable`)."""
     _check_host(config.host, config.port)
-    with hold_data_dir(config.data_dir):
+    with hold_data_dir(config.data_dir, port=config.port):
         Journal.open(config.data_dir).close()  # a file that is not a journal: one error here, not one per worker
         log.info(
             "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
@@ -107,31 +98,6 @@ def _check_host(host: str, port: int) -> None:
             f"cannot listen on {host}:{port}: the host {host!r} does not resolve ({exc.strerror});"
             " check --host or TSWARM_HOST"
         ) from None
-
-
-@contextlib.contextmanager
-def hold_data_dir(data_dir: Path) -> Iterator[None]:
-    """Hold the data dir's lock (``tswarm.lock``, ``flock`` LOCK_EX|LOCK_NB) while the block runs, with this
-    process's PID in the file; :class:`DataDirInUse`, naming the holder's PID, when another process holds it.
-
-    Processes forked inside the block share the lock; the kernel drops it when the last of them exits.
-    The file is left in place: removing it would let a third process lock a new file beside a held one."""
-    path = check_data_dir(data_dir) / LOCK_FILENAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise DataDirInUse(
-                f"data dir {data_dir} is in use by another tswarm serve (pid {holder}): one service per data dir;"
-                " stop that one first, or give this one its own --data-dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _is_bind_error(exc: OSError) -> bool:

@@ -7,6 +7,7 @@ real kernel's answer on this machine is checked once too.
 from __future__ import annotations
 
 import errno
+import os
 import ipaddress
 import socket
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tswarm import auth, svconf as svconf_module
+from tswarm.datadir import DataDirInUse, hold_data_dir, serving_port
 from tswarm.settings import Config
 from tswarm.svconf import lan_address, loopback_problem, source_address, svconf, unreachable_host
 
@@ -136,6 +138,25 @@ def test_url_local_has_the_port_serve_listens_on(routes, env, port):
     config = Config.from_env(env)
     assert config.port == port  # the same Config.port `tswarm serve` binds
     assert svconf(config, "kitchen", "pw")["url_local"] == f"http://192.168.1.20:{port}/api/nodes/kitchen"
+
+
+def test_url_local_has_the_port_of_the_service_running_on_the_data_dir(routes, tmp_path):
+    """`tswarm serve --port 9000` beside `tswarm node add` without TSWARM_PORT: the running service's
+    port (from its data dir's lock), not the setting's default."""
+    routes(PI_ROUTES)
+    config = Config(data_dir=tmp_path / "data")
+    with hold_data_dir(config.data_dir, port=9000):
+        assert serving_port(config.data_dir) == 9000
+        assert svconf(config, "kitchen", "pw")["url_local"] == "http://192.168.1.20:9000/api/nodes/kitchen"
+    assert serving_port(config.data_dir) is None  # let go: nobody serves, the setting's port again
+    assert svconf(config, "kitchen", "pw")["url_local"] == "http://192.168.1.20:8080/api/nodes/kitchen"
+
+
+def test_a_second_service_on_a_held_data_dir_is_refused_with_the_holders_pid(tmp_path):
+    with hold_data_dir(tmp_path, port=9000):
+        with pytest.raises(DataDirInUse, match=rf"in use by another tswarm serve \(pid {os.getpid()}\)"):
+            with hold_data_dir(tmp_path, port=9001):
+                pass
 
 
 @pytest.mark.parametrize("host, unreachable", [
