@@ -20,6 +20,7 @@ from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
 SETTINGS_HELP = settings_help()
+_PORT = SETTINGS_BY_NAME["TSWARM_PORT"].parser  # its range is the --port flag's
 
 
 def data_dir_option(func):
@@ -80,8 +81,7 @@ def cli():
 @cli.command()
 @click.option("--host", default=None, help=flag_help("Listen address", "TSWARM_HOST"))
 @click.option(
-    "--port", type=click.IntRange(SETTINGS_BY_NAME["TSWARM_PORT"].parser.low, SETTINGS_BY_NAME["TSWARM_PORT"].parser.high),
-    default=None, help=flag_help("Listen port", "TSWARM_PORT"),
+    "--port", type=click.IntRange(_PORT.low, _PORT.high), default=None, help=flag_help("Listen port", "TSWARM_PORT"),
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None,

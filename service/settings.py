@@ -269,6 +269,9 @@ def setting(name: str, default: str, parser: Parser, help: str, *, unset: Any = 
 
 @dataclass(frozen=True)
 class Config:
+    """The service's configuration: every setting (one ``TSWARM_*`` variable each, declared here once)
+    and, below them, the few knobs no variable sets."""
+
     # -- the settings, in the order the docs list them -------------------------------------------
     data_dir: Path = setting(
         "TSWARM_DATA_DIR", "./data", Folder(),
