@@ -15,11 +15,12 @@ from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .journal import DB_FILENAME, Journal, JournalUnusable, NodeExists, NodeNotFound, check_data_dir
 from .protocol import NODE_NAME_HELP, valid_node_name
-from .settings import SETTINGS, Config, ConfigError
+from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
-SETTINGS_HELP = "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
+SETTINGS_HELP = settings_help()
+_PORT = SETTINGS_BY_NAME["TSWARM_PORT"].parser  # its range is the --port flag's
 
 
 def data_dir_option(func):
@@ -27,7 +28,7 @@ def data_dir_option(func):
         "--data-dir",
         type=click.Path(path_type=Path),  # checked where the journal opens, as TSWARM_DATA_DIR is: one line
         default=None,
-        help="Folder of the SQLite journal [env TSWARM_DATA_DIR, default ./data].",
+        help=flag_help("Folder of the SQLite journal", "TSWARM_DATA_DIR"),
     )(func)
 
 
@@ -78,13 +79,13 @@ def cli():
 
 
 @cli.command()
-@click.option("--host", default=None, help="Listen address [env TSWARM_HOST, default 0.0.0.0].")
+@click.option("--host", default=None, help=flag_help("Listen address", "TSWARM_HOST"))
 @click.option(
-    "--port", type=click.IntRange(0, 65535), default=None, help="Listen port [env TSWARM_PORT, default 8080; PORT wins]."
+    "--port", type=click.IntRange(_PORT.low, _PORT.high), default=None, help=flag_help("Listen port", "TSWARM_PORT"),
 )
 @click.option(
     "--workers", type=click.IntRange(min=1), default=None,
-    help="Processes sharing the port [env TSWARM_WORKERS, default 1]. With more than one, a supervisor"
+    help=flag_help("Processes sharing the port", "TSWARM_WORKERS") + " With more than one, a supervisor"
     " starts them and restarts any that dies; worker 0 alone forwards and prunes. Per worker: the"
     " failed-login guard (an address may try workers x TSWARM_AUTH_MAX_FAILURES times), the credential"
     " cache (one scrypt per node per worker) and /metrics (the worker that answered).",
@@ -368,15 +369,9 @@ def export(node_name, start, stop, fmt, output, data_dir):
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown (as in docs/configuration.md).")
 def settings(markdown):
     """List every TSWARM_* setting with its default and meaning (values are never printed)."""
-    from .settings import settings_markdown
+    from .settings import settings_list, settings_markdown
 
-    if markdown:
-        click.echo(settings_markdown(), nl=False)
-        return
-    for s in SETTINGS:
-        mark = "*" if s.name in os.environ else " "
-        click.echo(f"{mark} {s.name:<26} default {s.default!r}: {s.help}")
-    click.echo("(* set in this environment)")
+    click.echo(settings_markdown() if markdown else settings_list(os.environ), nl=False)
 
 
 # -- firmware: tswarm flash, tswarm node config (the work is in service/flash.py) --------------

@@ -26,35 +26,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 from aiohttp import web
 from yarl import URL
 
 from .errors import json_error
-from .settings import Config
+from .settings import Config, Network, parse_networks  # TSWARM_TRUSTED_PROXIES is read there
 
 log = logging.getLogger("tswarm.proxy")
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 HSTS = "max-age=31536000"  # one year; not includeSubDomains: other hosts of the domain are not ours to decide
 PAGE_PATHS = ("/",)
 PAGE_PREFIXES = ("/static/",)
 VIA_TRUSTED_PROXY = web.RequestKey("via_trusted_proxy", bool)  # the TCP peer is a trusted proxy
-
-
-def parse_networks(value: str | Iterable[str]) -> tuple[Network, ...]:
-    """``"10.0.0.0/8, 127.0.0.1"`` -> networks; raises ValueError naming a bad entry."""
-    items = value.split(",") if isinstance(value, str) else value
-    networks = []
-    for item in (i.strip() for i in items):
-        if not item:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or network (CIDR)") from None
-    return tuple(networks)
 
 
 def _address(text: str) -> Optional[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -1,107 +1,133 @@
-"""Every setting of the service in one table: the docs and `--help` are drawn from it.
+"""Every setting of the service, each declared once: the docs, `--help` and `tswarm settings` are drawn from it.
 
 Configuration comes from ``TSWARM_*`` environment variables (12-factor); a command-line
 flag, where there is one, wins over its variable, and ``PORT`` (Heroku) wins over both.
+
+A setting is one field of :class:`Config`, declared with :func:`setting`: its variable, its default
+(as it would be typed in the environment), the parser that reads it (with its range or choices) and
+its help. The field's default is the parser's reading of that default, so ``Config()`` and
+``Config.from_env({})`` are the same configuration. The fields below the settings are not read from
+the environment.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 from urllib.parse import urlsplit
 
 from .auth import SCRYPT_N
 
 
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    default: str
-    help: str
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "TSWARM_DATA_DIR", "./data",
-        "Folder of the SQLite journal (created if missing; it must be writable). One `tswarm serve` at a time may use it"
-        " (a second is refused while `tswarm.lock` in it is held); the other commands work beside a running service.",
-    ),
-    Setting("TSWARM_HOST", "0.0.0.0", "Address `tswarm serve` listens on (a name must resolve)."),
-    Setting("TSWARM_PORT", "8080", "Port `tswarm serve` listens on, 0 to 65535 (`PORT` wins, as on Heroku)."),
-    Setting(
-        "TSWARM_WORKERS", "1",
-        "Processes `tswarm serve` runs, sharing the port, 1 to 256 (`--workers` wins); `1`: one process, no supervisor."
-        " Each worker keeps its own brute-force guard, credential cache and `/metrics` (docs/deployment.md).",
-    ),
-    Setting("TSWARM_HALT", "0", "`1`: every node is answered 423 and stays awake (readings are still stored)."),
-    Setting("TSWARM_STORE", "sqlite", "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB."),
-    Setting("TSWARM_INFLUX_URL", "http://localhost:8086", "InfluxDB base URL, `http://` or `https://`."),
-    Setting("TSWARM_INFLUX_API", "2", "`2`: v2 write API (InfluxDB 2.x/3.x); `1`: v1 API (InfluxDB 1.x)."),
-    Setting("TSWARM_INFLUX_TOKEN", "", "v2 API token."),
-    Setting("TSWARM_INFLUX_ORG", "", "v2 API organisation (needed with `TSWARM_STORE=influxdb` and the v2 API)."),
-    Setting("TSWARM_INFLUX_BUCKET", "tswarm", "v2 API bucket."),
-    Setting("TSWARM_INFLUX_DB", "tswarm", "v1 API database (InfluxDB 1.x)."),
-    Setting("TSWARM_INFLUX_USER", "", "v1 API user (optional)."),
-    Setting("TSWARM_INFLUX_PASSWORD", "", "v1 API password (optional)."),
-    Setting("TSWARM_ADMIN_TOKEN", "", "Bearer token for admin routes; empty: admin routes are off."),
-    Setting(
-        "TSWARM_READ_TOKEN", "",
-        "Bearer token for reader routes and the status page, needed from loopback too; empty: loopback reads"
-        " without one, and the first `serve` makes one for other devices, keeps it in `<data dir>/read-token`"
-        " and prints once the page's URL with it (docs/api.md).",
-    ),
-    Setting("TSWARM_PUBLIC_URL", "", "Base URL nodes use (printed in `svconf`); empty: this machine's address."),
-    Setting(
-        "TSWARM_TRUSTED_PROXIES", "",
-        "Comma-separated addresses/CIDRs of reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed"
-        " (e.g. `127.0.0.1` for nginx on the same box); from any other peer these headers are ignored.",
-    ),
-    Setting(
-        "TSWARM_FORCE_HTTPS", "0",
-        "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected."
-        " Only with a TLS proxy in front, listed in `TSWARM_TRUSTED_PROXIES`: tswarm itself has no TLS.",
-    ),
-    Setting("TSWARM_LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
-    Setting("TSWARM_MAX_BODY", "4096", "Largest node request body in bytes (64 to 16777216); larger gets 413."),
-    Setting("TSWARM_AUTH_MAX_FAILURES", "30", "Failed logins from one address within the window before it gets 429 (1 to 1000000)."),
-    Setting("TSWARM_AUTH_WINDOW", "60", "Seconds over which failed logins are counted, and how long an address then waits (1 to 86400)."),
-    Setting(
-        "TSWARM_JOURNAL_RETENTION", "30d",
-        "How long readings stay in the journal once forwarded (`30d`, `12h`, `90m`, `45s` or seconds, up to `36500d`; `0`: forever)."
-        " With `TSWARM_STORE=sqlite` the journal is the store: nothing is pruned unless this is set.",
-    ),
-    Setting("TSWARM_FORWARD_BATCH", "5000", "Most readings per InfluxDB write (one gzipped line-protocol body), 1 to 100000."),
-    Setting(
-        "TSWARM_FORWARD_MAX_BACKOFF", "60",
-        "Longest wait in seconds between retries of a failed InfluxDB write, 1 to 86400 (doubling from 0.5 s; a `Retry-After` wins).",
-    ),
-)
+# -- parsers: the text of a variable -> its value ---------------------------------------------------
 
-SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+class Parser:
+    """How a setting's text becomes its value.
+
+    ``read`` takes the environment's text and refuses text it cannot take (the error quotes the
+    text); ``check`` refuses a value however it came, from the environment, a flag or an override.
+    ``words`` fill the ``{placeholders}`` of the setting's help (its range, its choices)."""
+
+    def read(self, name: str, text: str) -> Any:
+        return text
+
+    def check(self, name: str, value: Any) -> None:
+        pass
+
+    def words(self) -> dict[str, str]:
+        return {}
+
+
+class Text(Parser):
+    """Any text, as given."""
+
+
+class Folder(Parser):
+    """A path, as given (whether it is usable is checked where the journal opens)."""
+
+    def read(self, name: str, text: str) -> Path:
+        return Path(text)
 
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _bool(name: str, value: str) -> bool:
-    text = value.strip().lower()
-    if text not in _TRUE | _FALSE:
-        raise ConfigError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {value!r}")
-    return text in _TRUE
+class Flag(Parser):
+    """``1``/``0``, ``true``/``false``, ``yes``/``no``, ``on``/``off`` (any case); empty is off."""
+
+    def read(self, name: str, text: str) -> bool:
+        word = text.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ConfigError(f"{name} must be 1 or 0 (or true/false, yes/no, on/off), got {text!r}")
+        return word in _TRUE
 
 
-def _int(name: str, value: str, low: int, high: int) -> int:
-    """A whole number of ASCII digits between ``low`` and ``high``."""
-    text = value.strip()
-    if not re.fullmatch(r"[+-]?[0-9]{1,20}", text):
-        raise ConfigError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
-    number = int(text)
-    if not low <= number <= high:
-        raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
-    return number
+@dataclass(frozen=True)
+class Whole(Parser):
+    """A whole number of ASCII digits between ``low`` and ``high``, as ``to`` (``int`` or ``float``)."""
+
+    low: int
+    high: int
+    to: Callable[[int], Any] = int
+
+    def read(self, name: str, text: str) -> Any:
+        digits = text.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,20}", digits):
+            raise ConfigError(f"{name} must be a whole number between {self.low} and {self.high}, got {text!r}")
+        number = int(digits)
+        if not self.low <= number <= self.high:
+            raise ConfigError(f"{name} must be between {self.low} and {self.high}, got {text!r}")
+        return self.to(number)
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.low <= value <= self.high:
+            raise ConfigError(f"{name} must be between {self.low} and {self.high}, got {value}")
+
+    def words(self) -> dict[str, str]:
+        return {"range": f"{self.low} to {self.high}"}
+
+
+@dataclass(frozen=True)
+class Choice(Parser):
+    """One of a few words, compared once ``normalize`` has tidied the text."""
+
+    choices: tuple[str, ...]
+    normalize: Callable[[str], str] = str.strip
+
+    def read(self, name: str, text: str) -> str:
+        return self.normalize(text)
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in self.choices:
+            raise ConfigError(f"{name} must be {' or '.join(map(repr, self.choices))}, got {value!r}")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogLevel(Parser):
+    """One of :data:`LOG_LEVELS`, in any case."""
+
+    def read(self, name: str, text: str) -> str:
+        if text.strip().upper() not in LOG_LEVELS:
+            raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
+        return text.strip().upper()
+
+    def check(self, name: str, value: Any) -> None:
+        if value not in LOG_LEVELS:
+            raise ConfigError(f"{name} must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+    def words(self) -> dict[str, str]:
+        return {"levels": f"{', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}"}
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -122,35 +148,48 @@ def parse_duration(name: str, value: str) -> int:
     return seconds
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+class Duration(Parser):
+    """A duration (:func:`parse_duration`) in seconds; empty is not set (``None``)."""
+
+    def read(self, name: str, text: str) -> Optional[int]:
+        return parse_duration(name, text) if text.strip() else None
+
+    def words(self) -> dict[str, str]:
+        return {"most": f"{MAX_RETENTION_S // 86400}d"}
 
 
-def _log_level(value: str) -> str:
-    if value.strip().upper() not in LOG_LEVELS:
-        raise ConfigError(f"TSWARM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return value.strip().upper()
-
-# name: (lowest, highest) of every whole-number setting
-INT_RANGES = {
-    "TSWARM_PORT": (0, 65535),
-    "PORT": (0, 65535),
-    "TSWARM_WORKERS": (1, 256),
-    "TSWARM_MAX_BODY": (64, 16 * 1024 * 1024),
-    "TSWARM_AUTH_MAX_FAILURES": (1, 1_000_000),
-    "TSWARM_AUTH_WINDOW": (1, 86400),
-    "TSWARM_FORWARD_BATCH": (1, 100_000),
-    "TSWARM_FORWARD_MAX_BACKOFF": (1, 86400),
-}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-class ConfigError(ValueError):
-    """A setting has a value the service cannot use."""
+def parse_networks(value: str | Iterable[str]) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 127.0.0.1"`` -> networks; raises ValueError naming a bad entry."""
+    items = value.split(",") if isinstance(value, str) else value
+    networks = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network (CIDR)") from None
+    return tuple(networks)
+
+
+class Networks(Parser):
+    """Comma-separated addresses and networks (CIDR), kept as the texts (the middleware parses them)."""
+
+    def read(self, name: str, text: str) -> tuple[str, ...]:
+        return tuple(item.strip() for item in text.split(",") if item.strip())
+
+    def check(self, name: str, value: Any) -> None:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
 
 def _check_public_url(url: str) -> None:
     """TSWARM_PUBLIC_URL is what boards are flashed with: an http(s) URL with a host, nothing after its path."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number in 0-65535)
@@ -164,35 +203,162 @@ def _check_public_url(url: str) -> None:
         )
 
 
+class PublicUrl(Parser):
+    """Empty, or the base URL boards are flashed with (:func:`_check_public_url`), without a trailing ``/``."""
+
+    def read(self, name: str, text: str) -> str:
+        return text.rstrip("/")
+
+    def check(self, name: str, value: Any) -> None:
+        if value:
+            _check_public_url(value)
+
+
+class InfluxUrl(Parser):
+    """An ``http://`` or ``https://`` URL with a host (and a port above 0, if any)."""
+
+    def check(self, name: str, value: Any) -> None:
+        url = urlsplit(value.strip())
+        try:
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
+            raise ConfigError(f"{name} must be an http:// or https:// URL like http://localhost:8086, got {value!r}")
+
+
+# -- the declaration ---------------------------------------------------------------------------------
+
+_READ_DEFAULT: Any = object()  # the field's value when its variable is not set: the parser's reading of the default
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One ``TSWARM_*`` variable and the :class:`Config` field it fills."""
+
+    name: str
+    default: str  # as typed in the environment; what `--help`, `tswarm settings` and the docs show
+    parser: Parser
+    help: str
+    field: str = ""  # the Config attribute (filled in from the class below)
+    unset: Any = _READ_DEFAULT  # the field's value when the variable is not set, if not the default read
+    wins: str = ""  # another variable that wins over this one when set and not empty (Heroku's PORT)
+
+    def read(self, text: str, name: Optional[str] = None) -> Any:
+        return self.parser.read(name or self.name, text)
+
+    def check(self, value: Any) -> None:
+        self.parser.check(self.name, value)
+
+    @property
+    def value_unset(self) -> Any:
+        return self.read(self.default) if self.unset is _READ_DEFAULT else self.unset
+
+
+_SETTING = "tswarm.setting"  # the key of a field's metadata that holds its Setting
+
+
+def setting(name: str, default: str, parser: Parser, help: str, *, unset: Any = _READ_DEFAULT, wins: str = "",
+            secret: bool = False) -> Any:
+    """A :class:`Config` field read from the variable ``name``; ``secret`` keeps it out of ``repr``.
+
+    ``help`` may name the parser's ``words`` (``{range}``, ``{levels}``, ``{most}``) instead of repeating them."""
+    declared = Setting(name, default, parser, help.format(**parser.words()), unset=unset, wins=wins)
+    return field(default=declared.value_unset, repr=not secret, metadata={_SETTING: declared})
+
+
 @dataclass(frozen=True)
 class Config:
-    data_dir: Path = Path("./data")
-    host: str = "0.0.0.0"
-    port: int = 8080
-    workers: int = 1
-    halt: bool = False
-    store: str = "sqlite"
-    influx_url: str = "http://localhost:8086"
-    influx_api: str = "2"
-    influx_token: str = field(default="", repr=False)
-    influx_org: str = ""
-    influx_bucket: str = "tswarm"
-    influx_db: str = "tswarm"
-    influx_user: str = ""
-    influx_password: str = field(default="", repr=False)
-    admin_token: str = field(default="", repr=False)
-    read_token: str = field(default="", repr=False)
-    public_url: str = ""
-    trusted_proxies: tuple[str, ...] = ()
-    force_https: bool = False
-    log_level: str = "INFO"
-    max_body: int = 4096
-    auth_max_failures: int = 30
-    auth_window: int = 60
-    journal_retention: Optional[int] = None  # seconds; None: not set (see retention_s)
-    forward_batch: int = 5000
-    forward_max_backoff: float = 60.0
-    # Not environment settings: knobs for tests and benchmarks.
+    """The service's configuration: every setting (one ``TSWARM_*`` variable each, declared here once)
+    and, below them, the few knobs no variable sets."""
+
+    # -- the settings, in the order the docs list them -------------------------------------------
+    data_dir: Path = setting(
+        "TSWARM_DATA_DIR", "./data", Folder(),
+        "Folder of the SQLite journal (created if missing; it must be writable). One `tswarm serve` at a time may use it"
+        " (a second is refused while `tswarm.lock` in it is held); the other commands work beside a running service.",
+    )
+    host: str = setting("TSWARM_HOST", "0.0.0.0", Text(), "Address `tswarm serve` listens on (a name must resolve).")
+    port: int = setting(
+        "TSWARM_PORT", "8080", Whole(0, 65535), "Port `tswarm serve` listens on, {range} (`PORT` wins, as on Heroku).",
+        wins="PORT",
+    )
+    workers: int = setting(
+        "TSWARM_WORKERS", "1", Whole(1, 256),
+        "Processes `tswarm serve` runs, sharing the port, {range} (`--workers` wins); `1`: one process, no supervisor."
+        " Each worker keeps its own brute-force guard, credential cache and `/metrics` (docs/deployment.md).",
+    )
+    halt: bool = setting("TSWARM_HALT", "0", Flag(), "`1`: every node is answered 423 and stays awake (readings are still stored).")
+    store: str = setting(
+        "TSWARM_STORE", "sqlite", Choice(("sqlite", "influxdb"), lambda text: text.strip().lower()),
+        "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB.",
+    )
+    influx_url: str = setting("TSWARM_INFLUX_URL", "http://localhost:8086", InfluxUrl(), "InfluxDB base URL, `http://` or `https://`.")
+    influx_api: str = setting(
+        "TSWARM_INFLUX_API", "2", Choice(("1", "2")), "`2`: v2 write API (InfluxDB 2.x/3.x); `1`: v1 API (InfluxDB 1.x).",
+    )
+    influx_token: str = setting("TSWARM_INFLUX_TOKEN", "", Text(), "v2 API token.", secret=True)
+    influx_org: str = setting(
+        "TSWARM_INFLUX_ORG", "", Text(), "v2 API organisation (needed with `TSWARM_STORE=influxdb` and the v2 API).",
+    )
+    influx_bucket: str = setting("TSWARM_INFLUX_BUCKET", "tswarm", Text(), "v2 API bucket.")
+    influx_db: str = setting("TSWARM_INFLUX_DB", "tswarm", Text(), "v1 API database (InfluxDB 1.x).")
+    influx_user: str = setting("TSWARM_INFLUX_USER", "", Text(), "v1 API user (optional).")
+    influx_password: str = setting("TSWARM_INFLUX_PASSWORD", "", Text(), "v1 API password (optional).", secret=True)
+    admin_token: str = setting(
+        "TSWARM_ADMIN_TOKEN", "", Text(), "Bearer token for admin routes; empty: admin routes are off.", secret=True,
+    )
+    read_token: str = setting(
+        "TSWARM_READ_TOKEN", "", Text(),
+        "Bearer token for reader routes and the status page, needed from loopback too; empty: loopback reads"
+        " without one, and the first `serve` makes one for other devices, keeps it in `<data dir>/read-token`"
+        " and prints once the page's URL with it (docs/api.md).",
+        secret=True,
+    )
+    public_url: str = setting(
+        "TSWARM_PUBLIC_URL", "", PublicUrl(), "Base URL nodes use (printed in `svconf`); empty: this machine's address.",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        "TSWARM_TRUSTED_PROXIES", "", Networks(),
+        "Comma-separated addresses/CIDRs of reverse proxies whose `X-Forwarded-For`/`X-Forwarded-Proto` are believed"
+        " (e.g. `127.0.0.1` for nginx on the same box); from any other peer these headers are ignored.",
+    )
+    force_https: bool = setting(
+        "TSWARM_FORCE_HTTPS", "0", Flag(),
+        "`1`: redirect the status page (`GET /`, `/static/`) to HTTPS and send HSTS; `/api/nodes/*` is never redirected."
+        " Only with a TLS proxy in front, listed in `TSWARM_TRUSTED_PROXIES`: tswarm itself has no TLS.",
+    )
+    log_level: str = setting("TSWARM_LOG_LEVEL", "INFO", LogLevel(), "Log level: {levels}.")
+    max_body: int = setting(
+        "TSWARM_MAX_BODY", "4096", Whole(64, 16 * 1024 * 1024),
+        "Largest node request body in bytes ({range}); larger gets 413.",
+    )
+    auth_max_failures: int = setting(
+        "TSWARM_AUTH_MAX_FAILURES", "30", Whole(1, 1_000_000),
+        "Failed logins from one address within the window before it gets 429 ({range}).",
+    )
+    auth_window: int = setting(
+        "TSWARM_AUTH_WINDOW", "60", Whole(1, 86400),
+        "Seconds over which failed logins are counted, and how long an address then waits ({range}).",
+    )
+    journal_retention: Optional[int] = setting(
+        "TSWARM_JOURNAL_RETENTION", "30d", Duration(),
+        "How long readings stay in the journal once forwarded (`30d`, `12h`, `90m`, `45s` or seconds, up to `{most}`;"
+        " `0`: forever). With `TSWARM_STORE=sqlite` the journal is the store: nothing is pruned unless this is set.",
+        unset=None,  # not set (or empty): the default with store=influxdb, forever with sqlite (see retention_s)
+    )
+    forward_batch: int = setting(
+        "TSWARM_FORWARD_BATCH", "5000", Whole(1, 100_000),
+        "Most readings per InfluxDB write (one gzipped line-protocol body), {range}.",
+    )
+    forward_max_backoff: float = setting(
+        "TSWARM_FORWARD_MAX_BACKOFF", "60", Whole(1, 86400, float),
+        "Longest wait in seconds between retries of a failed InfluxDB write, {range} (doubling from 0.5 s;"
+        " a `Retry-After` wins).",
+    )
+
+    # -- not settings: no variable sets these -----------------------------------------------------
+    # Knobs for tests and benchmarks.
     scrypt_n: int = SCRYPT_N
     journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
     journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
@@ -201,86 +367,27 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
-        """Read every ``TSWARM_*`` variable (defaults from SETTINGS); ``overrides`` win."""
+        """Read every ``TSWARM_*`` variable (unset: its default); ``overrides`` that are not None win."""
         env = os.environ if env is None else env
-
-        def get(name: str) -> str:
-            return env.get(name, SETTINGS_BY_NAME[name].default)
-
-        def number(name: str) -> int:
-            return _int(name, get(name), *INT_RANGES[name])
-
-        values = dict(
-            data_dir=Path(get("TSWARM_DATA_DIR")),
-            host=get("TSWARM_HOST"),
-            port=number("TSWARM_PORT"),
-            workers=number("TSWARM_WORKERS"),
-            halt=_bool("TSWARM_HALT", get("TSWARM_HALT")),
-            store=get("TSWARM_STORE").strip().lower(),
-            influx_url=get("TSWARM_INFLUX_URL"),
-            influx_api=get("TSWARM_INFLUX_API").strip(),
-            influx_token=get("TSWARM_INFLUX_TOKEN"),
-            influx_org=get("TSWARM_INFLUX_ORG"),
-            influx_bucket=get("TSWARM_INFLUX_BUCKET"),
-            influx_db=get("TSWARM_INFLUX_DB"),
-            influx_user=get("TSWARM_INFLUX_USER"),
-            influx_password=get("TSWARM_INFLUX_PASSWORD"),
-            admin_token=get("TSWARM_ADMIN_TOKEN"),
-            read_token=get("TSWARM_READ_TOKEN"),
-            public_url=get("TSWARM_PUBLIC_URL").rstrip("/"),
-            trusted_proxies=tuple(p.strip() for p in get("TSWARM_TRUSTED_PROXIES").split(",") if p.strip()),
-            force_https=_bool("TSWARM_FORCE_HTTPS", get("TSWARM_FORCE_HTTPS")),
-            log_level=_log_level(get("TSWARM_LOG_LEVEL")),
-            max_body=number("TSWARM_MAX_BODY"),
-            auth_max_failures=number("TSWARM_AUTH_MAX_FAILURES"),
-            auth_window=number("TSWARM_AUTH_WINDOW"),
-            journal_retention=(
-                parse_duration("TSWARM_JOURNAL_RETENTION", env["TSWARM_JOURNAL_RETENTION"])
-                if env.get("TSWARM_JOURNAL_RETENTION", "").strip() else None
-            ),
-            forward_batch=number("TSWARM_FORWARD_BATCH"),
-            forward_max_backoff=float(number("TSWARM_FORWARD_MAX_BACKOFF")),
-        )
-        if env.get("PORT"):
-            values["port"] = _int("PORT", env["PORT"], *INT_RANGES["PORT"])
+        values = {}
+        for s in SETTINGS:
+            if s.name in env:
+                values[s.field] = s.read(env[s.name])
+            if s.wins and env.get(s.wins):
+                values[s.field] = s.read(env[s.wins], name=s.wins)
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)
         config.validate()
         return config
 
     def validate(self) -> None:
-        from .proxy import parse_networks
-
-        try:
-            parse_networks(self.trusted_proxies)
-        except ValueError as exc:
-            raise ConfigError(f"TSWARM_TRUSTED_PROXIES: {exc}") from None
-        if self.store not in ("sqlite", "influxdb"):
-            raise ConfigError(f"TSWARM_STORE must be 'sqlite' or 'influxdb', got {self.store!r}")
-        if self.influx_api not in ("1", "2"):
-            raise ConfigError(f"TSWARM_INFLUX_API must be '1' or '2', got {self.influx_api!r}")
-        # Values from the environment were checked as they were read; these catch the flags and overrides.
-        for name, value in (("TSWARM_PORT", self.port), ("TSWARM_WORKERS", self.workers), ("TSWARM_MAX_BODY", self.max_body),
-                            ("TSWARM_FORWARD_BATCH", self.forward_batch)):
-            low, high = INT_RANGES[name]
-            if not low <= value <= high:
-                raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
-        if self.log_level not in LOG_LEVELS:
-            raise ConfigError(f"TSWARM_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        if self.public_url:
-            _check_public_url(self.public_url)
+        """Check every setting's value (flags and overrides too), then what settings ask of each other."""
+        for s in SETTINGS:
+            s.check(getattr(self, s.field))
         self._validate_influx()
 
     def _validate_influx(self) -> None:
-        url = urlsplit(self.influx_url.strip())
-        try:
-            port_ok = url.port is None or url.port > 0
-        except ValueError:
-            port_ok = False
-        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
-            raise ConfigError(
-                f"TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got {self.influx_url!r}"
-            )
+        """With ``store=influxdb``, the target the chosen API writes into must be named."""
         if self.store != "influxdb":
             return
         if self.influx_api == "2" and not self.influx_org.strip():
@@ -297,14 +404,15 @@ class Config:
     def retention_s(self) -> int:
         """Seconds readings stay in the journal, 0 for ever.
 
-        Unset, it is 30 days with ``store=influxdb`` (forwarded readings live on in InfluxDB) and
-        forever with ``store=sqlite`` (the journal is the only copy).
+        Unset, it is the setting's default (30 days) with ``store=influxdb`` (forwarded readings live on
+        in InfluxDB) and forever with ``store=sqlite`` (the journal is the only copy).
         """
         if self.journal_retention is not None:
             return self.journal_retention
         if self.store == "sqlite":
             return 0
-        return parse_duration("TSWARM_JOURNAL_RETENTION", SETTINGS_BY_NAME["TSWARM_JOURNAL_RETENTION"].default)
+        retention = SETTINGS_BY_NAME["TSWARM_JOURNAL_RETENTION"]
+        return retention.read(retention.default)
 
     @property
     def runs_singletons(self) -> bool:
@@ -314,6 +422,32 @@ class Config:
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)
 
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    replace(f.metadata[_SETTING], field=f.name) for f in fields(Config) if _SETTING in f.metadata
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+# -- what people read: `--help`, `tswarm settings`, docs/configuration.md ----------------------------
+
+
+def flag_help(text: str, name: str) -> str:
+    """The help of a flag that stands for the setting ``name``: ``text [env NAME, default D; PORT wins].``"""
+    s = SETTINGS_BY_NAME[name]
+    wins = f"; {s.wins} wins" if s.wins else ""
+    return f"{text} [env {s.name}, default {s.default}{wins}]."
+
+
+def settings_help() -> str:
+    """One line a setting, for the epilog of `tswarm --help`."""
+    return "\n".join(f"  {s.name} (default {s.default!r}): {s.help}" for s in SETTINGS)
+
+
+def settings_list(environ: Mapping[str, str]) -> str:
+    """What `tswarm settings` prints: every setting, ``*`` where ``environ`` sets it (values are never shown)."""
+    lines = [f"{'*' if s.name in environ else ' '} {s.name:<26} default {s.default!r}: {s.help}" for s in SETTINGS]
+    return "\n".join([*lines, "(* set in this environment)"]) + "\n"
 
 
 def settings_markdown() -> str:

@@ -6,13 +6,16 @@ process, as a user types it): a setting (service/settings.py), the data dir and 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tswarm.journal import DB_FILENAME, Journal
-from tswarm.settings import Config, ConfigError, parse_duration
+from tswarm.settings import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, parse_duration
 from tests.servers import TSWARM, tswarm_env
 
 # Commands that open the journal, each with the arguments it needs; `serve` last.
@@ -149,6 +152,150 @@ def test_a_flag_out_of_range_is_refused_by_the_config_too():
 @pytest.mark.parametrize("value, seconds", [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("45s", 45), ("0", 0)])
 def test_durations(value, seconds):
     assert parse_duration("X", value) == seconds
+
+
+# -- each setting declared once -------------------------------------------------------------------
+
+# The Config fields that no variable sets (knobs for tests and benchmarks, the worker's index).
+NOT_SETTINGS = {"scrypt_n", "journal_synchronous", "journal_max_batch", "worker"}
+
+
+def test_an_empty_environment_is_the_default_config():
+    assert Config() == Config.from_env({})
+
+
+def test_every_config_field_is_one_setting_or_a_knob_named_as_not_a_setting():
+    names = [s.name for s in SETTINGS]
+    assert len(names) == len(set(names)) and len({s.field for s in SETTINGS}) == len(SETTINGS)
+    assert {f.name for f in dataclasses.fields(Config)} == {s.field for s in SETTINGS} | NOT_SETTINGS
+    assert not {s.field for s in SETTINGS} & NOT_SETTINGS
+
+
+def test_the_defaults_are_as_before():
+    assert {s.name: getattr(Config(), s.field) for s in SETTINGS} == {
+        "TSWARM_DATA_DIR": Path("./data"), "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
+        "TSWARM_HALT": False, "TSWARM_STORE": "sqlite", "TSWARM_INFLUX_URL": "http://localhost:8086",
+        "TSWARM_INFLUX_API": "2", "TSWARM_INFLUX_TOKEN": "", "TSWARM_INFLUX_ORG": "", "TSWARM_INFLUX_BUCKET": "tswarm",
+        "TSWARM_INFLUX_DB": "tswarm", "TSWARM_INFLUX_USER": "", "TSWARM_INFLUX_PASSWORD": "", "TSWARM_ADMIN_TOKEN": "",
+        "TSWARM_READ_TOKEN": "", "TSWARM_PUBLIC_URL": "", "TSWARM_TRUSTED_PROXIES": (), "TSWARM_FORCE_HTTPS": False,
+        "TSWARM_LOG_LEVEL": "INFO", "TSWARM_MAX_BODY": 4096, "TSWARM_AUTH_MAX_FAILURES": 30, "TSWARM_AUTH_WINDOW": 60,
+        "TSWARM_JOURNAL_RETENTION": None, "TSWARM_FORWARD_BATCH": 5000, "TSWARM_FORWARD_MAX_BACKOFF": 60.0,
+    }
+
+
+def test_each_default_as_typed_in_the_environment_reads_as_the_field_default():
+    """Setting every variable to the default the docs show changes nothing, but retention: unset, its
+    default applies only with store=influxdb (sqlite keeps readings for ever)."""
+    typed = Config.from_env({s.name: s.default for s in SETTINGS})
+    assert typed == Config(journal_retention=30 * 86400)
+    assert Config.from_env({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home"}).retention_s == 30 * 86400
+
+
+# A good value for every setting that is not its default, and the field's value then.
+GOOD = {
+    "TSWARM_DATA_DIR": ("/srv/tswarm", Path("/srv/tswarm")), "TSWARM_HOST": ("::1", "::1"),
+    "TSWARM_PORT": ("+0", 0), "TSWARM_WORKERS": ("256", 256), "TSWARM_HALT": (" ON ", True),
+    "TSWARM_STORE": (" InfluxDB ", "influxdb"), "TSWARM_INFLUX_URL": ("https://influx:8443", "https://influx:8443"),
+    "TSWARM_INFLUX_API": (" 1 ", "1"), "TSWARM_INFLUX_TOKEN": ("tok", "tok"), "TSWARM_INFLUX_ORG": ("home", "home"),
+    "TSWARM_INFLUX_BUCKET": ("b", "b"), "TSWARM_INFLUX_DB": ("d", "d"), "TSWARM_INFLUX_USER": ("u", "u"),
+    "TSWARM_INFLUX_PASSWORD": ("p", "p"), "TSWARM_ADMIN_TOKEN": ("a", "a"), "TSWARM_READ_TOKEN": ("r", "r"),
+    "TSWARM_PUBLIC_URL": ("https://t.example.org/x//", "https://t.example.org/x"),
+    "TSWARM_TRUSTED_PROXIES": (",::1, 10.0.0.0/8,", ("::1", "10.0.0.0/8")), "TSWARM_FORCE_HTTPS": ("true", True),
+    "TSWARM_LOG_LEVEL": (" warning", "WARNING"), "TSWARM_MAX_BODY": ("16777216", 16777216),
+    "TSWARM_AUTH_MAX_FAILURES": ("1", 1), "TSWARM_AUTH_WINDOW": ("86400", 86400),
+    "TSWARM_JOURNAL_RETENTION": ("12H", 43200), "TSWARM_FORWARD_BATCH": ("100000", 100000),
+    "TSWARM_FORWARD_MAX_BACKOFF": ("86400", 86400.0),
+}
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=[s.name for s in SETTINGS])
+def test_each_variable_fills_its_own_field_and_no_other(setting):
+    text, value = GOOD[setting.name]
+    besides = {"TSWARM_INFLUX_ORG": "home"} if setting.name == "TSWARM_STORE" else {}  # what store=influxdb needs too
+    expected = Config(**{setting.field: value}, **{SETTINGS_BY_NAME[n].field: v for n, v in besides.items()})
+    assert Config.from_env({setting.name: text, **besides}) == expected
+
+
+def test_good_values_cover_every_setting():
+    assert set(GOOD) == set(SETTINGS_BY_NAME)
+
+
+def test_port_wins_over_tswarm_port_unless_empty():
+    assert Config.from_env({"TSWARM_PORT": "1", "PORT": "2"}).port == 2
+    assert Config.from_env({"TSWARM_PORT": "1", "PORT": ""}).port == 1
+
+
+# Exact messages, one or more per kind of value (the table above checks only that each is named).
+EXACT_ERRORS = [
+    ({"TSWARM_PORT": "abc"}, "TSWARM_PORT must be a whole number between 0 and 65535, got 'abc'"),
+    ({"TSWARM_PORT": "70000"}, "TSWARM_PORT must be between 0 and 65535, got '70000'"),
+    ({"PORT": "http"}, "PORT must be a whole number between 0 and 65535, got 'http'"),
+    ({"TSWARM_AUTH_WINDOW": "-1"}, "TSWARM_AUTH_WINDOW must be between 1 and 86400, got '-1'"),
+    ({"TSWARM_HALT": "maybe"}, "TSWARM_HALT must be 1 or 0 (or true/false, yes/no, on/off), got 'maybe'"),
+    ({"TSWARM_STORE": " MySQL"}, "TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"),
+    ({"TSWARM_INFLUX_API": " 3 "}, "TSWARM_INFLUX_API must be '1' or '2', got '3'"),
+    ({"TSWARM_LOG_LEVEL": " loud"}, "TSWARM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got ' loud'"),
+    ({"TSWARM_JOURNAL_RETENTION": "1.5d"},
+     "TSWARM_JOURNAL_RETENTION must be a duration like 30d, 12h, 90m, 45s or seconds, got '1.5d'"),
+    ({"TSWARM_JOURNAL_RETENTION": "-1d"}, "TSWARM_JOURNAL_RETENTION must not be negative, got '-1d'"),
+    ({"TSWARM_JOURNAL_RETENTION": "36501d"}, "TSWARM_JOURNAL_RETENTION must be at most 36500d (a hundred years), got '36501d'"),
+    ({"TSWARM_TRUSTED_PROXIES": "127.0.0.1, cloudflare"},
+     "TSWARM_TRUSTED_PROXIES: 'cloudflare' is not an IP address or network (CIDR)"),
+    ({"TSWARM_PUBLIC_URL": "ftp://a/"}, "TSWARM_PUBLIC_URL must be an http:// or https:// URL with a host, like"
+     " http://192.168.1.20:8080 (a path is allowed, no ?query or #fragment), got 'ftp://a'"),
+    ({"TSWARM_INFLUX_URL": " localhost:8086"},
+     "TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got ' localhost:8086'"),
+    ({"TSWARM_STORE": "influxdb"}, "TSWARM_INFLUX_ORG is empty: the v2 API needs the organisation of the bucket"
+     " (InfluxDB 1.x: set TSWARM_INFLUX_API=1 instead)"),
+    ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "o", "TSWARM_INFLUX_BUCKET": " "},
+     "TSWARM_INFLUX_BUCKET is empty: the v2 API writes into a bucket"),
+    ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "1", "TSWARM_INFLUX_DB": ""},
+     "TSWARM_INFLUX_DB is empty: the v1 API writes into a database"),
+]
+
+
+@pytest.mark.parametrize("env, message", EXACT_ERRORS, ids=[_id((e, None)) for e, _ in EXACT_ERRORS])
+def test_the_error_of_a_bad_value_says_exactly(env, message):
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env(env)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(port=70000), "TSWARM_PORT must be between 0 and 65535, got 70000"),
+    (dict(auth_window=0), "TSWARM_AUTH_WINDOW must be between 1 and 86400, got 0"),
+    (dict(store="mysql"), "TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"),
+    (dict(log_level="debug"), "TSWARM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'debug'"),
+    (dict(trusted_proxies=("cloudflare",)), "TSWARM_TRUSTED_PROXIES: 'cloudflare' is not an IP address or network (CIDR)"),
+])
+def test_a_value_given_as_an_override_is_checked_by_its_declaration_too(overrides, message):
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({}, **overrides)
+    assert str(raised.value) == message
+
+
+def test_settings_never_imports_proxy():
+    """No import circle: settings reads TSWARM_TRUSTED_PROXIES itself (proxy.py imports it, not the other way),
+    also when it checks them."""
+    code = ("import sys, tswarm.settings as s; s.Config.from_env({'TSWARM_TRUSTED_PROXIES': '127.0.0.1'});"
+            " print('tswarm.proxy' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_tswarm_settings_lists_every_setting_marks_those_set_and_never_prints_a_value():
+    from click.testing import CliRunner
+
+    from tswarm.cli import cli
+    from tswarm.settings import settings_markdown
+
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["settings"], env={"TSWARM_ADMIN_TOKEN": "s3cret-value", "TSWARM_HALT": None}).output
+    lines = listed.splitlines()
+    assert [line.split()[1] if line.startswith("*") else line.split()[0] for line in lines[:-1]] == [s.name for s in SETTINGS]
+    assert "* TSWARM_ADMIN_TOKEN" in listed and "  TSWARM_HALT" in listed and "s3cret-value" not in listed
+    assert runner.invoke(cli, ["settings", "--markdown"]).output == settings_markdown()
+    epilog = runner.invoke(cli, ["--help"]).output
+    assert all(f"{s.name} (default {s.default!r})" in epilog for s in SETTINGS)
 
 
 # -- the data dir and its journal ----------------------------------------------------------------
