@@ -12,12 +12,12 @@ import urllib.request
 from pathlib import Path
 
 from common import Variant, register_nodes, rss_mb
-from tswarm.journal import DB_FILENAME, Journal
+from tswarm.storage import DB_FILENAME, open_storage
 
 
 def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
     names = register_nodes(data_dir, nodes, scrypt_n=2**10)
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         ids = [journal.node_auth(n).id for n in names]
         base = 1_700_000_000 * 10**9
         journal.conn.execute("PRAGMA synchronous = OFF")

@@ -46,7 +46,7 @@ from aiohttp import web
 
 from .app import create_app
 from .server import run_app
-from .journal import Journal, check_data_dir
+from .storage import check_data_dir, open_storage
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -78,10 +78,10 @@ def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
     status page's link there).
 
     Before anything starts: the listen address must resolve, the data dir must be free (see
-    :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.journal.JournalUnusable`)."""
+    :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.storage.StorageUnusable`)."""
     _check_host(config.host, config.port)
     with hold_data_dir(config.data_dir):
-        Journal.open(config.data_dir).close()  # a file that is not a journal: one error here, not one per worker
+        open_storage(config.data_dir).close()  # a file that is not a journal: one error here, not one per worker
         log.info(
             "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
             f", {config.workers} workers" if config.workers > 1 else "",
