@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tswarm import auth  # noqa: E402
-from tswarm.journal import Journal  # noqa: E402
+from tswarm.storage import open_storage  # noqa: E402
 
 PASSWORD = "benchmark-password"
 
@@ -33,7 +33,7 @@ def register_nodes(data_dir: Path, count: int, *, created: bool = True, scrypt_n
     names = [f"node{i:05d}" for i in range(count)]
     password_hash = auth.hash_password(PASSWORD, n=scrypt_n)
     now = time.time_ns()
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         journal.conn.execute("BEGIN")
         journal.conn.executemany(
             "INSERT INTO nodes (name, password_hash, registered_at, created_at) VALUES (?, ?, ?, ?)",

@@ -12,24 +12,19 @@ import urllib.request
 from pathlib import Path
 
 from common import Variant, register_nodes, rss_mb
-from tswarm.journal import DB_FILENAME, Journal
+from tswarm.storage import DB_FILENAME, open_storage
 
 
 def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
     names = register_nodes(data_dir, nodes, scrypt_n=2**10)
-    with Journal.open(data_dir) as journal:
-        ids = [journal.node_auth(n).id for n in names]
+    with open_storage(data_dir) as journal:
         base = 1_700_000_000 * 10**9
-        journal.conn.execute("PRAGMA synchronous = OFF")
-        step = 200_000
+        step = 200_000  # one transaction each
         for start in range(0, rows, step):
-            journal.conn.execute("BEGIN")
-            journal.conn.executemany(
-                "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-                ((ids[i % nodes], base + i * (300 * 10**9 // nodes), round(random.uniform(-40, 80), 1),
-                  round(random.uniform(0, 100), 1)) for i in range(start, min(rows, start + step))),
+            journal.add_readings(
+                (names[i % nodes], base + i * (300 * 10**9 // nodes), round(random.uniform(-40, 80), 1),
+                 round(random.uniform(0, 100), 1)) for i in range(start, min(rows, start + step))
             )
-            journal.conn.execute("COMMIT")
 
 
 class PeakRss:

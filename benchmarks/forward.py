@@ -14,7 +14,7 @@ from pathlib import Path
 from common import ROOT
 from export import fill
 from tswarm.influx import line_protocol
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.integration.conftest import InfluxDB1
 
 BATCH = 5000
@@ -33,9 +33,9 @@ def main(readings: int) -> None:
         influx = InfluxDB1(tmp / "influxdb").start()
         try:
             # Baseline: prebuilt line protocol, same batches, gzipped, POSTed one after the other.
-            with Journal.open(data_dir) as journal:
+            with open_storage(data_dir) as journal:
                 bodies, after = [], 0
-                while batch := journal.readings_after(after, BATCH, None, None):
+                while batch := journal.outbox_readings(after, BATCH, None, None):
                     bodies.append(line_protocol(batch))
                     after = batch[-1].id
             influx.query("CREATE DATABASE baseline")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from common import Variant, load, register_nodes
 
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 
 
 def max_ts_cost(readings: int = 1_000_000, repeat: int = 20_000) -> float:
     """Microseconds per SELECT MAX(ts) on a journal of ``readings`` readings (index readings_ts)."""
-    with tempfile.TemporaryDirectory() as tmp, Journal.open(tmp) as journal:
+    with tempfile.TemporaryDirectory() as tmp, open_storage(tmp) as journal:
         conn = journal.conn
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 20.5, 50.5)",

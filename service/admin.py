@@ -1,7 +1,7 @@
 """Admin over HTTP: what the CLI does, behind ``Authorization: Bearer <TSWARM_ADMIN_TOKEN>``.
 
 Without a configured admin token every route here answers 404 ``admin_disabled``. The handlers
-call the same :class:`~tswarm.journal.Journal` functions as ``tswarm node ...``, ``halt`` and
+call the same :class:`~tswarm.storage.Storage` functions as ``tswarm node ...``, ``halt`` and
 ``resume``. Routes (all JSON):
 
 | route | does |
@@ -27,7 +27,7 @@ from . import auth, keys
 from .access import admins_only
 from .errors import json_error
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
-from .journal import NodeExists, NodeNotFound
+from .storage import NodeExists, NodeNotFound
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .svconf import svconf
 from .timefmt import shown

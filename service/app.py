@@ -10,7 +10,7 @@ from . import admin, keys, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
 from .forwarder import FORWARDER, forward_status, forwarder_ctx
-from .journal import DB_FILENAME, Journal, JournalWriter
+from .storage import open_storage
 from .metrics import count_requests, setup_metrics
 from .protocol import setup_routes
 from .retention import retention_ctx
@@ -19,10 +19,8 @@ from .settings import Config
 
 async def _journal_ctx(app: web.Application):
     config = app[keys.CONFIG]
-    journal = Journal.open(config.data_dir)
-    writer = JournalWriter(
-        config.data_dir / DB_FILENAME, synchronous=config.journal_synchronous, max_batch=config.journal_max_batch
-    )
+    journal = open_storage(config.data_dir)
+    writer = journal.writer(synchronous=config.journal_synchronous, max_batch=config.journal_max_batch)
     await writer.start()
     app[keys.JOURNAL] = journal
     app[keys.WRITER] = writer

@@ -13,7 +13,7 @@ import click
 
 from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
-from .journal import DB_FILENAME, Journal, JournalUnusable, NodeExists, NodeNotFound, check_data_dir
+from .storage import DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnusable, check_data_dir, open_storage
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
 from .svconf import svconf
@@ -37,19 +37,19 @@ def load_config(**overrides) -> Config:
     return Config.from_env(**overrides)
 
 
-def open_journal(data_dir: Path | None) -> Journal:
+def open_journal(data_dir: Path | None) -> Storage:
     """The existing journal of ``--data-dir`` (only `node add` and `serve` create one)."""
     return existing_journal(load_config(data_dir=data_dir))
 
 
-def existing_journal(config: Config) -> Journal:
+def existing_journal(config: Config) -> Storage:
     check_data_dir(config.data_dir, create=False)
     if not (config.data_dir / DB_FILENAME).exists():
         raise click.ClickException(
             f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
             " (is --data-dir or TSWARM_DATA_DIR right?)"
         )
-    return Journal.open(config.data_dir)
+    return open_storage(config.data_dir)
 
 
 def node_name_arg(func):
@@ -68,7 +68,7 @@ class Cli(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (ConfigError, JournalUnusable) as exc:
+        except (ConfigError, StorageUnusable) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -152,7 +152,7 @@ def node_add(name, password, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
     password = _password_or_generated(password)
-    with Journal.open(config.data_dir) as journal:
+    with open_storage(config.data_dir) as journal:
         try:
             journal.add_node(name, auth.hash_password(password))
         except NodeExists:
@@ -520,7 +520,7 @@ def forward(start, stop, data_dir):
     if stop is not None and stop <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
     with existing_journal(config) as journal:
-        total = journal.count_readings_after(0, start, stop)
+        total = journal.count_outbox(0, start, stop)
         with tqdm(total=total, unit="reading", disable=None, file=sys.stderr) as bar:
             def waiting(why: str) -> None:
                 tqdm.write(f"{why} (Ctrl-C to stop)", file=sys.stderr)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .journal import check_data_dir
+from .storage import check_data_dir
 
 LOCK_FILENAME = "tswarm.lock"
 

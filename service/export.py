@@ -24,7 +24,7 @@ import re
 from typing import Callable, Iterator, Optional, Union
 
 from . import history
-from .journal import Journal
+from .storage import Storage
 from .protocol import NODE_NAME_HELP, valid_node_name
 from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
 
@@ -134,10 +134,10 @@ def export_args(
     return args
 
 
-def check_node(journal: Journal, node: Optional[str]) -> None:
+def check_node(journal: Storage, node: Optional[str]) -> None:
     """UnknownNode unless ``node`` (when given) was ever registered: an export of a name that never
     existed is an error, not an empty file."""
-    if node is not None and not journal.known_node(node):
+    if node is not None and not journal.ever_registered(node):
         raise UnknownNode(node)
 
 
@@ -155,7 +155,7 @@ class FloatText(dict):
 
 
 def export_chunks(
-    journal: Journal,
+    journal: Storage,
     *,
     fmt: str = "csv",
     node: Optional[str] = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import auth
-from .journal import DB_FILENAME, Journal, JournalUnusable, check_data_dir
+from .storage import DB_FILENAME, StorageUnusable, check_data_dir, open_storage
 from .settings import Config
 from .svconf import loopback_problem, svconf
 
@@ -143,8 +143,8 @@ def register(config: Config, name: str, password: str, given: bool) -> Optional[
     its old one cannot be recovered from the hash. The last step of a flash: nothing changes before
     the board holds its files.
     """
-    with Journal.open(config.data_dir) as journal:
-        if not journal.node_exists(name):
+    with open_storage(config.data_dir) as journal:
+        if not journal.is_registered(name):
             journal.add_node(name, auth.hash_password(password))
             return None
         journal.set_password(name, auth.hash_password(password))
@@ -164,12 +164,12 @@ def destination(conf: dict) -> str:
 
 def check_journal(data_dir: Path) -> None:
     """Fail early unless the journal in ``data_dir`` opens and can be written, creating nothing
-    (the data dir's rules are the journal's own: :func:`~tswarm.journal.check_data_dir`)."""
+    (the data dir's rules are the journal's own: :func:`~tswarm.storage.check_data_dir`)."""
     try:
         check_data_dir(data_dir, create=False)
         if (Path(data_dir) / DB_FILENAME).exists():
-            Journal.open(data_dir).close()
-    except JournalUnusable as exc:
+            open_storage(data_dir).close()
+    except StorageUnusable as exc:
         raise FlashError(str(exc)) from None
     path = Path(data_dir)
     while not path.exists() and path != path.parent:  # to be created: its nearest folder must take it

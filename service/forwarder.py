@@ -32,7 +32,7 @@ from . import keys
 from .influx import (
     WRITE_TIMEOUT_S, InfluxTarget, LineEncoder, Rejected, TooLarge, WriteError, line_protocol, make_target,
 )
-from .journal import DB_FILENAME, FORWARD_LAST_ERROR, Journal, Reading
+from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, open_storage
 from .settings import Config
 
 log = logging.getLogger("tswarm.forwarder")
@@ -81,7 +81,7 @@ class Delivery:
         self.on_wait = on_wait
         self.failing = False  # the last write failed; on_success is called at the next answer
 
-    async def deliver(self, readings: Sequence[Reading], payload: Optional[bytes] = None) -> list[tuple[Reading, str]]:
+    async def deliver(self, readings: Sequence[OutboxReading], payload: Optional[bytes] = None) -> list[tuple[OutboxReading, str]]:
         """Write ``readings`` in order; returns the ones InfluxDB refused for good, with the reason.
         ``payload``: their line protocol through ``target.prepare``, when the caller built it already
         (see :class:`BatchReader`)."""
@@ -162,23 +162,25 @@ class Forwarder:
         self.in_flight = 0  # readings of the batch being written now
         self.last_error: Optional[str] = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forwarder")
-        self._journal: Optional[Journal] = None
+        self._journal: Optional[Storage] = None
         self.delivery = Delivery(
             target, config.forward_max_backoff, on_error=self._failed, on_success=self._recovered, sleep=sleep
         )
 
-    async def _db(self, func, *args):
-        """Run ``func(journal, *args)`` on the forwarder's own journal connection, off the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: func(self._journal, *args))
+    async def _db(self, operation: str, *args):
+        """Run storage ``operation(*args)`` on the forwarder's own journal connection, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: getattr(self._journal, operation)(*args)
+        )
 
     async def run(self) -> None:
         self._journal = await asyncio.get_running_loop().run_in_executor(
-            self._executor, Journal, self.config.data_dir / DB_FILENAME
+            self._executor, open_storage, self.config.data_dir
         )
         next_batch: Optional[asyncio.Future] = None
         try:
-            cursor = await self._db(Journal.forward_cursor)
-            self.delivery.failing = await self._db(Journal.meta, FORWARD_LAST_ERROR) is not None
+            cursor = await self._db("forward_cursor")
+            self.delivery.failing = await self._db("meta", FORWARD_LAST_ERROR) is not None
             log.info("forwarding to %s from reading id %d", self.target.description, cursor)
             reader = BatchReader(self._journal, self.target, self.config.forward_batch)
             loop = asyncio.get_running_loop()
@@ -204,7 +206,7 @@ class Forwarder:
                 next_batch = read_after(batch.last_id)
                 self.in_flight = len(batch)
                 rejected = await self.delivery.deliver(batch, batch.payload)
-                await self._db(Journal.mark_forwarded, batch.last_id, rejected)
+                await self._db("mark_forwarded", batch.last_id, rejected)
                 self.in_flight = 0
                 cursor = batch.last_id
         finally:
@@ -216,11 +218,11 @@ class Forwarder:
     async def _failed(self, message: str) -> None:
         self.last_error = message
         record = json.dumps({"at": time.time_ns(), "message": message})
-        await self._db(Journal.set_meta, FORWARD_LAST_ERROR, record)
+        await self._db("set_meta", FORWARD_LAST_ERROR, record)
 
     async def _recovered(self) -> None:
         self.last_error = None
-        await self._db(Journal.set_meta, FORWARD_LAST_ERROR, None)
+        await self._db("set_meta", FORWARD_LAST_ERROR, None)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
@@ -267,7 +269,7 @@ async def _supervise(forwarder: Forwarder, max_backoff: float) -> None:
             attempt += 1
 
 
-def forward_status(journal: Journal, config: Config, now_ns: Optional[int] = None) -> dict:
+def forward_status(journal: Storage, config: Config, now_ns: Optional[int] = None) -> dict:
     """What ``/healthz`` and ``tswarm status`` show: the store and, for InfluxDB, the backlog.
 
     ``backlog``: readings acknowledged to nodes but not yet to InfluxDB; ``oldest_age_s``: how
@@ -300,7 +302,7 @@ def make_description(config: Config) -> str:
 
 
 async def backfill(
-    journal: Journal,
+    journal: Storage,
     config: Config,
     start_ns: Optional[int],
     stop_ns: Optional[int],
@@ -337,9 +339,9 @@ async def backfill(
     return sent, refused
 
 
-class Batch(Sequence[Reading]):
-    """One batch of readings as the journal returns them (:meth:`Journal.rows_after`: node ids, not
-    names), with their payload. ``Reading`` objects are made only when looked at, which happens
+class Batch(Sequence[OutboxReading]):
+    """One batch of readings as the journal returns them (:meth:`Storage.outbox_rows`: node ids, not
+    names), with their payload. ``OutboxReading`` objects are made only when looked at, which happens
     when InfluxDB refuses the batch and it is split."""
 
     def __init__(self, rows: list[tuple], names: dict[int, str], payload: bytes):
@@ -357,9 +359,9 @@ class Batch(Sequence[Reading]):
             return [self._reading(row) for row in self.rows[index]]
         return self._reading(self.rows[index])
 
-    def _reading(self, row: tuple) -> Reading:
+    def _reading(self, row: tuple) -> OutboxReading:
         id_, node_id, ts, temperature, humidity = row
-        return Reading(id_, self.names[node_id], ts, temperature, humidity)
+        return OutboxReading(id_, self.names[node_id], ts, temperature, humidity)
 
 
 class BatchReader:
@@ -367,7 +369,7 @@ class BatchReader:
     ``target.prepare``: gzip for the v1 API). Blocking: the forwarder and the backfill run it in
     their own thread, a batch ahead of the write, so InfluxDB is never kept waiting."""
 
-    def __init__(self, journal: Journal, target: InfluxTarget, limit: int,
+    def __init__(self, journal: Storage, target: InfluxTarget, limit: int,
                  start_ns: Optional[int] = None, stop_ns: Optional[int] = None):
         self.journal, self.target, self.limit = journal, target, limit
         self.start_ns, self.stop_ns = start_ns, stop_ns
@@ -376,7 +378,7 @@ class BatchReader:
 
     def read(self, after_id: int) -> Optional[Batch]:
         """The readings after ``after_id`` (None when there are none)."""
-        rows = self.journal.rows_after(after_id, self.limit, self.start_ns, self.stop_ns)
+        rows = self.journal.outbox_rows(after_id, self.limit, self.start_ns, self.stop_ns)
         if not rows:
             return None
         if not self.names.keys() >= {row[1] for row in rows}:

@@ -1,7 +1,7 @@
 """The whole history for bulk reads: readings the journal pruned come back from InfluxDB.
 
 With ``TSWARM_STORE=influxdb``, retention (:mod:`tswarm.retention`) deletes forwarded readings
-from the journal, and the journal records its *horizon* (:meth:`Journal.pruned_before`): below
+from the journal, and the journal records its *horizon* (:meth:`Storage.pruned_before`): below
 it, the journal is no longer complete. An export (``tswarm export``, ``GET /api/readings``) then
 reads two parts, one after the other, with no gap and no overlap:
 
@@ -44,7 +44,7 @@ from itertools import groupby
 from typing import Iterable, Iterator, Optional, Union
 
 from .influx import MEASUREMENT, TAG_NODE
-from .journal import Journal
+from .storage import Storage
 from .settings import Config
 from .timefmt import rfc3339
 
@@ -295,7 +295,7 @@ def journal_cursor(after: Optional[Cursor]) -> Optional[tuple[int, int]]:
     return after[0], 0
 
 
-def _plan(journal: Journal, influx: Optional[InfluxHistory], start_ns, stop_ns, after):
+def _plan(journal: Storage, influx: Optional[InfluxHistory], start_ns, stop_ns, after):
     """``(old, journal_start, journal_after)``: ``old`` is ``(start, stop, after)`` of the part below
     the horizon, or None when the export does not reach below it."""
     horizon = journal.pruned_before() if influx is not None else None
@@ -314,7 +314,7 @@ def _plan(journal: Journal, influx: Optional[InfluxHistory], start_ns, stop_ns, 
     return old, journal_start, journal_cursor(after)
 
 
-def _old_rows(journal: Journal, influx: InfluxHistory, node, old, limit) -> Iterator[Row]:
+def _old_rows(journal: Storage, influx: InfluxHistory, node, old, limit) -> Iterator[Row]:
     """Below the horizon: InfluxDB and what the journal still holds there, each reading once."""
     start_ns, stop_ns, after = old
     from_influx = influx.readings(start_ns, stop_ns, node, after, limit)
@@ -335,11 +335,11 @@ def _old_rows(journal: Journal, influx: InfluxHistory, node, old, limit) -> Iter
 
 
 def readings(
-    journal: Journal, influx: Optional[InfluxHistory], *, node: Optional[str] = None,
+    journal: Storage, influx: Optional[InfluxHistory], *, node: Optional[str] = None,
     start_ns: Optional[int] = None, stop_ns: Optional[int] = None, after: Optional[Cursor] = None,
     limit: Optional[int] = None, batch: int = BATCH,
 ) -> Iterator[list[Row]]:
-    """Batches of rows as :meth:`Journal.iter_readings` yields them, over the whole history."""
+    """Batches of rows as :meth:`Storage.iter_readings` yields them, over the whole history."""
     old, journal_start, journal_after = _plan(journal, influx, start_ns, stop_ns, after)
     if old is not None:
         rows = _old_rows(journal, influx, node, old, limit)
@@ -355,10 +355,10 @@ def readings(
 
 
 def page_end(
-    journal: Journal, influx: Optional[InfluxHistory], *, node: Optional[str] = None,
+    journal: Storage, influx: Optional[InfluxHistory], *, node: Optional[str] = None,
     start_ns: Optional[int] = None, stop_ns: Optional[int] = None, after: Optional[Cursor] = None, limit: int,
 ) -> Optional[Cursor]:
-    """The cursor of a page's last row when more rows follow it, else None (see :meth:`Journal.page_end`)."""
+    """The cursor of a page's last row when more rows follow it, else None (see :meth:`Storage.page_end`)."""
     old, journal_start, journal_after = _plan(journal, influx, start_ns, stop_ns, after)
     count, last = 0, None
     if old is not None:

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Optional
 import aiohttp
 from influxdb_client import Point, WritePrecision
 
-from .journal import Reading
+from .storage import OutboxReading
 from .settings import Config
 
 MEASUREMENT = "climate"
@@ -36,7 +36,7 @@ WRITE_TIMEOUT_S = 30
 GZIP_LEVEL = 1  # 5,000 lines: 6.5x smaller in 1.5 ms at level 1; level 9 is 8.9x but takes 16.5 ms
 
 
-def point(reading: Reading) -> Point:
+def point(reading: OutboxReading) -> Point:
     return (
         Point(MEASUREMENT)
         .tag(TAG_NODE, reading.node)
@@ -46,7 +46,7 @@ def point(reading: Reading) -> Point:
     )
 
 
-def line_protocol(readings: Iterable[Reading]) -> bytes:
+def line_protocol(readings: Iterable[OutboxReading]) -> bytes:
     """The readings as line protocol, one point a line (a fresh :class:`LineEncoder`)."""
     return LineEncoder().encode(readings)
 
@@ -72,12 +72,12 @@ class LineEncoder:
         self._temperature: dict[float, str] = {}
         self._humidity: dict[float, str] = {}
 
-    def encode(self, readings: Iterable[Reading]) -> bytes:
+    def encode(self, readings: Iterable[OutboxReading]) -> bytes:
         return self.encode_rows(readings, _SAME)
 
     def encode_rows(self, rows: Iterable[tuple], names: Mapping) -> bytes:
         """Rows of ``(id, node, ts, temperature, humidity)``; ``names[node]`` is the node's name
-        (:meth:`Journal.rows_after` gives node ids and :meth:`Journal.node_names` their names).
+        (:meth:`Storage.outbox_rows` gives node ids and :meth:`Storage.node_names` their names).
         An encoder's ``node`` must always mean the same node (one encoder per journal)."""
         keys, temperature, humidity = self._keys, self._temperature, self._humidity
         lines = []
@@ -86,10 +86,10 @@ class LineEncoder:
             try:
                 append(f"{keys[node]} {humidity[h]},{temperature[t]} {ts}")
             except KeyError:
-                append(self._learn(node, Reading(id_, names[node], ts, t, h)))
+                append(self._learn(node, OutboxReading(id_, names[node], ts, t, h)))
         return "\n".join(lines).encode()
 
-    def _learn(self, node, reading: Reading) -> str:
+    def _learn(self, node, reading: OutboxReading) -> str:
         """The reading's line from a whole ``Point``; remembers the pieces that may be reused."""
         line = point(reading).to_line_protocol()
         if node not in self._keys:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .auth import CredentialCache, LoginGuard
-from .journal import Journal, JournalWriter
+from .storage import Storage, Writer
 from .settings import Config
 
 
@@ -17,8 +17,8 @@ class Stats:
 
 
 CONFIG = web.AppKey("config", Config)
-JOURNAL = web.AppKey("journal", Journal)
-WRITER = web.AppKey("writer", JournalWriter)
+JOURNAL = web.AppKey("journal", Storage)
+WRITER = web.AppKey("writer", Writer)
 CREDENTIALS = web.AppKey("credentials", CredentialCache)
 GUARD = web.AppKey("guard", LoginGuard)
 HASHER = web.AppKey("hasher", ThreadPoolExecutor)

@@ -14,7 +14,7 @@ from aiohttp import web
 from . import keys
 from .auth import BadAuthorization, parse_basic
 from .errors import json_error
-from .journal import JournalUnavailable
+from .storage import StorageUnavailable
 from .payload import PayloadError, parse_body
 from .timefmt import rfc3339
 
@@ -104,7 +104,7 @@ async def node_reading(request: web.Request) -> web.Response:
 
     try:
         ts = await request.app[keys.WRITER].append(node.id, reading.temperature, reading.humidity, create=create)
-    except JournalUnavailable as exc:
+    except StorageUnavailable as exc:
         log.warning("journal refused a reading from %s: %s", name, exc)
         return json_error(
             503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",

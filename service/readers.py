@@ -27,7 +27,7 @@ from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
 from .health import health
 from .history import HistoryUnavailable, open_history, page_end
-from .journal import Journal
+from .storage import Storage, open_storage
 from .metrics import client_gone
 from .settings import Config
 from .timefmt import rfc3339, shown
@@ -52,9 +52,9 @@ async def readers_ctx(app: web.Application):
 # -- GET /api/nodes ----------------------------------------------------------------------------
 
 
-def nodes_report(journal: Journal, *, halt_all: bool, now_ns: int) -> dict:
+def nodes_report(journal: Storage, *, halt_all: bool, now_ns: int) -> dict:
     """Every node with its last reading, last seen, readings in the last 24 h and health."""
-    counts = journal.readings_since(now_ns - DAY_NS)
+    counts = journal.reading_counts_since(now_ns - DAY_NS)
     halt_all = halt_all or journal.halted_all()
     nodes = []
     for n in journal.list_nodes():
@@ -100,7 +100,7 @@ async def get_node(request: web.Request) -> web.Response:
 # -- GET /api/readings -------------------------------------------------------------------------
 
 
-def parse_readings_query(query, journal: Journal) -> dict:
+def parse_readings_query(query, journal: Storage) -> dict:
     """The export's keyword arguments from the query string, every parameter checked by
     :func:`tswarm.export.export_args` (as ``tswarm export`` does): BadParameter says what to fix,
     UnknownNode when the node was never registered."""
@@ -126,7 +126,7 @@ def export_with_page_end(config: Config, args: dict) -> Iterator:
 
     The export's first chunk is made before the cursor is handed over, so everything that can
     fail before streaming (InfluxDB unreachable for pruned readings) fails before the headers."""
-    with Journal.open(config.data_dir) as journal, journal.snapshot(), \
+    with open_storage(config.data_dir) as journal, journal.snapshot(), \
             open_history(config) or contextlib.nullcontext() as influx:
         limit = args.get("limit")
         page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}

@@ -9,7 +9,7 @@
 
 Readings InfluxDB refused for good stay in the ``rejected`` table whatever the retention.
 
-Each prune moves the journal's horizon (:meth:`Journal.pruned_before`); exports read what lies
+Each prune moves the journal's horizon (:meth:`Storage.pruned_before`); exports read what lies
 below it back from InfluxDB (:mod:`tswarm.history`).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Optional
 from aiohttp import web
 
 from . import keys
-from .journal import DB_FILENAME, Journal
+from .storage import Storage, open_storage
 from .settings import Config
 
 log = logging.getLogger("tswarm.retention")
@@ -30,7 +30,7 @@ log = logging.getLogger("tswarm.retention")
 PRUNE_EVERY_S = 600.0
 
 
-def prune(journal: Journal, config: Config, now_ns: Optional[int] = None) -> int:
+def prune(journal: Storage, config: Config, now_ns: Optional[int] = None) -> int:
     """Delete the readings the retention no longer keeps; returns how many."""
     if config.retention_s <= 0:
         return 0
@@ -48,7 +48,7 @@ async def retention_ctx(app: web.Application):
         return
 
     def prune_once() -> None:
-        with Journal(config.data_dir / DB_FILENAME) as journal:
+        with open_storage(config.data_dir) as journal:
             pruned = prune(journal, config)
         if pruned:
             log.info("pruned %d reading(s) older than the journal's retention (%d s)", pruned, config.retention_s)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 
 from tswarm import auth
 from tswarm.app import create_app
-from tswarm.journal import Journal
+from tswarm.storage import Storage, open_storage
 from tswarm.server import AccessLogger, AppRunner
 from tswarm.settings import Config
 
@@ -32,7 +32,7 @@ def data_dir(tmp_path):
 
 @pytest.fixture
 def journal(data_dir):
-    with Journal.open(data_dir) as j:
+    with open_storage(data_dir) as j:
         yield j
 
 
@@ -59,7 +59,7 @@ async def client(make_client):
     return await make_client()
 
 
-def register(journal: Journal, name: str, password: str = "secret-pw", created: bool = False) -> None:
+def register(journal: Storage, name: str, password: str = "secret-pw", created: bool = False) -> None:
     journal.add_node(name, auth.hash_password(password, n=TEST_SCRYPT_N))
     if created:
-        journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name = ?", (name,))
+        journal.mark_created(name, 1)

@@ -35,7 +35,7 @@ async def test_add_node_returns_svconf_the_node_can_post_with(admin, journal):
     assert set(conf) == {"url", "url_local", "login", "xauth"}
     assert conf["login"] == "porch" and conf["url"].endswith("/api/nodes/porch")
     assert base64.b64decode(conf["xauth"]).decode() == "porch:pw-porch-123"
-    assert journal.node_exists("porch")
+    assert journal.is_registered("porch")
     posted = await admin.post(
         "/api/nodes/porch", data=json.dumps({"name": "porch", "data": "20 50"}),
         headers={"Authorization": " Basic " + conf["xauth"]},
@@ -72,7 +72,7 @@ async def test_remove_node_revokes_its_credentials(admin, journal):
     assert (await post_reading(admin, "n1", PW)).status == 202
     resp = await admin.delete("/api/admin/nodes/n1", headers=AS_ADMIN)
     assert (resp.status, await resp.json()) == (200, {"removed": "n1"})
-    assert not journal.node_exists("n1")
+    assert not journal.is_registered("n1")
     assert (await post_reading(admin, "n1", PW)).status == 401
     resp = await admin.delete("/api/admin/nodes/n1", headers=AS_ADMIN)
     assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")
@@ -127,7 +127,7 @@ async def test_without_an_admin_token_configured_admin_routes_are_off(make_clien
     for headers in ({}, {"Authorization": f"Bearer {READ}"}, {"Authorization": "Bearer "}, {"Authorization": "Bearer guess"}):
         resp = await client.request(method, path, json={"name": "x", "interval_s": 600}, headers=headers)
         assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
-    assert journal.node_exists("n1") and not journal.halted_all()
+    assert journal.is_registered("n1") and not journal.halted_all()
 
 
 @pytest.mark.parametrize("method, path", ADMIN_ROUTES)
@@ -139,7 +139,7 @@ async def test_without_an_admin_token_node_credentials_get_404_too(make_client, 
     for password in (PW, "wrong", "wrong", "wrong"):
         resp = await client.request(method, path, headers={"Authorization": " Basic " + auth.xauth("n1", password)})
         assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
-    assert journal.node_exists("n1") and not journal.halted_all()
+    assert journal.is_registered("n1") and not journal.halted_all()
 
 
 def test_the_docs_say_what_the_code_does_when_admin_is_off():
@@ -166,7 +166,7 @@ async def test_admin_routes_refuse_everyone_but_the_admin_token(admin, journal, 
     for headers, status, error in cases:
         resp = await admin.request(method, path, json={"name": "x", "interval_s": 600}, headers=headers)
         assert (resp.status, (await resp.json())["error"]) == (status, error), headers
-    assert journal.node_exists("n1") and not journal.node_exists("x") and not journal.halted_all()
+    assert journal.is_registered("n1") and not journal.is_registered("x") and not journal.halted_all()
     assert journal.list_nodes()[0].interval_s == 300 and not journal.list_nodes()[0].halted
 
 
@@ -232,13 +232,13 @@ async def test_a_body_that_is_not_a_json_object_is_refused_on_every_route(admin,
     register(journal, "n1", PW, created=True)
     resp = await admin.request(method, path, data=data, headers=AS_ADMIN)
     assert (resp.status, await resp.json()) == (400, {"error": "bad_request", "detail": detail})
-    assert journal.node_exists("n1") and not journal.halted_all()
+    assert journal.is_registered("n1") and not journal.halted_all()
 
 
 @pytest.mark.parametrize("method, path", [route for route in ADMIN_ROUTES if route[0] != "PUT" and route[1] != "/api/admin/nodes"])
 async def test_routes_without_required_fields_take_an_empty_body_or_an_empty_object(admin, journal, method, path):
     for data in (None, b"", b"  \n", b"{}"):
-        if not journal.node_exists("n1"):
+        if not journal.is_registered("n1"):
             register(journal, "n1", PW, created=True)
         resp = await admin.request(method, path, data=data, headers=AS_ADMIN)
         assert resp.status == 200, (data, await resp.text())
@@ -259,7 +259,7 @@ bodies = st.one_of(
 @given(route=st.sampled_from(ADMIN_ROUTES), body=bodies)
 async def test_any_json_body_gets_an_answer_with_json_never_a_5xx(admin, journal, route, body):
     method, path = route
-    if not journal.node_exists("n1"):
+    if not journal.is_registered("n1"):
         register(journal, "n1", PW, created=True)
     resp = await admin.request(method, path, data=json.dumps(body), headers=AS_ADMIN)
     answer = await resp.json()

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from tswarm import auth
 from tswarm.cli import cli
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.servers import TSWARM, free_port, tswarm_env
 from tests.test_settings import assert_one_error_line, without_root_powers
 from tests.test_settings import run as run_tswarm
@@ -56,7 +56,7 @@ def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
     assert conf["login"] == "kitchen" and conf["url"].endswith("/api/nodes/kitchen")
     login, password = base64.b64decode(conf["xauth"]).decode().split(":", 1)
     assert login == "kitchen" and len(password) >= 24
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         stored = journal.node_auth("kitchen").password_hash
     assert stored.startswith("scrypt$") and password not in stored
     assert auth.verify_password(password, stored)
@@ -80,7 +80,7 @@ def test_node_add_twice_is_a_clear_error(run):
 def test_bad_node_names_are_refused(run, name, data_dir):
     result = run("node", "add", "--", name)
     assert result.exit_code == 2 and "node names are" in result.output
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert journal.list_nodes() == []
 
 
@@ -88,7 +88,7 @@ def test_node_passwd_changes_the_password(run, data_dir):
     run("node", "add", "a", "--password", "old")
     conf = json.loads(run("node", "passwd", "a", "--password", "new").stdout)
     assert conf["xauth"] == base64.b64encode(b"a:new").decode()
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert auth.verify_password("new", journal.node_auth("a").password_hash)
     assert run("node", "passwd", "ghost").exit_code == 1
 
@@ -96,7 +96,7 @@ def test_node_passwd_changes_the_password(run, data_dir):
 def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
     run("node", "add", "a")
     run("node", "add", "b")
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         a = journal.node_auth("a").id
         journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 21.5, 40)",
                              (a, 1_764_000_000_000_000_000))
@@ -112,7 +112,7 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
 def test_node_remove_revokes_and_keeps_history(run, data_dir):
     run("node", "add", "a")
     assert run("node", "remove", "a").output.strip() == "removed a"
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert journal.node_auth("a") is None
     result = run("node", "remove", "a")
     assert result.exit_code == 1 and "no node named 'a'" in result.output
@@ -121,20 +121,20 @@ def test_node_remove_revokes_and_keeps_history(run, data_dir):
 def test_halt_and_resume_one_or_all(run, data_dir):
     run("node", "add", "a")
     assert run("halt", "a").output.strip() == "halted a"
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert journal.node_auth("a").halted
     assert run("resume", "a").exit_code == 0
     assert run("halt").output.strip() == "halted all nodes"
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert journal.halted_all()
     run("resume")
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         assert not journal.halted_all() and not journal.node_auth("a").halted
     assert run("halt", "ghost").exit_code == 1
 
 
 def seed(data_dir):
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         journal.add_node("a", "h")
         journal.add_node("b", "h")
         a, b = journal.node_auth("a").id, journal.node_auth("b").id
@@ -215,7 +215,7 @@ def test_export_of_an_unknown_node_fails_as_the_api_does(run, data_dir, tmp_path
     assert result.exit_code == 1
     assert result.stderr == "Error: no node named 'garage' was ever registered; 'tswarm node list' shows them\n"
     assert not out.exists()
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         journal.remove_node("b")
     assert run("export", "--node", "b").stdout.count(",b,") == 1  # a removed node keeps its history
 

@@ -5,7 +5,7 @@ import io
 from hypothesis import given, strategies as st
 
 from tswarm.export import export_chunks
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tswarm.protocol import NODE_NAME
 from tswarm.timefmt import rfc3339
 
@@ -16,7 +16,7 @@ values = st.floats(allow_nan=False, allow_infinity=False)
 @given(st.lists(st.tuples(st.integers(0, 2**52), names, values, values), min_size=1, max_size=20))
 def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
     data_dir = tmp_path_factory.mktemp("fmt")
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         ids = {}
         for _, name, _, _ in rows:
             if name not in ids:
@@ -50,7 +50,7 @@ def test_the_first_chunk_comes_only_after_the_query_ran(tmp_path):
 
     import pytest
 
-    with Journal.open(tmp_path / "data") as journal:
+    with open_storage(tmp_path / "data") as journal:
         chunks = export_chunks(journal, fmt="csv")
         journal.conn.close()
         with pytest.raises(sqlite3.ProgrammingError):

@@ -10,7 +10,7 @@ import pytest
 
 from tswarm import auth
 from tswarm.flash import BoardOptions, FlashError, build_config
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.servers import run_cli, tswarm_env
 
 SVCONF = {"url": "https://t.example/api/nodes/n1", "url_local": "http://10.0.0.2:8080/api/nodes/n1",
@@ -79,7 +79,7 @@ def password_of(config: dict) -> str:
 
 
 def stored_hash(data_dir, name) -> str:
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         return journal.node_auth(name).password_hash
 
 
@@ -121,8 +121,8 @@ def test_node_config_with_bad_options_changes_nothing(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == ("Error: 1 --wifi-ssid but 0 --wifi-password: give one password per network, "
                            "in the same order ('' for an open network)\n")
-    with Journal.open(data_dir) as journal:
-        assert not journal.node_exists("shed")
+    with open_storage(data_dir) as journal:
+        assert not journal.is_registered("shed")
 
 
 def example_url(port) -> str:
@@ -134,7 +134,7 @@ def example_url(port) -> str:
 
 
 def nodes_table(data_dir):
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
 
 

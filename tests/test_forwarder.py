@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tswarm.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
 from tswarm.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
-from tswarm.journal import Journal, Reading
+from tswarm.storage import OutboxReading, Storage, open_storage
 from tswarm.retention import prune
 from tswarm.settings import Config, ConfigError
 from tests.conftest import register, test_config
@@ -82,8 +82,8 @@ class Sleeps(list):
             raise AssertionError(f"retrying for ever: {self[:5]}...")
 
 
-def readings(*nodes: str) -> list[Reading]:
-    return [Reading(i + 1, node, 1_795_000_000_000_000_000 + i, 20.5 + i, 40.0 + i) for i, node in enumerate(nodes)]
+def readings(*nodes: str) -> list[OutboxReading]:
+    return [OutboxReading(i + 1, node, 1_795_000_000_000_000_000 + i, 20.5 + i, 40.0 + i) for i, node in enumerate(nodes)]
 
 
 # -- backoff ----------------------------------------------------------------------------------
@@ -222,22 +222,22 @@ async def wait_health(client, predicate):
 
 async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, forward_max_backoff=1)
-    with Journal.open(config.data_dir) as journal:
+    with open_storage(config.data_dir) as journal:
         register(journal, "kitchen", created=True)
     fake.script = [(503, {"Retry-After": "0"}, "starting")] * 3
     client = await aiohttp_client(_app(config))
     assert [await send(client, "kitchen", f"2{i} 4{i}") for i in range(3)] == [202] * 3
     health = await wait_health(client, lambda h: h["backlog"] == 0 and h["in_flight"] == 0)
     assert health["last_error"] is None and health["rejected"] == 0 and health["store"] == "influxdb"
-    with Journal.open(config.data_dir) as journal:
-        expected = line_protocol(journal.readings_after(0, 10)).decode().split("\n")
+    with open_storage(config.data_dir) as journal:
+        expected = line_protocol(journal.outbox_readings(0, 10)).decode().split("\n")
         assert journal.forward_cursor() == 3
     assert fake.accepted == expected
 
 
 async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url)
-    with Journal.open(config.data_dir) as journal:
+    with open_storage(config.data_dir) as journal:
         register(journal, "kitchen", created=True)
     fake.script = [(503, {"Retry-After": "3600"}, "maintenance")]
     client = await aiohttp_client(_app(config))
@@ -245,7 +245,7 @@ async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client,
     health = await wait_health(client, lambda h: h["last_error"] is not None)
     assert health["backlog"] == 1 and health["in_flight"] == 1
     assert health["last_error"]["message"] == "HTTP 503: maintenance"
-    with Journal.open(config.data_dir) as journal:  # the same, as `tswarm status` sees it
+    with open_storage(config.data_dir) as journal:  # the same, as `tswarm status` sees it
         status = forward_status(journal, config)
     assert status["backlog"] == 1 and status["last_error"]["message"] == "HTTP 503: maintenance"
 
@@ -268,33 +268,18 @@ def _app(config):
 # -- the journal side -------------------------------------------------------------------------
 
 
-def add_readings(journal: Journal, node: str, stamps: list[int]) -> None:
-    node_id = journal.conn.execute("SELECT id FROM nodes WHERE name = ?", (node,)).fetchone()[0]
-    journal.conn.executemany(
-        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 20, 50)",
-        [(node_id, ts) for ts in stamps],
-    )
-
-
-def test_the_cursor_only_moves_forward_and_rejected_readings_are_kept(journal):
-    register(journal, "a")
-    add_readings(journal, "a", [10, 20, 30])
-    first, second, third = journal.readings_after(0, 10)
-    journal.mark_forwarded(third.id, [(second, "HTTP 400: nope")])
-    journal.mark_forwarded(first.id)  # late, from a backfill or a race: no step back
-    assert journal.forward_cursor() == third.id
-    assert journal.count_readings_after(journal.forward_cursor()) == 0
-    assert [(r, reason) for r, reason, _ in journal.rejected_readings()] == [(second, "HTTP 400: nope")]
+def add_readings(journal: Storage, node: str, stamps: list[int]) -> None:
+    journal.add_readings([(node, ts, 20, 50) for ts in stamps])
 
 
 def test_prune_deletes_only_old_forwarded_readings(journal):
     register(journal, "a")
     add_readings(journal, "a", [1_000, 2_000, 3_000, 4_000])
-    ids = [r.id for r in journal.readings_after(0, 10)]
+    ids = [r.id for r in journal.outbox_readings(0, 10)]
     journal.mark_forwarded(ids[2])  # 1000, 2000, 3000 forwarded; 4000 waits
     config = Config(data_dir=journal.path.parent, store="influxdb", journal_retention=1)
     assert prune(journal, config, now_ns=1_000_000_000 + 3_500) == 3
-    assert [r.ts for r in journal.readings_after(0, 10)] == [4_000]
+    assert [r.ts for r in journal.outbox_readings(0, 10)] == [4_000]
 
 
 def test_store_sqlite_prunes_only_when_retention_is_set(journal):
@@ -344,17 +329,17 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
 async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_waits(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, journal_retention=86400)
     old = 1_000_000_000_000_000_000  # 2001
-    with Journal.open(config.data_dir) as journal:
+    with open_storage(config.data_dir) as journal:
         register(journal, "a", created=True)
         add_readings(journal, "a", [old, old + 1, old + 2])
-        journal.mark_forwarded(journal.readings_after(0, 10)[1].id)  # the third still waits
+        journal.mark_forwarded(journal.outbox_readings(0, 10)[1].id)  # the third still waits
     fake.script = [(503, {"Retry-After": "3600"}, "down for maintenance")]  # and keeps waiting
     client = await aiohttp_client(_app(config))
-    with Journal.open(config.data_dir) as journal:
+    with open_storage(config.data_dir) as journal:
         for _ in range(500):
-            if journal.count_readings_after(0) < 3:
+            if journal.count_outbox(0) < 3:
                 break
             await asyncio.sleep(0.01)
-        assert [r.ts for r in journal.readings_after(0, 10)] == [old + 2]
+        assert [r.ts for r in journal.outbox_readings(0, 10)] == [old + 2]
     health = await wait_health(client, lambda h: h["last_error"] is not None)
     assert health["backlog"] == 1

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tswarm.export import export_chunks
 from tswarm.history import HistoryUnavailable, V2History, flux
-from tswarm.journal import PRUNED_BEFORE, Journal
+from tswarm.storage import PRUNED_BEFORE, Storage, open_storage
 from tests.conftest import register
 
 NS = 1_000_000_000
@@ -103,7 +103,7 @@ async def test_v2_refusal_is_history_unavailable_with_influxdbs_message(influxdb
 
 async def test_v2_export_of_a_pruned_journal_is_influxdb_then_the_journal(influxdb2, tmp_path):
     """The whole export over the v2 path: the older part from the fake, the rest from the journal."""
-    with Journal.open(tmp_path / "data") as journal:
+    with open_storage(tmp_path / "data") as journal:
         register(journal, "attic")
         node_id = journal.conn.execute("SELECT id FROM nodes").fetchone()[0]
         journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 21.5, 40.0)",
@@ -147,7 +147,7 @@ async def test_an_influxdb1_answer_that_breaks_off_aborts_the_api_response(aioht
     app.router.add_get("/query", query)
     fake = await aiohttp_server(app)
     client = await make_client(store="influxdb", influx_api="1", influx_url=str(fake.make_url("")).rstrip("/"))
-    with Journal.open(_data_dir(client)) as journal:
+    with open_storage(_data_dir(client)) as journal:
         register(journal, "attic")
         journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
     response = await client.get("/api/readings")
@@ -165,42 +165,8 @@ def _data_dir(client):
 # -- the journal's horizon (real SQLite, no InfluxDB needed) -----------------------------------------
 
 
-def _insert(journal: Journal, rows) -> None:
-    ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}
-    journal.conn.executemany(
-        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-        [(ids[name], ts, t, h) for ts, name, t, h in rows],
-    )
-
-
-def test_pruning_moves_the_horizon_past_the_newest_reading_deleted_and_never_back(journal):
-    for name in ("a", "b"):
-        register(journal, name)
-    _insert(journal, [(T0 + i * NS, "ab"[i % 2], 20.0, 50.0) for i in range(10)])
-    assert journal.pruned_before() is None  # never pruned: the journal is complete
-    assert journal.prune_readings(T0 + 4 * NS + 1) == 5
-    assert journal.pruned_before() == T0 + 4 * NS + 1
-    assert journal.prune_readings(T0 + 2 * NS) == 0  # nothing older left: the horizon stays
-    assert journal.pruned_before() == T0 + 4 * NS + 1
-    # Only forwarded readings go (ids 6 and 7 are, 8 and later are not): the horizon follows what went.
-    assert journal.prune_readings(T0 + 9 * NS, up_to_id=7) == 2
-    assert journal.pruned_before() == T0 + 6 * NS + 1
-
-
-def test_kept_below_the_horizon_unforwarded_and_rejected_once_each_by_time_then_node(journal):
-    for name in ("b", "a"):
-        register(journal, name)
-    _insert(journal, [(T0, "b", 1.0, 2.0), (T0, "a", 3.0, 4.0), (T0 + NS, "a", 5.0, 6.0), (T0 + 9 * NS, "b", 7.0, 8.0)])
-    reading = journal.readings_after(0, 1)[0]  # b at T0: refused by InfluxDB, still in `readings` too
-    journal.record_rejected([(reading, "HTTP 400: partial write")])
-    journal.conn.execute(
-        "INSERT INTO rejected (reading_id, node, ts, temperature, humidity, reason, rejected_at)"
-        " VALUES (99, 'a', ?, 9.0, 9.5, 'HTTP 400', 0)", (T0 - NS,)  # pruned from `readings` already
-    )
-    assert list(journal.iter_kept_below(T0 + 5 * NS)) == [
-        (T0 - NS, "a", 9.0, 9.5), (T0, "a", 3.0, 4.0), (T0, "b", 1.0, 2.0), (T0 + NS, "a", 5.0, 6.0),
-    ]
-    assert list(journal.iter_kept_below(T0 + 5 * NS, node="b", start_ns=T0)) == [(T0, "b", 1.0, 2.0)]
+def _insert(journal: Storage, rows) -> None:
+    journal.add_readings([(name, ts, t, h) for ts, name, t, h in rows])
 
 
 def test_a_history_cursor_with_store_sqlite_resumes_at_its_instant(journal):

@@ -8,7 +8,7 @@ from influxdb_client import Point, WritePrecision
 
 from tswarm.forwarder import BatchReader
 from tswarm.influx import MEASUREMENT, TAG_NODE, V1Target, LineEncoder, line_protocol
-from tswarm.journal import Reading
+from tswarm.storage import OutboxReading
 from tests.conftest import register
 
 # Any text a tag may hold (spaces, commas, equals signs, backslashes), though node names are tamer.
@@ -19,10 +19,10 @@ values = st.one_of(
     st.integers(-40, 100),  # DHT11 integers, as ints
     st.sampled_from([0.0, -0.0, 1e-07, 1e16, 123456789.0, -40.0]),
 )
-readings = st.builds(Reading, st.integers(1, 10**9), names, st.integers(0, 2**62), values, values)
+readings = st.builds(OutboxReading, st.integers(1, 10**9), names, st.integers(0, 2**62), values, values)
 
 
-def reference(r: Reading) -> str:
+def reference(r: OutboxReading) -> str:
     """One Point per reading, as influxdb-client's documentation builds them."""
     return (
         Point(MEASUREMENT).tag(TAG_NODE, r.node).field("temperature", float(r.temperature))
@@ -74,7 +74,7 @@ async def test_batches_read_from_the_journal_are_the_readings_gzipped(journal):
     assert gzip.decompress(first.payload) == (
         b"climate,node=kitchen humidity=40,temperature=21.5 1000\nclimate,node=attic humidity=80.1,temperature=-3.2 1001"
     )
-    assert list(first) == journal.readings_after(0, 2) and first.last_id == first[1].id
+    assert list(first) == journal.outbox_readings(0, 2) and first.last_id == first[1].id
     second = reader.read(first.last_id)
     assert gzip.decompress(second.payload) == b"climate,node=kitchen humidity=100,temperature=0 1002"
     assert reader.read(second.last_id) is None

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from tswarm.access import is_loopback_client
 from tswarm.export import decode_cursor, encode_cursor
 from tswarm.health import health
-from tswarm.journal import Journal
+from tswarm.storage import Storage, open_storage
 from tswarm.readers import READINGS_PARAMS
 
 from .conftest import register
@@ -24,7 +24,7 @@ T0 = 1_764_000_000 * NS  # 2025-11-24T16:00:00Z
 READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
 
 
-def add_readings(journal: Journal, name: str, rows: list[tuple[int, float, float]]) -> None:
+def add_readings(journal: Storage, name: str, rows: list[tuple[int, float, float]]) -> None:
     node_id = journal.conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()[0]
     journal.conn.execute("BEGIN")
     journal.conn.executemany(
@@ -37,7 +37,7 @@ def add_readings(journal: Journal, name: str, rows: list[tuple[int, float, float
 @pytest.fixture
 def journal_of(tmp_path):
     """The journal the app under test uses (same data dir as ``make_client``)."""
-    with Journal.open(tmp_path / "data") as j:
+    with open_storage(tmp_path / "data") as j:
         yield j
 
 

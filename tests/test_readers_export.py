@@ -10,7 +10,7 @@ import termios
 
 import pytest
 
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 
 from .conftest import register
 from .servers import TSWARM, run_cli, tswarm_env
@@ -19,7 +19,7 @@ from .test_readers import ALL_CSV, NS, T0, add_readings
 
 @pytest.fixture
 def filled(data_dir):
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         for name in ("attic", "cellar", "kitchen"):
             register(journal, name, created=True)
         add_readings(journal, "kitchen", [(T0, 21.5, 40.0), (T0 + 300 * NS, 21.75, 41.0)])
@@ -71,7 +71,7 @@ def test_a_progress_bar_on_a_terminal(filled, tmp_path):
 
 def test_node_interval_sets_the_expected_interval(filled):
     assert run_cli(filled, "node", "interval", "attic", "900").stdout == "attic: a reading expected every 900 s\n"
-    with Journal.open(filled) as journal:
+    with open_storage(filled) as journal:
         assert {n.name: n.interval_s for n in journal.list_nodes()} == {"attic": 900, "cellar": 300, "kitchen": 300}
     assert run_cli(filled, "node", "interval", "attic", "5", check=False).returncode == 2
     missing = run_cli(filled, "node", "interval", "garage", "600", check=False)

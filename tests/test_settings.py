@@ -2,7 +2,7 @@
 
 One table per kind of mistake, run through the real ``tswarm`` command (``python -m tswarm`` in a child
 process, as a user types it): a setting (service/settings.py), the data dir and its ``tswarm.db``
-(service/journal.py), for ``serve`` and for every command that opens the journal.
+(service/storage/), for ``serve`` and for every command that opens the journal.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tswarm.journal import DB_FILENAME, Journal
 from tswarm.settings import SETTINGS, SETTINGS_BY_NAME, Config, ConfigError, parse_duration
+from tswarm.storage import DB_FILENAME, open_storage
 from tests.servers import TSWARM, tswarm_env
 
 # Commands that open the journal, each with the arguments it needs; `serve` last.
@@ -107,7 +107,7 @@ def _id(case):
 @pytest.fixture
 def journal_dir(tmp_path):
     data_dir = tmp_path / "data"
-    Journal.open(data_dir).close()
+    open_storage(data_dir).close()
     return data_dir
 
 
@@ -318,7 +318,7 @@ def data_dir_under_a_file(tmp_path):
 
 def data_dir_not_writable(tmp_path):
     path = tmp_path / "data"
-    with Journal.open(path) as journal:
+    with open_storage(path) as journal:
         journal.add_node("n1", "scrypt$h")
     path.chmod(0o555)
     return path, path, "not writable"

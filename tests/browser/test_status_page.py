@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tswarm import auth
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.servers import IN_CI, ServiceProcess, request, tswarm_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def _need_chromium():
 def fill_journal(data_dir: Path) -> None:
     """kitchen ok, attic late, cellar silent, shed halted, porch registered and never seen."""
     now = time.time_ns()
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         for name in ("attic", "cellar", "kitchen", "porch", "shed"):
             journal.add_node(name, auth.hash_password(PW, n=2**10))
         journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name != 'porch'")
@@ -172,7 +172,7 @@ def test_page_shows_every_node_with_health_and_charts_and_updates(service, brows
 
 
 def test_page_reads_on_a_phone(service, browser):
-    with Journal.open(service.data_dir) as journal:  # a node that never sent (porch has by now)
+    with open_storage(service.data_dir) as journal:  # a node that never sent (porch has by now)
         journal.add_node("garage", auth.hash_password(PW, n=2**10))
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     console = Console(page)

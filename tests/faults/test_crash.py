@@ -9,7 +9,7 @@ import time
 
 from tests.servers import ServiceProcess, free_port, tswarm_env
 from tswarm import auth
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 
 from .load import Swarm, decode
 
@@ -20,7 +20,7 @@ PASSWORD = "fault-password"
 def register(data_dir, count):
     names = [f"n{i:03d}" for i in range(count)]
     password_hash = auth.hash_password(PASSWORD, n=2**10)
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         for name in names:
             journal.add_node(name, password_hash)
             journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name = ?", (name,))
@@ -28,7 +28,7 @@ def register(data_dir, count):
 
 
 def stored_readings(data_dir):
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         return collections.Counter(
             (name, decode(t, h)) for batch in journal.iter_readings() for _, name, t, h in batch
         )

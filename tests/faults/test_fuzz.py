@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.servers import ServiceProcess, tswarm_env
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 
 from .test_crash import PASSWORD, register
 
@@ -76,7 +76,7 @@ def test_fuzzed_requests_never_get_5xx_and_store_only_what_was_acknowledged(serv
     assert resp.status < 500, (method, path, headers, body, resp.status)
     if resp.status in (202, 423):
         service.answers["stored_answers"] += 1
-    with Journal.open(service.data_dir) as journal:
+    with open_storage(service.data_dir) as journal:
         assert journal.count_readings() == service.answers["stored_answers"]
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tswarm.settings import Config
 from tswarm.svconf import local_base_url
 from tests.servers import add_node, run_cli, tswarm_env
@@ -30,13 +30,13 @@ def flash(service, name, port, *args, check=True, allow_loopback=True):
 
 def nodes_table(service) -> list[tuple]:
     """Every row of the journal's nodes table (names, password hashes, states), to compare whole."""
-    with Journal.open(service.data_dir) as journal:
+    with open_storage(service.data_dir) as journal:
         return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
 
 
 def registered(service, name) -> bool:
-    with Journal.open(service.data_dir) as journal:
-        return journal.node_exists(name)
+    with open_storage(service.data_dir) as journal:
+        return journal.is_registered(name)
 
 
 def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, tmp_path):

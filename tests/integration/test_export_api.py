@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tswarm import auth
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tswarm.timefmt import rfc3339
 from tests.servers import ServiceProcess
 
@@ -33,7 +33,7 @@ def row(i: int) -> tuple[int, str, float, float]:
 @pytest.fixture(scope="module")
 def million(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("export") / "data"
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         for n in range(NODES):
             journal.add_node(f"n{n}", auth.hash_password("pw", n=2**4))
         ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tswarm.influx import line_protocol
-from tswarm.journal import Journal, Reading
+from tswarm.storage import OutboxReading, open_storage
 from tests.integration.test_influx import PASSWORD, influx1_env, send, wait_forwarded
 from tests.servers import ServiceProcess, add_node
 
@@ -34,7 +34,7 @@ SENT = {
     "kitchen-1": ["21.5 40", "21.7 41.5", "22 43"],
     "cellar.2": ["11 80", "10.5 81"],
 }
-SILENT = Reading(0, "attic_3", time.time_ns() - 3600 * 10**9, 5.5, 60.0)
+SILENT = OutboxReading(0, "attic_3", time.time_ns() - 3600 * 10**9, 5.5, 60.0)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +51,8 @@ def swarm(tmp_path_factory, influxdb1):
         wait_forwarded(service)
     assert statuses == [202] * 5
     influxdb1.write(line_protocol([SILENT]).decode(), db)
-    with Journal.open(data_dir) as journal:
-        readings = [[r.ts, r.node, r.temperature, r.humidity] for r in journal.readings_after(0, 10**9)]
+    with open_storage(data_dir) as journal:
+        readings = [[r.ts, r.node, r.temperature, r.humidity] for r in journal.outbox_readings(0, 10**9)]
     readings.append([SILENT.ts, SILENT.node, SILENT.temperature, SILENT.humidity])
     assert len(readings) == 6
     return db, sorted(readings), (start_ms, time.time_ns() // 10**6 + 60_000)

@@ -17,7 +17,7 @@ import urllib.parse
 
 import pytest
 
-from tswarm.journal import DB_FILENAME, Journal
+from tswarm.storage import DB_FILENAME, open_storage
 from tswarm.retention import prune
 from tswarm.settings import Config
 from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
@@ -70,7 +70,7 @@ def history(tmp_path_factory, influxdb1):
         statuses = [send(service, name, data) for data in VALUES for name in NODES]
         assert statuses == [202] * len(VALUES) * len(NODES)
         wait_forwarded(service)
-        with Journal.open(data_dir) as journal:
+        with open_storage(data_dir) as journal:
             stamps = [ts for ts, *_ in (row for batch in journal.iter_readings() for row in batch)]
         boundary = stamps[len(stamps) // 2]  # pruned: everything before the 13th reading of 24
         queries = {
@@ -84,7 +84,7 @@ def history(tmp_path_factory, influxdb1):
         before = {name: api(service, **q)[2] for name, q in queries.items()}
         before_cli = {name: cli_export(data_dir, env, *cli_args(q)) for name, q in queries.items()}
         stale_cursor = api(service, limit=3)[1]["X-Next-Cursor"]  # a journal row the prune will take
-        with Journal.open(data_dir) as journal:
+        with open_storage(data_dir) as journal:
             pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=boundary + 10**9)
             horizon, left = journal.pruned_before(), journal.count_readings()
         yield dict(service=service, env=env, data_dir=data_dir, queries=queries, before=before,
@@ -186,7 +186,7 @@ def test_readings_influxdb_refused_are_still_exported_after_pruning(tmp_path, in
         statuses += [send(service, name, f"{22 + i} {42 + i}") for i in range(3) for name in ("a", "c", "b")]
         health = wait_for(lambda: (h := wait_forwarded(service))["rejected"] == 3 and h, "c's readings refused")
         before = api(service)[2]
-        with Journal.open(data_dir) as journal:
+        with open_storage(data_dir) as journal:
             last = max(ts for batch in journal.iter_readings() for ts, *_ in batch)
             pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=last + 1 + 10**9)
             assert journal.count_readings() == 0 and journal.count_rejected() == 3

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.servers import ServiceProcess, add_node, basic, request, run_cli, tswarm_env
 
 pytestmark = pytest.mark.integration
@@ -57,8 +57,8 @@ def wait_forwarded(service) -> dict:
 
 def journal_rows(data_dir) -> list[list]:
     """Every reading in the journal as ``[ts, node, temperature, humidity]``, in time order."""
-    with Journal.open(data_dir) as journal:
-        readings = journal.readings_after(0, 10**9)
+    with open_storage(data_dir) as journal:
+        readings = journal.outbox_readings(0, 10**9)
     return sorted([r.ts, r.node, r.temperature, r.humidity] for r in readings)
 
 
@@ -196,7 +196,7 @@ def test_a_point_influxdb_refuses_is_recorded_and_surfaced_and_the_rest_goes_on(
     journal = journal_rows(data_dir)
     assert influx_rows(server, db) == [r for r in journal if r[1] != "c"]
     assert health["rejected"] == 3 and health["backlog"] == 0
-    with Journal.open(data_dir) as j:
+    with open_storage(data_dir) as j:
         rejected = j.rejected_readings()
     assert sorted([r.ts, r.node, r.temperature, r.humidity] for r, _, _ in rejected) == [
         r for r in journal if r[1] == "c"

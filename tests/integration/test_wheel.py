@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tswarm import auth, grafana_dashboards
-from tswarm.journal import Journal
+from tswarm.storage import open_storage
 from tests.firmware.board import PtyBoard
 from tests.servers import free_port, request
 from tests.test_grafana_provision import TOKEN, FakeGrafana
@@ -141,7 +141,7 @@ def test_flash_from_the_installed_wheel_puts_the_shipped_firmware_on_the_board(i
     config = json.loads((board.root / "config.json").read_text())
     assert config["svconf"]["url"] == f"{PUBLIC_URL}/api/nodes/wheel-1"
     assert config["svconf"]["xauth"] == auth.xauth("wheel-1", "pw-wheel-1")
-    with Journal.open(installed.data_dir) as journal:  # ./data of the folder it ran in
+    with open_storage(installed.data_dir) as journal:  # ./data of the folder it ran in
         assert auth.verify_password("pw-wheel-1", journal.node_auth("wheel-1").password_hash)
 
 
@@ -151,8 +151,8 @@ def test_node_config_from_the_installed_wheel(installed):
     config = json.loads(proc.stdout)
     assert config["modules"] == {"board": "esp32", "sensor": "dht22", "pins": {"dht": 4}}
     assert config["svconf"]["url"] == f"{PUBLIC_URL}/api/nodes/wheel-2"
-    with Journal.open(installed.data_dir) as journal:
-        assert journal.node_exists("wheel-2")
+    with open_storage(installed.data_dir) as journal:
+        assert journal.is_registered("wheel-2")
 
 
 def test_serve_from_the_installed_wheel_serves_the_status_page_and_its_files(installed):

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tswarm import auth
-from tswarm.journal import DB_FILENAME, Journal, JournalWriter
+from tswarm.storage import open_storage
 from tests.integration.test_influx import influx1_env, wait_for
 from tests.servers import TSWARM, ServiceProcess, request, run_cli, tswarm_env
 
@@ -34,7 +34,7 @@ WORKERS = ("--workers", "2")
 def register(data_dir, count: int) -> list[str]:
     """``count`` nodes with a cheap hash (the service verifies whatever parameters a hash carries)."""
     names = [f"n{i:02d}" for i in range(count)]
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         for name in names:
             journal.add_node(name, auth.hash_password(PW, n=2**4))
     return names
@@ -54,7 +54,7 @@ def readings(name: str, count: int) -> list[tuple[str, str]]:
 
 def journal_rows(data_dir) -> list[tuple]:
     """``(id, ts, node, temperature, humidity)`` of every reading, in commit order."""
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         return journal.conn.execute(
             "SELECT readings.id, ts, name, temperature, humidity FROM readings"
             " JOIN nodes ON nodes.id = node_id ORDER BY readings.id"
@@ -99,7 +99,7 @@ def test_every_acknowledged_reading_is_stored_once_with_timestamps_unique_and_in
     names = register(data_dir, 20)
     sent = [r for name in names for r in readings(name, 30)]
     if clock == "behind":  # a reading an hour ahead, as after the clock stepped back: each new one is newest + 1
-        with Journal.open(data_dir) as journal:
+        with open_storage(data_dir) as journal:
             journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (1, ?, 99, 99)",
                                  (time.time_ns() + 3600 * 10**9,))
     with ServiceProcess(data_dir, args=WORKERS) as service:
@@ -240,9 +240,9 @@ def test_store_influxdb_forwards_every_reading_of_every_worker_once_from_one_for
 
 
 async def _append_from_this_process(data_dir) -> None:
-    with Journal.open(data_dir) as journal:
+    with open_storage(data_dir) as journal:
         node_id = journal.node_auth("n00").id
-    writer = JournalWriter(data_dir / DB_FILENAME)
+        writer = journal.writer()
     await writer.start()
     try:
         await writer.append(node_id, 12.5, 50.0)

@@ -1,0 +1,365 @@
+"""What the service, the CLI, the forwarder and the readers ask of storage: one class, by room.
+
+:class:`Storage` names every operation (as huey's ``BaseStorage`` does); each engine is a subclass
+that implements them in its own idiom (SQLite: :class:`tswarm.storage.sqlite.SqliteStorage`).
+Nothing outside the storage package talks to a database. The rooms:
+
+- **registry**: nodes, their passwords, halts and intervals;
+- **readings writer**: the group-committing :class:`Writer` behind every 202, and the timestamps;
+- **outbox**: what waits for InfluxDB (``store=influxdb``): the forward cursor, the readings after
+  it, the readings InfluxDB refused for good, the backlog;
+- **reads**: readings by node and time range, counts, pages, one consistent snapshot;
+- **retention**: pruning old readings and the horizon below which the journal is incomplete;
+- **meta**: small named values (the cursor, halt-all, the forwarder's last error, the horizon).
+
+A storage object serves one thread at a time. No aiohttp here.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Iterable, Iterator, NamedTuple, Optional
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class StorageError(Exception):
+    """Base of the storage's own errors."""
+
+
+class NodeExists(StorageError):
+    """A registered node has that name already."""
+
+
+class NodeNotFound(StorageError):
+    """No registered node has that name (never registered, or removed)."""
+
+
+class StorageUnusable(StorageError):
+    """The data dir or its journal cannot be used at all (a file where the folder should be, no write
+    permission, a ``tswarm.db`` that is not SQLite, a schema newer than this tswarm). The message
+    names the path and what to do; the CLI prints it as is."""
+
+
+class StorageUnavailable(StorageError):
+    """The journal cannot take a reading now (disk full, I/O error, overloaded, shutting down).
+    Nothing was stored."""
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeAuth:
+    """What a request needs to know about its node, read fresh on every request."""
+
+    id: int
+    name: str
+    password_hash: str
+    created: bool
+    halted: bool  # this node, or all nodes
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """A registered node and its newest reading (``last_*`` None: it never sent one)."""
+
+    name: str
+    registered_at: int
+    created_at: Optional[int]
+    halted: bool  # this node's own halt (halt-all is :meth:`Storage.halted_all`)
+    interval_s: int
+    last_ts: Optional[int]
+    last_temperature: Optional[float]
+    last_humidity: Optional[float]
+
+
+class OutboxReading(NamedTuple):
+    """One reading as the forwarder sends it: ``id`` is its place in commit order."""
+
+    id: int
+    node: str
+    ts: int
+    temperature: float
+    humidity: float
+
+
+OutboxRow = tuple  # (id, node_id, ts, temperature, humidity): an OutboxReading with the node's id
+
+# -- meta keys --------------------------------------------------------------------------------
+
+FORWARD_CURSOR = "forward_cursor"          # id of the last reading InfluxDB acknowledged
+FORWARD_LAST_ERROR = "forward_last_error"  # JSON {"at": ns, "message": ...} while writes fail
+HALT_ALL = "halt_all"                      # "1": every node is halted
+PRUNED_BEFORE = "pruned_before"            # ns; below it the journal is no longer complete (see prune_readings)
+
+
+# -- the writer -------------------------------------------------------------------------------
+
+
+class Writer(abc.ABC):
+    """Group commit: one writer, many waiting requests per transaction (made by :meth:`Storage.writer`).
+
+    ``await writer.append(...)`` returns the reading's timestamp once its transaction is committed
+    and synced, or raises :class:`StorageUnavailable` when nothing was stored. Timestamps are the
+    server's clock in ns, unique across all nodes and strictly increasing in commit order, even when
+    the clock steps back, across restarts, across several writers and past pruned readings.
+    """
+
+    on_commit: Optional[Callable[[int, float], None]] = None  # callback(batch_size, seconds), for metrics
+    commit_listeners: list[Callable[[], None]]  # called after every commit (the forwarder's wake-up)
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect; :meth:`append` works from now on."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Commit what waits, then stop. Calling it again does nothing."""
+
+    @property
+    @abc.abstractmethod
+    def queued(self) -> int:
+        """Readings waiting for their transaction."""
+
+    @abc.abstractmethod
+    async def append(self, node_id: int, temperature: float, humidity: float, *, create: bool = False) -> int:
+        """Store one reading of node ``node_id`` (``create``: its first POST, which marks the node
+        created in the same transaction); its timestamp once durable."""
+
+
+# -- the storage ------------------------------------------------------------------------------
+
+
+class Storage(abc.ABC):
+    """Synchronous access to the journal for one thread, room by room."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> "Storage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- registry: nodes, passwords, halts, intervals -------------------------------------------
+
+    @abc.abstractmethod
+    def add_node(self, name: str, password_hash: str) -> None:
+        """Register a node's credentials (:class:`NodeExists` if registered). A removed node's name may
+        be added again: it starts afresh (not created, not halted), its old readings stay."""
+
+    @abc.abstractmethod
+    def set_password(self, name: str, password_hash: str) -> None:
+        """Replace a registered node's password hash (:class:`NodeNotFound` otherwise)."""
+
+    @abc.abstractmethod
+    def remove_node(self, name: str) -> None:
+        """Revoke a node's credentials and hide it; its readings stay in the history
+        (:class:`NodeNotFound` if not registered)."""
+
+    @abc.abstractmethod
+    def is_registered(self, name: str) -> bool:
+        """The node is registered now (removed nodes are not)."""
+
+    @abc.abstractmethod
+    def ever_registered(self, name: str) -> bool:
+        """The node is registered now or was before (a removed node's readings stay in the history)."""
+
+    @abc.abstractmethod
+    def node_auth(self, name: str) -> Optional[NodeAuth]:
+        """What authenticating a request of ``name`` needs, or None when it is not registered."""
+
+    @abc.abstractmethod
+    def mark_created(self, name: str, at_ns: int) -> None:
+        """Mark a registered node created (its first POST) at ``at_ns``, outside the writer, which
+        does this itself with ``append(create=True)``: for imports and fixtures."""
+
+    @abc.abstractmethod
+    def set_halt(self, name: Optional[str], halted: bool) -> None:
+        """Halt or resume one node, or (``name=None``) all of them (:class:`NodeNotFound` for a
+        name not registered)."""
+
+    @abc.abstractmethod
+    def halted_all(self) -> bool:
+        """Every node is halted (``set_halt(None, True)``)."""
+
+    @abc.abstractmethod
+    def set_interval(self, name: str, seconds: int) -> None:
+        """How often node ``name`` is expected to wake (seconds); its health is judged against it."""
+
+    @abc.abstractmethod
+    def list_nodes(self) -> list[NodeStatus]:
+        """Every registered node with its newest reading, by name, in one query."""
+
+    @abc.abstractmethod
+    def node_names(self) -> dict[int, str]:
+        """Every node's id and name, removed nodes too (a node's id keeps its name for good). An id
+        with no node reads ``#id``, as in :meth:`iter_readings`."""
+
+    # -- readings writer: group commit and timestamps ----------------------------------------
+
+    @abc.abstractmethod
+    def writer(self, *, synchronous: str = "FULL", max_batch: int = 5000, max_queue: int = 50_000) -> Writer:
+        """A new :class:`Writer` on its own connection (``start()`` it in the event loop).
+        ``synchronous`` is SQLite's durability (FULL: synced before the 202)."""
+
+    @abc.abstractmethod
+    def add_readings(self, rows: Iterable[tuple[str, int, float, float]]) -> None:
+        """Store ``(node, ts_ns, temperature, humidity)`` rows with the timestamps given, in one
+        transaction and in the order given (imports, fixtures, benchmarks; the service stores
+        through :meth:`writer`). Every node must be known (:meth:`ever_registered`), else
+        :class:`NodeNotFound` and nothing is stored."""
+
+    # -- outbox: forward cursor, readings after it, rejected readings, status ------------------
+
+    @abc.abstractmethod
+    def forward_cursor(self) -> int:
+        """Id of the last reading InfluxDB acknowledged (0: none yet, so everything waits)."""
+
+    @abc.abstractmethod
+    def outbox_readings(
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> list[OutboxReading]:
+        """Up to ``limit`` readings with ``id > after_id`` in commit order (so in time order per node),
+        optionally only those with ``start_ns <= ts < stop_ns``."""
+
+    @abc.abstractmethod
+    def outbox_rows(
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+    ) -> list[OutboxRow]:
+        """What :meth:`outbox_readings` returns, as stored: ``(id, node_id, ts, temperature, humidity)``,
+        node ids in place of names (see :meth:`node_names`). The forwarder's fast path: no name
+        string and no object per reading."""
+
+    @abc.abstractmethod
+    def count_outbox(self, after_id: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None) -> int:
+        """How many readings :meth:`outbox_readings` would go through (the backlog, or a backfill's total)."""
+
+    @abc.abstractmethod
+    def last_reading_id(self) -> int:
+        """The newest reading's id (0 when empty). Ids grow by one per reading and only readings
+        already forwarded are ever deleted, so ``last_reading_id() - cursor`` is the backlog, in O(1)."""
+
+    @abc.abstractmethod
+    def first_id_from(self, start_ns: int) -> int:
+        """An id to resume after so that no reading with ``ts >= start_ns`` is skipped (for backfills)."""
+
+    @abc.abstractmethod
+    def oldest_unforwarded_ts(self) -> Optional[int]:
+        """The timestamp of the first reading after the cursor (None: nothing waits)."""
+
+    @abc.abstractmethod
+    def mark_forwarded(self, last_id: int, rejected: Iterable[tuple[OutboxReading, str]] = ()) -> None:
+        """InfluxDB acknowledged every reading up to ``last_id``, except ``rejected`` (reading, reason):
+        move the cursor (never backwards) and keep the rejected ones, in one transaction."""
+
+    @abc.abstractmethod
+    def record_rejected(self, rejected: Iterable[tuple[OutboxReading, str]]) -> None:
+        """Keep readings InfluxDB refused during a backfill (the cursor is not the backfill's)."""
+
+    @abc.abstractmethod
+    def count_rejected(self) -> int:
+        """How many readings InfluxDB refused for good."""
+
+    @abc.abstractmethod
+    def rejected_readings(self, limit: int = 100) -> list[tuple[OutboxReading, str, int]]:
+        """The newest rejected readings: ``(reading, reason, rejected_at)``."""
+
+    # -- reads: ranges, counts, pages, snapshot ---------------------------------------------------
+
+    @abc.abstractmethod
+    def count_readings(self) -> int:
+        """How many readings the journal holds."""
+
+    @abc.abstractmethod
+    def iter_readings(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        batch: int = 5000,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+        with_id: bool = False,
+    ) -> Iterator[list[tuple]]:
+        """Yield lists of ``(ts_ns, node, temperature, humidity)`` in time order, ``batch`` rows at a time.
+
+        ``start_ns`` is inclusive, ``stop_ns`` exclusive. ``after=(ts, id)`` resumes strictly after
+        that row of the order ``(ts, id)``; ``limit`` stops after that many rows; ``with_id`` appends
+        each row's id (a fifth item), which is what a resume point is made of. A node never
+        registered yields nothing. Memory stays constant whatever the range.
+        """
+
+    @abc.abstractmethod
+    def count_readings_in(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+    ) -> int:
+        """How many rows :meth:`iter_readings` would yield with the same filters (for progress bars)."""
+
+    @abc.abstractmethod
+    def page_end(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: int,
+    ) -> Optional[tuple[int, int]]:
+        """``(ts, id)`` of the last row of a page of ``limit`` rows when more rows follow it, else None.
+
+        Asked before the page is streamed, inside the same :meth:`snapshot`, so a reader learns
+        where to resume before the first byte.
+        """
+
+    @abc.abstractmethod
+    def snapshot(self) -> ContextManager:
+        """``with storage.snapshot():`` every read inside sees the journal as of its first read."""
+
+    @abc.abstractmethod
+    def reading_counts_since(self, since_ns: int) -> dict[str, int]:
+        """How many readings each node sent from ``since_ns`` on (nodes without any are absent)."""
+
+    @abc.abstractmethod
+    def iter_kept_below(
+        self, before_ns: int, node: Optional[str] = None, start_ns: Optional[int] = None
+    ) -> Iterator[tuple]:
+        """What the journal still holds below the horizon ``before_ns``, ordered by ``(ts, node)``:
+        readings pruning had to keep (not yet forwarded) and readings InfluxDB refused for good,
+        as ``(ts_ns, node, temperature, humidity)``, each once."""
+
+    # -- retention: prune and horizon -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def prune_readings(self, before_ns: int, up_to_id: Optional[int] = None, chunk: int = 10_000) -> int:
+        """Delete readings older than ``before_ns`` (and, when given, with ``id <= up_to_id``: forwarded).
+
+        Deletes ``chunk`` rows per transaction so the writer never waits long, and moves the horizon
+        (:meth:`pruned_before`) past the newest reading deleted, in the same transaction. Returns
+        how many went.
+        """
+
+    @abc.abstractmethod
+    def pruned_before(self) -> Optional[int]:
+        """The horizon: every reading with ``ts >= pruned_before()`` is still here; below it, pruning
+        deleted readings (with ``store=influxdb``, forwarded ones: InfluxDB has them). None: nothing
+        was ever pruned, the journal is complete."""
+
+    # -- meta -------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def meta(self, key: str) -> Optional[str]:
+        """The value stored under ``key`` (None: none)."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: Optional[str]) -> None:
+        """Set ``key``, or delete it when ``value`` is None."""

@@ -1,0 +1,164 @@
+"""Reads: readings by node and time range, counts, pages, one snapshot; and the one WHERE builder
+every range query of the engine (outbox, reads, retention) is made with."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Iterator, Optional
+
+from .schema import snapshot
+
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+
+
+def where(
+    *,
+    after_id: Optional[int] = None,
+    up_to_id: Optional[int] = None,
+    start_ns: Optional[int] = None,
+    stop_ns: Optional[int] = None,
+    after: Optional[tuple[int, int]] = None,
+    node_id: Optional[int] = None,
+    table: str = "readings",
+) -> tuple[str, list]:
+    """``(clause, params)`` for the rows of ``table`` with ``after_id < id <= up_to_id``,
+    ``start_ns <= ts < stop_ns``, strictly after ``after=(ts, id)`` in the order ``(ts, id)``, of
+    node ``node_id``: a condition for each bound given, none for None ("1": every row)."""
+    clauses, params = [], []
+    if after_id is not None:
+        clauses.append(f"{table}.id > ?")
+        params.append(after_id)
+    if up_to_id is not None:
+        clauses.append(f"{table}.id <= ?")
+        params.append(up_to_id)
+    if start_ns is not None:
+        clauses.append(f"{table}.ts >= ?")
+        params.append(start_ns)
+    if stop_ns is not None:
+        clauses.append(f"{table}.ts < ?")
+        params.append(stop_ns)
+    if after is not None:
+        clauses.append(f"{table}.ts >= ? AND ({table}.ts > ? OR {table}.id > ?)")
+        params += [after[0], after[0], after[1]]
+    if node_id is not None:
+        clauses.append(f"{table}.node_id = ?")
+        params.append(node_id)
+    return " AND ".join(clauses) or "1", params
+
+
+class ReadsRoom:
+    conn: sqlite3.Connection
+
+    def _time_range(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+        """The readers' WHERE clause, or None when ``node`` never existed. Both time bounds are always
+        given, so SQLite walks readings_ts in order (no sort, constant memory)."""
+        node_id = None
+        if node is not None:
+            node_id = self._node_id(node)
+            if node_id is None:
+                return None
+        return where(
+            start_ns=MIN_NS if start_ns is None else start_ns,
+            stop_ns=MAX_NS if stop_ns is None else stop_ns,
+            after=after,
+            node_id=node_id,
+        )
+
+    def count_readings(self) -> int:
+        return self.conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+
+    def iter_readings(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        batch: int = 5000,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+        with_id: bool = False,
+    ) -> Iterator[list[tuple]]:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return
+        clause, params = query
+        # SQLite joins the node names in (an index lookup in C): rows come out ready to use.
+        sql = (
+            "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
+            + (", readings.id" if with_id else "")
+            + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
+            " ORDER BY readings.ts, readings.id"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        cur = self.conn.execute(sql, params)
+        try:
+            while rows := cur.fetchmany(batch):
+                yield rows
+        finally:
+            cur.close()
+
+    def count_readings_in(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+    ) -> int:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return 0
+        clause, params = query
+        return self.conn.execute(f"SELECT COUNT(*) FROM readings WHERE {clause}", params).fetchone()[0]
+
+    def page_end(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: int,
+    ) -> Optional[tuple[int, int]]:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return None
+        clause, params = query
+        rows = self.conn.execute(
+            f"SELECT ts, id FROM readings WHERE {clause} ORDER BY ts, id LIMIT 2 OFFSET ?", params + [limit - 1]
+        ).fetchall()
+        return tuple(rows[0]) if len(rows) == 2 else None
+
+    def snapshot(self) -> snapshot:
+        return snapshot(self.conn)
+
+    def reading_counts_since(self, since_ns: int) -> dict[str, int]:
+        clause, params = where(start_ns=since_ns)
+        return dict(self.conn.execute(
+            "SELECT nodes.name, COUNT(*) FROM readings JOIN nodes ON nodes.id = readings.node_id"
+            f" WHERE {clause} GROUP BY readings.node_id",
+            params,
+        ))
+
+    def iter_kept_below(
+        self, before_ns: int, node: Optional[str] = None, start_ns: Optional[int] = None
+    ) -> Iterator[tuple]:
+        bounds = {"start_ns": MIN_NS if start_ns is None else start_ns, "stop_ns": before_ns}
+        kept, kept_params = where(**bounds)
+        rejected, rejected_params = where(**bounds, table="rejected")
+        sql = (
+            "SELECT ts, node, temperature, humidity FROM ("
+            " SELECT ts, nodes.name AS node, temperature, humidity FROM readings"
+            f" JOIN nodes ON nodes.id = readings.node_id WHERE {kept}"
+            f" UNION SELECT ts, node, temperature, humidity FROM rejected WHERE {rejected})"
+        )
+        params = kept_params + rejected_params
+        if node is not None:
+            sql += " WHERE node = ?"
+            params.append(node)
+        cur = self.conn.execute(sql + " ORDER BY ts, node", params)
+        try:
+            yield from cur
+        finally:
+            cur.close()

@@ -1,0 +1,188 @@
+"""The SQLite journal's file: its DDL, its schema version and migrations, connections, transactions.
+
+The schema version is ``PRAGMA user_version``. Opening a journal brings it to :data:`SCHEMA_VERSION`
+by running the migrations it lacks, in one write transaction (another process opening it at the same
+time waits, then finds nothing to do). Version 0 is an empty file or a journal of tswarm before
+versions were kept (the same tables as version 1). A journal of a newer version than this code knows
+is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Callable
+
+from ..interface import StorageUnusable
+
+DB_FILENAME = "tswarm.db"
+BUSY_TIMEOUT_MS = 10_000
+
+# Version 1: the tables of every tswarm so far (one statement per item: comments may hold ';').
+TABLES_V1 = (
+    """CREATE TABLE IF NOT EXISTS nodes (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    password_hash TEXT,              -- 'scrypt$n$r$p$salt$hash'; NULL once removed
+    registered_at INTEGER NOT NULL,  -- ns since the epoch
+    created_at    INTEGER,           -- first POST; NULL: a PUT is answered 405
+    removed_at    INTEGER,
+    halted        INTEGER NOT NULL DEFAULT 0,
+    interval_s    INTEGER NOT NULL DEFAULT 300
+)""",
+    """CREATE TABLE IF NOT EXISTS readings (
+    id          INTEGER PRIMARY KEY,   -- commit order: the forwarder's cursor
+    node_id     INTEGER NOT NULL,
+    ts          INTEGER NOT NULL,      -- ns since the epoch, server clock, strictly increasing (unique across nodes)
+    temperature REAL NOT NULL,
+    humidity    REAL NOT NULL
+)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS readings_node_ts ON readings (node_id, ts)",
+    "CREATE INDEX IF NOT EXISTS readings_ts ON readings (ts)",
+    """CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS rejected (    -- readings InfluxDB refused for good (a 400): kept, not retried
+    reading_id  INTEGER PRIMARY KEY,
+    node        TEXT NOT NULL,
+    ts          INTEGER NOT NULL,
+    temperature REAL NOT NULL,
+    humidity    REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    rejected_at INTEGER NOT NULL
+)""",
+)
+
+
+def _to_v1(conn: sqlite3.Connection) -> None:
+    """An empty file gets the tables; an unversioned journal has them already and keeps every row."""
+    for statement in TABLES_V1:
+        conn.execute(statement)
+
+
+# MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL, ``synchronous`` as asked."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")  # the first read of the file: "file is not a database" is here
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def upgrade(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the journal at ``path`` to :data:`SCHEMA_VERSION` (nothing to do: no write at all)."""
+    version = schema_version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise _too_new(path, version)
+    with transaction(conn):
+        version = schema_version(conn)  # under the write lock: another process may have done it
+        if version > SCHEMA_VERSION:
+            raise _too_new(path, version)
+        for migrate in MIGRATIONS[version:]:
+            migrate(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _too_new(path: Path, version: int) -> StorageUnusable:
+    return StorageUnusable(
+        f"journal {path} has schema version {version}, newer than this tswarm knows ({SCHEMA_VERSION}); upgrade tswarm"
+    )
+
+
+def check_data_dir(data_dir: Path | str, create: bool = True) -> Path:
+    """``data_dir`` as a folder this process may write in (created, with its parents, if ``create``);
+    :class:`StorageUnusable` otherwise."""
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise StorageUnusable(f"data dir {data_dir} is a file, not a folder (check --data-dir or TSWARM_DATA_DIR)")
+    blocker = next((p for p in data_dir.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise StorageUnusable(f"data dir {data_dir} cannot be created: {blocker} is a file, not a folder")
+    if create:
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnusable(f"cannot create data dir {data_dir}: {exc.strerror or exc}") from None
+    if data_dir.is_dir() and not os.access(data_dir, os.W_OK | os.X_OK):
+        raise StorageUnusable(f"data dir {data_dir} is not writable by this user (the journal writes beside tswarm.db)")
+    return data_dir
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StorageUnusable:
+    """The one-line error for a journal file SQLite cannot open."""
+    if path.is_dir():
+        return StorageUnusable(f"journal {path} is a folder, not a file; move it away")
+    if getattr(exc, "sqlite_errorname", "") in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        return StorageUnusable(
+            f"journal {path} is not a tswarm journal ({exc}); move it away (or give another --data-dir / TSWARM_DATA_DIR)"
+        )
+    return StorageUnusable(f"cannot open journal {path}: {exc}")
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    """A connection to the journal at ``path``, its data dir checked and its schema current."""
+    check_data_dir(path.parent)
+    try:
+        conn = connect(path)
+    except sqlite3.Error as exc:
+        raise unusable(path, exc) from None
+    try:
+        upgrade(conn, path)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise unusable(path, exc) from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class snapshot:
+    """``BEGIN`` ... ``COMMIT`` around reads: one consistent view of the journal (WAL keeps writers going)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+
+    def __exit__(self, *exc):
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass
+
+
+class transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass

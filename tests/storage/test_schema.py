@@ -1,0 +1,135 @@
+"""The SQLite journal's file: pragmas, the schema version, and upgrades of older journals.
+
+The old journal is built from tests/storage/data/journal-v0.sql, a dump of a journal made by tswarm
+before schema versions; everything is checked through the storage interface.
+"""
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tswarm.cli import cli
+from tswarm.storage import DB_FILENAME, StorageUnusable, open_storage
+from tswarm.storage.sqlite import SCHEMA_VERSION, SqliteStorage
+from tswarm.storage.sqlite.schema import connect, upgrade
+
+V0_DUMP = Path(__file__).parent / "data" / "journal-v0.sql"
+
+
+@pytest.fixture
+def v0_dir(tmp_path) -> Path:
+    """A data dir holding the journal of journal-v0.sql (user_version 0, today's tables, rows)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / DB_FILENAME)
+    conn.executescript(V0_DUMP.read_text())
+    conn.close()
+    return data_dir
+
+
+def _version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_pragmas_make_commits_durable(sqlite_storage):
+    assert sqlite_storage.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite_storage.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_journal_file_lives_in_the_data_dir(data_dir):
+    with SqliteStorage.open(data_dir) as storage:
+        assert storage.path == data_dir / DB_FILENAME and storage.path.exists()
+
+
+def test_a_new_journal_starts_at_the_current_version(data_dir):
+    open_storage(data_dir).close()
+    assert SCHEMA_VERSION >= 1 and _version(data_dir / DB_FILENAME) == SCHEMA_VERSION
+
+
+def test_a_journal_made_before_schema_versions_opens_and_keeps_every_node_and_reading(v0_dir):
+    assert _version(v0_dir / DB_FILENAME) == 0
+    with open_storage(v0_dir) as storage:
+        assert [(n.name, n.created_at is not None, n.halted, n.interval_s, n.last_ts) for n in storage.list_nodes()] == [
+            ("attic", True, True, 300, 1700000200000000001),
+            ("porch", True, False, 900, 1700000200000000000),
+            ("quiet", False, False, 300, None),
+        ]
+        assert not storage.is_registered("gone") and storage.ever_registered("gone")
+        assert storage.node_auth("porch").password_hash == "scrypt$1024$8$1$c2FsdA==$porch"
+        assert storage.node_auth("porch").halted and storage.halted_all()  # halt_all was on
+        assert [r for batch in storage.iter_readings() for r in batch] == [
+            (1700000100000000000, "porch", 21.5, 40.0),
+            (1700000100000000001, "attic", 18.25, 55.5),
+            (1700000100000000002, "gone", 9.0, 90.0),
+            (1700000200000000000, "porch", 22.0, 41.0),
+            (1700000200000000001, "attic", 18.5, 56.0),
+        ]
+        assert storage.forward_cursor() == 3 and storage.count_outbox(3) == 2
+        assert storage.pruned_before() == 1700000050000000000
+        [(reading, reason, rejected_at)] = storage.rejected_readings()
+        assert (reading.id, reading.node, reason, rejected_at) == (2, "attic", "HTTP 400: field type conflict", 1700000400000000000)
+        storage.add_node("new", "h")  # and it takes new ones
+        storage.add_readings([("new", 1700000300000000000, 1.0, 2.0)])
+    assert _version(v0_dir / DB_FILENAME) == SCHEMA_VERSION
+
+
+async def test_the_writer_continues_an_upgraded_journal_after_its_newest_timestamp(v0_dir):
+    with open_storage(v0_dir) as storage:
+        writer = storage.writer()
+        await writer.start()
+        ts = await writer.append(storage.node_auth("porch").id, 1.0, 1.0)
+        await writer.close()
+        assert ts > 1700000200000000001 and storage.last_reading_id() == 6
+
+
+def test_opening_a_current_journal_again_writes_nothing(v0_dir):
+    open_storage(v0_dir).close()
+    conn = connect(v0_dir / DB_FILENAME)
+    statements = []
+    conn.set_trace_callback(statements.append)
+    upgrade(conn, v0_dir / DB_FILENAME)
+    conn.close()
+    assert statements == ["PRAGMA user_version"]
+    with open_storage(v0_dir) as storage:
+        assert storage.count_readings() == 5 and len(storage.list_nodes()) == 3
+
+
+def test_two_processes_upgrading_at_once_both_open_it(v0_dir):
+    errors = []
+
+    def open_one():
+        try:
+            SqliteStorage.open(v0_dir).close()
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and _version(v0_dir / DB_FILENAME) == SCHEMA_VERSION
+    with open_storage(v0_dir) as storage:
+        assert storage.count_readings() == 5
+
+
+def test_a_journal_newer_than_this_tswarm_is_refused_in_one_line(v0_dir):
+    conn = sqlite3.connect(v0_dir / DB_FILENAME)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageUnusable) as refused:
+        open_storage(v0_dir)
+    message = str(refused.value)
+    assert message == (
+        f"journal {v0_dir / DB_FILENAME} has schema version {SCHEMA_VERSION + 1}, newer than this tswarm"
+        f" knows ({SCHEMA_VERSION}); upgrade tswarm"
+    )
+    result = CliRunner().invoke(cli, ["node", "list", "--data-dir", str(v0_dir)])
+    assert result.exit_code == 1 and result.output == f"Error: {message}\n"
+    assert _version(v0_dir / DB_FILENAME) == SCHEMA_VERSION + 1  # left as it was
