@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import ROOT
 from export import fill
-from tswarm.influx import line_protocol
+from tswarm.influx.lines import line_protocol
 from tswarm.journal import Journal
 from tests.integration.conftest import InfluxDB1
 

@@ -482,11 +482,11 @@ def _duration(seconds: float) -> str:
 @data_dir_option
 def status(as_json, data_dir):
     """Show the store and, with InfluxDB, the backlog: readings waiting, the oldest's age, the last error."""
-    from .forwarder import forward_status
+    from .store_status import store_status
 
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
-        info = forward_status(journal, config)
+        info = store_status(journal, config)
         rejected = journal.rejected_readings(limit=5) if info.get("rejected") else []
     if as_json:
         click.echo(json.dumps(info, indent=2))
