@@ -14,7 +14,7 @@ import click
 from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .journal import DB_FILENAME, Journal, JournalUnusable, NodeExists, NodeNotFound, check_data_dir
-from .protocol import NODE_NAME_HELP, valid_node_name
+from .names import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS, Config, ConfigError
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
