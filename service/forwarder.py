@@ -15,6 +15,10 @@ rewrite after a crash is harmless because its timestamp is fixed.
   until the refused readings are found; those are recorded in the journal's ``rejected`` table
   with the reason, and the rest go on;
 - a 413 splits the batch too.
+
+What a write is (line protocol, the v1/v2 targets, their errors) lives in :mod:`tswarm.influx`;
+this module keeps the loop: batches, order, backoff. What ``/healthz`` and ``tswarm status`` say
+about the backlog is :func:`tswarm.store_status.store_status`.
 """
 from __future__ import annotations
 
