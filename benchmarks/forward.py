@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import ROOT
 from export import fill
-from tswarm.influx import line_protocol
+from tswarm.influx.lines import line_protocol
 from tswarm.storage import open_storage
 from tests.integration.conftest import InfluxDB1
 

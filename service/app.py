@@ -9,8 +9,9 @@ from aiohttp import web
 from . import admin, keys, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
-from .forwarder import FORWARDER, forward_status, forwarder_ctx
+from .forwarder import FORWARDER, forwarder_ctx
 from .storage import open_storage
+from .store_status import store_status
 from .metrics import count_requests, setup_metrics
 from .protocol import setup_routes
 from .retention import retention_ctx
@@ -38,11 +39,11 @@ async def _hasher_ctx(app: web.Application):
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """ok, store, and the forwarder's backlog (see :func:`forward_status`), plus what waits to commit,
+    """ok, store, and the forwarder's backlog (see :func:`store_status`), plus what waits to commit,
     and which process answered (``worker``: its index with ``--workers N``, 0 otherwise; ``pid``)."""
     app = request.app
     config = app[keys.CONFIG]
-    status = {"ok": True, **forward_status(app[keys.JOURNAL], config), "worker": config.worker, "pid": os.getpid()}
+    status = {"ok": True, **store_status(app[keys.JOURNAL], config), "worker": config.worker, "pid": os.getpid()}
     if FORWARDER in app:
         status["in_flight"] = app[FORWARDER].in_flight
     status["queued"] = app[keys.WRITER].queued

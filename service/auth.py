@@ -17,9 +17,10 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Executor
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from aiohttp import BasicAuth
+if TYPE_CHECKING:
+    from aiohttp import BasicAuth  # imported where a header is parsed: the CLI does without aiohttp
 
 SCRYPT_N = 2**13  # ~23 ms and 8 MiB per hash on the reference machine; chosen in benchmarks/README.md
 SCRYPT_R = 8
@@ -73,6 +74,8 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "basic":
         raise BadAuthorization("Authorization must use the Basic scheme")
+    from aiohttp import BasicAuth
+
     try:
         return BasicAuth.decode(f"Basic {credentials.strip()}", encoding="utf-8")
     except (ValueError, UnicodeDecodeError):

@@ -13,9 +13,9 @@ import click
 
 from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
-from .storage import DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnusable, check_data_dir, open_storage
-from .protocol import NODE_NAME_HELP, valid_node_name
+from .names import NODE_NAME_HELP, valid_node_name
 from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
+from .storage import DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnusable, check_data_dir, open_storage
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
@@ -477,11 +477,11 @@ def _duration(seconds: float) -> str:
 @data_dir_option
 def status(as_json, data_dir):
     """Show the store and, with InfluxDB, the backlog: readings waiting, the oldest's age, the last error."""
-    from .forwarder import forward_status
+    from .store_status import store_status
 
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
-        info = forward_status(journal, config)
+        info = store_status(journal, config)
         rejected = journal.rejected_readings(limit=5) if info.get("rejected") else []
     if as_json:
         click.echo(json.dumps(info, indent=2))

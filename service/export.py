@@ -21,12 +21,15 @@ import binascii
 import itertools
 import json
 import re
-from typing import Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 
 from . import history
+from .names import NODE_NAME_HELP, valid_node_name
 from .storage import Storage
-from .protocol import NODE_NAME_HELP, valid_node_name
 from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
+
+if TYPE_CHECKING:
+    from .influx.query import InfluxHistory
 
 FORMATS = ("csv", "ndjson")
 CSV_HEADER = ("time", "node", "temperature", "humidity")
@@ -165,7 +168,7 @@ def export_chunks(
     after: Optional[Cursor] = None,
     limit: Optional[int] = None,
     on_rows: Optional[Callable[[int], None]] = None,
-    influx: Optional[history.InfluxHistory] = None,
+    influx: Optional[InfluxHistory] = None,
 ) -> Iterator[str]:
     """Yield text chunks of the export; each chunk holds up to a few thousand rows.
 

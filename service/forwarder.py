@@ -15,6 +15,10 @@ rewrite after a crash is harmless because its timestamp is fixed.
   until the refused readings are found; those are recorded in the journal's ``rejected`` table
   with the reason, and the rest go on;
 - a 413 splits the batch too.
+
+What a write is (line protocol, the v1/v2 targets, their errors) lives in :mod:`tswarm.influx`;
+this module keeps the loop: batches, order, backoff. What ``/healthz`` and ``tswarm status`` say
+about the backlog is :func:`tswarm.store_status.store_status`.
 """
 from __future__ import annotations
 
@@ -29,9 +33,9 @@ from typing import Awaitable, Callable, Optional, Sequence
 from aiohttp import web
 
 from . import keys
-from .influx import (
-    WRITE_TIMEOUT_S, InfluxTarget, LineEncoder, Rejected, TooLarge, WriteError, line_protocol, make_target,
-)
+from .influx import endpoint
+from .influx.lines import LineEncoder, line_protocol
+from .influx.write import WRITE_TIMEOUT_S, InfluxTarget, Rejected, TooLarge, WriteError
 from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, open_storage
 from .settings import Config
 
@@ -237,7 +241,7 @@ async def forwarder_ctx(app: web.Application):
     if config.store != "influxdb":
         yield
         return
-    target = make_target(config)
+    target = endpoint(config).open_target()
     forwarder = Forwarder(config, target)
     app[FORWARDER] = forwarder
     app[keys.WRITER].commit_listeners.append(forwarder.wake.set)
@@ -269,38 +273,6 @@ async def _supervise(forwarder: Forwarder, max_backoff: float) -> None:
             attempt += 1
 
 
-def forward_status(journal: Storage, config: Config, now_ns: Optional[int] = None) -> dict:
-    """What ``/healthz`` and ``tswarm status`` show: the store and, for InfluxDB, the backlog.
-
-    ``backlog``: readings acknowledged to nodes but not yet to InfluxDB; ``oldest_age_s``: how
-    long the oldest of them has waited; ``last_error``: why the last write failed (null once
-    writes succeed again); ``rejected``: readings InfluxDB refused for good (kept in the journal).
-    """
-    status: dict = {"store": config.store, "backlog": 0, "oldest_age_s": None, "last_error": None}
-    if config.store != "influxdb":
-        return status
-    now_ns = time.time_ns() if now_ns is None else now_ns
-    cursor = journal.forward_cursor()
-    oldest = journal.oldest_unforwarded_ts()
-    last_error = journal.meta(FORWARD_LAST_ERROR)
-    status.update(
-        influxdb=make_description(config),
-        backlog=max(0, journal.last_reading_id() - cursor),  # ids above the cursor have no gaps
-        oldest_age_s=None if oldest is None else round(max(0, now_ns - oldest) / 1e9, 3),
-        last_error=json.loads(last_error) if last_error else None,
-        rejected=journal.count_rejected(),
-        forward_cursor=cursor,
-        retention_s=config.retention_s,
-    )
-    return status
-
-
-def make_description(config: Config) -> str:
-    if config.influx_api == "1":
-        return f"v1 API at {config.influx_url}, database {config.influx_db!r}"
-    return f"v2 API at {config.influx_url}, bucket {config.influx_bucket!r}"
-
-
 async def backfill(
     journal: Storage,
     config: Config,
@@ -316,7 +288,7 @@ async def backfill(
     Calls ``progress(n)`` after each batch, and ``on_wait(why)`` while InfluxDB keeps it waiting
     (see :class:`Delivery`). Returns ``(sent, rejected)``.
     """
-    target = make_target(config)
+    target = endpoint(config).open_target()
     delivery = Delivery(target, config.forward_max_backoff, on_wait=on_wait)
     sent = refused = 0
     after = journal.first_id_from(start_ns) if start_ns is not None else 0

@@ -1,7 +1,7 @@
 """The Grafana dashboards, as code (grafana-foundation-sdk): an overview and a per-node dashboard.
 
 Each comes in two query languages over the same points (measurement ``climate``, tag ``node``,
-fields ``temperature`` and ``humidity``; see service/influx.py):
+fields ``temperature`` and ``humidity``; see service/influx/):
 
 - **InfluxQL**, for InfluxDB 1.x and for the v1-compatibility endpoint of InfluxDB 2.x
   (datasource uid ``tswarm-influxql``);

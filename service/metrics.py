@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from . import forwarder, keys
+from . import keys
 from .errors import CLIENT_GONE
 from .health import HEALTH_STATES, health
+from .store_status import store_status
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -51,11 +52,11 @@ class Metrics:
 
 METRICS = web.AppKey("metrics", Metrics)
 
-def forward_status(app: web.Application) -> tuple[int, float]:
-    """``(backlog_readings, lag_seconds)`` from the forwarder's own status (both 0 with store=sqlite)."""
+def backlog_and_lag(app: web.Application) -> tuple[int, float]:
+    """``(backlog_readings, lag_seconds)`` from :func:`tswarm.store_status.store_status` (both 0 with store=sqlite)."""
     if keys.JOURNAL not in app:
         return 0, 0.0
-    status = forwarder.forward_status(app[keys.JOURNAL], app[keys.CONFIG])
+    status = store_status(app[keys.JOURNAL], app[keys.CONFIG])
     return int(status["backlog"]), float(status["oldest_age_s"] or 0.0)
 
 
@@ -81,7 +82,7 @@ class StateCollector:
             queued = GaugeMetricFamily("tswarm_journal_queued", "Readings waiting for the next group commit.")
             queued.add_metric([], app[keys.WRITER].queued)
             yield queued
-        backlog, lag = forward_status(app)
+        backlog, lag = backlog_and_lag(app)
         g = GaugeMetricFamily("tswarm_forward_backlog", "Readings in the journal not yet forwarded (0 with store=sqlite).")
         g.add_metric([], backlog)
         yield g

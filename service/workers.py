@@ -220,7 +220,7 @@ class Supervisor:
             worker.process.join()
             if self.stopping:
                 return
-            code = _describe(worker.process.exitcode)
+            code = _exit_description(worker.process.exitcode)
             if not worker.ready.is_set():
                 log.error("worker %d (pid %d) %s before it could serve; stopping", worker.index, worker.process.pid, code)
                 self.failed = True
@@ -249,13 +249,14 @@ class Supervisor:
             if worker.process.exitcode != 0:
                 if not self.failed:
                     log.error("worker %d (pid %d) %s while stopping", worker.index, worker.process.pid,
-                              _describe(worker.process.exitcode))
+                              _exit_description(worker.process.exitcode))
                 status = 1
         log.info("all workers stopped")
         return status
 
 
-def _describe(exitcode: int | None) -> str:
+def _exit_description(exitcode: int | None) -> str:
+    """How a worker process ended, for the log: ``was killed by SIGKILL``, ``exited with status 1``."""
     if exitcode is not None and exitcode < 0:
         return f"was killed by {signal.Signals(-exitcode).name}"
     return f"exited with status {exitcode}"

@@ -15,11 +15,14 @@ from email.utils import formatdate
 import pytest
 from aiohttp import web
 
-from tswarm.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
-from tswarm.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
+from tswarm.forwarder import FORWARDER, Delivery, backoff_delay
+from tswarm.influx.lines import line_protocol
+from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
 from tswarm.storage import OutboxReading, Storage, open_storage
+from tswarm.store_status import store_status
 from tswarm.retention import prune
 from tswarm.settings import Config, ConfigError
+from tswarm.store_status import store_status
 from tests.conftest import register, test_config
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
@@ -246,7 +249,7 @@ async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client,
     assert health["backlog"] == 1 and health["in_flight"] == 1
     assert health["last_error"]["message"] == "HTTP 503: maintenance"
     with open_storage(config.data_dir) as journal:  # the same, as `tswarm status` sees it
-        status = forward_status(journal, config)
+        status = store_status(journal, config)
     assert status["backlog"] == 1 and status["last_error"]["message"] == "HTTP 503: maintenance"
 
 

@@ -18,14 +18,15 @@ import pytest
 from aiohttp import web
 
 from tswarm.export import export_chunks
-from tswarm.history import HistoryUnavailable, V2History, flux
+from tswarm.history import HistoryUnavailable
+from tswarm.influx.query import V2History, flux
 from tswarm.storage import PRUNED_BEFORE, Storage, open_storage
 from tests.conftest import register
 
 NS = 1_000_000_000
 T0 = 1_795_600_000 * NS
 
-# The answer of InfluxDB 2.x to the Flux of tswarm.history.flux: one table (after group()), the
+# The answer of InfluxDB 2.x to the Flux of tswarm.influx.query.flux: one table (after group()), the
 # columns of the final map(), time as a long of nanoseconds, fields as doubles ("23", not "23.0").
 ANNOTATED_CSV = (
     "#datatype,string,long,long,string,double,double\r\n"

@@ -2,7 +2,7 @@
 
 The real `tswarm serve` (TSWARM_STORE=influxdb, TSWARM_INFLUX_API=1) forwards what two nodes send;
 a third node, silent for an hour, is written with the forwarder's own line protocol
-(tswarm.influx.line_protocol), since the service stamps readings with the time they arrive.
+(tswarm.influx.lines.line_protocol), since the service stamps readings with the time they arrive.
 Each panel query and the `node` template variable's query are taken from grafana/dashboards/influxql/*.json,
 Grafana's macros are expanded as Grafana does ($timeFilter, $__interval, $node), and the answer is compared
 whole with what the journal holds.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tswarm.influx import line_protocol
+from tswarm.influx.lines import line_protocol
 from tswarm.storage import OutboxReading, open_storage
 from tests.integration.test_influx import PASSWORD, influx1_env, send, wait_forwarded
 from tests.servers import ServiceProcess, add_node

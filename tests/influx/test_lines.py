@@ -7,7 +7,9 @@ from hypothesis import given, settings, strategies as st
 from influxdb_client import Point, WritePrecision
 
 from tswarm.forwarder import BatchReader
-from tswarm.influx import MEASUREMENT, TAG_NODE, V1Target, LineEncoder, line_protocol
+from tswarm.influx import MEASUREMENT, TAG_NODE
+from tswarm.influx.lines import LineEncoder, line_protocol
+from tswarm.influx.write import V1Target
 from tswarm.storage import OutboxReading
 from tests.conftest import register
 

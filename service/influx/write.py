@@ -1,16 +1,14 @@
-"""InfluxDB, seen from tswarm: how a reading becomes a point, and one write of a batch of them.
+"""Writing to InfluxDB: one write of a batch of line protocol, v1 or v2.
 
-Every reading is one point of measurement ``climate``, tag ``node``, float fields ``temperature``
-and ``humidity``, at the reading's nanosecond timestamp (built with influxdb-client's ``Point``).
-Two ways in, both gzipped:
+Both ways in are gzipped:
 
-- ``TSWARM_INFLUX_API=2``: the v2 write API (InfluxDB 2.x/3.x, or anything that speaks
-  ``/api/v2/write``) through influxdb-client's async write API;
-- ``TSWARM_INFLUX_API=1``: InfluxDB 1.x's ``/write?db=...&precision=ns``, with optional
+- v2 API (:class:`V2Target`): ``/api/v2/write`` through influxdb-client's async write API;
+- v1 API (:class:`V1Target`): InfluxDB 1.x's ``/write?db=...&precision=ns``, with optional
   user/password; a missing database is created with ``CREATE DATABASE`` when the user may.
   (influxdb-client only speaks ``/api/v2/write``, which InfluxDB 1.x has only from 1.8 on, so this
   one POST is made with aiohttp.)
 
+Which one is built is decided by :func:`tswarm.influx.endpoint` (``endpoint(config).open_target()``).
 A write either returns (InfluxDB answered 2xx) or raises one of the errors below; what to do
 about them (retry, split, record) is the forwarder's business.
 """
@@ -18,106 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
-import math
 import time
 from email.utils import parsedate_to_datetime
-from typing import Iterable, Mapping, Optional
+from typing import Optional
 
 import aiohttp
-from influxdb_client import Point, WritePrecision
+from influxdb_client import WritePrecision
 
-from .storage import OutboxReading
-from .settings import Config
+from . import MAX_ERROR_CHARS, V1Endpoint, V2Endpoint, error_text
 
-MEASUREMENT = "climate"
-TAG_NODE = "node"
 WRITE_TIMEOUT_S = 30
 GZIP_LEVEL = 1  # 5,000 lines: 6.5x smaller in 1.5 ms at level 1; level 9 is 8.9x but takes 16.5 ms
-
-
-def point(reading: OutboxReading) -> Point:
-    return (
-        Point(MEASUREMENT)
-        .tag(TAG_NODE, reading.node)
-        .field("temperature", float(reading.temperature))
-        .field("humidity", float(reading.humidity))
-        .time(reading.ts, WritePrecision.NS)
-    )
-
-
-def line_protocol(readings: Iterable[OutboxReading]) -> bytes:
-    """The readings as line protocol, one point a line (a fresh :class:`LineEncoder`)."""
-    return LineEncoder().encode(readings)
-
-
-class LineEncoder:
-    """Line protocol of readings, byte for byte what ``point(reading).to_line_protocol()`` gives, at a
-    tenth of the cost.
-
-    ``Point`` renders each distinct piece once: a node's series key (``climate,node=NAME``) and the
-    text of each distinct temperature and humidity (``temperature=23.4``). A line joins the pieces
-    in Point's own order (fields sorted by name) with the timestamp. A DHT sensor reports a few thousand
-    distinct values, so after a short warm-up a line is one f-string; building a ``Point`` per
-    reading cost ~7 µs and capped forwarding at a third of InfluxDB's speed (benchmarks/README.md).
-    Zero and non-finite values always go through a whole ``Point`` (``-0.0 == 0.0`` would share a
-    cache entry, and Point leaves non-finite fields out). tests/test_influx_lines.py checks the
-    identity on generated readings.
-    """
-
-    MAX_CACHED = 100_000  # distinct values per field (and nodes); past it a cache starts again
-
-    def __init__(self) -> None:
-        self._keys: dict = {}  # node (name or journal id) -> series key
-        self._temperature: dict[float, str] = {}
-        self._humidity: dict[float, str] = {}
-
-    def encode(self, readings: Iterable[OutboxReading]) -> bytes:
-        return self.encode_rows(readings, _SAME)
-
-    def encode_rows(self, rows: Iterable[tuple], names: Mapping) -> bytes:
-        """Rows of ``(id, node, ts, temperature, humidity)``; ``names[node]`` is the node's name
-        (:meth:`Storage.outbox_rows` gives node ids and :meth:`Storage.node_names` their names).
-        An encoder's ``node`` must always mean the same node (one encoder per journal)."""
-        keys, temperature, humidity = self._keys, self._temperature, self._humidity
-        lines = []
-        append = lines.append
-        for id_, node, ts, t, h in rows:
-            try:
-                append(f"{keys[node]} {humidity[h]},{temperature[t]} {ts}")
-            except KeyError:
-                append(self._learn(node, OutboxReading(id_, names[node], ts, t, h)))
-        return "\n".join(lines).encode()
-
-    def _learn(self, node, reading: OutboxReading) -> str:
-        """The reading's line from a whole ``Point``; remembers the pieces that may be reused."""
-        line = point(reading).to_line_protocol()
-        if node not in self._keys:
-            key = point(reading._replace(temperature=1.0, humidity=1.0)).to_line_protocol()
-            self._remember(self._keys, node, key[: key.rindex(" humidity=")])
-        for cache, name, value in (
-            (self._temperature, "temperature", reading.temperature),
-            (self._humidity, "humidity", reading.humidity),
-        ):
-            if value and math.isfinite(value) and value not in cache:
-                text = Point(MEASUREMENT).field(name, float(value)).to_line_protocol()
-                self._remember(cache, value, text[len(MEASUREMENT) + 1:])
-        return line
-
-    def _remember(self, cache: dict, key, text: str) -> None:
-        if len(cache) >= self.MAX_CACHED:
-            cache.clear()
-        cache[key] = text
-
-
-class _Same:
-    """``names[node] == node``: for rows that carry the node's name already (Readings)."""
-
-    def __getitem__(self, node):
-        return node
-
-
-_SAME = _Same()
 
 
 class WriteError(Exception):
@@ -153,7 +62,7 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 def classify(status: int, message: str, retry_after: Optional[str]) -> Exception:
     """The error to raise for a non-2xx answer."""
-    message = f"HTTP {status}: {message.strip()[:500]}"
+    message = f"HTTP {status}: {message.strip()[:MAX_ERROR_CHARS]}"
     if status in (400, 422):
         return Rejected(message)
     if status == 413:
@@ -187,7 +96,7 @@ class V2Target(InfluxTarget):
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
         self.bucket, self.org = bucket, org
-        self.description = f"InfluxDB v2 API at {url}, bucket {bucket!r}"
+        self.description = V2Endpoint(url, token, org, bucket).description
         self._client = InfluxDBClientAsync(url=url, token=token, org=org, enable_gzip=True, timeout=int(timeout_s * 1000))
         self._write_api = self._client.write_api()
 
@@ -214,7 +123,7 @@ class V1Target(InfluxTarget):
 
     def __init__(self, url: str, db: str, user: str = "", password: str = "", timeout_s: float = WRITE_TIMEOUT_S):
         self.url, self.db = url.rstrip("/"), db
-        self.description = f"InfluxDB v1 API at {self.url}, database {db!r}"
+        self.description = V1Endpoint(url, db).description
         self._auth = aiohttp.BasicAuth(user, password) if user else None
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 
@@ -239,7 +148,7 @@ class V1Target(InfluxTarget):
             headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
         ) as resp:
             text = await resp.text(errors="replace")
-            return resp.status, resp.headers.get("X-Influxdb-Error") or _error_of(text), resp.headers.get("Retry-After")
+            return resp.status, resp.headers.get("X-Influxdb-Error") or error_text(text), resp.headers.get("Retry-After")
 
     async def create_database(self) -> None:
         """``CREATE DATABASE`` (a no-op when it exists); WriteError when the user may not."""
@@ -250,23 +159,8 @@ class V1Target(InfluxTarget):
             text = await resp.text(errors="replace")
             if resp.status != 200 or '"error"' in text:
                 raise WriteError(
-                    f"database {self.db!r} does not exist and could not be created (HTTP {resp.status}: {text.strip()[:300]})"
+                    f"database {self.db!r} does not exist and could not be created (HTTP {resp.status}: {error_text(text)})"
                 )
 
     async def close(self) -> None:
         await self._session.close()
-
-
-def _error_of(text: str) -> str:
-    """InfluxDB 1.x's ``{"error": "..."}``, or the text as it is."""
-    try:
-        return str(json.loads(text)["error"])
-    except (ValueError, KeyError, TypeError):
-        return text
-
-
-def make_target(config: Config) -> InfluxTarget:
-    """The target ``TSWARM_INFLUX_*`` describe. Call inside a running event loop."""
-    if config.influx_api == "1":
-        return V1Target(config.influx_url, config.influx_db, config.influx_user, config.influx_password)
-    return V2Target(config.influx_url, config.influx_token, config.influx_org, config.influx_bucket)
