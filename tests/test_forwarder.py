@@ -19,7 +19,6 @@ from tswarm.forwarder import FORWARDER, Delivery, backoff_delay
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
 from tswarm.storage import OutboxReading, Storage, open_storage
-from tswarm.store_status import store_status
 from tswarm.retention import prune
 from tswarm.settings import Config, ConfigError
 from tswarm.store_status import store_status

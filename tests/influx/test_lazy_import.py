@@ -74,10 +74,6 @@ def test_importing_export_and_cli_loads_neither(tmp_path):
     assert run_fresh(tmp_path / "data", [])["import"] == []
 
 
-# MERGE: remove this mark with the branch `settings` (issue 12), which reads TSWARM_TRUSTED_PROXIES in
-# settings.py. Until then Config.validate imports tswarm.proxy, hence aiohttp, in every command; strict,
-# so the test fails as soon as that is gone and the mark must go.
-@pytest.mark.xfail(strict=True, reason="settings.validate imports tswarm.proxy (aiohttp) until the settings branch is merged")
 @pytest.mark.parametrize("store", [
     {"TSWARM_STORE": "sqlite"},
     {"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "1"},
