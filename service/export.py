@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Optional, Union
 
 from . import history
 from .journal import Journal
-from .protocol import NODE_NAME_HELP, valid_node_name
+from .names import NODE_NAME_HELP, valid_node_name
 from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
 
 FORMATS = ("csv", "ndjson")

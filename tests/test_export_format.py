@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 from tswarm.export import export_chunks
 from tswarm.journal import Journal
-from tswarm.protocol import NODE_NAME
+from tswarm.names import NODE_NAME
 from tswarm.timefmt import rfc3339
 
 names = st.from_regex(NODE_NAME, fullmatch=True)

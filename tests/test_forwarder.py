@@ -15,7 +15,8 @@ from email.utils import formatdate
 import pytest
 from aiohttp import web
 
-from tswarm.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
+from tswarm.forwarder import Delivery, backoff_delay, forward_status
+from tswarm.keys import FORWARDER
 from tswarm.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
 from tswarm.journal import Journal, Reading
 from tswarm.retention import prune
