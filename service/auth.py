@@ -20,9 +20,9 @@ from collections import OrderedDict, deque
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
-from aiohttp import BasicAuth
-
 if TYPE_CHECKING:
+    from aiohttp import BasicAuth
+
     from .journal import NodeAuth
 
 SCRYPT_N = 2**13  # ~23 ms and 8 MiB per hash on the reference machine; chosen in benchmarks/README.md
@@ -78,6 +78,8 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "basic":
         raise BadAuthorization("Authorization must use the Basic scheme")
+    from aiohttp import BasicAuth  # here, not above: the CLI hashes passwords without loading aiohttp
+
     try:
         return BasicAuth.decode(f"Basic {credentials.strip()}", encoding="utf-8")
     except (ValueError, UnicodeDecodeError):
