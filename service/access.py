@@ -25,12 +25,11 @@ from typing import Awaitable, Callable, Optional
 from aiohttp import web
 
 from . import keys
+from .auth import too_many_failures
 from .errors import json_error
 
 BEARER_REALM = 'Bearer realm="tswarm"'
 COOKIE = "tswarm_read"  # the status page's: HttpOnly, SameSite=Strict, holds the read token
-# The token the data dir keeps when TSWARM_READ_TOKEN is empty (loaded at start by service/web.py).
-KEPT_READ_TOKEN = web.AppKey("kept_read_token", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -51,17 +50,15 @@ def is_loopback_client(request: web.Request) -> bool:
 
 def read_token(app: web.Application) -> str:
     """The token that lets a request read: the configured one, else the one kept in the data dir."""
-    return app[keys.CONFIG].read_token or app.get(KEPT_READ_TOKEN, "")
+    return app[keys.CONFIG].read_token or app.get(keys.KEPT_READ_TOKEN, "")
 
 
 def refuse_blocked(request: web.Request) -> Optional[web.Response]:
     """429 while the client's address has failed too often, else None."""
     wait = request.app[keys.GUARD].retry_after(request.remote or "unknown")
     if wait:
-        return json_error(
-            429, "too_many_failures", f"too many failed logins from this address; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+        refused = too_many_failures(wait)
+        return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
     return None
 
 

@@ -1,8 +1,9 @@
 """Admin over HTTP: what the CLI does, behind ``Authorization: Bearer <TSWARM_ADMIN_TOKEN>``.
 
 Without a configured admin token every route here answers 404 ``admin_disabled``. The handlers
-call the same :class:`~tswarm.storage.Storage` functions as ``tswarm node ...``, ``halt`` and
-``resume``. Routes (all JSON):
+call the same functions as ``tswarm node ...``, ``halt`` and ``resume`` (registering a node is
+:func:`tswarm.nodes.register`), in the app's storage write thread: a write that waits for another
+process's lock never holds up the event loop. Routes (all JSON):
 
 | route | does |
 |---|---|
@@ -15,7 +16,6 @@ call the same :class:`~tswarm.storage.Storage` functions as ``tswarm node ...``,
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -23,12 +23,13 @@ from typing import Optional
 
 from aiohttp import web
 
-from . import auth, keys
+from . import keys
 from .access import admins_only
 from .errors import json_error
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
+from .names import NODE_NAME_HELP, valid_node_name
+from .nodes import EmptyPassword, Registered, Registration, register
 from .storage import NodeExists, NodeNotFound
-from .protocol import NODE_NAME_HELP, valid_node_name
 from .svconf import svconf
 from .timefmt import shown
 
@@ -111,15 +112,21 @@ async def _fields(request: web.Request, *fields: Field) -> dict:
     return values
 
 
-async def _password_and_hash(request: web.Request, password: Optional[str]) -> tuple[str, str]:
-    if password is None:
-        password = auth.generate_password()
-    elif not password:
-        raise BadBody(f"password must not be empty ({PASSWORD.help})")
-    n = request.app[keys.CONFIG].scrypt_n
-    loop = asyncio.get_running_loop()
-    password_hash = await loop.run_in_executor(request.app[keys.HASHER], lambda: auth.hash_password(password, n=n))
-    return password, password_hash
+async def _register(request: web.Request, name: str, password: Optional[str], which: Registration) -> Registered:
+    """:func:`tswarm.nodes.register` in the storage write thread (scrypt included); then this
+    process's credential cache forgets the node (other processes need not: see service/nodes.py)."""
+    app = request.app
+    try:
+        registered = await app[keys.STORAGE].write(register, app[keys.CONFIG], name, password, which)
+    except EmptyPassword:
+        raise BadBody(f"password must not be empty ({PASSWORD.help})") from None
+    app[keys.CREDENTIALS].forget(name)
+    return registered
+
+
+def _write(request: web.Request, fn):
+    """A storage write (``fn(storage)``) in the storage write thread."""
+    return request.app[keys.STORAGE].write(fn)
 
 
 def _name(request: web.Request) -> str:
@@ -153,31 +160,28 @@ async def add_node(request: web.Request) -> web.Response:
     name = body["name"]
     if not valid_node_name(name):
         raise BadBody(f"name {shown(name)} is not {NAME.help}")
-    password, password_hash = await _password_and_hash(request, body.get("password"))
     try:
-        request.app[keys.JOURNAL].add_node(name, password_hash)
+        registered = await _register(request, name, body.get("password"), Registration.NEW)
     except NodeExists:
         return json_error(409, "node_exists", f"node {name!r} exists; POST /api/admin/nodes/{name}/password gives it a new password")
     log.info("admin API: added node %s", name)
-    return web.json_response(svconf(request.app[keys.CONFIG], name, password), status=201)
+    return web.json_response(svconf(request.app[keys.CONFIG], name, registered.password), status=201)
 
 
 @_handles_bad_bodies
 async def set_password(request: web.Request) -> web.Response:
     name = _name(request)
     body = await _fields(request, PASSWORD)
-    password, password_hash = await _password_and_hash(request, body.get("password"))
-    request.app[keys.JOURNAL].set_password(name, password_hash)
-    request.app[keys.CREDENTIALS].forget(name)
+    registered = await _register(request, name, body.get("password"), Registration.EXISTING)
     log.info("admin API: new password for node %s", name)
-    return web.json_response(svconf(request.app[keys.CONFIG], name, password))
+    return web.json_response(svconf(request.app[keys.CONFIG], name, registered.password))
 
 
 @_handles_bad_bodies
 async def remove_node(request: web.Request) -> web.Response:
     name = _name(request)
     await _fields(request)
-    request.app[keys.JOURNAL].remove_node(name)
+    await _write(request, lambda storage: storage.remove_node(name))
     request.app[keys.CREDENTIALS].forget(name)
     log.info("admin API: removed node %s", name)
     return web.json_response({"removed": name})
@@ -191,7 +195,7 @@ async def set_interval(request: web.Request) -> web.Response:
         check_interval(seconds)
     except ValueError as exc:
         raise BadBody(str(exc)) from None
-    request.app[keys.JOURNAL].set_interval(name, seconds)
+    await _write(request, lambda storage: storage.set_interval(name, seconds))
     return web.json_response({"node": name, "interval_s": seconds})
 
 
@@ -200,7 +204,7 @@ def _halt_route(halted: bool, one_node: bool):
     async def handler(request: web.Request) -> web.Response:
         name = _name(request) if one_node else None
         await _fields(request)
-        request.app[keys.JOURNAL].set_halt(name, halted)
+        await _write(request, lambda storage: storage.set_halt(name, halted))
         log.info("admin API: %s %s", "halted" if halted else "resumed", name or "all nodes")
         return web.json_response({"node": name, "halted": halted})
 

@@ -1,19 +1,26 @@
-"""The application factory: one ``create_app(config)``, one cleanup context per resource."""
+"""The application factory: one ``create_app(config)``, where every resource of the app is declared.
+
+The keys are in service/keys.py; here each is set, either directly (the state that needs no
+starting) or by one cleanup context per resource, in the order they start (and the reverse of the
+order they stop). The route modules only add routes.
+"""
 from __future__ import annotations
 
+import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, keys, proxy, readers, web as status_page
+from . import admin, keys, metrics, protocol, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
-from .forwarder import FORWARDER, forwarder_ctx
+from .forwarder import forwarder_ctx
+from .metrics import Metrics, count_requests, metrics_ctx
+from .pool import StoragePool
+from .readers import readers_ctx
 from .storage import open_storage
 from .store_status import store_status
-from .metrics import count_requests, setup_metrics
-from .protocol import setup_routes
 from .retention import retention_ctx
 from .settings import Config
 
@@ -30,6 +37,15 @@ async def _journal_ctx(app: web.Application):
     journal.close()
 
 
+async def _storage_ctx(app: web.Application):
+    """Threads with connections of their own for the storage calls of requests (service/pool.py)."""
+    data_dir = app[keys.CONFIG].data_dir
+    pool = StoragePool(lambda: open_storage(data_dir))
+    app[keys.STORAGE] = pool
+    yield
+    await asyncio.get_running_loop().run_in_executor(None, pool.close)  # a write may still wait for a lock
+
+
 async def _hasher_ctx(app: web.Application):
     """scrypt runs here, never on the event loop; it releases the GIL, so this uses every core."""
     executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="scrypt")
@@ -44,8 +60,8 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.CONFIG]
     status = {"ok": True, **store_status(app[keys.JOURNAL], config), "worker": config.worker, "pid": os.getpid()}
-    if FORWARDER in app:
-        status["in_flight"] = app[FORWARDER].in_flight
+    if keys.FORWARDER in app:
+        status["in_flight"] = app[keys.FORWARDER].in_flight
     status["queued"] = app[keys.WRITER].queued
     return web.json_response(status)
 
@@ -55,18 +71,27 @@ def create_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[*proxy.middlewares(config), count_requests, json_errors], client_max_size=config.max_body
     )
+    # State that needs no starting.
     app[keys.CONFIG] = config
     app[keys.CREDENTIALS] = CredentialCache()
     app[keys.GUARD] = LoginGuard(config.auth_max_failures, config.auth_window)
     app[keys.STATS] = keys.Stats()
-    app.cleanup_ctx.append(_hasher_ctx)
-    app.cleanup_ctx.append(_journal_ctx)
+    app[keys.METRICS] = Metrics(app)
+
+    # Resources, in the order they start.
+    app.cleanup_ctx.append(_hasher_ctx)  # HASHER
+    app.cleanup_ctx.append(_journal_ctx)  # JOURNAL, WRITER
+    app.cleanup_ctx.append(_storage_ctx)  # STORAGE
+    app.cleanup_ctx.append(readers_ctx)  # READERS
+    app.cleanup_ctx.append(metrics_ctx)  # hooks WRITER's commits into METRICS
     if config.runs_singletons:  # one process of `--workers N` forwards and prunes; two would race on the cursor
-        app.cleanup_ctx.append(forwarder_ctx)  # store=influxdb only; after the journal: it needs the writer
+        app.cleanup_ctx.append(forwarder_ctx)  # FORWARDER, store=influxdb only; it listens to WRITER's commits
         app.cleanup_ctx.append(retention_ctx)
+    app.on_startup.append(status_page.keep_read_token)  # KEPT_READ_TOKEN (no TSWARM_READ_TOKEN); after the contexts
+
     app.router.add_get("/healthz", healthz)
-    setup_routes(app)
-    setup_metrics(app)  # after the journal's context: it hooks the writer's commits
+    protocol.setup_routes(app)
+    metrics.setup_routes(app)
     readers.setup_routes(app)
     admin.setup_routes(app)
     status_page.setup_routes(app)

@@ -1,5 +1,6 @@
 """Node credentials: scrypt hashes at rest, Basic auth on the wire, a cache of verified headers,
-and a guard against guessing passwords.
+a guard against guessing passwords, and the login policy that puts them together
+(:func:`authenticate`, the node protocol's).
 
 scrypt is slow on purpose, so a header that verified once is remembered under a keyed hash
 (HMAC with a per-process key) together with the password hash it matched. A steady swarm
@@ -17,16 +18,19 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
 if TYPE_CHECKING:
     from aiohttp import BasicAuth  # imported where a header is parsed: the CLI does without aiohttp
+
+    from .storage import NodeAuth
 
 SCRYPT_N = 2**13  # ~23 ms and 8 MiB per hash on the reference machine; chosen in benchmarks/README.md
 SCRYPT_R = 8
 SCRYPT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
+REALM = 'Basic realm="tswarm"'
 
 
 def generate_password() -> str:
@@ -74,7 +78,7 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
     scheme, _, credentials = header.strip().partition(" ")
     if scheme.lower() != "basic":
         raise BadAuthorization("Authorization must use the Basic scheme")
-    from aiohttp import BasicAuth
+    from aiohttp import BasicAuth  # here, not above: the CLI hashes passwords without loading aiohttp
 
     try:
         return BasicAuth.decode(f"Basic {credentials.strip()}", encoding="utf-8")
@@ -161,3 +165,62 @@ class LoginGuard:
         if len(self._failures) > 100_000:  # a flood from many addresses: forget the quiet ones
             for addr in [a for a, f in self._failures.items() if not f]:
                 del self._failures[addr]
+
+
+# -- the login policy ----------------------------------------------------------------------------
+
+
+class LoginRefused(Exception):
+    """A login the policy turns away, as its answer: ``status``, ``error`` code, ``detail`` and ``headers``
+    (the handler makes the JSON body of them: service/errors.py's ``json_error``)."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: Optional[dict[str, str]] = None):
+        super().__init__(detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def too_many_failures(wait: int) -> LoginRefused:
+    """The 429 of an address the guard blocks, node or bearer token alike."""
+    return LoginRefused(
+        429, "too_many_failures", f"too many failed logins from this address; retry in {wait} s",
+        {"Retry-After": str(wait)},
+    )
+
+
+async def authenticate(
+    header: Optional[str],
+    peer: str,
+    node_name: str,
+    *,
+    lookup: Callable[[str], Awaitable[Optional[NodeAuth]]],
+    cache: CredentialCache,
+    guard: LoginGuard,
+    hasher: Optional[Executor],
+) -> NodeAuth:
+    """The node behind a request's ``Authorization`` ``header`` to ``/api/nodes/{node_name}``, or
+    :class:`LoginRefused`: 429 while the guard blocks ``peer``, 401 (a failed login of ``peer``) for
+    a missing or bad header, an unknown login or a wrong password, 403 for another node's credentials.
+
+    ``lookup(login)`` reads the node's record fresh (a password changed or a node removed elsewhere
+    applies at once); scrypt runs in ``hasher``, once per header and password hash (the cache)."""
+    try:
+        credentials = parse_basic(header)
+    except BadAuthorization as exc:
+        credentials, node, problem = None, None, str(exc)
+    else:
+        node, problem = await lookup(credentials.login), "unknown login or wrong password"
+
+    # A blocked address may still send a header that already verified (a valid node behind the same
+    # NAT as a guesser): that costs no scrypt and guesses nothing. Anything else waits.
+    wait = guard.retry_after(peer)
+    if wait and not (node and cache.known(header, node.name, node.password_hash)):
+        raise too_many_failures(wait)
+    if node is None or not await cache.verify(header, credentials.login, credentials.password, node.password_hash, hasher):
+        guard.failed(peer)
+        raise LoginRefused(401, "unauthorized", problem, {"WWW-Authenticate": REALM})
+    if credentials.login != node_name:
+        raise LoginRefused(403, "wrong_node", "these credentials belong to another node; a node writes only as itself")
+    return node

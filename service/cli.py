@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from . import auth
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .names import NODE_NAME_HELP, valid_node_name
+from .nodes import EmptyPassword, Registration, nodes_report, password_or_generated, register
 from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
 from .storage import DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnusable, check_data_dir, open_storage
 from .svconf import svconf
@@ -139,9 +139,10 @@ def _print_svconf(config: Config, name: str, password: str) -> None:
 
 
 def _password_or_generated(password: str | None) -> str:
-    if password is not None and not password:
-        raise click.BadParameter("must not be empty", param_hint="--password")
-    return password or auth.generate_password()
+    try:
+        return password_or_generated(password)
+    except EmptyPassword:
+        raise click.BadParameter("must not be empty", param_hint="--password") from None
 
 
 @node.command("add")
@@ -154,7 +155,7 @@ def node_add(name, password, data_dir):
     password = _password_or_generated(password)
     with open_storage(config.data_dir) as journal:
         try:
-            journal.add_node(name, auth.hash_password(password))
+            register(journal, config, name, password, Registration.NEW)
         except NodeExists:
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
@@ -172,16 +173,14 @@ def node_passwd(name, password, data_dir):
     password = _password_or_generated(password)
     with existing_journal(config) as journal:
         try:
-            journal.set_password(name, auth.hash_password(password))
+            register(journal, config, name, password, Registration.EXISTING)
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
     _print_svconf(config, name, password)
 
 
-def _ago(ts_ns: int | None) -> str:
-    if ts_ns is None:
-        return "never"
-    seconds = max(0, int(time.time() - ts_ns / 1e9))
+def _ago(age_s: float) -> str:
+    seconds = max(0, int(age_s))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit} ago"
@@ -193,31 +192,21 @@ def _ago(ts_ns: int | None) -> str:
 @data_dir_option
 def node_list(as_json, data_dir):
     """List nodes with their last reading and when they were last seen."""
-    with open_journal(data_dir) as journal:
-        nodes = journal.list_nodes()
-        halt_all = journal.halted_all()
+    config = load_config(data_dir=data_dir)
+    with existing_journal(config) as journal:
+        nodes = nodes_report(journal, config, time.time_ns())["nodes"]
     if as_json:
-        click.echo(json.dumps([
-            {
-                "name": n.name,
-                "created": n.created_at is not None,
-                "halted": n.halted or halt_all,
-                "last_seen": rfc3339(n.last_ts) if n.last_ts else None,
-                "temperature": n.last_temperature,
-                "humidity": n.last_humidity,
-            }
-            for n in nodes
-        ], indent=2))
+        click.echo(json.dumps(nodes, indent=2))  # each node as GET /api/nodes shows it
         return
     if not nodes:
         click.echo("no nodes yet; 'tswarm node add NAME' registers one")
         return
     rows = [("NAME", "STATE", "TEMP °C", "RH %", "LAST SEEN")]
     for n in nodes:
-        state = "halted" if n.halted or halt_all else ("registered" if n.created_at is None else "active")
-        last = (f"{n.last_temperature:g}", f"{n.last_humidity:g}") if n.last_ts else ("-", "-")
-        seen = f"{rfc3339(n.last_ts)[:19]}Z ({_ago(n.last_ts)})" if n.last_ts else "never"
-        rows.append((n.name, state, *last, seen))
+        state = "halted" if n["halted"] else ("active" if n["created"] else "registered")
+        seen = n["last_seen"]
+        last = (f"{n['temperature']:g}", f"{n['humidity']:g}") if seen else ("-", "-")
+        rows.append((n["name"], state, *last, f"{seen[:19]}Z ({_ago(n['age_s'])})" if seen else "never"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import auth
+from .nodes import EmptyPassword, Registration, password_or_generated, register as register_node
 from .storage import DB_FILENAME, StorageUnusable, check_data_dir, open_storage
 from .settings import Config
 from .svconf import loopback_problem, svconf
@@ -126,9 +126,10 @@ def credentials(config: Config, name: str, password: Optional[str], allow_loopba
     ``password`` None: a new generated one. A svconf whose ``url`` a board cannot reach (this machine's
     loopback) is refused unless ``allow_loopback`` (a board that runs on this machine, as in the tests).
     """
-    if password is not None and not password:
-        raise FlashError("--password must not be empty")
-    password = password or auth.generate_password()
+    try:
+        password = password_or_generated(password)
+    except EmptyPassword:
+        raise FlashError("--password must not be empty") from None
     conf = svconf(config, name, password)
     problem = loopback_problem(config, conf)
     if problem and not allow_loopback:
@@ -144,10 +145,8 @@ def register(config: Config, name: str, password: str, given: bool) -> Optional[
     the board holds its files.
     """
     with open_storage(config.data_dir) as journal:
-        if not journal.is_registered(name):
-            journal.add_node(name, auth.hash_password(password))
+        if register_node(journal, config, name, password, Registration.EITHER).added:
             return None
-        journal.set_password(name, auth.hash_password(password))
     if given:
         return None
     return (f"node {name!r} exists and its password cannot be recovered: it now has a new one, in this "

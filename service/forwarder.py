@@ -232,9 +232,6 @@ class Forwarder:
         self._executor.shutdown(wait=False)
 
 
-FORWARDER = web.AppKey("forwarder", Forwarder)
-
-
 async def forwarder_ctx(app: web.Application):
     """``store=influxdb``: run a :class:`Forwarder` for the app's life. ``store=sqlite``: nothing."""
     config = app[keys.CONFIG]
@@ -243,7 +240,7 @@ async def forwarder_ctx(app: web.Application):
         return
     target = endpoint(config).open_target()
     forwarder = Forwarder(config, target)
-    app[FORWARDER] = forwarder
+    app[keys.FORWARDER] = forwarder
     app[keys.WRITER].commit_listeners.append(forwarder.wake.set)
     task = asyncio.create_task(_supervise(forwarder, config.forward_max_backoff), name="forwarder")
     yield

@@ -2,8 +2,9 @@
 
 Counts only, never readings or secrets, so the route needs no token. Every metric is listed in
 docs/api.md. Values that live elsewhere (readings accepted, the credential cache, the forwarder)
-are read at scrape time by :class:`StateCollector`; the rest are observed as they happen (the
-request middleware, the journal writer's ``on_commit`` callback).
+are read at scrape time by :class:`StateCollector` (what the journal knows is read by the scrape's
+handler first, in a storage thread, never on the event loop); the rest are observed as they happen
+(the request middleware, the journal writer's ``on_commit`` callback).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import asyncio
 import time
 from collections import Counter as Tally
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Optional
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,6 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from . import keys
 from .errors import CLIENT_GONE
 from .health import HEALTH_STATES, health
+from .nodes import is_halted
+from .settings import Config
+from .storage import Storage
 from .store_status import store_status
 
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -29,7 +35,7 @@ COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 class Metrics:
     """The app's registry and the metrics observed as things happen."""
 
-    def __init__(self):
+    def __init__(self, app: web.Application):
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "tswarm_http_requests", "HTTP requests answered, by route and status.",
@@ -43,6 +49,7 @@ class Metrics:
             "tswarm_journal_commit_batch_size", "Readings per group commit.",
             buckets=BATCH_BUCKETS, registry=self.registry,
         )
+        self.registry.register(StateCollector(app))
 
     def on_commit(self, batch_size: int, seconds: float) -> None:
         """The journal writer's callback after every group commit."""
@@ -50,14 +57,26 @@ class Metrics:
         self.commit_batch.observe(batch_size)
 
 
-METRICS = web.AppKey("metrics", Metrics)
+@dataclass(frozen=True)
+class JournalState:
+    """What a scrape reads from the journal."""
 
-def backlog_and_lag(app: web.Application) -> tuple[int, float]:
-    """``(backlog_readings, lag_seconds)`` from :func:`tswarm.store_status.store_status` (both 0 with store=sqlite)."""
-    if keys.JOURNAL not in app:
-        return 0, 0.0
-    status = store_status(app[keys.JOURNAL], app[keys.CONFIG])
-    return int(status["backlog"]), float(status["oldest_age_s"] or 0.0)
+    backlog: int  # readings not yet forwarded (0 with store=sqlite)
+    lag_s: float  # age of the oldest of them
+    nodes_by_health: dict[str, int]
+
+
+def journal_state(journal: Storage, config: Config, now_ns: Optional[int] = None) -> JournalState:
+    """Blocking: the scrape's handler runs it in a storage thread."""
+    status = store_status(journal, config)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    halted_all = is_halted(None, config, journal.halted_all())
+    tally = Tally(health(now_ns, n.last_ts, n.interval_s, is_halted(n, config, halted_all)) for n in journal.list_nodes())
+    return JournalState(int(status["backlog"]), float(status["oldest_age_s"] or 0.0), dict(tally))
+
+
+# This scrape's JournalState, set by its handler in the request's own task before the registry collects.
+_SCRAPED: ContextVar[Optional[JournalState]] = ContextVar("tswarm_scraped", default=None)
 
 
 class StateCollector:
@@ -82,25 +101,20 @@ class StateCollector:
             queued = GaugeMetricFamily("tswarm_journal_queued", "Readings waiting for the next group commit.")
             queued.add_metric([], app[keys.WRITER].queued)
             yield queued
-        backlog, lag = backlog_and_lag(app)
+        state = _SCRAPED.get()
+        if state is None and keys.JOURNAL in app:  # collected outside a scrape (no handler read it first)
+            state = journal_state(app[keys.JOURNAL], app[keys.CONFIG])
         g = GaugeMetricFamily("tswarm_forward_backlog", "Readings in the journal not yet forwarded (0 with store=sqlite).")
-        g.add_metric([], backlog)
+        g.add_metric([], state.backlog if state else 0)
         yield g
         g = GaugeMetricFamily("tswarm_forward_lag_seconds", "Age of the oldest reading not yet forwarded (0 with store=sqlite).")
-        g.add_metric([], lag)
+        g.add_metric([], state.lag_s if state else 0.0)
         yield g
-        if keys.JOURNAL in app:
-            yield self._nodes_by_health()
-
-    def _nodes_by_health(self) -> GaugeMetricFamily:
-        journal = self.app[keys.JOURNAL]
-        halt_all = self.app[keys.CONFIG].halt or journal.halted_all()
-        now = time.time_ns()
-        tally = Tally(health(now, n.last_ts, n.interval_s, n.halted or halt_all) for n in journal.list_nodes())
-        nodes = GaugeMetricFamily("tswarm_nodes", "Registered nodes by health (see docs/api.md).", labels=["health"])
-        for state in HEALTH_STATES:
-            nodes.add_metric([state], tally.get(state, 0))
-        return nodes
+        if state is not None:
+            nodes = GaugeMetricFamily("tswarm_nodes", "Registered nodes by health (see docs/api.md).", labels=["health"])
+            for health_state in HEALTH_STATES:
+                nodes.add_metric([health_state], state.nodes_by_health.get(health_state, 0))
+            yield nodes
 
 
 _GONE = "tswarm.client_gone"
@@ -141,29 +155,33 @@ async def count_requests(request: web.Request, handler):
         status = CLIENT_GONE
         raise
     finally:
-        request.app[METRICS].requests.labels(route, str(status)).inc()
+        request.app[keys.METRICS].requests.labels(route, str(status)).inc()
 
 
 def count_unseen(app: web.Application, request: web.BaseRequest, status: int) -> None:
     """Counts an answer that aiohttp made before the middlewares (a request its parser refused: route
     ``unmatched``; 417 for an unknown Expect), once: service/server.py calls it for every answer."""
-    if not _COUNTED.get() and METRICS in app:
-        app[METRICS].requests.labels(_route(request), str(status)).inc()
+    if not _COUNTED.get() and keys.METRICS in app:
+        app[keys.METRICS].requests.labels(_route(request), str(status)).inc()
 
 
 async def metrics_ctx(app: web.Application):
     """Hooks the journal writer's commits into the histograms (after the journal's context)."""
     writer = app[keys.WRITER]
-    writer.on_commit = app[METRICS].on_commit
+    writer.on_commit = app[keys.METRICS].on_commit
     yield
     writer.on_commit = None
 
 
-def setup_metrics(app: web.Application) -> None:
-    """Call from create_app after the journal's cleanup context; add ``count_requests`` as the
-    outermost middleware."""
-    metrics = Metrics()
-    metrics.registry.register(StateCollector(app))
-    app[METRICS] = metrics
-    app.cleanup_ctx.append(metrics_ctx)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+def setup_routes(app: web.Application) -> None:
+    """``GET /metrics``: what the journal knows is read in a storage thread, then the registry is
+    exposed as prometheus-client does it (content negotiation, ``name[]``, compression)."""
+    expose = make_aiohttp_handler(app[keys.METRICS].registry)
+
+    async def scrape(request: web.Request) -> web.Response:
+        app = request.app
+        state = await app[keys.STORAGE].read(journal_state, app[keys.CONFIG])
+        _SCRAPED.set(state)  # this request's task only
+        return await expose(request)
+
+    app.router.add_get("/metrics", scrape)

@@ -1,39 +1,28 @@
 """The node protocol (frozen: firmware in the field depends on it).
 
 ``PUT``/``POST /api/nodes/{name}`` with Basic auth and ``{"name", "data"}``. The handler refuses
-early, in order: size, address guard, credentials, node state, JSON, values; only a valid
-reading reaches the journal, and the 202 (or 423 while halted) comes after its commit.
+early, in order: size, name, login (service/auth.py's :func:`~tswarm.auth.authenticate`: address
+guard, credentials), node state, JSON, values; only a valid reading reaches the journal, and the
+202 (or 423 while halted) comes after its commit.
 """
 from __future__ import annotations
 
 import logging
-import re
 
 from aiohttp import web
 
 from . import keys
-from .auth import BadAuthorization, parse_basic
+from .auth import LoginRefused, authenticate
 from .errors import json_error
+from .names import NODE_NAME_HELP, valid_node_name
+from .nodes import is_halted
 from .storage import StorageUnavailable
 from .payload import PayloadError, parse_body
 from .timefmt import rfc3339
 
 log = logging.getLogger("tswarm.protocol")
 
-# Node names: letters, digits, '_', '-', '.', starting with a letter or digit, at most 64.
-NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
-NODE_NAME_HELP = "1-64 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit"
-
-REALM = 'Basic realm="tswarm"'
 RETRY_AFTER_UNAVAILABLE = "30"
-
-
-def valid_node_name(name: str) -> bool:
-    return NODE_NAME.fullmatch(name) is not None
-
-
-def _unauthorized(detail: str) -> web.Response:
-    return json_error(401, "unauthorized", detail, headers={"WWW-Authenticate": REALM})
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
@@ -49,9 +38,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
 
 
 async def node_reading(request: web.Request) -> web.Response:
-    config = request.app[keys.CONFIG]
+    app = request.app
+    config = app[keys.CONFIG]
     name = request.match_info["name"]
-    peer = request.remote or "unknown"
 
     body = await _read_body(request, config.max_body)
     if body is None:
@@ -62,33 +51,14 @@ async def node_reading(request: web.Request) -> web.Response:
     if not valid_node_name(name):
         return json_error(400, "bad_node_name", f"node names are {NODE_NAME_HELP}")
 
-    guard = request.app[keys.GUARD]
-    cache = request.app[keys.CREDENTIALS]
-    journal = request.app[keys.JOURNAL]
-    header = request.headers.get("Authorization")
     try:
-        credentials = parse_basic(header)
-        node = journal.node_auth(credentials.login)
-    except BadAuthorization as exc:
-        credentials, node, problem = None, None, str(exc)
-    else:
-        problem = "unknown login or wrong password"
-
-    # A blocked address may still send a header that already verified (a valid node behind the same
-    # NAT as a guesser): that costs no scrypt and guesses nothing. Anything else waits.
-    wait = guard.retry_after(peer)
-    if wait and not (node and cache.known(header, node.name, node.password_hash)):
-        return json_error(
-            429, "too_many_failures", f"too many failed logins from this address; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
+        node = await authenticate(
+            request.headers.get("Authorization"), request.remote or "unknown", name,
+            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
+            cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
-    if node is None or not await cache.verify(
-        header, credentials.login, credentials.password, node.password_hash, request.app[keys.HASHER]
-    ):
-        guard.failed(peer)
-        return _unauthorized(problem)
-    if credentials.login != name:
-        return json_error(403, "wrong_node", "these credentials belong to another node; a node writes only as itself")
+    except LoginRefused as refused:
+        return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
 
     create = request.method == "POST"
     if not node.created and not create:
@@ -103,17 +73,16 @@ async def node_reading(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.error, exc.detail)
 
     try:
-        ts = await request.app[keys.WRITER].append(node.id, reading.temperature, reading.humidity, create=create)
+        ts = await app[keys.WRITER].append(node.id, reading.temperature, reading.humidity, create=create)
     except StorageUnavailable as exc:
         log.warning("journal refused a reading from %s: %s", name, exc)
         return json_error(
             503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",
             headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
         )
-    request.app[keys.STATS].accepted += 1
+    app[keys.STATS].accepted += 1
 
-    halted = node.halted or config.halt
-    if halted:
+    if is_halted(node, config):
         return json_error(
             423, "halted",
             "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)",

@@ -25,26 +25,24 @@ from . import keys
 from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
-from .health import health
 from .history import HistoryUnavailable, open_history, page_end
 from .storage import Storage, open_storage
 from .metrics import client_gone
+from .nodes import nodes_report
 from .settings import Config
-from .timefmt import rfc3339, shown
+from .timefmt import shown
 
 log = logging.getLogger("tswarm.readers")
 
-READERS = web.AppKey("readers", ThreadPoolExecutor)
 MAX_CONCURRENT_EXPORTS = 4  # more wait their turn: each one is a long SQLite scan
 QUEUE_CHUNKS = 4  # chunks (a few thousand rows each) waiting between the export thread and the socket
-DAY_NS = 86_400 * 1_000_000_000
 READINGS_PARAMS = {"node", "start", "stop", "format", "limit", "cursor"}
 
 
 async def readers_ctx(app: web.Application):
     """The threads exports run in."""
     executor = ThreadPoolExecutor(max_workers=MAX_CONCURRENT_EXPORTS, thread_name_prefix="export")
-    app[READERS] = executor
+    app[keys.READERS] = executor
     yield
     executor.shutdown(wait=False, cancel_futures=True)
 
@@ -52,46 +50,22 @@ async def readers_ctx(app: web.Application):
 # -- GET /api/nodes ----------------------------------------------------------------------------
 
 
-def nodes_report(journal: Storage, *, halt_all: bool, now_ns: int) -> dict:
-    """Every node with its last reading, last seen, readings in the last 24 h and health."""
-    counts = journal.reading_counts_since(now_ns - DAY_NS)
-    halt_all = halt_all or journal.halted_all()
-    nodes = []
-    for n in journal.list_nodes():
-        halted = n.halted or halt_all
-        nodes.append({
-            "name": n.name,
-            "health": health(now_ns, n.last_ts, n.interval_s, halted),
-            "last_seen": rfc3339(n.last_ts) if n.last_ts is not None else None,
-            "age_s": round((now_ns - n.last_ts) / 1e9, 3) if n.last_ts is not None else None,
-            "temperature": n.last_temperature,
-            "humidity": n.last_humidity,
-            "readings_24h": counts.get(n.name, 0),
-            "interval_s": n.interval_s,
-            "halted": halted,
-            "created": n.created_at is not None,
-            "registered": rfc3339(n.registered_at),
-        })
-    return {"time": rfc3339(now_ns), "halted_all": halt_all, "nodes": nodes}
+async def _nodes_report(app: web.Application) -> dict:
+    """:func:`tswarm.nodes.nodes_report`, read in a storage thread."""
+    return await app[keys.STORAGE].read(nodes_report, app[keys.CONFIG], time.time_ns())
 
 
 @readers_only
 async def get_nodes(request: web.Request) -> web.Response:
     """Every node with its last reading and health (see service/health.py)."""
-    report = nodes_report(
-        request.app[keys.JOURNAL], halt_all=request.app[keys.CONFIG].halt, now_ns=time.time_ns()
-    )
-    return web.json_response(report)
+    return web.json_response(await _nodes_report(request.app))
 
 
 @readers_only
 async def get_node(request: web.Request) -> web.Response:
     """One node as in ``GET /api/nodes``; 404 when there is no such node."""
     name = request.match_info["name"]
-    report = nodes_report(
-        request.app[keys.JOURNAL], halt_all=request.app[keys.CONFIG].halt, now_ns=time.time_ns()
-    )
-    for node in report["nodes"]:
+    for node in (await _nodes_report(request.app))["nodes"]:
         if node["name"] == name:
             return web.json_response(node)
     return json_error(404, "unknown_node", f"no node named {name!r}; GET /api/nodes lists them")
@@ -220,7 +194,7 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
         return json_error(404, "unknown_node", f"{exc}; GET /api/nodes lists them")
 
     config = request.app[keys.CONFIG]
-    chunks = iterate_in_thread(request.app[READERS], lambda: export_with_page_end(config, args))
+    chunks = iterate_in_thread(request.app[keys.READERS], lambda: export_with_page_end(config, args))
     async with contextlib.aclosing(chunks):
         try:
             next_cursor = await anext(chunks)
@@ -251,7 +225,6 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.cleanup_ctx.append(readers_ctx)
     app.router.add_get("/api/nodes", get_nodes)
     app.router.add_get("/api/nodes/{name}", get_node, allow_head=False)
     app.router.add_get("/api/readings", get_readings, allow_head=False)  # a HEAD would run the export

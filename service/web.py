@@ -54,13 +54,13 @@ def page_login(request: web.Request, token: str) -> web.Response:
     return response
 
 
-async def _keep_read_token(app: web.Application) -> None:
-    """With no TSWARM_READ_TOKEN, the data dir's token (made here if `serve` did not make it)."""
+async def keep_read_token(app: web.Application) -> None:
+    """At start (service/app.py), with no TSWARM_READ_TOKEN: the data dir's token (made here if `serve`
+    did not make it)."""
     if not app[keys.CONFIG].read_token:
-        app[access.KEPT_READ_TOKEN], _ = ensure_read_token(app[keys.CONFIG].data_dir)
+        app[keys.KEPT_READ_TOKEN], _ = ensure_read_token(app[keys.CONFIG].data_dir)
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
     app.router.add_static("/static/", STATIC_DIR)
-    app.on_startup.append(_keep_read_token)

@@ -86,3 +86,19 @@ async def test_the_cookie_never_administers(make_client, kept):
     assert resp.status == 401
     resp = await client.post("/api/admin/halt", headers={**LAN, "Authorization": f"Bearer {kept}"})
     assert (resp.status, (await resp.json())["error"]) == (403, "read_only")
+
+
+async def test_the_429_is_the_same_answer_for_node_credentials_and_tokens(make_client, journal):
+    """One builder (service/auth.py's too_many_failures) for the node protocol's and the readers' 429."""
+    from tswarm import auth, keys
+
+    client = await make_client(read_token="read-token-0123456789", auth_max_failures=1)
+    client.app[keys.GUARD].failed("127.0.0.1")
+    put = await client.put("/api/nodes/n1", data="{}", headers={"Authorization": " Basic " + auth.xauth("n1", "x")})
+    get = await client.get("/api/nodes", headers={"Authorization": "Bearer wrong"})
+    assert put.status == get.status == 429
+    assert put.headers["Retry-After"] == get.headers["Retry-After"]
+    assert await put.json() == await get.json() == {
+        "error": "too_many_failures",
+        "detail": f"too many failed logins from this address; retry in {put.headers['Retry-After']} s",
+    }

@@ -265,3 +265,37 @@ async def test_any_json_body_gets_an_answer_with_json_never_a_5xx(admin, journal
     answer = await resp.json()
     assert resp.status in (200, 201, 400, 404, 409), (resp.status, answer)
     assert resp.status < 300 or (set(answer) == {"error", "detail"} and answer["detail"])
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/api/admin/nodes", {"name": "porch", "password": "pw-porch-123"}, 201),
+    ("POST", "/api/admin/nodes/n1/password", {"password": "new-pw-456"}, 200),
+    ("POST", "/api/admin/halt", None, 200),
+    ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": 600}, 200),
+    ("DELETE", "/api/admin/nodes/n1", None, 200),
+])
+async def test_an_admin_write_waiting_for_the_write_lock_leaves_the_loop_free(
+    admin, journal, data_dir, monkeypatch, method, path, body, status
+):
+    """Another process holds the journal's write lock: the admin write waits in the storage write
+    thread (up to the 10 s busy timeout), and /healthz is answered meanwhile."""
+    import asyncio
+    import threading
+
+    from tswarm.storage.sqlite import SqliteStorage as Journal  # the engine whose methods are held
+
+    from .test_pool import write_lock_held
+
+    register(journal, "n1", PW, created=True)
+    entered = threading.Event()
+    for name in ("add_node", "set_password", "set_halt", "set_interval", "remove_node"):
+        real = getattr(Journal, name)
+        monkeypatch.setattr(Journal, name, lambda j, *a, _real=real: entered.set() or _real(j, *a))
+    with write_lock_held(data_dir):
+        writing = asyncio.ensure_future(admin.request(method, path, json=body, headers=AS_ADMIN))
+        assert await asyncio.to_thread(entered.wait, 30)
+        health = await admin.get("/healthz")
+        assert health.status == 200
+        assert not writing.done()
+    resp = await writing
+    assert resp.status == status, await resp.text()

@@ -95,3 +95,79 @@ def test_guard_counts_only_failures_within_the_window():
         guard.failed("a")
         now[0] += 6
     assert guard.retry_after("a") == 0
+
+
+# -- the login policy: authenticate() ---------------------------------------------------------
+
+
+def login_setup(max_failures=3):
+    from tswarm.storage import NodeAuth
+
+    nodes = {"a": NodeAuth(1, "a", auth.hash_password("pw", n=N), True, False)}
+    looked_up = []
+
+    async def lookup(login):
+        looked_up.append(login)
+        return nodes.get(login)
+
+    cache, guard = CredentialCache(), LoginGuard(max_failures, 60)
+
+    async def login(header, peer="192.0.2.1", node_name="a"):
+        return await auth.authenticate(header, peer, node_name, lookup=lookup, cache=cache, guard=guard, hasher=None)
+
+    return login, looked_up, guard, nodes
+
+
+async def test_authenticate_returns_the_node_of_good_credentials():
+    login, looked_up, _, nodes = login_setup()
+    assert await login(" Basic " + auth.xauth("a", "pw")) == nodes["a"]
+    assert looked_up == ["a"]
+
+
+@pytest.mark.parametrize("header, detail", [
+    (None, "no Authorization header; send 'Authorization: Basic base64(login:password)'"),
+    ("Bearer x", "Authorization must use the Basic scheme"),
+    (" Basic " + auth.xauth("a", "wrong"), "unknown login or wrong password"),
+    (" Basic " + auth.xauth("ghost", "pw"), "unknown login or wrong password"),
+])
+async def test_authenticate_refuses_bad_credentials_with_401_and_counts_the_failure(header, detail):
+    login, _, guard, _ = login_setup(max_failures=1)
+    with pytest.raises(auth.LoginRefused) as refused:
+        await login(header)
+    assert (refused.value.status, refused.value.error, refused.value.detail) == (401, "unauthorized", detail)
+    assert refused.value.headers == {"WWW-Authenticate": 'Basic realm="tswarm"'}
+    assert guard.retry_after("192.0.2.1") > 0 and guard.retry_after("192.0.2.2") == 0
+
+
+async def test_authenticate_refuses_another_nodes_credentials_with_403():
+    login, _, guard, _ = login_setup()
+    with pytest.raises(auth.LoginRefused) as refused:
+        await login(" Basic " + auth.xauth("a", "pw"), node_name="b")
+    assert (refused.value.status, refused.value.error) == (403, "wrong_node")
+    assert guard.retry_after("192.0.2.1") == 0  # not a guess
+
+
+async def test_a_blocked_address_gets_429_unless_its_header_already_verified():
+    login, _, guard, nodes = login_setup(max_failures=1)
+    good = " Basic " + auth.xauth("a", "pw")
+    assert await login(good) == nodes["a"]
+    with pytest.raises(auth.LoginRefused):
+        await login(" Basic " + auth.xauth("a", "guess"))
+    for header in (" Basic " + auth.xauth("a", "guess2"), None):
+        with pytest.raises(auth.LoginRefused) as refused:
+            await login(header)
+        assert (refused.value.status, refused.value.error) == (429, "too_many_failures")
+        assert 0 < int(refused.value.headers["Retry-After"]) <= 60
+        assert refused.value.detail == f"too many failed logins from this address; retry in {refused.value.headers['Retry-After']} s"
+    assert await login(good) == nodes["a"]  # verified before: guesses nothing, costs no scrypt
+
+
+async def test_a_changed_hash_never_verifies_the_old_password_from_the_cache():
+    login, _, _, nodes = login_setup()
+    old = " Basic " + auth.xauth("a", "pw")
+    assert await login(old) == nodes["a"]
+    nodes["a"] = nodes["a"].__class__(1, "a", auth.hash_password("new", n=N), True, False)  # changed elsewhere
+    with pytest.raises(auth.LoginRefused) as refused:
+        await login(old)
+    assert refused.value.status == 401
+    assert await login(" Basic " + auth.xauth("a", "new")) == nodes["a"]

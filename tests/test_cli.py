@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from tswarm import auth
 from tswarm.cli import cli
 from tswarm.storage import open_storage
+from tswarm.timefmt import rfc3339
 from tests.servers import TSWARM, free_port, tswarm_env
 from tests.test_settings import assert_one_error_line, without_root_powers
 from tests.test_settings import run as run_tswarm
@@ -105,8 +106,13 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
     assert lines[1].split()[:5] == ["a", "registered", "21.5", "40", "2025-11-24T16:00:00Z"]
     assert lines[2].split() == ["b", "registered", "-", "-", "never"]
     doc = json.loads(run("node", "list", "--json").output)
+    with open_storage(data_dir) as journal:
+        registered = rfc3339(journal.list_nodes()[0].registered_at)
     assert doc[0] == {"name": "a", "created": False, "halted": False, "last_seen": "2025-11-24T16:00:00.000000000Z",
-                      "temperature": 21.5, "humidity": 40.0}
+                      "temperature": 21.5, "humidity": 40.0,  # and the rest of GET /api/nodes' summary:
+                      "health": "silent", "readings_24h": 0, "interval_s": 300, "registered": registered,
+                      "age_s": doc[0]["age_s"]}
+    assert doc[0]["age_s"] > 3600  # the reading is from 2025-11-24: silent
 
 
 def test_node_remove_revokes_and_keeps_history(run, data_dir):

@@ -5,8 +5,8 @@ import io
 from hypothesis import given, strategies as st
 
 from tswarm.export import export_chunks
+from tswarm.names import NODE_NAME
 from tswarm.storage import open_storage
-from tswarm.protocol import NODE_NAME
 from tswarm.timefmt import rfc3339
 
 names = st.from_regex(NODE_NAME, fullmatch=True)

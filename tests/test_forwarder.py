@@ -15,9 +15,10 @@ from email.utils import formatdate
 import pytest
 from aiohttp import web
 
-from tswarm.forwarder import FORWARDER, Delivery, backoff_delay
+from tswarm.forwarder import Delivery, backoff_delay
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
+from tswarm.keys import FORWARDER
 from tswarm.storage import OutboxReading, Storage, open_storage
 from tswarm.retention import prune
 from tswarm.settings import Config, ConfigError

@@ -92,3 +92,20 @@ async def test_forward_backlog_and_lag_come_from_the_journal(make_client, journa
     m = await scrape(client)
     assert m[("tswarm_forward_backlog", frozenset())] == 3
     assert m[("tswarm_forward_lag_seconds", frozenset())] > 0  # the first of them waited through two more requests
+
+async def test_a_scrape_reads_the_journal_off_the_loop(make_client, journal, monkeypatch):
+    """/metrics reads the nodes' health in a storage thread: while that read waits, /healthz is answered."""
+    import asyncio
+
+    from .test_pool import Held
+
+    register(journal, "n1", PW, created=True)
+    client = await make_client()
+    listing = Held(monkeypatch, "list_nodes")
+    scraping = asyncio.ensure_future(scrape(client))
+    await listing.wait_entered()
+    assert (await client.get("/healthz")).status == 200
+    assert not scraping.done()
+    listing.release()
+    assert (await scraping)[("tswarm_nodes", frozenset({("health", "never")}))] == 1
+    assert listing.released == [True]

@@ -298,3 +298,38 @@ async def test_healthz_answers_json_once_the_journal_is_open(client):
     assert resp.status == 200
     doc = await resp.json()
     assert doc["ok"] is True and doc["store"] == "sqlite"
+
+
+async def test_healthz_answers_while_a_put_waits_for_the_write_lock(client, journal, node, data_dir, monkeypatch):
+    """Another process holds the journal's write lock: the PUT waits for its commit, the loop does not."""
+    import asyncio
+
+    from .test_pool import Held, write_lock_held
+
+    lookup = Held(monkeypatch, "node_auth")  # only to know when the PUT has arrived
+    lookup.release()
+    with write_lock_held(data_dir):
+        put = asyncio.ensure_future(client.put("/api/nodes/n1", data=body(), headers=hdr()))
+        await lookup.wait_entered()
+        health = await client.get("/healthz")
+        assert health.status == 200 and (await health.json())["ok"] is True
+        assert not put.done()  # its reading cannot commit while the lock is held
+    assert (await put).status == 202
+    assert len(stored(journal)) == 1
+
+
+async def test_a_node_lookup_that_waits_leaves_the_loop_free(client, journal, node, monkeypatch):
+    """The journal's node lookup (on every PUT) runs in a storage thread: while it waits, /healthz is answered."""
+    import asyncio
+
+    from .test_pool import Held
+
+    lookup = Held(monkeypatch, "node_auth")
+    put = asyncio.ensure_future(client.put("/api/nodes/n1", data=body(), headers=hdr()))
+    await lookup.wait_entered()
+    health = await client.get("/healthz")
+    assert health.status == 200
+    assert not put.done()
+    lookup.release()
+    assert (await put).status == 202
+    assert lookup.released == [True]  # it went on because the test let it, after /healthz answered

@@ -532,3 +532,21 @@ async def test_node_routes_answer_any_name_and_query_with_json(make_client, thre
 async def assert_json_reply(resp) -> None:
     body = await resp.json()
     assert resp.status == 200 or (400 <= resp.status < 500 and set(body) == {"error", "detail"}), (resp.status, body)
+
+
+@pytest.mark.parametrize("path", ["/api/nodes", "/api/nodes/kitchen"])
+async def test_the_nodes_report_is_read_off_the_loop(make_client, three_nodes, monkeypatch, path):
+    """GET /api/nodes reads the journal in a storage thread: while that read waits, /healthz is answered."""
+    import asyncio
+
+    from .test_pool import Held
+
+    client = await make_client()
+    listing = Held(monkeypatch, "list_nodes")
+    report = asyncio.ensure_future(client.get(path))
+    await listing.wait_entered()
+    assert (await client.get("/healthz")).status == 200
+    assert not report.done()
+    listing.release()
+    assert (await report).status == 200
+    assert listing.released == [True]

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tswarm.payload import Reading, parse_body
-from tswarm.protocol import NODE_NAME
+from tswarm.names import NODE_NAME
 
 from .board import FIRMWARE, micropython_binary
 

@@ -1,0 +1,125 @@
+"""The registry's rules, written once, on top of the journal: registering a node (or giving it a
+new password), whether a node is halted, and the summary of a node that both ``GET /api/nodes`` and
+``tswarm node list --json`` print.
+
+No aiohttp here: ``tswarm node ...``, ``tswarm flash``, the admin API and the readers call these.
+Every function is blocking (scrypt, SQLite): the server runs them off its event loop.
+
+The credential cache (service/auth.py) is per process, so it is not cleared here: the server does
+that when its own admin API changes a password, and for a change made by another process (the CLI)
+the cache needs nothing: it remembers a header together with the hash it verified against, so a new
+hash never lets the old password in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Optional, Protocol
+
+from . import auth
+from .health import health
+from .storage import NodeExists, NodeStatus, Storage
+from .names import NODE_NAME_HELP, valid_node_name
+from .settings import Config
+from .timefmt import rfc3339
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+class Registration(Enum):
+    """Which nodes :func:`register` may touch."""
+
+    NEW = "new"  # a new node (or a removed one's name again); NodeExists if it is registered
+    EXISTING = "existing"  # a new password for a registered node; NodeNotFound otherwise
+    EITHER = "either"  # whichever it is (tswarm flash, tswarm node config)
+
+
+class EmptyPassword(ValueError):
+    """A given password that is empty (leave it out and one is generated)."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    password: str  # as given, or generated: shown once in the node's svconf, never stored
+    added: bool  # True: the node is new (or was removed); False: an existing node got this password
+
+
+def password_or_generated(password: Optional[str]) -> str:
+    """The password to use: ``password``, or a strong generated one when it is None."""
+    if password is None:
+        return auth.generate_password()
+    if not password:
+        raise EmptyPassword("the password must not be empty; leave it out and a strong one is generated")
+    return password
+
+
+def register(
+    journal: Storage, config: Config, name: str, password: Optional[str] = None,
+    which: Registration = Registration.NEW,
+) -> Registered:
+    """Register node ``name`` or give it a new password, as ``which`` allows; ``password`` None
+    generates one. The hash is scrypt with ``config.scrypt_n``. Raises ValueError for a bad name,
+    EmptyPassword, and the journal's NodeExists / NodeNotFound."""
+    if not valid_node_name(name):
+        raise ValueError(f"{name!r}: node names are {NODE_NAME_HELP}")
+    password = password_or_generated(password)
+    password_hash = auth.hash_password(password, n=config.scrypt_n)
+    if which is Registration.EXISTING:
+        journal.set_password(name, password_hash)
+        return Registered(name, password, added=False)
+    try:
+        journal.add_node(name, password_hash)
+    except NodeExists:
+        if which is Registration.NEW:
+            raise
+        journal.set_password(name, password_hash)
+        return Registered(name, password, added=False)
+    return Registered(name, password, added=True)
+
+
+# -- halts -------------------------------------------------------------------------------------
+
+
+class _Haltable(Protocol):
+    halted: bool
+
+
+def is_halted(node: Optional[_Haltable], config: Config, halted_all: bool = False) -> bool:
+    """Whether a node gets 423: it is halted itself (``tswarm halt NAME``), or every node is
+    (``tswarm halt``: ``halted_all``, the journal's; or ``TSWARM_HALT=1`` in ``config``).
+    ``node`` None asks whether every node is halted.
+
+    The journal's node record for a request (``node_auth``) already counts its halt of every node."""
+    return bool(node is not None and node.halted) or halted_all or config.halt
+
+
+# -- the node summary ---------------------------------------------------------------------------
+
+
+def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: int) -> dict:
+    """One node as ``GET /api/nodes`` and ``tswarm node list --json`` show it."""
+    return {
+        "name": node.name,
+        "health": health(now_ns, node.last_ts, node.interval_s, halted),
+        "last_seen": rfc3339(node.last_ts) if node.last_ts is not None else None,
+        "age_s": round((now_ns - node.last_ts) / 1e9, 3) if node.last_ts is not None else None,
+        "temperature": node.last_temperature,
+        "humidity": node.last_humidity,
+        "readings_24h": readings_24h,
+        "interval_s": node.interval_s,
+        "halted": halted,
+        "created": node.created_at is not None,
+        "registered": rfc3339(node.registered_at),
+    }
+
+
+def nodes_report(journal: Storage, config: Config, now_ns: int) -> dict:
+    """Every node with its last reading, last seen, readings in the last 24 h and health."""
+    counts = journal.reading_counts_since(now_ns - DAY_NS)
+    halted_all = is_halted(None, config, journal.halted_all())
+    nodes = [
+        node_summary(n, halted=is_halted(n, config, halted_all), readings_24h=counts.get(n.name, 0), now_ns=now_ns)
+        for n in journal.list_nodes()
+    ]
+    return {"time": rfc3339(now_ns), "halted_all": halted_all, "nodes": nodes}

@@ -1,0 +1,66 @@
+"""Threads for the storage calls a request makes, so that none of them runs on the event loop.
+
+A node's lookup on every PUT, ``GET /api/nodes``, a ``/metrics`` scrape and the admin API's writes
+each may wait for SQLite (a write waits up to the busy timeout, 10 s, for another process's
+write lock: ``tswarm node add`` beside the server, a second worker's commit). Waiting in a thread,
+they keep ``/healthz`` and every other request answered meanwhile.
+
+Every thread has a connection of its own: a connection waiting for a lock holds SQLite's mutex of
+that connection, so a shared one would make the others wait too. Reads and writes have their own
+threads: a PUT's lookup never queues behind an admin write that waits for the lock.
+
+No aiohttp here; service/app.py makes one :class:`StoragePool` per app in a cleanup context.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, TypeVar
+
+from .storage import Storage
+
+T = TypeVar("T")
+READ_THREADS = 4  # lookups take well under a millisecond; a few threads cover any burst of PUTs
+
+
+class StoragePool:
+    """``await pool.read(fn, *args)`` runs ``fn(journal, *args)`` in a read thread, ``await
+    pool.write(fn, *args)`` in the one write thread; ``journal`` is that thread's own."""
+
+    def __init__(self, open_journal: Callable[[], Storage], read_threads: int = READ_THREADS):
+        self._open_journal = open_journal
+        self._local = threading.local()
+        self._opened: list[Storage] = []
+        self._lock = threading.Lock()
+        self._reads = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="storage-read")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-write")
+
+    def _journal(self) -> Storage:
+        journal = getattr(self._local, "journal", None)
+        if journal is None:
+            journal = self._local.journal = self._open_journal()
+            with self._lock:
+                self._opened.append(journal)
+        return journal
+
+    def _call(self, fn: Callable[..., T], args, kwargs) -> T:
+        return fn(self._journal(), *args, **kwargs)
+
+    async def read(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, functools.partial(self._call, fn, args, kwargs))
+
+    async def write(self, fn: Callable[..., T], *args, **kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writes, functools.partial(self._call, fn, args, kwargs))
+
+    def close(self) -> None:
+        """Wait for the calls under way (blocking: call it from a thread), then close every connection."""
+        for executor in (self._reads, self._writes):
+            executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for journal in opened:
+            journal.close()

@@ -1,0 +1,152 @@
+"""The registry's rules, once (service/nodes.py): registering a node, whether it is halted, and the
+node summary that GET /api/nodes and `tswarm node list --json` both print."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import tswarm
+from tswarm import auth, keys
+from tswarm.cli import cli
+from tswarm.flash import register as flash_register
+from tswarm.storage import NodeExists, NodeNotFound
+from tswarm.nodes import EmptyPassword, Registration, is_halted, nodes_report, register
+
+from .conftest import TEST_SCRYPT_N, test_config
+
+
+def cli_env(monkeypatch, data_dir):
+    """`tswarm` in this process, on the test's data dir and nothing else of the environment."""
+    for name in [k for k in os.environ if k.startswith("TSWARM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
+
+
+@pytest.fixture
+def config(tmp_path):
+    return test_config(tmp_path)
+
+
+def stored_hash(journal, name):
+    return journal.node_auth(name).password_hash
+
+
+def test_register_hashes_with_the_configured_scrypt_cost(journal, config):
+    registered = register(journal, config, "a", "pw-a")
+    assert (registered.name, registered.password, registered.added) == ("a", "pw-a", True)
+    assert stored_hash(journal, "a").startswith(f"scrypt${TEST_SCRYPT_N}$8$1$")
+    assert auth.verify_password("pw-a", stored_hash(journal, "a"))
+
+
+def test_register_generates_a_strong_password_when_none_is_given(journal, config):
+    password = register(journal, config, "a").password
+    assert len(password) >= 24 and auth.verify_password(password, stored_hash(journal, "a"))
+
+
+def test_a_new_node_must_be_new_and_a_new_password_needs_the_node(journal, config):
+    register(journal, config, "a", "one")
+    with pytest.raises(NodeExists):
+        register(journal, config, "a", "two")
+    assert auth.verify_password("one", stored_hash(journal, "a"))
+    with pytest.raises(NodeNotFound):
+        register(journal, config, "ghost", "pw", Registration.EXISTING)
+    assert journal.node_auth("ghost") is None
+    again = register(journal, config, "a", "two", Registration.EXISTING)
+    assert not again.added and auth.verify_password("two", stored_hash(journal, "a"))
+
+
+def test_either_adds_a_new_node_or_gives_an_existing_one_the_password(journal, config):
+    assert register(journal, config, "a", "one", Registration.EITHER).added
+    assert not register(journal, config, "a", "two", Registration.EITHER).added
+    assert auth.verify_password("two", stored_hash(journal, "a"))
+    journal.remove_node("a")
+    assert register(journal, config, "a", "three", Registration.EITHER).added  # a removed name is new again
+
+
+@pytest.mark.parametrize("which", list(Registration))
+def test_an_empty_password_or_a_bad_name_changes_nothing(journal, config, which):
+    with pytest.raises(EmptyPassword):
+        register(journal, config, "a", "", which)
+    with pytest.raises(ValueError, match="node names are"):
+        register(journal, config, "../a", "pw", which)
+    assert journal.list_nodes() == []
+
+
+def test_flash_registers_through_the_same_function(journal, config):
+    assert flash_register(config, "a", "pw-a", given=True) is None
+    assert stored_hash(journal, "a").startswith(f"scrypt${TEST_SCRYPT_N}$")  # config.scrypt_n, as admin and CLI
+    note = flash_register(config, "a", "pw-b", given=False)
+    assert "new one" in note and auth.verify_password("pw-b", stored_hash(journal, "a"))
+
+
+def test_passwords_are_hashed_in_one_place():
+    service = Path(tswarm.__file__).parent
+    callers = sorted(p.name for p in service.rglob("*.py") if "hash_password(" in p.read_text())
+    assert callers == ["auth.py", "nodes.py"]  # the definition, and register
+
+
+@pytest.mark.parametrize("node_halted, halted_all, env_halt, expected", [
+    (False, False, False, False), (True, False, False, True), (False, True, False, True), (False, False, True, True),
+])
+def test_a_node_is_halted_by_itself_by_halt_all_or_by_TSWARM_HALT(config, node_halted, halted_all, env_halt, expected):
+    class Node:
+        halted = node_halted
+
+    assert is_halted(Node(), config.with_(halt=env_halt), halted_all) is expected
+    assert is_halted(None, config.with_(halt=env_halt), halted_all) is (halted_all or env_halt)
+
+
+def test_the_report_counts_TSWARM_HALT_like_tswarm_halt(journal, config):
+    register(journal, config, "a", "pw")
+    now = time.time_ns()
+    assert nodes_report(journal, config, now)["halted_all"] is False
+    report = nodes_report(journal, config.with_(halt=True), now)
+    assert report["halted_all"] is True and report["nodes"][0]["halted"] is True
+    assert report["nodes"][0]["health"] == "halted"
+
+
+async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, data_dir, monkeypatch):
+    cli_env(monkeypatch, data_dir)
+    register(journal, test_config(data_dir.parent), "a", "pw-a")
+    register(journal, test_config(data_dir.parent), "b", "pw-b")
+    journal.set_halt("b", True)
+    client = await make_client()
+    resp = await client.post("/api/nodes/a", data=json.dumps({"name": "a", "data": "21.5 40"}),
+                             headers={"Authorization": " Basic " + auth.xauth("a", "pw-a")})
+    assert resp.status == 202
+    api = (await (await client.get("/api/nodes")).json())["nodes"]
+    result = CliRunner().invoke(cli, ["node", "list", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.stdout)
+    without_age = lambda nodes: [{k: v for k, v in n.items() if k != "age_s"} for n in nodes]  # noqa: E731
+    assert without_age(listed) == without_age(api)
+    assert [list(n) for n in listed] == [list(n) for n in api]  # same keys in the same order
+    assert [n["name"] for n in listed] == ["a", "b"] and [n["halted"] for n in listed] == [False, True]
+    assert listed[0]["readings_24h"] == 1 and listed[0]["health"] == "ok" and listed[0]["temperature"] == 21.5
+
+
+async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_client, journal, data_dir, monkeypatch):
+    """The server's credential cache still remembers the old header (another process cannot clear
+    it), but it remembers the hash it verified against: the new hash does not let the old password in."""
+    cli_env(monkeypatch, data_dir)
+    register(journal, test_config(data_dir.parent), "a", "old-pw")
+    client = await make_client()
+    cache = client.app[keys.CREDENTIALS]
+
+    async def post(password):
+        resp = await client.post("/api/nodes/a", data=json.dumps({"name": "a", "data": "21.5 40"}),
+                                 headers={"Authorization": " Basic " + auth.xauth("a", password)})
+        return resp.status
+
+    assert await post("old-pw") == 202
+    assert await post("old-pw") == 202 and cache.hits == 1  # the second one from the cache
+    result = CliRunner().invoke(cli, ["node", "passwd", "a", "--password", "new-pw"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(cache._entries) == 1  # the old header is still remembered here...
+    assert await post("old-pw") == 401  # ...and yet no longer passes
+    assert await post("new-pw") == 202

@@ -1,0 +1,95 @@
+"""The storage threads of a request (service/pool.py): each its own connection, reads apart from
+writes, and the helpers the handlers' tests use to make a storage call wait."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from tswarm.storage import DB_FILENAME, open_storage
+from tswarm.storage.sqlite import SqliteStorage
+from tswarm.pool import StoragePool
+
+
+@contextlib.contextmanager
+def write_lock_held(data_dir: Path):
+    """Another connection holds the journal's write lock (``BEGIN IMMEDIATE``) for the block, as
+    `tswarm node add` beside the server or another worker's commit does for a moment."""
+    conn = sqlite3.connect(str(Path(data_dir) / DB_FILENAME), isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+class Held:
+    """A journal method held at its start until :meth:`release` (or 10 s, the busy timeout, pass).
+
+    A stand-in for a lock: in WAL mode no real lock makes a *read* wait (only a WAL recovery or a
+    file system without shared memory would), so the read is held here; the method itself then runs
+    for real. ``released`` records, per call, whether it went on because the test released it (True)
+    or because the 10 s passed (False: nothing else could run meanwhile)."""
+
+    def __init__(self, monkeypatch, method: str):
+        self.entered = threading.Event()
+        self._release = threading.Event()
+        self.released: list[bool] = []
+        real = getattr(SqliteStorage, method)
+
+        def held(journal, *args, **kwargs):
+            self.entered.set()
+            self.released.append(self._release.wait(10))
+            return real(journal, *args, **kwargs)
+
+        monkeypatch.setattr(SqliteStorage, method, held)
+
+    async def wait_entered(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 30), "the held method was never called"
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@pytest.fixture
+def pool(data_dir):
+    open_storage(data_dir).close()  # the schema
+    pool = StoragePool(lambda: open_storage(data_dir), read_threads=2)
+    yield pool
+    pool.close()
+
+
+async def test_a_call_gets_its_threads_own_journal_and_the_journal_sees_other_processes(pool, data_dir):
+    with open_storage(data_dir) as other:
+        other.add_node("a", "h")
+    assert await pool.read(lambda s: s.is_registered("a"))
+    journals = set()
+    for _ in range(5):
+        journals.add(await pool.read(lambda journal: journal))
+    write_journal = await pool.write(lambda journal: journal)
+    assert 1 <= len(journals) <= 2 and write_journal not in journals  # one per thread, none shared
+
+
+async def test_reads_go_on_while_a_write_waits_for_the_lock(pool, data_dir):
+    with open_storage(data_dir) as other:
+        other.add_node("a", "h")
+    with write_lock_held(data_dir):
+        writing = asyncio.ensure_future(pool.write(lambda s: s.set_halt(None, True)))
+        assert await pool.read(lambda s: s.is_registered("a"))  # not queued behind the write
+        assert not await pool.read(lambda s: s.halted_all())
+        assert not writing.done()
+    await writing
+    assert await pool.read(lambda s: s.halted_all())
+
+
+async def test_close_closes_every_connection(pool):
+    journals = [await pool.read(lambda journal: journal), await pool.write(lambda journal: journal)]
+    pool.close()
+    for journal in journals:
+        with pytest.raises(sqlite3.ProgrammingError):
+            journal.halted_all()
