@@ -1,4 +1,5 @@
-"""The forwarder's retry, backoff, Retry-After and rejection logic, and the journal side of forwarding.
+"""The forwarder (service/forwarder.py): retry, backoff, Retry-After and rejection logic, and the journal side
+of forwarding. Pruning forwarded readings: tests/test_retention.py.
 
 Why a stand-in InfluxDB here: no real InfluxDB can be made to answer 429 or 503 with a chosen
 ``Retry-After``, a 413, or a 400 for exactly one chosen point, on demand. So these tests use a small
@@ -7,7 +8,6 @@ server does (InfluxDB 1.6 and VictoriaMetrics) is tested in tests/integration/te
 """
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 from email.utils import formatdate
@@ -18,9 +18,7 @@ from aiohttp import web
 from tswarm.forwarder import FORWARDER, Delivery, backoff_delay, forward_status
 from tswarm.influx import V1Target, V2Target, WriteError, line_protocol, parse_retry_after
 from tswarm.journal import Journal, Reading
-from tswarm.retention import prune
-from tswarm.settings import Config, ConfigError
-from tests.conftest import register, test_config
+from tests.conftest import add_readings, register, test_config, wait_health
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
 
@@ -211,15 +209,6 @@ async def send(client, name, data):
     return resp.status
 
 
-async def wait_health(client, predicate):
-    for _ in range(500):
-        health = await (await client.get("/healthz")).json()
-        if predicate(health):
-            return health
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"healthz never matched: {health}")
-
-
 async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, forward_max_backoff=1)
     with Journal.open(config.data_dir) as journal:
@@ -268,50 +257,19 @@ def _app(config):
 # -- the journal side -------------------------------------------------------------------------
 
 
-def add_readings(journal: Journal, node: str, stamps: list[int]) -> None:
-    node_id = journal.conn.execute("SELECT id FROM nodes WHERE name = ?", (node,)).fetchone()[0]
-    journal.conn.executemany(
-        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 20, 50)",
-        [(node_id, ts) for ts in stamps],
-    )
+def add_stamps(journal: Journal, node: str, stamps: list[int]) -> None:
+    add_readings(journal, node, [(ts, 20, 50) for ts in stamps])
 
 
 def test_the_cursor_only_moves_forward_and_rejected_readings_are_kept(journal):
     register(journal, "a")
-    add_readings(journal, "a", [10, 20, 30])
+    add_stamps(journal, "a", [10, 20, 30])
     first, second, third = journal.readings_after(0, 10)
     journal.mark_forwarded(third.id, [(second, "HTTP 400: nope")])
     journal.mark_forwarded(first.id)  # late, from a backfill or a race: no step back
     assert journal.forward_cursor() == third.id
     assert journal.count_readings_after(journal.forward_cursor()) == 0
     assert [(r, reason) for r, reason, _ in journal.rejected_readings()] == [(second, "HTTP 400: nope")]
-
-
-def test_prune_deletes_only_old_forwarded_readings(journal):
-    register(journal, "a")
-    add_readings(journal, "a", [1_000, 2_000, 3_000, 4_000])
-    ids = [r.id for r in journal.readings_after(0, 10)]
-    journal.mark_forwarded(ids[2])  # 1000, 2000, 3000 forwarded; 4000 waits
-    config = Config(data_dir=journal.path.parent, store="influxdb", journal_retention=1)
-    assert prune(journal, config, now_ns=1_000_000_000 + 3_500) == 3
-    assert [r.ts for r in journal.readings_after(0, 10)] == [4_000]
-
-
-def test_store_sqlite_prunes_only_when_retention_is_set(journal):
-    register(journal, "a")
-    add_readings(journal, "a", [1_000, 2_000])
-    now = 10 * 86400 * 10**9
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite"), now_ns=now) == 0
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite", journal_retention=86400), now_ns=now) == 2
-
-
-def test_retention_setting_takes_units_and_defaults_by_store():
-    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "12h"}).retention_s == 12 * 3600
-    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "90"}).retention_s == 90
-    assert Config.from_env({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home"}).retention_s == 30 * 86400
-    assert Config.from_env({}).retention_s == 0
-    with pytest.raises(ConfigError, match="TSWARM_JOURNAL_RETENTION"):
-        Config.from_env({"TSWARM_JOURNAL_RETENTION": "a month"})
 
 
 def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch):
@@ -321,7 +279,7 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     from tswarm.cli import cli
 
     register(journal, "a")
-    add_readings(journal, "a", [1_795_000_000_000_000_000])
+    add_stamps(journal, "a", [1_795_000_000_000_000_000])
     monkeypatch.setenv("TSWARM_DATA_DIR", str(journal.path.parent))
     monkeypatch.setenv("TSWARM_STORE", "influxdb")
     monkeypatch.setenv("TSWARM_INFLUX_API", "1")
@@ -341,20 +299,3 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     assert CliRunner().invoke(cli, ["status"]).output == "store       sqlite (the journal is the store; nothing to forward)\n"
 
 
-async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_waits(aiohttp_client, tmp_path, fake):
-    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, journal_retention=86400)
-    old = 1_000_000_000_000_000_000  # 2001
-    with Journal.open(config.data_dir) as journal:
-        register(journal, "a", created=True)
-        add_readings(journal, "a", [old, old + 1, old + 2])
-        journal.mark_forwarded(journal.readings_after(0, 10)[1].id)  # the third still waits
-    fake.script = [(503, {"Retry-After": "3600"}, "down for maintenance")]  # and keeps waiting
-    client = await aiohttp_client(_app(config))
-    with Journal.open(config.data_dir) as journal:
-        for _ in range(500):
-            if journal.count_readings_after(0) < 3:
-                break
-            await asyncio.sleep(0.01)
-        assert [r.ts for r in journal.readings_after(0, 10)] == [old + 2]
-    health = await wait_health(client, lambda h: h["last_error"] is not None)
-    assert health["backlog"] == 1
