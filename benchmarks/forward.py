@@ -15,7 +15,7 @@ from common import ROOT
 from export import fill
 from tswarm.influx import line_protocol
 from tswarm.journal import Journal
-from tests.integration.conftest import InfluxDB1
+from tests.servers import InfluxDB1
 
 BATCH = 5000
 

@@ -16,6 +16,8 @@ from tswarm.journal import Journal, NodeStatus
 from tswarm.server import AccessLogger, AppRunner
 from tswarm.settings import Config
 
+from .servers import InfluxDB1, VictoriaMetrics
+
 # No test here measures time with hypothesis: its per-example deadline (200 ms by default) only
 # turns a slow moment of a loaded machine (CI, `make test` beside a build) into a failure.
 settings.register_profile("tswarm", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -178,3 +180,40 @@ class _Seed:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+
+# -- real servers, shared by tests/integration and tests/faults (see tests/servers.py) -------------------
+
+
+@pytest.fixture(scope="session")
+def influxdb1(tmp_path_factory):
+    """One ``influxd`` for the whole session. Tests share it, so each uses its own database
+    (``influxdb1.new_database()``). ``.url``, ``.query(q, db=...)``, ``.write(lines, db=...)``."""
+    server = InfluxDB1(tmp_path_factory.mktemp("influxdb1")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influxdb1_factory(tmp_path):
+    """``influxdb1_factory(**data_settings)`` starts a private ``influxd`` (for tests that stop, pause or
+    reconfigure it); stopped after the test."""
+    servers = []
+
+    def start(**data_settings) -> InfluxDB1:
+        server = InfluxDB1(tmp_path / f"influxdb1-{len(servers)}", **data_settings)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory):
+    """One ``victoria-metrics`` for the session; ``.url``, ``.export(match)``."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics")).start()
+    yield server
+    server.stop()
+
