@@ -255,7 +255,7 @@ class InfluxDB1(ServerProcess):
     def rows(self, q: str, db: str) -> list[list]:
         """The values of every series of the first result, one list per row."""
         result = self.query(q, db)[0]
-        return [row for series in result.get("series", []) for row in series["values"]]
+        return [row for series in result.get("series", []) for row in series.get("values", [])]
 
     def write(self, lines: str, db: str) -> None:
         status, _, body = request("POST", f"{self.url}/write?db={db}&precision=ns", lines)

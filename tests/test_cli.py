@@ -8,7 +8,6 @@ import pty
 import queue
 import re
 import signal
-import socket
 import struct
 import subprocess
 import termios
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from tswarm import auth
 from tswarm.journal import Journal
 from tests.conftest import ALL_CSV, add_readings, fill_a_and_b
-from tests.servers import TSWARM, free_port, run_cli, tswarm_env
+from tests.servers import TSWARM, VictoriaMetrics, free_port, run_cli, tswarm_env
 from tests.test_settings import assert_one_error_line, without_root_powers
 from tests.test_settings import run as run_tswarm
 
@@ -292,7 +291,6 @@ def test_no_progress_bar_when_piped(filled):
     assert len(proc.stdout.splitlines()) == 4
 
 
-
 def test_a_progress_bar_on_a_terminal(filled, tmp_path):
     out = tmp_path / "out.csv"
     controller, terminal = pty.openpty()
@@ -320,7 +318,6 @@ def test_a_progress_bar_on_a_terminal(filled, tmp_path):
     assert "100%" in text and "4.00/4.00" in text and "rows/s" in text, text
 
 
-
 def test_node_interval_sets_the_expected_interval(filled):
     assert run_cli(filled, "node", "interval", "attic", "900").stdout == "attic: a reading expected every 900 s\n"
     with Journal.open(filled) as journal:
@@ -330,8 +327,7 @@ def test_node_interval_sets_the_expected_interval(filled):
     assert missing.returncode == 1 and "no node named 'garage'" in missing.stderr
 
 
-
-# -- through the real command: `export -o` paths, `forward` against an InfluxDB that does not answer ----
+# -- through the real command: `export -o` paths, `forward` against a real InfluxDB that does not answer --
 
 
 def _export_to(tmp_path, output, prefix=()):
@@ -371,31 +367,6 @@ def test_export_to_a_file_still_writes_it(tmp_path):
     assert output.read_text().splitlines()[0] == "time,node,temperature,humidity" and len(output.read_text().splitlines()) == 4
 
 
-class SilentInflux:
-    """A TCP server on loopback that accepts every connection and never answers a byte: an InfluxDB
-    that hangs (a real socket; there is no real InfluxDB that can be made to hang on demand)."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.held: list = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)  # read nothing, answer nothing
-
-    def close(self):
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def _forward_until_it_says(env, wanted: str, within_s: float = 60):
     """Start `tswarm forward`; return (process, stderr lines up to the first one holding ``wanted``)."""
     proc = subprocess.Popen([*TSWARM, "forward", "--since", "2000-01-01"], env=env,
@@ -426,16 +397,23 @@ def _stop_with_ctrl_c(proc, lines):
 
 
 @pytest.mark.parametrize("api", ["1", "2"])
-def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ctrl_c(tmp_path, api):
+def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ctrl_c(tmp_path, api, influxdb1_factory):
+    """A real InfluxDB 1.x (v1 API) or VictoriaMetrics (v2 write API), paused with SIGSTOP: its port
+    still accepts connections, and nothing is answered."""
     data_dir = tmp_path / "data"
     fill_a_and_b(data_dir)
-    influx = SilentInflux()
+    if api == "1":
+        influx = influxdb1_factory()
+    else:
+        (tmp_path / "vm").mkdir()
+        influx = VictoriaMetrics(tmp_path / "vm").start()
+    influx.pause()
     try:
         env = tswarm_env(data_dir, TSWARM_INFLUX_URL=influx.url, TSWARM_INFLUX_API=api, TSWARM_INFLUX_ORG="home")
         proc, said, lines = _forward_until_it_says(env, "Ctrl-C to stop")
         code, rest = _stop_with_ctrl_c(proc, lines)
     finally:
-        influx.close()
+        influx.stop()
     assert said[-1].startswith(f"waiting for InfluxDB v{api} API at {influx.url}") and "to answer" in said[-1]
     assert code == 130
     assert rest == ["stopped: 0 of 3 reading(s) sent; the same command sends them all again"]

@@ -2,9 +2,10 @@
 of forwarding. Pruning forwarded readings: tests/test_retention.py.
 
 Why a stand-in InfluxDB here: no real InfluxDB can be made to answer 429 or 503 with a chosen
-``Retry-After``, a 413, or a 400 for exactly one chosen point, on demand. So these tests use a small
-aiohttp server that answers what each test scripts and records what it received. Everything a real
-server does (InfluxDB 1.6 and VictoriaMetrics) is tested in tests/integration/test_influx.py.
+``Retry-After``, or a 413, on demand. So these tests use a small aiohttp server that answers what each
+test scripts and records what it received. Everything a real server does (InfluxDB 1.6 and
+VictoriaMetrics) is tested against it: a refused point and a missing database in
+tests/integration/test_forwarder.py, the whole service in tests/integration/test_influx.py.
 """
 from __future__ import annotations
 
@@ -28,11 +29,8 @@ class FakeInflux:
 
     def __init__(self):
         self.script: list[tuple[int, dict, str]] = []
-        self.refuse_node: str | None = None  # answer 400 to any body holding this node
         self.bodies: list[str] = []  # every write received, decompressed
         self.accepted: list[str] = []  # lines of the writes answered 204
-        self.queries: list[str] = []
-        self.database_exists = True
 
     async def write(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -42,24 +40,13 @@ class FakeInflux:
         if self.script:
             status, headers, text = self.script.pop(0)
             return web.Response(status=status, headers=headers, text=text)
-        if not self.database_exists:
-            return web.json_response({"error": 'database not found: "tswarm"'}, status=404)
-        if self.refuse_node and f"node={self.refuse_node} " in body:
-            return web.json_response({"error": "partial write: field type conflict dropped=1"}, status=400)
         self.accepted.extend(body.split("\n"))
         return web.Response(status=204)
-
-    async def query(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        self.queries.append(form["q"])
-        self.database_exists = True
-        return web.json_response({"results": [{"statement_id": 0}]})
 
     def app(self) -> web.Application:
         app = web.Application(handler_args={"auto_decompress": False})  # to see the gzip bytes as sent
         app.router.add_post("/write", self.write)
         app.router.add_post("/api/v2/write", self.write)
-        app.router.add_post("/query", self.query)
         return app
 
 
@@ -153,19 +140,6 @@ async def test_v2_api_honours_retry_after_too(fake):
     assert fake.accepted == ["climate,node=kitchen humidity=40,temperature=20.5 1795000000000000000"]
 
 
-async def test_a_refused_point_is_isolated_the_rest_written_in_order(fake):
-    fake.refuse_node = "bad"
-    batch = readings("a", "b", "bad", "a", "b", "a", "bad")
-    target = V1Target(fake.url, "tswarm")
-    try:
-        rejected = await Delivery(target, 60, sleep=Sleeps()).deliver(batch)
-    finally:
-        await target.close()
-    assert [r for r, _ in rejected] == [batch[2], batch[6]]
-    assert all("HTTP 400: partial write: field type conflict" in reason for _, reason in rejected)
-    assert fake.accepted == line_protocol([r for r in batch if r.node != "bad"]).decode().split("\n")
-
-
 async def test_413_splits_the_batch(fake):
     fake.script = [(413, {}, "too large")]
     batch = readings("a", "b", "c", "d")
@@ -176,17 +150,6 @@ async def test_413_splits_the_batch(fake):
         await target.close()
     assert len(fake.bodies) == 3
     assert fake.accepted == line_protocol(batch).decode().split("\n")
-
-
-async def test_v1_creates_a_missing_database_then_writes(fake):
-    fake.database_exists = False
-    target = V1Target(fake.url, "tswarm")
-    try:
-        await target.write(target.prepare(line_protocol(readings("a"))), 1)
-    finally:
-        await target.close()
-    assert fake.queries == ['CREATE DATABASE "tswarm"']
-    assert len(fake.accepted) == 1
 
 
 async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
