@@ -15,7 +15,7 @@ from common import ROOT
 from export import fill
 from tswarm.influx.lines import line_protocol
 from tswarm.storage import open_storage
-from tests.integration.conftest import InfluxDB1
+from tests.servers import InfluxDB1
 
 BATCH = 5000
 

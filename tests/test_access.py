@@ -1,4 +1,6 @@
-"""Who may read: the kept read token (no TSWARM_READ_TOKEN), the page's cookie, loopback (service/access.py).
+"""Who may read and who may administer (service/access.py): loopback without a token, the configured read
+and admin tokens, node credentials refused on reader routes, the guard against guessing, the kept read
+token (no TSWARM_READ_TOKEN) and the page's cookie.
 
 aiohttp's test client connects from 127.0.0.1; a client on the LAN is a request through a trusted
 proxy (TSWARM_TRUSTED_PROXIES=127.0.0.1) with X-Forwarded-For, which is what service/proxy.py makes
@@ -6,9 +8,11 @@ of it: ``request.remote`` is the LAN address and the request is not loopback.
 """
 from __future__ import annotations
 
+import base64
+
 import pytest
 
-from tswarm.access import COOKIE
+from tswarm.access import COOKIE, is_loopback_client
 from tswarm.tokens import ensure_read_token, load_read_token
 
 from .conftest import register
@@ -86,6 +90,83 @@ async def test_the_cookie_never_administers(make_client, kept):
     assert resp.status == 401
     resp = await client.post("/api/admin/halt", headers={**LAN, "Authorization": f"Bearer {kept}"})
     assert (resp.status, (await resp.json())["error"]) == (403, "read_only")
+
+
+# -- the configured tokens, and loopback without one -----------------------------------------------
+
+READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
+
+
+@pytest.mark.parametrize("path", READERS)
+async def test_without_a_read_token_loopback_clients_may_read(make_client, three_nodes, path):
+    client = await make_client()
+    assert (await client.get(path)).status == 200
+
+
+
+@pytest.mark.parametrize("path", READERS)
+async def test_without_a_read_token_proxied_requests_are_not_loopback(make_client, three_nodes, path):
+    client = await make_client()
+    resp = await client.get(path, headers={"X-Forwarded-For": "203.0.113.9"})
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer realm="tswarm"'
+    assert (await resp.json())["error"] == "unauthorized"
+
+
+
+@pytest.mark.parametrize("path", READERS)
+async def test_with_a_read_token_unauthorised_reads_get_401(make_client, three_nodes, path):
+    client = await make_client(read_token=READ, admin_token=ADMIN)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Token " + READ}):
+        resp = await client.get(path, headers=headers)
+        assert resp.status == 401, headers
+        assert (await resp.json())["error"] == "unauthorized"
+        assert READ not in await resp.text()
+
+
+
+@pytest.mark.parametrize("path", READERS)
+async def test_the_read_token_and_the_admin_token_may_read(make_client, three_nodes, path):
+    client = await make_client(read_token=READ, admin_token=ADMIN)
+    for token in (READ, ADMIN):
+        assert (await client.get(path, headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert (await client.get(path, headers={"Authorization": f"  bearer   {READ} "})).status == 200
+
+
+
+@pytest.mark.parametrize("path", READERS)
+@pytest.mark.parametrize("read_token", ["", READ])
+async def test_node_credentials_get_403_on_reader_routes(make_client, three_nodes, path, read_token):
+    client = await make_client(read_token=read_token)
+    resp = await client.get(path, headers={"Authorization": " Basic " + base64.b64encode(b"kitchen:secret-pw").decode()})
+    assert resp.status == 403
+    assert (await resp.json())["error"] == "node_credentials"
+
+
+
+async def test_guessing_tokens_gets_429(make_client, three_nodes):
+    client = await make_client(read_token=READ, auth_max_failures=3)
+    statuses = [(await client.get("/api/nodes", headers={"Authorization": f"Bearer guess{i}"})).status for i in range(4)]
+    assert statuses == [401, 401, 401, 429]
+    assert (await client.get("/api/nodes", headers={"Authorization": f"Bearer {READ}"})).status == 429
+
+
+
+def test_loopback_means_the_peer_and_no_proxy():
+    from aiohttp.test_utils import make_mocked_request
+
+    def req(remote, **headers):
+        request = make_mocked_request("GET", "/api/nodes", headers=headers)
+        return request.clone(remote=remote)
+
+    assert is_loopback_client(req("127.0.0.1"))
+    assert is_loopback_client(req("127.8.0.1"))
+    assert is_loopback_client(req("::1"))
+    assert not is_loopback_client(req("192.0.2.7"))
+    assert not is_loopback_client(req("2001:db8::1"))
+    assert not is_loopback_client(req(None))
+    assert not is_loopback_client(req("127.0.0.1", **{"X-Forwarded-For": "192.0.2.7"}))
+    assert not is_loopback_client(req("127.0.0.1", Forwarded="for=192.0.2.7"))
 
 
 async def test_the_429_is_the_same_answer_for_node_credentials_and_tokens(make_client, journal):

@@ -1,24 +1,27 @@
-"""The `tswarm` command: each subcommand's effect, checked through the journal, and its errors."""
+"""The `tswarm` command (service/cli.py): each subcommand's effect, checked through the journal, its errors
+(exit codes, one Error: line), `export -o` and the progress bar. What an export holds: tests/test_export.py."""
 import base64
+import fcntl
 import json
 import os
+import pty
 import queue
 import re
 import signal
-import socket
+import struct
 import subprocess
+import termios
 import threading
 import time
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
-from click.testing import CliRunner
 
 from tswarm import auth
-from tswarm.cli import cli
 from tswarm.storage import open_storage
 from tswarm.timefmt import rfc3339
-from tests.servers import TSWARM, free_port, tswarm_env
+from tests.conftest import ALL_CSV, add_readings, fill_a_and_b
+from tests.servers import TSWARM, VictoriaMetrics, free_port, run_cli, tswarm_env
 from tests.test_settings import assert_one_error_line, without_root_powers
 from tests.test_settings import run as run_tswarm
 
@@ -26,20 +29,6 @@ COMMANDS = [
     ["serve"], ["node"], ["node", "add"], ["node", "passwd"], ["node", "list"], ["node", "remove"],
     ["halt"], ["resume"], ["export"],
 ]
-
-
-@pytest.fixture
-def run(data_dir, monkeypatch):
-    monkeypatch.delenv("PORT", raising=False)
-    for name in [k for k in os.environ if k.startswith("TSWARM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
-    runner = CliRunner()
-
-    def invoke(*args, **kw):
-        return runner.invoke(cli, list(args), catch_exceptions=False, **kw)
-
-    return invoke
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -98,9 +87,7 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
     run("node", "add", "a")
     run("node", "add", "b")
     with open_storage(data_dir) as journal:
-        a = journal.node_auth("a").id
-        journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 21.5, 40)",
-                             (a, 1_764_000_000_000_000_000))
+        add_readings(journal, "a", [(1_764_000_000_000_000_000, 21.5, 40)])
     lines = run("node", "list").output.splitlines()
     assert lines[0].split() == ["NAME", "STATE", "TEMP", "°C", "RH", "%", "LAST", "SEEN"]
     assert lines[1].split()[:5] == ["a", "registered", "21.5", "40", "2025-11-24T16:00:00Z"]
@@ -139,40 +126,12 @@ def test_halt_and_resume_one_or_all(run, data_dir):
     assert run("halt", "ghost").exit_code == 1
 
 
-def seed(data_dir):
-    with open_storage(data_dir) as journal:
-        journal.add_node("a", "h")
-        journal.add_node("b", "h")
-        a, b = journal.node_auth("a").id, journal.node_auth("b").id
-        base = 1_764_000_000 * 10**9
-        journal.conn.executemany(
-            "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-            [(a, base, 21.5, 40.0), (b, base + 1, -3.2, 80.0), (a, base + 60 * 10**9, 22.0, 41.5)],
-        )
-
-
-def test_export_csv_whole(run, data_dir):
-    seed(data_dir)
-    assert run("export").output == (
-        "time,node,temperature,humidity\n"
-        "2025-11-24T16:00:00.000000000Z,a,21.5,40.0\n"
-        "2025-11-24T16:00:00.000000001Z,b,-3.2,80.0\n"
-        "2025-11-24T16:01:00.000000000Z,a,22.0,41.5\n"
-    )
-
-
 def test_export_ndjson_filtered_to_a_file(run, data_dir, tmp_path):
-    seed(data_dir)
+    fill_a_and_b(data_dir)
     out = tmp_path / "a.ndjson"
     result = run("export", "--node", "a", "--start", "2025-11-24T16:00:00.5Z", "--format", "ndjson", "-o", str(out))
     assert result.exit_code == 0 and result.output == ""
     assert out.read_text() == '{"time": "2025-11-24T16:01:00.000000000Z", "node": "a", "temperature": 22.0, "humidity": 41.5}\n'
-
-
-def test_export_stop_is_exclusive_and_epoch_seconds_work(run, data_dir):
-    seed(data_dir)
-    lines = run("export", "--start", "1764000000", "--stop", "1764000060").output.splitlines()
-    assert [line.split(",")[1] for line in lines[1:]] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
@@ -204,7 +163,7 @@ edge_times = st.one_of(
 @example(start=None, stop=None, node="garage")
 def test_export_answers_every_input_whole_or_with_one_error_line(run, data_dir, start, stop, node):
     if not (data_dir / "tswarm.db").exists():
-        seed(data_dir)
+        fill_a_and_b(data_dir)
     args = [f"--start={start}"] * (start is not None) + [f"--stop={stop}"] * (stop is not None) + ["--node", node] * (node is not None)
     result = run("export", *args)  # an exception here would be a traceback for the user
     if result.exit_code == 0:
@@ -215,7 +174,7 @@ def test_export_answers_every_input_whole_or_with_one_error_line(run, data_dir, 
 
 
 def test_export_of_an_unknown_node_fails_as_the_api_does(run, data_dir, tmp_path):
-    seed(data_dir)
+    fill_a_and_b(data_dir)
     out = tmp_path / "garage.csv"
     result = run("export", "--node", "garage", "-o", str(out))
     assert result.exit_code == 1
@@ -233,7 +192,7 @@ def test_export_of_an_unknown_node_fails_as_the_api_does(run, data_dir, tmp_path
      ("١٧٦٤٠٠٠٠٠٠", "is not an RFC 3339 time")],
 )
 def test_export_refuses_times_it_cannot_hold(run, data_dir, value, message):
-    seed(data_dir)
+    fill_a_and_b(data_dir)
     result = run("export", f"--start={value}")
     assert result.exit_code == 2 and message in result.stderr and "Invalid value for '--start'" in result.stderr
 
@@ -323,12 +282,63 @@ def test_serve_refuses_tswarm_workers_below_one(run, monkeypatch):
     assert result.output.strip() == "Error: TSWARM_WORKERS must be between 1 and 256, got '0'"
 
 
-# -- through the real command: `export -o` paths, `forward` against an InfluxDB that does not answer ----
+# -- through the real command: the progress bar, `node interval` ----------------------------------------
+
+
+@pytest.fixture
+def filled(three_nodes, data_dir):
+    """``data_dir`` holding ``three_nodes`` (see tests/conftest.py)."""
+    return data_dir
+
+
+def test_no_progress_bar_when_piped(filled):
+    proc = run_cli(filled, "export", "--format", "ndjson")
+    assert proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == 4
+
+
+def test_a_progress_bar_on_a_terminal(filled, tmp_path):
+    out = tmp_path / "out.csv"
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 x 100, as a terminal has
+    try:
+        proc = subprocess.run(
+            TSWARM + ["export", "-o", str(out)], env=tswarm_env(filled),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal, timeout=60,
+        )
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                data = os.read(controller, 4096)
+            except OSError:  # EIO: the terminal is closed and drained
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(controller)
+    assert proc.returncode == 0
+    assert out.read_bytes().decode() == ALL_CSV
+    text = shown.decode()
+    assert "100%" in text and "4.00/4.00" in text and "rows/s" in text, text
+
+
+def test_node_interval_sets_the_expected_interval(filled):
+    assert run_cli(filled, "node", "interval", "attic", "900").stdout == "attic: a reading expected every 900 s\n"
+    with open_storage(filled) as journal:
+        assert {n.name: n.interval_s for n in journal.list_nodes()} == {"attic": 900, "cellar": 300, "kitchen": 300}
+    assert run_cli(filled, "node", "interval", "attic", "5", check=False).returncode == 2
+    missing = run_cli(filled, "node", "interval", "garage", "600", check=False)
+    assert missing.returncode == 1 and "no node named 'garage'" in missing.stderr
+
+
+# -- through the real command: `export -o` paths, `forward` against a real InfluxDB that does not answer --
 
 
 def _export_to(tmp_path, output, prefix=()):
     data_dir = tmp_path / "data"
-    seed(data_dir)
+    fill_a_and_b(data_dir)
     return run_tswarm(["export", "-o", str(output)], tswarm_env(data_dir), prefix=prefix)
 
 
@@ -363,31 +373,6 @@ def test_export_to_a_file_still_writes_it(tmp_path):
     assert output.read_text().splitlines()[0] == "time,node,temperature,humidity" and len(output.read_text().splitlines()) == 4
 
 
-class SilentInflux:
-    """A TCP server on loopback that accepts every connection and never answers a byte: an InfluxDB
-    that hangs (a real socket; there is no real InfluxDB that can be made to hang on demand)."""
-
-    def __init__(self):
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.held: list = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.held.append(conn)  # read nothing, answer nothing
-
-    def close(self):
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def _forward_until_it_says(env, wanted: str, within_s: float = 60):
     """Start `tswarm forward`; return (process, stderr lines up to the first one holding ``wanted``)."""
     proc = subprocess.Popen([*TSWARM, "forward", "--since", "2000-01-01"], env=env,
@@ -418,16 +403,23 @@ def _stop_with_ctrl_c(proc, lines):
 
 
 @pytest.mark.parametrize("api", ["1", "2"])
-def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ctrl_c(tmp_path, api):
+def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ctrl_c(tmp_path, api, influxdb1_factory):
+    """A real InfluxDB 1.x (v1 API) or VictoriaMetrics (v2 write API), paused with SIGSTOP: its port
+    still accepts connections, and nothing is answered."""
     data_dir = tmp_path / "data"
-    seed(data_dir)
-    influx = SilentInflux()
+    fill_a_and_b(data_dir)
+    if api == "1":
+        influx = influxdb1_factory()
+    else:
+        (tmp_path / "vm").mkdir()
+        influx = VictoriaMetrics(tmp_path / "vm").start()
+    influx.pause()
     try:
         env = tswarm_env(data_dir, TSWARM_INFLUX_URL=influx.url, TSWARM_INFLUX_API=api, TSWARM_INFLUX_ORG="home")
         proc, said, lines = _forward_until_it_says(env, "Ctrl-C to stop")
         code, rest = _stop_with_ctrl_c(proc, lines)
     finally:
-        influx.close()
+        influx.stop()
     assert said[-1].startswith(f"waiting for InfluxDB v{api} API at {influx.url}") and "to answer" in said[-1]
     assert code == 130
     assert rest == ["stopped: 0 of 3 reading(s) sent; the same command sends them all again"]
@@ -436,7 +428,7 @@ def test_forward_to_an_influxdb_that_never_answers_says_it_waits_and_stops_on_ct
 
 def test_forward_to_a_closed_port_says_why_it_waits_and_when_it_retries(tmp_path):
     data_dir = tmp_path / "data"
-    seed(data_dir)
+    fill_a_and_b(data_dir)
     url = f"http://127.0.0.1:{free_port()}"
     env = tswarm_env(data_dir, TSWARM_INFLUX_URL=url, TSWARM_INFLUX_API="1")
     proc, said, lines = _forward_until_it_says(env, "Ctrl-C to stop")

@@ -11,6 +11,7 @@ import pytest
 from tswarm import auth
 from tswarm.flash import BoardOptions, FlashError, build_config
 from tswarm.storage import open_storage
+from tests import conftest
 from tests.servers import run_cli, tswarm_env
 
 SVCONF = {"url": "https://t.example/api/nodes/n1", "url_local": "http://10.0.0.2:8080/api/nodes/n1",
@@ -135,7 +136,7 @@ def example_url(port) -> str:
 
 def nodes_table(data_dir):
     with open_storage(data_dir) as journal:
-        return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+        return conftest.nodes_table(journal)
 
 
 @pytest.mark.parametrize("public_url", ["http://127.0.0.1:8080", "http://localhost:8080", "http://0.0.0.0:8080"])

@@ -1,13 +1,14 @@
-"""The forwarder's retry, backoff, Retry-After and rejection logic, and the journal side of forwarding.
+"""The forwarder (service/forwarder.py): retry, backoff, Retry-After and rejection logic, and the journal side
+of forwarding. Pruning forwarded readings: tests/test_retention.py.
 
 Why a stand-in InfluxDB here: no real InfluxDB can be made to answer 429 or 503 with a chosen
-``Retry-After``, a 413, or a 400 for exactly one chosen point, on demand. So these tests use a small
-aiohttp server that answers what each test scripts and records what it received. Everything a real
-server does (InfluxDB 1.6 and VictoriaMetrics) is tested in tests/integration/test_influx.py.
+``Retry-After``, or a 413, on demand. So these tests use a small aiohttp server that answers what each
+test scripts and records what it received. Everything a real server does (InfluxDB 1.6 and
+VictoriaMetrics) is tested against it: a refused point and a missing database in
+tests/integration/test_forwarder.py, the whole service in tests/integration/test_influx.py.
 """
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 from email.utils import formatdate
@@ -16,14 +17,12 @@ import pytest
 from aiohttp import web
 
 from tswarm.forwarder import Delivery, backoff_delay
+from tswarm.keys import FORWARDER
+from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
-from tswarm.keys import FORWARDER
 from tswarm.storage import OutboxReading, Storage, open_storage
-from tswarm.retention import prune
-from tswarm.settings import Config, ConfigError
-from tswarm.store_status import store_status
-from tests.conftest import register, test_config
+from tests.conftest import add_readings, register, test_config, wait_health
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
 
@@ -33,11 +32,8 @@ class FakeInflux:
 
     def __init__(self):
         self.script: list[tuple[int, dict, str]] = []
-        self.refuse_node: str | None = None  # answer 400 to any body holding this node
         self.bodies: list[str] = []  # every write received, decompressed
         self.accepted: list[str] = []  # lines of the writes answered 204
-        self.queries: list[str] = []
-        self.database_exists = True
 
     async def write(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -47,24 +43,13 @@ class FakeInflux:
         if self.script:
             status, headers, text = self.script.pop(0)
             return web.Response(status=status, headers=headers, text=text)
-        if not self.database_exists:
-            return web.json_response({"error": 'database not found: "tswarm"'}, status=404)
-        if self.refuse_node and f"node={self.refuse_node} " in body:
-            return web.json_response({"error": "partial write: field type conflict dropped=1"}, status=400)
         self.accepted.extend(body.split("\n"))
         return web.Response(status=204)
-
-    async def query(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        self.queries.append(form["q"])
-        self.database_exists = True
-        return web.json_response({"results": [{"statement_id": 0}]})
 
     def app(self) -> web.Application:
         app = web.Application(handler_args={"auto_decompress": False})  # to see the gzip bytes as sent
         app.router.add_post("/write", self.write)
         app.router.add_post("/api/v2/write", self.write)
-        app.router.add_post("/query", self.query)
         return app
 
 
@@ -158,19 +143,6 @@ async def test_v2_api_honours_retry_after_too(fake):
     assert fake.accepted == ["climate,node=kitchen humidity=40,temperature=20.5 1795000000000000000"]
 
 
-async def test_a_refused_point_is_isolated_the_rest_written_in_order(fake):
-    fake.refuse_node = "bad"
-    batch = readings("a", "b", "bad", "a", "b", "a", "bad")
-    target = V1Target(fake.url, "tswarm")
-    try:
-        rejected = await Delivery(target, 60, sleep=Sleeps()).deliver(batch)
-    finally:
-        await target.close()
-    assert [r for r, _ in rejected] == [batch[2], batch[6]]
-    assert all("HTTP 400: partial write: field type conflict" in reason for _, reason in rejected)
-    assert fake.accepted == line_protocol([r for r in batch if r.node != "bad"]).decode().split("\n")
-
-
 async def test_413_splits_the_batch(fake):
     fake.script = [(413, {}, "too large")]
     batch = readings("a", "b", "c", "d")
@@ -181,17 +153,6 @@ async def test_413_splits_the_batch(fake):
         await target.close()
     assert len(fake.bodies) == 3
     assert fake.accepted == line_protocol(batch).decode().split("\n")
-
-
-async def test_v1_creates_a_missing_database_then_writes(fake):
-    fake.database_exists = False
-    target = V1Target(fake.url, "tswarm")
-    try:
-        await target.write(target.prepare(line_protocol(readings("a"))), 1)
-    finally:
-        await target.close()
-    assert fake.queries == ['CREATE DATABASE "tswarm"']
-    assert len(fake.accepted) == 1
 
 
 async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
@@ -212,15 +173,6 @@ async def send(client, name, data):
     auth = "Basic " + base64.b64encode(f"{name}:secret-pw".encode()).decode()
     resp = await client.post(f"/api/nodes/{name}", json={"name": name, "data": data}, headers={"Authorization": auth})
     return resp.status
-
-
-async def wait_health(client, predicate):
-    for _ in range(500):
-        health = await (await client.get("/healthz")).json()
-        if predicate(health):
-            return health
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"healthz never matched: {health}")
 
 
 async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohttp_client, tmp_path, fake):
@@ -271,35 +223,19 @@ def _app(config):
 # -- the journal side -------------------------------------------------------------------------
 
 
-def add_readings(journal: Storage, node: str, stamps: list[int]) -> None:
-    journal.add_readings([(node, ts, 20, 50) for ts in stamps])
+def add_stamps(journal: Storage, node: str, stamps: list[int]) -> None:
+    add_readings(journal, node, [(ts, 20, 50) for ts in stamps])
 
 
-def test_prune_deletes_only_old_forwarded_readings(journal):
+def test_the_cursor_only_moves_forward_and_rejected_readings_are_kept(journal):
     register(journal, "a")
-    add_readings(journal, "a", [1_000, 2_000, 3_000, 4_000])
-    ids = [r.id for r in journal.outbox_readings(0, 10)]
-    journal.mark_forwarded(ids[2])  # 1000, 2000, 3000 forwarded; 4000 waits
-    config = Config(data_dir=journal.path.parent, store="influxdb", journal_retention=1)
-    assert prune(journal, config, now_ns=1_000_000_000 + 3_500) == 3
-    assert [r.ts for r in journal.outbox_readings(0, 10)] == [4_000]
-
-
-def test_store_sqlite_prunes_only_when_retention_is_set(journal):
-    register(journal, "a")
-    add_readings(journal, "a", [1_000, 2_000])
-    now = 10 * 86400 * 10**9
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite"), now_ns=now) == 0
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite", journal_retention=86400), now_ns=now) == 2
-
-
-def test_retention_setting_takes_units_and_defaults_by_store():
-    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "12h"}).retention_s == 12 * 3600
-    assert Config.from_env({"TSWARM_JOURNAL_RETENTION": "90"}).retention_s == 90
-    assert Config.from_env({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home"}).retention_s == 30 * 86400
-    assert Config.from_env({}).retention_s == 0
-    with pytest.raises(ConfigError, match="TSWARM_JOURNAL_RETENTION"):
-        Config.from_env({"TSWARM_JOURNAL_RETENTION": "a month"})
+    add_stamps(journal, "a", [10, 20, 30])
+    first, second, third = journal.outbox_readings(0, 10)
+    journal.mark_forwarded(third.id, [(second, "HTTP 400: nope")])
+    journal.mark_forwarded(first.id)  # late, from a backfill or a race: no step back
+    assert journal.forward_cursor() == third.id
+    assert journal.count_outbox(journal.forward_cursor()) == 0
+    assert [(r, reason) for r, reason, _ in journal.rejected_readings()] == [(second, "HTTP 400: nope")]
 
 
 def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch):
@@ -309,7 +245,7 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     from tswarm.cli import cli
 
     register(journal, "a")
-    add_readings(journal, "a", [1_795_000_000_000_000_000])
+    add_stamps(journal, "a", [1_795_000_000_000_000_000])
     monkeypatch.setenv("TSWARM_DATA_DIR", str(journal.path.parent))
     monkeypatch.setenv("TSWARM_STORE", "influxdb")
     monkeypatch.setenv("TSWARM_INFLUX_API", "1")
@@ -329,20 +265,3 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     assert CliRunner().invoke(cli, ["status"]).output == "store       sqlite (the journal is the store; nothing to forward)\n"
 
 
-async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_waits(aiohttp_client, tmp_path, fake):
-    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, journal_retention=86400)
-    old = 1_000_000_000_000_000_000  # 2001
-    with open_storage(config.data_dir) as journal:
-        register(journal, "a", created=True)
-        add_readings(journal, "a", [old, old + 1, old + 2])
-        journal.mark_forwarded(journal.outbox_readings(0, 10)[1].id)  # the third still waits
-    fake.script = [(503, {"Retry-After": "3600"}, "down for maintenance")]  # and keeps waiting
-    client = await aiohttp_client(_app(config))
-    with open_storage(config.data_dir) as journal:
-        for _ in range(500):
-            if journal.count_outbox(0) < 3:
-                break
-            await asyncio.sleep(0.01)
-        assert [r.ts for r in journal.outbox_readings(0, 10)] == [old + 2]
-    health = await wait_health(client, lambda h: h["last_error"] is not None)
-    assert health["backlog"] == 1

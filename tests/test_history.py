@@ -106,9 +106,7 @@ async def test_v2_export_of_a_pruned_journal_is_influxdb_then_the_journal(influx
     """The whole export over the v2 path: the older part from the fake, the rest from the journal."""
     with open_storage(tmp_path / "data") as journal:
         register(journal, "attic")
-        node_id = journal.conn.execute("SELECT id FROM nodes").fetchone()[0]
-        journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, 21.5, 40.0)",
-                             (node_id, T0 + 10 * NS))
+        journal.add_readings([("attic", T0 + 10 * NS, 21.5, 40.0)])
         journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
 
         def export():

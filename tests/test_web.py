@@ -75,3 +75,16 @@ async def test_the_access_log_never_shows_the_token(make_client, kept, caplog):
     assert "GET /?token=***&refresh=5 HTTP/1.1" in lines[1]
     for record in caplog.records:
         assert kept not in str(record.__dict__)
+
+
+async def test_the_status_page_and_its_files_are_served_without_a_token(make_client):
+    client = await make_client(read_token="read-token-0123456789")
+    resp = await client.get("/")
+    assert resp.status == 200 and resp.content_type == "text/html"
+    html = await resp.text()
+    for path in ("/static/app.js", "/static/style.css", "/static/vendor/uplot/uPlot.iife.min.js", "/static/vendor/uplot/uPlot.min.css"):
+        assert path in html
+        assert (await client.get(path)).status == 200
+    assert "http" not in html.replace('href="/', "").split("<footer>")[0]  # nothing from another site
+    assert (await client.get("/static/vendor/uplot/LICENSE")).status == 200
+

@@ -16,6 +16,7 @@ import pytest
 
 from tswarm import auth
 from tswarm.storage import open_storage
+from tests.conftest import add_readings, register
 from tests.servers import IN_CI, ServiceProcess, request, tswarm_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,19 +46,12 @@ def fill_journal(data_dir: Path) -> None:
     now = time.time_ns()
     with open_storage(data_dir) as journal:
         for name in ("attic", "cellar", "kitchen", "porch", "shed"):
-            journal.add_node(name, auth.hash_password(PW, n=2**10))
-        journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name != 'porch'")
-        ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}
-        rows = []
-        for i in range(288):  # a day at 5-minute intervals, a gentle daily swing
-            ts = now - (288 - i) * 300 * NS + 30 * NS
-            rows.append((ids["kitchen"], ts, 20 + (i % 96) / 16, 45 + (i % 72) / 8))
-            rows.append((ids["shed"], ts, 10 + (i % 48) / 12, 70 - (i % 36) / 6))
-        rows.append((ids["attic"], now - 20 * 60 * NS, 24.5, 38.0))
-        rows.append((ids["cellar"], now - 3 * 3600 * NS, 12.0, 80.0))
-        journal.conn.execute("BEGIN")
-        journal.conn.executemany("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)", rows)
-        journal.conn.execute("COMMIT")
+            register(journal, name, PW, created=name != "porch")
+        day = [now - (288 - i) * 300 * NS + 30 * NS for i in range(288)]  # a day at 5-minute intervals
+        add_readings(journal, "kitchen", [(ts, 20 + (i % 96) / 16, 45 + (i % 72) / 8) for i, ts in enumerate(day)])
+        add_readings(journal, "shed", [(ts, 10 + (i % 48) / 12, 70 - (i % 36) / 6) for i, ts in enumerate(day)])
+        add_readings(journal, "attic", [(now - 20 * 60 * NS, 24.5, 38.0)])
+        add_readings(journal, "cellar", [(now - 3 * 3600 * NS, 12.0, 80.0)])
         journal.set_halt("shed", True)
 
 

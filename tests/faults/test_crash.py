@@ -7,8 +7,8 @@ import signal
 import sqlite3
 import time
 
+from tests import conftest
 from tests.servers import ServiceProcess, free_port, tswarm_env
-from tswarm import auth
 from tswarm.storage import open_storage
 
 from .load import Swarm, decode
@@ -19,11 +19,9 @@ PASSWORD = "fault-password"
 
 def register(data_dir, count):
     names = [f"n{i:03d}" for i in range(count)]
-    password_hash = auth.hash_password(PASSWORD, n=2**10)
     with open_storage(data_dir) as journal:
         for name in names:
-            journal.add_node(name, password_hash)
-            journal.conn.execute("UPDATE nodes SET created_at = 1 WHERE name = ?", (name,))
+            conftest.register(journal, name, PASSWORD, created=True)
     return names
 
 

@@ -5,12 +5,13 @@ import base64
 import json
 import re
 import socket
-import sqlite3
 import time
 
 import pytest
 
 from tswarm import auth
+from tswarm.storage import open_storage
+from tests.conftest import nodes_table
 from tests.servers import ServiceProcess, add_node, request, run_cli, tswarm_env
 
 PASSWORD = "Sup3r-Secret-Node-Password"
@@ -64,8 +65,8 @@ def test_no_secret_in_logs_error_bodies_or_at_rest(tmp_path):
     assert leaks == []
     assert len(error_bodies) >= 8 and "PUT /api/nodes/n1" in log  # the log did record the requests
 
-    with sqlite3.connect(data_dir / "tswarm.db") as conn:
-        hashes = [h for (h,) in conn.execute("SELECT password_hash FROM nodes")]
+    with open_storage(data_dir) as journal:
+        hashes = [password_hash for _, password_hash in nodes_table(journal)]
     assert len(hashes) == 2 and all(h.startswith(f"scrypt${auth.SCRYPT_N}$8$1$") for h in hashes)
     at_rest = b"".join(p.read_bytes() for p in data_dir.iterdir() if p.is_file())
     for secret in secrets:

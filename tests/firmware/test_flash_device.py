@@ -11,6 +11,7 @@ import pytest
 from tswarm.storage import open_storage
 from tswarm.settings import Config
 from tswarm.svconf import local_base_url
+from tests import conftest
 from tests.servers import add_node, run_cli, tswarm_env
 
 from .board import FIRMWARE, PtyBoard, boot
@@ -29,9 +30,9 @@ def flash(service, name, port, *args, check=True, allow_loopback=True):
 
 
 def nodes_table(service) -> list[tuple]:
-    """Every row of the journal's nodes table (names, password hashes, states), to compare whole."""
+    """Every node as the journal reports it (names, password hashes, states), to compare whole."""
     with open_storage(service.data_dir) as journal:
-        return journal.conn.execute("SELECT * FROM nodes ORDER BY id").fetchall()
+        return conftest.nodes_table(journal)
 
 
 def registered(service, name) -> bool:

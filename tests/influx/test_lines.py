@@ -64,11 +64,7 @@ async def test_batches_read_from_the_journal_are_the_readings_gzipped(journal):
 
     register(journal, "kitchen")
     register(journal, "attic")
-    ids = {name: journal.node_auth(name).id for name in ("kitchen", "attic")}
-    journal.conn.executemany(
-        "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-        [(ids["kitchen"], 1_000, 21.5, 40.0), (ids["attic"], 1_001, -3.2, 80.1), (ids["kitchen"], 1_002, 0.0, 100.0)],
-    )
+    journal.add_readings([("kitchen", 1_000, 21.5, 40.0), ("attic", 1_001, -3.2, 80.1), ("kitchen", 1_002, 0.0, 100.0)])
     target = V1Target("http://127.0.0.1:1", "tswarm")
     await target.close()  # only its prepare() is used
     reader = BatchReader(journal, target, limit=2)

@@ -14,6 +14,7 @@ import pytest
 from tswarm import auth
 from tswarm.storage import open_storage
 from tswarm.timefmt import rfc3339
+from tests.conftest import add_readings
 from tests.servers import ServiceProcess
 
 pytestmark = pytest.mark.integration
@@ -36,13 +37,8 @@ def million(tmp_path_factory) -> Path:
     with open_storage(data_dir) as journal:
         for n in range(NODES):
             journal.add_node(f"n{n}", auth.hash_password("pw", n=2**4))
-        ids = {name: i for i, name in journal.conn.execute("SELECT id, name FROM nodes")}
-        journal.conn.execute("BEGIN")
-        journal.conn.executemany(
-            "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)",
-            ((ids[name], ts, t, h) for ts, name, t, h in map(row, range(ROWS))),
-        )
-        journal.conn.execute("COMMIT")
+        for n in range(NODES):  # node by node: at each second the ids still run n0, n1, ... as row() orders them
+            add_readings(journal, f"n{n}", ((ts, t, h) for ts, _, t, h in map(row, range(n, ROWS, NODES))))
     return data_dir
 
 

@@ -23,6 +23,7 @@ import pytest
 from tswarm import auth
 from tswarm.storage import open_storage
 from tests.integration.test_influx import influx1_env, wait_for
+from tests.conftest import add_readings
 from tests.servers import TSWARM, ServiceProcess, request, run_cli, tswarm_env
 
 pytestmark = pytest.mark.integration
@@ -55,10 +56,7 @@ def readings(name: str, count: int) -> list[tuple[str, str]]:
 def journal_rows(data_dir) -> list[tuple]:
     """``(id, ts, node, temperature, humidity)`` of every reading, in commit order."""
     with open_storage(data_dir) as journal:
-        return journal.conn.execute(
-            "SELECT readings.id, ts, name, temperature, humidity FROM readings"
-            " JOIN nodes ON nodes.id = node_id ORDER BY readings.id"
-        ).fetchall()
+        return [(r.id, r.ts, r.node, r.temperature, r.humidity) for r in journal.outbox_readings(0, 10**9)]
 
 
 def healthz(service) -> dict:
@@ -100,8 +98,7 @@ def test_every_acknowledged_reading_is_stored_once_with_timestamps_unique_and_in
     sent = [r for name in names for r in readings(name, 30)]
     if clock == "behind":  # a reading an hour ahead, as after the clock stepped back: each new one is newest + 1
         with open_storage(data_dir) as journal:
-            journal.conn.execute("INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (1, ?, 99, 99)",
-                                 (time.time_ns() + 3600 * 10**9,))
+            add_readings(journal, names[0], [(time.time_ns() + 3600 * 10**9, 99, 99)])
     with ServiceProcess(data_dir, args=WORKERS) as service:
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda r: post(service, *r), sent))

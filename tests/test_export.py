@@ -1,0 +1,108 @@
+"""service/export.py: the rows of an export (CSV and NDJSON, whole), its cursor tokens, and the one
+code path `tswarm export` and ``GET /api/readings`` share. The CLI's own behaviour (exit codes, -o,
+error lines, the progress bar) is tested in tests/test_cli.py; the HTTP route in tests/test_readers.py."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+
+import pytest
+from hypothesis import given, strategies as st
+
+from tswarm.export import decode_cursor, encode_cursor, export_chunks
+from tswarm.storage import open_storage
+from tswarm.names import NODE_NAME
+from tswarm.timefmt import rfc3339
+from tests.conftest import ALL_CSV, T0, add_readings, fill_a_and_b
+from tests.servers import run_cli
+
+
+# -- the rows, whole ------------------------------------------------------------------------------
+
+
+names = st.from_regex(NODE_NAME, fullmatch=True)
+
+
+values = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**52), names, values, values), min_size=1, max_size=20))
+def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
+    data_dir = tmp_path_factory.mktemp("fmt")
+    with open_storage(data_dir) as journal:
+        for name in dict.fromkeys(name for _, name, _, _ in rows):
+            journal.add_node(name, "h")
+        for i, (ts, name, t, h) in enumerate(rows):
+            add_readings(journal, name, [(ts * 1000 + i, t, h)])
+        # SQLite keeps a REAL with no fraction as an integer, so -0.0 reads back as 0.0 (+ 0.0 does the same).
+        ordered = sorted((ts * 1000 + i, i, name, t + 0.0, h + 0.0) for i, (ts, name, t, h) in enumerate(rows))
+        expected = io.StringIO()
+        writer = csv.writer(expected)
+        writer.writerow(["time", "node", "temperature", "humidity"])
+        writer.writerows((rfc3339(ts), name, t, h) for ts, _, name, t, h in ordered)
+        assert "".join(export_chunks(journal, fmt="csv")) == expected.getvalue()
+
+
+def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
+    from tswarm.export import FloatText
+
+    text = FloatText()
+    assert [text[v] for v in (-0.0, 0.0, -0.0, 23.4, 23.4, 1e-05, 0.1 + 0.2)] == \
+        ["-0.0", "0.0", "-0.0", "23.4", "23.4", "1e-05", "0.30000000000000004"]
+
+
+
+def test_export_csv_whole(run, data_dir):
+    fill_a_and_b(data_dir)
+    assert run("export").output == (
+        "time,node,temperature,humidity\n"
+        "2025-11-24T16:00:00.000000000Z,a,21.5,40.0\n"
+        "2025-11-24T16:00:00.000000001Z,b,-3.2,80.0\n"
+        "2025-11-24T16:01:00.000000000Z,a,22.0,41.5\n"
+    )
+
+
+
+def test_export_stop_is_exclusive_and_epoch_seconds_work(run, data_dir):
+    fill_a_and_b(data_dir)
+    lines = run("export", "--start", "1764000000", "--stop", "1764000060").output.splitlines()
+    assert [line.split(",")[1] for line in lines[1:]] == ["a", "b"]
+
+
+
+def test_the_first_chunk_comes_only_after_the_query_ran(tmp_path):
+    """A query that cannot run fails before the CSV header, so a reader gets an error, not a header
+    alone that looks like an empty export. (A closed connection is a journal that fails for real.)"""
+    import sqlite3
+
+    import pytest
+
+    with open_storage(tmp_path / "data") as journal:
+        chunks = export_chunks(journal, fmt="csv")
+        journal.conn.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            next(chunks)
+
+
+# -- cursor tokens ------------------------------------------------------------------------------
+
+
+def test_cursor_tokens_round_trip_and_refuse_anything_else():
+    assert decode_cursor(encode_cursor((T0, 42))) == (T0, 42)
+    assert decode_cursor(encode_cursor((-5, 0))) == (-5, 0)
+    for bad in ("", "abc", base64.urlsafe_b64encode(b"r1.x.1").decode(), "!!!!"):
+        with pytest.raises(ValueError):
+            decode_cursor(bad)
+
+
+# -- one code path for the CLI and the API ----------------------------------------------------------
+
+
+async def test_cli_export_and_the_api_give_the_same_bytes(three_nodes, data_dir, make_client, tmp_path):
+    out = tmp_path / "out.csv"
+    run_cli(data_dir, "export", "-o", str(out))
+    assert out.read_bytes().decode() == ALL_CSV
+    client = await make_client()  # the same data dir
+    assert await (await client.get("/api/readings")).text() == ALL_CSV
+    assert run_cli(data_dir, "export").stdout.replace("\r\n", "\n") == ALL_CSV.replace("\r\n", "\n")
