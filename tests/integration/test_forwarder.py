@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tswarm.forwarder import Delivery
-from tswarm.influx import V1Target, line_protocol
+from tswarm.influx.lines import line_protocol
+from tswarm.influx.write import V1Target
 from tests.test_forwarder import Sleeps, readings
 
 pytestmark = pytest.mark.integration
