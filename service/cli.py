@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -37,7 +38,7 @@ def load_config(**overrides) -> Config:
     return Config.from_env(**overrides)
 
 
-def open_journal(data_dir: Path | None) -> Storage:
+def open_journal(data_dir: Optional[Path]) -> Storage:
     """The existing journal of ``--data-dir`` (only `node add` and `serve` create one)."""
     return existing_journal(load_config(data_dir=data_dir))
 
@@ -138,7 +139,7 @@ def _print_svconf(config: Config, name: str, password: str) -> None:
         click.echo(f"warning: {problem}, then run 'tswarm node passwd {name}' again", err=True)
 
 
-def _password_or_generated(password: str | None) -> str:
+def _password_or_generated(password: Optional[str]) -> str:
     try:
         return password_or_generated(password)
     except EmptyPassword:
@@ -288,7 +289,7 @@ class TimeParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def writable_file(path: Path | None) -> Path | None:
+def writable_file(path: Optional[Path]) -> Optional[Path]:
     """``path`` if a file can be written there (its folder exists, it is not a folder); a one-line error otherwise,
     before anything is read or written."""
     if path is None:
@@ -303,7 +304,7 @@ def writable_file(path: Path | None) -> Path | None:
     return path
 
 
-def _show_progress(output: Path | None) -> bool:
+def _show_progress(output: Optional[Path]) -> bool:
     """A bar on standard error when it is a terminal, unless the rows go to that terminal too."""
     return sys.stderr.isatty() and (output is not None or not sys.stdout.isatty())
 

@@ -70,10 +70,10 @@ class Delivery:
         target: InfluxTarget,
         max_backoff: float,
         *,
-        on_error: Callable[[str], Awaitable[None]] | None = None,
-        on_success: Callable[[], Awaitable[None]] | None = None,
+        on_error: Optional[Callable[[str], Awaitable[None]]] = None,
+        on_success: Optional[Callable[[], Awaitable[None]]] = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        on_wait: Callable[[str], None] | None = None,
+        on_wait: Optional[Callable[[str], None]] = None,
     ):
         """``on_wait``: told (instead of the log) why it waits, for someone at a terminal: each failed
         write with the delay before the next, and a write InfluxDB has not answered for ``WAIT_NOTICE_S``."""
@@ -276,7 +276,7 @@ async def backfill(
     start_ns: Optional[int],
     stop_ns: Optional[int],
     progress: Callable[[int], None] = lambda n: None,
-    on_wait: Callable[[str], None] | None = None,
+    on_wait: Optional[Callable[[str], None]] = None,
 ) -> tuple[int, int]:
     """Send the readings with ``start_ns <= ts < stop_ns`` to the configured InfluxDB again.
 

@@ -75,7 +75,7 @@ class InfluxTarget(cogvariants.Dataquery):
 
 
 class InfluxQuery(cogbuilder.Builder[cogvariants.Dataquery]):
-    def __init__(self, lang: str, ref_id: str, query: str, result_format: str = "time_series", alias: str | None = None):
+    def __init__(self, lang: str, ref_id: str, query: str, result_format: str = "time_series", alias: Optional[str] = None):
         self._target = InfluxTarget(
             ref_id, query, DATASOURCE[lang], result_format if lang == "influxql" else None,
             alias if lang == "influxql" else None,
@@ -113,7 +113,7 @@ def influxql_recent() -> str:
     )
 
 
-def _flux_from(field: str | None, node_var: bool) -> str:
+def _flux_from(field: Optional[str], node_var: bool) -> str:
     lines = [
         'from(bucket: "${bucket}")',
         "  |> range(start: v.timeRangeStart, stop: v.timeRangeStop)",
@@ -239,7 +239,7 @@ def _silent_panel(lang: str) -> table.Panel:
     return panel
 
 
-def _stat_panel(lang: str, title: str, influxql: str, flux: str, unit: str | None = None) -> stat.Panel:
+def _stat_panel(lang: str, title: str, influxql: str, flux: str, unit: Optional[str] = None) -> stat.Panel:
     panel = (
         stat.Panel()
         .title(title)

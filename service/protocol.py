@@ -8,6 +8,7 @@ guard, credentials), node state, JSON, values; only a valid reading reaches the 
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from aiohttp import web
 
@@ -25,7 +26,7 @@ log = logging.getLogger("tswarm.protocol")
 RETRY_AFTER_UNAVAILABLE = "30"
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
+async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
     """The whole body, or None when it is larger than ``limit`` (declared or actual)."""
     if request.content_length is not None and request.content_length > limit:
         return None

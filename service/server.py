@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 import socket
-from typing import Iterable
+from typing import Iterable, Optional
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -37,7 +37,7 @@ _PHRASE = re.compile(r"[A-Za-z][A-Za-z0-9 ,.()-]{2,79}")
 _SECRET_QUERY = re.compile(r"(?i)(token|key|pass|secret|auth|sig)")
 
 
-def describe(exc: BaseException | None) -> str:
+def describe(exc: Optional[BaseException]) -> str:
     """What is wrong with a request the parser refused, in words that quote none of its bytes."""
     if isinstance(exc, LineTooLong):
         return f"the request line or a header is longer than {exc.args[1]} bytes"
@@ -58,7 +58,7 @@ class RequestHandler(web.RequestHandler):
         super().__init__(manager, **kwargs)
         self._app = app
 
-    def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message=None):
+    def handle_error(self, request, status: int = 500, exc: Optional[BaseException] = None, message=None):
         if request.writer.output_size > 0:  # as aiohttp: an answer has begun, the connection is broken
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         if isinstance(exc, ContentEncodingError):
@@ -141,8 +141,8 @@ def _mask(pair: str) -> str:
 
 
 def run_app(
-    app: web.Application, *, host: str | None = None, port: int | None = None,
-    sock: Iterable[socket.socket] | None = None, shutdown_timeout: float = 60.0, handle_signals: bool = True,
+    app: web.Application, *, host: Optional[str] = None, port: Optional[int] = None,
+    sock: Optional[Iterable[socket.socket]] = None, shutdown_timeout: float = 60.0, handle_signals: bool = True,
 ) -> None:
     """``web.run_app`` with :class:`AppRunner` and :class:`AccessLogger`: serve until SIGINT/SIGTERM
     (``handle_signals``) or :class:`web.GracefulExit`, then stop as aiohttp does: the server first

@@ -366,7 +366,7 @@ class Config:
     worker: int = 0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Config":
+    def from_env(cls, env: Optional[Mapping[str, str]] = None, **overrides) -> "Config":
         """Read every ``TSWARM_*`` variable (unset: its default); ``overrides`` that are not None win."""
         env = os.environ if env is None else env
         values = {}

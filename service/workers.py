@@ -255,7 +255,7 @@ class Supervisor:
         return status
 
 
-def _exit_description(exitcode: int | None) -> str:
+def _exit_description(exitcode: Optional[int]) -> str:
     """How a worker process ended, for the log: ``was killed by SIGKILL``, ``exited with status 1``."""
     if exitcode is not None and exitcode < 0:
         return f"was killed by {signal.Signals(-exitcode).name}"
