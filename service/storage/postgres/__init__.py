@@ -34,7 +34,10 @@ class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, Retention
         self._url = url
         self.where = redact(url)  # the URL to show: its password is ***
         self._pinned = None
-        conn = connect(url)
+        try:
+            conn = connect(url)
+        except psycopg.Error as exc:  # not a URL libpq can read (a port that is not a number ...)
+            raise StorageUnusable(scrub(f"cannot use journal {self.where}: {exc}".splitlines()[0], url)) from None
         try:
             if not create and schema_version(conn) == 0:
                 raise StorageUnusable(

@@ -68,7 +68,13 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def schema_version(conn: psycopg.Connection) -> int:
     """The journal's version; 0: no journal in this database yet."""
-    if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+    # pg_tables, not to_regclass: the catalog cache is not refreshed by an advisory lock, the
+    # statement's snapshot is (a table another instance just created is seen here)
+    exists = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename = 'schema_version')"
+    ).fetchone()[0]
+    if not exists:
         return 0
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return row[0] or 0
