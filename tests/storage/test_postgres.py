@@ -236,6 +236,11 @@ async def test_a_stopped_server_is_unavailable_and_the_same_objects_recover(post
         later = await writer.append(node_id, 3.0, 3.0)  # no restart of the writer or the storage
         assert later > first
         assert await asyncio.to_thread(lambda: [r[2] for b in storage.iter_readings() for r in b]) == [1.0, 3.0]
+
+        await asyncio.to_thread(server.stop)  # a restart between two readings: nobody notices
+        await asyncio.to_thread(server.start)
+        assert await writer.append(node_id, 4.0, 4.0) > later
+        assert (await asyncio.to_thread(storage.node_auth, "a")).id == node_id
         await writer.close()
     for error in (refused.value, refused_too.value):
         assert str(error).startswith(f"PostgreSQL at {url.replace(server.PASSWORD, '***')} is unavailable: ")

@@ -51,6 +51,10 @@ def insert_readings(conn: psycopg.Connection, first_id: int, rows: list[tuple[in
     conn.execute(INSERT_READINGS, (ids, node_ids, stamps, temperatures, humidities))
 
 
+class _DiedIdle(Exception):
+    """The connection failed before the batch's first write: nothing of it reached the database."""
+
+
 class PostgresWriter(GroupCommitWriter):
     """Group commit on a connection of its own; ``synchronous="OFF"`` (benchmarks only) turns
     ``synchronous_commit`` off, anything else keeps it on."""
@@ -67,13 +71,27 @@ class PostgresWriter(GroupCommitWriter):
         return connect(self._url, synchronous_commit=self.synchronous.upper() != "OFF")
 
     def _commit(self, batch: list[Pending]) -> list[int]:
-        """Runs in the writer thread: one transaction for the whole batch."""
-        if self._conn is None or self._conn.closed:
-            self._conn = self._connect()  # the last one was lost: StorageUnavailable while the database is away
+        """Runs in the writer thread: one transaction for the whole batch. A connection that died
+        while idle (the server restarted since the last batch) fails before anything is sent but
+        BEGIN and the lock; the batch then gets one fresh connection."""
+        if self._conn is not None:
+            try:
+                return self._commit_on_connection(batch)
+            except _DiedIdle:
+                pass
+        self._conn = self._connect()  # StorageUnavailable while the database is away
+        try:
+            return self._commit_on_connection(batch)
+        except _DiedIdle as died:
+            raise unavailable(died.__cause__, self._url) from None
+
+    def _commit_on_connection(self, batch: list[Pending]) -> list[int]:
         conn = self._conn
+        writing = False
         try:
             with conn.transaction():
                 last, last_id = take_clock(conn)
+                writing = True
                 now = time.time_ns()
                 rows = []
                 for item in batch:
@@ -88,7 +106,9 @@ class PostgresWriter(GroupCommitWriter):
                     )
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
-            raise unavailable(exc, self._url) from None
+            if not writing:
+                raise _DiedIdle() from exc
+            raise unavailable(exc, self._url) from None  # the COMMIT's fate unknown: nothing acknowledged
         return [row[1] for row in rows]
 
     def _drop(self) -> None:
