@@ -8,6 +8,9 @@ command -v chromium >/dev/null || need+=(chromium)  # tests/browser (status page
 # (a system influxdb service the package may start on :8086 is neither used nor touched).
 [ -x /usr/bin/influxd ] || need+=(influxdb)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+# tests/storage (and the suites on PostgreSQL) initdb a throwaway cluster of their own on a free loopback port
+# (the cluster the package may create and start on :5432 is neither used nor touched).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "tests need Debian packages: ${need[*]} (run: sudo apt-get install ${need[*]})" >&2

@@ -19,7 +19,7 @@ from .forwarder import forwarder_ctx
 from .metrics import Metrics, count_requests, metrics_ctx
 from .pool import StoragePool
 from .readers import readers_ctx
-from .storage import open_storage
+from .storage import storage_for
 from .store_status import store_status
 from .retention import retention_ctx
 from .settings import Config
@@ -27,7 +27,7 @@ from .settings import Config
 
 async def _journal_ctx(app: web.Application):
     config = app[keys.CONFIG]
-    journal = open_storage(config.data_dir)
+    journal = storage_for(config)
     writer = journal.writer(synchronous=config.journal_synchronous, max_batch=config.journal_max_batch)
     await writer.start()
     app[keys.JOURNAL] = journal
@@ -39,8 +39,8 @@ async def _journal_ctx(app: web.Application):
 
 async def _storage_ctx(app: web.Application):
     """Threads with connections of their own for the storage calls of requests (service/pool.py)."""
-    data_dir = app[keys.CONFIG].data_dir
-    pool = StoragePool(lambda: open_storage(data_dir))
+    config = app[keys.CONFIG]
+    pool = StoragePool(lambda: storage_for(config))
     app[keys.STORAGE] = pool
     yield
     await asyncio.get_running_loop().run_in_executor(None, pool.close)  # a write may still wait for a lock

@@ -16,7 +16,9 @@ from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import EmptyPassword, Registration, nodes_report, password_or_generated, register
 from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
-from .storage import DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnusable, check_data_dir, open_storage
+from .storage import (
+    DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnavailable, StorageUnusable, check_data_dir, storage_for,
+)
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
@@ -44,13 +46,15 @@ def open_journal(data_dir: Optional[Path]) -> Storage:
 
 
 def existing_journal(config: Config) -> Storage:
+    if config.database_url:  # PostgreSQL: the database must hold a journal already
+        return storage_for(config, existing=True)
     check_data_dir(config.data_dir, create=False)
     if not (config.data_dir / DB_FILENAME).exists():
         raise click.ClickException(
             f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
             " (is --data-dir or TSWARM_DATA_DIR right?)"
         )
-    return open_storage(config.data_dir)
+    return storage_for(config)
 
 
 def node_name_arg(func):
@@ -69,7 +73,7 @@ class Cli(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (ConfigError, StorageUnusable) as exc:
+        except (ConfigError, StorageUnusable, StorageUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
 
 
@@ -154,7 +158,7 @@ def node_add(name, password, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
     password = _password_or_generated(password)
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         try:
             register(journal, config, name, password, Registration.NEW)
         except NodeExists:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .nodes import EmptyPassword, Registration, password_or_generated, register as register_node
-from .storage import DB_FILENAME, StorageUnusable, check_data_dir, open_storage
+from .storage import DB_FILENAME, StorageUnavailable, StorageUnusable, check_data_dir, storage_for
 from .settings import Config
 from .svconf import loopback_problem, svconf
 
@@ -144,7 +144,7 @@ def register(config: Config, name: str, password: str, given: bool) -> Optional[
     its old one cannot be recovered from the hash. The last step of a flash: nothing changes before
     the board holds its files.
     """
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         if register_node(journal, config, name, password, Registration.EITHER).added:
             return None
     if given:
@@ -161,13 +161,21 @@ def destination(conf: dict) -> str:
     return line
 
 
-def check_journal(data_dir: Path) -> None:
-    """Fail early unless the journal in ``data_dir`` opens and can be written, creating nothing
-    (the data dir's rules are the journal's own: :func:`~tswarm.storage.check_data_dir`)."""
+def check_journal(config: Config) -> None:
+    """Fail early unless the journal of ``config`` opens and can be written, creating nothing
+    (the data dir's rules are the journal's own: :func:`~tswarm.storage.check_data_dir`; a
+    PostgreSQL journal must open, its server reachable)."""
+    if config.database_url:
+        try:
+            storage_for(config).close()
+        except (StorageUnusable, StorageUnavailable) as exc:
+            raise FlashError(str(exc)) from None
+        return
+    data_dir = config.data_dir
     try:
         check_data_dir(data_dir, create=False)
         if (Path(data_dir) / DB_FILENAME).exists():
-            open_storage(data_dir).close()
+            storage_for(config).close()
     except StorageUnusable as exc:
         raise FlashError(str(exc)) from None
     path = Path(data_dir)
@@ -182,7 +190,7 @@ def node_config(config: Config, name: str, password: Optional[str], options: Boa
     """Node ``name``'s config.json text; registers the node (or sets its password) once all is checked."""
     conf, new_password = credentials(config, name, password, allow_loopback)
     text = config_json(build_config(conf, options))
-    check_journal(config.data_dir)
+    check_journal(config)
     report(destination(conf))
     note = register(config, name, new_password, given=password is not None)
     if note:
@@ -204,7 +212,7 @@ def flash(config: Config, name: str, port: str, password: Optional[str], options
         raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
     conf, new_password = credentials(config, name, password, allow_loopback)
     files = firmware_files(config_json(build_config(conf, options)))
-    check_journal(config.data_dir)
+    check_journal(config)
     probe(port, timeout=timeout, node=name)
     report(f"board on {port} answers")
     report(destination(conf))

@@ -36,7 +36,7 @@ from . import keys
 from .influx import endpoint
 from .influx.lines import LineEncoder, line_protocol
 from .influx.write import WRITE_TIMEOUT_S, InfluxTarget, Rejected, TooLarge, WriteError
-from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, open_storage
+from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.forwarder")
@@ -179,7 +179,7 @@ class Forwarder:
 
     async def run(self) -> None:
         self._journal = await asyncio.get_running_loop().run_in_executor(
-            self._executor, open_storage, self.config.data_dir
+            self._executor, storage_for, self.config
         )
         next_batch: Optional[asyncio.Future] = None
         try:

@@ -38,6 +38,15 @@ async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
     return bytes(body)
 
 
+def _unavailable(name: str, exc: StorageUnavailable) -> web.Response:
+    """503: nothing was stored, nothing acknowledged; the node tries again on its next wake."""
+    log.warning("journal refused a reading from %s: %s", name, exc)
+    return json_error(
+        503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",
+        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
+    )
+
+
 async def node_reading(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.CONFIG]
@@ -60,6 +69,8 @@ async def node_reading(request: web.Request) -> web.Response:
         )
     except LoginRefused as refused:
         return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
+    except StorageUnavailable as exc:  # the node's lookup: the database is away (PostgreSQL restarting)
+        return _unavailable(name, exc)
 
     create = request.method == "POST"
     if not node.created and not create:
@@ -76,11 +87,7 @@ async def node_reading(request: web.Request) -> web.Response:
     try:
         ts = await app[keys.WRITER].append(node.id, reading.temperature, reading.humidity, create=create)
     except StorageUnavailable as exc:
-        log.warning("journal refused a reading from %s: %s", name, exc)
-        return json_error(
-            503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",
-            headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
-        )
+        return _unavailable(name, exc)
     app[keys.STATS].accepted += 1
 
     if is_halted(node, config):

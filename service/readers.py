@@ -26,7 +26,7 @@ from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
 from .history import HistoryUnavailable, open_history, page_end
-from .storage import Storage, open_storage
+from .storage import Storage, storage_for
 from .metrics import client_gone
 from .nodes import nodes_report
 from .settings import Config
@@ -100,7 +100,7 @@ def export_with_page_end(config: Config, args: dict) -> Iterator:
 
     The export's first chunk is made before the cursor is handed over, so everything that can
     fail before streaming (InfluxDB unreachable for pruned readings) fails before the headers."""
-    with open_storage(config.data_dir) as journal, journal.snapshot(), \
+    with storage_for(config) as journal, journal.snapshot(), \
             open_history(config) or contextlib.nullcontext() as influx:
         limit = args.get("limit")
         page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}

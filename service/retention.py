@@ -22,7 +22,7 @@ from typing import Optional
 from aiohttp import web
 
 from . import keys
-from .storage import Storage, open_storage
+from .storage import Storage, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.retention")
@@ -48,7 +48,7 @@ async def retention_ctx(app: web.Application):
         return
 
     def prune_once() -> None:
-        with open_storage(config.data_dir) as journal:
+        with storage_for(config) as journal:
             pruned = prune(journal, config)
         if pruned:
             log.info("pruned %d reading(s) older than the journal's retention (%d s)", pruned, config.retention_s)

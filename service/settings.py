@@ -227,6 +227,21 @@ class InfluxUrl(Parser):
             raise ConfigError(f"{name} must be an http:// or https:// URL like http://localhost:8086, got {value!r}")
 
 
+class DatabaseUrl(Parser):
+    """Empty, or a ``postgres://`` / ``postgresql://`` URL. Its text is never quoted back: it holds a password."""
+
+    def read(self, name: str, text: str) -> str:
+        self.check(name, text.strip())
+        return text.strip()
+
+    def check(self, name: str, value: Any) -> None:
+        if value and urlsplit(value).scheme.lower() not in ("postgres", "postgresql"):
+            raise ConfigError(
+                f"{name} must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
+                " (or empty); the value given is not one (not shown: it may hold a password)"
+            )
+
+
 # -- the declaration ---------------------------------------------------------------------------------
 
 _READ_DEFAULT: Any = object()  # the field's value when its variable is not set: the parser's reading of the default
@@ -243,6 +258,7 @@ class Setting:
     field: str = ""  # the Config attribute (filled in from the class below)
     unset: Any = _READ_DEFAULT  # the field's value when the variable is not set, if not the default read
     wins: str = ""  # another variable that wins over this one when set and not empty (Heroku's PORT)
+    fallback: str = ""  # another variable read when this one is not set or empty (Heroku's DATABASE_URL)
 
     def read(self, text: str, name: Optional[str] = None) -> Any:
         return self.parser.read(name or self.name, text)
@@ -259,11 +275,11 @@ _SETTING = "tswarm.setting"  # the key of a field's metadata that holds its Sett
 
 
 def setting(name: str, default: str, parser: Parser, help: str, *, unset: Any = _READ_DEFAULT, wins: str = "",
-            secret: bool = False) -> Any:
+            fallback: str = "", secret: bool = False) -> Any:
     """A :class:`Config` field read from the variable ``name``; ``secret`` keeps it out of ``repr``.
 
     ``help`` may name the parser's ``words`` (``{range}``, ``{levels}``, ``{most}``) instead of repeating them."""
-    declared = Setting(name, default, parser, help.format(**parser.words()), unset=unset, wins=wins)
+    declared = Setting(name, default, parser, help.format(**parser.words()), unset=unset, wins=wins, fallback=fallback)
     return field(default=declared.value_unset, repr=not secret, metadata={_SETTING: declared})
 
 
@@ -277,6 +293,13 @@ class Config:
         "TSWARM_DATA_DIR", "./data", Folder(),
         "Folder of the SQLite journal (created if missing; it must be writable). One `tswarm serve` at a time may use it"
         " (a second is refused while `tswarm.lock` in it is held); the other commands work beside a running service.",
+    )
+    database_url: str = setting(
+        "TSWARM_DATABASE_URL", "", DatabaseUrl(),
+        "A `postgres://` or `postgresql://` URL (`postgres://user:password@host:5432/db`): the registry and the journal"
+        " live in that PostgreSQL database, shared by any number of instances, instead of SQLite in the data dir;"
+        " empty: SQLite. `DATABASE_URL` (Heroku's name) is read when this is not set; this one wins when both are.",
+        fallback="DATABASE_URL", secret=True,
     )
     host: str = setting("TSWARM_HOST", "0.0.0.0", Text(), "Address `tswarm serve` listens on (a name must resolve).")
     port: int = setting(
@@ -373,6 +396,8 @@ class Config:
         for s in SETTINGS:
             if s.name in env:
                 values[s.field] = s.read(env[s.name])
+            if s.fallback and not env.get(s.name, "").strip() and env.get(s.fallback):
+                values[s.field] = s.read(env[s.fallback], name=s.fallback)
             if s.wins and env.get(s.wins):
                 values[s.field] = s.read(env[s.wins], name=s.wins)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -446,7 +471,7 @@ def settings_help() -> str:
 
 def settings_list(environ: Mapping[str, str]) -> str:
     """What `tswarm settings` prints: every setting, ``*`` where ``environ`` sets it (values are never shown)."""
-    lines = [f"{'*' if s.name in environ else ' '} {s.name:<26} default {s.default!r}: {s.help}" for s in SETTINGS]
+    lines = [f"{'*' if s.name in environ or s.fallback in environ else ' '} {s.name:<26} default {s.default!r}: {s.help}" for s in SETTINGS]
     return "\n".join([*lines, "(* set in this environment)"]) + "\n"
 
 

@@ -44,7 +44,7 @@ from aiohttp import web
 from .app import create_app
 from .server import run_app
 from .datadir import DataDirInUse, hold_data_dir  # noqa: F401 (DataDirInUse: what serve raises; the CLI imports it here)
-from .storage import open_storage
+from .storage import storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -72,7 +72,7 @@ def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
     :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.storage.StorageUnusable`)."""
     _check_host(config.host, config.port)
     with hold_data_dir(config.data_dir, port=config.port):
-        open_storage(config.data_dir).close()  # a file that is not a journal: one error here, not one per worker
+        storage_for(config).close()  # a file that is not a journal: one error here, not one per worker
         log.info(
             "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
             f", {config.workers} workers" if config.workers > 1 else "",

@@ -16,7 +16,7 @@ from tswarm.storage import NodeStatus, Storage, open_storage
 from tswarm.server import AccessLogger, AppRunner
 from tswarm.settings import Config
 
-from .servers import InfluxDB1, VictoriaMetrics
+from .servers import InfluxDB1, PostgreSQL, VictoriaMetrics
 
 # No test here measures time with hypothesis: its per-example deadline (200 ms by default) only
 # turns a slow moment of a loaded machine (CI, `make test` beside a build) into a failure.
@@ -188,3 +188,32 @@ def victoria_metrics(tmp_path_factory):
     yield server
     server.stop()
 
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the session (tests/servers.py): ``.url(db)``,
+    ``.new_database()``. Tests share it, so each uses its own database (``postgres_url``)."""
+    server = PostgreSQL().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres) -> str:
+    """The URL of a fresh, empty database of the session's cluster, for this test alone."""
+    return postgres.new_database()
+
+
+@pytest.fixture
+def postgres_factory():
+    """``postgres_factory()`` starts a private cluster (for tests that stop and restart it); removed after the test."""
+    servers = []
+
+    def start() -> PostgreSQL:
+        servers.append(PostgreSQL())
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.remove()

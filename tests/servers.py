@@ -1,7 +1,8 @@
 """Real processes for tests, the one place that starts them: the `tswarm` CLI, `tswarm serve` on a free
-loopback port, InfluxDB 1.x (Debian's ``influxd``) and VictoriaMetrics. The integration and fault
-suites share them through the fixtures in tests/conftest.py (``influxdb1``, ``influxdb1_factory``,
-``victoria_metrics``); the MicroPython board lives in tests/firmware/board.py and follows the same shape.
+loopback port, InfluxDB 1.x (Debian's ``influxd``), VictoriaMetrics and PostgreSQL (Debian's
+``postgresql``). The integration, fault and storage suites share them through the fixtures in
+tests/conftest.py (``influxdb1``, ``influxdb1_factory``, ``victoria_metrics``, ``postgres``,
+``postgres_url``, ``postgres_factory``); the MicroPython board lives in tests/firmware/board.py and follows the same shape.
 
 Each server starts on 127.0.0.1 with free ports and a temporary data folder, waits until it answers,
 and is stopped by its PID. In CI (``CI=true``) a missing binary fails the test; elsewhere it skips.
@@ -16,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 import time
 import urllib.error
@@ -295,3 +297,98 @@ class VictoriaMetrics(ServerProcess):
                                   {"Content-Type": "application/x-www-form-urlencoded"})
         assert status == 200, body
         return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------
+
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"  # Debian's postgresql package; TSWARM_TEST_PG_BIN overrides
+
+
+def require_postgres_bin() -> Path:
+    """The folder of ``initdb``/``pg_ctl`` (the newest version); a failure in CI, a skip elsewhere."""
+    override = os.environ.get("TSWARM_TEST_PG_BIN")
+    candidates = [Path(override)] if override else sorted(
+        Path("/").glob(PG_BIN_GLOB.lstrip("/")), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0
+    )
+    found = [p for p in candidates if os.access(p / "initdb", os.X_OK) and os.access(p / "pg_ctl", os.X_OK)]
+    if not found:
+        message = f"initdb and pg_ctl are missing under {override or PG_BIN_GLOB}: install the Debian package" \
+                  " 'postgresql' (scripts/system-deps.sh does)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found[-1]
+
+
+class PostgreSQL:
+    """A throwaway cluster: ``initdb`` into a temporary folder, ``pg_ctl`` on a free loopback port, its
+    socket in that folder too. Run as root, both run as the ``postgres`` user (``runuser``), in a
+    folder it owns; stopped (``pg_ctl stop``, which signals the postmaster this started) and removed
+    after. Password authentication over TCP (scram), so URLs carry a real password.
+
+    ``fsync=off``: a test cluster that a power cut may lose (what durability costs is measured in
+    benchmarks/); ``synchronous_commit`` stays on, as tswarm sets it.
+    """
+
+    USER = "postgres"
+    PASSWORD = "pg-secret-Zq7"
+    _names = itertools.count(1)
+
+    def __init__(self):
+        self.bin = require_postgres_bin()
+        self.root = Path(tempfile.mkdtemp(prefix="tswarm-pg-"))  # in /tmp: the postgres user can reach it
+        self.data = self.root / "data"
+        self.log_path = self.root / "postgres.log"
+        self.port = free_port()
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.PASSWORD + "\n")
+        if self.as_postgres:
+            shutil.chown(self.root, "postgres", "postgres")
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._run(self.bin / "initdb", "-D", self.data, "-U", self.USER, f"--pwfile={pwfile}", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8")
+        pwfile.unlink()
+        self.running = False
+
+    def _run(self, *args) -> None:
+        proc = subprocess.run([*self.as_postgres, *map(str, args)], capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+                               f"\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self) -> "PostgreSQL":
+        """Start (or start again, on the same data and port) and wait until it takes connections."""
+        options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
+                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.log_path, "-w", "-t", "60", "-o", options, "start")
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown (open connections are closed); nothing if not running."""
+        if self.running:
+            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
+            self.running = False
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{self.USER}:{self.PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """A fresh, empty database; its URL."""
+        import psycopg
+
+        name = f"t{os.getpid()}_{next(self._names)}"
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)

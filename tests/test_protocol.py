@@ -254,6 +254,27 @@ async def test_journal_that_cannot_take_the_reading_gets_503_with_retry_after(cl
     assert stored(journal) == []
 
 
+async def test_postgres_stopped_gets_503_with_retry_after_and_then_recovers(make_client, postgres_factory):
+    """PostgreSQL (a private cluster) stops under a running app: the node's lookup cannot be made, so
+    a 503, nothing stored; started again, the same app takes readings without a restart."""
+    from tswarm.storage import open_storage
+
+    server = postgres_factory()
+    url = server.new_database()
+    with open_storage("", url) as journal:
+        register(journal, "n1", PW, created=True)
+    client = await make_client(database_url=url)
+    assert (await client.put("/api/nodes/n1", data=body(), headers=hdr())).status == 202
+    server.stop()
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr(password="other"))  # not in the cache
+    await assert_error(resp, 503, "journal_unavailable")
+    assert int(resp.headers["Retry-After"]) > 0
+    server.start()
+    assert (await client.put("/api/nodes/n1", data=body("1 2"), headers=hdr())).status == 202
+    with open_storage("", url) as journal:
+        assert [r[2:] for r in stored(journal)] == [(23.4, 45.1), (1.0, 2.0)]
+
+
 async def test_too_many_failed_logins_get_429_but_an_already_verified_node_still_passes(make_client, journal, node):
     register(journal, "n2", "pw2", created=True)
     client = await make_client(auth_max_failures=5, auth_window=60)

@@ -173,7 +173,7 @@ def test_every_config_field_is_one_setting_or_a_knob_named_as_not_a_setting():
 
 def test_the_defaults_are_as_before():
     assert {s.name: getattr(Config(), s.field) for s in SETTINGS} == {
-        "TSWARM_DATA_DIR": Path("./data"), "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
+        "TSWARM_DATA_DIR": Path("./data"), "TSWARM_DATABASE_URL": "", "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
         "TSWARM_HALT": False, "TSWARM_STORE": "sqlite", "TSWARM_INFLUX_URL": "http://localhost:8086",
         "TSWARM_INFLUX_API": "2", "TSWARM_INFLUX_TOKEN": "", "TSWARM_INFLUX_ORG": "", "TSWARM_INFLUX_BUCKET": "tswarm",
         "TSWARM_INFLUX_DB": "tswarm", "TSWARM_INFLUX_USER": "", "TSWARM_INFLUX_PASSWORD": "", "TSWARM_ADMIN_TOKEN": "",
@@ -194,6 +194,7 @@ def test_each_default_as_typed_in_the_environment_reads_as_the_field_default():
 # A good value for every setting that is not its default, and the field's value then.
 GOOD = {
     "TSWARM_DATA_DIR": ("/srv/tswarm", Path("/srv/tswarm")), "TSWARM_HOST": ("::1", "::1"),
+    "TSWARM_DATABASE_URL": (" postgres://u:pw@db:5432/t ", "postgres://u:pw@db:5432/t"),
     "TSWARM_PORT": ("+0", 0), "TSWARM_WORKERS": ("256", 256), "TSWARM_HALT": (" ON ", True),
     "TSWARM_STORE": (" InfluxDB ", "influxdb"), "TSWARM_INFLUX_URL": ("https://influx:8443", "https://influx:8443"),
     "TSWARM_INFLUX_API": (" 1 ", "1"), "TSWARM_INFLUX_TOKEN": ("tok", "tok"), "TSWARM_INFLUX_ORG": ("home", "home"),
@@ -218,6 +219,27 @@ def test_each_variable_fills_its_own_field_and_no_other(setting):
 
 def test_good_values_cover_every_setting():
     assert set(GOOD) == set(SETTINGS_BY_NAME)
+
+
+def test_database_url_is_read_unless_tswarm_database_url_is_set():
+    assert Config.from_env({"DATABASE_URL": "postgres://h/a"}).database_url == "postgres://h/a"
+    both = {"DATABASE_URL": "postgres://h/a", "TSWARM_DATABASE_URL": "postgresql://h/b"}
+    assert Config.from_env(both).database_url == "postgresql://h/b"
+    assert Config.from_env({**both, "TSWARM_DATABASE_URL": ""}).database_url == "postgres://h/a"
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "TSWARM_DATABASE_URL"])
+def test_a_database_url_of_another_scheme_is_one_line_without_its_password(name):
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({name: "mysql://u:hunter22@db/t"})
+    assert str(refused.value) == (
+        f"{name} must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
+        " (or empty); the value given is not one (not shown: it may hold a password)"
+    )
+
+
+def test_the_database_url_stays_out_of_the_config_repr():
+    assert "hunter22" not in repr(Config.from_env({"DATABASE_URL": "postgres://u:hunter22@db/t"}))
 
 
 def test_port_wins_over_tswarm_port_unless_empty():

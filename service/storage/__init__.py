@@ -1,11 +1,14 @@
-"""Storage: one interface (:mod:`.interface`), SQLite its first engine (:mod:`.sqlite`).
+"""Storage: one interface (:mod:`.interface`), two engines: SQLite in the data dir (:mod:`.sqlite`,
+the default) and PostgreSQL (:mod:`.postgres`, a ``postgres://`` URL in ``DATABASE_URL`` /
+``TSWARM_DATABASE_URL``).
 
-``open_storage(data_dir)`` is how every caller gets one; the records and errors are here too.
-Nothing outside this package writes SQL.
+``storage_for(config)`` (or ``open_storage(data_dir, database_url)``) is how every caller gets one;
+the records and errors are here too. Nothing outside this package writes SQL.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .interface import (
     FORWARD_CURSOR,
@@ -29,11 +32,22 @@ __all__ = [
     "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE",
     "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
-    "check_data_dir", "open_storage",
+    "check_data_dir", "open_storage", "storage_for",
 ]
 
 
-def open_storage(data_dir: Path | str) -> Storage:
-    """The journal of ``data_dir`` (created if new, upgraded if old); :class:`StorageUnusable` if it
-    cannot be used. Close it, or use it as a context manager."""
+def open_storage(data_dir: Path | str, database_url: str = "", *, existing: bool = False) -> Storage:
+    """The journal: in PostgreSQL when ``database_url`` is given (a ``postgres://`` or ``postgresql://``
+    URL, as the settings check), else in ``data_dir`` (SQLite). Created if new (``existing``: PostgreSQL refuses a database without
+    one), upgraded if old; :class:`StorageUnusable` if it cannot be used, :class:`StorageUnavailable`
+    if its server cannot be reached. Close it, or use it as a context manager."""
+    if database_url:
+        from .postgres import PostgresStorage  # psycopg only where it is used
+
+        return PostgresStorage(database_url, create=not existing)
     return SqliteStorage.open(data_dir)
+
+
+def storage_for(config: Any, *, existing: bool = False) -> Storage:
+    """The journal that ``config`` (a :class:`~tswarm.settings.Config`) names: its database URL, else its data dir."""
+    return open_storage(config.data_dir, config.database_url, existing=existing)

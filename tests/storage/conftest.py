@@ -1,7 +1,8 @@
 """One ``storage`` fixture over every engine: each test of tests/storage runs once per engine.
 
-SQLite is the only engine today; a second one is one more entry in :data:`ENGINES`, not a copy of
-the tests. Fixtures build nodes and readings through the :class:`~tswarm.storage.Storage` interface,
+SQLite (a file in the test's tmp dir) and PostgreSQL (a fresh database of the session's real
+cluster, tests/servers.py) are the entries of :data:`ENGINES`; an engine is a parameter of the
+tests, not a copy of them. Fixtures build nodes and readings through the :class:`~tswarm.storage.Storage` interface,
 never SQL; a test of one engine's own mechanics (pragmas, its file) asks for that engine's fixture.
 """
 from __future__ import annotations
@@ -14,18 +15,34 @@ import pytest
 from tswarm.storage import Storage
 from tswarm.storage.sqlite import SqliteStorage
 
-ENGINES: dict[str, Callable[[Path], Storage]] = {
-    "sqlite": lambda tmp_path: SqliteStorage.open(tmp_path / "data"),
+
+def _sqlite(request: pytest.FixtureRequest) -> Callable[[], Storage]:
+    path: Path = request.getfixturevalue("tmp_path") / "data"
+    return lambda: SqliteStorage.open(path)
+
+
+def _postgres(request: pytest.FixtureRequest) -> Callable[[], Storage]:
+    from tswarm.storage.postgres import PostgresStorage
+
+    url: str = request.getfixturevalue("postgres_url")  # starts the session's cluster on first use
+    return lambda: PostgresStorage(url)
+
+
+# engine -> (the test's request -> a function that opens the test's storage, again and again)
+ENGINES: dict[str, Callable[[pytest.FixtureRequest], Callable[[], Storage]]] = {
+    "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(ENGINES))
-def open_engine(request, tmp_path) -> Callable[[], Storage]:
+def open_engine(request) -> Callable[[], Storage]:
     """``open_engine()`` -> a new connection to the same storage (as another process would open it)."""
     opened: list[Storage] = []
+    open_storage = ENGINES[request.param](request)
 
     def open_() -> Storage:
-        opened.append(ENGINES[request.param](tmp_path))
+        opened.append(open_storage())
         return opened[-1]
 
     yield open_

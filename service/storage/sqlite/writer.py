@@ -7,15 +7,13 @@ unique because the newest one is read under the write lock.
 """
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable
 
-from ..interface import PRUNED_BEFORE, NodeNotFound, StorageUnavailable, Writer
+from ..group import GroupCommitWriter, Pending
+from ..interface import PRUNED_BEFORE, NodeNotFound
 from .schema import connect, transaction
 
 INSERT_READING = "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)"
@@ -31,90 +29,18 @@ def newest_stamp(conn: sqlite3.Connection) -> int:
     ).fetchone()[0]
 
 
-@dataclass
-class _Pending:
-    node_id: int
-    temperature: float
-    humidity: float
-    create: bool
-    future: asyncio.Future
-
-
-class SqliteWriter(Writer):
-    """Group commit: one writer thread, many waiting requests per transaction."""
+class SqliteWriter(GroupCommitWriter):
+    """Group commit on a connection of its own (WAL, ``synchronous`` as asked: FULL syncs before the 202)."""
 
     def __init__(self, path: Path, *, synchronous: str = "FULL", max_batch: int = 5000, max_queue: int = 50_000):
+        super().__init__(max_batch=max_batch, max_queue=max_queue)
         self.path = Path(path)
         self.synchronous = synchronous
-        self.max_batch = max_batch
-        self.max_queue = max_queue
-        self._pending: list[_Pending] = []
-        self._wakeup = asyncio.Event()
-        self._closing = False
-        self._task: Optional[asyncio.Task] = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
-        self._conn: Optional[sqlite3.Connection] = None
-        self.on_commit = None
-        self.commit_listeners: list[Callable[[], None]] = []
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._conn = await loop.run_in_executor(self._executor, lambda: connect(self.path, synchronous=self.synchronous))
-        self._task = asyncio.create_task(self._run(), name="journal-writer")
+    def _connect(self) -> sqlite3.Connection:
+        return connect(self.path, synchronous=self.synchronous)
 
-    async def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        if self._conn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        self._executor.shutdown(wait=True)
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
-    async def append(self, node_id: int, temperature: float, humidity: float, *, create: bool = False) -> int:
-        if self._closing:
-            raise StorageUnavailable("the service is shutting down")
-        if len(self._pending) >= self.max_queue:
-            raise StorageUnavailable("the journal is overloaded")
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(node_id, temperature, humidity, create, future))
-        self._wakeup.set()
-        return await future
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                started = time.perf_counter()
-                try:
-                    stamps = await loop.run_in_executor(self._executor, self._commit, batch)
-                except Exception as exc:  # disk full, I/O error: nothing of this batch was stored
-                    error = StorageUnavailable(f"{type(exc).__name__}: {exc}")
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(error)
-                    continue
-                if self.on_commit is not None:
-                    self.on_commit(len(batch), time.perf_counter() - started)
-                for listener in self.commit_listeners:
-                    listener()
-                for item, ts in zip(batch, stamps):
-                    if not item.future.done():
-                        item.future.set_result(ts)
-            if self._closing:
-                return
-
-    def _commit(self, batch: list[_Pending]) -> list[int]:
+    def _commit(self, batch: list[Pending]) -> list[int]:
         """Runs in the writer thread: one transaction for the whole batch."""
         conn = self._conn
         with transaction(conn):

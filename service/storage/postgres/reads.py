@@ -1,0 +1,159 @@
+"""Reads: readings by node and time range, counts, pages, one snapshot; and the one WHERE builder
+every range query of the engine (outbox, reads, retention) is made with.
+
+Long reads stream through a server-side (named) cursor, ``batch`` rows per round trip: memory stays
+flat whatever the range.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Optional
+
+from .connection import Connections
+
+MIN_NS, MAX_NS = -(2**63), 2**63 - 1
+_cursor_names = itertools.count(1)
+
+
+def where(
+    *,
+    after_id: Optional[int] = None,
+    up_to_id: Optional[int] = None,
+    start_ns: Optional[int] = None,
+    stop_ns: Optional[int] = None,
+    after: Optional[tuple[int, int]] = None,
+    node_id: Optional[int] = None,
+    table: str = "readings",
+) -> tuple[str, list]:
+    """``(clause, params)`` for the rows of ``table`` with ``after_id < id <= up_to_id``,
+    ``start_ns <= ts < stop_ns``, strictly after ``after=(ts, id)`` in the order ``(ts, id)``, of
+    node ``node_id``: a condition for each bound given, none for None ("TRUE": every row)."""
+    clauses, params = [], []
+    if after_id is not None:
+        clauses.append(f"{table}.id > %s")
+        params.append(after_id)
+    if up_to_id is not None:
+        clauses.append(f"{table}.id <= %s")
+        params.append(up_to_id)
+    if start_ns is not None:
+        clauses.append(f"{table}.ts >= %s")
+        params.append(start_ns)
+    if stop_ns is not None:
+        clauses.append(f"{table}.ts < %s")
+        params.append(stop_ns)
+    if after is not None:
+        clauses.append(f"{table}.ts >= %s AND ({table}.ts > %s OR {table}.id > %s)")
+        params += [after[0], after[0], after[1]]
+    if node_id is not None:
+        clauses.append(f"{table}.node_id = %s")
+        params.append(node_id)
+    return " AND ".join(clauses) or "TRUE", params
+
+
+class ReadsRoom(Connections):
+    def _time_range(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+        """The readers' WHERE clause, or None when ``node`` never existed."""
+        node_id = None
+        if node is not None:
+            node_id = self._node_id(node)
+            if node_id is None:
+                return None
+        return where(start_ns=start_ns, stop_ns=stop_ns, after=after, node_id=node_id)
+
+    def _stream(self, sql: str, params: list, batch: int) -> Iterator[list[tuple]]:
+        """The rows of ``sql``, ``batch`` at a time, through a named cursor (in a transaction of its
+        own, or the snapshot's)."""
+        with self._transaction() as conn:
+            with conn.cursor(name=f"tswarm_read_{next(_cursor_names)}") as cur:
+                cur.itersize = batch
+                cur.execute(sql, params)
+                while rows := cur.fetchmany(batch):
+                    yield rows
+
+    def count_readings(self) -> int:
+        return self._one("SELECT COUNT(*) FROM readings")[0]
+
+    def iter_readings(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        batch: int = 5000,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+        with_id: bool = False,
+    ) -> Iterator[list[tuple]]:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return
+        clause, params = query
+        sql = (
+            "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
+            + (", readings.id" if with_id else "")
+            + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
+            " ORDER BY readings.ts, readings.id"
+        )
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        yield from self._stream(sql, params, batch)
+
+    def count_readings_in(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+    ) -> int:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return 0
+        clause, params = query
+        return self._one(f"SELECT COUNT(*) FROM readings WHERE {clause}", params)[0]
+
+    def page_end(
+        self,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: int,
+    ) -> Optional[tuple[int, int]]:
+        query = self._time_range(node, start_ns, stop_ns, after)
+        if query is None:
+            return None
+        clause, params = query
+        rows = self._all(
+            f"SELECT ts, id FROM readings WHERE {clause} ORDER BY ts, id LIMIT 2 OFFSET %s", params + [limit - 1]
+        )
+        return tuple(rows[0]) if len(rows) == 2 else None
+
+    def reading_counts_since(self, since_ns: int) -> dict[str, int]:
+        clause, params = where(start_ns=since_ns)
+        return dict(self._all(
+            "SELECT nodes.name, COUNT(*) FROM readings JOIN nodes ON nodes.id = readings.node_id"
+            f" WHERE {clause} GROUP BY nodes.id, nodes.name",
+            params,
+        ))
+
+    def iter_kept_below(
+        self, before_ns: int, node: Optional[str] = None, start_ns: Optional[int] = None
+    ) -> Iterator[tuple]:
+        bounds = {"start_ns": start_ns, "stop_ns": before_ns}
+        kept, kept_params = where(**bounds)
+        rejected, rejected_params = where(**bounds, table="rejected")
+        sql = (
+            "SELECT ts, node, temperature, humidity FROM ("
+            " SELECT ts, nodes.name AS node, temperature, humidity FROM readings"
+            f" JOIN nodes ON nodes.id = readings.node_id WHERE {kept}"
+            f" UNION SELECT ts, node, temperature, humidity FROM rejected WHERE {rejected}) AS kept"
+        )
+        params = kept_params + rejected_params
+        if node is not None:
+            sql += " WHERE node = %s"
+            params.append(node)
+        for rows in self._stream(sql + " ORDER BY ts, node", params, 5000):
+            yield from rows

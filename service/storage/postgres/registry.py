@@ -1,0 +1,116 @@
+"""The registry: nodes, their passwords, halts and intervals."""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from ..interface import HALT_ALL, NodeAuth, NodeExists, NodeNotFound, NodeStatus
+from .connection import Connections
+from .meta import get_meta, put_meta
+
+# Each registered node with its newest reading: one statement, one lookup per node in
+# readings_node_ts (node_id, ts); the join fetches that row.
+LIST_NODES = """
+SELECT nodes.name, nodes.registered_at, nodes.created_at, nodes.halted, nodes.interval_s,
+       last.ts, last.temperature, last.humidity
+FROM nodes
+LEFT JOIN readings AS last ON last.id = (
+    SELECT newest.id FROM readings AS newest WHERE newest.node_id = nodes.id ORDER BY newest.ts DESC LIMIT 1
+)
+WHERE nodes.removed_at IS NULL
+ORDER BY nodes.name
+"""
+
+
+class NodeNames(dict):
+    """Node ids to names; an id without a node reads ``#id``."""
+
+    def __missing__(self, node_id: int) -> str:
+        return f"#{node_id}"
+
+
+class RegistryRoom(Connections):
+    def add_node(self, name: str, password_hash: str) -> None:
+        now = time.time_ns()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT removed_at FROM nodes WHERE name = %s FOR UPDATE", (name,)).fetchone()
+            if row is None:
+                # Two instances adding one name at once: the second waits on the unique index, then does nothing.
+                cur = conn.execute(
+                    "INSERT INTO nodes (name, password_hash, registered_at) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, password_hash, now),
+                )
+                if cur.rowcount == 0:
+                    raise NodeExists(name)
+            elif row[0] is not None:
+                conn.execute(
+                    "UPDATE nodes SET password_hash = %s, registered_at = %s, created_at = NULL,"
+                    " removed_at = NULL, halted = false WHERE name = %s",
+                    (password_hash, now, name),
+                )
+            else:
+                raise NodeExists(name)
+
+    def _update_registered(self, name: str, assignments: str, params: tuple) -> None:
+        """``UPDATE nodes SET <assignments>`` of registered node ``name``; :class:`NodeNotFound` if none."""
+        with self._connection() as conn:
+            cur = conn.execute(
+                f"UPDATE nodes SET {assignments} WHERE name = %s AND removed_at IS NULL", (*params, name)
+            )
+        if cur.rowcount == 0:
+            raise NodeNotFound(name)
+
+    def set_password(self, name: str, password_hash: str) -> None:
+        self._update_registered(name, "password_hash = %s", (password_hash,))
+
+    def remove_node(self, name: str) -> None:
+        self._update_registered(name, "password_hash = NULL, removed_at = %s", (time.time_ns(),))
+
+    def set_interval(self, name: str, seconds: int) -> None:
+        self._update_registered(name, "interval_s = %s", (int(seconds),))
+
+    def mark_created(self, name: str, at_ns: int) -> None:
+        self._update_registered(name, "created_at = COALESCE(created_at, %s)", (at_ns,))
+
+    def set_halt(self, name: Optional[str], halted: bool) -> None:
+        if name is None:
+            with self._connection() as conn:
+                put_meta(conn, HALT_ALL, "1" if halted else "0")
+        else:
+            self._update_registered(name, "halted = %s", (bool(halted),))
+
+    def halted_all(self) -> bool:
+        with self._connection() as conn:
+            return get_meta(conn, HALT_ALL) == "1"
+
+    def is_registered(self, name: str) -> bool:
+        return self._one("SELECT 1 FROM nodes WHERE name = %s AND removed_at IS NULL", (name,)) is not None
+
+    def ever_registered(self, name: str) -> bool:
+        return self._node_id(name) is not None
+
+    def _node_id(self, name: str) -> Optional[int]:
+        """The id of node ``name``, registered now or before (None: never)."""
+        row = self._one("SELECT id FROM nodes WHERE name = %s", (name,))
+        return None if row is None else row[0]
+
+    def node_auth(self, name: str) -> Optional[NodeAuth]:
+        row = self._one(
+            "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = %s)"
+            " FROM nodes WHERE name = %s AND removed_at IS NULL",
+            (HALT_ALL, name),
+        )
+        if row is None:
+            return None
+        node_id, password_hash, created, halted, halt_all = row
+        return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1")
+
+    def list_nodes(self) -> list[NodeStatus]:
+        return [
+            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *last)
+            for name, registered_at, created_at, halted, interval_s, *last in self._all(LIST_NODES)
+        ]
+
+    def node_names(self) -> dict[int, str]:
+        return NodeNames(self._all("SELECT id, name FROM nodes"))
