@@ -70,3 +70,26 @@ def test_a_reading_whose_node_row_is_gone_is_named_by_its_id(sqlite_storage):
     assert sqlite_storage.outbox_readings(2, 10) == []
     assert [r[1] for b in sqlite_storage.iter_readings() for r in b] == ["kitchen", "#999"]
     assert isinstance(sqlite_storage.outbox_readings(0, 1)[0], OutboxReading)
+
+
+async def test_readings_after_retention_emptied_the_journal_still_come_after_the_cursor(storage):
+    """Retention prunes every forwarded reading (a swarm quiet for longer than TSWARM_JOURNAL_RETENTION);
+    the next readings must still be above the forward cursor, or the forwarder never sends them.
+    (SQLite hands out MAX(rowid) + 1: in an emptied table that is 1 again.)"""
+    add_nodes(storage, "a")
+    node_id = storage.node_auth("a").id
+    writer = storage.writer()
+    await writer.start()
+    try:
+        for _ in range(3):
+            await writer.append(node_id, 20.0, 50.0)
+        cursor = storage.outbox_readings(0, 10)[-1].id
+        storage.mark_forwarded(cursor)
+        assert storage.prune_readings(2**63 - 1, up_to_id=cursor) == 3 and storage.count_readings() == 0
+        await writer.append(node_id, 21.0, 51.0)
+    finally:
+        await writer.close()
+    storage.add_readings([("a", 2**62, 22.0, 52.0)])  # an import after it: the same rule
+    waiting = storage.outbox_readings(storage.forward_cursor(), 10)
+    assert [(r.id > cursor, r.temperature) for r in waiting] == [(True, 21.0), (True, 22.0)]
+    assert storage.count_outbox(storage.forward_cursor()) == 2

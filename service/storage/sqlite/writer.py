@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Iterable
 
 from ..group import GroupCommitWriter, Pending
-from ..interface import PRUNED_BEFORE, NodeNotFound
+from ..interface import FORWARD_CURSOR, PRUNED_BEFORE, NodeNotFound
 from .schema import connect, transaction
 
-INSERT_READING = "INSERT INTO readings (node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?)"
+INSERT_READING = "INSERT INTO readings (id, node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?, ?)"
 
 
 def newest_stamp(conn: sqlite3.Connection) -> int:
@@ -26,6 +26,17 @@ def newest_stamp(conn: sqlite3.Connection) -> int:
         "SELECT MAX(COALESCE((SELECT MAX(ts) FROM readings), 0),"
         " COALESCE((SELECT CAST(value AS INTEGER) - 1 FROM meta WHERE key = ?), 0))",
         (PRUNED_BEFORE,),
+    ).fetchone()[0]
+
+
+def newest_id(conn: sqlite3.Connection) -> int:
+    """The id after which the next reading goes: the newest reading's, and never below the forward
+    cursor. SQLite hands out MAX(rowid) + 1, so once retention has pruned every forwarded reading it
+    would start again at 1, below the cursor, and the forwarder would never see those readings."""
+    return conn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM readings), 0),"
+        " COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))",
+        (FORWARD_CURSOR,),
     ).fetchone()[0]
 
 
@@ -48,17 +59,18 @@ class SqliteWriter(GroupCommitWriter):
             # node's reading that shares one), and strictly increasing in commit order, even if the
             # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
             # several writer processes (`tswarm serve --workers N`) take turns and never repeat one.
-            last = newest_stamp(conn)
+            last, id_ = newest_stamp(conn), newest_id(conn)
             now = time.time_ns()
             rows = []
             for item in batch:
                 last = now if now > last else last + 1
-                rows.append((item.node_id, last, item.temperature, item.humidity))
+                id_ += 1
+                rows.append((id_, item.node_id, last, item.temperature, item.humidity))
             created = [(now, item.node_id) for item in batch if item.create]
             conn.executemany(INSERT_READING, rows)
             if created:
                 conn.executemany("UPDATE nodes SET created_at = ? WHERE id = ? AND created_at IS NULL", created)
-        return [row[1] for row in rows]
+        return [row[2] for row in rows]
 
 
 class WriterRoom:
@@ -71,7 +83,10 @@ class WriterRoom:
     def add_readings(self, rows: Iterable[tuple[str, int, float, float]]) -> None:
         with transaction(self.conn):
             ids = {name: id_ for id_, name in self.conn.execute("SELECT id, name FROM nodes")}
+            after = newest_id(self.conn)
             try:
-                self.conn.executemany(INSERT_READING, ((ids[node], ts, t, h) for node, ts, t, h in rows))
+                self.conn.executemany(
+                    INSERT_READING, ((after + i, ids[node], ts, t, h) for i, (node, ts, t, h) in enumerate(rows, 1))
+                )
             except KeyError as exc:
                 raise NodeNotFound(exc.args[0]) from None
