@@ -11,6 +11,8 @@ from typing import Mapping, Optional
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
+from .storage import StorageUnavailable
+
 log = logging.getLogger("tswarm")
 
 _DEFAULT_CODES = {
@@ -35,6 +37,7 @@ _DEFAULT_DETAILS = {
     417: "the only expectation understood is 'Expect: 100-continue'",
 }
 
+RETRY_AFTER_STORAGE = "30"  # seconds: a database restart or failover takes about that
 CLIENT_GONE = 499  # the client went away before the answer was complete (nginx's code for it)
 
 # The body encodings a request may use: none, or what the standard library's zlib decodes (aiohttp
@@ -81,6 +84,10 @@ async def json_errors(request: web.Request, handler):
             return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
         return json_error(400, "bad_body", "the body does not match its Content-Length or chunked encoding",
                           headers={"Connection": "close"})
+    except StorageUnavailable as exc:  # the database is away (PostgreSQL restarting, a disk full): retry
+        log.warning("storage unavailable on %s %s: %s", request.method, request.path, exc)
+        return json_error(503, "storage_unavailable", "the database cannot be reached now; retry later",
+                          headers={"Retry-After": RETRY_AFTER_STORAGE})
     except ConnectionError:
         if not client_gone(request):
             log.exception("unexpected error on %s %s", request.method, request.path)
