@@ -21,7 +21,7 @@ from tswarm.keys import FORWARDER
 from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
-from tswarm.storage import OutboxReading, Storage, open_storage
+from tswarm.storage import OutboxReading, open_storage
 from tests.conftest import add_readings, register, test_config, wait_health
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
@@ -223,21 +223,6 @@ def _app(config):
 # -- the journal side -------------------------------------------------------------------------
 
 
-def add_stamps(journal: Storage, node: str, stamps: list[int]) -> None:
-    add_readings(journal, node, [(ts, 20, 50) for ts in stamps])
-
-
-def test_the_cursor_only_moves_forward_and_rejected_readings_are_kept(journal):
-    register(journal, "a")
-    add_stamps(journal, "a", [10, 20, 30])
-    first, second, third = journal.outbox_readings(0, 10)
-    journal.mark_forwarded(third.id, [(second, "HTTP 400: nope")])
-    journal.mark_forwarded(first.id)  # late, from a backfill or a race: no step back
-    assert journal.forward_cursor() == third.id
-    assert journal.count_outbox(journal.forward_cursor()) == 0
-    assert [(r, reason) for r, reason, _ in journal.rejected_readings()] == [(second, "HTTP 400: nope")]
-
-
 def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch):
     """`tswarm status` needs no server: it reads the journal (here with one reading waiting)."""
     from click.testing import CliRunner
@@ -245,7 +230,7 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     from tswarm.cli import cli
 
     register(journal, "a")
-    add_stamps(journal, "a", [1_795_000_000_000_000_000])
+    add_readings(journal, "a", [(1_795_000_000_000_000_000, 20, 50)])
     monkeypatch.setenv("TSWARM_DATA_DIR", str(journal.path.parent))
     monkeypatch.setenv("TSWARM_STORE", "influxdb")
     monkeypatch.setenv("TSWARM_INFLUX_API", "1")

@@ -219,12 +219,14 @@ class Storage(abc.ABC):
     def forward_cursor(self) -> int:
         """Id of the last reading InfluxDB acknowledged (0: none yet, so everything waits)."""
 
-    @abc.abstractmethod
     def outbox_readings(
         self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
     ) -> list[OutboxReading]:
         """Up to ``limit`` readings with ``id > after_id`` in commit order (so in time order per node),
-        optionally only those with ``start_ns <= ts < stop_ns``."""
+        optionally only those with ``start_ns <= ts < stop_ns``: :meth:`outbox_rows` with names."""
+        names = self.node_names()
+        return [OutboxReading(id_, names[node_id], ts, t, h)
+                for id_, node_id, ts, t, h in self.outbox_rows(after_id, limit, start_ns, stop_ns)]
 
     @abc.abstractmethod
     def outbox_rows(

@@ -18,13 +18,6 @@ class OutboxRoom(Connections):
         with self._connection() as conn:
             return int(get_meta(conn, FORWARD_CURSOR) or 0)
 
-    def outbox_readings(
-        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
-    ) -> list[OutboxReading]:
-        rows = self.outbox_rows(after_id, limit, start_ns, stop_ns)
-        names = self.node_names()
-        return [OutboxReading(id_, names[node_id], ts, t, h) for id_, node_id, ts, t, h in rows]
-
     def outbox_rows(
         self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
     ) -> list[OutboxRow]:

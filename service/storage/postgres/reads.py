@@ -1,5 +1,5 @@
-"""Reads: readings by node and time range, counts, pages, one snapshot; and the one WHERE builder
-every range query of the engine (outbox, reads, retention) is made with.
+"""Reads: readings by node and time range, counts, pages, one snapshot; and :func:`where`, the
+engine's mark on the one WHERE builder (service/storage/ranges.py) every range query is made with.
 
 Long reads stream through a server-side (named) cursor, ``batch`` rows per round trip: memory stays
 flat whatever the range.
@@ -9,45 +9,15 @@ from __future__ import annotations
 import itertools
 from typing import Iterator, Optional
 
+from .. import ranges
 from .connection import Connections
 
-MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 _cursor_names = itertools.count(1)
 
 
-def where(
-    *,
-    after_id: Optional[int] = None,
-    up_to_id: Optional[int] = None,
-    start_ns: Optional[int] = None,
-    stop_ns: Optional[int] = None,
-    after: Optional[tuple[int, int]] = None,
-    node_id: Optional[int] = None,
-    table: str = "readings",
-) -> tuple[str, list]:
-    """``(clause, params)`` for the rows of ``table`` with ``after_id < id <= up_to_id``,
-    ``start_ns <= ts < stop_ns``, strictly after ``after=(ts, id)`` in the order ``(ts, id)``, of
-    node ``node_id``: a condition for each bound given, none for None ("TRUE": every row)."""
-    clauses, params = [], []
-    if after_id is not None:
-        clauses.append(f"{table}.id > %s")
-        params.append(after_id)
-    if up_to_id is not None:
-        clauses.append(f"{table}.id <= %s")
-        params.append(up_to_id)
-    if start_ns is not None:
-        clauses.append(f"{table}.ts >= %s")
-        params.append(start_ns)
-    if stop_ns is not None:
-        clauses.append(f"{table}.ts < %s")
-        params.append(stop_ns)
-    if after is not None:
-        clauses.append(f"{table}.ts >= %s AND ({table}.ts > %s OR {table}.id > %s)")
-        params += [after[0], after[0], after[1]]
-    if node_id is not None:
-        clauses.append(f"{table}.node_id = %s")
-        params.append(node_id)
-    return " AND ".join(clauses) or "TRUE", params
+def where(**bounds) -> tuple[str, list]:
+    """:func:`tswarm.storage.ranges.where` with this engine's parameter mark."""
+    return ranges.where("%s", "TRUE", **bounds)
 
 
 class ReadsRoom(Connections):

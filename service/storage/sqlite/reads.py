@@ -1,48 +1,18 @@
-"""Reads: readings by node and time range, counts, pages, one snapshot; and the one WHERE builder
-every range query of the engine (outbox, reads, retention) is made with."""
+"""Reads: readings by node and time range, counts, pages, one snapshot; and :func:`where`, the
+engine's mark on the one WHERE builder (service/storage/ranges.py) every range query is made with."""
 from __future__ import annotations
 
 import sqlite3
 from typing import Iterator, Optional
 
+from .. import ranges
+from ..ranges import MAX_NS, MIN_NS
 from .schema import snapshot
 
-MIN_NS, MAX_NS = -(2**63), 2**63 - 1
 
-
-def where(
-    *,
-    after_id: Optional[int] = None,
-    up_to_id: Optional[int] = None,
-    start_ns: Optional[int] = None,
-    stop_ns: Optional[int] = None,
-    after: Optional[tuple[int, int]] = None,
-    node_id: Optional[int] = None,
-    table: str = "readings",
-) -> tuple[str, list]:
-    """``(clause, params)`` for the rows of ``table`` with ``after_id < id <= up_to_id``,
-    ``start_ns <= ts < stop_ns``, strictly after ``after=(ts, id)`` in the order ``(ts, id)``, of
-    node ``node_id``: a condition for each bound given, none for None ("1": every row)."""
-    clauses, params = [], []
-    if after_id is not None:
-        clauses.append(f"{table}.id > ?")
-        params.append(after_id)
-    if up_to_id is not None:
-        clauses.append(f"{table}.id <= ?")
-        params.append(up_to_id)
-    if start_ns is not None:
-        clauses.append(f"{table}.ts >= ?")
-        params.append(start_ns)
-    if stop_ns is not None:
-        clauses.append(f"{table}.ts < ?")
-        params.append(stop_ns)
-    if after is not None:
-        clauses.append(f"{table}.ts >= ? AND ({table}.ts > ? OR {table}.id > ?)")
-        params += [after[0], after[0], after[1]]
-    if node_id is not None:
-        clauses.append(f"{table}.node_id = ?")
-        params.append(node_id)
-    return " AND ".join(clauses) or "1", params
+def where(**bounds) -> tuple[str, list]:
+    """:func:`tswarm.storage.ranges.where` with this engine's parameter mark."""
+    return ranges.where("?", "1", **bounds)
 
 
 class ReadsRoom:
