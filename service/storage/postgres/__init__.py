@@ -3,8 +3,8 @@ one database that any number of instances share, a room per concern as in the SQ
 
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
 migrations), ``registry``, ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
-``meta`` (the one upsert); each room a mixin over the same pool, combined here into
-:class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
+``meta`` (the one upsert), ``dump`` (moving house: the whole journal out, or into an empty
+database); each room a mixin over the same pool, combined here into :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import psycopg
 
 from ..interface import Storage, StorageUnusable
 from .connection import FAILURES, connect, make_pool, redact, scrub, unavailable
+from .dump import DumpRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
 from .reads import ReadsRoom
@@ -23,7 +24,7 @@ from .writer import PostgresWriter, WriterRoom
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
-class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, Storage):
+class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, DumpRoom, Storage):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), then a small pool of connections.
 
