@@ -4,6 +4,8 @@ field through the Storage interface on both sides. A target holding a journal is
 it was; a failure midway leaves it empty; every mistake is one `Error:` line."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -15,7 +17,7 @@ from hypothesis import given, settings, strategies as st
 from tswarm.datadir import hold_data_dir
 from tswarm.migrate import MigrateError, Target, migrate
 from tswarm.settings import Config
-from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, Storage, open_storage
+from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, Storage, StorageUnusable, open_storage
 
 from .conftest import NS, nodes_table, register
 from .test_protocol import body, hdr
@@ -68,6 +70,16 @@ def fill(journal: Storage) -> None:
 def full(journal):
     fill(journal)
     return journal
+
+
+async def _append(journal: Storage, node_id: int) -> int:
+    """One reading through the service's writer; its timestamp."""
+    writer = journal.writer()
+    await writer.start()
+    try:
+        return await writer.append(node_id, 20.0, 50.0)
+    finally:
+        await writer.close()
 
 
 def tables(url: str) -> list[str]:
@@ -126,6 +138,8 @@ def test_the_way_back_into_an_empty_data_dir(full, run, postgres_url, tmp_path, 
     assert sorted(p.name for p in back.iterdir()) == [DB_FILENAME]  # nothing else left behind
     with open_storage(back) as copy:
         assert view(copy) == before
+        assert asyncio.run(_append(copy, copy.node_auth("kitchen").id)) > FUTURE  # after the newest copied one
+        assert copy.last_reading_id() == before["last_reading_id"] + 1
     again = run("migrate", "--to", str(back))  # now it holds one
     assert again.exit_code == 1
     assert again.stderr == (
@@ -270,6 +284,22 @@ def test_a_row_postgresql_refuses_leaves_the_database_empty(journal, run, postgr
     assert result.output.startswith("Error: cannot copy into postgresql://postgres:***@")
     assert "0x00" in result.output and "nothing was copied" in result.output
     assert tables(postgres_url) == []
+
+
+@pytest.mark.parametrize("engine", ["postgres", "sqlite"])
+def test_a_copy_whose_counts_differ_from_its_source_is_not_kept(full, postgres_url, tmp_path, engine):
+    from tswarm.storage.postgres import PostgresStorage
+    from tswarm.storage.sqlite import SqliteStorage
+
+    cls, target = (PostgresStorage, postgres_url) if engine == "postgres" else (SqliteStorage, tmp_path / "back")
+    with full.dump() as dump:
+        counted_wrong = dataclasses.replace(dump, counts=dataclasses.replace(dump.counts, readings=4, rejected=0))
+        with pytest.raises(StorageUnusable, match=r"does not match its source \(readings 3 instead of 4, rejected 1 instead of 0\)"):
+            cls.load(target, counted_wrong)
+    if engine == "postgres":
+        assert tables(postgres_url) == []
+    else:
+        assert not (tmp_path / "back").exists()
 
 
 def test_a_failed_way_back_leaves_no_journal_in_the_data_dir(run, postgres_url, tmp_path, monkeypatch):
