@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -34,6 +36,7 @@ POOL_TIMEOUT_S = 5.0  # a storage call waits this long for a connection while th
 # then gives up until a caller wants one: so a connection is tried again within a few seconds of the
 # server's return, however long it was away (its default, 300 s, let the delay grow past a minute)
 RECONNECT_S = 5.0
+CHECK_IDLE_S = 1.0  # a connection idle this long is checked (one round trip) before it is lent again
 POOL_SIZE = 5  # TSWARM_DATABASE_POOL's default (service/settings.py): a process's most connections but the writer's
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
@@ -87,6 +90,29 @@ def connect(url: str, *, synchronous_commit: bool = True) -> psycopg.Connection:
     return conn
 
 
+class _Pooled(psycopg.Connection):
+    """A connection of the pool that knows when it was last given back."""
+
+    returned_at = 0.0  # set as Connections gives it back; 0: a new connection is checked on its first loan
+
+
+def _has_news(conn: psycopg.Connection) -> bool:
+    """Whether the server sent anything to an idle connection (it says so when it shuts down, then
+    closes the socket): a look at the socket, no round trip."""
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poll.poll(0))
+
+
+def _check_if_idle(conn: _Pooled) -> None:
+    """The pool's check before a loan (a round trip), only for a connection idle a while or one the
+    server spoke to while idle (a restart): a round trip on every loan would double the cost of a
+    node's lookup. A connection whose server vanished silently a moment ago fails its call as the
+    database's failure (503), and the pool drops it."""
+    if time.monotonic() - conn.returned_at >= CHECK_IDLE_S or _has_news(conn):
+        ConnectionPool.check_connection(conn)
+
+
 def make_pool(url: str, size: int = POOL_SIZE) -> ConnectionPool:
     """A pool of at most ``size`` connections (one kept open while idle) that replaces a connection
     found broken (a restart of the server) by itself."""
@@ -96,7 +122,8 @@ def make_pool(url: str, size: int = POOL_SIZE) -> ConnectionPool:
         max_size=max(1, size),
         kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
         configure=lambda conn: conn.execute("SET synchronous_commit = on"),
-        check=ConnectionPool.check_connection,
+        connection_class=_Pooled,
+        check=_check_if_idle,
         timeout=POOL_TIMEOUT_S,
         reconnect_timeout=RECONNECT_S,
         num_workers=1,
@@ -182,7 +209,10 @@ class Connections:
                 yield self._pinned
                 return
             with self.pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    conn.returned_at = time.monotonic()  # not the pool's reset hook: that one hands over to a thread
         except FAILURES as exc:
             raise unavailable(exc, self._url) from None
 
