@@ -58,7 +58,7 @@ def pytest_generate_tests(metafunc):
 
 @pytest.fixture(autouse=True)
 def engine(request) -> Iterator[str]:
-    """The storage engine of this test: ``sqlite``, or ``postgres`` (a fresh journal database)."""
+    """The storage engine of this test: ``sqlite``, or ``postgres`` (an empty journal database of its own)."""
     name = getattr(request, "param", "sqlite")
     databases = request.getfixturevalue("postgres_journals") if name == "postgres" else None
     ENGINE.name, ENGINE.database_url = name, databases.take() if databases else ""
