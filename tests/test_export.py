@@ -77,7 +77,7 @@ def test_export_stop_is_exclusive_and_epoch_seconds_work(run, data_dir):
 def test_the_first_chunk_comes_only_after_the_query_ran(tmp_path):
     """A query that cannot run fails before the CSV header, so a reader gets an error, not a header
     alone that looks like an empty export. (A closed connection is a journal that fails for real;
-    SQLite's own connection: on PostgreSQL the test below stops the server.)"""
+    closed here is SQLite's own connection object, which the PostgreSQL engine does not have.)"""
     import sqlite3
 
     import pytest
