@@ -25,9 +25,9 @@ def test_keys_are_declared_only_in_keys_py_and_resources_only_in_app_py():
 
 
 async def test_every_declared_key_is_set_once_the_app_runs(make_client):
-    client = await make_client()  # store=sqlite: no forwarder
+    client = await make_client()  # store=sqlite: no forwarder, but a LEADER (who would run one) all the same
     declared = {name: key for name, key in vars(keys).items() if isinstance(key, web.AppKey)}
     assert set(declared) >= {"CONFIG", "JOURNAL", "WRITER", "STORAGE", "CREDENTIALS", "GUARD", "HASHER",
-                             "READERS", "STATS", "METRICS", "FORWARDER", "KEPT_READ_TOKEN"}
+                             "READERS", "STATS", "METRICS", "LEADER", "KEPT_READ_TOKEN"}
     missing = sorted(name for name, key in declared.items() if key not in client.app)
-    assert missing == ["FORWARDER"]
+    assert missing == []

@@ -3,7 +3,7 @@ one database that any number of instances share, a room per concern as in the SQ
 
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
 migrations), ``registry``, ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
-``meta`` (the one upsert); each room a mixin over the same pool, combined here into
+``meta`` (the one upsert), ``lock`` (the singleton lock); each room a mixin over the same pool, combined here into
 :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import psycopg
 
 from ..interface import Storage, StorageUnusable
 from .connection import FAILURES, connect, make_pool, redact, scrub, unavailable
+from .lock import LockRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
 from .reads import ReadsRoom
@@ -23,12 +24,14 @@ from .writer import PostgresWriter, WriterRoom
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
-class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, Storage):
+class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, Storage):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), then a small pool of connections.
 
     :class:`~tswarm.storage.StorageUnavailable` when the server cannot be reached, now or on any
     later call (each call after the server returns works again: the pool reconnects)."""
+
+    engine = "postgresql"
 
     def __init__(self, url: str, *, create: bool = True):
         self._url = url
