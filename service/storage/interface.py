@@ -165,8 +165,8 @@ class Storage(abc.ABC):
     ``engine`` (``"sqlite"`` or ``"postgresql"``) and ``where`` (the file, or the URL with its password
     as ``***``) say which journal it is, for ``/healthz`` and messages."""
 
-    engine: str
-    where: str
+    engine: str = ""  # each engine names itself
+    where: str  # set by each engine's constructor
 
     @abc.abstractmethod
     def close(self) -> None:
