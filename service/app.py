@@ -20,7 +20,7 @@ from .leader import Leader
 from .metrics import Metrics, count_requests, metrics_ctx
 from .pool import StoragePool
 from .readers import readers_ctx
-from .storage import StorageUnavailable, storage_for
+from .storage import Storage, StorageUnavailable, storage_for
 from .store_status import store_status
 from .retention import pruning
 from .settings import Config
@@ -76,6 +76,13 @@ async def _leader_ctx(app: web.Application):
 HEALTH_TIMEOUT_S = 2.0  # /healthz waits this long for the journal, then says it is unreachable
 
 
+def _health(journal: Storage, config: Config) -> dict:
+    """What /healthz reads from the journal, in a storage thread: one query at least (with store=sqlite
+    :func:`store_status` asks nothing), so an unreachable database shows."""
+    journal.halted_all()
+    return store_status(journal, config)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """ok, store, and the forwarder's backlog (see :func:`store_status`); which storage engine and
     whether it answers; whether this process leads (runs the forwarder and the pruner); what waits
@@ -88,9 +95,10 @@ async def healthz(request: web.Request) -> web.Response:
     storage = {"engine": journal.engine, "where": journal.where}
     process = {"leader": leader.leading, "worker": config.worker, "pid": os.getpid()}
     try:
-        found = await asyncio.wait_for(app[keys.STORAGE].read(store_status, config), HEALTH_TIMEOUT_S)
-    except (StorageUnavailable, asyncio.TimeoutError) as exc:
-        reason = str(exc) or f"the journal did not answer within {HEALTH_TIMEOUT_S:g} s"
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            found = await app[keys.STORAGE].read(_health, config)
+    except (StorageUnavailable, TimeoutError) as exc:
+        reason = str(exc) or f"the journal at {journal.where} did not answer within {HEALTH_TIMEOUT_S:g} s"
         return web.json_response({
             "error": "storage_unavailable", "detail": reason, "ok": False, "store": config.store,
             "storage": {**storage, "reachable": False, "reason": reason}, **process,

@@ -58,6 +58,7 @@ class Leader:
         self._task: Optional[asyncio.Task] = None
         self._away: Optional[str] = None  # why the last try failed (logged once per outage)
         self._releases: set[asyncio.Future] = set()
+        self._closing = False
 
     @property
     def leading(self) -> bool:
@@ -70,12 +71,13 @@ class Leader:
 
     async def close(self) -> None:
         """Stop the duties, let the lock go, and wait for it to be gone."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._step_down("stopping")
+        await self._step_down(None)
         if self._releases:
             await asyncio.wait(self._releases)
 
@@ -83,7 +85,7 @@ class Leader:
         return " and ".join(f"the {name}" for name, _ in self.duties)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.check_s)
             try:
                 await self._step()
@@ -121,29 +123,29 @@ class Leader:
             await self._step_down("the lock's session is gone")
 
     async def _ask(self, call: Callable[[], bool]) -> bool:
-        future = asyncio.get_running_loop().run_in_executor(self._thread, call)
-        return await asyncio.wait_for(future, self.answer_s)
+        # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow a cancel that lands as the call
+        # returns, and close() would wait for this loop for ever
+        async with asyncio.timeout(self.answer_s):
+            return await asyncio.get_running_loop().run_in_executor(self._thread, call)
 
     async def _step_up(self) -> None:
         log.info("this process holds the singleton lock: it runs %s", self._names())
-        stack = contextlib.AsyncExitStack()
+        stack = self._stack = contextlib.AsyncExitStack()  # set first: stopping meanwhile stops what started
         try:
             for name, duty in self.duties:
                 self.running[name] = await stack.enter_async_context(duty())
         except Exception:
             log.exception("starting the %s failed; letting the lock go", name)
-            self.running.clear()
-            await stack.aclose()
-            self._abandon()
-            return
-        self._stack = stack
+            await self._step_down(f"the {name} could not start")
 
-    async def _step_down(self, why: str) -> None:
-        """Stop the duties at once (if running), then let the lock go."""
+    async def _step_down(self, why: Optional[str]) -> None:
+        """Stop the duties at once (if running), then let the lock go. ``why`` None: the app stops."""
         stack, self._stack = self._stack, None
         if stack is not None:
-            log.warning("%s: stopping %s; asking for the lock again every %g s", why,
-                        self._names(), self.check_s)
+            if why is None:
+                log.info("stopping %s", self._names())
+            else:
+                log.warning("%s: stopping %s; asking for the lock again every %g s", why, self._names(), self.check_s)
             self.running.clear()
             try:
                 await stack.aclose()

@@ -104,6 +104,11 @@ class AdvisoryLock(SingletonLock):
         return held
 
     def release(self) -> None:
+        if self._held and self._conn is not None:
+            try:  # at once: the session's end, below, reaches the server a moment later
+                self._conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (SINGLETON_LOCK,))
+            except FAILURES:
+                pass
         self._drop()
 
 
