@@ -56,8 +56,9 @@ class AdvisoryLock(SingletonLock):
         )
         try:
             conn.execute(f"SET idle_session_timeout = '{IDLE_SESSION_TIMEOUT_S}s'")
-        except psycopg.errors.UndefinedObject:  # PostgreSQL before 14: TCP keepalives of the server instead
-            conn.execute(f"SET tcp_keepalives_idle = {IDLE_SESSION_TIMEOUT_S}")
+        except psycopg.errors.UndefinedObject:  # PostgreSQL before 14: the server's TCP keepalives instead
+            for name, value in (("idle", IDLE_SESSION_TIMEOUT_S), ("interval", 1), ("count", 3)):
+                conn.execute(f"SET tcp_keepalives_{name} = {value}")
         return conn
 
     def _drop(self) -> None:
