@@ -66,7 +66,7 @@ class Leader:
 
     async def start(self) -> None:
         """Ask for the lock once (leading from here on when it is free), then keep at it in a task."""
-        await self._step()
+        await self._step_safely()
         self._task = asyncio.create_task(self._loop(), name="leader")
 
     async def close(self) -> None:
@@ -87,13 +87,14 @@ class Leader:
     async def _loop(self) -> None:
         while not self._closing:
             await asyncio.sleep(self.check_s)
-            try:
-                await self._step()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # never let the loop die: nobody would forward again
-                log.exception("the leader's check failed")
-                await self._step_down("the check failed")
+            await self._step_safely()
+
+    async def _step_safely(self) -> None:
+        try:
+            await self._step()
+        except Exception:  # never let the loop die (nobody would forward again), nor the app's start
+            log.exception("the leader's check failed")
+            await self._step_down("the check failed")
 
     async def _step(self) -> None:
         """One check: ask for the lock, or check the one held; start or stop the duties accordingly."""
