@@ -201,10 +201,11 @@ class Forwarder:
             while True:
                 batch = await next_batch
                 if batch is None:
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), idle_check)
-                    except asyncio.TimeoutError:
-                        pass
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancel of a leader
+                    # stepping down when a commit wakes it at that moment, and the forwarder would go on
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(idle_check):
+                            await self.wake.wait()
                     self.wake.clear()
                     next_batch = read_after(cursor)
                     continue
