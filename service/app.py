@@ -15,13 +15,14 @@ from aiohttp import web
 from . import admin, keys, metrics, protocol, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import json_errors
-from .forwarder import forwarder_ctx
+from .forwarder import forwarding
+from .leader import Leader
 from .metrics import Metrics, count_requests, metrics_ctx
 from .pool import StoragePool
 from .readers import readers_ctx
-from .storage import storage_for
+from .storage import Storage, StorageUnavailable, storage_for
 from .store_status import store_status
-from .retention import retention_ctx
+from .retention import pruning
 from .settings import Config
 
 
@@ -54,14 +55,59 @@ async def _hasher_ctx(app: web.Application):
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+async def _leader_ctx(app: web.Application):
+    """The forwarder (``store=influxdb``) and the pruner (a retention) run in one process of all those
+    on the journal: the one holding its singleton lock (service/leader.py). On PostgreSQL every
+    process competes; on SQLite, worker 0 (``Config.runs_singletons``). With neither to run, nobody asks."""
+    config = app[keys.CONFIG]
+    duties = []
+    if config.store == "influxdb":
+        duties.append(("forwarder", lambda: forwarding(app)))  # it listens to WRITER's commits
+    if config.retention_s > 0:
+        duties.append(("pruner", lambda: pruning(app)))
+    leader = Leader(app[keys.JOURNAL].singleton_lock, duties)
+    app[keys.LEADER] = leader
+    if duties and config.runs_singletons:
+        await leader.start()  # asks once before the first request: a lone service forwards from the start
+    yield
+    await leader.close()
+
+
+HEALTH_TIMEOUT_S = 2.0  # /healthz waits this long for the journal, then says it is unreachable
+
+
+def _health(journal: Storage, config: Config) -> dict:
+    """What /healthz reads from the journal, in a storage thread: one query at least (with store=sqlite
+    :func:`store_status` asks nothing), so an unreachable database shows."""
+    journal.halted_all()
+    return store_status(journal, config)
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """ok, store, and the forwarder's backlog (see :func:`store_status`), plus what waits to commit,
-    and which process answered (``worker``: its index with ``--workers N``, 0 otherwise; ``pid``)."""
+    """ok, store, and the forwarder's backlog (see :func:`store_status`); which storage engine and
+    whether it answers; whether this process leads (runs the forwarder and the pruner); what waits
+    to commit; and which process answered (``worker``: its index with ``--workers N``, 0 otherwise;
+    ``pid``). The journal is read in a storage thread, never on the event loop: a database that does
+    not answer within ``HEALTH_TIMEOUT_S`` is a 503 with the reason."""
     app = request.app
     config = app[keys.CONFIG]
-    status = {"ok": True, **store_status(app[keys.JOURNAL], config), "worker": config.worker, "pid": os.getpid()}
-    if keys.FORWARDER in app:
-        status["in_flight"] = app[keys.FORWARDER].in_flight
+    journal, leader = app[keys.JOURNAL], app[keys.LEADER]
+    storage = {"engine": journal.engine, "where": journal.where}
+    process = {"leader": leader.leading, "worker": config.worker, "pid": os.getpid()}
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            found = await app[keys.STORAGE].read(_health, config)
+    except (StorageUnavailable, TimeoutError) as exc:
+        reason = str(exc) or f"the journal at {journal.where} did not answer within {HEALTH_TIMEOUT_S:g} s"
+        return web.json_response({
+            "error": "storage_unavailable", "detail": reason, "ok": False, "store": config.store,
+            "storage": {**storage, "reachable": False, "reason": reason}, **process,
+            "queued": app[keys.WRITER].queued,
+        }, status=503)
+    status = {"ok": True, **found, "storage": {**storage, "reachable": True}, **process}
+    forwarder = leader.running.get("forwarder")
+    if forwarder is not None:
+        status["in_flight"] = forwarder.in_flight
     status["queued"] = app[keys.WRITER].queued
     return web.json_response(status)
 
@@ -84,9 +130,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_storage_ctx)  # STORAGE
     app.cleanup_ctx.append(readers_ctx)  # READERS
     app.cleanup_ctx.append(metrics_ctx)  # hooks WRITER's commits into METRICS
-    if config.runs_singletons:  # one process of `--workers N` forwards and prunes; two would race on the cursor
-        app.cleanup_ctx.append(forwarder_ctx)  # FORWARDER, store=influxdb only; it listens to WRITER's commits
-        app.cleanup_ctx.append(retention_ctx)
+    app.cleanup_ctx.append(_leader_ctx)  # LEADER: the forwarder and the pruner, in one process of all
     app.on_startup.append(status_page.keep_read_token)  # KEPT_READ_TOKEN (no TSWARM_READ_TOKEN); after the contexts
 
     app.router.add_get("/healthz", healthz)

@@ -4,6 +4,11 @@
 PID and port into it; the kernel drops the lock when the service dies, however it dies. A second
 ``serve`` is refused; the other commands (node add, export, ...) work beside it, and read from the
 lock which port the running service listens on, so the URL they give a node is the one it serves.
+
+With SQLite this lock is also what makes the service's forwarder and pruner the only ones on the
+journal (service/storage/sqlite/lock.py). With PostgreSQL the journal is not in the data dir: each
+instance holds its own data dir, and the database's advisory lock picks who forwards
+(service/storage/postgres/lock.py).
 """
 from __future__ import annotations
 

@@ -23,12 +23,13 @@ about the backlog is :func:`tswarm.store_status.store_status`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Awaitable, Callable, Optional, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from aiohttp import web
 
@@ -45,8 +46,9 @@ FIRST_BACKOFF_S = 0.5
 MAX_RETRY_AFTER_S = 3600.0  # a Retry-After longer than an hour is taken as an hour
 IDLE_CHECK_S = 60.0  # with no wake-up, look at the journal this often anyway
 WAIT_NOTICE_S = 5.0  # `tswarm forward`: a write unanswered this long is reported (InfluxDB accepts but says nothing)
-# `serve --workers N`: worker 0 forwards, but only its own commits wake it; it looks this often for
-# the other workers' readings (an empty read of the journal: one primary-key lookup).
+# Only this process's own commits wake the forwarder. Where other processes commit too (the other
+# workers of `serve --workers N`, every other instance on one PostgreSQL database), it looks this
+# often for their readings (an empty read of the journal: one primary-key lookup).
 SIBLINGS_CHECK_S = 0.5
 
 
@@ -192,16 +194,18 @@ class Forwarder:
             def read_after(after_id: int) -> asyncio.Future:
                 return loop.run_in_executor(self._executor, reader.read, after_id)
 
-            idle_check = IDLE_CHECK_S if self.config.workers == 1 else SIBLINGS_CHECK_S
+            others_commit = self.config.workers > 1 or bool(self.config.database_url)
+            idle_check = SIBLINGS_CHECK_S if others_commit else IDLE_CHECK_S
             self.wake.clear()  # before reading: a commit from now on wakes the next wait
             next_batch = read_after(cursor)
             while True:
                 batch = await next_batch
                 if batch is None:
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), idle_check)
-                    except asyncio.TimeoutError:
-                        pass
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for may swallow the cancel of a leader
+                    # stepping down when a commit wakes it at that moment, and the forwarder would go on
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(idle_check):
+                            await self.wake.wait()
                     self.wake.clear()
                     next_batch = read_after(cursor)
                     continue
@@ -232,27 +236,33 @@ class Forwarder:
         self._executor.shutdown(wait=False)
 
 
-async def forwarder_ctx(app: web.Application):
-    """``store=influxdb``: run a :class:`Forwarder` for the app's life. ``store=sqlite``: nothing."""
+@contextlib.asynccontextmanager
+async def forwarding(app: web.Application) -> AsyncIterator[Optional[Forwarder]]:
+    """``store=influxdb``: run a :class:`Forwarder` while the block runs, woken by the app's commits;
+    yields it. ``store=sqlite``: nothing (yields None). Entered by the process that holds the
+    singleton lock (service/leader.py), and left at once when it loses it."""
     config = app[keys.CONFIG]
     if config.store != "influxdb":
-        yield
+        yield None
         return
     target = endpoint(config).open_target()
     forwarder = Forwarder(config, target)
-    app[keys.FORWARDER] = forwarder
-    app[keys.WRITER].commit_listeners.append(forwarder.wake.set)
+    listeners = app[keys.WRITER].commit_listeners
+    listeners.append(forwarder.wake.set)
     task = asyncio.create_task(_supervise(forwarder, config.forward_max_backoff), name="forwarder")
-    yield
-    task.cancel()  # a batch in flight is simply sent again next time: the cursor did not move
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("the forwarder had stopped with an error")
-    await target.close()
-    forwarder.close()
+        yield forwarder
+    finally:
+        task.cancel()  # a batch in flight is simply sent again next time: the cursor did not move
+        listeners.remove(forwarder.wake.set)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the forwarder had stopped with an error")
+        await target.close()
+        forwarder.close()
 
 
 async def _supervise(forwarder: Forwarder, max_backoff: float) -> None:

@@ -14,7 +14,7 @@ from .storage import Storage, Writer
 from .settings import Config
 
 if TYPE_CHECKING:  # these modules import this one
-    from .forwarder import Forwarder
+    from .leader import Leader
     from .metrics import Metrics
 
 
@@ -33,5 +33,5 @@ HASHER = web.AppKey("hasher", ThreadPoolExecutor)  # scrypt
 READERS = web.AppKey("readers", ThreadPoolExecutor)  # the threads exports stream from
 STATS = web.AppKey("stats", Stats)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-FORWARDER: web.AppKey[Forwarder] = web.AppKey("forwarder")  # store=influxdb, in the process that forwards
+LEADER: web.AppKey[Leader] = web.AppKey("leader")  # runs the forwarder and the pruner while this process leads
 KEPT_READ_TOKEN = web.AppKey("kept_read_token", str)  # the data dir's, when TSWARM_READ_TOKEN is empty

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 from .datadir import DataDirInUse, hold_data_dir
 from .settings import Config, ConfigError, DatabaseUrl
-from .storage import DB_FILENAME, FORWARD_CURSOR, HALT_ALL, PRUNED_BEFORE, Storage, StorageError, open_storage
+from .storage import DB_FILENAME, FORWARD_CURSOR, HALT_ALL, PRUNED_BEFORE, READ_TOKEN, Storage, StorageError, open_storage
 from .storage.interface import JournalCounts
-from .tokens import token_path
+from .tokens import TokenFileError, keep_read_token, load_read_token, token_path
 
 BATCH = 10_000  # readings per round trip, read and written
 
@@ -58,7 +58,7 @@ class Moved:
     source: str
     target: str
     counts: JournalCounts
-    read_token_file: Optional[Path]  # the data dir's read token, which stays there (see summary)
+    read_token: str = ""  # where the kept read token went (the status page's links keep working), if there was one
 
 
 def target_of(to: str, source_is_postgres: bool) -> Target:
@@ -121,8 +121,27 @@ def migrate(
         except StorageError as exc:
             raise MigrateError(f"{exc}; nothing was copied, {target.shown} is as it was") from None
     _check_copy(target, counts)
-    token = None if config.database_url else token_path(config.data_dir)
-    return Moved(source_name(config), target.shown, counts, token if token is not None and token.exists() else None)
+    return Moved(source_name(config), target.shown, counts, _move_read_token(config, target, counts))
+
+
+def _move_read_token(config: Config, target: Target, counts: JournalCounts) -> str:
+    """The read token the service kept without ``TSWARM_READ_TOKEN`` (a file in the data dir on SQLite,
+    a meta value on PostgreSQL, service/tokens.py) goes along, so the status page's links and cookies
+    keep working; where it went, for the summary ("" when there was none)."""
+    try:
+        if target.postgres and not config.database_url:
+            token = load_read_token(config.data_dir)
+            if token is None:
+                return ""
+            with open_storage("", target.address, existing=True) as copy:
+                copy.setdefault_meta(READ_TOKEN, token)
+            return f"the database (meta {READ_TOKEN!r})"
+        if not target.postgres and counts.get(READ_TOKEN):
+            keep_read_token(Path(target.address), counts.get(READ_TOKEN))
+            return str(token_path(Path(target.address)))
+    except (StorageError, TokenFileError) as exc:
+        raise MigrateError(f"the journal was copied and checked, but not the read token: {exc}") from None
+    return ""
 
 
 def _engine(target: Target) -> type[Storage]:
@@ -180,9 +199,6 @@ def summary(moved: Moved) -> list[str]:
         f"  forwarded  up to reading {cursor} (the forward cursor)" + ("; the last forward error too" if c.get("forward_last_error") else ""),
         f"  retention  {'readings before ' + rfc3339(int(pruned)) + ' were pruned' if pruned else 'nothing pruned'}",
     ]
-    if moved.read_token_file is not None:
-        lines.append(
-            f"the status page's read token stays in {moved.read_token_file}: on the new host set TSWARM_READ_TOKEN"
-            " to it to keep old links working"
-        )
+    if moved.read_token:
+        lines.append(f"  read token the status page's, now kept in {moved.read_token}: its links keep working")
     return lines

@@ -15,9 +15,10 @@ below it back from InfluxDB (:mod:`tswarm.history`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import Optional
+from typing import AsyncIterator, Optional
 
 from aiohttp import web
 
@@ -40,8 +41,10 @@ def prune(journal: Storage, config: Config, now_ns: Optional[int] = None) -> int
     return journal.prune_readings(before, up_to_id=up_to)
 
 
-async def retention_ctx(app: web.Application):
-    """Prune at start and every ten minutes, on its own connection and thread."""
+@contextlib.asynccontextmanager
+async def pruning(app: web.Application) -> AsyncIterator[None]:
+    """Prune at start and every ten minutes while the block runs, on its own connection and thread.
+    Entered by the process that holds the singleton lock (service/leader.py)."""
     config = app[keys.CONFIG]
     if config.retention_s <= 0:
         yield
@@ -62,9 +65,11 @@ async def retention_ctx(app: web.Application):
             await asyncio.sleep(PRUNE_EVERY_S)
 
     task = asyncio.create_task(loop(), name="retention")
-    yield
-    task.cancel()
     try:
-        await task
-    except asyncio.CancelledError:
-        pass
+        yield
+    finally:
+        task.cancel()  # a prune under way finishes its chunk in its thread: deleting forwarded readings twice is harmless
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass

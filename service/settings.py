@@ -447,8 +447,10 @@ class Config:
 
     @property
     def runs_singletons(self) -> bool:
-        """True in the one process that runs what must not run twice: the forwarder and the pruner."""
-        return self.worker == 0
+        """True in a process that competes for what must not run twice, the forwarder and the pruner
+        (service/leader.py): on PostgreSQL every process of every instance does, and the database's
+        lock picks one; on SQLite worker 0, the one process of the service holding the data dir."""
+        return bool(self.database_url) or self.worker == 0
 
     def with_(self, **changes) -> "Config":
         return replace(self, **changes)

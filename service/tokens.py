@@ -10,6 +10,11 @@ and print only where it is, never the token: the service log (journalctl) keeps 
 The file is published with ``link()``, which never replaces an existing file, so two processes
 starting at once (a supervisor's workers, a test) end with one token, and nobody ever reads a
 half-written file. Delete it to make a new token: old links and cookies stop working.
+
+On PostgreSQL the data dir is per instance but the page must open on every instance with one link,
+so the token is kept in the database instead (``meta``, key ``read_token``), inserted only where
+none is (:meth:`~tswarm.storage.Storage.setdefault_meta`): instances starting together end with one
+token too. Delete that row for a new one. :func:`kept_read_token` and :func:`token_place` choose.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from .settings import Config
+from .storage import READ_TOKEN, StorageError, storage_for
 
 TOKEN_FILENAME = "read-token"
 TOKEN_BYTES = 32  # 43 URL-safe characters
@@ -52,8 +58,15 @@ def ensure_read_token(data_dir: Path) -> tuple[str, bool]:
     token = load_read_token(data_dir)
     if token is not None:
         return token, False
+    made = secrets.token_urlsafe(TOKEN_BYTES)
+    token = keep_read_token(data_dir, made)
+    return token, token == made
+
+
+def keep_read_token(data_dir: Path, token: str) -> str:
+    """Keep ``token`` in the data dir unless one is kept there already; the token the file holds after.
+    (``tswarm migrate`` brings a database's token back this way.)"""
     path = token_path(data_dir)
-    token = secrets.token_urlsafe(TOKEN_BYTES)
     tmp = path.with_name(f".{TOKEN_FILENAME}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,12 +79,33 @@ def ensure_read_token(data_dir: Path) -> tuple[str, bool]:
         try:
             os.link(tmp, path)  # fails if another process published one first: then theirs is the token
         except FileExistsError:
-            return load_read_token(data_dir) or token, False
+            return load_read_token(data_dir) or token
     except OSError as exc:
         raise TokenFileError(f"cannot keep a read token in {path}: {exc.strerror or exc}") from None
     finally:
         _remove(tmp)
-    return token, True
+    return token
+
+
+def kept_read_token(config: Config) -> tuple[str, bool]:
+    """The kept read token and whether this call made it: in the database with PostgreSQL (shared by
+    every instance), else in the data dir (:func:`ensure_read_token`). Blocking."""
+    if not config.database_url:
+        return ensure_read_token(config.data_dir)
+    made = secrets.token_urlsafe(TOKEN_BYTES)
+    try:
+        with storage_for(config) as journal:
+            token = journal.setdefault_meta(READ_TOKEN, made)
+    except StorageError as exc:
+        raise TokenFileError(f"cannot keep a read token in the database: {exc}") from None
+    return token, token == made
+
+
+def token_place(config: Config) -> str:
+    """Where :func:`kept_read_token` keeps the token, for people."""
+    if config.database_url:
+        return f"the database (table meta, key {READ_TOKEN!r}; every instance uses it)"
+    return str(token_path(config.data_dir))
 
 
 def _remove(path: Path) -> None:
@@ -105,16 +139,17 @@ def announce(config: Config, lan_address: Optional[str]) -> Optional[str]:
     made; later starts say where the token is kept."""
     if config.read_token:
         return None
-    token, created = ensure_read_token(config.data_dir)
+    token, created = kept_read_token(config)
     base = page_base_url(config, lan_address)
-    path = token_path(config.data_dir)
+    place = token_place(config)
     if created:
+        forget = "delete the file" if not config.database_url else "delete that row"
         return (
             "No TSWARM_READ_TOKEN is set, so tswarm made a read token for the status page.\n"
             "To open the page on a phone or another computer, use this URL (printed only this once;"
             " keep it to yourself):\n"
             f"    {base}/?token={token}\n"
-            f"The token is kept in {path} (mode 0600); delete the file for a new one.\n"
+            f"The token is kept in {place}{' (mode 0600)' if not config.database_url else ''}; {forget} for a new one.\n"
             "This machine itself reads without a token."
         )
-    return f"status page: {base}/ (other devices: add ?token= with the read token kept in {path})"
+    return f"status page: {base}/ (other devices: add ?token= with the read token kept in {place})"

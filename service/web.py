@@ -12,13 +12,14 @@ service/server.py's access logger masks the value of ``token=`` (and of every se
 """
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp import web
 
 from . import access, keys
 from .errors import json_error
-from .tokens import ensure_read_token
+from .tokens import kept_read_token
 
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE_MAX_AGE = 400 * 86400  # the longest browsers keep a cookie; the token lasts until its file is deleted
@@ -55,10 +56,10 @@ def page_login(request: web.Request, token: str) -> web.Response:
 
 
 async def keep_read_token(app: web.Application) -> None:
-    """At start (service/app.py), with no TSWARM_READ_TOKEN: the data dir's token (made here if `serve`
-    did not make it)."""
+    """At start (service/app.py), with no TSWARM_READ_TOKEN: the kept token (the data dir's, or the
+    database's with PostgreSQL; made here if `serve` did not make it)."""
     if not app[keys.CONFIG].read_token:
-        app[keys.KEPT_READ_TOKEN], _ = ensure_read_token(app[keys.CONFIG].data_dir)
+        app[keys.KEPT_READ_TOKEN], _ = await asyncio.to_thread(kept_read_token, app[keys.CONFIG])
 
 
 def setup_routes(app: web.Application) -> None:

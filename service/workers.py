@@ -21,9 +21,11 @@ workers inherit the supervisor's lock (one open file, shared by ``fork``); the k
 when the last of them exits, however it dies. The other commands (``node add``, ``export``,
 ``halt``...) do not take it: they share the journal with the service through SQLite's own locking.
 
-What the workers share and what stays per worker: docs/deployment.md. Worker 0 alone forwards and
-prunes (``Config.runs_singletons``); its forwarder looks for the other workers' readings every
-``forwarder.SIBLINGS_CHECK_S``.
+What the workers share and what stays per worker: docs/deployment.md. What must run once (the
+forwarder, the pruner) runs in the process holding the journal's singleton lock (service/leader.py):
+with SQLite, worker 0 (``Config.runs_singletons``); with PostgreSQL, whichever process of every
+worker of every instance on the database gets the database's lock. The one forwarding looks for
+the readings the other processes commit every ``forwarder.SIBLINGS_CHECK_S``.
 """
 from __future__ import annotations
 
@@ -72,9 +74,10 @@ def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
     :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.storage.StorageUnusable`)."""
     _check_host(config.host, config.port)
     with hold_data_dir(config.data_dir, port=config.port):
-        storage_for(config).close()  # a file that is not a journal: one error here, not one per worker
+        with storage_for(config) as journal:  # a file that is not a journal: one error here, not one per worker
+            where = journal.where
         log.info(
-            "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, config.data_dir, config.store,
+            "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, where, config.store,
             f", {config.workers} workers" if config.workers > 1 else "",
         )
         if started is not None:

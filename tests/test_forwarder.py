@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from tswarm.forwarder import Delivery, backoff_delay
-from tswarm.keys import FORWARDER
+from tswarm.keys import LEADER
 from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
@@ -209,7 +209,7 @@ async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client,
 
 async def test_store_sqlite_starts_no_forwarder(make_client):
     client = await make_client()
-    assert FORWARDER not in client.app
+    assert "forwarder" not in client.app[LEADER].running
     health = await (await client.get("/healthz")).json()
     assert {k: health[k] for k in ("ok", "store", "backlog", "oldest_age_s", "last_error")} == {
         "ok": True, "store": "sqlite", "backlog": 0, "oldest_age_s": None, "last_error": None,

@@ -17,9 +17,10 @@ from hypothesis import given, settings, strategies as st
 from tswarm.datadir import hold_data_dir
 from tswarm.migrate import MigrateError, Target, migrate
 from tswarm.settings import Config
-from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, Storage, StorageUnusable, open_storage
+from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, READ_TOKEN, Storage, StorageUnusable, open_storage
+from tswarm.tokens import kept_read_token
 
-from .conftest import NS, nodes_table, register
+from .conftest import NS, nodes_table, register, test_config
 from .test_protocol import body, hdr
 
 FUTURE = 4_000_000_000 * NS  # readings stamped after any clock of today: the next one must still come after
@@ -148,15 +149,33 @@ def test_the_way_back_into_an_empty_data_dir(full, run, postgres_url, tmp_path, 
     )
 
 
-def test_the_read_token_of_the_data_dir_is_named_not_copied(journal, run, postgres_url, data_dir):
+def test_the_read_token_moves_to_the_database_and_back(journal, run, postgres_url, data_dir, tmp_path, monkeypatch):
+    """The status page's kept token (a file on SQLite, meta on PostgreSQL: service/tokens.py) goes along
+    both ways, so links and cookies keep working; it is never printed."""
     register(journal, "kitchen", PW)
     (data_dir / "read-token").write_text("tok-Zz9\n")
     result = run("migrate", "--to", postgres_url)
     assert result.exit_code == 0 and "tok-Zz9" not in result.output
     assert result.stdout.splitlines()[-1] == (
-        f"the status page's read token stays in {data_dir / 'read-token'}: on the new host set TSWARM_READ_TOKEN"
-        " to it to keep old links working"
+        "  read token the status page's, now kept in the database (meta 'read_token'): its links keep working"
     )
+    config = test_config(tmp_path, database_url=postgres_url)
+    assert kept_read_token(config) == ("tok-Zz9", False)  # what every instance on the database serves
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    back = tmp_path / "back"
+    result = run("migrate", "--to", str(back))
+    assert result.exit_code == 0 and "tok-Zz9" not in result.output
+    assert (back / "read-token").read_text() == "tok-Zz9\n"
+    assert (back / "read-token").stat().st_mode & 0o777 == 0o600
+    assert kept_read_token(test_config(tmp_path, data_dir=back)) == ("tok-Zz9", False)
+
+
+def test_no_read_token_is_made_up_by_the_move(journal, run, postgres_url, tmp_path):
+    register(journal, "kitchen", PW)
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 0 and "read token" not in result.output
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert copy.meta(READ_TOKEN) is None
 
 
 # -- refusals: nothing written ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 
 from tswarm.settings import Config
 from tswarm.tokens import TokenFileError, announce, ensure_read_token, load_read_token, page_base_url, token_path
+from tests.conftest import test_config
 
 
 def test_the_first_call_makes_a_private_token_and_later_calls_reuse_it(tmp_path):
@@ -125,3 +126,19 @@ def test_real_serve_with_workers_makes_one_token_prints_it_once_and_every_worker
     second = again.log()
     assert token not in second
     assert f"the read token kept in {token_path(data_dir)}" in second
+
+
+def test_on_postgresql_every_instance_shares_the_one_token_kept_in_the_database(tmp_path, postgres_url):
+    from tswarm.storage import READ_TOKEN, open_storage
+    from tswarm.tokens import kept_read_token
+
+    a, b = (test_config(tmp_path / name, database_url=postgres_url) for name in ("a", "b"))  # two instances
+    first = announce(a, "192.168.1.20")
+    token, created = kept_read_token(b)
+    assert not created and f"http://192.168.1.20:8080/?token={token}\n" in first
+    assert "kept in the database (table meta, key 'read_token'; every instance uses it); delete that row" in first
+    assert kept_read_token(a) == (token, False)
+    assert not token_path(a.data_dir).exists() and not token_path(b.data_dir).exists()
+    with open_storage("", postgres_url) as journal:
+        assert journal.meta(READ_TOKEN) == token
+    assert token not in announce(b, "192.168.1.21")  # printed once, by the instance that made it

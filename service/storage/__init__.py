@@ -15,11 +15,13 @@ from .interface import (
     FORWARD_LAST_ERROR,
     HALT_ALL,
     PRUNED_BEFORE,
+    READ_TOKEN,
     NodeAuth,
     NodeExists,
     NodeNotFound,
     NodeStatus,
     OutboxReading,
+    SingletonLock,
     Storage,
     StorageError,
     StorageUnavailable,
@@ -29,8 +31,8 @@ from .interface import (
 from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
-    "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE",
-    "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading",
+    "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE", "READ_TOKEN",
+    "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]

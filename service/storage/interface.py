@@ -11,6 +11,7 @@ Nothing outside the storage package talks to a database. The rooms:
 - **reads**: readings by node and time range, counts, pages, one consistent snapshot;
 - **retention**: pruning old readings and the horizon below which the journal is incomplete;
 - **meta**: small named values (the cursor, halt-all, the forwarder's last error, the horizon);
+- **the singleton lock**: which process, of every one on this journal, forwards and prunes;
 - **moving house**: the whole journal out of one engine (:meth:`Storage.dump`) and into an empty
   place of another (:meth:`Storage.load`), for ``tswarm migrate``.
 
@@ -95,6 +96,7 @@ FORWARD_CURSOR = "forward_cursor"          # id of the last reading InfluxDB ack
 FORWARD_LAST_ERROR = "forward_last_error"  # JSON {"at": ns, "message": ...} while writes fail
 HALT_ALL = "halt_all"                      # "1": every node is halted
 PRUNED_BEFORE = "pruned_before"            # ns; below it the journal is no longer complete (see prune_readings)
+READ_TOKEN = "read_token"                  # PostgreSQL: the kept read token every instance shares (service/tokens.py)
 
 
 # -- moving house: the whole journal, table by table --------------------------------------------
@@ -173,11 +175,43 @@ class Writer(abc.ABC):
         created in the same transaction); its timestamp once durable."""
 
 
+# -- the singleton lock -----------------------------------------------------------------------
+
+
+class SingletonLock(abc.ABC):
+    """The right to run what must run once across every process on one journal: the forwarder and the
+    pruner (made by :meth:`Storage.singleton_lock`; service/leader.py asks for it and runs them).
+
+    Held by at most one object at a time, and released by the engine itself when the process holding
+    it dies, however it dies: nobody cleans up after a crash. Blocking calls, one thread at a time."""
+
+    @abc.abstractmethod
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when this object holds it now.
+        :class:`StorageUnavailable` when the database cannot be asked (then it is not held)."""
+
+    @abc.abstractmethod
+    def held(self) -> bool:
+        """This object still holds the lock (asks the database: False once its session is gone, and
+        then for good, until :meth:`try_acquire` takes it again)."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Let the lock go (another process may take it at once) and close what it held it with.
+        Calling it again, or without holding the lock, does nothing."""
+
+
 # -- the storage ------------------------------------------------------------------------------
 
 
 class Storage(abc.ABC):
-    """Synchronous access to the journal for one thread, room by room."""
+    """Synchronous access to the journal for one thread, room by room.
+
+    ``engine`` (``"sqlite"`` or ``"postgresql"``) and ``where`` (the file, or the URL with its password
+    as ``***``) say which journal it is, for ``/healthz`` and messages."""
+
+    engine: str = ""  # each engine names itself
+    where: str  # set by each engine's constructor
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -410,6 +444,18 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def set_meta(self, key: str, value: Optional[str]) -> None:
         """Set ``key``, or delete it when ``value`` is None."""
+
+    @abc.abstractmethod
+    def setdefault_meta(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless a value is there already; the stored value. Atomic: of
+        several processes doing this at once, one value wins and all of them get it back."""
+
+    # -- the singleton lock -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def singleton_lock(self) -> SingletonLock:
+        """A new :class:`SingletonLock` on this journal, not yet taken (it needs no connection of this
+        storage object: it keeps its own for as long as it lives)."""
 
     # -- moving house: the whole journal out, and into an empty place -------------------------------
 

@@ -26,3 +26,15 @@ def test_never_backwards_keeps_the_larger_integer(sqlite_storage):
     assert get_meta(conn, "cursor") == "100"
     put_meta(conn, "cursor", "5")  # without the flag: as given
     assert get_meta(conn, "cursor") == "5"
+
+
+def test_setdefault_keeps_the_first_value_and_of_many_at_once_one_wins(storage, open_engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert storage.setdefault_meta("first", "one") == "one"
+    assert storage.setdefault_meta("first", "two") == "one" and storage.meta("first") == "one"
+    others = [open_engine() for _ in range(4)]  # as four instances starting at once
+    with ThreadPoolExecutor(len(others)) as pool:
+        got = list(pool.map(lambda i: others[i].setdefault_meta("token", f"made-by-{i}"), range(len(others))))
+    assert len(set(got)) == 1 and got[0] in {f"made-by-{i}" for i in range(len(others))}
+    assert storage.meta("token") == got[0]

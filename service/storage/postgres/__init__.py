@@ -3,8 +3,9 @@ one database that any number of instances share, a room per concern as in the SQ
 
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
 migrations), ``registry``, ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
-``meta`` (the one upsert), ``dump`` (moving house: the whole journal out, or into an empty
-database); each room a mixin over the same pool, combined here into :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
+``meta`` (the one upsert), ``lock`` (the singleton lock), ``dump`` (moving house: the whole journal
+out, or into an empty database); each room a mixin over the same pool, combined here into
+:class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import psycopg
 from ..interface import Storage, StorageUnusable
 from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
 from .dump import DumpRoom
+from .lock import LockRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
 from .reads import ReadsRoom
@@ -24,7 +26,9 @@ from .writer import PostgresWriter, WriterRoom
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
-class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, DumpRoom, Storage):
+class PostgresStorage(
+    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, DumpRoom, Storage
+):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), on connections borrowed from the
     process's one pool for that URL (at most ``pool_size`` connections, however many storages the
@@ -32,6 +36,8 @@ class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, Retention
 
     :class:`~tswarm.storage.StorageUnavailable` when the server cannot be reached, now or on any
     later call (each call after the server returns works again: the pool reconnects)."""
+
+    engine = "postgresql"
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE):
         self._url = url

@@ -33,3 +33,10 @@ class MetaRoom(Connections):
     def set_meta(self, key: str, value: Optional[str]) -> None:
         with self._connection() as conn:
             put_meta(conn, key, value)
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        with self._connection() as conn:
+            # A concurrent insert of the same key makes this one wait for its commit, then do nothing;
+            # the next statement (READ COMMITTED) sees the winner's value.
+            conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, value))
+            return get_meta(conn, key)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Optional
 
+from .schema import transaction
+
 
 def get_meta(conn: sqlite3.Connection, key: str) -> Optional[str]:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -28,3 +30,8 @@ class MetaRoom:
 
     def set_meta(self, key: str, value: Optional[str]) -> None:
         put_meta(self.conn, key, value)
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        with transaction(self.conn):  # BEGIN IMMEDIATE: the insert and the read under one write lock
+            self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (key, value))
+            return get_meta(self.conn, key)
