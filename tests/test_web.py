@@ -7,7 +7,9 @@ import logging
 import pytest
 
 from tswarm.access import COOKIE
-from tswarm.tokens import ensure_read_token
+from tswarm.tokens import kept_read_token
+
+from .conftest import test_config
 
 pytestmark = pytest.mark.engines
 
@@ -15,8 +17,9 @@ LAN = {"X-Forwarded-For": "192.168.1.77"}
 
 
 @pytest.fixture
-def kept(data_dir):
-    return ensure_read_token(data_dir)[0]
+def kept(tmp_path):
+    """The token the service keeps (the data dir's file on SQLite, the database's on PostgreSQL)."""
+    return kept_read_token(test_config(tmp_path))[0]
 
 
 async def lan_client(make_client, **changes):

@@ -52,7 +52,7 @@ def _busy(service: ServiceProcess, names: list[str], requests: int = 120) -> Non
 
 
 @pytest.mark.parametrize("workers, pool", [(1, 3), (2, 2)])
-def test_a_serving_process_holds_at_most_its_pool_and_its_writer(postgres_url, tmp_path, workers, pool):
+def test_a_serving_process_holds_at_most_its_pool_its_writer_and_its_lock(postgres_url, tmp_path, workers, pool):
     env = tswarm_env(tmp_path / "data", TSWARM_DATABASE_URL=postgres_url, TSWARM_DATABASE_POOL=str(pool),
                      TSWARM_JOURNAL_RETENTION="30d")  # the pruner runs too
     names = [f"n{i}" for i in range(6)]
@@ -62,7 +62,7 @@ def test_a_serving_process_holds_at_most_its_pool_and_its_writer(postgres_url, t
         for _ in range(3):
             _busy(service, names)
         held = _connections(postgres_url)
-    assert 2 * workers <= held <= workers * (pool + 1), held  # a pool and a writer per process
+    assert 2 * workers <= held <= workers * (pool + 2), held  # a pool, a writer and the leader's lock per process
     deadline = time.monotonic() + 30
     while _connections(postgres_url) and time.monotonic() < deadline:  # closed with the process
         time.sleep(0.1)
