@@ -1,0 +1,152 @@
+"""PostgreSQL away under load: 100 nodes send while the database is stopped (``pg_ctl stop -m fast``),
+crashed (``-m immediate``) or up but ending every session of the service (``pg_terminate_backend``,
+what a failover looks like to a client), each for a few seconds, several times.
+
+While it is away, readings get 503 ``journal_unavailable`` with ``Retry-After`` (never a 500, never a
+hang, never a 202 for a reading that is not committed) and the reader, admin and metrics routes get
+503 ``storage_unavailable``; when it returns, the same service takes readings again by itself. Every
+acknowledged reading is stored exactly once, and the log has a line per outage and per recovery, not
+one per request, no traceback, and never the database's password.
+
+The lost COMMIT answer (the database committed, the service never heard) is made by a TCP relay the
+test puts between the service's writer and the real PostgreSQL: nothing else here can cut a
+connection at exactly that moment.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+
+from tests.integration.test_influx import wait_for
+from tests.servers import PostgreSQL, ServiceProcess, request, tswarm_env
+
+from .load import Swarm
+from .test_crash import PASSWORD, register, stored_readings
+
+ADMIN = "admin-token-pg-faults-0123456789"
+DOWN_S = float(os.environ.get("TSWARM_FAULT_PG_DOWN_SECONDS", "3"))  # how long each outage lasts
+ROUNDS = int(os.environ.get("TSWARM_FAULT_PG_ROUNDS", "2"))  # each round: a fast stop, a crash, terminated sessions
+PROBE_TIMEOUT_S = 30  # a probe that takes longer is a hang
+
+
+def terminate_sessions(server: PostgreSQL, database: str) -> int:
+    """``pg_terminate_backend`` of every session on ``database`` but this one; how many it ended."""
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        return len(conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall())
+
+
+PROBES = {  # route: (method, path, body, needs the admin token)
+    "GET /api/nodes": ("GET", "/api/nodes", None, False),
+    "GET /api/nodes/{name}": ("GET", "/api/nodes/n000", None, False),
+    "GET /api/readings": ("GET", "/api/readings?limit=10", None, False),
+    "GET /metrics": ("GET", "/metrics", None, False),
+    "PUT /api/admin/nodes/{name}/interval": ("PUT", "/api/admin/nodes/n000/interval", '{"interval_s": 300}', True),
+    "POST /api/admin/nodes": ("POST", "/api/admin/nodes", '{"name": "late-comer"}', True),
+    "GET /": ("GET", "/", None, False),
+    "GET /healthz": ("GET", "/healthz", None, False),
+}
+
+
+def probe(service) -> dict:
+    """What the reader, admin and metrics routes, the status page and /healthz answer now, asked all
+    at once: ``{route: (status, error code or None)}``. One that does not answer in time fails the test."""
+
+    def ask(route):
+        method, path, body, admin = PROBES[route]
+        headers = {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"} if admin else {}
+        try:
+            status, response_headers, raw = request(method, service.url + path, body, headers, timeout=PROBE_TIMEOUT_S)
+        except TimeoutError:
+            raise AssertionError(f"{route} did not answer within {PROBE_TIMEOUT_S} s") from None
+        if status < 400:
+            return status, None
+        assert response_headers["Content-Type"].startswith("application/json"), (route, status, raw)
+        if status == 503:
+            assert int(response_headers["Retry-After"]) > 0, (route, raw)
+        return status, json.loads(raw)["error"]
+
+    with ThreadPoolExecutor(len(PROBES)) as executor:
+        return dict(zip(PROBES, executor.map(ask, PROBES)))
+
+
+def logged_outages(service) -> tuple[int, int]:
+    """How many outages the service's log has begun and ended."""
+    log = service.log()
+    return log.count("storage unavailable, answering 503"), log.count("storage available again after")
+
+
+def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_recovers_by_itself(tmp_path, postgres_factory):
+    server = postgres_factory()
+    url = server.new_database()
+    database = url.rsplit("/", 1)[1]
+    data_dir = tmp_path / "data"
+    names = register(data_dir, 100, url)
+    env = tswarm_env(data_dir, TSWARM_DATABASE_URL=url, TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_LOG_LEVEL="WARNING")
+    outages, recoveries, down_answers, logged_before = [], [], {}, 0
+    with ServiceProcess(data_dir, env=env) as service:
+        swarm = Swarm(service.url, names, PASSWORD, pause=0.05).start()
+        try:
+            wait_for(lambda: len(swarm.acked) > 200, "the swarm to get going")
+            for _ in range(ROUNDS):
+                for how in ("fast", "immediate", "terminate"):
+                    refused_before = swarm.statuses.get(503, 0)
+                    if how == "terminate":  # up, but every session of the service ends, again and again
+                        ended, until = 0, time.monotonic() + DOWN_S
+                        while time.monotonic() < until:
+                            ended += terminate_sessions(server, database)
+                            time.sleep(0.2)
+                        assert ended > 0
+                    else:
+                        server.stop(how)
+                        until = time.monotonic() + DOWN_S
+                        time.sleep(0.5)
+                        for route, answer in probe(service).items():
+                            down_answers.setdefault(route, set()).add(answer)
+                        time.sleep(max(0.0, until - time.monotonic()))
+                        server.start()
+                    back = time.monotonic()
+                    acked = len(swarm.acked)
+                    wait_for(lambda: len(swarm.acked) > acked + 100, f"readings to be taken again after '{how}'")
+                    recoveries.append(time.monotonic() - back)
+                    outages.append((how, swarm.statuses.get(503, 0) - refused_before))
+                    logged = wait_for(lambda: (n := logged_outages(service))[0] == n[1] and n,
+                                      f"the end of the outage after '{how}' to be logged")
+                    assert logged[0] - logged_before == (how != "terminate" or outages[-1][1] > 0), (how, logged)
+                    logged_before = logged[0]
+            up_answers = probe(service)
+        finally:
+            swarm.stop()
+    log = service.log()
+    stored = stored_readings(data_dir, url)
+    lost = [r for r in swarm.acked if stored[r] == 0]
+    duplicated = [r for r, n in stored.items() if n > 1]
+    unacked_stored = sum(stored.values()) - len(swarm.acked)
+    print(f"postgres away: {len(outages)} outages of {DOWN_S:g} s ({', '.join(f'{h}: {n} 503s' for h, n in outages)}), "
+          f"{swarm.tried} requests, {len(swarm.acked)} acked, {len(lost)} lost, {len(duplicated)} duplicated, "
+          f"{unacked_stored} stored without a 202, statuses {dict(sorted(swarm.statuses.items()))}, "
+          f"readings again {max(recoveries):.1f} s at most after the database returned")
+    print("while down:", {route: sorted(answers, key=str) for route, answers in down_answers.items()})
+    assert lost == [] and duplicated == []
+    # never a 500, never a hang (a 0 is a request the service did not answer within 15 s)
+    assert set(swarm.statuses) <= {202, 503}, swarm.statuses
+    assert all(n > 0 for how, n in outages if how != "terminate"), outages
+    assert set(swarm.refusals) == {(503, "journal_unavailable", "30")}, swarm.refusals
+    for route, answers in down_answers.items():
+        if route in ("GET /", "GET /healthz"):  # the static page; healthz says what it knows
+            assert {status for status, _ in answers} == {200}, (route, answers)
+        else:
+            assert answers == {(503, "storage_unavailable")}, (route, answers)
+    assert up_answers == {**{route: (200, None) for route in PROBES}, "POST /api/admin/nodes": (201, None)}
+    # the log: a line when an outage begins and one when it is over, no traceback, no password
+    assert "Traceback" not in log, log[-5000:]
+    assert PostgreSQL.PASSWORD not in log
+    ours = [line for line in log.splitlines() if " tswarm." in line]
+    print(f"log: {len(ours)} lines of tswarm's, {log.count(' psycopg.pool: ')} of psycopg.pool's")
+    assert len(ours) == 2 * logged_before, "\n".join(ours)  # nothing else: no line per request
