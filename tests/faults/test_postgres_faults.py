@@ -14,15 +14,22 @@ connection at exactly that moment.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+import pytest
 
+from tests import conftest
 from tests.integration.test_influx import wait_for
 from tests.servers import PostgreSQL, ServiceProcess, request, tswarm_env
+from tswarm.storage import open_storage
+from tswarm.storage.postgres.writer import PostgresWriter
 
 from .load import Swarm
 from .test_crash import PASSWORD, register, stored_readings
@@ -150,3 +157,117 @@ def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_re
     ours = [line for line in log.splitlines() if " tswarm." in line]
     print(f"log: {len(ours)} lines of tswarm's, {log.count(' psycopg.pool: ')} of psycopg.pool's")
     assert len(ours) == 2 * logged_before, "\n".join(ours)  # nothing else: no line per request
+
+
+# -- a connection cut at the worst moments of a batch -----------------------------------------------------
+
+COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # the simple query psycopg sends to end a transaction
+CUTS = {  # where the writer's connection is cut: what it sends first there, and whether it reaches the server
+    "before the INSERT reaches the server": (b"INSERT INTO readings", False),
+    "before the COMMIT reaches the server": (COMMIT, False),
+    "after the server committed, before its answer": (COMMIT, True),
+}
+
+
+class Relay:
+    """A TCP relay on loopback in front of the real PostgreSQL that cuts one connection, once armed,
+    where the client first sends ``pattern``: before passing it on, or (``deliver``) after passing it
+    on and getting the server's answer, which the client then never sees."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.pattern, self.deliver, self.cuts = None, False, 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, pattern: bytes, deliver: bool) -> None:
+        with self._lock:
+            self.pattern, self.deliver = pattern, deliver
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            holding = threading.Event()  # the server's next answer is not passed on
+            threading.Thread(target=self._up, args=(client, server, holding), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, holding), daemon=True).start()
+
+    def _cut_here(self, data: bytes) -> bool:
+        with self._lock:
+            if self.pattern is None or self.pattern not in data:
+                return False
+            self.pattern, self.cuts = None, self.cuts + 1
+            return True
+
+    @staticmethod
+    def _close(*sockets) -> None:
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _up(self, client, server, holding) -> None:
+        try:
+            while data := client.recv(65536):
+                if self._cut_here(data):
+                    if self.deliver:
+                        holding.set()
+                        server.sendall(data)  # _down drops the answer and cuts
+                        return
+                    return self._close(client, server)
+                server.sendall(data)
+        except OSError:
+            pass
+        self._close(client, server)
+
+    def _down(self, server, client, holding) -> None:
+        try:
+            while data := server.recv(65536):
+                if holding.is_set():
+                    return self._close(client, server)
+                client.sendall(data)
+        except OSError:
+            pass
+        self._close(client, server)
+
+
+@pytest.fixture
+def relay(postgres):
+    relay = Relay(postgres.port)
+    yield relay
+    relay.close()
+
+
+@pytest.mark.parametrize("where", list(CUTS))
+async def test_a_batch_whose_connection_is_cut_is_acknowledged_once_and_stored_once(postgres, postgres_url, relay, where):
+    """The writer's connection cut while it stores a batch, at each moment: before the INSERT, before
+    the COMMIT (the server rolls the transaction back), and after the server committed but before
+    its answer came (the writer cannot know, so it looks on a fresh connection). Each reading is
+    acknowledged with its timestamp and stored once: never twice (a retry of a committed batch),
+    never refused while stored."""
+    with open_storage("", postgres_url) as journal:
+        conftest.register(journal, "n1", PASSWORD, created=True)
+        node_id = journal.node_auth("n1").id
+    writer = PostgresWriter(postgres_url.replace(f":{postgres.port}/", f":{relay.port}/"))
+    await writer.start()
+    try:
+        first = await writer.append(node_id, 20.0, 40.0)
+        relay.arm(*CUTS[where])
+        stamps = await asyncio.gather(*(writer.append(node_id, 21.0 + i, 41.0) for i in range(3)))
+        last = await writer.append(node_id, 30.0, 50.0)  # the writer goes on
+    finally:
+        await writer.close()
+    assert relay.cuts == 1
+    with open_storage("", postgres_url) as journal:
+        rows = [(ts, t) for batch in journal.iter_readings() for ts, _, t, _ in batch]
+    assert rows == [(first, 20.0), *zip(stamps, [21.0, 22.0, 23.0]), (last, 30.0)]
