@@ -15,8 +15,10 @@ connection at exactly that moment.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -26,13 +28,14 @@ import psycopg
 import pytest
 
 from tests import conftest
-from tests.integration.test_influx import wait_for
+from tests.integration.test_influx import healthz, influx1_env, wait_for
 from tests.servers import PostgreSQL, ServiceProcess, request, tswarm_env
 from tswarm.storage import open_storage
 from tswarm.storage.postgres.writer import PostgresWriter
 
 from .load import Swarm
 from .test_crash import PASSWORD, register, stored_readings
+from .test_influx_faults import influx_readings
 
 ADMIN = "admin-token-pg-faults-0123456789"
 DOWN_S = float(os.environ.get("TSWARM_FAULT_PG_DOWN_SECONDS", "3"))  # how long each outage lasts
@@ -89,13 +92,22 @@ def logged_outages(service) -> tuple[int, int]:
     return log.count("storage unavailable, answering 503"), log.count("storage available again after")
 
 
-def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_recovers_by_itself(tmp_path, postgres_factory):
+@pytest.mark.parametrize("store", ["sqlite", "influxdb"])
+def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_recovers_by_itself(
+    request, tmp_path, postgres_factory, store
+):
+    """``store``: the journal alone, or with a forwarder to a real influxd (which must get every
+    acknowledged reading once, the forwarder having lived through the outages)."""
     server = postgres_factory()
     url = server.new_database()
     database = url.rsplit("/", 1)[1]
     data_dir = tmp_path / "data"
     names = register(data_dir, 100, url)
-    env = tswarm_env(data_dir, TSWARM_DATABASE_URL=url, TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_LOG_LEVEL="WARNING")
+    env = tswarm_env(data_dir)
+    if store == "influxdb":
+        influxd, db = request.getfixturevalue("influxdb1_factory")(), "outages"
+        env = influx1_env(data_dir, influxd, db)
+    env.update(TSWARM_DATABASE_URL=url, TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_LOG_LEVEL="WARNING")
     outages, recoveries, down_answers, logged_before = [], [], {}, 0
     with ServiceProcess(data_dir, env=env) as service:
         swarm = Swarm(service.url, names, PASSWORD, pause=0.05).start()
@@ -130,12 +142,18 @@ def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_re
             up_answers = probe(service)
         finally:
             swarm.stop()
+        if store == "influxdb":
+            wait_for(lambda: (h := healthz(service))["backlog"] == 0 and h["in_flight"] == 0, "the backlog to drain",
+                     timeout=300)
     log = service.log()
     stored = stored_readings(data_dir, url)
+    if store == "influxdb":
+        forwarded = influx_readings(influxd, db)
+        assert forwarded == stored  # every reading of the journal in InfluxDB, once
     lost = [r for r in swarm.acked if stored[r] == 0]
     duplicated = [r for r, n in stored.items() if n > 1]
     unacked_stored = sum(stored.values()) - len(swarm.acked)
-    print(f"postgres away: {len(outages)} outages of {DOWN_S:g} s ({', '.join(f'{h}: {n} 503s' for h, n in outages)}), "
+    print(f"postgres away ({store}): {len(outages)} outages of {DOWN_S:g} s ({', '.join(f'{h}: {n} 503s' for h, n in outages)}), "
           f"{swarm.tried} requests, {len(swarm.acked)} acked, {len(lost)} lost, {len(duplicated)} duplicated, "
           f"{unacked_stored} stored without a 202, statuses {dict(sorted(swarm.statuses.items()))}, "
           f"readings again {max(recoveries):.1f} s at most after the database returned")
@@ -146,17 +164,23 @@ def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_re
     assert all(n > 0 for how, n in outages if how != "terminate"), outages
     assert set(swarm.refusals) == {(503, "journal_unavailable", "30")}, swarm.refusals
     for route, answers in down_answers.items():
-        if route in ("GET /", "GET /healthz"):  # the static page; healthz says what it knows
-            assert {status for status, _ in answers} == {200}, (route, answers)
+        if route == "GET /":  # the page is static; it shows what the reader routes answer
+            assert answers == {(200, None)}, (route, answers)
+        elif route == "GET /healthz":  # what it knows without the database, or a 503 saying the database is away
+            assert answers <= {(200, None), (503, "storage_unavailable")}, (route, answers)
         else:
             assert answers == {(503, "storage_unavailable")}, (route, answers)
     assert up_answers == {**{route: (200, None) for route in PROBES}, "POST /api/admin/nodes": (201, None)}
     # the log: a line when an outage begins and one when it is over, no traceback, no password
     assert "Traceback" not in log, log[-5000:]
     assert PostgreSQL.PASSWORD not in log
-    ours = [line for line in log.splitlines() if " tswarm." in line]
-    print(f"log: {len(ours)} lines of tswarm's, {log.count(' psycopg.pool: ')} of psycopg.pool's")
-    assert len(ours) == 2 * logged_before, "\n".join(ours)  # nothing else: no line per request
+    ours = [line for line in log.splitlines() if re.match(r"\S+ \S+ \w+ tswarm\.", line)]
+    by_logger = collections.Counter(line.split()[3] for line in ours)
+    print(f"log: {dict(by_logger)}, and {log.count(' psycopg.pool: ')} lines of psycopg.pool's")
+    assert not [line for line in ours if line.split()[2] in ("ERROR", "CRITICAL")], "\n".join(ours)
+    assert by_logger.pop("tswarm.storage:") == 2 * logged_before, "\n".join(ours)
+    # any other part (the forwarder, the leader) that noticed: a line when it begins and when it ends at most
+    assert all(n <= 2 * len(outages) for n in by_logger.values()), "\n".join(ours)
 
 
 # -- a connection cut at the worst moments of a batch -----------------------------------------------------
