@@ -29,7 +29,9 @@ from .interface import StorageUnavailable, Writer
 log = logging.getLogger("tswarm.storage")
 
 PROBE_INTERVAL_S = 0.25  # during an outage: the most often the writer asks whether the database is back
-STABLE_S = 5.0  # an outage is logged over once storage worked this long without a failure
+# An outage is logged over once storage worked this long without a failure: longer than a call may
+# wait for a connection (PostgreSQL's pool: 5 s), so a call that began waiting during it belongs to it.
+STABLE_S = 10.0
 
 
 @dataclass

@@ -39,7 +39,7 @@ from .test_influx_faults import influx_readings
 
 ADMIN = "admin-token-pg-faults-0123456789"
 DOWN_S = float(os.environ.get("TSWARM_FAULT_PG_DOWN_SECONDS", "3"))  # how long each outage lasts
-ROUNDS = int(os.environ.get("TSWARM_FAULT_PG_ROUNDS", "2"))  # each round: a fast stop, a crash, terminated sessions
+ROUNDS = int(os.environ.get("TSWARM_FAULT_PG_ROUNDS", "1"))  # each round: a fast stop, a crash, terminated sessions
 PROBE_TIMEOUT_S = 30  # a probe that takes longer is a hang
 
 
