@@ -27,17 +27,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def register_nodes(data_dir: Path, count: int, *, created: bool = True, scrypt_n: int = auth.SCRYPT_N) -> list[str]:
+def register_nodes(data_dir: Path, count: int, *, created: bool = True, scrypt_n: int = auth.SCRYPT_N,
+                   database_url: str = "") -> list[str]:
     """Register ``count`` nodes sharing one password hash (hashing 10,000 separately would take minutes).
-    Each node still costs the service one scrypt on its first request: the cache is per header."""
+    Each node still costs the service one scrypt on its first request: the cache is per header.
+    ``database_url``: in that PostgreSQL database (its tables made by opening it) instead of the data dir."""
     names = [f"node{i:05d}" for i in range(count)]
     password_hash = auth.hash_password(PASSWORD, n=scrypt_n)
     now = time.time_ns()
+    rows = [(name, password_hash, now, now if created else None) for name in names]
+    if database_url:
+        import psycopg
+
+        open_storage(data_dir, database_url).close()
+        with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+            cur.executemany("INSERT INTO nodes (name, password_hash, registered_at, created_at) VALUES (%s, %s, %s, %s)", rows)
+        return names
     with open_storage(data_dir) as journal:
         journal.conn.execute("BEGIN")
         journal.conn.executemany(
             "INSERT INTO nodes (name, password_hash, registered_at, created_at) VALUES (?, ?, ?, ?)",
-            [(name, password_hash, now, now if created else None) for name in names],
+            rows,
         )
         journal.conn.execute("COMMIT")
     return names
@@ -51,12 +61,13 @@ class Variant:
     """`benchmarks/serve_variant.py`: the shipped service with one journal knob changed, or run as
     ``workers`` processes (`tswarm serve --workers N`)."""
 
-    def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1):
+    def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1,
+                 database_url: str = ""):
         self.data_dir = data_dir
         self.port = free_port()
         self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
                      "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
-                     "--workers", str(workers)]
+                     "--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -96,6 +107,29 @@ class Variant:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
+
+
+def metric_sum(url: str, name: str) -> tuple[float, float]:
+    """``(name_sum, name_count)`` of a histogram of ``GET /metrics`` (loopback needs no token)."""
+    found = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            key, _, value = line.rpartition(" ")
+            if key in (f"{name}_sum", f"{name}_count"):
+                found[key] = float(value)
+    return found.get(f"{name}_sum", 0.0), found.get(f"{name}_count", 0.0)
+
+
+def spread(values: list[float]) -> str:
+    """median (min–max) of several runs."""
+    ordered = sorted(values)
+    mid = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+    return f"{mid:,.0f} ({ordered[0]:,.0f}–{ordered[-1]:,.0f})" if mid >= 100 else f"{mid:.2f} ({ordered[0]:.2f}–{ordered[-1]:.2f})"
+
+
+def machine_load() -> str:
+    """The 1-minute load average and the cores: how busy the machine was (other work shares it)."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
 
 
 def rss_mb(pid: int) -> float:

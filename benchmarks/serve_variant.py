@@ -3,6 +3,7 @@
 --synchronous OFF   : durability off (the ceiling)
 --max-batch 1       : one commit per request (the naive design)
 --workers N         : N processes sharing the port, as `tswarm serve --workers N` runs them
+--database-url URL  : the journal in PostgreSQL (TSWARM_DATABASE_URL) instead of SQLite in the data dir
 """
 import argparse
 import sys
@@ -19,9 +20,10 @@ parser.add_argument("--data-dir", type=Path, required=True)
 parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "OFF"])
 parser.add_argument("--max-batch", type=int, default=5000)
 parser.add_argument("--workers", type=int, default=1)
+parser.add_argument("--database-url", default=None)
 args = parser.parse_args()
 config = Config.from_env(
-    host="127.0.0.1", port=args.port, data_dir=args.data_dir, workers=args.workers,
+    host="127.0.0.1", port=args.port, data_dir=args.data_dir, workers=args.workers, database_url=args.database_url,
     journal_synchronous=args.synchronous, journal_max_batch=args.max_batch,
 )
 sys.exit(serve(config))  # the code path of `tswarm serve` (TSWARM_LOG_LEVEL=WARNING: no access log)

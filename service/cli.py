@@ -527,6 +527,40 @@ def forward(start, stop, data_dir):
                 sys.exit(130)
     click.echo(f"sent {sent} reading(s) to InfluxDB" + (f"; {refused} refused (see 'tswarm status')" if refused else ""))
 
+@cli.command()
+@click.option("--to", "to", required=True, metavar="URL",
+              help="An empty PostgreSQL database (postgres://user:password@host:5432/db); with DATABASE_URL set,"
+              " a data dir without a journal (the way back).")
+@data_dir_option
+def migrate(to, data_dir):
+    """Copy the journal (nodes with their passwords, halts, readings, the forward cursor, rejected
+    readings, the retention horizon) into an empty PostgreSQL database, or back into an empty data dir.
+
+    Stop the service first. The target is written in one transaction and kept only when its counts
+    match the source's: a target that holds a journal already is refused, and a failure leaves it as
+    it was. A progress bar goes to standard error when it is a terminal."""
+    from tqdm import tqdm
+
+    from .migrate import MigrateError, migrate as run, summary, target_of
+
+    config = load_config(data_dir=data_dir)
+    try:
+        target = target_of(to, bool(config.database_url))
+        with existing_journal(config) as source, contextlib.ExitStack() as shown:
+            bar = None
+
+            def start(counts):  # the bar, once the readings are counted
+                nonlocal bar
+                bar = shown.enter_context(tqdm(total=counts.readings, unit=" readings", unit_scale=True,
+                                               disable=not sys.stderr.isatty(), file=sys.stderr))
+
+            moved = run(config, source, target, on_start=start, on_rows=lambda n: bar.update(n))
+    except MigrateError as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in summary(moved):
+        click.echo(line)
+
+
 # -- Grafana: tswarm grafana provision (the work is in service/grafana_provision.py) -------------
 
 

@@ -49,7 +49,7 @@ def parse_number(token: str, what: str) -> float:
     value = float(token)
     if not math.isfinite(value):
         raise _impossible(f"{what} is out of any range")
-    return value
+    return value + 0.0  # -0.0 is 0.0: SQLite cannot keep the sign of a zero, so no engine is given one
 
 
 def parse_data(data: str) -> Reading:

@@ -301,6 +301,12 @@ class Config:
         " empty: SQLite. `DATABASE_URL` (Heroku's name) is read when this is not set; this one wins when both are.",
         fallback="DATABASE_URL", secret=True,
     )
+    database_pool: int = setting(
+        "TSWARM_DATABASE_POOL", "5", Whole(2, 100),
+        "Most connections to PostgreSQL that one process shares among its reads, admin writes, forwarder, pruner and"
+        " exports ({range}; an export holds one while it streams); the readings writer has one more of its own, so a"
+        " process holds at most this + 1 (`--workers N`: N times that). Heroku's small plans allow 20 (docs/deployment.md).",
+    )
     host: str = setting("TSWARM_HOST", "0.0.0.0", Text(), "Address `tswarm serve` listens on (a name must resolve).")
     port: int = setting(
         "TSWARM_PORT", "8080", Whole(0, 65535), "Port `tswarm serve` listens on, {range} (`PORT` wins, as on Heroku).",

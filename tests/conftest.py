@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -16,7 +17,7 @@ from tswarm.storage import NodeStatus, Storage, open_storage
 from tswarm.server import AccessLogger, AppRunner
 from tswarm.settings import Config
 
-from .servers import InfluxDB1, PostgreSQL, VictoriaMetrics
+from .servers import ENGINE, InfluxDB1, PostgreSQL, VictoriaMetrics
 
 # No test here measures time with hypothesis: its per-example deadline (200 ms by default) only
 # turns a slow moment of a loaded machine (CI, `make test` beside a build) into a failure.
@@ -26,11 +27,87 @@ settings.load_profile("tswarm")
 TEST_SCRYPT_N = 2**10  # fast hashes for unit tests; the real cost is measured in benchmarks/
 
 
+# -- the storage engine: a parameter of the shared fixtures ------------------------------------------
+#
+# Every test runs on SQLite (the data dir) unless it is marked ``engines``: ``pytestmark =
+# pytest.mark.engines`` runs each test of a module once per engine (ids ``[sqlite]``, ``[postgres]``);
+# ``@pytest.mark.engines("sqlite")`` keeps one test (about SQLite's own file, lock or data dir: its
+# docstring says why) on one engine. The ``engine`` fixture puts the test's engine in
+# ``tests.servers.ENGINE``, and everything below follows it: ``test_config``, ``journal``,
+# ``open_journal``, ``make_client``/``client``, ``run``, ``three_nodes``, ``fill_a_and_b``, and the
+# child processes of tests/servers.py (``tswarm_env``, ``run_cli``, ``ServiceProcess``). On
+# PostgreSQL each test gets a journal database of the session's cluster to itself, empty but for the
+# schema (``postgres_journals``).
+
+ENGINES = ("sqlite", "postgres")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "engines(*names): run the test once per storage engine (all of ENGINES, or those named)"
+    )
+
+
+def pytest_generate_tests(metafunc):
+    marker = metafunc.definition.get_closest_marker("engines")  # a test's own marker wins over its module's
+    if marker is not None:
+        unknown = set(marker.args) - set(ENGINES)
+        assert not unknown, f"pytest.mark.engines: no engine {sorted(unknown)}; ENGINES are {ENGINES}"
+        metafunc.parametrize("engine", marker.args or ENGINES, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def engine(request) -> Iterator[str]:
+    """The storage engine of this test: ``sqlite``, or ``postgres`` (an empty journal database of its own)."""
+    name = getattr(request, "param", "sqlite")
+    databases = request.getfixturevalue("postgres_journals") if name == "postgres" else None
+    ENGINE.name, ENGINE.database_url = name, databases.take() if databases else ""
+    try:
+        yield name
+    finally:
+        url, ENGINE.name, ENGINE.database_url = ENGINE.database_url, "sqlite", ""
+        if databases:
+            databases.give_back(url)
+
+
 def test_config(tmp_path, **changes) -> Config:
-    return Config(data_dir=tmp_path / "data", scrypt_n=TEST_SCRYPT_N).with_(**changes)
+    """The service's config for a test: its data dir, fast hashes, the test's engine."""
+    return Config(data_dir=tmp_path / "data", scrypt_n=TEST_SCRYPT_N, database_url=ENGINE.database_url).with_(**changes)
 
 
 test_config.__test__ = False  # a helper, not a test
+
+
+def open_journal(data_dir) -> Storage:
+    """The journal of the running test's engine (``data_dir`` on SQLite): as another process opens it."""
+    return open_storage(data_dir, ENGINE.database_url)
+
+
+@contextlib.contextmanager
+def write_lock_held(data_dir):
+    """Another connection holds the journal's write lock for the block, as `tswarm node add` beside the
+    server or another instance's commit does for a moment: SQLite's ``BEGIN IMMEDIATE``
+    (tests/test_pool.py), or on PostgreSQL a transaction holding every table of the journal in
+    ``EXCLUSIVE`` mode (reads go on, every write waits)."""
+    if ENGINE.name == "sqlite":
+        from .test_pool import write_lock_held as sqlite_lock_held
+
+        with sqlite_lock_held(data_dir):
+            yield
+        return
+    import psycopg
+
+    with psycopg.connect(ENGINE.database_url) as conn:  # one transaction, rolled back after the block
+        conn.execute(f"LOCK TABLE {', '.join(journal_tables(conn))} IN EXCLUSIVE MODE")
+        yield
+        conn.rollback()
+
+
+def journal_tables(conn) -> list[str]:
+    """Every table of the PostgreSQL journal on ``conn`` but ``schema_version``, quoted for SQL."""
+    return [row[0] for row in conn.execute(
+        "SELECT quote_ident(tablename) FROM pg_catalog.pg_tables"
+        " WHERE schemaname = current_schema() AND tablename <> 'schema_version' ORDER BY tablename")]
 
 
 @pytest.fixture
@@ -39,8 +116,8 @@ def data_dir(tmp_path):
 
 
 @pytest.fixture
-def journal(data_dir):
-    with open_storage(data_dir) as j:
+def journal(engine, data_dir):
+    with open_journal(data_dir) as j:
         yield j
 
 
@@ -53,8 +130,8 @@ class ServiceTestServer(TestServer):
 
 
 @pytest.fixture
-def make_client(aiohttp_client, tmp_path):
-    """``await make_client(**config_changes)`` -> an aiohttp test client over ``create_app``."""
+def make_client(aiohttp_client, tmp_path, engine):
+    """``await make_client(**config_changes)`` -> an aiohttp test client over ``create_app`` (on the test's engine)."""
 
     async def make(**changes):
         return await aiohttp_client(ServiceTestServer(create_app(test_config(tmp_path, **changes))))
@@ -78,13 +155,14 @@ async def wait_health(client, predicate) -> dict:
 
 
 @pytest.fixture
-def run(data_dir, monkeypatch):
-    """``run(*args)``: the `tswarm` command in-process (click's CliRunner) on ``data_dir``, with no
-    other TSWARM_* variable or PORT from the environment."""
-    monkeypatch.delenv("PORT", raising=False)
-    for name in [k for k in os.environ if k.startswith("TSWARM_")]:
+def run(engine, data_dir, monkeypatch):
+    """``run(*args)``: the `tswarm` command in-process (click's CliRunner) on ``data_dir`` and the test's
+    engine, with no other TSWARM_* variable, PORT or DATABASE_URL from the environment."""
+    for name in [k for k in os.environ if k.startswith("TSWARM_") or k in ("PORT", "DATABASE_URL")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
+    if ENGINE.database_url:
+        monkeypatch.setenv("TSWARM_DATABASE_URL", ENGINE.database_url)
     runner = CliRunner()
 
     def invoke(*args, **kw):
@@ -109,7 +187,7 @@ ALL_CSV = (  # the whole export of ``three_nodes``: two readings share 16:05:00
 
 @pytest.fixture
 def three_nodes(journal):
-    """attic, cellar (no reading) and kitchen, created, in the data dir ``make_client`` and ``run`` use;
+    """attic, cellar (no reading) and kitchen, created, in the journal (of the test's engine) ``make_client`` and ``run`` use;
     exported whole they are ``ALL_CSV``."""
     for name in ("attic", "cellar", "kitchen"):
         register(journal, name, created=True)
@@ -119,8 +197,9 @@ def three_nodes(journal):
 
 
 def fill_a_and_b(data_dir) -> None:
-    """Nodes a and b (registered, never created) with three readings, one nanosecond apart at first."""
-    with open_storage(data_dir) as journal:
+    """Nodes a and b (registered, never created) with three readings, one nanosecond apart at first, in
+    the journal of the test's engine."""
+    with open_journal(data_dir) as journal:
         journal.add_node("a", "h")
         journal.add_node("b", "h")
         base = 1_764_000_000 * 10**9
@@ -203,6 +282,79 @@ def postgres():
 def postgres_url(postgres) -> str:
     """The URL of a fresh, empty database of the session's cluster, for this test alone."""
     return postgres.new_database()
+
+
+class JournalDatabases:
+    """Databases of one cluster that hold a journal, each lent to one test at a time: :meth:`take` one
+    (a new database whose schema ``open_storage`` makes, when none is free), :meth:`give_back` it
+    emptied. Emptying (``TRUNCATE``, after ending the connections a test left) costs a tenth of a new
+    database; one that cannot be emptied, or whose schema a test changed, is not lent again."""
+
+    def __init__(self, server: PostgreSQL):
+        self.server = server
+        self.free: list[str] = []
+
+    def take(self) -> str:
+        if self.free:
+            return self.free.pop()
+        url = self.server.new_database()
+        open_storage("", url).close()
+        return url
+
+    def give_back(self, url: str) -> None:
+        if empty_journal_database(url):
+            self.free.append(url)
+
+
+def empty_journal_database(url: str) -> bool:
+    """Empty the PostgreSQL journal at ``url`` as a new one is (after ending every other connection to
+    it); False if it cannot be, or its schema is not the one tswarm makes."""
+    import psycopg
+
+    from tswarm.storage.postgres import SCHEMA_VERSION
+
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '10s'")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            if conn.execute("SELECT array_agg(version) FROM schema_version").fetchone()[0] != [SCHEMA_VERSION]:
+                return False
+            conn.execute(f"TRUNCATE {', '.join(journal_tables(conn))} RESTART IDENTITY")
+    except psycopg.Error:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def fresh_journal(tmp_path_factory) -> Iterator[Storage]:
+    """A new, empty journal of the test's engine each time (one per example of a hypothesis test): a
+    new data dir on SQLite, the test's database emptied on PostgreSQL."""
+    if ENGINE.database_url:
+        assert empty_journal_database(ENGINE.database_url)
+    with open_journal(tmp_path_factory.mktemp("journal") / "data") as journal:
+        yield journal
+
+
+@contextlib.contextmanager
+def journal_database(request, name: str) -> Iterator[str]:
+    """For a fixture wider than one test (a module's history, served once per engine): the URL of a
+    journal database of engine ``name`` for as long as the block, ``""`` for SQLite (the data dir)."""
+    if name == "sqlite":
+        yield ""
+        return
+    databases = request.getfixturevalue("postgres_journals")
+    url = databases.take()
+    try:
+        yield url
+    finally:
+        databases.give_back(url)
+
+
+@pytest.fixture(scope="session")
+def postgres_journals(postgres) -> JournalDatabases:
+    """Journal databases of the session's cluster, one lent to each test the ``engine`` fixture runs on PostgreSQL."""
+    return JournalDatabases(postgres)
 
 
 @pytest.fixture

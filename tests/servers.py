@@ -37,9 +37,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Engine:
+    """The storage engine of the running test, which every helper here passes on: ``name`` (``sqlite``
+    or ``postgres``) and, on PostgreSQL, ``database_url`` (its database). tests/conftest.py's ``engine``
+    fixture sets it for each test (SQLite unless the test is marked ``engines``) and resets it after."""
+
+    name = "sqlite"
+    database_url = ""
+
+
+ENGINE = Engine()
+
+
 def tswarm_env(data_dir: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k != "PORT"}
+    """The environment of a `tswarm` child: none of ours (``TSWARM_*``, ``PORT``, ``DATABASE_URL``), the
+    data dir, the running test's engine (``TSWARM_DATABASE_URL`` on PostgreSQL), then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("PORT", "DATABASE_URL")}
     env["TSWARM_DATA_DIR"] = str(data_dir)
+    if ENGINE.database_url:
+        env["TSWARM_DATABASE_URL"] = ENGINE.database_url
     env.update(extra)
     return env
 

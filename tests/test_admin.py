@@ -9,7 +9,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tswarm import auth
 
-from .conftest import register
+from .conftest import register, write_lock_held
+
+pytestmark = pytest.mark.engines
 
 PW = "secret-pw"
 READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
@@ -282,10 +284,7 @@ async def test_an_admin_write_waiting_for_the_write_lock_leaves_the_loop_free(
     import asyncio
     import threading
 
-    from tswarm.storage.sqlite import SqliteStorage as Journal  # the engine whose methods are held
-
-    from .test_pool import write_lock_held
-
+    Journal = type(journal)  # the engine whose methods are held
     register(journal, "n1", PW, created=True)
     entered = threading.Event()
     for name in ("add_node", "set_password", "set_halt", "set_interval", "remove_node"):

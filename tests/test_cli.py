@@ -18,12 +18,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tswarm import auth
-from tswarm.storage import open_storage
 from tswarm.timefmt import rfc3339
-from tests.conftest import ALL_CSV, add_readings, fill_a_and_b
-from tests.servers import TSWARM, VictoriaMetrics, free_port, run_cli, tswarm_env
+from tests.conftest import ALL_CSV, add_readings, fill_a_and_b, open_journal
+from tests.servers import TSWARM, PostgreSQL, VictoriaMetrics, free_port, run_cli, tswarm_env
 from tests.test_settings import assert_one_error_line, without_root_powers
 from tests.test_settings import run as run_tswarm
+
+pytestmark = pytest.mark.engines  # every command the same on SQLite and PostgreSQL
 
 COMMANDS = [
     ["serve"], ["node"], ["node", "add"], ["node", "passwd"], ["node", "list"], ["node", "remove"],
@@ -46,7 +47,7 @@ def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
     assert conf["login"] == "kitchen" and conf["url"].endswith("/api/nodes/kitchen")
     login, password = base64.b64decode(conf["xauth"]).decode().split(":", 1)
     assert login == "kitchen" and len(password) >= 24
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         stored = journal.node_auth("kitchen").password_hash
     assert stored.startswith("scrypt$") and password not in stored
     assert auth.verify_password(password, stored)
@@ -70,7 +71,7 @@ def test_node_add_twice_is_a_clear_error(run):
 def test_bad_node_names_are_refused(run, name, data_dir):
     result = run("node", "add", "--", name)
     assert result.exit_code == 2 and "node names are" in result.output
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert journal.list_nodes() == []
 
 
@@ -78,7 +79,7 @@ def test_node_passwd_changes_the_password(run, data_dir):
     run("node", "add", "a", "--password", "old")
     conf = json.loads(run("node", "passwd", "a", "--password", "new").stdout)
     assert conf["xauth"] == base64.b64encode(b"a:new").decode()
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert auth.verify_password("new", journal.node_auth("a").password_hash)
     assert run("node", "passwd", "ghost").exit_code == 1
 
@@ -86,14 +87,14 @@ def test_node_passwd_changes_the_password(run, data_dir):
 def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
     run("node", "add", "a")
     run("node", "add", "b")
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         add_readings(journal, "a", [(1_764_000_000_000_000_000, 21.5, 40)])
     lines = run("node", "list").output.splitlines()
     assert lines[0].split() == ["NAME", "STATE", "TEMP", "°C", "RH", "%", "LAST", "SEEN"]
     assert lines[1].split()[:5] == ["a", "registered", "21.5", "40", "2025-11-24T16:00:00Z"]
     assert lines[2].split() == ["b", "registered", "-", "-", "never"]
     doc = json.loads(run("node", "list", "--json").output)
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         registered = rfc3339(journal.list_nodes()[0].registered_at)
     assert doc[0] == {"name": "a", "created": False, "halted": False, "last_seen": "2025-11-24T16:00:00.000000000Z",
                       "temperature": 21.5, "humidity": 40.0,  # and the rest of GET /api/nodes' summary:
@@ -105,7 +106,7 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
 def test_node_remove_revokes_and_keeps_history(run, data_dir):
     run("node", "add", "a")
     assert run("node", "remove", "a").output.strip() == "removed a"
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert journal.node_auth("a") is None
     result = run("node", "remove", "a")
     assert result.exit_code == 1 and "no node named 'a'" in result.output
@@ -114,14 +115,14 @@ def test_node_remove_revokes_and_keeps_history(run, data_dir):
 def test_halt_and_resume_one_or_all(run, data_dir):
     run("node", "add", "a")
     assert run("halt", "a").output.strip() == "halted a"
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert journal.node_auth("a").halted
     assert run("resume", "a").exit_code == 0
     assert run("halt").output.strip() == "halted all nodes"
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert journal.halted_all()
     run("resume")
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         assert not journal.halted_all() and not journal.node_auth("a").halted
     assert run("halt", "ghost").exit_code == 1
 
@@ -145,6 +146,13 @@ def test_export_bad_input_is_a_usage_error(run, data_dir, args, message):
     assert result.exit_code == 2 and message in result.output
 
 
+@pytest.fixture
+def a_and_b(data_dir):
+    """``fill_a_and_b`` once for the test (every example of a hypothesis test shares it)."""
+    fill_a_and_b(data_dir)
+    return data_dir
+
+
 edge_times = st.one_of(
     st.text("0123456789", min_size=1, max_size=25),
     st.builds("-{}".format, st.text("0123456789", min_size=1, max_size=25)),
@@ -161,9 +169,7 @@ edge_times = st.one_of(
 @example(start="2300-01-01", stop=None, node=None)
 @example(start=None, stop="0001-01-01T00:00:00+01:00", node=None)
 @example(start=None, stop=None, node="garage")
-def test_export_answers_every_input_whole_or_with_one_error_line(run, data_dir, start, stop, node):
-    if not (data_dir / "tswarm.db").exists():
-        fill_a_and_b(data_dir)
+def test_export_answers_every_input_whole_or_with_one_error_line(run, a_and_b, start, stop, node):
     args = [f"--start={start}"] * (start is not None) + [f"--stop={stop}"] * (stop is not None) + ["--node", node] * (node is not None)
     result = run("export", *args)  # an exception here would be a traceback for the user
     if result.exit_code == 0:
@@ -180,7 +186,7 @@ def test_export_of_an_unknown_node_fails_as_the_api_does(run, data_dir, tmp_path
     assert result.exit_code == 1
     assert result.stderr == "Error: no node named 'garage' was ever registered; 'tswarm node list' shows them\n"
     assert not out.exists()
-    with open_storage(data_dir) as journal:
+    with open_journal(data_dir) as journal:
         journal.remove_node("b")
     assert run("export", "--node", "b").stdout.count(",b,") == 1  # a removed node keeps its history
 
@@ -202,6 +208,12 @@ def test_bad_setting_is_a_one_line_error(run, monkeypatch):
     result = run("node", "list")
     assert result.exit_code == 1
     assert result.output.strip() == "Error: TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"
+
+
+def test_settings_marks_the_database_url_as_set_and_never_prints_it(run, engine):
+    listed = run("settings").output
+    mark = "*" if engine == "postgres" else " "
+    assert f"{mark} TSWARM_DATABASE_URL" in listed and PostgreSQL.PASSWORD not in listed
 
 
 @pytest.mark.parametrize("command", ["add", "passwd"])
@@ -261,12 +273,33 @@ def test_a_good_public_url_is_used_as_is(run, monkeypatch, url):
     assert json.loads(run("node", "add", "a").stdout)["url"] == url.rstrip("/") + "/api/nodes/a"
 
 
-@pytest.mark.parametrize("command", [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["node", "passwd", "a"], ["status"]])
+READING_COMMANDS = [["node", "list"], ["export"], ["halt"], ["node", "remove", "a"], ["node", "passwd", "a"], ["status"]]
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("command", READING_COMMANDS)
 def test_commands_that_read_refuse_a_data_dir_without_a_journal(run, data_dir, command):
+    """SQLite's journal is a file of the data dir; PostgreSQL's counterpart is the test below."""
     result = run(*command)
     assert result.exit_code == 1
     assert f"no journal in {data_dir}" in result.output and "Traceback" not in result.output
     assert not data_dir.exists()  # nothing was created by the typo
+
+
+@pytest.mark.engines("postgres")
+@pytest.mark.parametrize("command", READING_COMMANDS)
+def test_commands_that_read_refuse_a_database_without_a_journal(run, data_dir, monkeypatch, postgres_url, command):
+    import psycopg
+
+    monkeypatch.setenv("TSWARM_DATABASE_URL", postgres_url)  # an empty database, not the test's journal
+    result = run(*command)
+    assert result.exit_code == 1
+    where = postgres_url.replace(f":{PostgreSQL.PASSWORD}@", ":***@")
+    assert result.output == (f"Error: no journal in {where}: 'tswarm node add' or 'tswarm serve' creates it"
+                             " (is DATABASE_URL or TSWARM_DATABASE_URL right?)\n")
+    with psycopg.connect(postgres_url) as conn:  # nothing was created by the typo
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+    assert not data_dir.exists()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc"])
@@ -326,7 +359,7 @@ def test_a_progress_bar_on_a_terminal(filled, tmp_path):
 
 def test_node_interval_sets_the_expected_interval(filled):
     assert run_cli(filled, "node", "interval", "attic", "900").stdout == "attic: a reading expected every 900 s\n"
-    with open_storage(filled) as journal:
+    with open_journal(filled) as journal:
         assert {n.name: n.interval_s for n in journal.list_nodes()} == {"attic": 900, "cellar": 300, "kitchen": 300}
     assert run_cli(filled, "node", "interval", "attic", "5", check=False).returncode == 2
     missing = run_cli(filled, "node", "interval", "garage", "600", check=False)

@@ -10,9 +10,10 @@ import pytest
 
 from tswarm import auth
 from tswarm.flash import BoardOptions, FlashError, build_config
-from tswarm.storage import open_storage
 from tests import conftest
 from tests.servers import run_cli, tswarm_env
+
+pytestmark = pytest.mark.engines  # `node config` registers the node in either engine
 
 SVCONF = {"url": "https://t.example/api/nodes/n1", "url_local": "http://10.0.0.2:8080/api/nodes/n1",
           "login": "n1", "xauth": "bjE6cHc="}
@@ -80,7 +81,7 @@ def password_of(config: dict) -> str:
 
 
 def stored_hash(data_dir, name) -> str:
-    with open_storage(data_dir) as journal:
+    with conftest.open_journal(data_dir) as journal:
         return journal.node_auth(name).password_hash
 
 
@@ -122,7 +123,7 @@ def test_node_config_with_bad_options_changes_nothing(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr == ("Error: 1 --wifi-ssid but 0 --wifi-password: give one password per network, "
                            "in the same order ('' for an open network)\n")
-    with open_storage(data_dir) as journal:
+    with conftest.open_journal(data_dir) as journal:
         assert not journal.is_registered("shed")
 
 
@@ -135,7 +136,7 @@ def example_url(port) -> str:
 
 
 def nodes_table(data_dir):
-    with open_storage(data_dir) as journal:
+    with conftest.open_journal(data_dir) as journal:
         return conftest.nodes_table(journal)
 
 

@@ -21,8 +21,10 @@ from tswarm.keys import FORWARDER
 from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
-from tswarm.storage import OutboxReading, open_storage
+from tswarm.storage import OutboxReading, storage_for
 from tests.conftest import add_readings, register, test_config, wait_health
+
+pytestmark = pytest.mark.engines
 
 # -- a stand-in InfluxDB ----------------------------------------------------------------------
 
@@ -177,14 +179,14 @@ async def send(client, name, data):
 
 async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, forward_max_backoff=1)
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         register(journal, "kitchen", created=True)
     fake.script = [(503, {"Retry-After": "0"}, "starting")] * 3
     client = await aiohttp_client(_app(config))
     assert [await send(client, "kitchen", f"2{i} 4{i}") for i in range(3)] == [202] * 3
     health = await wait_health(client, lambda h: h["backlog"] == 0 and h["in_flight"] == 0)
     assert health["last_error"] is None and health["rejected"] == 0 and health["store"] == "influxdb"
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         expected = line_protocol(journal.outbox_readings(0, 10)).decode().split("\n")
         assert journal.forward_cursor() == 3
     assert fake.accepted == expected
@@ -192,7 +194,7 @@ async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohtt
 
 async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client, tmp_path, fake):
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url)
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         register(journal, "kitchen", created=True)
     fake.script = [(503, {"Retry-After": "3600"}, "maintenance")]
     client = await aiohttp_client(_app(config))
@@ -200,7 +202,7 @@ async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client,
     health = await wait_health(client, lambda h: h["last_error"] is not None)
     assert health["backlog"] == 1 and health["in_flight"] == 1
     assert health["last_error"]["message"] == "HTTP 503: maintenance"
-    with open_storage(config.data_dir) as journal:  # the same, as `tswarm status` sees it
+    with storage_for(config) as journal:  # the same, as `tswarm status` sees it
         status = store_status(journal, config)
     assert status["backlog"] == 1 and status["last_error"]["message"] == "HTTP 503: maintenance"
 
@@ -223,19 +225,14 @@ def _app(config):
 # -- the journal side -------------------------------------------------------------------------
 
 
-def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch):
+def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch, run):
     """`tswarm status` needs no server: it reads the journal (here with one reading waiting)."""
-    from click.testing import CliRunner
-
-    from tswarm.cli import cli
-
     register(journal, "a")
     add_readings(journal, "a", [(1_795_000_000_000_000_000, 20, 50)])
-    monkeypatch.setenv("TSWARM_DATA_DIR", str(journal.path.parent))
     monkeypatch.setenv("TSWARM_STORE", "influxdb")
     monkeypatch.setenv("TSWARM_INFLUX_API", "1")
     monkeypatch.setenv("TSWARM_INFLUX_URL", "http://127.0.0.1:8086")
-    result = CliRunner().invoke(cli, ["status", "--json"])
+    result = run("status", "--json")
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
     assert status["oldest_age_s"] > 0
@@ -244,9 +241,9 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
         "store": "influxdb", "influxdb": "v1 API at http://127.0.0.1:8086, database 'tswarm'", "backlog": 1,
         "last_error": None, "rejected": 0, "forward_cursor": 0, "retention_s": 30 * 86400,
     }
-    text = CliRunner().invoke(cli, ["status"]).output
+    text = run("status").output
     assert "backlog     1 reading(s) not yet in InfluxDB, oldest waiting" in text
     monkeypatch.setenv("TSWARM_STORE", "sqlite")
-    assert CliRunner().invoke(cli, ["status"]).output == "store       sqlite (the journal is the store; nothing to forward)\n"
+    assert run("status").output == "store       sqlite (the journal is the store; nothing to forward)\n"
 
 

@@ -20,8 +20,10 @@ from aiohttp import web
 from tswarm.export import export_chunks
 from tswarm.history import HistoryUnavailable
 from tswarm.influx.query import V2History, flux
-from tswarm.storage import PRUNED_BEFORE, Storage, open_storage
-from tests.conftest import register
+from tswarm.storage import PRUNED_BEFORE, Storage, storage_for
+from tests.conftest import open_journal, register
+
+pytestmark = pytest.mark.engines
 
 NS = 1_000_000_000
 T0 = 1_795_600_000 * NS
@@ -104,7 +106,7 @@ async def test_v2_refusal_is_history_unavailable_with_influxdbs_message(influxdb
 
 async def test_v2_export_of_a_pruned_journal_is_influxdb_then_the_journal(influxdb2, tmp_path):
     """The whole export over the v2 path: the older part from the fake, the rest from the journal."""
-    with open_storage(tmp_path / "data") as journal:
+    with open_journal(tmp_path / "data") as journal:
         register(journal, "attic")
         journal.add_readings([("attic", T0 + 10 * NS, 21.5, 40.0)])
         journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
@@ -146,7 +148,7 @@ async def test_an_influxdb1_answer_that_breaks_off_aborts_the_api_response(aioht
     app.router.add_get("/query", query)
     fake = await aiohttp_server(app)
     client = await make_client(store="influxdb", influx_api="1", influx_url=str(fake.make_url("")).rstrip("/"))
-    with open_storage(_data_dir(client)) as journal:
+    with storage_for(_config(client)) as journal:
         register(journal, "attic")
         journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
     response = await client.get("/api/readings")
@@ -155,10 +157,10 @@ async def test_an_influxdb1_answer_that_breaks_off_aborts_the_api_response(aioht
         await response.read()
 
 
-def _data_dir(client):
+def _config(client):
     from tswarm import keys
 
-    return client.server.app[keys.CONFIG].data_dir
+    return client.server.app[keys.CONFIG]
 
 
 # -- the journal's horizon (real SQLite, no InfluxDB needed) -----------------------------------------

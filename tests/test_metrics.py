@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tswarm import auth
 
 from .conftest import register
+
+pytestmark = pytest.mark.engines
 
 PW = "secret-pw"
 READ, ADMIN = "read-token-0123456789", "admin-token-0123456789"
@@ -101,7 +104,7 @@ async def test_a_scrape_reads_the_journal_off_the_loop(make_client, journal, mon
 
     register(journal, "n1", PW, created=True)
     client = await make_client()
-    listing = Held(monkeypatch, "list_nodes")
+    listing = Held(monkeypatch, "list_nodes", type(journal))
     scraping = asyncio.ensure_future(scrape(client))
     await listing.wait_entered()
     assert (await client.get("/healthz")).status == 200

@@ -3,28 +3,20 @@ node summary that GET /api/nodes and `tswarm node list --json` both print."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 import tswarm
 from tswarm import auth, keys
-from tswarm.cli import cli
 from tswarm.flash import register as flash_register
 from tswarm.storage import NodeExists, NodeNotFound
 from tswarm.nodes import EmptyPassword, Registration, is_halted, nodes_report, register
 
 from .conftest import TEST_SCRYPT_N, test_config
 
-
-def cli_env(monkeypatch, data_dir):
-    """`tswarm` in this process, on the test's data dir and nothing else of the environment."""
-    for name in [k for k in os.environ if k.startswith("TSWARM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TSWARM_DATA_DIR", str(data_dir))
+pytestmark = pytest.mark.engines
 
 
 @pytest.fixture
@@ -110,8 +102,7 @@ def test_the_report_counts_TSWARM_HALT_like_tswarm_halt(journal, config):
     assert report["nodes"][0]["health"] == "halted"
 
 
-async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, data_dir, monkeypatch):
-    cli_env(monkeypatch, data_dir)
+async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, data_dir, run):
     register(journal, test_config(data_dir.parent), "a", "pw-a")
     register(journal, test_config(data_dir.parent), "b", "pw-b")
     journal.set_halt("b", True)
@@ -120,7 +111,7 @@ async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, 
                              headers={"Authorization": " Basic " + auth.xauth("a", "pw-a")})
     assert resp.status == 202
     api = (await (await client.get("/api/nodes")).json())["nodes"]
-    result = CliRunner().invoke(cli, ["node", "list", "--json"], catch_exceptions=False)
+    result = run("node", "list", "--json")
     assert result.exit_code == 0, result.output
     listed = json.loads(result.stdout)
     without_age = lambda nodes: [{k: v for k, v in n.items() if k != "age_s"} for n in nodes]  # noqa: E731
@@ -130,10 +121,9 @@ async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, 
     assert listed[0]["readings_24h"] == 1 and listed[0]["health"] == "ok" and listed[0]["temperature"] == 21.5
 
 
-async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_client, journal, data_dir, monkeypatch):
+async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_client, journal, data_dir, run):
     """The server's credential cache still remembers the old header (another process cannot clear
     it), but it remembers the hash it verified against: the new hash does not let the old password in."""
-    cli_env(monkeypatch, data_dir)
     register(journal, test_config(data_dir.parent), "a", "old-pw")
     client = await make_client()
     cache = client.app[keys.CREDENTIALS]
@@ -145,7 +135,7 @@ async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_clie
 
     assert await post("old-pw") == 202
     assert await post("old-pw") == 202 and cache.hits == 1  # the second one from the cache
-    result = CliRunner().invoke(cli, ["node", "passwd", "a", "--password", "new-pw"], catch_exceptions=False)
+    result = run("node", "passwd", "a", "--password", "new-pw")
     assert result.exit_code == 0, result.output
     assert len(cache._entries) == 1  # the old header is still remembered here...
     assert await post("old-pw") == 401  # ...and yet no longer passes

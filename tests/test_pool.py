@@ -36,18 +36,19 @@ class Held:
     for real. ``released`` records, per call, whether it went on because the test released it (True)
     or because the 10 s passed (False: nothing else could run meanwhile)."""
 
-    def __init__(self, monkeypatch, method: str):
+    def __init__(self, monkeypatch, method: str, engine: type = SqliteStorage):
+        """``engine``: the storage class whose ``method`` is held (the test's engine)."""
         self.entered = threading.Event()
         self._release = threading.Event()
         self.released: list[bool] = []
-        real = getattr(SqliteStorage, method)
+        real = getattr(engine, method)
 
         def held(journal, *args, **kwargs):
             self.entered.set()
             self.released.append(self._release.wait(10))
             return real(journal, *args, **kwargs)
 
-        monkeypatch.setattr(SqliteStorage, method, held)
+        monkeypatch.setattr(engine, method, held)
 
     async def wait_entered(self) -> None:
         assert await asyncio.to_thread(self.entered.wait, 30), "the held method was never called"

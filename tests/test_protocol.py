@@ -8,8 +8,10 @@ import pytest
 
 from tswarm import auth, keys
 
-from .conftest import TEST_SCRYPT_N, register
+from .conftest import TEST_SCRYPT_N, register, write_lock_held
 from .test_server import make_served  # noqa: F401  (fixture: the app as `tswarm serve` serves it)
+
+pytestmark = pytest.mark.engines  # every answer the same on SQLite and PostgreSQL
 
 PW = "secret-pw"
 
@@ -60,6 +62,14 @@ async def test_trailing_slash_is_accepted(client, journal, node):
 async def test_dht11_integers(client, journal, node):
     assert (await client.put("/api/nodes/n1", data=body("23 45"), headers=hdr())).status == 202
     assert [(r[2], r[3]) for r in stored(journal)] == [(23.0, 45.0)]
+
+
+async def test_a_reading_of_minus_zero_is_stored_and_exported_as_zero(client, journal, node):
+    """A DHT22 with its sign bit set and nothing else sends "-0.0". SQLite keeps a REAL with no fraction
+    as an integer, so it reads back 0.0; PostgreSQL would keep the sign: the reading is 0.0 on every engine."""
+    assert (await client.put("/api/nodes/n1", data=body("-0.0 -0"), headers=hdr())).status == 202
+    assert [(str(r[2]), str(r[3])) for r in stored(journal)] == [("0.0", "0.0")]
+    assert (await (await client.get("/api/readings")).text()).splitlines()[1].endswith(",n1,0.0,0.0")
 
 
 async def test_put_for_uncreated_node_returns_405_with_allow_post(client, journal):
@@ -254,6 +264,7 @@ async def test_journal_that_cannot_take_the_reading_gets_503_with_retry_after(cl
     assert stored(journal) == []
 
 
+@pytest.mark.engines("postgres")
 async def test_postgres_stopped_gets_503_with_retry_after_and_then_recovers(make_client, postgres_factory):
     """PostgreSQL (a private cluster) stops under a running app: the node's lookup cannot be made, so
     a 503, nothing stored; started again, the same app takes readings without a restart."""
@@ -325,9 +336,9 @@ async def test_healthz_answers_while_a_put_waits_for_the_write_lock(client, jour
     """Another process holds the journal's write lock: the PUT waits for its commit, the loop does not."""
     import asyncio
 
-    from .test_pool import Held, write_lock_held
+    from .test_pool import Held
 
-    lookup = Held(monkeypatch, "node_auth")  # only to know when the PUT has arrived
+    lookup = Held(monkeypatch, "node_auth", type(journal))  # only to know when the PUT has arrived
     lookup.release()
     with write_lock_held(data_dir):
         put = asyncio.ensure_future(client.put("/api/nodes/n1", data=body(), headers=hdr()))
@@ -345,7 +356,7 @@ async def test_a_node_lookup_that_waits_leaves_the_loop_free(client, journal, no
 
     from .test_pool import Held
 
-    lookup = Held(monkeypatch, "node_auth")
+    lookup = Held(monkeypatch, "node_auth", type(journal))
     put = asyncio.ensure_future(client.put("/api/nodes/n1", data=body(), headers=hdr()))
     await lookup.wait_entered()
     health = await client.get("/healthz")

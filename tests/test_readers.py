@@ -17,6 +17,8 @@ from tswarm.readers import READINGS_PARAMS
 
 from .conftest import ALL_CSV, NS, T0, add_readings, register
 
+pytestmark = pytest.mark.engines
+
 READ = "read-token-0123456789"
 
 
@@ -332,8 +334,8 @@ async def assert_complete_or_json_4xx(resp) -> None:
 @example(query={"limit": "9223372036854775807"})
 @example(query={"cursor": base64.urlsafe_b64encode(b"r1.99999999999999999999.1").decode()})
 @example(query={"cursor": base64.urlsafe_b64encode(b"r1.1.99999999999999999999").decode(), "limit": "1"})
-async def test_every_query_is_answered_whole_or_refused_with_json(make_client, three_nodes, query):
-    client = await make_client()
+async def test_every_query_is_answered_whole_or_refused_with_json(client, three_nodes, query):
+    """One app answers every example (an app per example would hold a connection pool each, on PostgreSQL)."""
     await assert_complete_or_json_4xx(await client.get("/api/readings", params=query))
 
 
@@ -376,8 +378,8 @@ async def test_a_parameter_given_twice_gets_400(make_client, three_nodes):
 
 @settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(max_size=70), query=st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2))
-async def test_node_routes_answer_any_name_and_query_with_json(make_client, three_nodes, name, query):
-    client = await make_client()
+async def test_node_routes_answer_any_name_and_query_with_json(client, three_nodes, name, query):
+    """One app answers every example, as above."""
     await assert_json_reply(await client.get("/api/nodes", params=query))
     await assert_json_reply(await client.get(f"/api/nodes/{quote(name, safe='')}", params=query))
 
@@ -394,7 +396,7 @@ async def test_the_nodes_report_is_read_off_the_loop(make_client, three_nodes, m
     from .test_pool import Held
 
     client = await make_client()
-    listing = Held(monkeypatch, "list_nodes")
+    listing = Held(monkeypatch, "list_nodes", type(three_nodes))
     report = asyncio.ensure_future(client.get(path))
     await listing.wait_entered()
     assert (await client.get("/healthz")).status == 200

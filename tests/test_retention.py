@@ -7,28 +7,30 @@ import asyncio
 import pytest
 
 from tswarm.app import create_app
-from tswarm.storage import open_storage
+from tswarm.storage import storage_for
 from tswarm.retention import prune
 from tswarm.settings import Config, ConfigError
 from tests.conftest import add_readings, register, test_config, wait_health
 
+pytestmark = pytest.mark.engines
 
-def test_prune_deletes_only_old_forwarded_readings(journal):
+
+def test_prune_deletes_only_old_forwarded_readings(journal, tmp_path):
     register(journal, "a")
     add_readings(journal, "a", [(ts, 20, 50) for ts in (1_000, 2_000, 3_000, 4_000)])
     ids = [r.id for r in journal.outbox_readings(0, 10)]
     journal.mark_forwarded(ids[2])  # 1000, 2000, 3000 forwarded; 4000 waits
-    config = Config(data_dir=journal.path.parent, store="influxdb", journal_retention=1)
+    config = test_config(tmp_path, store="influxdb", journal_retention=1)
     assert prune(journal, config, now_ns=1_000_000_000 + 3_500) == 3
     assert [r.ts for r in journal.outbox_readings(0, 10)] == [4_000]
 
 
-def test_store_sqlite_prunes_only_when_retention_is_set(journal):
+def test_store_sqlite_prunes_only_when_retention_is_set(journal, tmp_path):
     register(journal, "a")
     add_readings(journal, "a", [(ts, 20, 50) for ts in (1_000, 2_000)])
     now = 10 * 86400 * 10**9
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite"), now_ns=now) == 0
-    assert prune(journal, Config(data_dir=journal.path.parent, store="sqlite", journal_retention=86400), now_ns=now) == 2
+    assert prune(journal, test_config(tmp_path, store="sqlite"), now_ns=now) == 0
+    assert prune(journal, test_config(tmp_path, store="sqlite", journal_retention=86400), now_ns=now) == 2
 
 
 def test_retention_setting_takes_units_and_defaults_by_store():
@@ -45,12 +47,12 @@ async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_wait
     influx_url = f"http://127.0.0.1:{unused_tcp_port}"
     config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=influx_url, journal_retention=86400)
     old = 1_000_000_000_000_000_000  # 2001
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         register(journal, "a", created=True)
         add_readings(journal, "a", [(ts, 20, 50) for ts in (old, old + 1, old + 2)])
         journal.mark_forwarded(journal.outbox_readings(0, 10)[1].id)  # the third still waits
     client = await aiohttp_client(create_app(config))
-    with open_storage(config.data_dir) as journal:
+    with storage_for(config) as journal:
         for _ in range(500):
             if journal.count_outbox(0) < 3:
                 break

@@ -66,6 +66,7 @@ BAD_SETTINGS = [
     ({"TSWARM_WORKERS": "0"}, "TSWARM_WORKERS"),  # guard
     ({"TSWARM_WORKERS": "many"}, "TSWARM_WORKERS"),  # guard
     ({"TSWARM_WORKERS": "100000"}, "TSWARM_WORKERS"),
+    ({"TSWARM_DATABASE_POOL": "1"}, "TSWARM_DATABASE_POOL"),  # a stream and a lookup of one thread need two
     ({"TSWARM_MAX_BODY": "10"}, "TSWARM_MAX_BODY"),  # guard
     ({"TSWARM_MAX_BODY": "4k"}, "TSWARM_MAX_BODY"),  # guard
     ({"TSWARM_AUTH_MAX_FAILURES": "0"}, "TSWARM_AUTH_MAX_FAILURES"),
@@ -173,7 +174,7 @@ def test_every_config_field_is_one_setting_or_a_knob_named_as_not_a_setting():
 
 def test_the_defaults_are_as_before():
     assert {s.name: getattr(Config(), s.field) for s in SETTINGS} == {
-        "TSWARM_DATA_DIR": Path("./data"), "TSWARM_DATABASE_URL": "", "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
+        "TSWARM_DATA_DIR": Path("./data"), "TSWARM_DATABASE_URL": "", "TSWARM_DATABASE_POOL": 5, "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
         "TSWARM_HALT": False, "TSWARM_STORE": "sqlite", "TSWARM_INFLUX_URL": "http://localhost:8086",
         "TSWARM_INFLUX_API": "2", "TSWARM_INFLUX_TOKEN": "", "TSWARM_INFLUX_ORG": "", "TSWARM_INFLUX_BUCKET": "tswarm",
         "TSWARM_INFLUX_DB": "tswarm", "TSWARM_INFLUX_USER": "", "TSWARM_INFLUX_PASSWORD": "", "TSWARM_ADMIN_TOKEN": "",
@@ -195,6 +196,7 @@ def test_each_default_as_typed_in_the_environment_reads_as_the_field_default():
 GOOD = {
     "TSWARM_DATA_DIR": ("/srv/tswarm", Path("/srv/tswarm")), "TSWARM_HOST": ("::1", "::1"),
     "TSWARM_DATABASE_URL": (" postgres://u:pw@db:5432/t ", "postgres://u:pw@db:5432/t"),
+    "TSWARM_DATABASE_POOL": ("2", 2),
     "TSWARM_PORT": ("+0", 0), "TSWARM_WORKERS": ("256", 256), "TSWARM_HALT": (" ON ", True),
     "TSWARM_STORE": (" InfluxDB ", "influxdb"), "TSWARM_INFLUX_URL": ("https://influx:8443", "https://influx:8443"),
     "TSWARM_INFLUX_API": (" 1 ", "1"), "TSWARM_INFLUX_TOKEN": ("tok", "tok"), "TSWARM_INFLUX_ORG": ("home", "home"),

@@ -9,6 +9,8 @@ import pytest
 from tswarm.access import COOKIE
 from tswarm.tokens import ensure_read_token
 
+pytestmark = pytest.mark.engines
+
 LAN = {"X-Forwarded-For": "192.168.1.77"}
 
 

@@ -8,7 +8,7 @@ the records and errors are here too. Nothing outside this package writes SQL.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from .interface import (
     FORWARD_CURSOR,
@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 
-def open_storage(data_dir: Path | str, database_url: str = "", *, existing: bool = False) -> Storage:
+def open_storage(
+    data_dir: Path | str, database_url: str = "", *, existing: bool = False, pool_size: Optional[int] = None
+) -> Storage:
     """The journal: in PostgreSQL when ``database_url`` is given (a ``postgres://`` or ``postgresql://``
     URL, as the settings check), else in ``data_dir`` (SQLite). Created if new (``existing``: PostgreSQL refuses a database without
     one), upgraded if old; :class:`StorageUnusable` if it cannot be used, :class:`StorageUnavailable`
@@ -44,10 +46,11 @@ def open_storage(data_dir: Path | str, database_url: str = "", *, existing: bool
     if database_url:
         from .postgres import PostgresStorage  # psycopg only where it is used
 
-        return PostgresStorage(database_url, create=not existing)
+        sized = {} if pool_size is None else {"pool_size": pool_size}  # most connections of the process's one pool
+        return PostgresStorage(database_url, create=not existing, **sized)
     return SqliteStorage.open(data_dir)
 
 
 def storage_for(config: Any, *, existing: bool = False) -> Storage:
     """The journal that ``config`` (a :class:`~tswarm.settings.Config`) names: its database URL, else its data dir."""
-    return open_storage(config.data_dir, config.database_url, existing=existing)
+    return open_storage(config.data_dir, config.database_url, existing=existing, pool_size=config.database_pool)

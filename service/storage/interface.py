@@ -10,7 +10,9 @@ Nothing outside the storage package talks to a database. The rooms:
   it, the readings InfluxDB refused for good, the backlog;
 - **reads**: readings by node and time range, counts, pages, one consistent snapshot;
 - **retention**: pruning old readings and the horizon below which the journal is incomplete;
-- **meta**: small named values (the cursor, halt-all, the forwarder's last error, the horizon).
+- **meta**: small named values (the cursor, halt-all, the forwarder's last error, the horizon);
+- **moving house**: the whole journal out of one engine (:meth:`Storage.dump`) and into an empty
+  place of another (:meth:`Storage.load`), for ``tswarm migrate``.
 
 A storage object serves one thread at a time. No aiohttp here.
 """
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterable, Iterator, NamedTuple, Optional
+from pathlib import Path
+from typing import Callable, ContextManager, Iterable, Iterator, NamedTuple, Optional, Union
 
 # -- errors -----------------------------------------------------------------------------------
 
@@ -92,6 +95,48 @@ FORWARD_CURSOR = "forward_cursor"          # id of the last reading InfluxDB ack
 FORWARD_LAST_ERROR = "forward_last_error"  # JSON {"at": ns, "message": ...} while writes fail
 HALT_ALL = "halt_all"                      # "1": every node is halted
 PRUNED_BEFORE = "pruned_before"            # ns; below it the journal is no longer complete (see prune_readings)
+
+
+# -- moving house: the whole journal, table by table --------------------------------------------
+
+# The columns of a dump's rows, the same on every engine: ids, timestamps and password hashes as stored.
+NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s")
+READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity")
+REJECTED_COLUMNS = ("reading_id", "node", "ts", "temperature", "humidity", "reason", "rejected_at")
+
+
+@dataclass(frozen=True)
+class JournalCounts:
+    """What a copy of a journal must have the same of as its source (compared before the copy commits)."""
+
+    nodes: int  # every node row, removed ones too (a node's id keeps its name for good)
+    registered: int  # of which registered now
+    halted: int  # nodes halted one by one (halt-all is in ``meta``)
+    readings: int
+    first_reading_id: int  # 0: no reading
+    last_reading_id: int
+    newest_ts: int  # 0: no reading
+    rejected: int
+    meta: tuple[tuple[str, str], ...]  # every meta row, by key: the forward cursor, halt-all, the horizon, ...
+
+    def get(self, key: str) -> Optional[str]:
+        return dict(self.meta).get(key)
+
+
+@dataclass
+class JournalDump:
+    """The whole journal as of one snapshot, as :meth:`Storage.dump` gives it: rows as tuples in the
+    order of the ``*_COLUMNS`` above (``halted`` a bool). ``nodes`` is small and in memory;
+    ``rejected`` and ``readings`` come in lists of rows (by id), once, while the dump is open."""
+
+    counts: JournalCounts
+    nodes: list[tuple]
+    rejected: Iterable[list[tuple]]
+    readings: Iterable[list[tuple]]
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return dict(self.counts.meta)
 
 
 # -- the writer -------------------------------------------------------------------------------
@@ -382,3 +427,23 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def set_meta(self, key: str, value: Optional[str]) -> None:
         """Set ``key``, or delete it when ``value`` is None."""
+
+    # -- moving house: the whole journal out, and into an empty place -------------------------------
+
+    @abc.abstractmethod
+    def dump(self, batch: int = 10_000) -> ContextManager[JournalDump]:
+        """``with storage.dump() as d:`` the whole journal as of one snapshot (ids, timestamps, password
+        hashes as stored, every meta value), for :meth:`load` into another engine. Readings come
+        ``batch`` at a time: memory stays flat whatever the journal holds."""
+
+    @classmethod
+    @abc.abstractmethod
+    def load(
+        cls, target: Union[str, Path], dump: JournalDump, on_rows: Optional[Callable[[int], None]] = None
+    ) -> JournalCounts:
+        """Make ``target`` (this engine's place: a data dir, a database URL) hold a journal that is
+        ``dump`` exactly, in one transaction; the copy's counts are compared with the dump's before it
+        commits. A target that holds a journal already is refused, and any failure (a row that does
+        not load, the connection lost, the counts differing) leaves it as it was:
+        :class:`StorageUnusable` or :class:`StorageUnavailable`, nothing written. ``on_rows(n)`` after
+        each list of readings. Returns the copy's counts."""

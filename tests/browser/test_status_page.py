@@ -16,7 +16,7 @@ import pytest
 
 from tswarm import auth
 from tswarm.storage import open_storage
-from tests.conftest import add_readings, register
+from tests.conftest import ENGINES, add_readings, journal_database, register
 from tests.servers import IN_CI, ServiceProcess, request, tswarm_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,10 +41,10 @@ def _need_chromium():
         pytest.skip(message)
 
 
-def fill_journal(data_dir: Path) -> None:
+def fill_journal(data_dir: Path, database_url: str = "") -> None:
     """kitchen ok, attic late, cellar silent, shed halted, porch registered and never seen."""
     now = time.time_ns()
-    with open_storage(data_dir) as journal:
+    with open_storage(data_dir, database_url) as journal:
         for name in ("attic", "cellar", "kitchen", "porch", "shed"):
             register(journal, name, PW, created=name != "porch")
         day = [now - (288 - i) * 300 * NS + 30 * NS for i in range(288)]  # a day at 5-minute intervals
@@ -55,13 +55,16 @@ def fill_journal(data_dir: Path) -> None:
         journal.set_halt("shed", True)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
+@pytest.fixture(scope="module", params=ENGINES)
+def service(request, tmp_path_factory):
+    """The page's service on each engine in turn."""
     _need_chromium()
     data_dir = tmp_path_factory.mktemp("page") / "data"
-    fill_journal(data_dir)
-    with ServiceProcess(data_dir) as svc:
-        yield svc
+    with journal_database(request, request.param) as database_url:
+        fill_journal(data_dir, database_url)
+        env = tswarm_env(data_dir, **({"TSWARM_DATABASE_URL": database_url} if database_url else {}))
+        with ServiceProcess(data_dir, env=env) as svc:
+            yield svc
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +169,8 @@ def test_page_shows_every_node_with_health_and_charts_and_updates(service, brows
 
 
 def test_page_reads_on_a_phone(service, browser):
-    with open_storage(service.data_dir) as journal:  # a node that never sent (porch has by now)
+    database_url = service.env.get("TSWARM_DATABASE_URL", "")
+    with open_storage(service.data_dir, database_url) as journal:  # a node that never sent (porch has by now)
         journal.add_node("garage", auth.hash_password(PW, n=2**10))
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
     console = Console(page)

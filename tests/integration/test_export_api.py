@@ -8,14 +8,15 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from tswarm import auth
 from tswarm.storage import open_storage
 from tswarm.timefmt import rfc3339
-from tests.conftest import add_readings
-from tests.servers import ServiceProcess
+from tests.conftest import ENGINES, add_readings, journal_database
+from tests.servers import ServiceProcess, tswarm_env
 
 pytestmark = pytest.mark.integration
 
@@ -31,10 +32,15 @@ def row(i: int) -> tuple[int, str, float, float]:
     return T0 + (i // NODES) * NS, f"n{i % NODES}", float(i % 40) - 10.0, float(i % 100) + 0.5
 
 
-@pytest.fixture(scope="module")
-def million(tmp_path_factory) -> Path:
-    data_dir = tmp_path_factory.mktemp("export") / "data"
-    with open_storage(data_dir) as journal:
+@pytest.fixture(scope="module", params=ENGINES)
+def million(request, tmp_path_factory) -> Iterator[tuple[Path, str]]:
+    """The history in a journal of each engine in turn: its data dir and database URL ("" on SQLite)."""
+    with journal_database(request, request.param) as database_url:
+        yield _fill(tmp_path_factory.mktemp("export") / "data", database_url), database_url
+
+
+def _fill(data_dir: Path, database_url: str) -> Path:
+    with open_storage(data_dir, database_url) as journal:
         for n in range(NODES):
             journal.add_node(f"n{n}", auth.hash_password("pw", n=2**4))
         for n in range(NODES):  # node by node: at each second the ids still run n0, n1, ... as row() orders them
@@ -44,7 +50,9 @@ def million(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def service(million):
-    with ServiceProcess(million) as svc:
+    data_dir, database_url = million
+    env = tswarm_env(data_dir, **({"TSWARM_DATABASE_URL": database_url} if database_url else {}))
+    with ServiceProcess(data_dir, env=env) as svc:
         yield svc
 
 

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import itertools
 import json
-import sqlite3
 import urllib.parse
 
 import pytest
@@ -21,6 +20,7 @@ from tswarm.storage import DB_FILENAME, open_storage
 from tswarm.retention import prune
 from tswarm.settings import Config
 from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
+from tests.conftest import ENGINES, journal_database, open_journal
 from tests.servers import ServiceProcess, add_node, free_port, request, run_cli
 
 pytestmark = pytest.mark.integration
@@ -58,19 +58,25 @@ def pages(service, limit: int, **params) -> tuple[str, list]:
         cursors.append(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
 
 
-@pytest.fixture(scope="module")
-def history(tmp_path_factory, influxdb1):
-    """A service whose journal was pruned in the middle of its readings; the exports from before."""
+@pytest.fixture(scope="module", params=ENGINES)
+def history(request, tmp_path_factory, influxdb1):
+    """A service whose journal (on each engine in turn) was pruned in the middle of its readings; the
+    exports from before."""
+    with journal_database(request, request.param) as database_url:
+        yield from _history(tmp_path_factory, influxdb1, database_url)
+
+
+def _history(tmp_path_factory, influxdb1, database_url):
     root = tmp_path_factory.mktemp("history")
     data_dir, db = root / "data", influxdb1.new_database()
-    env = influx1_env(data_dir, influxdb1, db)
+    env = influx1_env(data_dir, influxdb1, db, **({"TSWARM_DATABASE_URL": database_url} if database_url else {}))
     for name in NODES:
         add_node(data_dir, name, PASSWORD, env=env)
     with ServiceProcess(data_dir, env=env) as service:
         statuses = [send(service, name, data) for data in VALUES for name in NODES]
         assert statuses == [202] * len(VALUES) * len(NODES)
         wait_forwarded(service)
-        with open_storage(data_dir) as journal:
+        with open_storage(data_dir, database_url) as journal:
             stamps = [ts for ts, *_ in (row for batch in journal.iter_readings() for row in batch)]
         boundary = stamps[len(stamps) // 2]  # pruned: everything before the 13th reading of 24
         queries = {
@@ -84,10 +90,10 @@ def history(tmp_path_factory, influxdb1):
         before = {name: api(service, **q)[2] for name, q in queries.items()}
         before_cli = {name: cli_export(data_dir, env, *cli_args(q)) for name, q in queries.items()}
         stale_cursor = api(service, limit=3)[1]["X-Next-Cursor"]  # a journal row the prune will take
-        with open_storage(data_dir) as journal:
+        with open_storage(data_dir, database_url) as journal:
             pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=boundary + 10**9)
             horizon, left = journal.pruned_before(), journal.count_readings()
-        yield dict(service=service, env=env, data_dir=data_dir, queries=queries, before=before,
+        yield dict(service=service, env=env, data_dir=data_dir, database_url=database_url, queries=queries, before=before,
                    before_cli=before_cli, stale_cursor=stale_cursor, stamps=stamps, boundary=boundary, pruned=pruned, horizon=horizon, left=left)
 
 
@@ -155,12 +161,16 @@ def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
         line + "\r\n" for line in history["before_cli"]["all"].split("\r\n")[13:] if line
     )
 
-    # A second service on the same data dir is refused while the fixture's runs: this one gets a copy.
+    # A second service on the same data dir is refused while the fixture's runs: this one gets a copy
+    # of the SQLite journal; on PostgreSQL, a data dir of its own and the same database (another instance).
     copy = tmp_path / "data"
     copy.mkdir()
-    with contextlib.closing(sqlite3.connect(history["data_dir"] / DB_FILENAME)) as src, \
-            contextlib.closing(sqlite3.connect(copy / DB_FILENAME)) as dst:
-        src.backup(dst)
+    if not history["database_url"]:
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(history["data_dir"] / DB_FILENAME)) as src, \
+                contextlib.closing(sqlite3.connect(copy / DB_FILENAME)) as dst:
+            src.backup(dst)
     with ServiceProcess(copy, env=dict(dead, TSWARM_DATA_DIR=str(copy)), log_path=tmp_path / "serve.log") as service:
         status, headers, body = api(service)
         assert status == 503 and headers["Content-Type"].startswith("application/json")
@@ -172,6 +182,7 @@ def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
         assert status == 200 and body == newer
 
 
+@pytest.mark.engines
 def test_readings_influxdb_refused_are_still_exported_after_pruning(tmp_path, influxdb1_factory):
     """InfluxDB refuses node c's points (a series limit): once pruned, they come from the journal's
     `rejected` table, between InfluxDB's rows, so the export is still every reading stored."""
@@ -186,7 +197,7 @@ def test_readings_influxdb_refused_are_still_exported_after_pruning(tmp_path, in
         statuses += [send(service, name, f"{22 + i} {42 + i}") for i in range(3) for name in ("a", "c", "b")]
         health = wait_for(lambda: (h := wait_forwarded(service))["rejected"] == 3 and h, "c's readings refused")
         before = api(service)[2]
-        with open_storage(data_dir) as journal:
+        with open_journal(data_dir) as journal:
             last = max(ts for batch in journal.iter_readings() for ts, *_ in batch)
             pruned = prune(journal, Config(store="influxdb", journal_retention=1), now_ns=last + 1 + 10**9)
             assert journal.count_readings() == 0 and journal.count_rejected() == 3

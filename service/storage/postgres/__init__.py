@@ -3,15 +3,16 @@ one database that any number of instances share, a room per concern as in the SQ
 
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
 migrations), ``registry``, ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
-``meta`` (the one upsert); each room a mixin over the same pool, combined here into
-:class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
+``meta`` (the one upsert), ``dump`` (moving house: the whole journal out, or into an empty
+database); each room a mixin over the same pool, combined here into :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
 
 import psycopg
 
 from ..interface import Storage, StorageUnusable
-from .connection import FAILURES, connect, make_pool, redact, scrub, unavailable
+from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
+from .dump import DumpRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
 from .reads import ReadsRoom
@@ -23,38 +24,41 @@ from .writer import PostgresWriter, WriterRoom
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
-class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, Storage):
+class PostgresStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, DumpRoom, Storage):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
-    :class:`StorageUnusable` when the database holds none), then a small pool of connections.
+    :class:`StorageUnusable` when the database holds none), on connections borrowed from the
+    process's one pool for that URL (at most ``pool_size`` connections, however many storages the
+    process opens: service/storage/postgres/connection.py). The writer has a connection of its own.
 
     :class:`~tswarm.storage.StorageUnavailable` when the server cannot be reached, now or on any
     later call (each call after the server returns works again: the pool reconnects)."""
 
-    def __init__(self, url: str, *, create: bool = True):
+    def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE):
         self._url = url
         self.where = redact(url)  # the URL to show: its password is ***
         self._pinned = None
-        try:
-            conn = connect(url)
-        except psycopg.Error as exc:  # not a URL libpq can read (a port that is not a number ...)
-            raise StorageUnusable(scrub(f"cannot use journal {self.where}: {exc}".splitlines()[0], url)) from None
-        try:
+        self._closed = False
+
+        def prepare(conn: psycopg.Connection) -> None:
             if not create and schema_version(conn) == 0:
                 raise StorageUnusable(
                     f"no journal in {self.where}: 'tswarm node add' or 'tswarm serve' creates it"
                     " (is DATABASE_URL or TSWARM_DATABASE_URL right?)"
                 )
             upgrade(conn, self.where)
+
+        try:
+            self.pool = open_pool(url, pool_size, prepare)
         except FAILURES as exc:
             raise unavailable(exc, url) from None
-        except psycopg.Error as exc:  # no right to create tables, a database that is not tswarm's ...
+        except psycopg.Error as exc:  # not a URL libpq can read, no right to create tables, not tswarm's ...
             raise StorageUnusable(scrub(f"cannot use journal {self.where}: {exc}".splitlines()[0], url)) from None
-        finally:
-            conn.close()
-        self.pool = make_pool(url)
 
     def __repr__(self) -> str:
         return f"<PostgresStorage {self.where}>"
 
     def close(self) -> None:
-        self.pool.close()
+        """Give back the pool (the process's last storage of this URL closes it); twice is once."""
+        if not self._closed:
+            self._closed = True
+            close_pool(self._url, self.pool)

@@ -1,5 +1,13 @@
-"""Connections to PostgreSQL: the URL (and keeping its password out of every message), the pool of
-a storage object, transactions, the snapshot, and what a failure of the database becomes.
+"""Connections to PostgreSQL: the URL (and keeping its password out of every message), the one pool
+of a process, transactions, the snapshot, and what a failure of the database becomes.
+
+Every :class:`~tswarm.storage.postgres.PostgresStorage` of a process borrows from one
+:class:`ConnectionPool` per URL (:func:`open_pool`, :func:`close_pool`): the app opens several
+storages (the journal, a thread pool's, the forwarder's, the pruner's, each export's), and a pool
+each would hold several connections each, where Heroku's small plans allow 20 in all. The pool
+is made by the first storage to open and closed with the last. It belongs to the process that made
+it (the key holds the PID): a worker forked after the parent made one makes its own, and never
+uses nor closes the parent's, whose sockets it shares.
 
 A connection failure (refused, reset, a server shutting down, a pool that cannot get a connection
 in time) is :class:`StorageUnavailable`: nothing was done, try again later. Every message that may
@@ -8,8 +16,13 @@ quote the URL goes through :func:`scrub` first.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
-from typing import Iterator, Optional
+import select
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
@@ -19,7 +32,12 @@ from ..interface import StorageUnavailable
 
 CONNECT_TIMEOUT_S = 5  # a host that does not answer at all: an error after this, not a hang
 POOL_TIMEOUT_S = 5.0  # a storage call waits this long for a connection while the database is away
-POOL_MAX_SIZE = 4  # one thread at a time, but a few iterators may be open at once (history export)
+# psycopg_pool retries a failed connect with a doubling delay until this many seconds have passed,
+# then gives up until a caller wants one: so a connection is tried again within a few seconds of the
+# server's return, however long it was away (its default, 300 s, let the delay grow past a minute)
+RECONNECT_S = 5.0
+CHECK_IDLE_S = 1.0  # a connection idle this long is checked (one round trip) before it is lent again
+POOL_SIZE = 5  # TSWARM_DATABASE_POOL's default (service/settings.py): a process's most connections but the writer's
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
@@ -72,20 +90,104 @@ def connect(url: str, *, synchronous_commit: bool = True) -> psycopg.Connection:
     return conn
 
 
-def make_pool(url: str) -> ConnectionPool:
-    """A small pool that replaces a connection found broken (a restart of the server) by itself."""
+class _Pooled(psycopg.Connection):
+    """A connection of the pool that knows when it was last given back."""
+
+    returned_at = 0.0  # set as Connections gives it back; 0: a new connection is checked on its first loan
+
+
+def _has_news(conn: psycopg.Connection) -> bool:
+    """Whether the server sent anything to an idle connection (it says so when it shuts down, then
+    closes the socket): a look at the socket, no round trip."""
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poll.poll(0))
+
+
+def _check_if_idle(conn: _Pooled) -> None:
+    """The pool's check before a loan (a round trip), only for a connection idle a while or one the
+    server spoke to while idle (a restart): a round trip on every loan would double the cost of a
+    node's lookup. A connection whose server vanished silently a moment ago fails its call as the
+    database's failure (503), and the pool drops it."""
+    if time.monotonic() - conn.returned_at >= CHECK_IDLE_S or _has_news(conn):
+        ConnectionPool.check_connection(conn)
+
+
+def make_pool(url: str, size: int = POOL_SIZE) -> ConnectionPool:
+    """A pool of at most ``size`` connections (one kept open while idle) that replaces a connection
+    found broken (a restart of the server) by itself."""
     return ConnectionPool(
         url,
         min_size=1,
-        max_size=POOL_MAX_SIZE,
+        max_size=max(1, size),
         kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
         configure=lambda conn: conn.execute("SET synchronous_commit = on"),
-        check=ConnectionPool.check_connection,
+        connection_class=_Pooled,
+        check=_check_if_idle,
         timeout=POOL_TIMEOUT_S,
+        reconnect_timeout=RECONNECT_S,
         num_workers=1,
         name="tswarm",
         open=True,
     )
+
+
+@dataclass
+class _Shared:
+    pool: ConnectionPool
+    users: int = 0
+
+
+_POOLS: dict[tuple[int, str], _Shared] = {}  # (PID, URL) -> the pool of that process for that URL
+_POOLS_LOCK = threading.Lock()
+
+
+def open_pool(url: str, size: int, prepare: Callable[[psycopg.Connection], None]) -> ConnectionPool:
+    """The process's pool for ``url`` (made if none is open: at most ``size`` connections), after
+    ``prepare(conn)`` ran on one of its connections (the schema check of every storage that opens).
+
+    The first opening prepares on a connection of its own, so that a server that cannot be reached
+    or refuses the login says why at once, rather than after the pool's timeout; later ones borrow.
+    Errors of ``connect`` and ``prepare`` come out as raised; the pool is then not taken."""
+    key = (os.getpid(), url)
+    with _POOLS_LOCK:
+        shared = _POOLS.get(key)
+        if shared is not None:
+            shared.users += 1
+    if shared is not None:
+        try:
+            with shared.pool.connection() as conn:
+                prepare(conn)
+        except BaseException:
+            close_pool(url, shared.pool)
+            raise
+        return shared.pool
+    conn = connect(url)
+    try:
+        prepare(conn)
+    finally:
+        conn.close()
+    with _POOLS_LOCK:
+        shared = _POOLS.get(key)  # another thread may have made it meanwhile
+        if shared is None:
+            shared = _POOLS[key] = _Shared(make_pool(url, size))
+        shared.users += 1
+        return shared.pool
+
+
+def close_pool(url: str, pool: ConnectionPool) -> None:
+    """Give back ``pool`` taken with :func:`open_pool`; the last to give it back closes it. A pool of
+    another process (inherited through a fork) is left alone: its connections are the parent's."""
+    key = (os.getpid(), url)
+    with _POOLS_LOCK:
+        shared = _POOLS.get(key)
+        if shared is None or shared.pool is not pool:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _POOLS[key]
+    pool.close()
 
 
 class Connections:
@@ -107,7 +209,10 @@ class Connections:
                 yield self._pinned
                 return
             with self.pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    conn.returned_at = time.monotonic()  # not the pool's reset hook: that one hands over to a thread
         except FAILURES as exc:
             raise unavailable(exc, self._url) from None
 

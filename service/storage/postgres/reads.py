@@ -2,7 +2,8 @@
 engine's mark on the one WHERE builder (service/storage/ranges.py) every range query is made with.
 
 Long reads stream through a server-side (named) cursor, ``batch`` rows per round trip: memory stays
-flat whatever the range.
+flat whatever the range. The rows come in binary (integers and doubles as they are stored, the same
+values as their text would give): a quarter faster to read than text (benchmarks/pg_export.py).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class ReadsRoom(Connections):
         """The rows of ``sql``, ``batch`` at a time, through a named cursor (in a transaction of its
         own, or the snapshot's)."""
         with self._transaction() as conn:
-            with conn.cursor(name=f"tswarm_read_{next(_cursor_names)}") as cur:
+            with conn.cursor(name=f"tswarm_read_{next(_cursor_names)}", binary=True) as cur:
                 cur.itersize = batch
                 cur.execute(sql, params)
                 while rows := cur.fetchmany(batch):

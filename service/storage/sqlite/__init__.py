@@ -1,14 +1,16 @@
 """The SQLite engine: one file, ``tswarm.db`` in the data dir, WAL, a room per concern.
 
 ``schema`` (DDL, version, migrations, connections, transactions), ``registry``, ``writer``,
-``outbox``, ``reads`` (the one WHERE builder), ``retention``, ``meta`` (the one upsert); each room a
-mixin over the same connection, combined here into :class:`SqliteStorage`.
+``outbox``, ``reads`` (the one WHERE builder), ``retention``, ``meta`` (the one upsert), ``dump``
+(moving house: the whole journal out, or into an empty data dir); each room a mixin over the same
+connection, combined here into :class:`SqliteStorage`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..interface import Storage
+from .dump import DumpRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
 from .reads import ReadsRoom
@@ -20,7 +22,7 @@ from .writer import SqliteWriter, WriterRoom
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SqliteStorage", "SqliteWriter", "check_data_dir"]
 
 
-class SqliteStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, Storage):
+class SqliteStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, DumpRoom, Storage):
     """The journal at ``path``: the data dir checked, the schema brought up to date, one connection."""
 
     def __init__(self, path: Path | str):

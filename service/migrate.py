@@ -1,0 +1,188 @@
+"""Moving house: ``tswarm migrate --to URL`` copies the journal the command is configured with into
+an empty place of another engine, whole, and checks the copy.
+
+From SQLite (the data dir) to PostgreSQL (``--to postgres://...``), or back (``DATABASE_URL`` set,
+``--to`` a data dir without a journal), or from one PostgreSQL database to another. Everything moves
+as stored: node ids, names and password hashes (nodes keep their passwords: no reflash), the created
+mark, halts and intervals, removed nodes, readings with their ids and timestamps (so the forward
+cursor keeps meaning "InfluxDB has everything up to here"), rejected readings, and every meta value
+(the cursor, the forwarder's last error, halt-all, the retention horizon).
+
+The source is read in one snapshot (its data dir held, so no ``tswarm serve`` starts on it
+meanwhile); the target is written in one transaction that commits only when its counts match the
+source's (:meth:`tswarm.storage.Storage.load`), so a failure leaves it as empty as it was. After the
+commit the copy is opened as the service would open it and checked once more.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from .datadir import DataDirInUse, hold_data_dir
+from .settings import Config, ConfigError, DatabaseUrl
+from .storage import DB_FILENAME, FORWARD_CURSOR, HALT_ALL, PRUNED_BEFORE, Storage, StorageError, open_storage
+from .storage.interface import JournalCounts
+from .tokens import token_path
+
+BATCH = 10_000  # readings per round trip, read and written
+
+
+class MigrateError(Exception):
+    """What is wrong with the move, in one line; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the journal goes: a PostgreSQL URL or a data dir."""
+
+    address: str
+    postgres: bool
+
+    @property
+    def shown(self) -> str:
+        """The target as it may be printed (a URL's password as ``***``)."""
+        if self.postgres:
+            from .storage.postgres import redact
+
+            return redact(self.address)
+        return str(Path(self.address) / DB_FILENAME)
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What a move copied (the copy's counts, equal to the source's)."""
+
+    source: str
+    target: str
+    counts: JournalCounts
+    read_token_file: Optional[Path]  # the data dir's read token, which stays there (see summary)
+
+
+def target_of(to: str, source_is_postgres: bool) -> Target:
+    """``--to`` as a :class:`Target`: a ``postgres://`` or ``postgresql://`` URL, or, when the source is
+    PostgreSQL, a data dir. :class:`MigrateError` otherwise (the text is not quoted: it may hold a password)."""
+    to = to.strip()
+    if "://" in to:
+        try:
+            DatabaseUrl().check("--to", to)
+        except ConfigError:
+            scheme = urlsplit(to).scheme or "?"
+            raise MigrateError(
+                f"--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db,"
+                f" not a {scheme}:// one"
+            ) from None
+        return Target(to, postgres=True)
+    if not source_is_postgres:
+        raise MigrateError(
+            "--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
+            " (a data dir is a target only on the way back, with DATABASE_URL or TSWARM_DATABASE_URL set)"
+        )
+    if not to:
+        raise MigrateError("--to must be a data dir (or a postgres:// URL)")
+    return Target(to, postgres=False)
+
+
+def source_name(config: Config) -> str:
+    if config.database_url:
+        from .storage.postgres import redact
+
+        return redact(config.database_url)
+    return str(config.data_dir / DB_FILENAME)
+
+
+def migrate(
+    config: Config,
+    source: Storage,
+    target: Target,
+    *,
+    batch: int = BATCH,
+    on_start: Optional[Callable[[JournalCounts], None]] = None,
+    on_rows: Optional[Callable[[int], None]] = None,
+) -> Moved:
+    """Copy ``source`` (the journal ``config`` names, opened) into ``target``, check it, say what moved.
+
+    ``on_start(counts)`` once the source is counted (a progress bar's total), ``on_rows(n)`` after each
+    ``batch`` of readings. :class:`MigrateError`: nothing was written to the target."""
+    engine = _engine(target)
+    with contextlib.ExitStack() as held:
+        if not config.database_url:
+            try:
+                held.enter_context(hold_data_dir(config.data_dir))
+            except DataDirInUse as exc:
+                raise MigrateError(f"{exc}; readings it takes meanwhile would be left behind") from None
+        try:
+            with source.dump(batch) as dump:
+                if on_start is not None:
+                    on_start(dump.counts)
+                counts = engine.load(target.address, dump, on_rows)
+        except StorageError as exc:
+            raise MigrateError(f"{exc}; nothing was copied, {target.shown} is as it was") from None
+    _check_copy(target, counts)
+    token = None if config.database_url else token_path(config.data_dir)
+    return Moved(source_name(config), target.shown, counts, token if token is not None and token.exists() else None)
+
+
+def _engine(target: Target) -> type[Storage]:
+    if target.postgres:
+        from .storage.postgres import PostgresStorage
+
+        return PostgresStorage
+    from .storage.sqlite import SqliteStorage
+
+    return SqliteStorage
+
+
+def _check_copy(target: Target, counts: JournalCounts) -> None:
+    """Open the committed copy as the service will, and ask it what it holds."""
+    data_dir, url = ("", target.address) if target.postgres else (target.address, "")
+    with open_storage(data_dir, url, existing=True) as copy:
+        seen = {
+            "nodes": len(copy.node_names()),
+            "readings": copy.count_readings(),
+            "last reading id": copy.last_reading_id(),
+            "rejected": copy.count_rejected(),
+            "forward cursor": copy.forward_cursor(),
+            "pruned before": copy.pruned_before(),
+            "halt-all": copy.halted_all(),
+        }
+    pruned = counts.get(PRUNED_BEFORE)
+    wanted = {
+        "nodes": counts.nodes,
+        "readings": counts.readings,
+        "last reading id": counts.last_reading_id,
+        "rejected": counts.rejected,
+        "forward cursor": int(counts.get(FORWARD_CURSOR) or 0),
+        "pruned before": None if pruned is None else int(pruned),
+        "halt-all": counts.get(HALT_ALL) == "1",
+    }
+    wrong = [f"{key} {seen[key]} instead of {wanted[key]}" for key in wanted if seen[key] != wanted[key]]
+    if wrong:
+        raise MigrateError(f"the copy in {target.shown} reads back wrong ({', '.join(wrong)}); drop it and run again")
+
+
+def summary(moved: Moved) -> list[str]:
+    """What ``tswarm migrate`` prints: what was copied, and what stays behind."""
+    from .timefmt import rfc3339
+
+    c = moved.counts
+    cursor = int(c.get(FORWARD_CURSOR) or 0)
+    pruned = c.get(PRUNED_BEFORE)
+    ids = f", ids {c.first_reading_id} to {c.last_reading_id}, the newest at {rfc3339(c.newest_ts)}" if c.readings else ""
+    lines = [
+        f"copied {moved.source} to {moved.target}, and checked it:",
+        f"  nodes      {c.nodes} ({c.registered} registered, {c.halted} halted; halt-all {'on' if c.get(HALT_ALL) == '1' else 'off'})"
+        "; passwords as they were",
+        f"  readings   {c.readings}{ids}",
+        f"  rejected   {c.rejected}",
+        f"  forwarded  up to reading {cursor} (the forward cursor)" + ("; the last forward error too" if c.get("forward_last_error") else ""),
+        f"  retention  {'readings before ' + rfc3339(int(pruned)) + ' were pruned' if pruned else 'nothing pruned'}",
+    ]
+    if moved.read_token_file is not None:
+        lines.append(
+            f"the status page's read token stays in {moved.read_token_file}: on the new host set TSWARM_READ_TOKEN"
+            " to it to keep old links working"
+        )
+    return lines

@@ -1,0 +1,100 @@
+"""Moving house (``tswarm migrate``): the whole journal out of this database, or into an empty one.
+
+:meth:`DumpRoom.dump` reads every table in one REPEATABLE READ snapshot, readings through a named
+cursor ``batch`` rows at a time. :meth:`DumpRoom.load` does everything in one transaction on one
+connection: it takes :data:`~.schema.MIGRATION_LOCK` (an instance starting meanwhile waits, then finds
+the journal made), refuses a database that holds any table of a tswarm journal, creates the schema,
+streams every table in with ``COPY ... FROM STDIN (FORMAT BINARY)``, moves the node id sequence past
+the copied ids, compares the counts with the dump's, and only then commits. A failure anywhere (a
+row PostgreSQL refuses, the connection lost, the counts differing) rolls all of it back, schema
+included: the database is as empty as it was.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+import psycopg
+
+from ..interface import JournalCounts, JournalDump, StorageUnusable
+from ..moving import NODES, READINGS, REJECTED, differences, journal_counts
+from .connection import FAILURES, Connections, connect, redact, scrub, unavailable
+from .schema import MIGRATION_LOCK, upgrade
+
+# Every table a tswarm journal has here (service/storage/postgres/schema.py): any of them is a journal.
+JOURNAL_TABLES = ("meta", "nodes", "readings", "rejected", "schema_version")
+
+NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4")
+READING_TYPES = ("int8", "int8", "int8", "float8", "float8")
+REJECTED_TYPES = ("int8", "text", "int8", "float8", "float8", "text", "int8")
+
+
+class DumpRoom(Connections):
+    @contextlib.contextmanager
+    def dump(self, batch: int = 10_000) -> Iterator[JournalDump]:
+        with self.snapshot(), self._connection() as conn:
+            counts = journal_counts(conn)
+            nodes = conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id").fetchall()
+            yield JournalDump(
+                counts,
+                nodes,
+                rejected=self._stream(f"SELECT {REJECTED} FROM rejected ORDER BY reading_id", [], batch),
+                readings=self._stream(f"SELECT {READINGS} FROM readings ORDER BY id", [], batch),
+            )
+
+    @classmethod
+    def load(
+        cls, target: Union[str, Path], dump: JournalDump, on_rows: Optional[Callable[[int], None]] = None
+    ) -> JournalCounts:
+        url = str(target)
+        where = redact(url)
+        conn = connect(url)  # StorageUnavailable (its message scrubbed) when the server cannot be reached
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+                found = [row[0] for row in conn.execute(
+                    "SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = current_schema()"
+                    " AND tablename = ANY(%s) ORDER BY tablename", (list(JOURNAL_TABLES),),
+                )]
+                if found:
+                    raise StorageUnusable(
+                        f"{where} holds a tswarm journal already (tables {', '.join(found)}); tswarm migrate"
+                        " copies only into an empty database (give another, or drop those tables)"
+                    )
+                upgrade(conn, where)
+                _copy(conn, "nodes", NODES, NODE_TYPES, [dump.nodes])
+                _copy(conn, "meta", "key, value", ("text", "text"), [list(dump.counts.meta)])
+                _copy(conn, "rejected", REJECTED, REJECTED_TYPES, dump.rejected)
+                _copy(conn, "readings", READINGS, READING_TYPES, dump.readings, on_rows)
+                # nodes.id is an identity: the next `node add` takes the id after the copied ones
+                conn.execute(
+                    "SELECT setval(pg_get_serial_sequence('nodes', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL)"
+                    " FROM nodes"
+                )
+                counts = journal_counts(conn)
+                wrong = differences(counts, dump.counts)
+                if wrong:
+                    raise StorageUnusable(f"the copy in {where} does not match its source ({wrong})")
+        except FAILURES as exc:
+            raise unavailable(exc, url) from None
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StorageUnusable(scrub(f"cannot copy into {where}: {reason}", url)) from None
+        finally:
+            conn.close()
+        return counts
+
+
+def _copy(
+    conn: psycopg.Connection, table: str, columns: str, types: tuple[str, ...], batches: Iterable[list[tuple]],
+    on_rows: Optional[Callable[[int], None]] = None,
+) -> None:
+    """Stream ``batches`` of rows into ``table`` with one binary COPY."""
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for rows in batches:
+            for row in rows:
+                copy.write_row(row)
+            if on_rows is not None:
+                on_rows(len(rows))

@@ -1,0 +1,373 @@
+"""`tswarm migrate`: the journal moves whole into an empty PostgreSQL database (the real cluster of
+tests/servers.py, a fresh database per test) and back into an empty data dir; compared field by
+field through the Storage interface on both sides. A target holding a journal is refused and left as
+it was; a failure midway leaves it empty; every mistake is one `Error:` line."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tswarm.datadir import hold_data_dir
+from tswarm.migrate import MigrateError, Target, migrate
+from tswarm.settings import Config
+from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, Storage, StorageUnusable, open_storage
+
+from .conftest import NS, nodes_table, register
+from .test_protocol import body, hdr
+
+FUTURE = 4_000_000_000 * NS  # readings stamped after any clock of today: the next one must still come after
+PW = "secret-pw"
+
+
+def view(s: Storage) -> dict:
+    """Everything a journal holds, as the Storage interface shows it."""
+    names = dict(s.node_names())
+    return {
+        "nodes": nodes_table(s),
+        "names": names,
+        "registered": {n: s.is_registered(n) for n in names.values()},
+        "halted_all": s.halted_all(),
+        "readings": [r for rows in s.iter_readings(with_id=True) for r in rows],
+        "outbox": [tuple(r) for r in s.outbox_rows(0, 10**6)],
+        "last_reading_id": s.last_reading_id(),
+        "cursor": s.forward_cursor(),
+        "last_error": s.meta(FORWARD_LAST_ERROR),
+        "rejected": s.rejected_readings(limit=10**6),
+        "pruned_before": s.pruned_before(),
+    }
+
+
+def fill(journal: Storage) -> None:
+    """Nodes in every state, readings (the newest in the future), some pruned, some forwarded, one
+    rejected, the forwarder's last error, halt-all on."""
+    register(journal, "attic", PW, created=True)
+    register(journal, "cellar", PW)  # registered, never created: a PUT is 405
+    register(journal, "kitchen", PW, created=True)
+    register(journal, "garage", PW, created=True)
+    journal.set_halt("attic", True)
+    journal.set_interval("kitchen", 600)
+    journal.add_readings([("garage", FUTURE - 10 * NS, 1.0, 10.0)])
+    journal.remove_node("garage")  # removed: its reading stays, its id keeps its name
+    journal.add_readings([
+        ("kitchen", FUTURE - 5 * NS, 21.5, 40.0), ("attic", FUTURE - 4 * NS, -3.25, 80.0),
+        ("kitchen", FUTURE - 3 * NS, 21.75, 41.0), ("attic", FUTURE, 5.0, 70.5),
+    ])
+    journal.prune_readings(FUTURE - 4 * NS, up_to_id=2)  # the garage's and the kitchen's first go
+    first = journal.outbox_readings(0, 10)[0]
+    journal.mark_forwarded(4, rejected=[(first, "field type conflict")])
+    journal.set_meta(FORWARD_LAST_ERROR, json.dumps({"at": 5, "message": "InfluxDB answered 503"}))
+    journal.set_halt(None, True)
+
+
+@pytest.fixture
+def full(journal):
+    fill(journal)
+    return journal
+
+
+async def _append(journal: Storage, node_id: int) -> int:
+    """One reading through the service's writer; its timestamp."""
+    writer = journal.writer()
+    await writer.start()
+    try:
+        return await writer.append(node_id, 20.0, 50.0)
+    finally:
+        await writer.close()
+
+
+def tables(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+
+
+# -- the move --------------------------------------------------------------------------------------
+
+
+def test_a_journal_moves_whole_into_an_empty_database(full, run, postgres, postgres_url):
+    before = view(full)
+    assert before["pruned_before"] and before["cursor"] == 4 and before["rejected"] and before["halted_all"]
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 0, result.output
+    assert postgres.PASSWORD not in result.output
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert view(copy) == before
+    assert result.stdout.splitlines()[0] == (
+        f"copied {full.path} to {postgres_url.replace(postgres.PASSWORD, '***')}, and checked it:"
+    )
+    assert "  nodes      4 (3 registered, 1 halted; halt-all on); passwords as they were" in result.stdout
+    assert "  readings   3, ids 3 to 5, the newest at 2096-10-02T07:06:40.000000000Z" in result.stdout
+    assert "  forwarded  up to reading 4 (the forward cursor); the last forward error too" in result.stdout
+    assert result.stderr == ""  # no terminal: no progress bar
+    assert view(full) == before  # the source is untouched
+
+
+async def test_after_the_move_nodes_authenticate_and_the_next_reading_comes_after_the_copied_ones(
+    full, run, postgres_url, make_client,
+):
+    full.set_halt(None, False)
+    assert run("migrate", "--to", postgres_url).exit_code == 0
+    client = await make_client(database_url=postgres_url)
+    resp = await client.put("/api/nodes/kitchen", data=body(name="kitchen"), headers=hdr("kitchen", PW))
+    assert resp.status == 202  # the password hash came as it was: the node needs no new one
+    assert (await client.put("/api/nodes/kitchen", data=body(name="kitchen"), headers=hdr("kitchen", "nope"))).status == 401
+    assert (await client.put("/api/nodes/attic", data=body(name="attic"), headers=hdr("attic", PW))).status == 423
+    assert (await client.put("/api/nodes/cellar", data=body(name="cellar"), headers=hdr("cellar", PW))).status == 405
+    with open_storage("", postgres_url, existing=True) as copy:
+        newest = [r for rows in copy.iter_readings(with_id=True) for r in rows][-2:]
+        assert [(node, reading_id) for _, node, _, _, reading_id in newest] == [("kitchen", 6), ("attic", 7)]
+        assert FUTURE < newest[0][0] < newest[1][0]  # stamped after the newest copied one, still increasing
+        copy.add_node("shed", "h")  # node ids go on after the copied ones too
+        assert copy.node_auth("shed").id == 5
+
+
+def test_the_way_back_into_an_empty_data_dir(full, run, postgres_url, tmp_path, monkeypatch):
+    before = view(full)
+    assert run("migrate", "--to", postgres_url).exit_code == 0
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    back = tmp_path / "back"
+    result = run("migrate", "--to", str(back))
+    assert result.exit_code == 0, result.output
+    assert f"to {back / DB_FILENAME}, and checked it:" in result.stdout
+    assert sorted(p.name for p in back.iterdir()) == [DB_FILENAME]  # nothing else left behind
+    with open_storage(back) as copy:
+        assert view(copy) == before
+        assert asyncio.run(_append(copy, copy.node_auth("kitchen").id)) > FUTURE  # after the newest copied one
+        assert copy.last_reading_id() == before["last_reading_id"] + 1
+    again = run("migrate", "--to", str(back))  # now it holds one
+    assert again.exit_code == 1
+    assert again.stderr == (
+        f"Error: {back / DB_FILENAME} holds a journal already; tswarm migrate copies only into a data dir without"
+        f" one (give another, or move that tswarm.db away); nothing was copied, {back / DB_FILENAME} is as it was\n"
+    )
+
+
+def test_the_read_token_of_the_data_dir_is_named_not_copied(journal, run, postgres_url, data_dir):
+    register(journal, "kitchen", PW)
+    (data_dir / "read-token").write_text("tok-Zz9\n")
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 0 and "tok-Zz9" not in result.output
+    assert result.stdout.splitlines()[-1] == (
+        f"the status page's read token stays in {data_dir / 'read-token'}: on the new host set TSWARM_READ_TOKEN"
+        " to it to keep old links working"
+    )
+
+
+# -- refusals: nothing written ----------------------------------------------------------------------
+
+
+def test_a_database_holding_a_journal_is_refused_and_left_as_it_was(full, run, postgres, postgres_url):
+    with open_storage("", postgres_url) as other:
+        register(other, "pi-node", PW, created=True)
+        other.add_readings([("pi-node", 1, 2.0, 3.0)])
+        before = view(other)
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 1
+    shown = postgres_url.replace(postgres.PASSWORD, "***")
+    assert result.output == (
+        f"Error: {shown} holds a tswarm journal already (tables meta, nodes, readings, rejected, schema_version);"
+        " tswarm migrate copies only into an empty database (give another, or drop those tables);"
+        f" nothing was copied, {shown} is as it was\n"
+    )
+    with open_storage("", postgres_url, existing=True) as other:
+        assert view(other) == before
+
+
+def test_a_database_with_an_empty_journal_or_one_table_of_it_is_refused(full, run, postgres):
+    empty = postgres.new_database()
+    open_storage("", empty).close()  # the schema, no rows
+    assert run("migrate", "--to", empty).exit_code == 1
+    one_table = postgres.new_database()
+    with psycopg.connect(one_table, autocommit=True) as conn:
+        conn.execute("CREATE TABLE readings (x int)")
+    result = run("migrate", "--to", one_table)
+    assert result.exit_code == 1 and "(tables readings)" in result.output
+    assert tables(one_table) == ["readings"]
+
+
+def test_a_database_with_tables_of_its_own_is_used(full, run, postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE other_app (x int)")
+    assert run("migrate", "--to", postgres_url).exit_code == 0
+    assert tables(postgres_url) == ["meta", "nodes", "other_app", "readings", "rejected", "schema_version"]
+
+
+@pytest.mark.parametrize("to, error", [
+    ("mysql://root:pw-Qx1@db/tswarm", "--to must be a postgres:// or postgresql:// URL like"
+     " postgres://user:password@host:5432/db, not a mysql:// one"),
+    ("elsewhere/data", "--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
+     " (a data dir is a target only on the way back, with DATABASE_URL or TSWARM_DATABASE_URL set)"),
+])
+def test_a_target_that_is_no_postgres_url_is_one_line(full, run, tmp_path, to, error):
+    result = run("migrate", "--to", to)
+    assert (result.exit_code, result.output) == (1, f"Error: {error}\n")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_an_unreachable_server_is_one_line_without_the_password(full, run):
+    from .servers import free_port
+
+    result = run("migrate", "--to", f"postgres://tswarm:pw-Kq81@127.0.0.1:{free_port()}/tswarm")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: PostgreSQL at postgres://tswarm:***@127.0.0.1:") and "unavailable" in result.output
+    assert "pw-Kq81" not in result.output and len(result.output.splitlines()) == 1
+
+
+def test_a_wrong_password_is_one_line_without_it(full, run, postgres, postgres_url):
+    result = run("migrate", "--to", postgres_url.replace(postgres.PASSWORD, "wrong-Pw-5521"))
+    assert result.exit_code == 1 and "password authentication failed" in result.output
+    assert "wrong-Pw-5521" not in result.output and len(result.output.splitlines()) == 1
+
+
+def test_a_source_without_a_journal_is_refused(run, postgres_url, data_dir):
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: no journal in {data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
+        " (is --data-dir or TSWARM_DATA_DIR right?)\n"
+    )
+    assert tables(postgres_url) == [] and not data_dir.exists()
+
+
+def test_a_postgres_source_without_a_journal_is_refused(run, postgres, tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", postgres.new_database())
+    result = run("migrate", "--to", str(tmp_path / "back"))
+    assert result.exit_code == 1 and result.output.startswith("Error: no journal in postgresql://postgres:***@")
+    assert not (tmp_path / "back").exists()
+
+
+def test_a_running_service_on_the_source_is_refused(full, run, postgres_url, data_dir):
+    with hold_data_dir(data_dir):  # as `tswarm serve` holds it
+        result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: data dir {data_dir} is in use by another tswarm serve")
+    assert "readings it takes meanwhile would be left behind" in result.output
+    assert tables(postgres_url) == []
+
+
+# -- failures midway: the target stays empty --------------------------------------------------------
+
+
+def test_the_connection_lost_mid_copy_leaves_the_database_empty(journal, postgres_url, data_dir):
+    register(journal, "kitchen", PW)
+    journal.add_readings([("kitchen", i, 20.0, 50.0) for i in range(1, 11)])
+    batches = []
+
+    def terminate(n):  # after the first batch of readings: the server drops the copying session
+        batches.append(n)
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    with pytest.raises(MigrateError) as failed:
+        migrate(Config(data_dir=data_dir), journal, Target(postgres_url, postgres=True), batch=2, on_rows=terminate)
+    assert batches  # it failed after copying had begun (COPY buffers: the loss shows at its end)
+    assert "is unavailable" in str(failed.value) and str(failed.value).endswith("is as it was")
+    assert tables(postgres_url) == []  # not even the schema
+
+
+def test_a_row_postgresql_refuses_leaves_the_database_empty(journal, run, postgres_url):
+    register(journal, "kitchen", PW)
+    journal.add_readings([("kitchen", 1, 20.0, 50.0), ("kitchen", 2, 21.0, 51.0)])
+    reading = journal.outbox_readings(0, 1)[0]
+    journal.record_rejected([(reading, "InfluxDB said: bad\x00byte")])  # SQLite keeps a NUL, PostgreSQL text cannot
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert result.output.startswith("Error: cannot copy into postgresql://postgres:***@")
+    assert "0x00" in result.output and "nothing was copied" in result.output
+    assert tables(postgres_url) == []
+
+
+@pytest.mark.parametrize("engine", ["postgres", "sqlite"])
+def test_a_copy_whose_counts_differ_from_its_source_is_not_kept(full, postgres_url, tmp_path, engine):
+    from tswarm.storage.postgres import PostgresStorage
+    from tswarm.storage.sqlite import SqliteStorage
+
+    cls, target = (PostgresStorage, postgres_url) if engine == "postgres" else (SqliteStorage, tmp_path / "back")
+    with full.dump() as dump:
+        counted_wrong = dataclasses.replace(dump, counts=dataclasses.replace(dump.counts, readings=4, rejected=0))
+        with pytest.raises(StorageUnusable, match=r"does not match its source \(readings 3 instead of 4, rejected 1 instead of 0\)"):
+            cls.load(target, counted_wrong)
+    if engine == "postgres":
+        assert tables(postgres_url) == []
+    else:
+        assert not (tmp_path / "back").exists()
+
+
+def test_a_failed_way_back_leaves_no_journal_in_the_data_dir(run, postgres_url, tmp_path, monkeypatch):
+    with open_storage("", postgres_url) as source:
+        register(source, "kitchen", PW)
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    result = run("migrate", "--to", str(blocked / "data"))
+    assert result.exit_code == 1 and result.output.startswith("Error: data dir ") and "is a file" in result.output
+    assert blocked.read_text() == ""
+
+
+# -- any small journal round-trips -------------------------------------------------------------------
+
+NAMES = st.text("abkz09_.-", min_size=1, max_size=6).filter(lambda s: s[0].isalnum())
+TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
+VALUE = st.floats(allow_nan=False, allow_infinity=False)
+NODE = st.fixed_dictionaries({
+    "hash": TEXT, "created": st.booleans(), "halted": st.booleans(), "removed": st.booleans(),
+    "interval": st.integers(60, 86_400),
+})
+
+
+@settings(max_examples=15)
+@given(
+    nodes=st.dictionaries(NAMES, NODE, max_size=4),
+    readings=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 10**12), VALUE, VALUE), max_size=12),
+    forwarded=st.integers(0, 12),
+    rejected=st.lists(st.tuples(st.integers(0, 11), TEXT), max_size=3),
+    prune=st.booleans(),
+    halt_all=st.booleans(),
+    last_error=st.none() | TEXT,
+)
+def test_any_small_journal_moves_there_and_back_unchanged(
+    postgres, nodes, readings, forwarded, rejected, prune, halt_all, last_error,
+):
+    url = postgres.new_database()
+    with tempfile.TemporaryDirectory() as tmp:
+        there, back = Path(tmp) / "there", Path(tmp) / "back"
+        with open_storage(there) as source:
+            for name, node in nodes.items():
+                source.add_node(name, node["hash"])
+                if node["created"]:
+                    source.mark_created(name, 7)
+                source.set_halt(name, node["halted"])
+                source.set_interval(name, node["interval"])
+            names = sorted(nodes)
+            ts, rows = 0, []
+            for i, step, t, h in readings if names else ():
+                ts += step
+                rows.append((names[i % len(names)], ts, t, h))
+            source.add_readings(rows)
+            for name, node in nodes.items():
+                if node["removed"]:
+                    source.remove_node(name)
+            outbox = source.outbox_readings(0, 100)
+            source.mark_forwarded(min(forwarded, len(outbox)),
+                                  [(outbox[i], why) for i, why in rejected if i < len(outbox)])
+            if prune and outbox:
+                source.prune_readings(outbox[len(outbox) // 2].ts + 1, up_to_id=source.forward_cursor())
+            source.set_halt(None, halt_all)
+            if last_error is not None:
+                source.set_meta(FORWARD_LAST_ERROR, last_error)
+            before = view(source)
+            migrate(Config(data_dir=there), source, Target(url, postgres=True))
+        with open_storage("", url, existing=True) as middle:
+            assert view(middle) == before
+            migrate(Config(data_dir=Path(tmp) / "unused", database_url=url), middle, Target(str(back), postgres=False))
+        with open_storage(back) as copy:
+            assert view(copy) == before
