@@ -38,7 +38,7 @@ system-deps:
 test: install-test system-deps
 	$(BIN)/pytest
 
-# The fault suite alone (crash under load, disk full, hostile clients, fuzz, secrets); `make test` runs it too.
+# The fault suite alone (crash under load, disk full, PostgreSQL away, hostile clients, fuzz, secrets); `make test` runs it too.
 test-faults: install-test system-deps
 	$(BIN)/pytest -s tests/faults
 

@@ -11,6 +11,7 @@ from typing import Mapping, Optional
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
+from . import keys
 from .storage import StorageUnavailable
 
 log = logging.getLogger("tswarm")
@@ -85,7 +86,10 @@ async def json_errors(request: web.Request, handler):
         return json_error(400, "bad_body", "the body does not match its Content-Length or chunked encoding",
                           headers={"Connection": "close"})
     except StorageUnavailable as exc:  # the database is away (PostgreSQL restarting, a disk full): retry
-        log.warning("storage unavailable on %s %s: %s", request.method, request.path, exc)
+        # logged once an outage, by the writer (service/storage/group.py), not once a request
+        log.debug("storage unavailable on %s %s: %s", request.method, request.path, exc)
+        if keys.WRITER in request.app:
+            request.app[keys.WRITER].unavailable(exc)
         return json_error(503, "storage_unavailable", "the database cannot be reached now; retry later",
                           headers={"Retry-After": RETRY_AFTER_STORAGE})
     except ConnectionError:

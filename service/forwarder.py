@@ -37,7 +37,7 @@ from . import keys
 from .influx import endpoint
 from .influx.lines import LineEncoder, line_protocol
 from .influx.write import WRITE_TIMEOUT_S, InfluxTarget, Rejected, TooLarge, WriteError
-from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, storage_for
+from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, StorageUnavailable, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.forwarder")
@@ -50,6 +50,7 @@ WAIT_NOTICE_S = 5.0  # `tswarm forward`: a write unanswered this long is reporte
 # workers of `serve --workers N`, every other instance on one PostgreSQL database), it looks this
 # often for their readings (an empty read of the journal: one primary-key lookup).
 SIBLINGS_CHECK_S = 0.5
+RAN_A_WHILE_S = 10.0  # a forwarder that ran this long before the journal failed it saw the journal work again
 
 
 def backoff_delay(attempt: int, max_backoff: float, retry_after: Optional[float] = None, rand=random.random) -> float:
@@ -268,11 +269,23 @@ async def forwarding(app: web.Application) -> AsyncIterator[Optional[Forwarder]]
 async def _supervise(forwarder: Forwarder, max_backoff: float) -> None:
     """Run the forwarder; should it fail on something unexpected (the journal's disk), start it again."""
     attempt = 0
+    waiting = False  # for the journal's database: said once, until a run lasts a while again
+    loop = asyncio.get_running_loop()
     while True:
+        started = loop.time()
         try:
             await forwarder.run()
         except asyncio.CancelledError:
             raise
+        except StorageUnavailable as exc:  # the database is away (PostgreSQL restarting): no traceback
+            if loop.time() - started >= RAN_A_WHILE_S:
+                waiting, attempt = False, 0
+            if not waiting:
+                log.warning("the forwarder waits for the journal, trying again: %s", exc)
+                waiting = True
+            forwarder.last_error = str(exc)
+            await asyncio.sleep(backoff_delay(attempt, max_backoff))
+            attempt += 1
         except Exception as exc:
             log.exception("the forwarder failed; starting it again")
             forwarder.last_error = f"{type(exc).__name__}: {exc}"

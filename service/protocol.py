@@ -39,12 +39,19 @@ async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
 
 
 def _unavailable(name: str, exc: StorageUnavailable) -> web.Response:
-    """503: nothing was stored, nothing acknowledged; the node tries again on its next wake."""
-    log.warning("journal refused a reading from %s: %s", name, exc)
+    """503: nothing acknowledged; the node tries again on its next wake. The outage is logged once,
+    by the writer (service/storage/group.py), not once a reading."""
+    log.debug("journal refused a reading from %s: %s", name, exc)
     return json_error(
         503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",
         headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
     )
+
+
+def _node_auth(storage, writer, login: str):
+    """In a storage thread: the node's record, unless an outage was noticed while this call waited."""
+    writer.refuse_if_away()
+    return storage.node_auth(login)
 
 
 async def node_reading(request: web.Request) -> web.Response:
@@ -61,15 +68,21 @@ async def node_reading(request: web.Request) -> web.Response:
     if not valid_node_name(name):
         return json_error(400, "bad_node_name", f"node names are {NODE_NAME_HELP}")
 
+    writer = app[keys.WRITER]
+    away = await writer.away()
+    if away is not None:  # the database is known to be away: no lookup waits for a connection
+        writer.unavailable(away)
+        return _unavailable(name, away)
     try:
         node = await authenticate(
             request.headers.get("Authorization"), request.remote or "unknown", name,
-            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
+            lookup=lambda login: app[keys.STORAGE].read(_node_auth, writer, login),
             cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
     except LoginRefused as refused:
         return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
     except StorageUnavailable as exc:  # the node's lookup: the database is away (PostgreSQL restarting)
+        writer.unavailable(exc)
         return _unavailable(name, exc)
 
     create = request.method == "POST"
@@ -85,7 +98,7 @@ async def node_reading(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.error, exc.detail)
 
     try:
-        ts = await app[keys.WRITER].append(node.id, reading.temperature, reading.humidity, create=create)
+        ts = await writer.append(node.id, reading.temperature, reading.humidity, create=create)
     except StorageUnavailable as exc:
         return _unavailable(name, exc)
     app[keys.STATS].accepted += 1

@@ -387,10 +387,11 @@ class PostgreSQL:
         self.running = True
         return self
 
-    def stop(self) -> None:
-        """A fast shutdown (open connections are closed); nothing if not running."""
+    def stop(self, mode: str = "fast") -> None:
+        """A fast shutdown (open connections are closed), or ``mode="immediate"`` (a crash: recovery
+        on the next start); nothing if not running."""
         if self.running:
-            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
+            self._run(self.bin / "pg_ctl", "-D", self.data, "-m", mode, "-w", "-t", "60", "stop")
             self.running = False
 
     def remove(self) -> None:

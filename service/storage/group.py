@@ -4,17 +4,34 @@ commits everything that waits in one transaction, then wakes them all.
 :class:`GroupCommitWriter` is the asyncio half every engine's writer shares (the queue, the batches,
 the answers); an engine's writer says how to connect, how to commit a batch (its timestamps) and how
 to let go of its connection. Its calls run in the writer's own thread, never on the event loop.
+
+An outage (the database away, a disk full) is logged twice: one warning when the first call fails
+(:meth:`GroupCommitWriter.unavailable`, which the routes call too when their own storage call
+fails) and one once commits or probes have succeeded for :data:`STABLE_S`, with how long it lasted
+and how many calls were refused meanwhile; never a line per request, nor per flap. An engine that can tell cheaply whether its
+database answers (PostgreSQL: a connection and ``SELECT 1``) has :meth:`_probe`: during an outage,
+:meth:`GroupCommitWriter.away` asks it (one probe for every request that asks meanwhile), so a node's
+request gets its 503 at once instead of waiting for a connection, and the first request after the
+database returns goes through.
 """
 from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .interface import StorageUnavailable, Writer
+
+log = logging.getLogger("tswarm.storage")
+
+PROBE_INTERVAL_S = 0.25  # during an outage: the most often the writer asks whether the database is back
+# An outage is logged over once storage worked this long without a failure: longer than a call may
+# wait for a connection (PostgreSQL's pool: 5 s), so a call that began waiting during it belongs to it.
+STABLE_S = 10.0
 
 
 @dataclass
@@ -42,6 +59,12 @@ class GroupCommitWriter(Writer):
         self._conn: Any = None
         self.on_commit = None
         self.commit_listeners: list[Callable[[], None]] = []
+        self._outage: Optional[StorageUnavailable] = None  # the last failure; None once a call succeeded since
+        self._outage_since: Optional[float] = None  # when the logged outage began; None when none is
+        self._recovered_at: Optional[float] = None  # the first success since its last failure
+        self._refused = 0
+        self._probing: Optional[asyncio.Future] = None  # the probe under way or the last one
+        self._probed_at = 0.0
 
     # -- what an engine says (each runs in the writer thread) ---------------------------------------
 
@@ -56,6 +79,66 @@ class GroupCommitWriter(Writer):
     def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+    _probes = False  # an engine whose _probe says whether its database answers sets it
+
+    def _probe(self) -> None:
+        """Raise if the database does not answer now (only called when ``_probes``)."""
+
+    # -- outages --------------------------------------------------------------------------------------
+
+    def unavailable(self, exc: StorageUnavailable) -> None:
+        self._refused += 1
+        self._recovered_at = None
+        if self._outage is None:
+            self._outage, self._probing = exc, None
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("storage unavailable, answering 503 until it returns: %s", exc)
+
+    def _available(self) -> None:
+        """A commit or a probe succeeded: calls may go on. The outage is logged over once nothing
+        failed for :data:`STABLE_S` (a database that flaps is one outage, not a line a flap)."""
+        if self._outage is not None:
+            self._outage, self._probing = None, None
+        if self._outage_since is not None and self._recovered_at is None:
+            self._recovered_at = time.monotonic()
+            asyncio.get_running_loop().call_later(STABLE_S, self._log_recovery)
+
+    def _log_recovery(self) -> None:
+        since, back = self._outage_since, self._recovered_at
+        if since is None or back is None or time.monotonic() - back < STABLE_S * 0.99:
+            return  # it failed again meanwhile (the next success logs), or a later success's timer will
+        log.warning("storage available again after %.1f s (%d calls answered 503 meanwhile)", back - since, self._refused)
+        self._outage_since, self._recovered_at, self._refused = None, None, 0
+
+    def refuse_if_away(self) -> None:
+        outage = self._outage
+        if outage is not None and self._probes and not self._closing:
+            raise outage
+
+    def _probed(self, probe: asyncio.Future) -> None:
+        self._probed_at = asyncio.get_running_loop().time()
+        if not probe.cancelled():
+            probe.exception()  # retrieved here: a probe nobody waits for any more logs nothing
+
+    async def away(self) -> Optional[StorageUnavailable]:
+        """One probe at a time, shared by every caller, and at most one every
+        :data:`PROBE_INTERVAL_S`: in between, the last probe's answer."""
+        if self._outage is None or not self._probes or self._closing:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._probing is None or (self._probing.done() and loop.time() - self._probed_at >= PROBE_INTERVAL_S):
+            self._probing = loop.run_in_executor(self._executor, self._probe)
+            self._probing.add_done_callback(self._probed)
+        if self._probing.done() and (self._probing.cancelled() or self._probing.exception() is not None):
+            return self._outage
+        try:
+            await asyncio.shield(self._probing)
+        except Exception:
+            return self._outage
+        self._available()
+        return None
 
     # -- the shared half ----------------------------------------------------------------------------
 
@@ -99,12 +182,15 @@ class GroupCommitWriter(Writer):
                 started = time.perf_counter()
                 try:
                     stamps = await loop.run_in_executor(self._executor, self._commit, batch)
-                except Exception as exc:  # disk full, I/O error, database gone: nothing of this batch was stored
+                except Exception as exc:  # disk full, I/O error, database gone: nothing of this batch acknowledged
                     error = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(f"{type(exc).__name__}: {exc}")
+                    self.unavailable(error)
+                    self._refused += len(batch) - 1
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(error)
                     continue
+                self._available()
                 if self.on_commit is not None:
                     self.on_commit(len(batch), time.perf_counter() - started)
                 for listener in self.commit_listeners:

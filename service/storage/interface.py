@@ -174,6 +174,23 @@ class Writer(abc.ABC):
         """Store one reading of node ``node_id`` (``create``: its first POST, which marks the node
         created in the same transaction); its timestamp once durable."""
 
+    @abc.abstractmethod
+    def unavailable(self, exc: StorageUnavailable) -> None:
+        """A storage call failed with ``exc`` (a batch of the writer's, or a route's lookup or read):
+        the first of an outage is logged, the others counted, until a commit or a probe succeeds."""
+
+    @abc.abstractmethod
+    async def away(self) -> Optional[StorageUnavailable]:
+        """During an outage, on an engine that can ask its database cheaply (PostgreSQL): why it is
+        still away, or None once it answers again. None at once when no outage is known or the
+        engine cannot tell (SQLite: a call may as well try)."""
+
+    @abc.abstractmethod
+    def refuse_if_away(self) -> None:
+        """From any thread: raise the outage's :class:`StorageUnavailable` while :meth:`away` would
+        not be None without asking, so a call queued before the outage was noticed need not wait
+        for a connection."""
+
 
 # -- the singleton lock -----------------------------------------------------------------------
 

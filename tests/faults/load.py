@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ def decode(temperature: float, humidity: float) -> int:
     return round((temperature + 40) * 10) * 1001 + round(humidity * 10)
 
 
+def error_code(raw: bytes) -> str:
+    """The ``error`` of a JSON error body; ``"<not JSON>"`` when the body is not one."""
+    try:
+        return str(json.loads(raw)["error"])
+    except (ValueError, KeyError, TypeError):
+        return "<not JSON>"
+
+
 @dataclass
 class Swarm:
     url: str
@@ -28,6 +37,7 @@ class Swarm:
     pause: float = 0.0  # seconds between one node's readings
     acked: set = field(default_factory=set)  # (node, seq)
     statuses: dict = field(default_factory=dict)
+    refusals: collections.Counter = field(default_factory=collections.Counter)  # (status, error, Retry-After) of 4xx/5xx
     tried: int = 0
 
     def start(self) -> "Swarm":
@@ -59,8 +69,10 @@ class Swarm:
             self.tried += 1
             try:
                 async with session.put(f"{self.url}/api/nodes/{name}", data=body, headers=headers) as resp:
-                    await resp.read()
+                    raw = await resp.read()
                     status = resp.status
+                    if status >= 400:
+                        self.refusals[status, error_code(raw), resp.headers.get("Retry-After")] += 1
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
                 status = 0  # connection refused or cut: the service is down
             self.statuses[status] = self.statuses.get(status, 0) + 1

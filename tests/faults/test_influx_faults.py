@@ -1,16 +1,18 @@
 """Store-and-forward under faults, against the real InfluxDB 1.x (Debian's influxd): the service
-SIGKILLed under load, and InfluxDB itself flapping, while 100 nodes keep sending. Afterwards every
-acknowledged reading is in InfluxDB exactly once."""
+SIGKILLed under load (on both engines: ``pytest.mark.engines``), and InfluxDB itself flapping, while 100 nodes keep
+sending. Afterwards every acknowledged reading is in InfluxDB exactly once."""
 import collections
 import os
 import random
 import time
 
+import pytest
+
 from tests.integration.test_influx import healthz, influx1_env, wait_for
 from tests.servers import ServiceProcess
 
 from .load import Swarm, decode
-from .test_crash import PASSWORD, crash_under_load, register, stored_readings
+from .test_crash import PASSWORD, crash_under_load, register, seconds, stored_readings
 
 FLAP_SECONDS = float(os.environ.get("TSWARM_FAULT_FLAP_SECONDS", "60"))
 
@@ -41,13 +43,14 @@ def check(swarm, data_dir, server, db, label, extra=""):
     assert swarm.server_errors == 0
 
 
-def test_sigkill_under_load_with_influxdb_every_acked_reading_reaches_influxdb(tmp_path, influxdb1_factory):
+@pytest.mark.engines
+def test_sigkill_under_load_with_influxdb_every_acked_reading_reaches_influxdb(tmp_path, influxdb1_factory, engine):
     server = influxdb1_factory()
     data_dir, db = tmp_path / "data", "crash"
     env = influx1_env(data_dir, server, db, TSWARM_LOG_LEVEL="WARNING")
-    swarm = crash_under_load(data_dir, env)
+    swarm = crash_under_load(data_dir, env, seconds())
     drain(data_dir, env)
-    check(swarm, data_dir, server, db, "crash under load (influxdb)", f"{swarm.kills} SIGKILLs, ")
+    check(swarm, data_dir, server, db, f"crash under load (influxdb, {engine})", f"{swarm.kills} SIGKILLs, ")
 
 
 def test_influxdb_flapping_under_load_loses_nothing_and_the_backlog_drains(tmp_path, influxdb1_factory):

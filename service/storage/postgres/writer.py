@@ -8,18 +8,20 @@ its write lock. So writers take turns, timestamps are unique and strictly increa
 across all of them (even when a clock steps back, and never below the pruning horizon), and ids
 follow commit order (the forwarder's cursor relies on it).
 
-A lost connection fails its batch (:class:`StorageUnavailable`: nothing acknowledged); the next
-batch connects again, so the writer recovers by itself when the database returns.
+A lost connection gets the batch one more transaction on a fresh connection, without storing it
+twice when its COMMIT was sent but never answered (see :meth:`PostgresWriter._commit`); failing
+again, the batch is :class:`StorageUnavailable` (nothing acknowledged). While the database is away
+the writer probes it (service/storage/group.py), so it recovers by itself when the database returns.
 """
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Iterable, Optional
 
 import psycopg
 
 from ..group import GroupCommitWriter, Pending
-from ..interface import FORWARD_CURSOR, PRUNED_BEFORE, NodeNotFound
+from ..interface import FORWARD_CURSOR, PRUNED_BEFORE, NodeNotFound, StorageUnavailable
 from .connection import Connections, connect, redact, unavailable
 from .schema import CLOCK_LOCK
 
@@ -51,13 +53,30 @@ def insert_readings(conn: psycopg.Connection, first_id: int, rows: list[tuple[in
     conn.execute(INSERT_READINGS, (ids, node_ids, stamps, temperatures, humidities))
 
 
-class _DiedIdle(Exception):
-    """The connection failed before the batch's first write: nothing of it reached the database."""
+# Which rows of a batch whose COMMIT was sent are in the journal (ids are given once, under the
+# clock lock, so a batch's (id, node, ts) triples are its own).
+FOUND = (
+    "SELECT count(*) FROM readings r"
+    " JOIN unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS b(id, node_id, ts)"
+    " ON r.id = b.id AND r.node_id = b.node_id AND r.ts = b.ts"
+)
+RETRY_LOCK_TIMEOUT = "5s"  # a retry waits this long for the clock (a cut session may still hold it)
+
+
+class _Cut(Exception):
+    """The connection failed under a batch's transaction. ``sent``: the batch's ``(ids, node_ids,
+    stamps)`` when its COMMIT had been sent (whether it committed is unknown), None when it failed
+    before (nothing of it committed: a session that ends rolls its transaction back)."""
+
+    def __init__(self, sent: Optional[tuple[list[int], list[int], list[int]]] = None):
+        self.sent = sent
 
 
 class PostgresWriter(GroupCommitWriter):
     """Group commit on a connection of its own; ``synchronous="OFF"`` (benchmarks only) turns
     ``synchronous_commit`` off, anything else keeps it on."""
+
+    _probes = True
 
     def __init__(self, url: str, *, synchronous: str = "FULL", max_batch: int = 5000, max_queue: int = 50_000):
         super().__init__(max_batch=max_batch, max_queue=max_queue)
@@ -70,46 +89,72 @@ class PostgresWriter(GroupCommitWriter):
     def _connect(self) -> psycopg.Connection:
         return connect(self._url, synchronous_commit=self.synchronous.upper() != "OFF")
 
+    def _probe(self) -> None:
+        """During an outage: does the writer's connection answer ``SELECT 1``, or else can a new
+        one be made (it becomes the next batch's)? :class:`StorageUnavailable` if not."""
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                self._drop()
+        self._conn = self._connect()
+
     def _commit(self, batch: list[Pending]) -> list[int]:
-        """Runs in the writer thread: one transaction for the whole batch. A connection that died
-        while idle (the server restarted since the last batch) fails before anything is sent but
-        BEGIN and the lock; the batch then gets one fresh connection."""
+        """Runs in the writer thread: one transaction for the whole batch.
+
+        When the connection fails under it (the server restarted since the last batch, the session
+        was ended, a failover), the batch gets one more transaction on a fresh connection. A
+        failure before the COMMIT was sent left nothing: the batch is stored from scratch. After
+        it, the COMMIT may have been done with its answer lost: the fresh transaction first looks
+        for the batch's rows and, when they are there, answers their timestamps; so a reading is
+        never stored twice, and never refused when it was stored. Still failing, the batch is
+        :class:`StorageUnavailable`: nothing acknowledged (it may be stored, unacknowledged)."""
+        sent = None
         if self._conn is not None:
             try:
                 return self._commit_on_connection(batch)
-            except _DiedIdle:
-                pass
+            except _Cut as cut:
+                sent = cut.sent
         self._conn = self._connect()  # StorageUnavailable while the database is away
         try:
-            return self._commit_on_connection(batch)
-        except _DiedIdle as died:
-            raise unavailable(died.__cause__, self._url) from None
+            return self._commit_on_connection(batch, sent, retry=True)
+        except _Cut as cut:
+            raise unavailable(cut.__cause__, self._url) from None
 
-    def _commit_on_connection(self, batch: list[Pending]) -> list[int]:
+    def _commit_on_connection(self, batch: list[Pending], sent=None, *, retry: bool = False) -> list[int]:
         conn = self._conn
-        writing = False
+        committing = None
         try:
             with conn.transaction():
+                if retry:
+                    conn.execute(f"SET LOCAL lock_timeout = '{RETRY_LOCK_TIMEOUT}'")
                 last, last_id = take_clock(conn)
-                writing = True
-                now = time.time_ns()
-                rows = []
-                for item in batch:
-                    last = now if now > last else last + 1
-                    rows.append((item.node_id, last, item.temperature, item.humidity))
-                insert_readings(conn, last_id + 1, rows)
-                created = sorted({item.node_id for item in batch if item.create})
-                if created:
-                    conn.execute(
-                        "UPDATE nodes SET created_at = %s WHERE id = ANY(%s::bigint[]) AND created_at IS NULL",
-                        (now, created),
-                    )
+                if sent is not None:
+                    found = conn.execute(FOUND, sent).fetchone()[0]
+                    if found == len(batch):  # it was committed: its answer was lost
+                        committing = sent
+                    elif found:
+                        raise StorageUnavailable("a batch whose commit went unanswered is in the journal only in part")
+                if committing is None:
+                    now = time.time_ns()
+                    rows = []
+                    for item in batch:
+                        last = now if now > last else last + 1
+                        rows.append((item.node_id, last, item.temperature, item.humidity))
+                    insert_readings(conn, last_id + 1, rows)
+                    created = sorted({item.node_id for item in batch if item.create})
+                    if created:
+                        conn.execute(
+                            "UPDATE nodes SET created_at = %s WHERE id = ANY(%s::bigint[]) AND created_at IS NULL",
+                            (now, created),
+                        )
+                    ids = list(range(last_id + 1, last_id + 1 + len(rows)))
+                    committing = (ids, [row[0] for row in rows], [row[1] for row in rows])
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
-            if not writing:
-                raise _DiedIdle() from exc
-            raise unavailable(exc, self._url) from None  # the COMMIT's fate unknown: nothing acknowledged
-        return [row[1] for row in rows]
+            raise _Cut(committing if committing is not None else sent) from exc
+        return committing[2]
 
     def _drop(self) -> None:
         """Let go of a connection that failed (its server may be gone); the next batch connects anew."""
