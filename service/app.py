@@ -14,7 +14,7 @@ from aiohttp import web
 
 from . import admin, keys, metrics, protocol, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
-from .errors import json_errors
+from .errors import RETRY_AFTER_STORAGE, json_errors
 from .forwarder import forwarding
 from .leader import Leader
 from .metrics import Metrics, count_requests, metrics_ctx
@@ -41,7 +41,7 @@ async def _journal_ctx(app: web.Application):
 async def _storage_ctx(app: web.Application):
     """Threads with connections of their own for the storage calls of requests (service/pool.py)."""
     config = app[keys.CONFIG]
-    pool = StoragePool(lambda: storage_for(config))
+    pool = StoragePool(lambda: storage_for(config), outages=app[keys.WRITER])
     app[keys.STORAGE] = pool
     yield
     await asyncio.get_running_loop().run_in_executor(None, pool.close)  # a write may still wait for a lock
@@ -103,7 +103,7 @@ async def healthz(request: web.Request) -> web.Response:
             "error": "storage_unavailable", "detail": reason, "ok": False, "store": config.store,
             "storage": {**storage, "reachable": False, "reason": reason}, **process,
             "queued": app[keys.WRITER].queued,
-        }, status=503)
+        }, status=503, headers={"Retry-After": RETRY_AFTER_STORAGE})
     status = {"ok": True, **found, "storage": {**storage, "reachable": True}, **process}
     forwarder = leader.running.get("forwarder")
     if forwarder is not None:

@@ -17,9 +17,9 @@ import asyncio
 import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
-from .storage import Storage
+from .storage import Storage, StorageUnavailable, Writer
 
 T = TypeVar("T")
 READ_THREADS = 4  # lookups take well under a millisecond; a few threads cover any burst of PUTs
@@ -29,8 +29,18 @@ class StoragePool:
     """``await pool.read(fn, *args)`` runs ``fn(journal, *args)`` in a read thread, ``await
     pool.write(fn, *args)`` in the one write thread; ``journal`` is that thread's own."""
 
-    def __init__(self, open_journal: Callable[[], Storage], read_threads: int = READ_THREADS):
+    def __init__(
+        self,
+        open_journal: Callable[[], Storage],
+        read_threads: int = READ_THREADS,
+        outages: Optional[Writer] = None,
+    ):
+        """``outages``: the writer, which knows whether the storage is away (:meth:`Writer.away`). While
+        it is, a call gets its :class:`StorageUnavailable` at once (one shared probe, a few times a
+        second) instead of each waiting for a connection in a thread of its own, so the threads stay
+        free for when it returns; a call that fails so tells the writer (:meth:`Writer.unavailable`)."""
         self._open_journal = open_journal
+        self._outages = outages
         self._local = threading.local()
         self._opened: list[Storage] = []
         self._lock = threading.Lock()
@@ -46,15 +56,25 @@ class StoragePool:
         return journal
 
     def _call(self, fn: Callable[..., T], args, kwargs) -> T:
+        if self._outages is not None:
+            self._outages.refuse_if_away()  # noticed while this call waited for its thread
         return fn(self._journal(), *args, **kwargs)
 
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], args, kwargs) -> T:
+        if self._outages is not None and (outage := await self._outages.away()) is not None:
+            raise outage
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(self._call, fn, args, kwargs))
+        except StorageUnavailable as exc:
+            if self._outages is not None:
+                self._outages.unavailable(exc)
+            raise
+
     async def read(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reads, functools.partial(self._call, fn, args, kwargs))
+        return await self._run(self._reads, fn, args, kwargs)
 
     async def write(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writes, functools.partial(self._call, fn, args, kwargs))
+        return await self._run(self._writes, fn, args, kwargs)
 
     def close(self) -> None:
         """Wait for the calls under way (blocking: call it from a thread), then close every connection."""

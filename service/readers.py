@@ -26,7 +26,7 @@ from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
 from .history import HistoryUnavailable, open_history, page_end
-from .storage import Storage, storage_for
+from .storage import storage_for
 from .metrics import client_gone
 from .nodes import nodes_report
 from .settings import Config
@@ -74,10 +74,10 @@ async def get_node(request: web.Request) -> web.Response:
 # -- GET /api/readings -------------------------------------------------------------------------
 
 
-def parse_readings_query(query, journal: Storage) -> dict:
+def parse_readings_query(query) -> dict:
     """The export's keyword arguments from the query string, every parameter checked by
-    :func:`tswarm.export.export_args` (as ``tswarm export`` does): BadParameter says what to fix,
-    UnknownNode when the node was never registered."""
+    :func:`tswarm.export.export_args` (as ``tswarm export`` does): BadParameter says what to fix.
+    Whether the node exists is asked of the journal after (:func:`tswarm.export.check_node`)."""
     unknown = set(query) - READINGS_PARAMS
     if unknown:
         raise BadParameter(
@@ -90,7 +90,6 @@ def parse_readings_query(query, journal: Storage) -> dict:
         fmt=query.get("format", "csv"), node=query.get("node"), start=query.get("start"),
         stop=query.get("stop"), limit=query.get("limit"), cursor=query.get("cursor"),
     )
-    check_node(journal, args["node"])
     return args
 
 
@@ -185,9 +184,10 @@ async def iterate_in_thread(
 @readers_only
 async def get_readings(request: web.Request) -> web.StreamResponse:
     """Readings as CSV or NDJSON, oldest first, streamed (see docs/api.md for the parameters)."""
-    journal = request.app[keys.JOURNAL]
     try:
-        args = parse_readings_query(request.query, journal)
+        args = parse_readings_query(request.query)
+        if args["node"] is not None:  # a storage thread: on PostgreSQL this is a round trip
+            await request.app[keys.STORAGE].read(check_node, args["node"])
     except BadParameter as exc:
         return json_error(400, "bad_parameter", str(exc))
     except UnknownNode as exc:

@@ -23,7 +23,7 @@ from typing import AsyncIterator, Optional
 from aiohttp import web
 
 from . import keys
-from .storage import Storage, storage_for
+from .storage import Storage, StorageUnavailable, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.retention")
@@ -60,6 +60,8 @@ async def pruning(app: web.Application) -> AsyncIterator[None]:
         while True:
             try:
                 await asyncio.to_thread(prune_once)
+            except StorageUnavailable as exc:  # the database is away: one line, not a traceback
+                log.warning("pruning waits for the journal (%s); trying again in %d s", exc, PRUNE_EVERY_S)
             except Exception:
                 log.exception("pruning the journal failed; trying again later")
             await asyncio.sleep(PRUNE_EVERY_S)

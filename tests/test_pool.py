@@ -94,3 +94,52 @@ async def test_close_closes_every_connection(pool):
     for journal in journals:
         with pytest.raises(sqlite3.ProgrammingError):
             journal.halted_all()
+
+
+class Outages:
+    """The writer's outage calls (:meth:`Writer.away`, ``unavailable``, ``refuse_if_away``), recorded.
+    A stand-in for the writer of an engine whose database is away: tests/faults/test_postgres_faults.py
+    has the real one, with PostgreSQL stopped under load."""
+
+    def __init__(self, away=None):
+        self.outage = away
+        self.reported = []
+
+    async def away(self):
+        return self.outage
+
+    def unavailable(self, exc):
+        self.reported.append(exc)
+        self.outage = exc
+
+    def refuse_if_away(self):
+        if self.outage is not None:
+            raise self.outage
+
+
+async def test_while_the_storage_is_away_a_call_is_refused_at_once_and_a_failure_is_reported(tmp_path):
+    from tswarm.storage import StorageUnavailable
+
+    outages = Outages()
+    pool = StoragePool(lambda: open_storage(tmp_path / "data"), outages=outages)
+    ran = []
+    try:
+        assert await pool.read(lambda journal: ran.append("read") or "answered") == "answered"
+        gone = StorageUnavailable("PostgreSQL at postgresql://u:***@h/db is unavailable: connection refused")
+
+        def fails(journal):
+            ran.append("failing")
+            raise gone
+
+        with pytest.raises(StorageUnavailable):
+            await pool.write(fails)
+        assert outages.reported == [gone]  # the writer hears of it: the next calls need not try
+        for call in (pool.read, pool.write):
+            with pytest.raises(StorageUnavailable) as refused:
+                await call(lambda journal: ran.append("refused?"))
+            assert refused.value is gone
+        assert ran == ["read", "failing"]  # no thread waited for the database meanwhile
+        outages.outage = None  # it answers again
+        assert await pool.read(lambda journal: "back") == "back"
+    finally:
+        pool.close()

@@ -16,6 +16,7 @@ quote the URL goes through :func:`scrub` first.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import select
@@ -29,6 +30,10 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..interface import StorageUnavailable
+
+# psycopg_pool logs a warning for every failed connection attempt (dozens while the database is
+# away); the writer logs one line when an outage begins and one when it is over (storage/group.py).
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 CONNECT_TIMEOUT_S = 5  # a host that does not answer at all: an error after this, not a hang
 POOL_TIMEOUT_S = 5.0  # a storage call waits this long for a connection while the database is away
