@@ -1,5 +1,5 @@
-"""The PostgreSQL export's fast path (service/storage/postgres/export.py: the server writes the lines
-with ``COPY``) against the generic path (service/export.py formats rows in Python), on the real
+"""The PostgreSQL export's fast path (service/storage/postgres/export.py: the server writes each line,
+streamed in chunks) against the generic path (service/export.py formats rows in Python), on the real
 PostgreSQL of the session (tests/servers.py): byte for byte, for random journals and filters, for
 ``export_chunks``, ``tswarm export`` and ``GET /api/readings``.
 
@@ -197,15 +197,29 @@ def test_values_no_reading_can_hold_are_written_as_python_writes_them(pg, monkey
                                "temperature": value, "humidity": value}) + "\n"
 
 
-def test_a_name_outside_the_rule_is_exported_by_the_generic_path(pg, monkeypatch):
-    """Only manual SQL (or a storage call that skips the CLI's check) makes such a name; COPY's text
-    format would escape its backslash, so the generic path writes it, as it always did."""
-    pg.add_node("back\\slash,comma", "h")
-    add_readings(pg, "back\\slash,comma", [(0, 1.0, 2.0)])
-    assert pg.export_lines("csv") is None
-    assert "".join(export_chunks(pg, fmt="csv")) == (
-        "time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000000Z,back\\slash,comma,1.0,2.0\r\n"
-    )
+def test_a_name_outside_the_rule_is_written_as_the_generic_path_writes_it(pg, monkeypatch):
+    """Only manual SQL (or a storage call that skips the CLI's check) makes such a name. CSV writes
+    it as stored on both paths; NDJSON would need it escaped as ``json.dumps`` does, so the generic
+    path writes the NDJSON."""
+    name = 'back\\slash,comma "quoted" é\n'
+    pg.add_node(name, "h")
+    add_readings(pg, name, [(0, 1.0, 2.0)])
+    fast, generic = both_paths(pg, monkeypatch, fmt="csv")
+    assert fast == generic == f"time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000000Z,{name},1.0,2.0\r\n"
+    assert pg.export_lines("ndjson") is None
+    assert "".join(export_chunks(pg, fmt="ndjson")) == json.dumps(
+        {"time": "1970-01-01T00:00:00.000000000Z", "node": name, "temperature": 1.0, "humidity": 2.0}) + "\n"
+
+
+def test_an_older_libpq_reads_the_lines_through_a_named_cursor(pg, monkeypatch):
+    """libpq before 17 cannot stream rows in chunks; the same lines come through a named cursor."""
+    pg.add_node("a", "h")
+    add_readings(pg, "a", [(i * NS - 7 * NS, i / 4, 100.0 - i) for i in range(12_001)])
+    streamed, _ = both_paths(pg, monkeypatch, fmt="csv", start_ns=-3 * NS, limit=11_000)
+    monkeypatch.setattr("psycopg.pq.version", lambda: 160_000)
+    counts = []
+    fetched = "".join(export_chunks(pg, fmt="csv", start_ns=-3 * NS, limit=11_000, on_rows=counts.append))
+    assert fetched == streamed and counts == [5000, 5000, 1000]
 
 
 def test_a_removed_node_and_an_id_without_a_node_keep_their_names(pg, monkeypatch):

@@ -1,9 +1,12 @@
-"""The export's lines written by PostgreSQL itself: ``COPY (SELECT <line> ...) TO STDOUT``.
+"""The export's lines written by PostgreSQL itself: ``SELECT <line> ... ORDER BY ts, id``.
 
 The generic export (service/export.py) reads rows and formats each one in Python; here the server
-formats them and psycopg's ``cursor.copy()`` hands the lines over as they come, a few thousand per
-chunk, so memory stays flat. The text is byte for byte what the generic path writes for the same
-rows (tests/test_export_copy.py compares both on random journals):
+formats each row's whole line and the client only joins them, a few thousand per chunk, streamed
+(``cursor.stream`` in chunks: the server keeps writing while a chunk is handed on), so memory stays
+flat. ``COPY (SELECT <line> ...) TO STDOUT`` gives the same lines, but psycopg hands a COPY over
+one row per call: 0.9–1.1 µs of client CPU per line against 0.25 µs for the streamed rows, on
+the same machine (benchmarks/README.md). The text is byte for byte what the generic path writes for
+the same rows (tests/test_export_copy.py compares both on random journals):
 
 - **times**: :func:`tswarm.timefmt.rfc3339`, ``2026-11-25T11:04:19.123456789Z``. Seconds and the
   nanosecond part by floor division (a time before 1970 has a negative ``ts``, and its fraction
@@ -19,16 +22,16 @@ rows (tests/test_export_copy.py compares both on random journals):
   ``Infinity``: ``repr`` says ``nan``, ``inf``; ``json.dumps`` says what PostgreSQL says). A
   reading holds -40..80 °C and 0..100 %RH (service/payload.py), where only the first applies; the
   others are there for journals filled by other means.
-- **names**: as stored, unquoted (CSV) or in plain quotes (NDJSON): the node-name rule
-  (service/names.py) leaves nothing to quote or escape. A journal holding a name outside the rule
-  (only manual SQL makes one) is exported by the generic path instead: :func:`odd_names` is asked
-  first, in the same snapshot.
-- **line ends**: COPY ends each row with ``\\n``; CSV lines end in ``\\r\\n`` (RFC 4180, as
-  ``csv.writer``), added to each chunk. COPY's text format escapes only backslashes and control
-  characters, which no line holds.
+- **names**: as stored, unquoted (CSV, as the generic path writes them) or in plain quotes
+  (NDJSON): the node-name rule (service/names.py) leaves nothing for ``json.dumps`` to escape. A
+  journal holding a name outside the rule (only manual SQL makes one) is exported as NDJSON by the
+  generic path instead: :func:`odd_names` is asked first, in the same snapshot.
+- **line ends**: ``\\r\\n`` in CSV (RFC 4180, as ``csv.writer``), ``\\n`` in NDJSON, added as the
+  lines are joined.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Iterator, Optional
 
 import psycopg
@@ -38,6 +41,7 @@ from ...names import NODE_NAME
 # The node-name rule as a PostgreSQL regular expression (names.py's, anchored).
 _NAME_RULE = "^" + NODE_NAME.pattern + "$"
 
+_cursor_names = itertools.count(1)
 CHUNK_ROWS = 5000  # lines per chunk, as many as the generic path's batches
 
 # floor(ts / 1e9) and its remainder, without overflow (PostgreSQL's / and mod() truncate towards zero)
@@ -71,45 +75,47 @@ def line(fmt: str) -> str:
     )
 
 
-def copy_sql(fmt: str, clause: str, limit: Optional[int]) -> str:
-    """The COPY of the rows ``clause`` selects (of ``readings`` joined with ``nodes``), in the export's order."""
+def select_sql(fmt: str, clause: str, limit: Optional[int]) -> str:
+    """The lines of the rows ``clause`` selects (of ``readings`` joined with ``nodes``), in the export's order."""
     sql = (
         f"SELECT {line(fmt)} FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id"
         f" WHERE {clause} ORDER BY readings.ts, readings.id"
     )
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return f"COPY ({sql}) TO STDOUT"
+    return sql if limit is None else f"{sql} LIMIT {int(limit)}"
 
 
 def odd_names(conn: psycopg.Connection) -> bool:
-    """Whether any node's name breaks the node-name rule (then the lines would need quoting)."""
+    """Whether any node's name breaks the node-name rule (an NDJSON line would need it escaped)."""
     return conn.execute("SELECT EXISTS (SELECT 1 FROM nodes WHERE name !~ %s)", (_NAME_RULE,)).fetchone()[0]
 
 
-def copy_chunks(
+def line_chunks(
     conn: psycopg.Connection, fmt: str, clause: str, params: list, limit: Optional[int],
     rows_per_chunk: int = CHUNK_ROWS,
 ) -> Iterator[tuple[str, int]]:
     """``(text, rows)`` chunks of the export, ``rows_per_chunk`` lines each (the last fewer), on
-    ``conn`` inside a transaction (its settings are set for that transaction only)."""
+    ``conn`` inside a transaction (its settings are set for that transaction only).
+
+    With libpq 17 or later the rows stream in chunks of ``rows_per_chunk`` (``cursor.stream``): the
+    server keeps writing while the chunk before is handed on. An older libpq reads them through a
+    named cursor, a round trip per chunk."""
     conn.execute("SET LOCAL extra_float_digits = 1")
     conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-    encoding = conn.info.encoding
-    end = b"\r\n" if fmt == "csv" else b"\n"
-    with conn.cursor() as cur, cur.copy(copy_sql(fmt, clause, limit), params) as copy:
-        lines: list = []
-        for data in copy:  # one row of COPY each
-            lines.append(data)
-            if len(lines) == rows_per_chunk:
-                yield _text(lines, end, encoding), len(lines)
-                lines = []
-        if lines:
-            yield _text(lines, end, encoding), len(lines)
-
-
-def _text(lines: list, end: bytes, encoding: str) -> str:
-    block = b"".join(lines)
-    if end != b"\n":
-        block = block.replace(b"\n", end)
-    return block.decode(encoding)
+    sql = select_sql(fmt, clause, limit)
+    end = "\r\n" if fmt == "csv" else "\n"
+    if psycopg.pq.version() >= 170000:
+        with conn.cursor() as cur:
+            lines: list[str] = []
+            for (text,) in cur.stream(sql, params, size=rows_per_chunk):
+                lines.append(text)
+                if len(lines) == rows_per_chunk:
+                    yield end.join(lines) + end, len(lines)
+                    lines = []
+            if lines:
+                yield end.join(lines) + end, len(lines)
+        return
+    with conn.cursor(name=f"tswarm_export_{next(_cursor_names)}") as cur:
+        cur.itersize = rows_per_chunk
+        cur.execute(sql, params)
+        while rows := cur.fetchmany(rows_per_chunk):
+            yield end.join([text for text, in rows]) + end, len(rows)
