@@ -181,6 +181,13 @@ def export_chunks(
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if influx is None or journal.pruned_before() is None:  # the journal answers alone
+        lines = journal.export_lines(
+            fmt, node, start_ns, stop_ns, after=history.journal_cursor(after), limit=limit
+        )
+        if lines is not None:
+            yield from _written_by_store(lines, fmt, header, on_rows)
+            return
     if influx is not None:
         batches = history.readings(journal, influx, node=node, start_ns=start_ns, stop_ns=stop_ns, after=after, limit=limit)
     else:
@@ -208,6 +215,22 @@ def export_chunks(
             )
             if on_rows is not None:
                 on_rows(len(rows))
+
+
+def _written_by_store(
+    lines: Iterator[tuple[str, int]], fmt: str, header: bool, on_rows: Optional[Callable[[int], None]]
+) -> Iterator[str]:
+    """The chunks of an engine's :meth:`~tswarm.storage.Storage.export_lines`, with the CSV header
+    (after its first chunk came: the store has answered) and the progress callbacks."""
+    first = next(lines, None)
+    if fmt == "csv" and header:
+        yield ",".join(CSV_HEADER) + "\r\n"
+    if first is None:
+        return
+    for text, rows in itertools.chain([first], lines):
+        yield text
+        if on_rows is not None:
+            on_rows(rows)
 
 
 def _started(batches: Iterator[list]) -> Iterator[list]:

@@ -392,6 +392,23 @@ class Storage(abc.ABC):
         registered yields nothing. Memory stays constant whatever the range.
         """
 
+    def export_lines(
+        self,
+        fmt: str,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+    ) -> Optional[Iterator[tuple[str, int]]]:
+        """An engine's own fast path for the export (optional): the lines that
+        :func:`tswarm.export.export_chunks` would write for :meth:`iter_readings` with the same
+        filters, in ``fmt`` (``csv`` without its header, or ``ndjson``), byte for byte, as
+        ``(text, rows)`` chunks of a few thousand lines. None (the default): the engine has none,
+        the export formats the rows in Python. Memory stays constant whatever the range."""
+        return None
+
     @abc.abstractmethod
     def count_readings_in(
         self,
