@@ -19,19 +19,23 @@ the same rows (tests/test_export_copy.py compares both on random journals):
   the same switch to it below 1e-4. They differ in three places, each handled: a whole number
   (``40`` where ``repr`` says ``40.0``, ``-0`` for ``-0.0``); 1e15 <= |x| < 1e16, which ``repr``
   still writes without an exponent (``1000000000000000.0``); and the non-finite values (``NaN``,
-  ``Infinity``: ``repr`` says ``nan``, ``inf``; ``json.dumps`` says what PostgreSQL says). A
-  reading holds -40..80 °C and 0..100 %RH (service/payload.py), where only the first applies; the
-  others are there for journals filled by other means.
+  ``Infinity``: ``repr`` says ``nan``, ``inf``; ``json.dumps`` says what PostgreSQL says); and
+  from 1e16 on, where PostgreSQL writes some whole numbers with more digits than ``repr``: those
+  are marked by the server and written by Python. A reading holds -40..80 °C and 0..100 %RH
+  (service/payload.py), where only the first applies; the others are there for journals filled by
+  other means.
 - **names**: as stored, unquoted (CSV, as the generic path writes them) or in plain quotes
   (NDJSON): the node-name rule (service/names.py) leaves nothing for ``json.dumps`` to escape. A
-  journal holding a name outside the rule (only manual SQL makes one) is exported as NDJSON by the
-  generic path instead: :func:`odd_names` is asked first, in the same snapshot.
+  journal holding a name outside the rule (only manual SQL makes one) is exported by the generic
+  path instead (NDJSON would need it escaped, and it could hold the mark): :func:`odd_names` is
+  asked first, in the same snapshot.
 - **line ends**: ``\\r\\n`` in CSV (RFC 4180, as ``csv.writer``), ``\\n`` in NDJSON, added as the
   lines are joined.
 """
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Iterator, Optional
 
 import psycopg
@@ -54,15 +58,26 @@ NAME = "COALESCE(nodes.name, '#' || readings.node_id)"
 def number(column: str, fmt: str) -> str:
     """SQL for the text ``repr`` (csv) or ``json.dumps`` (ndjson) gives the float ``column``."""
     v = column
-    # NaN and the infinities are not < 1e15 in PostgreSQL (NaN sorts above every number)
+    nan, inf = ("nan", "inf") if fmt == "csv" else ("NaN", "Infinity")
+    # NaN and the infinities are not < 1e15 in PostgreSQL (NaN sorts above every number). From 1e16 on
+    # PostgreSQL writes some whole numbers with more digits than ``repr`` (``5.5455982195228864e+16``
+    # for ``5.545598219522886e+16``): those come marked (:data:`MARK`) and Python writes them.
     return (
         f"CASE WHEN abs({v}) < 1e15 THEN CASE WHEN {v} = trunc({v}) THEN {v}::text || '.0' ELSE {v}::text END"
         f" WHEN abs({v}) < 1e16 THEN ({v}::text)::numeric::text"
         f" || CASE WHEN ({v}::text)::numeric = trunc(({v}::text)::numeric) THEN '.0' ELSE '' END"
-        + (f" WHEN {v} = 'NaN' THEN 'nan' WHEN {v} = 'Infinity' THEN 'inf' WHEN {v} = '-Infinity' THEN '-inf'"
-           if fmt == "csv" else "")
-        + f" ELSE {v}::text END"
+        f" WHEN {v} = 'NaN' THEN '{nan}' WHEN {v} = 'Infinity' THEN '{inf}' WHEN {v} = '-Infinity' THEN '-{inf}'"
+        f" ELSE chr({ord(MARK)}) || {v}::text END"
     )
+
+
+MARK = "\x01"  # before a number Python must write; no line holds it otherwise (names follow service/names.py)
+_MARKED = re.compile("\x01([-+0-9.eE]+)")
+
+
+def _unmark(text: str) -> str:
+    """``text`` with each marked number as ``repr`` (= ``json.dumps``) writes it."""
+    return _MARKED.sub(lambda m: repr(float(m[1])), text) if MARK in text else text
 
 
 def line(fmt: str) -> str:
@@ -109,13 +124,13 @@ def line_chunks(
             for (text,) in cur.stream(sql, params, size=rows_per_chunk):
                 lines.append(text)
                 if len(lines) == rows_per_chunk:
-                    yield end.join(lines) + end, len(lines)
+                    yield _unmark(end.join(lines) + end), len(lines)
                     lines = []
             if lines:
-                yield end.join(lines) + end, len(lines)
+                yield _unmark(end.join(lines) + end), len(lines)
         return
     with conn.cursor(name=f"tswarm_export_{next(_cursor_names)}") as cur:
         cur.itersize = rows_per_chunk
         cur.execute(sql, params)
         while rows := cur.fetchmany(rows_per_chunk):
-            yield end.join([text for text, in rows]) + end, len(rows)
+            yield _unmark(end.join([text for text, in rows]) + end), len(rows)

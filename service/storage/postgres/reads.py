@@ -52,8 +52,8 @@ class ReadsRoom(Connections):
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
-        """The export's lines written by the server (service/storage/postgres/export.py); None for
-        NDJSON when a node's name breaks the rule, so the generic path writes them."""
+        """The export's lines written by the server (service/storage/postgres/export.py); None when a
+        node's name breaks the rule, so the generic path writes them."""
         chunks = self._copy_export(fmt, node, start_ns, stop_ns, after, limit)
         if not next(chunks):
             chunks.close()
@@ -68,7 +68,7 @@ class ReadsRoom(Connections):
         with self._transaction() as conn:  # inside a snapshot: a savepoint of it
             if not pinned:
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            if fmt == "ndjson" and odd_names(conn):
+            if odd_names(conn):
                 yield False
                 return
             yield True
