@@ -470,16 +470,18 @@ def _duration(seconds: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the same fields as /healthz).")
 @data_dir_option
 def status(as_json, data_dir):
-    """Show the store and, with InfluxDB, the backlog: readings waiting, the oldest's age, the last error."""
+    """Show the journal (SQLite or PostgreSQL), the store and, with InfluxDB, the backlog: readings
+    waiting, the oldest's age, the last error."""
     from .store_status import store_status
 
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
-        info = store_status(journal, config)
+        info = {**store_status(journal, config), "storage": {"engine": journal.engine, "where": journal.where}}
         rejected = journal.rejected_readings(limit=5) if info.get("rejected") else []
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
+    click.echo(f"journal     {journal.engine}, {journal.where}")
     if config.store != "influxdb":
         click.echo("store       sqlite (the journal is the store; nothing to forward)")
         return

@@ -237,13 +237,18 @@ def test_status_command_reads_the_backlog_from_the_data_dir(journal, monkeypatch
     status = json.loads(result.output)
     assert status["oldest_age_s"] > 0
     del status["oldest_age_s"]
+    storage = {"engine": journal.engine, "where": journal.where}  # a URL's password as ***
     assert status == {
         "store": "influxdb", "influxdb": "v1 API at http://127.0.0.1:8086, database 'tswarm'", "backlog": 1,
-        "last_error": None, "rejected": 0, "forward_cursor": 0, "retention_s": 30 * 86400,
+        "last_error": None, "rejected": 0, "forward_cursor": 0, "retention_s": 30 * 86400, "storage": storage,
     }
+    assert "***" in storage["where"] if journal.engine == "postgresql" else storage["where"].endswith("tswarm.db")
     text = run("status").output
     assert "backlog     1 reading(s) not yet in InfluxDB, oldest waiting" in text
     monkeypatch.setenv("TSWARM_STORE", "sqlite")
-    assert run("status").output == "store       sqlite (the journal is the store; nothing to forward)\n"
+    assert run("status").output == (
+        f"journal     {journal.engine}, {journal.where}\n"
+        "store       sqlite (the journal is the store; nothing to forward)\n"
+    )
 
 
