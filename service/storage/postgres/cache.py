@@ -79,7 +79,6 @@ class RegistryCache:
         self._fd = -1  # the listener's socket while listening
         self._stop = threading.Event()
         self._wake_read, self._wake_write = os.pipe()  # close() wakes the listener from its poll
-        self._ready = threading.Event()  # set each time the listener starts listening (tests wait on it)
         self._thread = threading.Thread(target=self._run, name="tswarm registry listener", daemon=True)
         self._thread.start()
 
@@ -149,7 +148,6 @@ class RegistryCache:
                 while conn.pgconn.notifies() is not None:  # anything that came with LISTEN's answer: cleared below
                     pass
                 self._clear(listening=True, fd=conn.fileno())
-                self._ready.set()
                 if lost:
                     log.info("the registry listener is listening again; nodes' records are cached again")
                     lost = False
@@ -162,7 +160,6 @@ class RegistryCache:
                     )
                     lost = True
             finally:
-                self._ready.clear()
                 self._clear(listening=False)
                 conn.close()
 
