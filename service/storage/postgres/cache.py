@@ -42,6 +42,7 @@ import logging
 import os
 import select
 import threading
+import time
 from typing import Callable, Optional
 
 import psycopg
@@ -56,6 +57,9 @@ log = logging.getLogger("tswarm.storage.cache")
 APPLICATION_NAME = "tswarm registry listener"
 RETRY_FIRST_S = 0.1  # after a failed (re)connect, the listener waits this long, doubling up to RETRY_MOST_S
 RETRY_MOST_S = 2.0
+# a listener lost after listening this long logs a warning (and its return); lost sooner after its
+# return (the server ending sessions again and again), a debug line: one outage, one line
+STEADY_S = 10.0
 STOP_WAIT_S = 1.0  # close() waits this long for the listener thread (a connect under way may take longer)
 
 
@@ -132,7 +136,8 @@ class RegistryCache:
 
     def _run(self) -> None:
         delay = RETRY_FIRST_S
-        lost = False
+        since = None  # when the listener last began listening
+        lost = False  # its loss was logged (a warning): its return is, too
         while not self._stop.is_set():
             try:
                 conn = self._connect()
@@ -148,17 +153,22 @@ class RegistryCache:
                 while conn.pgconn.notifies() is not None:  # anything that came with LISTEN's answer: cleared below
                     pass
                 self._clear(listening=True, fd=conn.fileno())
+                since = time.monotonic()
                 if lost:
                     log.info("the registry listener is listening again; nodes' records are cached again")
                     lost = False
                 self._listen(conn)
             except Exception as exc:  # noqa: BLE001 - the connection's failure, or anything: bypassed until back
-                if not self._stop.is_set():
+                if self._stop.is_set():
+                    pass
+                elif since is not None and time.monotonic() - since >= STEADY_S:
                     log.warning(
                         "the registry listener's connection failed (nodes' records are read from the database"
                         " until it is back): %s", unavailable(exc, self._url),
                     )
                     lost = True
+                else:  # again soon after its return (sessions ended again and again): one line said it already
+                    log.debug("the registry listener's connection failed: %s", unavailable(exc, self._url))
             finally:
                 self._clear(listening=False)
                 conn.close()
