@@ -407,3 +407,18 @@ def test_two_processes_upgrading_a_version_1_journal_at_once_both_open_it(postgr
     assert _sql(url, "SELECT version FROM schema_version") == [(2,)]
     triggers = _triggers(url)
     assert len(triggers) == len(set(triggers)) == len([s for s in schema.TRIGGERS_V2 if "CREATE TRIGGER" in s])
+
+
+def test_behind_a_pooler_the_cache_is_never_used(postgres_url, monkeypatch, caplog):
+    """A pooler answers ``pg_backend_pid()`` from a server session other than the one its connection
+    announced. No pooler runs here: the announced PID is replaced (a mock) to stand for one."""
+    monkeypatch.setattr(psycopg.ConnectionInfo, "backend_pid", property(lambda info: -1))
+    with PostgresStorage(postgres_url) as storage:
+        storage.add_node("porch", "hash-1")
+        storage.node_auth("porch")
+        cache = storage._registry_cache
+        cache._thread.join(UP_S)
+        assert not cache._thread.is_alive() and not cache.listening
+        silently(postgres_url, "UPDATE nodes SET password_hash = 'hash-unannounced'")
+        assert storage.node_auth("porch").password_hash == "hash-unannounced"  # read from the database
+    assert "goes through a pooler" in caplog.text and _listener_sessions(postgres_url) == []

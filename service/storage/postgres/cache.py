@@ -27,6 +27,10 @@ process's socket, which PostgreSQL sends as the change commits (well under a mil
 loopback), not a round trip's proof; a listener whose connection vanished without a word (a cable
 cut) serves from its cache until TCP keepalives fail it (:data:`~.lock.KEEPALIVE`: about 4 s).
 
+Behind a connection pooler (PgBouncer in transaction mode passes no notifications on) the
+listener sees a backend PID other than the one its connection announced, says so once, and stops:
+the cache is never used there.
+
 Unknown names are not kept: anyone can send any name, and an unbounded map of them is memory that
 an attacker chooses; such a request reads the database, as before. Records are a few hundred bytes,
 one per registered node that sent a reading.
@@ -68,6 +72,15 @@ def _readable(fd: int) -> bool:
     poll = select.poll()
     poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poll.poll(0))
+
+
+class BehindPooler(Exception):
+    """The listener's session is not the connection's own (PgBouncer and its like answer with a
+    backend PID of their own): notifications might never reach it, so the cache is never used."""
+
+    def __str__(self) -> str:
+        return ("the database connection goes through a pooler (the server's backend PID is not the one the connection"
+                " announced): nodes' records are read from the database on every request, not cached")
 
 
 class RegistryCache:
@@ -129,6 +142,8 @@ class RegistryCache:
             except psycopg.errors.UndefinedObject:  # PostgreSQL before 14: no such setting
                 pass
             conn.execute(f"LISTEN {CHANNEL}")
+            if conn.execute("SELECT pg_backend_pid()").fetchone()[0] != conn.info.backend_pid:
+                raise BehindPooler()
         except BaseException:
             conn.close()
             raise
@@ -141,6 +156,9 @@ class RegistryCache:
         while not self._stop.is_set():
             try:
                 conn = self._connect()
+            except BehindPooler as exc:
+                log.warning("%s", exc)
+                return
             except Exception as exc:  # noqa: BLE001 - whatever it is, the listener tries again (bypassed meanwhile)
                 log.debug("the registry listener cannot connect: %s", unavailable(exc, self._url))
                 self._wait(delay)
