@@ -304,8 +304,9 @@ class Config:
     database_pool: int = setting(
         "TSWARM_DATABASE_POOL", "5", Whole(2, 100),
         "Most connections to PostgreSQL that one process shares among its reads, admin writes, forwarder, pruner and"
-        " exports ({range}; an export holds one while it streams); the readings writer has one more of its own and the"
-        " forwarder's lock another, so a process holds at most this + 2 (`--workers N`: N times that). Heroku's small plans allow 20 (docs/deployment.md).",
+        " exports ({range}; an export holds one while it streams); the readings writer has one more of its own, the"
+        " forwarder's lock another and the listener that keeps the nodes' cache exact a third, so a process holds at"
+        " most this + 3 (`--workers N`: N times that). Heroku's small plans allow 20 (docs/deployment.md).",
     )
     host: str = setting("TSWARM_HOST", "0.0.0.0", Text(), "Address `tswarm serve` listens on (a name must resolve).")
     port: int = setting(

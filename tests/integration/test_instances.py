@@ -21,7 +21,7 @@ from tswarm import auth
 from tswarm.storage import open_storage
 from tests.integration.test_influx import influx1_env, wait_for
 from tests.integration.test_workers import post as post_as
-from tests.servers import ServiceProcess, request, run_cli
+from tests.servers import ServiceProcess, basic, request, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +126,38 @@ def test_two_instances_share_the_registry_and_one_of_them_forwards_and_takes_ove
 def _points(server, db) -> list[list]:
     """``[node, temperature, humidity]`` of every point in the test's InfluxDB database."""
     return [row[1:] for row in server.rows("SELECT node, temperature, humidity FROM climate", db)]
+
+
+def put(service, name: str, data: str, password: str = PW) -> int:
+    """A PUT (a reading of a node already created), over a new connection; its status."""
+    headers = {"Authorization": basic(name, password), "Content-Type": "application/json"}
+    return request("PUT", f"{service.url}/api/nodes/{name}", json.dumps({"name": name, "data": data}), headers)[0]
+
+
+def test_what_the_cli_or_one_instance_changes_both_instances_apply_on_their_next_request(two_instances):
+    """Each instance keeps its nodes' records in memory (service/storage/postgres/cache.py); every
+    change of the registry, made by the CLI or by the other instance, still applies to the next request."""
+    (a, b), (env_a, _), _url, _db = two_instances
+    for service in (a, b):  # each instance has looked the node up (and kept its record) more than once
+        for _ in range(3):
+            assert post(service, "n0", "20 50") == 202
+
+    # a new password through the CLI: the old one is refused by both at once, the new one taken
+    run_cli(a.data_dir, "node", "passwd", "n0", "--password", "pw-changed-by-cli", env=env_a)
+    assert post(a, "n0", "21 50") == 401 and post(b, "n0", "21 50") == 401
+    assert post_as(a, "n0", "21 50", "pw-changed-by-cli") == 202
+    assert post_as(b, "n0", "21 50", "pw-changed-by-cli") == 202
+
+    # a node never created gets 405 for a PUT from both; its first POST, on one, lets both take PUTs
+    run_cli(a.data_dir, "node", "add", "attic", "--password", PW, env=env_a)
+    assert put(a, "attic", "20 50") == 405 and put(b, "attic", "20 50") == 405
+    assert post(a, "attic", "20 50") == 202
+    assert put(b, "attic", "20.5 50") == 202 and put(a, "attic", "21 50") == 202
+
+    # every node halted through the CLI, then resumed; a node removed through the CLI
+    run_cli(a.data_dir, "halt", env=env_a)
+    assert put(a, "attic", "21 50") == 423 and put(b, "attic", "21 50") == 423
+    run_cli(a.data_dir, "resume", env=env_a)
+    assert put(a, "attic", "22 50") == 202 and put(b, "attic", "22 50") == 202
+    run_cli(a.data_dir, "node", "remove", "attic", env=env_a)
+    assert put(a, "attic", "23 50") == 401 and put(b, "attic", "23 50") == 401

@@ -52,7 +52,9 @@ def _busy(service: ServiceProcess, names: list[str], requests: int = 120) -> Non
 
 
 @pytest.mark.parametrize("workers, pool", [(1, 3), (2, 2)])
-def test_a_serving_process_holds_at_most_its_pool_its_writer_and_its_lock(postgres_url, tmp_path, workers, pool):
+def test_a_serving_process_holds_at_most_its_pool_its_writer_its_lock_and_its_listener(
+    postgres_url, tmp_path, workers, pool
+):
     env = tswarm_env(tmp_path / "data", TSWARM_DATABASE_URL=postgres_url, TSWARM_DATABASE_POOL=str(pool),
                      TSWARM_JOURNAL_RETENTION="30d")  # the pruner runs too
     names = [f"n{i}" for i in range(6)]
@@ -62,7 +64,8 @@ def test_a_serving_process_holds_at_most_its_pool_its_writer_and_its_lock(postgr
         for _ in range(3):
             _busy(service, names)
         held = _connections(postgres_url)
-    assert 2 * workers <= held <= workers * (pool + 2), held  # a pool, a writer and the leader's lock per process
+    # per process: a pool, a writer, the leader's lock and the registry cache's listener
+    assert 2 * workers <= held <= workers * (pool + 3), held
     deadline = time.monotonic() + 30
     while _connections(postgres_url) and time.monotonic() < deadline:  # closed with the process
         time.sleep(0.1)
@@ -76,13 +79,15 @@ def test_the_storages_of_a_process_share_one_pool_closed_with_the_last(postgres_
     add_nodes(storages[0], "a")
     with concurrent.futures.ThreadPoolExecutor(6) as threads:  # six threads, each with its own storage
         assert set(threads.map(lambda s: [s.node_auth("a").name for _ in range(50)][0], storages)) == {"a"}
-    assert _connections(postgres_url) <= 3
+    assert _connections(postgres_url) <= 3 + 1  # the pool's, and the registry cache's listener (node_auth)
     for storage in storages[:-1]:
         storage.close()
         storage.close()  # twice is once: the others keep the pool
     assert not pool.closed and storages[-1].node_auth("a").name == "a"
+    listener = storages[-1]._registry_cache
+    assert listener is not None and all(s._registry_cache in (None, listener) for s in storages)
     storages[-1].close()
-    assert pool.closed
+    assert pool.closed and not listener._thread.is_alive()  # the listener closed with the last storage
     with PostgresStorage(postgres_url) as again:  # a new one after the last closed
         assert again.pool is not pool and again.node_auth("a").name == "a"
 
@@ -141,4 +146,4 @@ def test_the_shared_pool_recovers_after_the_server_restarts(postgres_factory):
         assert [s.node_auth("a").name for s in (one, two)] == ["a", "a"]  # the same objects, no restart
         with PostgresStorage(url) as three:  # opened after the restart: the same, mended pool
             assert three.pool is one.pool and three.count_readings() == 0
-        assert _connections(url) <= 2
+        assert _connections(url) <= 2 + 1  # the pool's and the registry cache's listener

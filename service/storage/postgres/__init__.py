@@ -2,16 +2,20 @@
 one database that any number of instances share, a room per concern as in the SQLite engine.
 
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
-migrations), ``registry``, ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
+migrations, the triggers that announce registry changes), ``registry``, ``cache`` (nodes' records
+kept per process, cleared by LISTEN/NOTIFY), ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
 ``meta`` (the one upsert), ``lock`` (the singleton lock), ``dump`` (moving house: the whole journal
 out, or into an empty database); each room a mixin over the same pool, combined here into
 :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import psycopg
 
 from ..interface import Storage, StorageUnusable
+from .cache import RegistryCache, close_cache, open_cache
 from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
 from .dump import DumpRoom
 from .lock import LockRoom
@@ -32,7 +36,8 @@ class PostgresStorage(
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), on connections borrowed from the
     process's one pool for that URL (at most ``pool_size`` connections, however many storages the
-    process opens: service/storage/postgres/connection.py). The writer has a connection of its own.
+    process opens: service/storage/postgres/connection.py). The writer has a connection of its own;
+    the process's cache of nodes' records, taken at the first ``node_auth``, one more (its listener).
 
     :class:`~tswarm.storage.StorageUnavailable` when the server cannot be reached, now or on any
     later call (each call after the server returns works again: the pool reconnects)."""
@@ -63,8 +68,22 @@ class PostgresStorage(
     def __repr__(self) -> str:
         return f"<PostgresStorage {self.where}>"
 
+    def _take_registry_cache(self) -> Optional[RegistryCache]:
+        if self._closed:
+            return None
+        cache = open_cache(self._url, self)  # two threads at once: the same cache, taken once
+        if self._closed:  # closed meanwhile by another thread
+            close_cache(self._url, self)
+            return None
+        self._registry_cache = cache
+        return cache
+
     def close(self) -> None:
-        """Give back the pool (the process's last storage of this URL closes it); twice is once."""
+        """Give back the pool and the registry cache (the process's last storage of this URL to hold
+        each closes it); twice is once."""
         if not self._closed:
             self._closed = True
+            if self._registry_cache is not None:
+                close_cache(self._url, self)
+                self._registry_cache = None
             close_pool(self._url, self.pool)

@@ -5,6 +5,7 @@ import time
 from typing import Optional
 
 from ..interface import HALT_ALL, NodeAuth, NodeExists, NodeNotFound, NodeStatus
+from .cache import RegistryCache
 from .connection import Connections
 from .meta import get_meta, put_meta
 
@@ -30,6 +31,12 @@ class NodeNames(dict):
 
 
 class RegistryRoom(Connections):
+    _registry_cache: Optional[RegistryCache] = None
+
+    def _take_registry_cache(self) -> Optional[RegistryCache]:
+        """The process's cache of nodes' records, taken at the first lookup (PostgresStorage); None: none."""
+        return None
+
     def add_node(self, name: str, password_hash: str) -> None:
         now = time.time_ns()
         with self._transaction() as conn:
@@ -96,6 +103,16 @@ class RegistryRoom(Connections):
         return None if row is None else row[0]
 
     def node_auth(self, name: str) -> Optional[NodeAuth]:
+        """The node's record, from the process's cache kept exact by LISTEN/NOTIFY
+        (service/storage/postgres/cache.py) or, inside a snapshot, from the snapshot."""
+        if self._pinned is not None:
+            return self._read_node_auth(name)
+        cache = self._registry_cache or self._take_registry_cache()
+        if cache is None:
+            return self._read_node_auth(name)
+        return cache.lookup(name, self._read_node_auth)
+
+    def _read_node_auth(self, name: str) -> Optional[NodeAuth]:
         row = self._one(
             "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = %s)"
             " FROM nodes WHERE name = %s AND removed_at IS NULL",

@@ -6,7 +6,8 @@ The version is the one row of ``schema_version``. Opening a journal brings it to
 the ones after the first find nothing to do. A database of a newer version than this code knows is
 refused (:class:`StorageUnusable`): an older tswarm must not write into it. The tables are those of
 the SQLite engine (service/storage/sqlite/schema.py), in PostgreSQL's types; names sort by bytes
-(``COLLATE "C"``), as in SQLite, whatever the database's locale.
+(``COLLATE "C"``), as in SQLite, whatever the database's locale. Version 2 adds the triggers that
+announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable
 
 import psycopg
 
-from ..interface import StorageUnusable
+from ..interface import HALT_ALL, StorageUnusable
 
 # Advisory lock keys (any bigint; these spell "tswarm" and a room).
 MIGRATION_LOCK = 0x74737761726D_01  # held while the schema is brought up to date
@@ -61,8 +62,46 @@ def _to_v1(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 2: every change of the registry announces itself on REGISTRY_CHANNEL, in the changing
+# transaction (delivered at its commit, whoever made it: an instance, the CLI, tswarm migrate's COPY,
+# SQL by hand), for the processes' caches of nodes' records (service/storage/postgres/cache.py).
+# Row triggers, not statement ones: the writer's "created_at = now WHERE created_at IS NULL" runs
+# with every group that holds a POST and changes no row but a node's first; an UPDATE that changes
+# nothing in a row (OLD = NEW) says nothing. Identical notifications of one transaction are folded
+# into one by PostgreSQL. Of meta, only the halt_all row: the forward cursor changes all the time.
+REGISTRY_CHANNEL = "tswarm_registry"
+TRIGGERS_V2 = (
+    f"""CREATE FUNCTION tswarm_registry_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{REGISTRY_CHANNEL}', '');
+    RETURN NULL;
+END
+$$""",
+    """CREATE TRIGGER tswarm_nodes_changed AFTER INSERT OR DELETE ON nodes
+    FOR EACH ROW EXECUTE FUNCTION tswarm_registry_changed()""",
+    """CREATE TRIGGER tswarm_nodes_updated AFTER UPDATE ON nodes
+    FOR EACH ROW WHEN (OLD.* IS DISTINCT FROM NEW.*) EXECUTE FUNCTION tswarm_registry_changed()""",
+    """CREATE TRIGGER tswarm_nodes_truncated AFTER TRUNCATE ON nodes
+    FOR EACH STATEMENT EXECUTE FUNCTION tswarm_registry_changed()""",
+    f"""CREATE TRIGGER tswarm_halt_all_inserted AFTER INSERT ON meta
+    FOR EACH ROW WHEN (NEW.key = '{HALT_ALL}') EXECUTE FUNCTION tswarm_registry_changed()""",
+    f"""CREATE TRIGGER tswarm_halt_all_updated AFTER UPDATE ON meta
+    FOR EACH ROW WHEN ((OLD.key = '{HALT_ALL}' OR NEW.key = '{HALT_ALL}') AND OLD.* IS DISTINCT FROM NEW.*)
+    EXECUTE FUNCTION tswarm_registry_changed()""",
+    f"""CREATE TRIGGER tswarm_halt_all_deleted AFTER DELETE ON meta
+    FOR EACH ROW WHEN (OLD.key = '{HALT_ALL}') EXECUTE FUNCTION tswarm_registry_changed()""",
+    """CREATE TRIGGER tswarm_meta_truncated AFTER TRUNCATE ON meta
+    FOR EACH STATEMENT EXECUTE FUNCTION tswarm_registry_changed()""",
+)
+
+
+def _to_v2(conn: psycopg.Connection) -> None:
+    for statement in TRIGGERS_V2:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1,)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
