@@ -117,7 +117,7 @@ class StateCollector:
             yield nodes
 
 
-_GONE = "tswarm.client_gone"
+_GONE = web.RequestKey("tswarm.client_gone", bool)
 # Set by count_requests in the request's own task (aiohttp runs each request in a new task, with a copy
 # of the context): answers made below the middlewares see it unset and are counted by count_unseen.
 _COUNTED: ContextVar[bool] = ContextVar("tswarm_counted", default=False)

@@ -16,9 +16,9 @@ from tswarm.storage import open_storage
 
 from .load import Swarm, decode
 
-# 30 s each by default (some 10-15 kills), so that every fault test on both engines keeps the suite
+# 20 s each by default (some 8-10 kills), so that every fault test on both engines keeps the suite
 # within its time; `TSWARM_FAULT_SECONDS=600 make test-faults` for a long soak.
-SECONDS = float(os.environ.get("TSWARM_FAULT_SECONDS", "30"))
+SECONDS = float(os.environ.get("TSWARM_FAULT_SECONDS", "20"))
 PG_SECONDS = float(os.environ.get("TSWARM_FAULT_PG_SECONDS", SECONDS))
 PASSWORD = "fault-password"
 
