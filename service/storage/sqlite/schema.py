@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -71,12 +72,28 @@ def connect(path: Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")  # the first read of the file: "file is not a database" is here
+        _wal(conn)  # the first read of the file: "file is not a database" is here
         conn.execute(f"PRAGMA synchronous = {synchronous}")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _wal(conn: sqlite3.Connection) -> None:
+    """``PRAGMA journal_mode = WAL``. Switching a journal that is not in WAL yet (an old one, or one made
+    by another tool) needs the file to itself, and SQLite answers "database is locked" at once, without
+    its busy handler, when another connection switches it too: so that is retried here for as long
+    as the busy timeout, as any other lock is waited for."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
