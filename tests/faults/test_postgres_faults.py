@@ -180,7 +180,12 @@ def test_postgres_stopped_crashed_or_ending_sessions_under_load_gets_503s_and_re
     by_logger = collections.Counter(line.split()[3] for line in ours)
     print(f"log: {dict(by_logger)}, and {log.count(' psycopg.pool: ')} lines of psycopg.pool's")
     assert not [line for line in ours if line.split()[2] in ("ERROR", "CRITICAL")], "\n".join(ours)
-    assert by_logger.pop("tswarm.storage:") == 2 * logged_before, "\n".join(ours)
+    # One line when an outage begins and one when it is over. After the storm of ended sessions a call
+    # may still wait the pool's 5 s for a connection and begin one more outage that the run ends
+    # before it is over (seen once in CI): one such trailing begin is allowed, no other extra line.
+    begun, ended = log.count("storage unavailable, answering 503"), log.count("storage available again after")
+    assert ended == logged_before and begun in (logged_before, logged_before + 1), "\n".join(ours)
+    assert by_logger.pop("tswarm.storage:") == begun + ended, "\n".join(ours)
     # any other part (the forwarder, the leader) that noticed: a line when it begins and when it ends at most
     assert all(n <= 2 * len(outages) for n in by_logger.values()), "\n".join(ours)
 
