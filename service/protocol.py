@@ -48,12 +48,6 @@ def _unavailable(name: str, exc: StorageUnavailable) -> web.Response:
     )
 
 
-def _node_auth(storage, writer, login: str):
-    """In a storage thread: the node's record, unless an outage was noticed while this call waited."""
-    writer.refuse_if_away()
-    return storage.node_auth(login)
-
-
 async def node_reading(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.CONFIG]
@@ -76,13 +70,13 @@ async def node_reading(request: web.Request) -> web.Response:
     try:
         node = await authenticate(
             request.headers.get("Authorization"), request.remote or "unknown", name,
-            lookup=lambda login: app[keys.STORAGE].read(_node_auth, writer, login),
+            # the storage pool refuses at once while an outage is known, and tells the writer of one
+            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
             cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
     except LoginRefused as refused:
         return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
     except StorageUnavailable as exc:  # the node's lookup: the database is away (PostgreSQL restarting)
-        writer.unavailable(exc)
         return _unavailable(name, exc)
 
     create = request.method == "POST"

@@ -165,14 +165,18 @@ INFLUXD = os.environ.get("TSWARM_TEST_INFLUXD", "/usr/bin/influxd")
 VICTORIA_METRICS = os.environ.get("TSWARM_TEST_VICTORIA_METRICS", "/usr/bin/victoria-metrics")
 
 
+def unavailable_here(message: str):
+    """What this machine cannot give a test (a server's binary, root): a failure in CI, a skip elsewhere."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_binary(path: str, package: str) -> str:
     """The binary's path; a failure in CI, a skip elsewhere, when it is missing."""
     found = shutil.which(path) or (path if os.access(path, os.X_OK) else None)
     if found is None:
-        message = f"{path} is missing: install the Debian package '{package}' (scripts/system-deps.sh does)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable_here(f"{path} is missing: install the Debian package '{package}' (scripts/system-deps.sh does)")
     return found
 
 
@@ -330,9 +334,7 @@ def require_postgres_bin() -> Path:
     if not found:
         message = f"initdb and pg_ctl are missing under {override or PG_BIN_GLOB}: install the Debian package" \
                   " 'postgresql' (scripts/system-deps.sh does)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable_here(message)
     return found[-1]
 
 

@@ -8,6 +8,7 @@ import pytest
 from aiohttp import web
 
 import tswarm
+from tests.servers import unavailable_here
 from tswarm import keys
 
 SERVICE = Path(tswarm.__file__).parent
@@ -118,7 +119,7 @@ async def test_healthz_answers_while_postgresql_hangs(make_client, postgres_fact
     import os
 
     if os.geteuid() != 0:
-        pytest.skip("pausing PostgreSQL needs root (it runs as the postgres user)")
+        unavailable_here("pausing PostgreSQL needs root (it runs as the postgres user)")
     server = postgres_factory()
     client = await make_client(database_url=server.new_database())
     assert (await client.get("/healthz")).status == 200

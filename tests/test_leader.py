@@ -16,6 +16,7 @@ import time
 import psycopg
 import pytest
 
+from tests.servers import unavailable_here
 from tswarm.leader import Leader
 from tswarm.storage.postgres import PostgresStorage
 from tswarm.storage.sqlite import SqliteStorage
@@ -125,7 +126,7 @@ async def test_a_check_the_database_does_not_answer_stops_the_duties_at_once(pos
     no answer, so the duties stop after ``answer_s`` while the database still thinks the lock held;
     once the backend goes on, the old session is let go and the leader takes the lock again."""
     if os.geteuid() != 0:
-        pytest.skip("pausing a PostgreSQL backend needs root (it runs as the postgres user)")
+        unavailable_here("pausing a PostgreSQL backend needs root (it runs as the postgres user)")
     events: list = []
     with PostgresStorage(postgres_url) as storage:
         leader, forwarder, _ = leader_of(storage, events)
