@@ -16,6 +16,8 @@ from .interface import (
     HALT_ALL,
     PRUNED_BEFORE,
     READ_TOKEN,
+    BundleFile,
+    FirmwareState,
     NodeAuth,
     NodeExists,
     NodeNotFound,
@@ -32,7 +34,7 @@ from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
     "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE", "READ_TOKEN",
-    "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "SingletonLock",
+    "BundleFile", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]

@@ -12,6 +12,8 @@ Nothing outside the storage package talks to a database. The rooms:
 - **retention**: pruning old readings and the horizon below which the journal is incomplete;
 - **meta**: small named values (the cursor, halt-all, the forwarder's last error, the horizon);
 - **the singleton lock**: which process, of every one on this journal, forwards and prunes;
+- **firmware**: bundles of board files kept by version, the one staged for each node, and what each
+  node last reported running (over-the-air updates, service/bundles.py);
 - **moving house**: the whole journal out of one engine (:meth:`Storage.dump`) and into an empty
   place of another (:meth:`Storage.load`), for ``tswarm migrate``.
 
@@ -62,6 +64,37 @@ class NodeAuth:
     password_hash: str
     created: bool
     halted: bool  # this node, or all nodes
+    interval_s: int = 300  # how often it should wake: the "sleep" of a 202/423
+    fw_running: Optional[str] = None  # the firmware version it last reported (X-Tswarm-Firmware)
+    fw_staged: Optional[str] = None  # the bundle version staged for it
+    fw_rolled_back: Optional[str] = None  # the version it last reported rolling back from
+
+
+@dataclass(frozen=True)
+class FirmwareState:
+    """A node's over-the-air update state (every ``*_at`` ns since the epoch, None: never).
+
+    Written only when something changes (:meth:`Storage.report_firmware` is called for a request
+    whose version or rollback differs from what is stored), so a node that reports the same version
+    on every wake costs no write. service/bundles.py turns it into ``current``/``pending``/...
+    """
+
+    running: Optional[str] = None  # the version it last reported
+    reported_at: Optional[int] = None  # when it first reported ``running``
+    staged: Optional[str] = None  # the bundle version staged for it
+    staged_at: Optional[int] = None
+    updated_at: Optional[int] = None  # when it first reported running ``staged`` (cleared by staging)
+    rolled_back: Optional[str] = None  # the version it last reported rolling back from (cleared by staging)
+    rolled_back_at: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One file of a firmware bundle, as a node's update offer lists it."""
+
+    name: str
+    size: int
+    sha256: str  # hex
 
 
 @dataclass(frozen=True)
@@ -76,6 +109,7 @@ class NodeStatus:
     last_ts: Optional[int]
     last_temperature: Optional[float]
     last_humidity: Optional[float]
+    firmware: FirmwareState = FirmwareState()
 
 
 class OutboxReading(NamedTuple):
@@ -103,6 +137,10 @@ READ_TOKEN = "read_token"                  # PostgreSQL: the kept read token eve
 
 # The columns of a dump's rows, the same on every engine: ids, timestamps and password hashes as stored.
 NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s")
+# TODO(issue 14): + ("fw_running", "fw_reported_at", "fw_staged", "fw_staged_at", "fw_updated_at",
+#                   "fw_rolled_back", "fw_rolled_back_at") once both schemas have them
+BUNDLE_COLUMNS = ("version", "created_at")
+BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
 READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity")
 REJECTED_COLUMNS = ("reading_id", "node", "ts", "temperature", "humidity", "reason", "rejected_at")
 
@@ -135,6 +173,8 @@ class JournalDump:
     nodes: list[tuple]
     rejected: Iterable[list[tuple]]
     readings: Iterable[list[tuple]]
+    bundles: list[tuple] = ()  # BUNDLE_COLUMNS rows
+    bundle_files: list[tuple] = ()  # BUNDLE_FILE_COLUMNS rows (a few hundred KB at most: in memory)
 
     @property
     def meta(self) -> dict[str, str]:
@@ -490,6 +530,44 @@ class Storage(abc.ABC):
     def singleton_lock(self) -> SingletonLock:
         """A new :class:`SingletonLock` on this journal, not yet taken (it needs no connection of this
         storage object: it keeps its own for as long as it lives)."""
+
+    # -- firmware: bundles, what is staged, what nodes report ---------------------------------------
+
+    def add_bundle(self, version: str, files: Iterable[tuple[str, bytes]], at_ns: int) -> None:
+        """Keep a bundle's files (name, content) under ``version`` (service/bundles.py's
+        ``version_of`` of them, checked there). A version kept already is left as it is: a version
+        is the hash of its content."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
+
+    def bundle_files(self, version: str) -> Optional[list[BundleFile]]:
+        """The files of bundle ``version`` by name (what an update offer lists), or None when no
+        such bundle is kept."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
+
+    def bundle_file(self, version: str, name: str) -> Optional[bytes]:
+        """The content of one file of bundle ``version``, or None (no such bundle or file)."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
+
+    def stage_bundle(self, version: Optional[str], names: Optional[Iterable[str]], at_ns: int) -> list[str]:
+        """Stage kept bundle ``version`` for the registered nodes ``names`` (None: every registered
+        node), in one transaction: ``staged``/``staged_at`` set, ``updated_at`` and the rollback
+        mark cleared (a version that rolled back is offered again once staged again). ``version``
+        None unstages. :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
+        version not kept: nothing staged. The names staged, sorted."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
+
+    def report_firmware(self, name: str, running: str, rolled_back_from: Optional[str], at_ns: int) -> None:
+        """Node ``name`` reported running ``running`` (and, after a rollback, which version it gave up),
+        at ``at_ns``: ``running`` and ``reported_at`` set when the version differs from the stored
+        one; ``updated_at`` set when ``running`` is the staged version and ``updated_at`` is not set
+        yet; ``rolled_back``/``rolled_back_at`` set when ``rolled_back_from`` is given and differs
+        from the stored one. A node not registered: nothing happens."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
+
+    def firmware_state(self, name: str) -> Optional[FirmwareState]:
+        """Node ``name``'s update state, or None when it is not registered (:meth:`list_nodes` has
+        every node's too)."""
+        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
     # -- moving house: the whole journal out, and into an empty place -------------------------------
 
