@@ -1,21 +1,124 @@
-# tswarm node: runs after every reset and every wake from deep sleep (see node.py). Whatever
-# fails, the board deep-sleeps and tries again at the next wake; only a 423 (halted) keeps it
-# awake, for netconf.awake seconds, or until Ctrl-C leaves the REPL free to reflash it.
-try:
-    import node
-except Exception as exc:  # node.py missing or broken: sleep all the same
-    print("tswarm: cannot import node.py:", repr(exc))
-    import machine
-    import time
+# tswarm boot loader: runs after every reset and every wake from deep sleep. It never changes over
+# the air (bundles leave main.py and boot.py alone); everything else is a bundle: node.py, ota.py,
+# config.json and version, at the top of the file system as `tswarm flash` wrote them, or in the
+# folder a/ or b/ an update was written to (docs/flashing.md, "Updating nodes in the field").
+#
+# ota.json names the bundle that runs ({"active": "" | "a" | "b"}). A new bundle runs on trial
+# ({"trial": wakes so far, "previous": slot, "version": V}) until the service answers 202 or 423;
+# the loader puts the previous bundle, config.json included, back by itself when the new one does
+# not import, raises out of a wake, or had TRIAL_WAKES wakes without a 202/423, and the bundle then
+# reports {"rolled_back": V} until a 202/423. Whatever fails, the board deep-sleeps; only a 423
+# keeps it awake, for a while, or until Ctrl-C leaves the REPL free to reflash it.
+#
+# What a bundle's node.py offers the loader: STATE (set here, a copy of ota.json), loadConfig(path),
+# wake(config) -> HTTP status or None, stayAwake(s), awakeSeconds(config), goToSleep(s),
+# sleepSeconds(config).
+import os
+import sys
 
+try:
+    import ujson as json
+except ImportError:
+    import json
+
+STATE = "ota.json"
+TRIAL_WAKES = 3
+SLOTS = ("", "a", "b")
+
+
+def readState():
+    # ota.json; when a rename was cut short (FAT removes the old file first) only ota.json.tmp is
+    # left, and it is whole: it was closed before the old file went. Nothing usable: the flashed bundle.
+    for path in (STATE, STATE + ".tmp"):
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            if isinstance(state, dict) and state.get("active") in SLOTS:
+                return state
+        except Exception:
+            pass
+    return {"active": ""}
+
+
+def writeState(state):
+    with open(STATE + ".tmp", "w") as f:
+        f.write(json.dumps(state))
     try:
-        machine.deepsleep(300000)  # an ESP8266 wakes through GPIO16 here too
-    except Exception:
-        time.sleep(300)
-        machine.reset()
-else:
-    config = node.loadConfig()
-    status = node.wake(config)
-    if status == node.HALTED:
-        node.stayAwake(node.awakeSeconds(config))
-    node.goToSleep(node.sleepSeconds(config))
+        os.rename(STATE + ".tmp", STATE)
+    except OSError:  # a file system that will not rename over a file
+        os.remove(STATE)
+        os.rename(STATE + ".tmp", STATE)
+
+
+def rollBack(state, why):
+    back = state.get("previous")
+    back = {"active": back if back in SLOTS else "", "rolled_back": state.get("version") or "unknown"}
+    print("tswarm: bundle", back["rolled_back"], why, "- rolling back to", repr(back["active"]))
+    try:
+        writeState(back)
+    except Exception as exc:
+        print("tswarm: cannot write", STATE, repr(exc))
+    return back
+
+
+def run(state):
+    # import the bundle of state["active"] alone (its folder first on sys.path, the top one out)
+    slot = state["active"]
+    for path in SLOTS:
+        while path in sys.path:
+            sys.path.remove(path)
+    sys.path.insert(0, slot)
+    import node
+
+    node.STATE = dict(state)
+    return node, node.loadConfig(slot + "/config.json" if slot else "config.json")
+
+
+state = readState()
+trial = "trial" in state
+if trial:
+    tries = state["trial"]
+    if not isinstance(tries, int) or tries >= TRIAL_WAKES:
+        state = rollBack(state, "had %d wakes without a 202/423" % TRIAL_WAKES)
+        trial = False
+    else:
+        state = dict(state)
+        state["trial"] = tries + 1
+        try:
+            writeState(state)
+        except Exception as exc:
+            print("tswarm: cannot write", STATE, repr(exc))
+
+node = config = status = None
+loaded = dict(sys.modules)
+while True:
+    try:
+        node, config = run(state)
+        status = node.wake(config)
+        break
+    except Exception as exc:  # a KeyboardInterrupt (Ctrl-C) still leaves for the REPL
+        print("tswarm: cannot import node.py:" if node is None else "tswarm: wake raised:", repr(exc))
+        node = None
+        if not trial:
+            break
+        state, trial = rollBack(state, "failed"), False
+        for name in list(sys.modules):
+            if name not in loaded:
+                del sys.modules[name]
+try:
+    if node is not None:
+        if status == 423:
+            node.stayAwake(node.awakeSeconds(config))
+        node.goToSleep(node.sleepSeconds(config))
+except Exception as exc:
+    print("tswarm: bundle failed:", repr(exc))
+    if trial and readState().get("active") == state["active"]:
+        rollBack(state, "failed")
+import machine
+import time
+
+try:
+    machine.deepsleep(300000)  # an ESP8266 wakes through GPIO16 here too
+except Exception:
+    time.sleep(300)
+    machine.reset()

@@ -53,6 +53,14 @@ _SENSOR_PAUSE_MS = const(2000)  # a DHT22 needs 2 s between reads (a DHT11 1 s)
 _WIFI_TIMEOUT_S = const(10)  # per network in the ssid list
 _HTTP_TIMEOUT_S = const(10)
 
+# Set by the boot loader (main.py) before loadConfig: a copy of ota.json, {"active": "" | "a" | "b",
+# ...} (see ota.py). None under a main.py without the loader: the node then sends no version and
+# takes no update, as the firmware before it.
+STATE = None
+# What the last 202/423 said beyond its status: "sleep" and "awake" (seconds), which win over
+# netconf.sleep and bound netconf.awake.
+ANSWER = {}
+
 # name: (red, green, blue)
 COLOURS = {
     "off": (0, 0, 0),
@@ -222,14 +230,53 @@ def payload(name, temperature, humidity):
 
 
 def _send(requests, method, url, body, headers):
+    """The HTTP status; a 202's or 423's JSON body goes to ANSWER (a body that is no JSON object
+    is ignored: the status is what counts)."""
     try:
         response = requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
     except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
         response = requests.request(method, url, data=body, headers=headers)
     try:
-        return response.status_code
+        status = response.status_code
+        if status in (ACCEPTED, HALTED):
+            try:
+                answer = json.loads(response.content)
+                ANSWER.clear()
+                if isinstance(answer, dict):
+                    ANSWER.update(answer)
+            except Exception as exc:
+                log("answer not read:", repr(exc))
+        return status
     finally:
         response.close()
+
+
+def firmwareVersion():
+    """The version of the running bundle: its ``version`` file (``tswarm flash`` and every update
+    write one), or ``unknown``."""
+    try:
+        with open(_bundlePath("version")) as f:
+            version = f.read().strip()
+        if 0 < len(version) <= 64 and all(c.isalpha() or c.isdigit() or c in "._-" for c in version):
+            return version
+    except Exception:
+        pass
+    return "unknown"
+
+
+def _bundlePath(name):
+    slot = _get(STATE, "active") or ""
+    return slot + "/" + name if slot else name
+
+
+def firmwareHeaders(headers):
+    """``headers`` with X-Tswarm-Firmware (and X-Tswarm-Rolled-Back after a rollback, until a
+    202/423), when a boot loader runs this bundle."""
+    if STATE is not None:
+        headers["X-Tswarm-Firmware"] = firmwareVersion()
+        if _get(STATE, "rolled_back"):
+            headers["X-Tswarm-Rolled-Back"] = STATE["rolled_back"]
+    return headers
 
 
 def uploadData(svconf, body):
@@ -244,7 +291,7 @@ def uploadData(svconf, body):
     except ImportError:  # older firmware freezes it as urequests
         import urequests as requests
 
-    headers = {"Authorization": " Basic %s" % svconf["xauth"], "Content-Type": "application/json"}
+    headers = firmwareHeaders({"Authorization": " Basic %s" % svconf["xauth"], "Content-Type": "application/json"})
     body = body.encode()
     url = svconf["url"]
     try:
@@ -259,7 +306,27 @@ def uploadData(svconf, body):
     if status == NOT_CREATED:
         status = _send(requests, "POST", url, body, headers)
     log(url, "answered", status)
+    if status in (ACCEPTED, HALTED):
+        answered(url, svconf["xauth"])
     return status
+
+
+def answered(url, xauth):
+    """A 202/423 from ``url``: the running bundle is confirmed (ota.confirm), and an update the
+    answer offers is fetched now, from the URL that answered (ota.update). Nothing here changes the
+    status: a failed update leaves the running bundle as it was, and the next offer tries again."""
+    global STATE
+    offer = ANSWER.get("update")
+    if STATE is None or not (offer or "trial" in STATE or "rolled_back" in STATE):
+        return
+    try:
+        import ota
+
+        STATE = ota.confirm(STATE)
+        if isinstance(offer, dict):
+            ota.update(STATE, url, {"Authorization": " Basic %s" % xauth}, offer)
+    except Exception as exc:
+        log("update failed:", repr(exc))
 
 
 def goToSleep(seconds=SLEEP_S):
@@ -335,10 +402,17 @@ def wake(config):
 
 
 def sleepSeconds(config):
-    """``netconf.sleep``, or SLEEP_S when config.json lacks it or it is no positive number."""
-    return _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_SLEEP_S)
+    """The ``sleep`` of the service's last answer (the node's interval), else ``netconf.sleep``, or
+    SLEEP_S when neither is a positive number."""
+    told = _int(ANSWER.get("sleep"), None, 1, _MAX_SLEEP_S)
+    return told or _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_SLEEP_S)
 
 
 def awakeSeconds(config):
-    """``netconf.awake`` (how long a halted node stays awake), or AWAKE_S; at most a day."""
-    return _int(_get(_get(config, "netconf"), "awake"), AWAKE_S, 1, 86400)
+    """How long a halted node stays awake: ``netconf.awake`` or the 423's ``awake``, the shorter when
+    both are given, else AWAKE_S; at most a day."""
+    mine = _int(_get(_get(config, "netconf"), "awake"), None, 1, 86400)
+    told = _int(ANSWER.get("awake"), None, 1, 86400)
+    if mine and told:
+        return min(mine, told)
+    return mine or told or AWAKE_S
