@@ -1,6 +1,7 @@
-"""Put the firmware on a board: the node's ``config.json``, then ``node.py``, ``main.py`` and
-``config.json`` copied with the real ``mpremote`` (a subprocess of the mpremote installed next to
-this Python).
+"""Put the firmware on a board: the boot loader ``main.py``, the bundle it runs (``node.py``,
+``ota.py``, their ``version``), the node's ``config.json`` and ``ota.json`` (the loader's state: run
+the bundle just flashed), copied with the real ``mpremote`` (a subprocess of the mpremote installed
+next to this Python).
 
 ``tswarm flash`` calls :func:`flash` and ``tswarm node config`` :func:`node_config`; no click here.
 Both check everything first and write the journal last (:func:`register`), so a refused or failed
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import bundles
 from .nodes import EmptyPassword, Registration, password_or_generated, register as register_node
 from .storage import DB_FILENAME, StorageUnavailable, StorageUnusable, check_data_dir, storage_for
 from .settings import Config
@@ -42,8 +44,14 @@ def firmware_dir() -> Path:
     return here / "firmware"  # if missing, firmware_files says so
 
 
-FIRMWARE_FILES = ("node.py", "main.py")  # then config.json, written last: a board with new code and
-# an old config still works, a board with a new config and old code may not.
+FIRMWARE_FILES = ("node.py", "main.py", "ota.py")  # checked and copied in this order, then any other
+# file of the bundle (bundles.shipped()), its ``version``, config.json (a board with new code and an
+# old config still works, a board with a new config and old code may not), and last ota.json, which
+# points the boot loader (main.py) at these files: a copy cut short before it leaves the board
+# running what it ran before (an update in a/ or b/ included).
+VERSION_FILE = "version"
+STATE_FILE = "ota.json"
+FLASHED_STATE = b'{"active": ""}\n'  # the bundle at the top of the file system, not on trial
 
 BOARDS = ("esp8266", "esp32")
 SENSORS = ("dht11", "dht22")
@@ -137,15 +145,19 @@ def credentials(config: Config, name: str, password: Optional[str], allow_loopba
     return conf, password
 
 
-def register(config: Config, name: str, password: str, given: bool) -> Optional[str]:
-    """Register ``name`` with ``password``, or give the existing node that password.
+def register(config: Config, name: str, password: str, given: bool, sleep: int = DEFAULT_SLEEP_S) -> Optional[str]:
+    """Register ``name`` with ``password``, or give the existing node that password, and expect it
+    every ``sleep`` seconds (its interval, which every 202/423 tells the board as its ``"sleep"``: the
+    board's ``netconf.sleep`` is what it sleeps when no answer comes).
 
     Returns a note for stderr when an existing node got a new generated password (``given`` False):
     its old one cannot be recovered from the hash. The last step of a flash: nothing changes before
     the board holds its files.
     """
     with storage_for(config) as journal:
-        if register_node(journal, config, name, password, Registration.EITHER).added:
+        added = register_node(journal, config, name, password, Registration.EITHER).added
+        journal.set_interval(name, sleep)
+        if added:
             return None
     if given:
         return None
@@ -192,7 +204,7 @@ def node_config(config: Config, name: str, password: Optional[str], options: Boa
     text = config_json(build_config(conf, options))
     check_journal(config)
     report(destination(conf))
-    note = register(config, name, new_password, given=password is not None)
+    note = register(config, name, new_password, given=password is not None, sleep=options.sleep)
     if note:
         report(f"note: {note}")
     return text
@@ -201,7 +213,7 @@ def node_config(config: Config, name: str, password: Optional[str], options: Boa
 def flash(config: Config, name: str, port: str, password: Optional[str], options: BoardOptions,
           allow_loopback: bool = False, timeout: float = BOARD_TIMEOUT_S,
           report: Callable[[str], None] = lambda line: None) -> None:
-    """Copy node.py, main.py and the node's config.json to the board on ``port``.
+    """Copy the firmware (:func:`firmware_files`) and the node's config.json to the board on ``port``.
 
     Everything is checked first (options, the node's URL, the firmware files, the journal's folder,
     the board answering); the node is registered, or gets its new password, only once the board
@@ -217,7 +229,7 @@ def flash(config: Config, name: str, port: str, password: Optional[str], options
     report(f"board on {port} answers")
     report(destination(conf))
     copy_files(port, files, progress=report)
-    note = register(config, name, new_password, given=password is not None)
+    note = register(config, name, new_password, given=password is not None, sleep=options.sleep)
     if note:
         report(f"note: {note}")
 
@@ -257,14 +269,21 @@ def probe(port: str, timeout: float = BOARD_TIMEOUT_S, node: str = "NAME") -> No
 
 
 def firmware_files(config_text: str) -> list[tuple[str, bytes]]:
-    """(name on the board, bytes) in the order they are copied."""
-    files = []
+    """(name on the board, bytes) in the order they are copied: the boot loader and the shipped
+    bundle, the bundle's ``version`` (bundles.version_of of bundles.shipped()), config.json, ota.json."""
     for name in FIRMWARE_FILES:
         path = firmware_dir() / name
         if not path.is_file():
             raise FlashError(f"firmware file missing: {path} (this tswarm was installed without its firmware: reinstall the package)")
-        files.append((name, path.read_bytes()))
+    try:
+        bundle = dict(bundles.shipped())
+    except bundles.BundleError as exc:
+        raise FlashError(f"the firmware of this tswarm cannot be flashed: {exc}") from None
+    files = [(name, (firmware_dir() / name).read_bytes()) for name in FIRMWARE_FILES]
+    files += sorted((name, content) for name, content in bundle.items() if name not in FIRMWARE_FILES)
+    files.append((VERSION_FILE, bundles.version_of(bundle.items()).encode()))
     files.append(("config.json", config_text.encode("utf-8")))
+    files.append((STATE_FILE, FLASHED_STATE))
     return files
 
 

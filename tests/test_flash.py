@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from tswarm import auth
-from tswarm.flash import BoardOptions, FlashError, build_config
+from tswarm import auth, bundles
+from tswarm.flash import BoardOptions, FlashError, build_config, firmware_dir, firmware_files
 from tests import conftest
 from tests.servers import run_cli, tswarm_env
 
@@ -185,3 +185,28 @@ def test_node_config_on_a_machine_without_a_lan_address_refuses_and_registers_no
         "runs on this machine\n"
     )
     assert not data_dir.exists()
+
+
+def test_node_config_sets_the_interval_the_service_tells_the_board_to_sleep(tmp_path):
+    """The 202's "sleep" wins over the board's netconf.sleep: both come from --sleep."""
+    data_dir = tmp_path / "data"
+    assert json.loads(node_config(data_dir, "shed", "--sleep", "900").stdout)["netconf"]["sleep"] == 900
+    with conftest.open_journal(data_dir) as journal:
+        assert journal.node_auth("shed").interval_s == 900
+    node_config(data_dir, "shed")  # a new config.json, sleeping the default again
+    with conftest.open_journal(data_dir) as journal:
+        assert journal.node_auth("shed").interval_s == 300
+
+
+def test_firmware_files_are_the_loader_the_shipped_bundle_its_version_the_config_and_last_the_loader_state():
+    files = firmware_files('{"svconf": {}}')
+    shipped = dict(bundles.shipped())
+    assert [name for name, _ in files] == ["node.py", "main.py", "ota.py", "version", "config.json", "ota.json"]
+    assert sorted(shipped) == ["node.py", "ota.py"]  # main.py, the boot loader, is never part of a bundle
+    contents = dict(files)
+    for name in shipped:
+        assert contents[name] == shipped[name]
+    assert contents["main.py"] == (firmware_dir() / "main.py").read_bytes()
+    assert contents["version"] == bundles.version_of(shipped.items()).encode()
+    assert json.loads(contents["ota.json"]) == {"active": ""}
+    assert contents["config.json"] == b'{"svconf": {}}'

@@ -21,6 +21,7 @@ import threading
 import tty
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -57,42 +58,49 @@ class Boot:
 
 
 def install(board_dir: Path, config: dict | None) -> Path:
-    """Put node.py and main.py (and config.json unless None) on the board."""
+    """Put on the board what `tswarm flash` copies (tswarm.flash.firmware_files: the boot loader,
+    the bundle, its version, ota.json), with config.json unless None."""
+    from tswarm.flash import firmware_files
+
     board_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("node.py", "main.py"):
-        shutil.copy(FIRMWARE / name, board_dir / name)
-    if config is not None:
-        (board_dir / "config.json").write_text(json.dumps(config))
+    for name, content in firmware_files(json.dumps(config)):
+        if name != "config.json" or config is not None:
+            (board_dir / name).write_bytes(content)
     return board_dir
 
 
-# sys.platform of the Unix port is 'linux' and read-only: point the firmware's one question about
-# the port (node.port()) at the scenario's board, then run main.py as the board does after a reset.
-# A node.py that does not import is left for main.py to meet.
+def install_files(board_dir: Path, files: dict[str, bytes | str]) -> Path:
+    """Put other files on the board (an older firmware, a broken node.py), as mpremote would."""
+    board_dir.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (board_dir / name).write_bytes(content.encode() if isinstance(content, str) else content)
+    return board_dir
+
+
+# Run main.py as the board does after a reset, with the harness of standins/_board.py (the port
+# node.port() answers, the writes to flash counted, a power cut at a chosen write).
 LAUNCH = """
-try:
-    import node
-    node.port = lambda: %r
-except Exception:
-    pass
+import _board
 exec(open('main.py').read())
 """
 
 
 def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interrupt_after: str | None = None,
-         timeout: float = 60) -> Boot:
+         timeout: float = 60, on_line: tuple[str, Callable[[], None]] | None = None) -> Boot:
     """Run main.py in ``board_dir`` once, on the scenario's board (``esp8266`` unless it says).
 
     With ``repl_input``, stay in the REPL afterwards (``micropython -i``) and type it there, as
     someone on the serial console would. With ``interrupt_after``, press Ctrl-C (SIGINT: stdin is
-    a pipe here, not a terminal) once a line of output contains it, as mpremote does on connecting."""
+    a pipe here, not a terminal) once a line of output contains it, as mpremote does on connecting.
+    With ``on_line=(text, action)``, call ``action()`` once a line of output contains ``text``
+    (with the scenario's ``pause_at_write``: something done while the board waits)."""
     record = board_dir.parent / f"{board_dir.name}-events.jsonl"
     record.unlink(missing_ok=True)
     scenario = {"board": "esp8266", **scenario, "record": str(record)}
     scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
     scenario_path.write_text(json.dumps(scenario))
     env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")
-    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH % scenario["board"]]
+    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH]
     proc = subprocess.Popen(
         command, cwd=board_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
@@ -101,10 +109,15 @@ def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interru
     timer.start()
     try:
         lines = []
-        if interrupt_after is not None:
+        if interrupt_after is not None or on_line is not None:
             for line in proc.stdout:
                 lines.append(line)
-                if interrupt_after in line:
+                if on_line is not None and on_line[0] in line:
+                    on_line[1]()
+                    on_line = None
+                    if interrupt_after is None:
+                        break
+                if interrupt_after is not None and interrupt_after in line:
                     proc.send_signal(signal.SIGINT)
                     break
         proc.stdin.write(repl_input or "")

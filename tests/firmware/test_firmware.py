@@ -15,6 +15,7 @@ import zlib
 
 import pytest
 
+from tswarm import bundles
 from tests.servers import IN_CI, free_port, run_cli, tswarm_env
 
 from .board import Boot, boot, install
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.integration
 PASSWORD = "shelf-for-a-year"
 HOME = {"ssids": ["home"]}
 FIVE_MINUTES = [{"ms": 300_000, "via": "esp.deepsleep"}]
+SHIPPED = bundles.version_of(bundles.shipped())  # what `tswarm flash` writes into `version`
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +123,7 @@ def test_authorization_header_is_exactly_what_the_seed_firmware_sent(make_node, 
             f"Content-Length: {len(body)}",
             "Connection: close",
             "Host: 127.0.0.1",
+            f"X-Tswarm-Firmware: {SHIPPED}",  # the one header the seed's firmware did not send
         ])
         assert sent_body == body
 
@@ -318,9 +321,10 @@ def test_esp8266_sleeping_an_hour_uses_machine_deepsleep(make_node, relay, tmp_p
     relay.take()
 
 
-def test_esp8266_sleep_beyond_what_the_chip_can_is_cut_to_the_longest_it_can(make_node, relay, tmp_path):
+def test_esp8266_sleep_beyond_what_the_chip_can_is_cut_to_the_longest_it_can(make_node, relay, firmware_service, tmp_path):
     name, config = make_node()
     config["netconf"]["sleep"] = 86_400  # machine.deepsleep would wrap to 20 minutes
+    run_cli(firmware_service.data_dir, "node", "interval", name, "86400")  # the 202's "sleep", which wins
     result = boot(install(tmp_path / "board", config), HOME)
 
     assert result.slept == [{"ms": 4_294_000, "via": "machine.deepsleep"}]
@@ -329,8 +333,8 @@ def test_esp8266_sleep_beyond_what_the_chip_can_is_cut_to_the_longest_it_can(mak
 
 def test_when_deep_sleep_fails_the_board_waits_the_interval_and_resets(make_node, relay, tmp_path):
     name, config = make_node()
-    config["netconf"]["sleep"] = 1
-    result = boot(install(tmp_path / "board", config), {**HOME, "deepsleep_fails": True})
+    config["netconf"]["sleep"] = 1  # what a node sleeps when no 202/423 tells it otherwise: no network here
+    result = boot(install(tmp_path / "board", config), {"ssids": [], "deepsleep_fails": True})
 
     assert result.of("deepsleep_failed") == [{"via": "esp.deepsleep"}, {"via": "machine.deepsleep"}]
     assert result.events[-1] == {"event": "reset"}  # after time.sleep(1): main.py runs again, as after a wake

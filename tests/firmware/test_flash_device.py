@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tswarm import bundles
 from tswarm.storage import open_storage
 from tswarm.settings import Config
 from tswarm.svconf import local_base_url
@@ -44,22 +45,29 @@ def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, 
     with PtyBoard(tmp_path / "flash") as board:
         proc = flash(firmware_service, "flashed-1", board.port, "--password", "pw-flashed-1", *WIFI)
 
-    node_py, main_py = (FIRMWARE / "node.py").read_bytes(), (FIRMWARE / "main.py").read_bytes()
+    code = {name: (FIRMWARE / name).read_bytes() for name in ("node.py", "main.py", "ota.py")}
+    version = bundles.version_of(bundles.shipped()).encode()
     config_bytes = (board.root / "config.json").read_bytes()
     url_local = json.loads(config_bytes)["svconf"]["url_local"]
     assert proc.stderr.splitlines() == [
         f"board on {board.port} answers",
         f"flashed-1 will send to {firmware_service.url}/api/nodes/flashed-1"
         + (f" (or {url_local} when that cannot be reached)" if url_local != f"{firmware_service.url}/api/nodes/flashed-1" else ""),
-        f"[1/3] node.py: {len(node_py)} bytes copied",
-        f"[2/3] main.py: {len(main_py)} bytes copied",
-        f"[3/3] config.json: {len(config_bytes)} bytes copied",
-        "checked 3 files on the board (SHA-256)",
+        f"[1/6] node.py: {len(code['node.py'])} bytes copied",
+        f"[2/6] main.py: {len(code['main.py'])} bytes copied",
+        f"[3/6] ota.py: {len(code['ota.py'])} bytes copied",
+        f"[4/6] version: {len(version)} bytes copied",
+        f"[5/6] config.json: {len(config_bytes)} bytes copied",
+        "[6/6] ota.json: 15 bytes copied",
+        "checked 6 files on the board (SHA-256)",
     ]
     assert proc.stdout == f"flashed flashed-1 on {board.port}; press the board's reset button to start it\n"
-    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "main.py", "node.py"]
-    assert (board.root / "node.py").read_bytes() == node_py
-    assert (board.root / "main.py").read_bytes() == main_py
+    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "main.py", "node.py", "ota.json", "ota.py",
+                                                           "version"]
+    for name, content in code.items():
+        assert (board.root / name).read_bytes() == content
+    assert (board.root / "version").read_bytes() == version  # the bundle: node.py and ota.py
+    assert json.loads((board.root / "ota.json").read_bytes()) == {"active": ""}  # run the bundle just flashed
     url = f"{firmware_service.url}/api/nodes/flashed-1"
     assert json.loads(config_bytes) == {
         "modules": {"board": "esp8266", "sensor": "dht22", "pins": {"dht": 5},
@@ -76,7 +84,9 @@ def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, 
         config["svconf"]["url"] = f"http://127.0.0.1:{relay.port}/api/nodes/flashed-1"
         (board.root / "config.json").write_text(json.dumps(config))
         result = boot(board.root, {"ssids": ["home"], "temperature": 18.3, "humidity": 52.0})
-        assert [(e.method, e.status) for e in relay.take()] == [("PUT", 405), ("POST", 202)]
+        exchanges = relay.take()
+        assert [(e.method, e.status) for e in exchanges] == [("PUT", 405), ("POST", 202)]
+        assert f"X-Tswarm-Firmware: {version.decode()}".encode() in exchanges[0].request
     assert result.slept == [{"ms": 300_000, "via": "esp.deepsleep"}]
 
 

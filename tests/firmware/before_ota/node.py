@@ -1,0 +1,344 @@
+"""tswarm node: the board functions main.py calls on every wake.
+
+Plain MicroPython, stdlib only; runs on ESP8266 and ESP32 with a DHT11 or DHT22. Imports on
+CPython too (the board-only modules are imported inside the functions that need them), so
+``payload`` can be tested on the host.
+
+Flash and forget: every sensor, network and sleep call is wrapped, and whatever fails (a
+missing or broken config.json, a value of the wrong type, the sensor, Wi-Fi, the server), the
+board goes back to deep sleep and tries again on the next wake. The only way to stay awake is a
+423 from the service (the node is halted so that it can be reflashed), and that for
+``netconf.awake`` seconds at most (Ctrl-C ends the wait and leaves the REPL free).
+
+config.json comes in two shapes, and both are read (docs/flashing.md): the project's
+(config_sample.json: ``modules.sensor``, ``modules.pins.dht``, ``modules.leds``, one password per
+network, ``netconf.netmask``) and the seed article's (``modules.dht11`` or ``modules.dht22`` with
+``gpio: [pin]``, ``modules.rgbled.gpio: [red, green, blue]``, one password for all networks,
+``netconf.mask``).
+
+RGB LED (``modules.leds`` pins; all off at start, and off while asleep):
+
+    colour   meaning
+    off      asleep, or awake and all is well so far
+    blue     joining Wi-Fi
+    green    sending the reading
+    red      this wake failed (sensor, Wi-Fi or server); about to sleep
+    magenta  halted (423): awake with the REPL reachable, waiting to be reflashed
+"""
+try:
+    from micropython import const
+except ImportError:  # CPython, for tests on the host
+    def const(value):
+        return value
+
+try:
+    import ujson as json
+except ImportError:
+    import json
+
+import sys
+import time
+
+ACCEPTED = const(202)
+NOT_CREATED = const(405)
+HALTED = const(423)
+
+SLEEP_S = const(300)  # between wakes, unless netconf.sleep says otherwise
+AWAKE_S = const(600)  # a halted node waits this long to be reflashed, unless netconf.awake says otherwise
+_MAX_SLEEP_S = const(2147483)  # machine.deepsleep(ms) takes a signed 32-bit ms: about 24.8 days
+_ESP8266_MAX_SLEEP_S = const(4294)  # the ESP8266 SDK takes an unsigned 32-bit µs: about 71.6 minutes
+_ESP_DEEPSLEEP_MAX_S = const(2147)  # esp.deepsleep(us) a signed 32-bit µs: about 35.8 minutes
+_SENSOR_TRIES = const(3)
+_SENSOR_PAUSE_MS = const(2000)  # a DHT22 needs 2 s between reads (a DHT11 1 s)
+_WIFI_TIMEOUT_S = const(10)  # per network in the ssid list
+_HTTP_TIMEOUT_S = const(10)
+
+# name: (red, green, blue)
+COLOURS = {
+    "off": (0, 0, 0),
+    "blue": (0, 0, 1),
+    "green": (0, 1, 0),
+    "red": (1, 0, 0),
+    "magenta": (1, 0, 1),
+}
+
+
+def log(*args):
+    print("tswarm:", *args)
+
+
+def port():
+    """The MicroPython port this runs on: 'esp8266', 'esp32', ... (``sys.platform``, which each
+    port sets itself). The firmware's one question about the board; tests/firmware points it at
+    the board its stand-ins play, as the Unix port's own answer is 'linux'."""
+    return sys.platform
+
+
+def _get(section, key, default=None):
+    """section[key], or ``default`` when the section is not a dict or lacks the key: config.json
+    may hold anything."""
+    return section.get(key, default) if isinstance(section, dict) else default
+
+
+def _int(value, default, low, high):
+    """``value`` as a whole number up to ``high``; ``default`` when it is not a number (or a numeric
+    string) or below ``low``."""
+    try:
+        value = int(value)
+    except Exception:  # None, "soon", [], nan
+        return default
+    return default if value < low else min(value, high)
+
+
+def loadConfig(path="config.json"):
+    """config.json as a dict, or None when it is missing or broken (the board then just sleeps)."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except Exception as exc:
+        log("cannot read", path, repr(exc))
+        return None
+
+
+def ledPins(modules):
+    """(red, green, blue, active_low) of the RGB LED, or None: ``modules.leds`` (the project's) or
+    ``modules.rgbled.gpio`` (the seed's, [red, green, blue], active high)."""
+    leds = _get(modules, "leds")
+    if isinstance(leds, dict):
+        return leds.get("red"), leds.get("green"), leds.get("blue"), bool(leds.get("active_low"))
+    gpio = leds if isinstance(leds, list) else _get(_get(modules, "rgbled"), "gpio")
+    if isinstance(gpio, list) and len(gpio) == 3:
+        return gpio[0], gpio[1], gpio[2], False
+    return None
+
+
+def showColour(modules, name):
+    """Light the RGB LED in one colour of COLOURS; boards without LEDs configured do nothing."""
+    try:
+        pins = ledPins(modules)
+        if pins is None:
+            return
+        import machine
+
+        for pin, on in zip(pins, COLOURS[name]):  # zip stops after blue
+            if pin is not None:
+                machine.Pin(pin, machine.Pin.OUT).value(on != pins[3])
+    except Exception as exc:  # a LED is never worth a wake
+        log("leds:", repr(exc))
+
+
+def sensorSettings(modules):
+    """("dht11" or "dht22", data GPIO): the seed's ``modules.dht11``/``dht22`` with ``gpio: [pin]``,
+    or the project's ``modules.sensor`` and ``modules.pins.dht``."""
+    for kind in ("dht22", "dht11"):
+        seed = _get(modules, kind)
+        if seed is not None:
+            gpio = _get(seed, "gpio")
+            return kind, gpio[0] if isinstance(gpio, list) and gpio else gpio
+    return ("dht22" if _get(modules, "sensor") == "dht22" else "dht11"), _get(_get(modules, "pins"), "dht")
+
+
+def getThermalData(modules, tries=_SENSOR_TRIES):
+    """(temperature, humidity) from the DHT sensor, or None after ``tries`` failed reads."""
+    import dht
+    import machine
+
+    kind, pin = sensorSettings(modules)
+    pin = machine.Pin(pin)
+    sensor = dht.DHT22(pin) if kind == "dht22" else dht.DHT11(pin)
+    for attempt in range(tries):
+        if attempt:
+            time.sleep_ms(_SENSOR_PAUSE_MS)
+        try:
+            sensor.measure()
+            return sensor.temperature(), sensor.humidity()
+        except Exception as exc:  # OSError on timeout, Exception("checksum error")
+            log("sensor read", attempt + 1, "of", tries, "failed:", repr(exc))
+    return None
+
+
+def _joined(sta, failed, wait_ms):
+    """Wait until ``sta`` is connected (True), reports a failure status or ``wait_ms`` passed."""
+    start = time.ticks_ms()
+    while not sta.isconnected():
+        if sta.status() in failed or time.ticks_diff(time.ticks_ms(), start) > wait_ms:
+            return False
+        time.sleep_ms(100)
+    return True
+
+
+def networkSetup(netconf):
+    """Join the first reachable network of ``netconf.ssid`` as a station; the WLAN, or None.
+
+    ``netconf.password`` is a list, one per network (the project's), or one string for all (the
+    seed's); a static address (``ip``) takes ``netmask`` or the seed's ``mask``."""
+    import network
+
+    network.WLAN(network.AP_IF).active(False)
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    ip = _get(netconf, "ip")
+    if ip:
+        gateway = _get(netconf, "gateway")
+        mask = _get(netconf, "netmask") or _get(netconf, "mask") or "255.255.255.0"
+        try:
+            sta.ifconfig((ip, mask, gateway, _get(netconf, "dns") or gateway))
+        except Exception as exc:  # a wrong address in config.json: DHCP still joins
+            log("static address refused, using DHCP:", repr(exc))
+    failed = [getattr(network, s) for s in ("STAT_NO_AP_FOUND", "STAT_WRONG_PASSWORD", "STAT_CONNECT_FAIL")
+              if hasattr(network, s)]
+    wait_ms = _int(_get(netconf, "wifi_timeout"), _WIFI_TIMEOUT_S, 1, 60) * 1000
+    # The ESP8266 rejoins the last network by itself after a wake: use that (connect() would
+    # write the credentials to flash again, and flash wears out).
+    if sta.isconnected() or (sta.status() == getattr(network, "STAT_CONNECTING", None) and _joined(sta, failed, wait_ms)):
+        log("rejoined", sta.ifconfig()[0])
+        return sta
+    ssids = _get(netconf, "ssid") or []
+    if isinstance(ssids, str):
+        ssids = [ssids]
+    passwords = _get(netconf, "password") or ""
+    for i, ssid in enumerate(ssids):
+        if isinstance(passwords, str):
+            sta.connect(ssid, passwords)
+        else:
+            sta.connect(ssid, passwords[i] if i < len(passwords) else "")
+        if _joined(sta, failed, wait_ms):
+            log("joined", ssid, sta.ifconfig()[0])
+            return sta
+        log("could not join", ssid, "status", sta.status())
+        sta.disconnect()
+    return None
+
+
+def _number(value):
+    # DHT11 reports integers; DHT22 tenths, which arrive as floats like 23.400000000000002
+    # (or float32 on the ESP8266): one decimal is exactly what the sensor measured.
+    return "%d" % value if isinstance(value, int) else "%.1f" % value
+
+
+def payload(name, temperature, humidity):
+    """The request body of the node protocol: {"name": "<login>", "data": "<t> <h>"}."""
+    return '{"name": %s, "data": "%s %s"}' % (json.dumps(name), _number(temperature), _number(humidity))
+
+
+def _send(requests, method, url, body, headers):
+    try:
+        response = requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
+    except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
+        response = requests.request(method, url, data=body, headers=headers)
+    try:
+        return response.status_code
+    finally:
+        response.close()
+
+
+def uploadData(svconf, body):
+    """PUT the reading (POST when the service answers 405); the final HTTP status.
+
+    ``svconf.url`` first; ``svconf.url_local`` only when ``url`` fails: OSError (unreachable,
+    TLS refused) or whatever else requests raises (ValueError for a scheme it does not know,
+    ImportError without TLS, RuntimeError for a redirect loop).
+    """
+    try:
+        import requests
+    except ImportError:  # older firmware freezes it as urequests
+        import urequests as requests
+
+    headers = {"Authorization": " Basic %s" % svconf["xauth"], "Content-Type": "application/json"}
+    body = body.encode()
+    url = svconf["url"]
+    try:
+        status = _send(requests, "PUT", url, body, headers)
+    except Exception as exc:
+        local = svconf.get("url_local")
+        if not local or local == url:
+            raise
+        log("cannot reach", url, repr(exc), "- trying", local)
+        url = local
+        status = _send(requests, "PUT", url, body, headers)
+    if status == NOT_CREATED:
+        status = _send(requests, "POST", url, body, headers)
+    log(url, "answered", status)
+    return status
+
+
+def goToSleep(seconds=SLEEP_S):
+    """Deep sleep; the board wakes up with a reset and runs main.py again. Never raises.
+
+    The port says how (sys.platform, never config.json): the ESP8266 sleeps with
+    ``esp.deepsleep(us)`` (its timer wakes it by pulling GPIO16, which must be wired to RST),
+    or ``machine.deepsleep(ms)`` for more than 35.8 minutes, at most 71.6; the ESP32 and every
+    other port with ``machine.deepsleep(ms)``. Should deep sleep itself fail, the board waits
+    the same time awake and resets, which starts a wake as a timer would: it drains the
+    battery faster but keeps to its interval.
+    """
+    seconds = _int(seconds, SLEEP_S, 1, _MAX_SLEEP_S)
+    esp8266 = port() == "esp8266"
+    if esp8266:
+        seconds = min(seconds, _ESP8266_MAX_SLEEP_S)
+    log("deep sleep", seconds, "s")
+    if esp8266 and seconds <= _ESP_DEEPSLEEP_MAX_S:
+        try:
+            import esp
+
+            esp.deepsleep(seconds * 1000000)
+            time.sleep(1)  # the SDK puts the chip to sleep as soon as this task yields
+        except Exception as exc:
+            log("esp.deepsleep failed:", repr(exc))
+    try:
+        import machine
+
+        machine.deepsleep(seconds * 1000)
+    except Exception as exc:
+        log("machine.deepsleep failed:", repr(exc), "- waiting", seconds, "s awake, then reset")
+    try:
+        time.sleep(seconds)
+        import machine
+
+        machine.reset()
+    except Exception as exc:
+        log("reset failed:", repr(exc))
+
+
+def stayAwake(seconds=AWAKE_S):
+    """Halted (423): stay awake ``seconds`` for reflashing, then return (main.py then sleeps).
+    Ctrl-C, which mpremote sends when it connects, ends the wait at once and leaves the REPL free."""
+    log("halted: awake for", seconds, "s to be reflashed (Ctrl-C for the REPL)")
+    time.sleep(seconds)
+
+
+def wake(config):
+    """One wake: read the sensor, join Wi-Fi, send the reading. The HTTP status, or None when
+    nothing was sent. Never raises an Exception (a KeyboardInterrupt from mpremote still does,
+    so mpremote can always interrupt a wake)."""
+    modules = None
+    try:
+        modules = config["modules"]
+        showColour(modules, "off")
+        reading = getThermalData(modules)
+        if reading is None:
+            showColour(modules, "red")
+            return None
+        showColour(modules, "blue")
+        if networkSetup(config["netconf"]) is None:
+            showColour(modules, "red")
+            return None
+        showColour(modules, "green")
+        svconf = config["svconf"]
+        status = uploadData(svconf, payload(svconf["login"], reading[0], reading[1]))
+        showColour(modules, "magenta" if status == HALTED else "off" if status == ACCEPTED else "red")
+        return status
+    except Exception as exc:
+        log("wake failed:", repr(exc))
+        showColour(modules, "red")
+        return None
+
+
+def sleepSeconds(config):
+    """``netconf.sleep``, or SLEEP_S when config.json lacks it or it is no positive number."""
+    return _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_SLEEP_S)
+
+
+def awakeSeconds(config):
+    """``netconf.awake`` (how long a halted node stays awake), or AWAKE_S; at most a day."""
+    return _int(_get(_get(config, "netconf"), "awake"), AWAKE_S, 1, 86400)

@@ -1,0 +1,399 @@
+"""Over-the-air updates: the real boot loader (firmware/main.py) and bundle (node.py, ota.py) in the
+real MicroPython Unix port, against the real `tswarm serve` and its journal.
+
+The board's flash is a folder kept across boots (each ``boot()`` is a reset or a wake); its
+hardware modules are the stand-ins of standins/, and standins/_board.py counts every write to
+flash and can cut the power (SIGKILL) just before any one of them. A recording relay (capture.py)
+between node and service shows each request's headers and the service's answers; everything the
+node is offered, fetches and reports goes through the real service.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tswarm import bundles
+from tswarm.storage import open_storage
+from tests.servers import ServiceProcess, run_cli, tswarm_env
+
+from .board import FIRMWARE, Boot, boot, install, install_files
+from .capture import RecordingRelay
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "update-me-in-the-field"
+HOME = {"ssids": ["home"]}
+SHIPPED = bundles.version_of(bundles.shipped())
+NODE_PY = (FIRMWARE / "node.py").read_bytes()
+OTA_PY = (FIRMWARE / "ota.py").read_bytes()
+
+# bundles a test stages: node.py changed so that the new code says when it runs
+GOOD = {"node.py": NODE_PY + b'\nlog("the new bundle runs")\n'}
+NO_IMPORT = {"node.py": b"def wake(config:\n"}
+RAISES = {"node.py": NODE_PY + b'\n\ndef wake(config):\n    raise RuntimeError("this bundle cannot wake")\n'}
+
+
+def version(files: dict[str, bytes]) -> str:
+    return bundles.version_of(files.items())
+
+
+@pytest.fixture
+def service(tmp_path_factory):
+    """A `tswarm serve` of this test alone (some tests stop and start it again)."""
+    data_dir = tmp_path_factory.mktemp("updates") / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir) as service:
+        yield service
+
+
+@pytest.fixture
+def relay(service):
+    with RecordingRelay(service.port) as relay:
+        yield relay
+
+
+def make_node(service, relay, request, *args: str) -> tuple[str, dict]:
+    """(name, config) from the real `tswarm node config`; url through the relay, url_local the same
+    relay (the URL that answers is the one the update is fetched from)."""
+    name = f"{request.node.name[5:25].replace('_', '-').strip('-')}-{zlib.crc32(request.node.name.encode()):08x}"
+    env = tswarm_env(service.data_dir, TSWARM_PUBLIC_URL=f"http://127.0.0.1:{relay.port}")
+    out = run_cli(service.data_dir, "node", "config", name, "--password", PASSWORD,
+                  "--wifi-ssid", "home", "--wifi-password", "home-pw", "--allow-loopback", *args, env=env).stdout
+    config = json.loads(out)
+    config["svconf"]["url_local"] = config["svconf"]["url"]
+    return name, config
+
+
+def stage(service, name: str, files: dict[str, bytes], check: bool = True) -> str:
+    """Stage ``files`` for node ``name`` as `tswarm firmware push` does (bundles, then the journal);
+    ``check=False`` stages what the service's own checks refuse (to see what the board does then)."""
+    checked = bundles.check_files(files.items()) if check else sorted(files.items())
+    v = bundles.version_of(checked)
+    with open_storage(service.data_dir) as journal:
+        now = time.time_ns()
+        journal.add_bundle(v, checked, now)
+        journal.stage_bundle(v, [name], now)
+    return v
+
+
+def state(service, name: str):
+    with open_storage(service.data_dir) as journal:
+        return journal.firmware_state(name)
+
+
+def exported(service, name: str) -> list[tuple[float, float]]:
+    out = run_cli(service.data_dir, "export", "--node", name, "--format", "ndjson").stdout
+    return [(row["temperature"], row["humidity"]) for row in map(json.loads, out.splitlines())]
+
+
+def headers(exchange) -> dict[str, str]:
+    head = exchange.request.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")[1:]
+    return dict(line.split(": ", 1) for line in head)
+
+
+def answer(exchange) -> dict:
+    return json.loads(exchange.response.split(b"\r\n\r\n", 1)[1])
+
+
+def seen(relay) -> list[tuple[str, str, int]]:
+    """(method, path, status) of every request since the last look."""
+    return [(e.method, e.request.split(b" ", 2)[1].decode(), e.status) for e in relay.take()]
+
+
+def board_state(board: Path) -> dict:
+    return json.loads((board / "ota.json").read_text())
+
+
+def assert_clean(result: Boot) -> None:
+    assert "Traceback" not in result.output, result.output
+    assert result.returncode == 0, result.output
+    assert len(result.slept) == 1, result.output
+
+
+# -- an update, start to finish -------------------------------------------------------------------
+
+
+def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as_updated(service, relay, request, tmp_path):
+    name, config = make_node(service, relay, request)
+    board = install(tmp_path / "board", config)
+    first = boot(board, {**HOME, "temperature": 20.5})
+    assert_clean(first)
+    put, post = relay.take()
+    assert headers(put)["X-Tswarm-Firmware"] == SHIPPED and "X-Tswarm-Rolled-Back" not in headers(put)
+    assert "update" not in answer(post) and answer(post)["sleep"] == 300
+    assert state(service, name).running == SHIPPED
+
+    v = stage(service, name, GOOD)
+    second = boot(board, {**HOME, "temperature": 21.5})
+    assert_clean(second)
+    assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202), ("GET", f"/api/nodes/{name}/firmware/{v}/node.py", 200)]
+    assert board_state(board) == {"active": "a", "previous": "", "trial": 0, "version": v}
+    assert (board / "a" / "node.py").read_bytes() == GOOD["node.py"]
+    assert (board / "a" / "ota.py").read_bytes() == OTA_PY  # the other file of the running bundle
+    assert json.loads((board / "a" / "config.json").read_text()) == config
+    assert (board / "a" / "version").read_text() == v
+    assert (board / "node.py").read_bytes() == NODE_PY  # the flashed bundle, kept for a rollback
+    assert "the new bundle runs" not in second.output
+
+    third = boot(board, {**HOME, "temperature": 22.5})
+    assert_clean(third)
+    assert "the new bundle runs" in third.output
+    (put,) = relay.take()
+    assert headers(put)["X-Tswarm-Firmware"] == v and put.status == 202 and "update" not in answer(put)
+    assert board_state(board) == {"active": "a"}  # the 202 confirmed it
+    firmware = state(service, name)
+    assert (firmware.running, firmware.staged) == (v, v)
+    assert bundles.outcome(firmware)[0] == "updated"
+
+    fourth = boot(board, {**HOME, "temperature": 23.5})
+    assert "the new bundle runs" in fourth.output and board_state(board) == {"active": "a"}
+    assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202)]
+    assert exported(service, name) == [(20.5, 45.0), (21.5, 45.0), (22.5, 45.0), (23.5, 45.0)]
+
+
+def test_a_second_update_goes_to_the_other_slot_and_a_config_patch_merges_into_the_running_config(
+        service, relay, request, tmp_path):
+    name, config = make_node(service, relay, request)
+    board = install(tmp_path / "board", config)
+    boot(board, HOME)
+    v1 = stage(service, name, GOOD)
+    boot(board, HOME)
+    boot(board, HOME)
+    assert board_state(board) == {"active": "a"}
+
+    patch = {"netconf": {"ssid": ["home", "garage"], "password": ["home-pw", "garage-pw"], "dns": "192.168.4.9"},
+             "svconf": {"login": "someone-else", "xauth": "c29tZW9uZTplbHNl"}}  # the board ignores credentials
+    content = json.dumps(patch).encode()
+    v2 = stage(service, name, {bundles.CONFIG_PATCH: content}, check=False)
+    relay.take()
+    boot(board, HOME)
+    assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202),
+                           ("GET", f"/api/nodes/{name}/firmware/{v2}/config-patch.json", 200)]
+    assert board_state(board) == {"active": "b", "previous": "a", "trial": 0, "version": v2}
+    assert sorted(p.name for p in (board / "b").iterdir()) == ["config.json", "node.py", "ota.py", "version"]
+    assert (board / "b" / "node.py").read_bytes() == GOOD["node.py"]  # the running bundle's code, not the flashed one
+    expected = json.loads(json.dumps(config))
+    expected["netconf"].update(ssid=["home", "garage"], password=["home-pw", "garage-pw"], dns="192.168.4.9")
+    assert json.loads((board / "b" / "config.json").read_text()) == expected
+
+    result = boot(board, {"ssids": ["garage"]})  # only the network the patch added is in reach
+    assert [e["ssid"] for e in result.of("connect")] == ["home", "garage"]
+    assert board_state(board) == {"active": "b"}
+    assert (state(service, name).running, bundles.outcome(state(service, name))[0]) == (v2, "updated")
+    assert v1 != v2
+
+
+# -- rollbacks --------------------------------------------------------------------------------------
+
+
+def updated_to(service, relay, request, tmp_path, files) -> tuple[str, dict, Path, str]:
+    """A board that got ``files`` in a wake and switched to them (on trial from its next wake)."""
+    name, config = make_node(service, relay, request)
+    board = install(tmp_path / "board", config)
+    boot(board, HOME)
+    v = stage(service, name, files)
+    boot(board, HOME)
+    assert board_state(board)["active"] == "a", "the update was not taken"
+    relay.take()
+    return name, config, board, v
+
+
+@pytest.mark.parametrize("bundle", ["node.py does not import", "wake raises"])
+def test_a_bundle_that_cannot_run_is_rolled_back_at_once_and_the_reading_still_sent(service, relay, request, tmp_path, bundle):
+    files = NO_IMPORT if bundle == "node.py does not import" else RAISES
+    name, config, board, v = updated_to(service, relay, request, tmp_path, files)
+
+    result = boot(board, {**HOME, "temperature": 18.0})
+    assert ("cannot import node.py" if files is NO_IMPORT else "this bundle cannot wake") in result.output
+    assert f"bundle {v} failed - rolling back to ''" in result.output
+    assert result.returncode == 0 and len(result.slept) == 1
+    (put,) = relay.take()
+    assert put.status == 202
+    assert headers(put)["X-Tswarm-Firmware"] == SHIPPED and headers(put)["X-Tswarm-Rolled-Back"] == v
+    assert "update" not in answer(put)  # not offered again until staged again
+    assert board_state(board) == {"active": ""}  # the 202 heard the rollback
+    firmware = state(service, name)
+    assert (firmware.running, firmware.rolled_back, bundles.outcome(firmware)[0]) == (SHIPPED, v, "rolled_back")
+
+    again = boot(board, {**HOME, "temperature": 19.0})
+    assert_clean(again)
+    (put,) = relay.take()
+    assert "X-Tswarm-Rolled-Back" not in headers(put) and "update" not in answer(put)
+    assert exported(service, name)[-2:] == [(18.0, 45.0), (19.0, 45.0)]
+
+
+def test_a_wifi_change_to_a_network_that_does_not_exist_is_rolled_back_after_three_wakes(service, relay, request, tmp_path):
+    patch = bundles.config_patch({"netconf": {"ssid": ["moved-house"], "password": ["nobody-knows"]}})
+    name, config, board, v = updated_to(service, relay, request, tmp_path, dict(patch))
+    assert json.loads((board / "a" / "config.json").read_text())["netconf"]["ssid"] == ["moved-house"]
+
+    for wake in (1, 2, 3):
+        result = boot(board, HOME)
+        assert [e["ssid"] for e in result.of("connect")] == ["moved-house"]
+        assert result.slept == [{"ms": 300_000, "via": "esp.deepsleep"}]  # netconf.sleep: no answer came
+        assert board_state(board)["trial"] == wake
+    assert relay.take() == []
+
+    result = boot(board, {**HOME, "temperature": 25.0})
+    assert f"bundle {v} had 3 wakes without a 202/423 - rolling back to ''" in result.output
+    assert [e["ssid"] for e in result.of("connect")] == ["home"]
+    (put,) = relay.take()
+    assert (put.status, headers(put)["X-Tswarm-Rolled-Back"]) == (202, v)
+    assert bundles.outcome(state(service, name))[0] == "rolled_back"
+    assert board_state(board) == {"active": ""}
+    assert exported(service, name)[-1] == (25.0, 45.0)
+
+
+def test_the_rollback_is_reported_until_a_202_arrives(service, relay, request, tmp_path):
+    name, config, board, v = updated_to(service, relay, request, tmp_path, NO_IMPORT)
+    boot(board, {"ssids": []})  # rolled back, but nothing reached the service
+    assert board_state(board) == {"active": "", "rolled_back": v}
+    boot(board, HOME)
+    (put,) = relay.take()
+    assert headers(put)["X-Tswarm-Rolled-Back"] == v and put.status == 202
+    assert board_state(board) == {"active": ""}
+
+
+# -- downloads that fail leave the running bundle alone -----------------------------------------------
+
+
+def test_a_download_cut_off_by_the_service_going_away_leaves_the_old_bundle_and_the_next_wake_finishes(
+        service, relay, request, tmp_path):
+    name, config = make_node(service, relay, request)
+    board = install(tmp_path / "board", config)
+    boot(board, HOME)
+    big = {"node.py": GOOD["node.py"], "ota.py": OTA_PY + b"\n# a second file to fetch\n"}
+    v = stage(service, name, big)
+    flashed = {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()}
+    resume = tmp_path / "resume"
+
+    def service_goes_away():
+        service.kill()
+        resume.touch()
+
+    # write 1 makes a/, write 2 opens a/node.py once its GET answered: the service dies there
+    result = boot(board, {**HOME, "pause_at_write": 2, "resume": str(resume)},
+                  on_line=("tswarm-test: paused before write 2", service_goes_away))
+    assert "update failed" in result.output and len(result.slept) == 1
+    assert {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()} == flashed  # ota.json included
+
+    service.start()
+    relay.take()
+    boot(board, HOME)
+    assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202),
+                           ("GET", f"/api/nodes/{name}/firmware/{v}/node.py", 200),
+                           ("GET", f"/api/nodes/{name}/firmware/{v}/ota.py", 200)]
+    assert board_state(board)["active"] == "a"
+    assert "the new bundle runs" in boot(board, HOME).output
+    assert state(service, name).running == v
+
+
+def test_a_file_with_a_wrong_hash_leaves_the_old_bundle(service, relay, request, tmp_path):
+    """The journal's copy of the file changed under its recorded SHA-256 (what a bad disk or a proxy
+    rewriting the body would do): the board checks every byte it wrote."""
+    name, config = make_node(service, relay, request)
+    board = install(tmp_path / "board", config)
+    boot(board, HOME)
+    v = stage(service, name, GOOD)
+    with open_storage(service.data_dir) as journal:
+        journal.conn.execute("UPDATE bundle_files SET content = ? WHERE version = ?",
+                             (GOOD["node.py"].replace(b"new bundle", b"bad bundle"), v))
+        journal.conn.commit()
+    flashed = {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()}
+
+    for _ in range(2):  # every wake tries again, and gives up again
+        result = boot(board, HOME)
+        assert "update failed: ValueError('SHA-256 differs',)" in result.output
+        assert {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()} == flashed
+        assert seen(relay)[-1] == ("GET", f"/api/nodes/{name}/firmware/{v}/node.py", 200)
+    assert "the new bundle runs" not in boot(board, HOME).output
+
+
+# -- a power cut at any write -----------------------------------------------------------------------
+
+
+def test_a_power_cut_before_any_write_of_an_update_leaves_a_whole_bundle_and_the_update_finishes(
+        service, relay, request, tmp_path):
+    """Once for every write to flash the update makes (the download, the copies, config.json,
+    version, ota.json): the power goes just before it; the next boots run the old bundle or the
+    new one, whole (its own node.py and version), and finish the update."""
+    name, config = make_node(service, relay, request)
+    two = {"node.py": GOOD["node.py"], "ota.py": OTA_PY + b"\n# changed too\n"}
+    start = install(tmp_path / "start", config)
+    boot(start, HOME)  # registered, first reading, reports the shipped version
+    v = stage(service, name, two)
+
+    dry = tmp_path / "dry"
+    shutil.copytree(start, dry)
+    writes = boot(dry, HOME).of("write")
+    assert board_state(dry)["active"] == "a"
+    files = [(e["op"], e["path"]) for e in writes if e["op"] != "write"]
+    assert files == [("mkdir", "a"), ("open", "a/node.py"), ("open", "a/ota.py"), ("open", "a/config.json"),
+                     ("open", "a/version"), ("open", "ota.json.tmp"), ("rename", "ota.json.tmp")]
+    # a cut before every file operation, and inside each file: before its first and its last write()
+    chunks = [e for e in writes if e["op"] == "write"]
+    cuts = sorted({e["n"] for e in writes if e["op"] != "write"}
+                  | {min(e["n"] for e in chunks if e["path"] == path) for _, path in files[1:6]}
+                  | {max(e["n"] for e in chunks if e["path"] == path) for _, path in files[1:6]})
+    assert len(cuts) >= 12
+
+    for cut in cuts:
+        board = tmp_path / f"cut-{cut}"
+        shutil.copytree(start, board)
+        result = boot(board, {**HOME, "kill_at_write": cut})
+        assert f"tswarm-test: power cut before write {cut}" in result.output
+        assert result.returncode == -9 and result.slept == []
+        relay.take()
+        runs = []
+        for _ in range(3):  # at most: the update again, its trial wake, a confirmed wake
+            after = boot(board, HOME)
+            assert_clean(after)
+            (put, *gets) = relay.take()
+            assert put.status == 202
+            running = headers(put)["X-Tswarm-Firmware"]
+            assert running in (SHIPPED, v)
+            assert ("the new bundle runs" in after.output) == (running == v), after.output  # never a mix
+            runs.append(running)
+        assert runs[-1] == v, (cut, writes[cut - 1], runs)
+        assert board_state(board) == {"active": "a"}
+    assert bundles.outcome(state(service, name))[0] == "updated"
+
+
+def test_a_state_file_left_only_as_its_tmp_by_a_cut_rename_is_read(service, relay, request, tmp_path):
+    """FAT renames over a file by removing it first: a cut between leaves ota.json.tmp alone."""
+    name, config, board, v = updated_to(service, relay, request, tmp_path, GOOD)
+    (board / "ota.json").rename(board / "ota.json.tmp")
+    result = boot(board, HOME)
+    assert "the new bundle runs" in result.output
+    assert board_state(board) == {"active": "a"} and not (board / "ota.json.tmp").exists()
+
+
+# -- boards that know nothing of updates ------------------------------------------------------------
+
+
+def today_firmware() -> dict[str, bytes]:
+    """main.py and node.py as boards in the field run them: the firmware before the boot loader
+    (tests/firmware/before_ota/, copied from main when issue 14 began). It sends no version and reads
+    only the status code."""
+    return {p.name: p.read_bytes() for p in (Path(__file__).parent / "before_ota").glob("*.py")}
+
+
+def test_todays_firmware_sees_no_change_whatever_is_staged(service, relay, request, tmp_path):
+    name, config = make_node(service, relay, request)
+    board = install_files(tmp_path / "board", {**today_firmware(), "config.json": json.dumps(config)})
+    boot(board, HOME)
+    relay.take()
+    stage(service, name, GOOD)
+    for _ in range(2):
+        result = boot(board, {**HOME, "temperature": 26.0})
+        (put,) = relay.take()
+        assert put.status == 202 and "X-Tswarm-Firmware" not in headers(put)
+        assert "update" not in answer(put)
+        assert result.slept == [{"ms": 300_000, "via": "esp.deepsleep"}]
+    assert sorted(p.name for p in board.iterdir()) == ["config.json", "main.py", "node.py"]
+    assert bundles.outcome(state(service, name))[0] == "pending"
