@@ -615,13 +615,14 @@ def firmware_push(folder, names, every, data_dir):
 def firmware_status(as_json, data_dir):
     """Per node: the firmware it runs (as it last reported), the update staged for it, and the
     outcome: current, pending, updated TIME, or rolled back from V TIME."""
-    from .bundles import firmware_json, outcome_text
+    from .bundles import outcome_text
+    from .nodes import firmware_report
 
     with open_journal(data_dir) as journal:
+        if as_json:
+            click.echo(json.dumps(firmware_report(journal), indent=2))
+            return
         nodes = journal.list_nodes()
-    if as_json:
-        click.echo(json.dumps([{"node": n.name, **firmware_json(n.firmware)} for n in nodes], indent=2))
-        return
     if not nodes:
         click.echo("no nodes yet; 'tswarm node add NAME' registers one")
         return

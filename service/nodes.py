@@ -130,6 +130,12 @@ def stage_update(journal: Storage, files: Iterable[tuple[str, bytes]], names: Op
     return Staged(version, bundles.manifest(files), staged, replaced)
 
 
+def firmware_report(journal: Storage) -> list[dict]:
+    """Every registered node's update state, by name: ``tswarm firmware status --json`` and
+    ``GET /api/admin/firmware``."""
+    return [{"node": n.name, **bundles.firmware_json(n.firmware)} for n in journal.list_nodes()]
+
+
 # -- the node summary ---------------------------------------------------------------------------
 
 
