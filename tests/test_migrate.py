@@ -190,7 +190,8 @@ def test_a_database_holding_a_journal_is_refused_and_left_as_it_was(full, run, p
     assert result.exit_code == 1
     shown = postgres_url.replace(postgres.PASSWORD, "***")
     assert result.output == (
-        f"Error: {shown} holds a tswarm journal already (tables meta, nodes, readings, rejected, schema_version);"
+        f"Error: {shown} holds a tswarm journal already (tables bundle_files, bundles, meta, nodes, readings, rejected,"
+        " schema_version);"
         " tswarm migrate copies only into an empty database (give another, or drop those tables);"
         f" nothing was copied, {shown} is as it was\n"
     )
@@ -214,7 +215,9 @@ def test_a_database_with_tables_of_its_own_is_used(full, run, postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE other_app (x int)")
     assert run("migrate", "--to", postgres_url).exit_code == 0
-    assert tables(postgres_url) == ["meta", "nodes", "other_app", "readings", "rejected", "schema_version"]
+    assert tables(postgres_url) == [
+        "bundle_files", "bundles", "meta", "nodes", "other_app", "readings", "rejected", "schema_version",
+    ]
 
 
 @pytest.mark.parametrize("to, error", [

@@ -139,8 +139,8 @@ READ_TOKEN = "read_token"                  # PostgreSQL: the kept read token eve
 # A node's firmware state, in the order of FirmwareState's fields (NULL: never).
 FIRMWARE_COLUMNS = ("fw_running", "fw_reported_at", "fw_staged", "fw_staged_at", "fw_updated_at",
                     "fw_rolled_back", "fw_rolled_back_at")
-NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s")
-# TODO(issue 14): + FIRMWARE_COLUMNS once both schemas have them
+NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s",
+                *FIRMWARE_COLUMNS)
 BUNDLE_COLUMNS = ("version", "created_at")
 BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
 READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity")
@@ -537,41 +537,41 @@ class Storage(abc.ABC):
 
     # -- firmware: bundles, what is staged, what nodes report ---------------------------------------
 
+    @abc.abstractmethod
     def add_bundle(self, version: str, files: Iterable[tuple[str, bytes]], at_ns: int) -> None:
         """Keep a bundle's files (name, content) under ``version`` (service/bundles.py's
         ``version_of`` of them, checked there). A version kept already is left as it is: a version
         is the hash of its content."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def bundle_files(self, version: str) -> Optional[list[BundleFile]]:
         """The files of bundle ``version`` by name (what an update offer lists), or None when no
         such bundle is kept."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def bundle_file(self, version: str, name: str) -> Optional[bytes]:
         """The content of one file of bundle ``version``, or None (no such bundle or file)."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def stage_bundle(self, version: Optional[str], names: Optional[Iterable[str]], at_ns: int) -> list[str]:
         """Stage kept bundle ``version`` for the registered nodes ``names`` (None: every registered
         node), in one transaction: ``staged``/``staged_at`` set, ``updated_at`` and the rollback
         mark cleared (a version that rolled back is offered again once staged again). ``version``
         None unstages. :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
         version not kept: nothing staged. The names staged, sorted."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def report_firmware(self, name: str, running: str, rolled_back_from: Optional[str], at_ns: int) -> None:
         """Node ``name`` reported running ``running`` (and, after a rollback, which version it gave up),
         at ``at_ns``: ``running`` and ``reported_at`` set when the version differs from the stored
         one; ``updated_at`` set when ``running`` is the staged version and ``updated_at`` is not set
         yet; ``rolled_back``/``rolled_back_at`` set when ``rolled_back_from`` is given and differs
         from the stored one. A node not registered: nothing happens."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def firmware_state(self, name: str) -> Optional[FirmwareState]:
         """Node ``name``'s update state, or None when it is not registered (:meth:`list_nodes` has
         every node's too)."""
-        raise NotImplementedError  # TODO(issue 14): PostgreSQL, then @abc.abstractmethod
 
     # -- moving house: the whole journal out, and into an empty place -------------------------------
 

@@ -20,12 +20,6 @@ OTA_PY = b"# ota\n"
 FILES = [("ota.py", OTA_PY), ("node.py", NODE_PY)]
 
 
-@pytest.fixture(autouse=True)
-def _postgres_next(request):  # TODO(issue 14): removed with the PostgreSQL engine's firmware room
-    if getattr(request.node, "callspec", None) and request.node.callspec.params.get("open_engine") == "postgres":
-        pytest.skip("the PostgreSQL engine's firmware room comes in the next commit")
-
-
 def _sha(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 

@@ -4,8 +4,8 @@ The schema version is ``PRAGMA user_version``. Opening a journal brings it to :d
 by running the migrations it lacks, in one write transaction (another process opening it at the same
 time waits, then finds nothing to do). Version 0 is an empty file or a journal of tswarm before
 versions were kept (the same tables as version 1); version 2 adds the firmware room (each node's
-``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables). A journal of a newer version than this code knows
-is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
+``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables). A journal of a newer version than
+this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
 
