@@ -70,20 +70,38 @@ def make_node(service, relay, request, *args: str) -> tuple[str, dict]:
 
 
 def stage(service, name: str, files: dict[str, bytes], check: bool = True) -> str:
-    """Stage ``files`` for node ``name`` as `tswarm firmware push` does (bundles, then the journal);
-    ``check=False`` stages what the service's own checks refuse (to see what the board does then)."""
-    checked = bundles.check_files(files.items()) if check else sorted(files.items())
-    v = bundles.version_of(checked)
-    with open_storage(service.data_dir) as journal:
-        now = time.time_ns()
-        journal.add_bundle(v, checked, now)
-        journal.stage_bundle(v, [name], now)
+    """Stage ``files`` for node ``name`` with the real `tswarm firmware push FOLDER --node NAME`
+    (a config-patch.json with the real `tswarm node config NAME ... --push`, see push_config);
+    ``check=False`` puts in the journal what the service's own checks refuse, to see what the
+    board does with it. The version staged."""
+    if not check:
+        v = bundles.version_of(files.items())
+        with open_storage(service.data_dir) as journal:
+            now = time.time_ns()
+            journal.add_bundle(v, sorted(files.items()), now)
+            journal.stage_bundle(v, [name], now)
+        return v
+    folder = Path(service.data_dir).parent / f"bundle-{version(files)}"
+    folder.mkdir(exist_ok=True)
+    for file_name, content in files.items():
+        (folder / file_name).write_bytes(content)
+    out = run_cli(service.data_dir, "firmware", "push", str(folder), "--node", name).stdout
+    v = out.split()[1].rstrip(":")
+    assert v == version(files) and f"staged for 1 node(s): {name}" in out, out
     return v
 
 
-def state(service, name: str):
-    with open_storage(service.data_dir) as journal:
-        return journal.firmware_state(name)
+def push_config(service, name: str, *options: str) -> str:
+    """`tswarm node config NAME OPTIONS --push`: the version of the config patch staged."""
+    out = run_cli(service.data_dir, "node", "config", name, *options, "--push").stdout
+    assert out.startswith("staged config change "), out
+    return out.split()[3]
+
+
+def status(service, name: str) -> dict:
+    """The node's line of the real `tswarm firmware status --json`."""
+    rows = json.loads(run_cli(service.data_dir, "firmware", "status", "--json").stdout)
+    return next(row for row in rows if row["node"] == name)
 
 
 def exported(service, name: str) -> list[tuple[float, float]]:
@@ -126,7 +144,7 @@ def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as
     put, post = relay.take()
     assert headers(put)["X-Tswarm-Firmware"] == SHIPPED and "X-Tswarm-Rolled-Back" not in headers(put)
     assert "update" not in answer(post) and answer(post)["sleep"] == 300
-    assert state(service, name).running == SHIPPED
+    assert status(service, name)["running"] == SHIPPED
 
     v = stage(service, name, GOOD)
     second = boot(board, {**HOME, "temperature": 21.5})
@@ -146,9 +164,9 @@ def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as
     (put,) = relay.take()
     assert headers(put)["X-Tswarm-Firmware"] == v and put.status == 202 and "update" not in answer(put)
     assert board_state(board) == {"active": "a"}  # the 202 confirmed it
-    firmware = state(service, name)
-    assert (firmware.running, firmware.staged) == (v, v)
-    assert bundles.outcome(firmware)[0] == "updated"
+    shown = status(service, name)
+    assert (shown["running"], shown["staged"], shown["outcome"]) == (v, v, "updated")
+    assert shown["summary"] == f"updated {shown['outcome_at']}"
 
     fourth = boot(board, {**HOME, "temperature": 23.5})
     assert "the new bundle runs" in fourth.output and board_state(board) == {"active": "a"}
@@ -184,7 +202,7 @@ def test_a_second_update_goes_to_the_other_slot_and_a_config_patch_merges_into_t
     result = boot(board, {"ssids": ["garage"]})  # only the network the patch added is in reach
     assert [e["ssid"] for e in result.of("connect")] == ["home", "garage"]
     assert board_state(board) == {"active": "b"}
-    assert (state(service, name).running, bundles.outcome(state(service, name))[0]) == (v2, "updated")
+    assert (status(service, name)["running"], status(service, name)["outcome"]) == (v2, "updated")
     assert v1 != v2
 
 
@@ -192,11 +210,12 @@ def test_a_second_update_goes_to_the_other_slot_and_a_config_patch_merges_into_t
 
 
 def updated_to(service, relay, request, tmp_path, files) -> tuple[str, dict, Path, str]:
-    """A board that got ``files`` in a wake and switched to them (on trial from its next wake)."""
+    """A board that got ``files`` (a dict of files, or options of `node config --push`) in a wake
+    and switched to them (on trial from its next wake)."""
     name, config = make_node(service, relay, request)
     board = install(tmp_path / "board", config)
     boot(board, HOME)
-    v = stage(service, name, files)
+    v = stage(service, name, files) if isinstance(files, dict) else push_config(service, name, *files)
     boot(board, HOME)
     assert board_state(board)["active"] == "a", "the update was not taken"
     relay.take()
@@ -217,8 +236,8 @@ def test_a_bundle_that_cannot_run_is_rolled_back_at_once_and_the_reading_still_s
     assert headers(put)["X-Tswarm-Firmware"] == SHIPPED and headers(put)["X-Tswarm-Rolled-Back"] == v
     assert "update" not in answer(put)  # not offered again until staged again
     assert board_state(board) == {"active": ""}  # the 202 heard the rollback
-    firmware = state(service, name)
-    assert (firmware.running, firmware.rolled_back, bundles.outcome(firmware)[0]) == (SHIPPED, v, "rolled_back")
+    shown = status(service, name)
+    assert (shown["running"], shown["rolled_back_from"], shown["outcome"]) == (SHIPPED, v, "rolled_back")
 
     again = boot(board, {**HOME, "temperature": 19.0})
     assert_clean(again)
@@ -228,8 +247,8 @@ def test_a_bundle_that_cannot_run_is_rolled_back_at_once_and_the_reading_still_s
 
 
 def test_a_wifi_change_to_a_network_that_does_not_exist_is_rolled_back_after_three_wakes(service, relay, request, tmp_path):
-    patch = bundles.config_patch({"netconf": {"ssid": ["moved-house"], "password": ["nobody-knows"]}})
-    name, config, board, v = updated_to(service, relay, request, tmp_path, dict(patch))
+    name, config, board, v = updated_to(service, relay, request, tmp_path,
+                                        ("--wifi-ssid", "moved-house", "--wifi-password", "nobody-knows"))
     assert json.loads((board / "a" / "config.json").read_text())["netconf"]["ssid"] == ["moved-house"]
 
     for wake in (1, 2, 3):
@@ -244,7 +263,7 @@ def test_a_wifi_change_to_a_network_that_does_not_exist_is_rolled_back_after_thr
     assert [e["ssid"] for e in result.of("connect")] == ["home"]
     (put,) = relay.take()
     assert (put.status, headers(put)["X-Tswarm-Rolled-Back"]) == (202, v)
-    assert bundles.outcome(state(service, name))[0] == "rolled_back"
+    assert status(service, name)["outcome"] == "rolled_back"
     assert board_state(board) == {"active": ""}
     assert exported(service, name)[-1] == (25.0, 45.0)
 
@@ -290,7 +309,7 @@ def test_a_download_cut_off_by_the_service_going_away_leaves_the_old_bundle_and_
                            ("GET", f"/api/nodes/{name}/firmware/{v}/ota.py", 200)]
     assert board_state(board)["active"] == "a"
     assert "the new bundle runs" in boot(board, HOME).output
-    assert state(service, name).running == v
+    assert status(service, name)["running"] == v
 
 
 def test_a_file_with_a_wrong_hash_leaves_the_old_bundle(service, relay, request, tmp_path):
@@ -361,7 +380,7 @@ def test_a_power_cut_before_any_write_of_an_update_leaves_a_whole_bundle_and_the
             runs.append(running)
         assert runs[-1] == v, (cut, writes[cut - 1], runs)
         assert board_state(board) == {"active": "a"}
-    assert bundles.outcome(state(service, name))[0] == "updated"
+    assert status(service, name)["outcome"] == "updated"
 
 
 def test_a_state_file_left_only_as_its_tmp_by_a_cut_rename_is_read(service, relay, request, tmp_path):
@@ -396,4 +415,4 @@ def test_todays_firmware_sees_no_change_whatever_is_staged(service, relay, reque
         assert "update" not in answer(put)
         assert result.slept == [{"ms": 300_000, "via": "esp.deepsleep"}]
     assert sorted(p.name for p in board.iterdir()) == ["config.json", "main.py", "node.py"]
-    assert bundles.outcome(state(service, name))[0] == "pending"
+    assert status(service, name)["outcome"] == "pending"
