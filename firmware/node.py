@@ -1,30 +1,33 @@
-"""tswarm node: the board functions main.py calls on every wake.
-
-Plain MicroPython, stdlib only; runs on ESP8266 and ESP32 with a DHT11 or DHT22. Imports on
-CPython too (the board-only modules are imported inside the functions that need them), so
-``payload`` can be tested on the host.
-
-Flash and forget: every sensor, network and sleep call is wrapped, and whatever fails (a
-missing or broken config.json, a value of the wrong type, the sensor, Wi-Fi, the server), the
-board goes back to deep sleep and tries again on the next wake. The only way to stay awake is a
-423 from the service (the node is halted so that it can be reflashed), and that for
-``netconf.awake`` seconds at most (Ctrl-C ends the wait and leaves the REPL free).
-
-config.json comes in two shapes, and both are read (docs/flashing.md): the project's
-(config_sample.json: ``modules.sensor``, ``modules.pins.dht``, ``modules.leds``, one password per
-network, ``netconf.netmask``) and the seed article's (``modules.dht11`` or ``modules.dht22`` with
-``gpio: [pin]``, ``modules.rgbled.gpio: [red, green, blue]``, one password for all networks,
-``netconf.mask``).
-
-RGB LED (``modules.leds`` pins; all off at start, and off while asleep):
-
-    colour   meaning
-    off      asleep, or awake and all is well so far
-    blue     joining Wi-Fi
-    green    sending the reading
-    red      this wake failed (sensor, Wi-Fi or server); about to sleep
-    magenta  halted (423): awake with the REPL reachable, waiting to be reflashed
-"""
+# tswarm node: the board functions the boot loader (main.py) calls on every wake; part of the
+# bundle an update replaces (with ota.py, which it imports only when there is an update to take).
+#
+# Comments, not docstrings, on purpose: MicroPython parses a whole module before compiling it and
+# holds every string of it meanwhile, docstrings too; an ESP8266 has about 30 KB of heap.
+#
+# Plain MicroPython, stdlib only; runs on ESP8266 and ESP32 with a DHT11 or DHT22. Imports on
+# CPython too (the board-only modules are imported inside the functions that need them), so
+# ``payload`` can be tested on the host.
+#
+# Flash and forget: every sensor, network and sleep call is wrapped, and whatever fails (a
+# missing or broken config.json, a value of the wrong type, the sensor, Wi-Fi, the server), the
+# board goes back to deep sleep and tries again on the next wake. The only way to stay awake is a
+# 423 from the service (the node is halted so that it can be reflashed), and that for
+# ``netconf.awake`` seconds at most (Ctrl-C ends the wait and leaves the REPL free).
+#
+# config.json comes in two shapes, and both are read (docs/flashing.md): the project's
+# (config_sample.json: ``modules.sensor``, ``modules.pins.dht``, ``modules.leds``, one password per
+# network, ``netconf.netmask``) and the seed article's (``modules.dht11`` or ``modules.dht22`` with
+# ``gpio: [pin]``, ``modules.rgbled.gpio: [red, green, blue]``, one password for all networks,
+# ``netconf.mask``).
+#
+# RGB LED (``modules.leds`` pins; all off at start, and off while asleep):
+#
+#     colour   meaning
+#     off      asleep, or awake and all is well so far
+#     blue     joining Wi-Fi
+#     green    sending the reading
+#     red      this wake failed (sensor, Wi-Fi or server); about to sleep
+#     magenta  halted (423): awake with the REPL reachable, waiting to be reflashed
 try:
     from micropython import const
 except ImportError:  # CPython, for tests on the host
@@ -76,21 +79,21 @@ def log(*args):
 
 
 def port():
-    """The MicroPython port this runs on: 'esp8266', 'esp32', ... (``sys.platform``, which each
-    port sets itself). The firmware's one question about the board; tests/firmware points it at
-    the board its stand-ins play, as the Unix port's own answer is 'linux'."""
+    # The MicroPython port this runs on: 'esp8266', 'esp32', ... (``sys.platform``, which each
+    # port sets itself). The firmware's one question about the board; tests/firmware points it at
+    # the board its stand-ins play, as the Unix port's own answer is 'linux'.
     return sys.platform
 
 
 def _get(section, key, default=None):
-    """section[key], or ``default`` when the section is not a dict or lacks the key: config.json
-    may hold anything."""
+    # section[key], or ``default`` when the section is not a dict or lacks the key: config.json
+    # may hold anything.
     return section.get(key, default) if isinstance(section, dict) else default
 
 
 def _int(value, default, low, high):
-    """``value`` as a whole number up to ``high``; ``default`` when it is not a number (or a numeric
-    string) or below ``low``."""
+    # ``value`` as a whole number up to ``high``; ``default`` when it is not a number (or a numeric
+    # string) or below ``low``.
     try:
         value = int(value)
     except Exception:  # None, "soon", [], nan
@@ -99,7 +102,7 @@ def _int(value, default, low, high):
 
 
 def loadConfig(path="config.json"):
-    """config.json as a dict, or None when it is missing or broken (the board then just sleeps)."""
+    # config.json as a dict, or None when it is missing or broken (the board then just sleeps).
     try:
         with open(path) as f:
             return json.load(f)
@@ -109,8 +112,8 @@ def loadConfig(path="config.json"):
 
 
 def ledPins(modules):
-    """(red, green, blue, active_low) of the RGB LED, or None: ``modules.leds`` (the project's) or
-    ``modules.rgbled.gpio`` (the seed's, [red, green, blue], active high)."""
+    # (red, green, blue, active_low) of the RGB LED, or None: ``modules.leds`` (the project's) or
+    # ``modules.rgbled.gpio`` (the seed's, [red, green, blue], active high).
     leds = _get(modules, "leds")
     if isinstance(leds, dict):
         return leds.get("red"), leds.get("green"), leds.get("blue"), bool(leds.get("active_low"))
@@ -121,7 +124,7 @@ def ledPins(modules):
 
 
 def showColour(modules, name):
-    """Light the RGB LED in one colour of COLOURS; boards without LEDs configured do nothing."""
+    # Light the RGB LED in one colour of COLOURS; boards without LEDs configured do nothing.
     try:
         pins = ledPins(modules)
         if pins is None:
@@ -136,8 +139,8 @@ def showColour(modules, name):
 
 
 def sensorSettings(modules):
-    """("dht11" or "dht22", data GPIO): the seed's ``modules.dht11``/``dht22`` with ``gpio: [pin]``,
-    or the project's ``modules.sensor`` and ``modules.pins.dht``."""
+    # ("dht11" or "dht22", data GPIO): the seed's ``modules.dht11``/``dht22`` with ``gpio: [pin]``,
+    # or the project's ``modules.sensor`` and ``modules.pins.dht``.
     for kind in ("dht22", "dht11"):
         seed = _get(modules, kind)
         if seed is not None:
@@ -147,7 +150,7 @@ def sensorSettings(modules):
 
 
 def getThermalData(modules, tries=_SENSOR_TRIES):
-    """(temperature, humidity) from the DHT sensor, or None after ``tries`` failed reads."""
+    # (temperature, humidity) from the DHT sensor, or None after ``tries`` failed reads.
     import dht
     import machine
 
@@ -166,7 +169,7 @@ def getThermalData(modules, tries=_SENSOR_TRIES):
 
 
 def _joined(sta, failed, wait_ms):
-    """Wait until ``sta`` is connected (True), reports a failure status or ``wait_ms`` passed."""
+    # Wait until ``sta`` is connected (True), reports a failure status or ``wait_ms`` passed.
     start = time.ticks_ms()
     while not sta.isconnected():
         if sta.status() in failed or time.ticks_diff(time.ticks_ms(), start) > wait_ms:
@@ -176,10 +179,10 @@ def _joined(sta, failed, wait_ms):
 
 
 def networkSetup(netconf):
-    """Join the first reachable network of ``netconf.ssid`` as a station; the WLAN, or None.
-
-    ``netconf.password`` is a list, one per network (the project's), or one string for all (the
-    seed's); a static address (``ip``) takes ``netmask`` or the seed's ``mask``."""
+    # Join the first reachable network of ``netconf.ssid`` as a station; the WLAN, or None.
+    #
+    # ``netconf.password`` is a list, one per network (the project's), or one string for all (the
+    # seed's); a static address (``ip``) takes ``netmask`` or the seed's ``mask``.
     import network
 
     network.WLAN(network.AP_IF).active(False)
@@ -225,13 +228,13 @@ def _number(value):
 
 
 def payload(name, temperature, humidity):
-    """The request body of the node protocol: {"name": "<login>", "data": "<t> <h>"}."""
+    # The request body of the node protocol: {"name": "<login>", "data": "<t> <h>"}.
     return '{"name": %s, "data": "%s %s"}' % (json.dumps(name), _number(temperature), _number(humidity))
 
 
 def _send(requests, method, url, body, headers):
-    """The HTTP status; a 202's or 423's JSON body goes to ANSWER (a body that is no JSON object
-    is ignored: the status is what counts)."""
+    # The HTTP status; a 202's or 423's JSON body goes to ANSWER (a body that is no JSON object
+    # is ignored: the status is what counts).
     try:
         response = requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
     except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
@@ -252,8 +255,8 @@ def _send(requests, method, url, body, headers):
 
 
 def firmwareVersion():
-    """The version of the running bundle: its ``version`` file (``tswarm flash`` and every update
-    write one), or ``unknown``."""
+    # The version of the running bundle: its ``version`` file (``tswarm flash`` and every update
+    # write one), or ``unknown``.
     try:
         with open(_bundlePath("version")) as f:
             version = f.read().strip()
@@ -270,8 +273,8 @@ def _bundlePath(name):
 
 
 def firmwareHeaders(headers):
-    """``headers`` with X-Tswarm-Firmware (and X-Tswarm-Rolled-Back after a rollback, until a
-    202/423), when a boot loader runs this bundle."""
+    # ``headers`` with X-Tswarm-Firmware (and X-Tswarm-Rolled-Back after a rollback, until a
+    # 202/423), when a boot loader runs this bundle.
     if STATE is not None:
         headers["X-Tswarm-Firmware"] = firmwareVersion()
         if _get(STATE, "rolled_back"):
@@ -280,12 +283,11 @@ def firmwareHeaders(headers):
 
 
 def uploadData(svconf, body):
-    """PUT the reading (POST when the service answers 405); the final HTTP status.
-
-    ``svconf.url`` first; ``svconf.url_local`` only when ``url`` fails: OSError (unreachable,
-    TLS refused) or whatever else requests raises (ValueError for a scheme it does not know,
-    ImportError without TLS, RuntimeError for a redirect loop).
-    """
+    # PUT the reading (POST when the service answers 405); the final HTTP status.
+    #
+    # ``svconf.url`` first; ``svconf.url_local`` only when ``url`` fails: OSError (unreachable,
+    # TLS refused) or whatever else requests raises (ValueError for a scheme it does not know,
+    # ImportError without TLS, RuntimeError for a redirect loop).
     try:
         import requests
     except ImportError:  # older firmware freezes it as urequests
@@ -312,9 +314,9 @@ def uploadData(svconf, body):
 
 
 def answered(url, xauth):
-    """A 202/423 from ``url``: the running bundle is confirmed (ota.confirm), and an update the
-    answer offers is fetched now, from the URL that answered (ota.update). Nothing here changes the
-    status: a failed update leaves the running bundle as it was, and the next offer tries again."""
+    # A 202/423 from ``url``: the running bundle is confirmed (ota.confirm), and an update the
+    # answer offers is fetched now, from the URL that answered (ota.update). Nothing here changes the
+    # status: a failed update leaves the running bundle as it was, and the next offer tries again.
     global STATE
     offer = ANSWER.get("update")
     if STATE is None or not (offer or "trial" in STATE or "rolled_back" in STATE):
@@ -330,15 +332,14 @@ def answered(url, xauth):
 
 
 def goToSleep(seconds=SLEEP_S):
-    """Deep sleep; the board wakes up with a reset and runs main.py again. Never raises.
-
-    The port says how (sys.platform, never config.json): the ESP8266 sleeps with
-    ``esp.deepsleep(us)`` (its timer wakes it by pulling GPIO16, which must be wired to RST),
-    or ``machine.deepsleep(ms)`` for more than 35.8 minutes, at most 71.6; the ESP32 and every
-    other port with ``machine.deepsleep(ms)``. Should deep sleep itself fail, the board waits
-    the same time awake and resets, which starts a wake as a timer would: it drains the
-    battery faster but keeps to its interval.
-    """
+    # Deep sleep; the board wakes up with a reset and runs main.py again. Never raises.
+    #
+    # The port says how (sys.platform, never config.json): the ESP8266 sleeps with
+    # ``esp.deepsleep(us)`` (its timer wakes it by pulling GPIO16, which must be wired to RST),
+    # or ``machine.deepsleep(ms)`` for more than 35.8 minutes, at most 71.6; the ESP32 and every
+    # other port with ``machine.deepsleep(ms)``. Should deep sleep itself fail, the board waits
+    # the same time awake and resets, which starts a wake as a timer would: it drains the
+    # battery faster but keeps to its interval.
     seconds = _int(seconds, SLEEP_S, 1, _MAX_SLEEP_S)
     esp8266 = port() == "esp8266"
     if esp8266:
@@ -368,16 +369,16 @@ def goToSleep(seconds=SLEEP_S):
 
 
 def stayAwake(seconds=AWAKE_S):
-    """Halted (423): stay awake ``seconds`` for reflashing, then return (main.py then sleeps).
-    Ctrl-C, which mpremote sends when it connects, ends the wait at once and leaves the REPL free."""
+    # Halted (423): stay awake ``seconds`` for reflashing, then return (main.py then sleeps).
+    # Ctrl-C, which mpremote sends when it connects, ends the wait at once and leaves the REPL free.
     log("halted: awake for", seconds, "s to be reflashed (Ctrl-C for the REPL)")
     time.sleep(seconds)
 
 
 def wake(config):
-    """One wake: read the sensor, join Wi-Fi, send the reading. The HTTP status, or None when
-    nothing was sent. Never raises an Exception (a KeyboardInterrupt from mpremote still does,
-    so mpremote can always interrupt a wake)."""
+    # One wake: read the sensor, join Wi-Fi, send the reading. The HTTP status, or None when
+    # nothing was sent. Never raises an Exception (a KeyboardInterrupt from mpremote still does,
+    # so mpremote can always interrupt a wake).
     modules = None
     try:
         modules = config["modules"]
@@ -402,15 +403,15 @@ def wake(config):
 
 
 def sleepSeconds(config):
-    """The ``sleep`` of the service's last answer (the node's interval), else ``netconf.sleep``, or
-    SLEEP_S when neither is a positive number."""
+    # The ``sleep`` of the service's last answer (the node's interval), else ``netconf.sleep``, or
+    # SLEEP_S when neither is a positive number.
     told = _int(ANSWER.get("sleep"), None, 1, _MAX_SLEEP_S)
     return told or _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_SLEEP_S)
 
 
 def awakeSeconds(config):
-    """How long a halted node stays awake: ``netconf.awake`` or the 423's ``awake``, the shorter when
-    both are given, else AWAKE_S; at most a day."""
+    # How long a halted node stays awake: ``netconf.awake`` or the 423's ``awake``, the shorter when
+    # both are given, else AWAKE_S; at most a day.
     mine = _int(_get(_get(config, "netconf"), "awake"), None, 1, 86400)
     told = _int(ANSWER.get("awake"), None, 1, 86400)
     if mine and told:

@@ -1,23 +1,23 @@
-"""tswarm node: over-the-air updates, on the board (docs/flashing.md, "Updating nodes in the field").
-
-Part of the bundle, like node.py (which imports this only when there is something to do); the
-boot loader (main.py) never changes and picks the bundle to run from ``ota.json``:
-
-    {"active": ""}                    the bundle at the top of the file system (as flashed)
-    {"active": "a"}                   the bundle in folder a/ (or b/)
-    {"active": "b", "previous": "a", "trial": 1, "version": V}
-                                      b/ on trial since the switch (1 wake so far), a/ its way back
-    {"active": "a", "rolled_back": V} put back from V; said in every request until a 202/423
-
-An update goes to the slot that is not running (a/ or b/): the offered files are streamed to it
-in small chunks, each checked for size and SHA-256 on the way, the running bundle's other ``.py``
-files are copied beside them, config.json is copied or merged with ``config-patch.json``, then
-``version``; only then does one atomic write of ota.json switch to it. A power cut or a failure
-before that switch leaves the running bundle as it was (the next offer starts the slot afresh);
-after it, the new bundle runs on trial.
-
-Stdlib-only MicroPython; an ESP8266 has about 30 KB of free heap, so no file is ever held whole.
-"""
+# tswarm node: over-the-air updates, on the board (docs/flashing.md, "Updating nodes in the field").
+#
+# Part of the bundle, like node.py (which imports this only when there is something to do); the
+# boot loader (main.py) never changes and picks the bundle to run from ``ota.json``:
+#
+#     {"active": ""}                    the bundle at the top of the file system (as flashed)
+#     {"active": "a"}                   the bundle in folder a/ (or b/)
+#     {"active": "b", "previous": "a", "trial": 1, "version": V}
+#                                       b/ on trial since the switch (1 wake so far), a/ its way back
+#     {"active": "a", "rolled_back": V} put back from V; said in every request until a 202/423
+#
+# An update goes to the slot that is not running (a/ or b/): the offered files are streamed to it
+# in small chunks, each checked for size and SHA-256 on the way, the running bundle's other ``.py``
+# files are copied beside them, config.json is copied or merged with ``config-patch.json``, then
+# ``version``; only then does one atomic write of ota.json switch to it. A power cut or a failure
+# before that switch leaves the running bundle as it was (the next offer starts the slot afresh);
+# after it, the new bundle runs on trial.
+#
+# Stdlib-only MicroPython; an ESP8266 has about 30 KB of free heap, so no file is ever held whole
+# (and comments, not docstrings: see node.py).
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -43,9 +43,9 @@ def log(*args):
 
 
 def writeState(state):
-    """ota.json, atomically: the whole new state is written to ota.json.tmp and closed, then renamed
-    over ota.json (where a file system will not rename over a file, ota.json goes first and the
-    loader reads the .tmp until the rename is done)."""
+    # ota.json, atomically: the whole new state is written to ota.json.tmp and closed, then renamed
+    # over ota.json (where a file system will not rename over a file, ota.json goes first and the
+    # loader reads the .tmp until the rename is done).
     with open(STATE + ".tmp", "w") as f:
         f.write(json.dumps(state))
     try:
@@ -56,8 +56,8 @@ def writeState(state):
 
 
 def confirm(state):
-    """A 202/423 reached the running bundle: it stays (no longer on trial) and its rollback has been
-    heard. ``state`` is the loader's (node.STATE); returns it as it now is."""
+    # A 202/423 reached the running bundle: it stays (no longer on trial) and its rollback has been
+    # heard. ``state`` is the loader's (node.STATE); returns it as it now is.
     if "trial" in state or "rolled_back" in state:
         state = {"active": state["active"]}
         writeState(state)
@@ -100,8 +100,8 @@ def _hex(digest):
 
 
 def fetch(url, headers, dest, size, sha256, buf):
-    """GET ``url`` into file ``dest``, ``len(buf)`` bytes at a time; ValueError/OSError unless it is
-    exactly ``size`` bytes with that SHA-256."""
+    # GET ``url`` into file ``dest``, ``len(buf)`` bytes at a time; ValueError/OSError unless it is
+    # exactly ``size`` bytes with that SHA-256.
     import hashlib
 
     response = _request(url, headers)
@@ -141,8 +141,8 @@ def copy(source, dest, buf):
 
 
 def merge(config, patch):
-    """config.json with ``patch`` merged in: objects key by key, anything else replaced (the
-    service's bundles.merge_config)."""
+    # config.json with ``patch`` merged in: objects key by key, anything else replaced (the
+    # service's bundles.merge_config).
     merged = dict(config) if isinstance(config, dict) else {}
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -161,9 +161,9 @@ def _readJson(name):
 
 
 def update(state, url, headers, offer):
-    """Fetch the bundle ``offer`` ({"version", "files": [{"name", "size", "sha256"}]}) from
-    ``url``/firmware/V/NAME into the slot not running, and switch to it on trial. Raises on any
-    failure, leaving the running bundle (and ota.json) as they were."""
+    # Fetch the bundle ``offer`` ({"version", "files": [{"name", "size", "sha256"}]}) from
+    # ``url``/firmware/V/NAME into the slot not running, and switch to it on trial. Raises on any
+    # failure, leaving the running bundle (and ota.json) as they were.
     version = offer["version"]
     files = offer["files"]
     if not isinstance(version, str) or not isinstance(files, list) or not files:

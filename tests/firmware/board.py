@@ -77,11 +77,12 @@ def install_files(board_dir: Path, files: dict[str, bytes | str]) -> Path:
     return board_dir
 
 
-# Run main.py as the board does after a reset, with the harness of standins/_board.py (the port
-# node.port() answers, the writes to flash counted, a power cut at a chosen write).
+# Run main.py as the board does after a reset (compiled as it is read from the file, in the REPL's
+# globals), with the harness of standins/_board.py (the port node.port() answers, the writes to
+# flash counted, a power cut at a chosen write).
 LAUNCH = """
 import _board
-exec(open('main.py').read())
+execfile('main.py')
 """
 
 
@@ -100,7 +101,8 @@ def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interru
     scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
     scenario_path.write_text(json.dumps(scenario))
     env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")
-    command = [micropython_binary()] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH]
+    heap = ["-X", f"heapsize={scenario['heap']}"] if "heap" in scenario else []  # e.g. an ESP8266's free heap
+    command = [micropython_binary(), *heap] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH]
     proc = subprocess.Popen(
         command, cwd=board_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True,
