@@ -7,7 +7,8 @@
 # ({"trial": wakes so far, "previous": slot, "version": V}) until the service answers 202 or 423;
 # the loader puts the previous bundle, config.json included, back by itself when the new one does
 # not import, raises out of a wake, or had TRIAL_WAKES wakes without a 202/423, and the bundle then
-# reports {"rolled_back": V} until a 202/423. Whatever fails, the board deep-sleeps; only a 423
+# reports {"rolled_back": V} until a 202/423. An update that had done well but no longer imports
+# (its files damaged) gives way to the flashed bundle the same way. Whatever fails, the board deep-sleeps; only a 423
 # keeps it awake, for a while, or until Ctrl-C leaves the REPL free to reflash it.
 #
 # What a bundle's node.py offers the loader: STATE (set here, a copy of ota.json), loadConfig(path),
@@ -51,8 +52,16 @@ def writeState(state):
 
 
 def rollBack(state, why):
+    # to the previous bundle (the flashed one when none is known), saying which version failed
+    version = state.get("version")
+    if not version:
+        try:
+            with open(state["active"] + "/version") as f:
+                version = f.read().strip()
+        except Exception:
+            version = "unknown"
     back = state.get("previous")
-    back = {"active": back if back in SLOTS else "", "rolled_back": state.get("version") or "unknown"}
+    back = {"active": back if back in SLOTS and back != state["active"] else "", "rolled_back": version}
     print("tswarm: bundle", back["rolled_back"], why, "- rolling back to", repr(back["active"]))
     try:
         writeState(back)
@@ -98,9 +107,9 @@ while True:
         break
     except Exception as exc:  # a KeyboardInterrupt (Ctrl-C) still leaves for the REPL
         print("tswarm: cannot import node.py:" if node is None else "tswarm: wake raised:", repr(exc))
-        node = None
-        if not trial:
-            break
+        failed, node = node, None
+        if not (trial or (failed is None and state["active"])):
+            break  # the flashed bundle itself, or a wake of a bundle that had done well: just sleep
         state, trial = rollBack(state, "failed"), False
         for name in list(sys.modules):
             if name not in loaded:

@@ -278,6 +278,51 @@ def test_the_rollback_is_reported_until_a_202_arrives(service, relay, request, t
     assert board_state(board) == {"active": ""}
 
 
+def test_an_update_that_had_done_well_but_no_longer_imports_gives_way_to_the_flashed_bundle(
+        service, relay, request, tmp_path):
+    """Its files damaged on the board (a flash cell gone bad): the flashed bundle at the top is whole."""
+    name, config, board, v = updated_to(service, relay, request, tmp_path, GOOD)
+    boot(board, HOME)
+    assert board_state(board) == {"active": "a"}
+    (board / "a" / "node.py").write_bytes(b"\x00\x00 not python any more")
+    relay.take()
+    result = boot(board, {**HOME, "temperature": 30.5})
+    assert f"bundle {v} failed - rolling back to ''" in result.output and len(result.slept) == 1
+    (put,) = relay.take()
+    assert (put.status, headers(put)["X-Tswarm-Firmware"], headers(put)["X-Tswarm-Rolled-Back"]) == (202, SHIPPED, v)
+    assert exported(service, name)[-1] == (30.5, 45.0)
+
+
+# -- what a 202/423 says beyond its status ------------------------------------------------------------
+
+
+def test_the_answers_sleep_wins_over_netconf_sleep(service, relay, request, tmp_path):
+    name, config = make_node(service, relay, request)
+    assert config["netconf"]["sleep"] == 300
+    run_cli(service.data_dir, "node", "interval", name, "1200")
+    board = install(tmp_path / "board", config)
+    assert boot(board, HOME).slept == [{"ms": 1_200_000, "via": "esp.deepsleep"}]
+    assert boot(board, {"ssids": []}).slept == [{"ms": 300_000, "via": "esp.deepsleep"}]  # no answer: netconf.sleep
+    relay.take()
+
+
+def test_a_halted_node_stays_awake_as_long_as_the_423_says(tmp_path, request):
+    """TSWARM_HALT_AWAKE=45 and no netconf.awake: 45 s (Ctrl-C ends the wait, as mpremote's does)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_HALT_AWAKE="45")) as service:
+        with RecordingRelay(service.port) as relay:
+            name, config = make_node(service, relay, request)
+            board = install(tmp_path / "board", config)
+            run_cli(service.data_dir, "halt", name)
+            result = boot(board, HOME, interrupt_after="halted:", repl_input="print('awake', status)\n")
+            assert "tswarm: halted: awake for 45 s" in result.output and "awake 423" in result.output
+            config["netconf"]["awake"] = 20  # the shorter of the two
+            result = boot(install(board, config), HOME, interrupt_after="halted:", repl_input="")
+            assert "tswarm: halted: awake for 20 s" in result.output
+            assert [(e.status, answer(e).get("awake")) for e in relay.take()] == [(405, None), (423, 45), (423, 45)]
+
+
 # -- downloads that fail leave the running bundle alone -----------------------------------------------
 
 
