@@ -383,22 +383,30 @@ def test_a_file_with_a_wrong_hash_leaves_the_old_bundle(service, relay, request,
 
 def test_a_power_cut_before_any_write_of_an_update_leaves_a_whole_bundle_and_the_update_finishes(
         service, relay, request, tmp_path):
-    """Once for every write to flash the update makes (the download, the copies, config.json,
-    version, ota.json): the power goes just before it; the next boots run the old bundle or the
-    new one, whole (its own node.py and version), and finish the update."""
+    """A board running a first update (in a/) takes a second one (into b/). Once for every write to
+    flash that second update makes (the downloads, the copies, config.json, version, ota.json) and
+    inside every file, the power goes just before it; the next boots run the first update or the
+    second, whole (node.py, ota.py and version of one bundle; never the flashed one, nor a mix),
+    and finish the update."""
     name, config = make_node(service, relay, request)
-    two = {"node.py": GOOD["node.py"], "ota.py": OTA_PY + b"\n# changed too\n"}
     start = install(tmp_path / "start", config)
-    boot(start, HOME)  # registered, first reading, reports the shipped version
-    v = stage(service, name, two)
+    boot(start, HOME)
+    first = {"node.py": NODE_PY + b'\nlog("bundle one runs")\n'}
+    v1 = stage(service, name, first)
+    boot(start, HOME)
+    boot(start, HOME)
+    assert board_state(start) == {"active": "a"}
+    second = {"node.py": NODE_PY + b'\nlog("bundle two runs")\n', "ota.py": OTA_PY + b"\n# bundle two\n"}
+    v2 = stage(service, name, second)
+    marks = {v1: "bundle one runs", v2: "bundle two runs"}
 
     dry = tmp_path / "dry"
     shutil.copytree(start, dry)
     writes = boot(dry, HOME).of("write")
-    assert board_state(dry)["active"] == "a"
+    assert board_state(dry) == {"active": "b", "previous": "a", "trial": 0, "version": v2}
     files = [(e["op"], e["path"]) for e in writes if e["op"] != "write"]
-    assert files == [("mkdir", "a"), ("open", "a/node.py"), ("open", "a/ota.py"), ("open", "a/config.json"),
-                     ("open", "a/version"), ("open", "ota.json.tmp"), ("rename", "ota.json.tmp")]
+    assert files == [("mkdir", "b"), ("open", "b/node.py"), ("open", "b/ota.py"), ("open", "b/config.json"),
+                     ("open", "b/version"), ("open", "ota.json.tmp"), ("rename", "ota.json.tmp")]
     # a cut before every file operation, and inside each file: before its first and its last write()
     chunks = [e for e in writes if e["op"] == "write"]
     cuts = sorted({e["n"] for e in writes if e["op"] != "write"}
@@ -420,11 +428,12 @@ def test_a_power_cut_before_any_write_of_an_update_leaves_a_whole_bundle_and_the
             (put, *gets) = relay.take()
             assert put.status == 202
             running = headers(put)["X-Tswarm-Firmware"]
-            assert running in (SHIPPED, v)
-            assert ("the new bundle runs" in after.output) == (running == v), after.output  # never a mix
+            assert running in marks, (cut, writes[cut - 1], running)
+            assert [m for m in marks.values() if m in after.output] == [marks[running]], after.output  # never a mix
             runs.append(running)
-        assert runs[-1] == v, (cut, writes[cut - 1], runs)
-        assert board_state(board) == {"active": "a"}
+        assert runs[-1] == v2, (cut, writes[cut - 1], runs)
+        assert board_state(board) == {"active": "b"}
+        assert (board / "b" / "node.py").read_bytes() == second["node.py"]
     assert status(service, name)["outcome"] == "updated"
 
 
