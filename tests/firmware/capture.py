@@ -4,6 +4,9 @@ the exact request bytes the node sent and the response bytes it got back.
 Not a mock: the real service answers; this only listens in, so tests can check the exact
 Authorization header and the PUT/POST sequence without depending on the service's log format.
 
+With ``cut`` = (text, n) the relay drops the connection after n bytes of the answer to a request
+containing ``text`` (the Wi-Fi going in the middle of a download).
+
 With ``certfile`` the relay speaks TLS to the node (as Cloudflare or nginx in front of tswarm
 would) and plain HTTP to the service; it records the decrypted bytes and the SNI name the node sent.
 """
@@ -33,8 +36,9 @@ class Exchange:
 
 
 class RecordingRelay:
-    def __init__(self, target_port: int, certfile: str | None = None):
+    def __init__(self, target_port: int, certfile: str | None = None, cut: tuple[bytes, int] | None = None):
         relay = self
+        self.cut = cut
         context = None
         if certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -84,6 +88,13 @@ class RecordingRelay:
                                 except OSError:
                                     pass
                                 continue
+                            if sock is upstream and relay.cut and relay.cut[0] in request:
+                                data = data[:max(0, relay.cut[1] - len(response))]
+                                if len(response) + len(data) >= relay.cut[1]:
+                                    response.extend(data)
+                                    self.request.sendall(data)
+                                    open_ends.clear()  # both ends closed, mid-answer
+                                    break
                             (request if sock is self.request else response).extend(data)
                             try:
                                 peer.sendall(data)

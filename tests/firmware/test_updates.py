@@ -357,6 +357,25 @@ def test_a_download_cut_off_by_the_service_going_away_leaves_the_old_bundle_and_
     assert status(service, name)["running"] == v
 
 
+def test_a_download_cut_off_in_the_middle_of_a_file_leaves_the_old_bundle(service, request, tmp_path):
+    """The connection drops 4000 bytes into the answer of node.py (the real service answers; the
+    relay between stops forwarding and closes, as a Wi-Fi going away would)."""
+    with RecordingRelay(service.port, cut=(b"/firmware/", 4000)) as relay:
+        name, config = make_node(service, relay, request)
+        board = install(tmp_path / "board", config)
+        boot(board, HOME)
+        stage(service, name, GOOD)
+        flashed = {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()}
+        result = boot(board, HOME)
+        assert "update failed: ValueError('cut off after" in result.output, result.output
+        assert len(result.slept) == 1
+        assert {p.name: p.read_bytes() for p in board.iterdir() if p.is_file()} == flashed
+        relay.cut = None
+        boot(board, HOME)
+        assert board_state(board)["active"] == "a"
+        assert "the new bundle runs" in boot(board, HOME).output
+
+
 def test_a_file_with_a_wrong_hash_leaves_the_old_bundle(service, relay, request, tmp_path):
     """The journal's copy of the file changed under its recorded SHA-256 (what a bad disk or a proxy
     rewriting the body would do): the board checks every byte it wrote."""
