@@ -136,9 +136,11 @@ READ_TOKEN = "read_token"                  # PostgreSQL: the kept read token eve
 # -- moving house: the whole journal, table by table --------------------------------------------
 
 # The columns of a dump's rows, the same on every engine: ids, timestamps and password hashes as stored.
-NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s")
-# TODO(issue 14): + ("fw_running", "fw_reported_at", "fw_staged", "fw_staged_at", "fw_updated_at",
-#                   "fw_rolled_back", "fw_rolled_back_at") once both schemas have them
+# A node's firmware state, in the order of FirmwareState's fields (NULL: never).
+FIRMWARE_COLUMNS = ("fw_running", "fw_reported_at", "fw_staged", "fw_staged_at", "fw_updated_at",
+                    "fw_rolled_back", "fw_rolled_back_at")
+NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s",
+                *FIRMWARE_COLUMNS)
 BUNDLE_COLUMNS = ("version", "created_at")
 BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
 READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity")
@@ -158,6 +160,8 @@ class JournalCounts:
     newest_ts: int  # 0: no reading
     rejected: int
     meta: tuple[tuple[str, str], ...]  # every meta row, by key: the forward cursor, halt-all, the horizon, ...
+    bundles: int = 0  # firmware bundles kept
+    bundle_files: int = 0  # their files
 
     def get(self, key: str) -> Optional[str]:
         return dict(self.meta).get(key)
@@ -533,41 +537,41 @@ class Storage(abc.ABC):
 
     # -- firmware: bundles, what is staged, what nodes report ---------------------------------------
 
+    @abc.abstractmethod
     def add_bundle(self, version: str, files: Iterable[tuple[str, bytes]], at_ns: int) -> None:
         """Keep a bundle's files (name, content) under ``version`` (service/bundles.py's
         ``version_of`` of them, checked there). A version kept already is left as it is: a version
         is the hash of its content."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def bundle_files(self, version: str) -> Optional[list[BundleFile]]:
         """The files of bundle ``version`` by name (what an update offer lists), or None when no
         such bundle is kept."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def bundle_file(self, version: str, name: str) -> Optional[bytes]:
         """The content of one file of bundle ``version``, or None (no such bundle or file)."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def stage_bundle(self, version: Optional[str], names: Optional[Iterable[str]], at_ns: int) -> list[str]:
         """Stage kept bundle ``version`` for the registered nodes ``names`` (None: every registered
         node), in one transaction: ``staged``/``staged_at`` set, ``updated_at`` and the rollback
         mark cleared (a version that rolled back is offered again once staged again). ``version``
-        None unstages. :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
+        None unstages (``staged_at`` cleared too). :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
         version not kept: nothing staged. The names staged, sorted."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def report_firmware(self, name: str, running: str, rolled_back_from: Optional[str], at_ns: int) -> None:
         """Node ``name`` reported running ``running`` (and, after a rollback, which version it gave up),
         at ``at_ns``: ``running`` and ``reported_at`` set when the version differs from the stored
         one; ``updated_at`` set when ``running`` is the staged version and ``updated_at`` is not set
         yet; ``rolled_back``/``rolled_back_at`` set when ``rolled_back_from`` is given and differs
         from the stored one. A node not registered: nothing happens."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
+    @abc.abstractmethod
     def firmware_state(self, name: str) -> Optional[FirmwareState]:
         """Node ``name``'s update state, or None when it is not registered (:meth:`list_nodes` has
         every node's too)."""
-        raise NotImplementedError  # TODO(issue 14): each engine, then @abc.abstractmethod
 
     # -- moving house: the whole journal out, and into an empty place -------------------------------
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from .interface import NODE_COLUMNS, READING_COLUMNS, REJECTED_COLUMNS, JournalCounts
+from .interface import (
+    BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS, READING_COLUMNS, REJECTED_COLUMNS, JournalCounts,
+)
 
 NODES = ", ".join(NODE_COLUMNS)
+BUNDLES = ", ".join(BUNDLE_COLUMNS)
+BUNDLE_FILES = ", ".join(BUNDLE_FILE_COLUMNS)
 READINGS = ", ".join(READING_COLUMNS)
 REJECTED = ", ".join(REJECTED_COLUMNS)
 
@@ -19,7 +23,8 @@ COUNTS = (
     "SELECT (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM nodes WHERE removed_at IS NULL),"
     " (SELECT COUNT(*) FROM nodes WHERE halted), (SELECT COUNT(*) FROM readings),"
     " (SELECT COALESCE(MIN(id), 0) FROM readings), (SELECT COALESCE(MAX(id), 0) FROM readings),"
-    " (SELECT COALESCE(MAX(ts), 0) FROM readings), (SELECT COUNT(*) FROM rejected)"
+    " (SELECT COALESCE(MAX(ts), 0) FROM readings), (SELECT COUNT(*) FROM rejected),"
+    " (SELECT COUNT(*) FROM bundles), (SELECT COUNT(*) FROM bundle_files)"
 )
 META = "SELECT key, value FROM meta ORDER BY key"
 
@@ -27,9 +32,9 @@ META = "SELECT key, value FROM meta ORDER BY key"
 def journal_counts(conn: Any) -> JournalCounts:
     """The counts of the journal ``conn`` sees (an sqlite3 or a psycopg connection, in the caller's
     transaction)."""
-    row = conn.execute(COUNTS).fetchone()
+    *row, bundles, bundle_files = (int(n) for n in conn.execute(COUNTS).fetchone())
     meta = tuple((key, value) for key, value in conn.execute(META).fetchall())
-    return JournalCounts(*(int(n) for n in row), meta=tuple(sorted(meta)))
+    return JournalCounts(*row, meta=tuple(sorted(meta)), bundles=bundles, bundle_files=bundle_files)
 
 
 def differences(copy: JournalCounts, source: JournalCounts) -> str:

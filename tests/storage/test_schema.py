@@ -1,7 +1,8 @@
 """The SQLite journal's file: pragmas, the schema version, and upgrades of older journals.
 
-The old journal is built from tests/storage/data/journal-v0.sql, a dump of a journal made by tswarm
-before schema versions; everything is checked through the storage interface.
+The old journals are built from tests/storage/data/journal-v0.sql, a dump of a journal made by tswarm
+before schema versions, and journal-v1.sql, one of version 1 (before over-the-air updates);
+everything is checked through the storage interface.
 """
 import sqlite3
 import threading
@@ -11,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from tswarm.cli import cli
-from tswarm.storage import DB_FILENAME, StorageUnusable, open_storage
+from tswarm.storage import DB_FILENAME, BundleFile, FirmwareState, StorageUnusable, open_storage
 from tswarm.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 from tswarm.storage.sqlite.schema import connect, upgrade
 
 V0_DUMP = Path(__file__).parent / "data" / "journal-v0.sql"
+V1_DUMP = Path(__file__).parent / "data" / "journal-v1.sql"
 
 
 @pytest.fixture
@@ -25,6 +27,17 @@ def v0_dir(tmp_path) -> Path:
     data_dir.mkdir()
     conn = sqlite3.connect(data_dir / DB_FILENAME)
     conn.executescript(V0_DUMP.read_text())
+    conn.close()
+    return data_dir
+
+
+@pytest.fixture
+def v1_dir(tmp_path) -> Path:
+    """A data dir holding the journal of journal-v1.sql (user_version 1: no firmware columns or tables)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / DB_FILENAME)
+    conn.executescript(V1_DUMP.read_text())
     conn.close()
     return data_dir
 
@@ -141,3 +154,24 @@ def test_a_journal_newer_than_this_tswarm_is_refused_in_one_line(v0_dir):
     result = CliRunner().invoke(cli, ["node", "list", "--data-dir", str(v0_dir)])
     assert result.exit_code == 1 and result.output == f"Error: {message}\n"
     assert _version(v0_dir / DB_FILENAME) == SCHEMA_VERSION + 1  # left as it was
+
+
+def test_a_version_1_journal_gains_the_firmware_room_and_keeps_every_node_and_reading(v1_dir):
+    assert _version(v1_dir / DB_FILENAME) == 1
+    with open_storage(v1_dir) as storage:
+        assert [(n.name, n.created_at, n.halted, n.interval_s, n.last_ts, n.firmware) for n in storage.list_nodes()] == [
+            ("attic", None, True, 300, 1700000200000000000, FirmwareState()),
+            ("porch", 1700000001000000000, False, 900, 1700000100000000000, FirmwareState()),
+        ]
+        assert storage.node_auth("porch").password_hash == "scrypt$1024$8$1$c2FsdA==$porch"
+        assert storage.node_auth("porch").interval_s == 900 and storage.node_auth("porch").fw_running is None
+        assert not storage.is_registered("gone") and storage.ever_registered("gone")
+        assert storage.count_readings() == 3 and storage.last_reading_id() == 3
+        storage.add_bundle("v1", [("node.py", b"x")], 5)  # and the new room works
+        assert storage.stage_bundle("v1", None, 6) == ["attic", "porch"]
+        storage.report_firmware("porch", "v1", None, 7)
+        assert storage.firmware_state("porch") == FirmwareState("v1", 7, "v1", 6, 7)
+        assert storage.bundle_files("v1") == [BundleFile("node.py", 1, "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881")]
+    assert _version(v1_dir / DB_FILENAME) == SCHEMA_VERSION == 2
+    with open_storage(v1_dir) as storage:  # opened again: nothing to do, everything kept
+        assert storage.firmware_state("porch").updated_at == 7 and storage.count_readings() == 3

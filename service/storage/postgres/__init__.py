@@ -4,8 +4,8 @@ one database that any number of instances share, a room per concern as in the SQ
 ``connection`` (the URL, the pool, transactions, the snapshot, failures), ``schema`` (DDL, version,
 migrations, the triggers that announce registry changes), ``registry``, ``cache`` (nodes' records
 kept per process, cleared by LISTEN/NOTIFY), ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
-``meta`` (the one upsert), ``lock`` (the singleton lock), ``dump`` (moving house: the whole journal
-out, or into an empty database); each room a mixin over the same pool, combined here into
+``meta`` (the one upsert), ``lock`` (the singleton lock), ``firmware`` (bundles, what is staged, what
+nodes report), ``dump`` (moving house: the whole journal out, or into an empty database); each room a mixin over the same pool, combined here into
 :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ..interface import Storage, StorageUnusable
 from .cache import RegistryCache, close_cache, open_cache
 from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
 from .dump import DumpRoom
+from .firmware import FirmwareRoom
 from .lock import LockRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
@@ -31,7 +32,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
 class PostgresStorage(
-    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, DumpRoom, Storage
+    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, DumpRoom, Storage
 ):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), on connections borrowed from the

@@ -18,14 +18,17 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import psycopg
 
 from ..interface import JournalCounts, JournalDump, StorageUnusable
-from ..moving import NODES, READINGS, REJECTED, differences, journal_counts
+from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, differences, journal_counts
 from .connection import FAILURES, Connections, connect, redact, scrub, unavailable
 from .schema import MIGRATION_LOCK, upgrade
 
 # Every table a tswarm journal has here (service/storage/postgres/schema.py): any of them is a journal.
-JOURNAL_TABLES = ("meta", "nodes", "readings", "rejected", "schema_version")
+JOURNAL_TABLES = ("bundle_files", "bundles", "meta", "nodes", "readings", "rejected", "schema_version")
 
-NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4")
+NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4",
+              "text", "int8", "text", "int8", "int8", "text", "int8")  # + the fw_* columns
+BUNDLE_TYPES = ("text", "int8")
+BUNDLE_FILE_TYPES = ("text", "text", "text", "bytea")
 READING_TYPES = ("int8", "int8", "int8", "float8", "float8")
 REJECTED_TYPES = ("int8", "text", "int8", "float8", "float8", "text", "int8")
 
@@ -41,6 +44,8 @@ class DumpRoom(Connections):
                 nodes,
                 rejected=self._stream(f"SELECT {REJECTED} FROM rejected ORDER BY reading_id", [], batch),
                 readings=self._stream(f"SELECT {READINGS} FROM readings ORDER BY id", [], batch),
+                bundles=conn.execute(f"SELECT {BUNDLES} FROM bundles ORDER BY version").fetchall(),
+                bundle_files=conn.execute(f"SELECT {BUNDLE_FILES} FROM bundle_files ORDER BY version, name").fetchall(),
             )
 
     @classmethod
@@ -65,6 +70,8 @@ class DumpRoom(Connections):
                 upgrade(conn, where)
                 _copy(conn, "nodes", NODES, NODE_TYPES, [dump.nodes])
                 _copy(conn, "meta", "key, value", ("text", "text"), [list(dump.counts.meta)])
+                _copy(conn, "bundles", BUNDLES, BUNDLE_TYPES, [dump.bundles])
+                _copy(conn, "bundle_files", BUNDLE_FILES, BUNDLE_FILE_TYPES, [dump.bundle_files])
                 _copy(conn, "rejected", REJECTED, REJECTED_TYPES, dump.rejected)
                 _copy(conn, "readings", READINGS, READING_TYPES, dump.readings, on_rows)
                 # nodes.id is an identity: the next `node add` takes the id after the copied ones

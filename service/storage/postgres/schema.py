@@ -7,7 +7,8 @@ the ones after the first find nothing to do. A database of a newer version than 
 refused (:class:`StorageUnusable`): an older tswarm must not write into it. The tables are those of
 the SQLite engine (service/storage/sqlite/schema.py), in PostgreSQL's types; names sort by bytes
 (``COLLATE "C"``), as in SQLite, whatever the database's locale. Version 2 adds the triggers that
-announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches.
+announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches; version 3
+the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables).
 """
 from __future__ import annotations
 
@@ -100,8 +101,41 @@ def _to_v2(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 3: over-the-air updates (service/bundles.py). Each node's firmware state (NULL: nothing
+# reported, staged, updated or rolled back; a change of it is a change of the node's row, which the
+# triggers of version 2 announce: the caches' records carry it), and the bundles, kept by version
+# (the hash of their files). Adding columns without a default rewrites nothing: the upgrade holds
+# the nodes table for a moment, under MIGRATION_LOCK as every upgrade.
+FIRMWARE_V3 = (
+    """ALTER TABLE nodes
+    ADD COLUMN fw_running        text COLLATE "C",  -- the version it last reported (X-Tswarm-Firmware)
+    ADD COLUMN fw_reported_at    bigint,            -- when it first reported fw_running
+    ADD COLUMN fw_staged         text COLLATE "C",  -- the bundle staged for it
+    ADD COLUMN fw_staged_at      bigint,
+    ADD COLUMN fw_updated_at     bigint,            -- when it first reported running fw_staged
+    ADD COLUMN fw_rolled_back    text COLLATE "C",  -- the version it last gave up (X-Tswarm-Rolled-Back)
+    ADD COLUMN fw_rolled_back_at bigint""",
+    """CREATE TABLE bundles (
+    version    text COLLATE "C" PRIMARY KEY,  -- service/bundles.py version_of(files)
+    created_at bigint NOT NULL
+)""",
+    """CREATE TABLE bundle_files (
+    version text COLLATE "C" NOT NULL,
+    name    text COLLATE "C" NOT NULL,        -- the board's file name, no folders
+    sha256  text NOT NULL,                    -- hex, of content
+    content bytea NOT NULL,
+    PRIMARY KEY (version, name)
+)""",
+)
+
+
+def _to_v3(conn: psycopg.Connection) -> None:
+    for statement in FIRMWARE_V3:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -2,8 +2,9 @@
 
 ``schema`` (DDL, version, migrations, connections, transactions), ``registry``, ``writer``,
 ``outbox``, ``reads`` (the one WHERE builder), ``retention``, ``meta`` (the one upsert), ``lock`` (the
-singleton lock: the data dir's), ``dump`` (moving house: the whole journal out, or into an empty data
-dir); each room a mixin over the same connection, combined here into :class:`SqliteStorage`.
+singleton lock: the data dir's), ``firmware`` (bundles, what is staged, what nodes report), ``dump``
+(moving house: the whole journal out, or into an empty data dir); each room a mixin over the same
+connection, combined here into :class:`SqliteStorage`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ..interface import Storage
 from .dump import DumpRoom
+from .firmware import FirmwareRoom
 from .lock import LockRoom
 from .meta import MetaRoom
 from .outbox import OutboxRoom
@@ -23,7 +25,9 @@ from .writer import SqliteWriter, WriterRoom
 __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SqliteStorage", "SqliteWriter", "check_data_dir"]
 
 
-class SqliteStorage(RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, DumpRoom, Storage):
+class SqliteStorage(
+    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, DumpRoom, Storage
+):
     """The journal at ``path``: the data dir checked, the schema brought up to date, one connection."""
 
     engine = "sqlite"

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 from ..interface import JournalCounts, JournalDump, StorageUnusable
-from ..moving import NODES, READINGS, REJECTED, differences, journal_counts
+from ..interface import BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS
+from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, differences, journal_counts
 from .schema import DB_FILENAME, check_data_dir, open_connection, snapshot, transaction
 
 
@@ -43,12 +44,17 @@ class DumpRoom:
     def dump(self, batch: int = 10_000) -> Iterator[JournalDump]:
         with snapshot(self.conn):
             counts = journal_counts(self.conn)
-            nodes = [(*row[:6], bool(row[6]), row[7]) for row in self.conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id")]
+            nodes = [(*row[:6], bool(row[6]), *row[7:]) for row in self.conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id")]
             yield JournalDump(
                 counts,
                 nodes,
                 rejected=_batches(self.conn, f"SELECT {REJECTED} FROM rejected ORDER BY reading_id", batch),
                 readings=_batches(self.conn, f"SELECT {READINGS} FROM readings ORDER BY id", batch),
+                bundles=self.conn.execute(f"SELECT {BUNDLES} FROM bundles ORDER BY version").fetchall(),
+                bundle_files=[
+                    (*row[:3], bytes(row[3]))
+                    for row in self.conn.execute(f"SELECT {BUNDLE_FILES} FROM bundle_files ORDER BY version, name")
+                ],
             )
 
     @classmethod
@@ -101,8 +107,12 @@ def _marks(n: int) -> str:
 
 def _copy(conn: sqlite3.Connection, dump: JournalDump, on_rows: Optional[Callable[[int], None]]) -> JournalCounts:
     """Insert every row of ``dump`` (inside the caller's transaction); the counts of the result."""
-    conn.executemany(f"INSERT INTO nodes ({NODES}) VALUES ({_marks(8)})", ((*n[:6], int(n[6]), n[7]) for n in dump.nodes))
+    conn.executemany(
+        f"INSERT INTO nodes ({NODES}) VALUES ({_marks(len(NODE_COLUMNS))})", ((*n[:6], int(n[6]), *n[7:]) for n in dump.nodes)
+    )
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", dump.counts.meta)
+    conn.executemany(f"INSERT INTO bundles ({BUNDLES}) VALUES ({_marks(len(BUNDLE_COLUMNS))})", dump.bundles)
+    conn.executemany(f"INSERT INTO bundle_files ({BUNDLE_FILES}) VALUES ({_marks(len(BUNDLE_FILE_COLUMNS))})", dump.bundle_files)
     for rows in dump.rejected:
         conn.executemany(f"INSERT INTO rejected ({REJECTED}) VALUES ({_marks(7)})", rows)
     for rows in dump.readings:

@@ -1,19 +1,20 @@
-"""The registry: nodes, their passwords, halts and intervals."""
+"""The registry: nodes, their passwords, halts and intervals (and, in the same rows, their firmware
+state: service/storage/sqlite/firmware.py writes it)."""
 from __future__ import annotations
 
 import sqlite3
 import time
 from typing import Optional
 
-from ..interface import HALT_ALL, NodeAuth, NodeExists, NodeNotFound, NodeStatus
+from ..interface import FIRMWARE_COLUMNS, HALT_ALL, FirmwareState, NodeAuth, NodeExists, NodeNotFound, NodeStatus
 from .meta import get_meta, put_meta
 from .schema import transaction
 
 # Each registered node with its newest reading: one statement. The subquery is one lookup per node
 # in readings_node_ts (node_id, ts), which also holds the reading's id; the join fetches that row.
-LIST_NODES = """
+LIST_NODES = f"""
 SELECT nodes.name, nodes.registered_at, nodes.created_at, nodes.halted, nodes.interval_s,
-       last.ts, last.temperature, last.humidity
+       last.ts, last.temperature, last.humidity, {", ".join("nodes." + c for c in FIRMWARE_COLUMNS)}
 FROM nodes
 LEFT JOIN readings AS last ON last.id = (
     SELECT newest.id FROM readings AS newest WHERE newest.node_id = nodes.id ORDER BY newest.ts DESC LIMIT 1
@@ -21,6 +22,10 @@ LEFT JOIN readings AS last ON last.id = (
 WHERE nodes.removed_at IS NULL
 ORDER BY nodes.name
 """
+
+
+# A node added again after its removal starts afresh: nothing reported, staged, updated or rolled back.
+FIRMWARE_AFRESH = ", ".join(f"{column} = NULL" for column in FIRMWARE_COLUMNS)
 
 
 class NodeNames(dict):
@@ -45,7 +50,7 @@ class RegistryRoom:
             elif row[0] is not None:
                 self.conn.execute(
                     "UPDATE nodes SET password_hash = ?, registered_at = ?, created_at = NULL,"
-                    " removed_at = NULL, halted = 0 WHERE name = ?",
+                    f" removed_at = NULL, halted = 0, {FIRMWARE_AFRESH} WHERE name = ?",
                     (password_hash, now, name),
                 )
             else:
@@ -93,19 +98,20 @@ class RegistryRoom:
 
     def node_auth(self, name: str) -> Optional[NodeAuth]:
         row = self.conn.execute(
-            "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = ?)"
+            "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = ?),"
+            " interval_s, fw_running, fw_staged, fw_rolled_back"
             " FROM nodes WHERE name = ? AND removed_at IS NULL",
             (HALT_ALL, name),
         ).fetchone()
         if row is None:
             return None
-        node_id, password_hash, created, halted, halt_all = row
-        return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1")
+        node_id, password_hash, created, halted, halt_all, *rest = row
+        return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1", *rest)
 
     def list_nodes(self) -> list[NodeStatus]:
         return [
-            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *last)
-            for name, registered_at, created_at, halted, interval_s, *last in self.conn.execute(LIST_NODES)
+            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *row[:3], FirmwareState(*row[3:]))
+            for name, registered_at, created_at, halted, interval_s, *row in self.conn.execute(LIST_NODES)
         ]
 
     def node_names(self) -> dict[int, str]:

@@ -3,8 +3,9 @@
 The schema version is ``PRAGMA user_version``. Opening a journal brings it to :data:`SCHEMA_VERSION`
 by running the migrations it lacks, in one write transaction (another process opening it at the same
 time waits, then finds nothing to do). Version 0 is an empty file or a journal of tswarm before
-versions were kept (the same tables as version 1). A journal of a newer version than this code knows
-is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
+versions were kept (the same tables as version 1); version 2 adds the firmware room (each node's
+``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables). A journal of a newer version than
+this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
 
@@ -62,8 +63,37 @@ def _to_v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 2: over-the-air updates (service/bundles.py). Each node's firmware state (NULL: nothing
+# reported, staged, updated or rolled back), and the bundles, kept by version (the hash of their files).
+FIRMWARE_V2 = (
+    "ALTER TABLE nodes ADD COLUMN fw_running TEXT",  # the version it last reported (X-Tswarm-Firmware)
+    "ALTER TABLE nodes ADD COLUMN fw_reported_at INTEGER",  # when it first reported fw_running
+    "ALTER TABLE nodes ADD COLUMN fw_staged TEXT",  # the bundle staged for it
+    "ALTER TABLE nodes ADD COLUMN fw_staged_at INTEGER",
+    "ALTER TABLE nodes ADD COLUMN fw_updated_at INTEGER",  # when it first reported running fw_staged
+    "ALTER TABLE nodes ADD COLUMN fw_rolled_back TEXT",  # the version it last gave up (X-Tswarm-Rolled-Back)
+    "ALTER TABLE nodes ADD COLUMN fw_rolled_back_at INTEGER",
+    """CREATE TABLE bundles (
+    version    TEXT PRIMARY KEY,     -- service/bundles.py version_of(files)
+    created_at INTEGER NOT NULL
+)""",
+    """CREATE TABLE bundle_files (
+    version TEXT NOT NULL,
+    name    TEXT NOT NULL,           -- the board's file name, no folders
+    sha256  TEXT NOT NULL,           -- hex, of content
+    content BLOB NOT NULL,
+    PRIMARY KEY (version, name)
+)""",
+)
+
+
+def _to_v2(conn: sqlite3.Connection) -> None:
+    for statement in FIRMWARE_V2:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
