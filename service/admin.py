@@ -13,22 +13,29 @@ process's lock never holds up the event loop. Routes (all JSON):
 | ``PUT /api/admin/nodes/{name}/interval`` ``{"interval_s"}`` | expected seconds between readings |
 | ``POST /api/admin/nodes/{name}/halt`` / ``.../resume`` | halt or resume one node |
 | ``POST /api/admin/halt`` / ``/api/admin/resume`` | halt or resume every node |
+| ``POST /api/admin/firmware`` ``{"files": [{"name", "content_b64"}], "nodes": [...]}`` (or ``"all": true``) | stage a bundle (``tswarm firmware push``) |
+| ``POST /api/admin/nodes/{name}/config`` ``{"patch": {...}}`` | stage a config change (``tswarm node config --push``) |
+| ``DELETE /api/admin/nodes/{name}/firmware`` | unstage what is staged for a node |
+| ``GET /api/admin/firmware`` | every node's firmware (``tswarm firmware status --json``) |
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 from aiohttp import web
 
-from . import keys
+from . import bundles, keys
 from .access import admins_only
 from .errors import json_error
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from .names import NODE_NAME_HELP, valid_node_name
-from .nodes import EmptyPassword, Registered, Registration, register
+from .nodes import EmptyPassword, NoNodes, Registered, Registration, firmware_report, register, stage_update
 from .storage import NodeExists, NodeNotFound
 from .svconf import svconf
 from .timefmt import shown
@@ -45,7 +52,7 @@ class Field:
     """One field of a route's JSON body: its name, its JSON type and what it holds (for errors)."""
 
     name: str
-    kind: type  # str or int (never bool: JSON's true is not a number here)
+    kind: type  # str, int, bool, list or dict (a bool is never an int here: JSON's true is not a number)
     help: str
     required: bool = True
 
@@ -53,8 +60,14 @@ class Field:
 NAME = Field("name", str, f"a node name: {NODE_NAME_HELP}")
 PASSWORD = Field("password", str, "a non-empty string; leave it out and a strong one is generated", required=False)
 INTERVAL = Field("interval_s", int, f"whole seconds between the node's readings, {MIN_INTERVAL_S} to {MAX_INTERVAL_S}")
+FILES = Field("files", list, 'the bundle\'s files, each {"name": "node.py", "content_b64": "<base64>"}')
+NODES = Field("nodes", list, "the names of the nodes to update; or leave it out and give \"all\": true", required=False)
+ALL = Field("all", bool, "true: every registered node (instead of \"nodes\")", required=False)
+PATCH = Field("patch", dict, "the keys of config.json to change, e.g. {\"netconf\": {\"sleep\": 600}}")
 
-_KINDS = {str: "a string", int: "an integer"}
+_KINDS = {str: "a string", int: "an integer", bool: "true or false", list: "an array", dict: "an object"}
+# A bundle's files in base64 and JSON: bigger than a reading's TSWARM_MAX_BODY.
+FIRMWARE_MAX_BODY = bundles.MAX_BUNDLE_BYTES * 4 // 3 + 64 * 1024
 
 
 def _json_type(value) -> str:
@@ -72,9 +85,24 @@ def _json_type(value) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
-async def _json_body(request: web.Request) -> dict:
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body, up to ``limit`` bytes (the app's own limit is a reading's); a JSON 413 beyond it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    data = bytearray()
+    while chunk := await request.content.read(64 * 1024):
+        data += chunk
+        if len(data) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+    return bytes(data)
+
+
+async def _json_body(request: web.Request, limit: Optional[int] = None) -> dict:
     """The body as a JSON object; no body (or white space alone) is ``{}``."""
-    data = await request.read() if request.can_read_body else b""
+    if not request.can_read_body:
+        data = b""
+    else:
+        data = await (request.read() if limit is None else _read_at_most(request, limit))
     if not data.strip():
         return {}
     try:
@@ -90,10 +118,10 @@ async def _json_body(request: web.Request) -> dict:
     return body
 
 
-async def _fields(request: web.Request, *fields: Field) -> dict:
+async def _fields(request: web.Request, *fields: Field, limit: Optional[int] = None) -> dict:
     """The route's fields from its JSON body, each of its type; BadBody for an unknown field, a
     missing one or one of the wrong type. A route without fields takes no body, or ``{}``."""
-    body = await _json_body(request)
+    body = await _json_body(request, limit)
     names = [field.name for field in fields]
     for key in body:
         if key not in names:
@@ -211,6 +239,84 @@ def _halt_route(halted: bool, one_node: bool):
     return handler
 
 
+# -- over-the-air updates (service/nodes.py's stage_update, as the CLI) ----------------------------
+
+
+def _bundle_files(items: list) -> list[tuple[str, bytes]]:
+    files = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"name", "content_b64"}:
+            raise BadBody(f"files[{i}] must be an object with exactly name and content_b64 ({FILES.help})")
+        name, content = item["name"], item["content_b64"]
+        if not isinstance(name, str) or not isinstance(content, str):
+            raise BadBody(f"files[{i}]: name and content_b64 must be strings ({FILES.help})")
+        try:
+            files.append((name, base64.b64decode(content, validate=True)))
+        except (binascii.Error, ValueError):
+            raise BadBody(f"files[{i}] ({shown(name)}): content_b64 is not base64") from None
+    return files
+
+
+def _node_list(names: list) -> list[str]:
+    if not names:
+        raise BadBody(f"nodes is empty ({NODES.help})")
+    for name in names:
+        if not isinstance(name, str) or not valid_node_name(name):
+            raise BadBody(f"nodes: {shown(name) if isinstance(name, str) else _json_type(name)} is not {NAME.help}")
+    return names
+
+
+async def _stage(request: web.Request, files, names: Optional[list[str]]):
+    try:
+        return await _write(request, lambda storage: stage_update(storage, files, names, time.time_ns()))
+    except bundles.BundleError as exc:
+        raise BadBody(str(exc)) from None
+
+
+@_handles_bad_bodies
+async def push_firmware(request: web.Request) -> web.Response:
+    body = await _fields(request, FILES, NODES, ALL, limit=FIRMWARE_MAX_BODY)
+    every = body.get("all", False)
+    if ("nodes" in body) == every:
+        raise BadBody('give "nodes": [names] or "all": true, not both')
+    names = None if every else _node_list(body["nodes"])
+    try:
+        staged = await _stage(request, _bundle_files(body["files"]), names)
+    except NoNodes as exc:
+        return json_error(404, "no_nodes", str(exc))
+    log.info("admin API: staged firmware %s for %s", staged.version, ", ".join(staged.nodes))
+    return web.json_response({"version": staged.version, "files": [
+        {"name": f.name, "size": f.size, "sha256": f.sha256} for f in staged.files
+    ], "staged": staged.nodes, "replaced": staged.replaced})
+
+
+@_handles_bad_bodies
+async def push_config(request: web.Request) -> web.Response:
+    name = _name(request)
+    patch = (await _fields(request, PATCH))["patch"]
+    try:
+        files = bundles.config_patch(patch)
+    except bundles.BundleError as exc:
+        raise BadBody(str(exc)) from None
+    staged = await _stage(request, files, [name])
+    log.info("admin API: staged config change %s for %s", staged.version, name)
+    return web.json_response({"version": staged.version, "staged": staged.nodes, "replaced": staged.replaced})
+
+
+@_handles_bad_bodies
+async def unstage(request: web.Request) -> web.Response:
+    name = _name(request)
+    await _fields(request)
+    await _write(request, lambda storage: storage.stage_bundle(None, [name], time.time_ns()))
+    log.info("admin API: unstaged the update of %s", name)
+    return web.json_response({"node": name, "staged": None})
+
+
+@_handles_bad_bodies
+async def get_firmware(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[keys.STORAGE].read(firmware_report))
+
+
 def setup_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/admin/nodes", add_node)
@@ -221,3 +327,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/admin/nodes/{name}/resume", _halt_route(False, one_node=True))
     r.add_post("/api/admin/halt", _halt_route(True, one_node=False))
     r.add_post("/api/admin/resume", _halt_route(False, one_node=False))
+    r.add_post("/api/admin/firmware", push_firmware)
+    r.add_get("/api/admin/firmware", get_firmware)
+    r.add_post("/api/admin/nodes/{name}/config", push_config)
+    r.add_delete("/api/admin/nodes/{name}/firmware", unstage)

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, keys, metrics, protocol, proxy, readers, web as status_page
+from . import admin, firmware_routes, keys, metrics, protocol, proxy, readers, web as status_page
 from .auth import CredentialCache, LoginGuard
 from .errors import RETRY_AFTER_STORAGE, json_errors
 from .forwarder import forwarding
@@ -135,6 +135,7 @@ def create_app(config: Config) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     protocol.setup_routes(app)
+    firmware_routes.setup_routes(app)
     metrics.setup_routes(app)
     readers.setup_routes(app)
     admin.setup_routes(app)

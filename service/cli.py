@@ -192,11 +192,21 @@ def _ago(age_s: float) -> str:
     return f"{seconds} s ago"
 
 
+def _update_cell(firmware: dict) -> str:
+    """The UPDATE column of `node list`: ``-`` with nothing staged, ``pending V``, else the outcome."""
+    if firmware["staged"] is None:
+        return "-"
+    if firmware["outcome"] == "pending":
+        return f"pending {firmware['staged']}"
+    return firmware["summary"]
+
+
 @node.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @data_dir_option
 def node_list(as_json, data_dir):
-    """List nodes with their last reading and when they were last seen."""
+    """List nodes with their last reading, when they were last seen, the firmware each runs (as it last
+    reported) and its over-the-air update (staged, pending, updated, rolled back)."""
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
         nodes = nodes_report(journal, config, time.time_ns())["nodes"]
@@ -206,12 +216,13 @@ def node_list(as_json, data_dir):
     if not nodes:
         click.echo("no nodes yet; 'tswarm node add NAME' registers one")
         return
-    rows = [("NAME", "STATE", "TEMP °C", "RH %", "LAST SEEN")]
+    rows = [("NAME", "STATE", "TEMP °C", "RH %", "LAST SEEN", "FIRMWARE", "UPDATE")]
     for n in nodes:
         state = "halted" if n["halted"] else ("active" if n["created"] else "registered")
         seen = n["last_seen"]
         last = (f"{n['temperature']:g}", f"{n['humidity']:g}") if seen else ("-", "-")
-        rows.append((n["name"], state, *last, f"{seen[:19]}Z ({_ago(n['age_s'])})" if seen else "never"))
+        rows.append((n["name"], state, *last, f"{seen[:19]}Z ({_ago(n['age_s'])})" if seen else "never",
+                     n["firmware"]["running"] or "-", _update_cell(n["firmware"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
@@ -425,11 +436,20 @@ ALLOW_LOOPBACK_HELP = (
 @node_name_arg
 @board_options
 @click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
+@click.option("--push", is_flag=True,
+              help="Stage the options given (only those) as an over-the-air change of the registered node's"
+              " config.json instead of printing it; the node merges it into the config it has on its next wake."
+              " Never registers the node nor changes its password.")
 @data_dir_option
-def node_config(name, data_dir, allow_loopback, **options):
-    """Print node NAME's config.json (registering NAME if needed), for flashing another way."""
+@click.pass_context
+def node_config(ctx, name, data_dir, allow_loopback, push, **options):
+    """Print node NAME's config.json (registering NAME if needed), for flashing another way; with
+    --push, stage a change of its config.json over the air instead."""
     from .flash import FlashError, node_config as make
 
+    if push:
+        _push_config(ctx, name, data_dir, options)
+        return
     config = load_config(data_dir=data_dir)
     try:
         text = make(config, name, options["password"], _board(options), allow_loopback=allow_loopback,
@@ -437,6 +457,93 @@ def node_config(name, data_dir, allow_loopback, **options):
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(text, nl=False)
+
+
+def _given(ctx: click.Context, option: str) -> bool:
+    return ctx.get_parameter_source(option) is click.core.ParameterSource.COMMANDLINE
+
+
+def _ipv4(option: str, value: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an IPv4 address like 192.168.1.50", param_hint=option) from None
+    return value
+
+
+def config_patch_of(ctx: click.Context, options: dict) -> dict:
+    """The part of config.json that the board options given on the command line set (and only
+    those: the service does not know the rest of the board's config, and need not)."""
+    if _given(ctx, "password"):
+        raise click.UsageError("--password with --push: a config push never changes the node's password"
+                               " ('tswarm node passwd' and a reflash do)")
+    if _given(ctx, "board"):
+        raise click.UsageError("--board with --push: a board does not change kind; leave --board out")
+    netconf, modules = {}, {}
+    if _given(ctx, "ssids") or _given(ctx, "passwords"):
+        if len(options["ssids"]) != len(options["passwords"]) or not options["ssids"]:
+            raise click.UsageError(
+                f"{len(options['ssids'])} --wifi-ssid but {len(options['passwords'])} --wifi-password: a push replaces"
+                " the board's networks, so give every network with its password, in order ('' for an open one)")
+        netconf.update(ssid=list(options["ssids"]), password=list(options["passwords"]))
+    for option in ("ip", "netmask", "gateway", "dns"):
+        if _given(ctx, option):
+            netconf[option] = _ipv4(f"--{option}", options[option])
+    if _given(ctx, "sleep"):
+        if options["sleep"] < 10:
+            raise click.BadParameter(f"must be at least 10 seconds, got {options['sleep']}", param_hint="--sleep")
+        netconf["sleep"] = options["sleep"]
+    if _given(ctx, "sensor"):
+        modules["sensor"] = options["sensor"]
+    if _given(ctx, "dht_pin"):
+        modules["pins"] = {"dht": options["dht_pin"]}
+    if _given(ctx, "leds"):
+        leds = _leds_param(options["leds"])
+        modules["leds"] = [] if not leds else dict(zip(("red", "green", "blue"), leds))
+    if _given(ctx, "leds_active_low"):
+        if modules.get("leds") == []:
+            raise click.UsageError("--leds-active-low with --leds none: there is no LED")
+        modules.setdefault("leds", {})["active_low"] = True
+    patch = {key: value for key, value in (("netconf", netconf), ("modules", modules)) if value}
+    if not patch:
+        raise click.UsageError("--push needs at least one board option to change (--wifi-ssid/--wifi-password,"
+                               " --ip, --netmask, --gateway, --dns, --sensor, --dht-pin, --leds, --leds-active-low, --sleep)")
+    return patch
+
+
+def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None:
+    from .bundles import BundleError, config_patch
+
+    patch = config_patch_of(ctx, options)
+    try:
+        files = config_patch(patch)
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    staged = _stage(data_dir, files, [name])
+    click.echo(f"staged config change {staged.version} for {name}: {json.dumps(patch, sort_keys=True)}")
+    _say_replaced(staged)
+    click.echo(f"{name} merges it into its config.json on its next wake ('tswarm firmware status' shows how it went)")
+
+
+def _stage(data_dir, files, names):
+    """:func:`tswarm.nodes.stage_update`, its refusals as one Error: line each."""
+    from .bundles import BundleError
+    from .nodes import NoNodes, stage_update
+
+    with open_journal(data_dir) as journal:
+        try:
+            return stage_update(journal, files, names, time.time_ns())
+        except NodeNotFound as exc:
+            raise click.ClickException(f"no node named {exc.args[0]!r}; 'tswarm node list' shows them; nothing staged") from None
+        except (BundleError, NoNodes) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def _say_replaced(staged) -> None:
+    for node, old in sorted(staged.replaced.items()):
+        click.echo(f"  {node}: replaces {old}, which was pending (not yet running)")
 
 
 @cli.command()
@@ -457,6 +564,73 @@ def flash(name, port, timeout, data_dir, allow_loopback, **options):
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"flashed {name} on {port}; press the board's reset button to start it")
+
+
+# -- over the air: tswarm firmware push / status (the work is in service/nodes.py, service/bundles.py) --
+
+
+@cli.group()
+def firmware():
+    """Update nodes over the air: stage a bundle, see what each node runs."""
+
+
+def _node_names(ctx, param, values):
+    for value in values:
+        if not valid_node_name(value):
+            raise click.BadParameter(f"{value!r}: node names are {NODE_NAME_HELP}")
+    return values
+
+
+@firmware.command("push")
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@click.option("--node", "names", multiple=True, callback=_node_names, metavar="NAME",
+              help="A node to update (repeat for several).")
+@click.option("--all", "every", is_flag=True, help="Every registered node.")
+@data_dir_option
+def firmware_push(folder, names, every, data_dir):
+    """Stage the .py files of FOLDER (the firmware shipped with this tswarm when omitted; never
+    main.py, the boot loader) for the nodes given: each fetches, checks and boots it on its next
+    wake, and goes back to what it ran if the new code fails. Replaces what was staged for them."""
+    from .bundles import BundleError, read_dir, shipped
+
+    if bool(names) == every:
+        raise click.UsageError("give --node NAME (repeat for several) or --all, not both")
+    try:
+        files = read_dir(folder) if folder is not None else shipped()
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    staged = _stage(data_dir, files, None if every else names)
+    total = sum(f.size for f in staged.files)
+    click.echo(f"bundle {staged.version}: {len(staged.files)} file(s), {total} bytes")
+    for f in staged.files:
+        click.echo(f"  {f.name}  {f.size}  sha256 {f.sha256[:16]}")
+    click.echo(f"staged for {len(staged.nodes)} node(s): {', '.join(staged.nodes)}")
+    _say_replaced(staged)
+    click.echo("each fetches it on its next wake ('tswarm firmware status' shows how it went)")
+
+
+@firmware.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (each node's firmware as in GET /api/nodes).")
+@data_dir_option
+def firmware_status(as_json, data_dir):
+    """Per node: the firmware it runs (as it last reported), the update staged for it, and the
+    outcome: current, pending, updated TIME, or rolled back from V TIME."""
+    from .bundles import outcome_text
+    from .nodes import firmware_report
+
+    with open_journal(data_dir) as journal:
+        if as_json:
+            click.echo(json.dumps(firmware_report(journal), indent=2))
+            return
+        nodes = journal.list_nodes()
+    if not nodes:
+        click.echo("no nodes yet; 'tswarm node add NAME' registers one")
+        return
+    rows = [("NAME", "RUNNING", "STAGED", "OUTCOME")]
+    rows += [(n.name, n.firmware.running or "-", n.firmware.staged or "-", outcome_text(n.firmware)) for n in nodes]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
 
 
 def _duration(seconds: float) -> str:

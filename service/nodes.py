@@ -1,6 +1,7 @@
 """The registry's rules, written once, on top of the journal: registering a node (or giving it a
-new password), whether a node is halted, and the summary of a node that both ``GET /api/nodes`` and
-``tswarm node list --json`` print.
+new password), whether a node is halted, staging an over-the-air update (:func:`stage_update`,
+for ``tswarm firmware push``, ``tswarm node config --push`` and the admin API), and the summary of
+a node that both ``GET /api/nodes`` and ``tswarm node list --json`` print.
 
 No aiohttp here: ``tswarm node ...``, ``tswarm flash``, the admin API and the readers call these.
 Every function is blocking (scrypt, SQLite): the server runs them off its event loop.
@@ -12,13 +13,13 @@ hash never lets the old password in.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional, Protocol
+from typing import Iterable, Optional, Protocol
 
-from . import auth
+from . import auth, bundles
 from .health import health
-from .storage import NodeExists, NodeStatus, Storage
+from .storage import BundleFile, NodeExists, NodeStatus, Storage
 from .names import NODE_NAME_HELP, valid_node_name
 from .settings import Config
 from .timefmt import rfc3339
@@ -94,6 +95,47 @@ def is_halted(node: Optional[_Haltable], config: Config, halted_all: bool = Fals
     return bool(node is not None and node.halted) or halted_all or config.halt
 
 
+# -- over-the-air updates -------------------------------------------------------------------------
+
+
+class NoNodes(ValueError):
+    """An update for every node, and none is registered."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What :func:`stage_update` did: the bundle's version and files, the nodes it is staged for now,
+    and those of them whose pending update (another version, not yet running) it replaced."""
+
+    version: str
+    files: list[BundleFile]
+    nodes: list[str]
+    replaced: dict[str, str] = field(default_factory=dict)  # node -> the version that was pending
+
+
+def stage_update(journal: Storage, files: Iterable[tuple[str, bytes]], names: Optional[Iterable[str]], at_ns: int) -> Staged:
+    """Keep the bundle ``files`` (checked: service/bundles.py's BundleError) and stage it for the
+    registered nodes ``names`` (None: every registered node), replacing whatever was staged for
+    them; each node fetches it on its next wake. The journal's NodeNotFound for a name not
+    registered, :class:`NoNodes` for every node of none: then nothing is staged."""
+    files = bundles.check_files(files)
+    version = bundles.version_of(files)
+    states = {n.name: n.firmware for n in journal.list_nodes()}
+    if names is None and not states:
+        raise NoNodes("no node is registered; 'tswarm node add NAME' registers one")
+    journal.add_bundle(version, files, at_ns)
+    staged = journal.stage_bundle(version, None if names is None else list(names), at_ns)
+    replaced = {name: states[name].staged for name in staged if name in states
+                and bundles.outcome(states[name])[0] == "pending" and states[name].staged != version}
+    return Staged(version, bundles.manifest(files), staged, replaced)
+
+
+def firmware_report(journal: Storage) -> list[dict]:
+    """Every registered node's update state, by name: ``tswarm firmware status --json`` and
+    ``GET /api/admin/firmware``."""
+    return [{"node": n.name, **bundles.firmware_json(n.firmware)} for n in journal.list_nodes()]
+
+
 # -- the node summary ---------------------------------------------------------------------------
 
 
@@ -111,6 +153,7 @@ def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: i
         "halted": halted,
         "created": node.created_at is not None,
         "registered": rfc3339(node.registered_at),
+        "firmware": bundles.firmware_json(node.firmware),
     }
 
 

@@ -1,9 +1,16 @@
 """The node protocol (frozen: firmware in the field depends on it).
 
 ``PUT``/``POST /api/nodes/{name}`` with Basic auth and ``{"name", "data"}``. The handler refuses
-early, in order: size, name, login (service/auth.py's :func:`~tswarm.auth.authenticate`: address
-guard, credentials), node state, JSON, values; only a valid reading reaches the journal, and the
-202 (or 423 while halted) comes after its commit.
+early, in order: size, name, firmware headers, login (service/auth.py's
+:func:`~tswarm.auth.authenticate`: address guard, credentials), node state, JSON, values; only a
+valid reading reaches the journal, and the 202 (or 423 while halted) comes after its commit.
+
+Over-the-air updates ride on what old firmware ignores (docs/protocol.md): a board that sends
+``X-Tswarm-Firmware`` (and ``X-Tswarm-Rolled-Back`` after a rollback) has what it runs recorded
+after the commit, and its 202/423 may carry an ``"update"`` (service/bundles.py decides); every
+202/423 carries ``"sleep"`` (and a 423 ``"awake"``). A board that sends neither header sees the
+same status codes and the same keys as before, plus those two. The files of an update are served
+by service/firmware_routes.py.
 """
 from __future__ import annotations
 
@@ -12,18 +19,42 @@ from typing import Optional
 
 from aiohttp import web
 
-from . import keys
+from . import bundles, keys
 from .auth import LoginRefused, authenticate
 from .errors import json_error
 from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import is_halted
-from .storage import StorageUnavailable
+from .storage import NodeAuth, StorageError, StorageUnavailable
 from .payload import PayloadError, parse_body
 from .timefmt import rfc3339
 
 log = logging.getLogger("tswarm.protocol")
 
 RETRY_AFTER_UNAVAILABLE = "30"
+FIRMWARE_HEADER = "X-Tswarm-Firmware"  # the bundle version the board runs (new firmware only)
+ROLLED_BACK_HEADER = "X-Tswarm-Rolled-Back"  # the version it gave up, until a 202/423 after the rollback
+
+
+class BadFirmwareHeader(ValueError):
+    """A firmware header that is not a version: the 400's detail."""
+
+
+def firmware_headers(headers) -> tuple[Optional[str], Optional[str]]:
+    """``(reported, rolled_back_from)`` from a request's headers (None: not sent), or
+    :class:`BadFirmwareHeader`: each at most once, each a version (``bundles.VERSION``), and
+    ``X-Tswarm-Rolled-Back`` only beside ``X-Tswarm-Firmware``."""
+    values = []
+    for header in (FIRMWARE_HEADER, ROLLED_BACK_HEADER):
+        given = headers.getall(header, [])
+        if len(given) > 1:
+            raise BadFirmwareHeader(f"{header} is sent once, not {len(given)} times")
+        value = given[0].strip() if given else None
+        if value is not None and not bundles.VERSION.match(value):
+            raise BadFirmwareHeader(f"{header} must be a firmware version: 1 to 64 of A-Z a-z 0-9 . _ -")
+        values.append(value)
+    if values[1] is not None and values[0] is None:
+        raise BadFirmwareHeader(f"{ROLLED_BACK_HEADER} comes with {FIRMWARE_HEADER} (the version running now)")
+    return values[0], values[1]
 
 
 async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
@@ -38,14 +69,66 @@ async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
     return bytes(body)
 
 
-def _unavailable(name: str, exc: StorageUnavailable) -> web.Response:
+READING_UNAVAILABLE = "the reading could not be stored and was not accepted; retry later"
+
+
+def unavailable(name: str, exc: StorageUnavailable, detail: str = READING_UNAVAILABLE) -> web.Response:
     """503: nothing acknowledged; the node tries again on its next wake. The outage is logged once,
     by the writer (service/storage/group.py), not once a reading."""
-    log.debug("journal refused a reading from %s: %s", name, exc)
-    return json_error(
-        503, "journal_unavailable", "the reading could not be stored and was not accepted; retry later",
-        headers={"Retry-After": RETRY_AFTER_UNAVAILABLE},
-    )
+    log.debug("journal refused a request of %s: %s", name, exc)
+    return json_error(503, "journal_unavailable", detail, headers={"Retry-After": RETRY_AFTER_UNAVAILABLE})
+
+
+async def node_login(request: web.Request, name: str, detail: str = READING_UNAVAILABLE) -> NodeAuth | web.Response:
+    """The node of a request to ``/api/nodes/{name}...`` by its Basic credentials
+    (:func:`~tswarm.auth.authenticate`), or the answer that refuses it: 401/403/429, or 503 while
+    the storage is away, saying ``detail`` (at once when it is known to be away: no lookup waits for
+    a connection)."""
+    app = request.app
+    writer = app[keys.WRITER]
+    away = await writer.away()
+    if away is not None:
+        writer.unavailable(away)
+        return unavailable(name, away, detail)
+    try:
+        return await authenticate(
+            request.headers.get("Authorization"), request.remote or "unknown", name,
+            # the storage pool refuses at once while an outage is known, and tells the writer of one
+            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
+            cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
+        )
+    except LoginRefused as refused:
+        return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
+    except StorageUnavailable as exc:  # the node's lookup: the database is away (PostgreSQL restarting)
+        return unavailable(name, exc, detail)
+
+
+async def _firmware_answer(
+    app: web.Application, node: NodeAuth, reported: Optional[str], rolled_back: Optional[str], now_ns: int,
+) -> dict:
+    """After the reading committed: record what a board that said which firmware it runs reported
+    (only when it differs from what is stored: a steady node costs no write), and the ``"update"``
+    to offer it, as ``{"update": {...}}`` or ``{}``. A failed write or read costs the board only its
+    offer, this once: the reading is acknowledged all the same."""
+    if reported is None:
+        return {}
+    storage = app[keys.STORAGE]
+    try:
+        if reported != node.fw_running or (rolled_back is not None and rolled_back != node.fw_rolled_back):
+            await storage.write(lambda s: s.report_firmware(node.name, reported, rolled_back, now_ns))
+        version = bundles.offered(node, reported, rolled_back)
+        files = await storage.read(lambda s: s.bundle_files(version)) if version is not None else None
+    except StorageUnavailable as exc:  # the pool told the writer, which logs an outage once
+        log.debug("firmware of %s not recorded, no update offered: %s", node.name, exc)
+        return {}
+    except StorageError as exc:
+        log.warning("firmware of %s not recorded, no update offered: %s", node.name, exc)
+        return {}
+    if not files:  # staged but not kept: nothing a board could fetch
+        return {}
+    return {"update": {"version": version, "files": [
+        {"name": f.name, "size": f.size, "sha256": f.sha256} for f in files
+    ]}}
 
 
 async def node_reading(request: web.Request) -> web.Response:
@@ -62,22 +145,15 @@ async def node_reading(request: web.Request) -> web.Response:
     if not valid_node_name(name):
         return json_error(400, "bad_node_name", f"node names are {NODE_NAME_HELP}")
 
-    writer = app[keys.WRITER]
-    away = await writer.away()
-    if away is not None:  # the database is known to be away: no lookup waits for a connection
-        writer.unavailable(away)
-        return _unavailable(name, away)
     try:
-        node = await authenticate(
-            request.headers.get("Authorization"), request.remote or "unknown", name,
-            # the storage pool refuses at once while an outage is known, and tells the writer of one
-            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
-            cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
-        )
-    except LoginRefused as refused:
-        return json_error(refused.status, refused.error, refused.detail, headers=refused.headers)
-    except StorageUnavailable as exc:  # the node's lookup: the database is away (PostgreSQL restarting)
-        return _unavailable(name, exc)
+        reported, rolled_back = firmware_headers(request.headers)
+    except BadFirmwareHeader as exc:
+        return json_error(400, "bad_firmware_version", str(exc))
+
+    node = await node_login(request, name)
+    if isinstance(node, web.Response):
+        return node
+    writer = app[keys.WRITER]
 
     create = request.method == "POST"
     if not node.created and not create:
@@ -94,16 +170,18 @@ async def node_reading(request: web.Request) -> web.Response:
     try:
         ts = await writer.append(node.id, reading.temperature, reading.humidity, create=create)
     except StorageUnavailable as exc:
-        return _unavailable(name, exc)
+        return unavailable(name, exc)
     app[keys.STATS].accepted += 1
+    update = await _firmware_answer(app, node, reported, rolled_back, ts)
 
     if is_halted(node, config):
         return json_error(
             423, "halted",
             "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)",
-            stored=True, time=rfc3339(ts),
+            stored=True, time=rfc3339(ts), sleep=node.interval_s, awake=config.halt_awake, **update,
         )
-    return web.json_response({"stored": True, "node": name, "time": rfc3339(ts)}, status=202)
+    return web.json_response({"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update},
+                             status=202)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -319,6 +319,11 @@ class Config:
         " Each worker keeps its own brute-force guard, credential cache and `/metrics` (docs/deployment.md).",
     )
     halt: bool = setting("TSWARM_HALT", "0", Flag(), "`1`: every node is answered 423 and stays awake (readings are still stored).")
+    halt_awake: int = setting(
+        "TSWARM_HALT_AWAKE", "600", Whole(30, 86400),
+        "Seconds a halted node stays awake for reflashing before it sleeps again ({range}): the 423's `\"awake\"`, which"
+        " firmware with over-the-air updates honours (older firmware stays awake until resumed).",
+    )
     store: str = setting(
         "TSWARM_STORE", "sqlite", Choice(("sqlite", "influxdb"), lambda text: text.strip().lower()),
         "`sqlite`: the journal is the store; `influxdb`: forward to InfluxDB.",

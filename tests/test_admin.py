@@ -298,3 +298,180 @@ async def test_an_admin_write_waiting_for_the_write_lock_leaves_the_loop_free(
         assert not writing.done()
     resp = await writing
     assert resp.status == status, await resp.text()
+
+
+# -- over-the-air updates: what `tswarm firmware push`, `node config --push` and `firmware status` do ----
+
+import hashlib  # noqa: E402
+
+from tswarm import bundles  # noqa: E402
+
+FW_FILES = [("node.py", b"print('node')\n" * 500), ("ota.py", b"# ota\n")]
+FW_VERSION = bundles.version_of(FW_FILES)
+
+
+def files_json(files=FW_FILES):
+    return [{"name": n, "content_b64": base64.b64encode(c).decode()} for n, c in files]
+
+
+FIRMWARE_ROUTES = [
+    ("POST", "/api/admin/firmware", {"files": files_json(), "all": True}),
+    ("GET", "/api/admin/firmware", None),
+    ("POST", "/api/admin/nodes/n1/config", {"patch": {"netconf": {"sleep": 600}}}),
+    ("DELETE", "/api/admin/nodes/n1/firmware", None),
+]
+
+
+async def test_push_firmware_stages_the_bundle_for_the_nodes_given(admin, journal):
+    for name in ("n1", "n2"):
+        register(journal, name, PW, created=True)
+    resp = await admin.post("/api/admin/firmware", json={"files": files_json(), "nodes": ["n1"]}, headers=AS_ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert await resp.json() == {
+        "version": FW_VERSION, "staged": ["n1"], "replaced": {},
+        "files": [{"name": n, "size": len(c), "sha256": hashlib.sha256(c).hexdigest()} for n, c in FW_FILES],
+    }
+    assert {n.name: n.firmware.staged for n in journal.list_nodes()} == {"n1": FW_VERSION, "n2": None}
+    assert journal.bundle_file(FW_VERSION, "node.py") == FW_FILES[0][1]
+    resp = await admin.post("/api/admin/firmware", json={"files": files_json([("node.py", b"v3")]), "all": True},
+                            headers=AS_ADMIN)
+    doc = await resp.json()
+    assert doc["staged"] == ["n1", "n2"] and doc["replaced"] == {"n1": FW_VERSION}
+    assert {n.firmware.staged for n in journal.list_nodes()} == {doc["version"]}
+
+
+async def test_push_config_stages_a_config_patch_and_never_touches_the_password(admin, journal):
+    register(journal, "n1", PW, created=True)
+    before = journal.node_auth("n1").password_hash
+    patch = {"netconf": {"ssid": ["new"], "password": ["pw"]}}
+    resp = await admin.post("/api/admin/nodes/n1/config", json={"patch": patch}, headers=AS_ADMIN)
+    assert resp.status == 200, await resp.text()
+    doc = await resp.json()
+    (name, content), = bundles.config_patch(patch)
+    assert doc == {"version": bundles.version_of([(name, content)]), "staged": ["n1"], "replaced": {}}
+    assert journal.bundle_file(doc["version"], bundles.CONFIG_PATCH) == content
+    assert journal.node_auth("n1").password_hash == before
+    assert journal.node_auth("n1").fw_staged == doc["version"]
+
+
+async def test_unstage_and_the_firmware_status(admin, journal):
+    register(journal, "n1", PW, created=True)
+    register(journal, "n2", PW, created=True)
+    await admin.post("/api/admin/firmware", json={"files": files_json(), "all": True}, headers=AS_ADMIN)
+    journal.report_firmware("n2", FW_VERSION, None, 1_764_000_000 * 10**9)
+    status = await (await admin.get("/api/admin/firmware", headers=AS_ADMIN)).json()
+    assert [(s["node"], s["staged"], s["outcome"]) for s in status] == [
+        ("n1", FW_VERSION, "pending"), ("n2", FW_VERSION, "updated"),
+    ]
+    assert status[1] == {"node": "n2", **bundles.firmware_json(journal.firmware_state("n2"))}
+    resp = await admin.delete("/api/admin/nodes/n1/firmware", headers=AS_ADMIN)
+    assert (resp.status, await resp.json()) == (200, {"node": "n1", "staged": None})
+    assert journal.firmware_state("n1").staged is None and journal.firmware_state("n2").staged == FW_VERSION
+    resp = await admin.delete("/api/admin/nodes/ghost/firmware", headers=AS_ADMIN)
+    assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")
+
+
+@pytest.mark.parametrize("body, status, error, says", [
+    ({"files": files_json()}, 400, "bad_request", 'give "nodes": [names] or "all": true, not both'),
+    ({"files": files_json(), "all": True, "nodes": ["n1"]}, 400, "bad_request", "not both"),
+    ({"files": files_json(), "all": False}, 400, "bad_request", "not both"),
+    ({"files": files_json(), "nodes": []}, 400, "bad_request", "nodes is empty"),
+    ({"files": files_json(), "nodes": ["a/b"]}, 400, "bad_request", "is not a node name"),
+    ({"files": files_json(), "nodes": [7]}, 400, "bad_request", "a number is not a node name"),
+    ({"files": files_json(), "nodes": ["ghost"]}, 404, "unknown_node", "ghost"),
+    ({"files": files_json(), "nodes": ["n1", "ghost"]}, 404, "unknown_node", "ghost"),
+    ({"files": "node.py", "all": True}, 400, "bad_request", "files must be an array"),
+    ({"files": [{"name": "node.py"}], "all": True}, 400, "bad_request", "exactly name and content_b64"),
+    ({"files": [{"name": "node.py", "content_b64": "%%%"}], "all": True}, 400, "bad_request", "is not base64"),
+    ({"files": [{"name": 1, "content_b64": ""}], "all": True}, 400, "bad_request", "must be strings"),
+    ({"files": [], "all": True}, 400, "bad_request", "at least one file"),
+    ({"files": files_json([("main.py", b"")]), "all": True}, 400, "bad_request", "boot loader"),
+    ({"files": files_json([("../x.py", b"")]), "all": True}, 400, "bad_request", "no folders"),
+    ({"files": files_json([("x.txt", b"")]), "all": True}, 400, "bad_request", ".py files"),
+    ({"files": files_json(), "all": "yes"}, 400, "bad_request", "all must be true or false"),
+    ({"files": files_json(), "all": True, "version": "x"}, 400, "bad_request", "unknown field 'version'"),
+])
+async def test_push_firmware_refuses_bad_bodies_and_stages_nothing(admin, journal, body, status, error, says):
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/firmware", json=body, headers=AS_ADMIN)
+    doc = await resp.json()
+    assert (resp.status, doc["error"]) == (status, error) and says in doc["detail"], doc
+    assert journal.firmware_state("n1").staged is None
+
+
+async def test_push_firmware_to_every_node_of_none_is_a_404(admin, journal):
+    resp = await admin.post("/api/admin/firmware", json={"files": files_json(), "all": True}, headers=AS_ADMIN)
+    assert (resp.status, (await resp.json())["error"]) == (404, "no_nodes")
+
+
+async def test_push_firmware_takes_a_bundle_bigger_than_a_reading_but_not_without_bound(admin, journal):
+    register(journal, "n1", PW, created=True)
+    big = [(f"f{i}.py", bytes([65 + i]) * bundles.MAX_FILE_BYTES) for i in range(4)]  # the most a bundle holds
+    resp = await admin.post("/api/admin/firmware", json={"files": files_json(big), "all": True}, headers=AS_ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert journal.firmware_state("n1").staged == bundles.version_of(big)
+    huge = b'{"files": "' + b"A" * (2 * 1024 * 1024) + b'"}'
+    resp = await admin.post("/api/admin/firmware", data=huge, headers=AS_ADMIN)
+    assert (resp.status, resp.content_type) == (413, "application/json")
+
+
+@pytest.mark.parametrize("body, says", [
+    ({}, "patch is required"),
+    ({"patch": []}, "patch must be an object"),
+    ({"patch": {}}, "the config change is empty"),
+    ({"patch": {"svconf": {"login": "x"}}}, "credential"),
+    ({"patch": {"svconf": {"xauth": "x"}}}, "credential"),
+    ({"patch": {"netconf": {"sleep": 60}}, "node": "n2"}, "unknown field 'node'"),
+])
+async def test_push_config_refuses_bad_patches(admin, journal, body, says):
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/nodes/n1/config", json=body, headers=AS_ADMIN)
+    doc = await resp.json()
+    assert (resp.status, doc["error"]) == (400, "bad_request") and says in doc["detail"], doc
+    assert journal.firmware_state("n1").staged is None
+
+
+async def test_push_config_for_a_node_not_registered_is_a_404_and_registers_nothing(admin, journal):
+    resp = await admin.post("/api/admin/nodes/ghost/config", json={"patch": {"netconf": {"sleep": 60}}}, headers=AS_ADMIN)
+    assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")
+    assert journal.list_nodes() == []
+
+
+@pytest.mark.parametrize("method, path, body", FIRMWARE_ROUTES, ids=[f"{m} {p}" for m, p, _ in FIRMWARE_ROUTES])
+async def test_firmware_admin_routes_refuse_everyone_but_the_admin_token(make_client, admin, journal, method, path, body):
+    register(journal, "n1", PW, created=True)
+    for headers, status, error in [
+        ({}, 401, "unauthorized"),
+        ({"Authorization": "Bearer wrong-token"}, 401, "unauthorized"),
+        ({"Authorization": f"Bearer {READ}"}, 403, "read_only"),
+        ({"Authorization": " Basic " + auth.xauth("n1", PW)}, 403, "node_credentials"),
+    ]:
+        resp = await admin.request(method, path, json=body, headers=headers)
+        assert (resp.status, (await resp.json())["error"]) == (status, error), headers
+    off = await make_client(read_token=READ)
+    resp = await off.request(method, path, json=body, headers=AS_ADMIN)
+    assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
+    assert journal.firmware_state("n1").staged is None
+
+
+firmware_bodies = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(["files", "nodes", "all", "patch"]), st.one_of(
+        json_values,
+        st.lists(st.fixed_dictionaries({"name": st.sampled_from(["node.py", "main.py", "a b", ""]),
+                                        "content_b64": st.sampled_from(["", "eA==", "%%", "eA"])}), max_size=3),
+        st.lists(st.sampled_from(["n1", "ghost", "a/b", ""]), max_size=3),
+    ), max_size=3),
+)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from([(m, p) for m, p, _ in FIRMWARE_ROUTES]), body=firmware_bodies)
+async def test_any_json_body_to_a_firmware_route_gets_json_never_a_5xx(admin, journal, route, body):
+    method, path = route
+    if not journal.is_registered("n1"):
+        register(journal, "n1", PW, created=True)
+    resp = await admin.request(method, path, data=json.dumps(body), headers=AS_ADMIN)
+    answer = await resp.json()
+    assert resp.status in (200, 400, 404), (resp.status, answer)
+    assert resp.status < 300 or (set(answer) == {"error", "detail"} and answer["detail"])

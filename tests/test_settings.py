@@ -84,6 +84,9 @@ BAD_SETTINGS = [
     ({"TSWARM_FORWARD_MAX_BACKOFF": "-60"}, "TSWARM_FORWARD_MAX_BACKOFF"),
     ({"TSWARM_FORWARD_MAX_BACKOFF": "1.5"}, "TSWARM_FORWARD_MAX_BACKOFF"),  # guard
     ({"TSWARM_HALT": "maybe"}, "TSWARM_HALT"),
+    ({"TSWARM_HALT_AWAKE": "29"}, "TSWARM_HALT_AWAKE"),
+    ({"TSWARM_HALT_AWAKE": "86401"}, "TSWARM_HALT_AWAKE"),
+    ({"TSWARM_HALT_AWAKE": "10m"}, "TSWARM_HALT_AWAKE"),
     ({"TSWARM_FORCE_HTTPS": "yes please"}, "TSWARM_FORCE_HTTPS"),
     ({"TSWARM_STORE": "mysql"}, "TSWARM_STORE"),  # guard
     ({"TSWARM_INFLUX_API": "3"}, "TSWARM_INFLUX_API"),  # guard
@@ -175,7 +178,7 @@ def test_every_config_field_is_one_setting_or_a_knob_named_as_not_a_setting():
 def test_the_defaults_are_as_before():
     assert {s.name: getattr(Config(), s.field) for s in SETTINGS} == {
         "TSWARM_DATA_DIR": Path("./data"), "TSWARM_DATABASE_URL": "", "TSWARM_DATABASE_POOL": 5, "TSWARM_HOST": "0.0.0.0", "TSWARM_PORT": 8080, "TSWARM_WORKERS": 1,
-        "TSWARM_HALT": False, "TSWARM_STORE": "sqlite", "TSWARM_INFLUX_URL": "http://localhost:8086",
+        "TSWARM_HALT": False, "TSWARM_HALT_AWAKE": 600, "TSWARM_STORE": "sqlite", "TSWARM_INFLUX_URL": "http://localhost:8086",
         "TSWARM_INFLUX_API": "2", "TSWARM_INFLUX_TOKEN": "", "TSWARM_INFLUX_ORG": "", "TSWARM_INFLUX_BUCKET": "tswarm",
         "TSWARM_INFLUX_DB": "tswarm", "TSWARM_INFLUX_USER": "", "TSWARM_INFLUX_PASSWORD": "", "TSWARM_ADMIN_TOKEN": "",
         "TSWARM_READ_TOKEN": "", "TSWARM_PUBLIC_URL": "", "TSWARM_TRUSTED_PROXIES": (), "TSWARM_FORCE_HTTPS": False,
@@ -198,6 +201,7 @@ GOOD = {
     "TSWARM_DATABASE_URL": (" postgres://u:pw@db:5432/t ", "postgres://u:pw@db:5432/t"),
     "TSWARM_DATABASE_POOL": ("2", 2),
     "TSWARM_PORT": ("+0", 0), "TSWARM_WORKERS": ("256", 256), "TSWARM_HALT": (" ON ", True),
+    "TSWARM_HALT_AWAKE": ("86400", 86400),
     "TSWARM_STORE": (" InfluxDB ", "influxdb"), "TSWARM_INFLUX_URL": ("https://influx:8443", "https://influx:8443"),
     "TSWARM_INFLUX_API": (" 1 ", "1"), "TSWARM_INFLUX_TOKEN": ("tok", "tok"), "TSWARM_INFLUX_ORG": ("home", "home"),
     "TSWARM_INFLUX_BUCKET": ("b", "b"), "TSWARM_INFLUX_DB": ("d", "d"), "TSWARM_INFLUX_USER": ("u", "u"),
