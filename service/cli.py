@@ -514,7 +514,7 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
 
 
 def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None:
-    from .bundles import BundleError, config_patch
+    from .bundles import BundleError, config_patch, masked
 
     patch = config_patch_of(ctx, options)
     try:
@@ -522,7 +522,7 @@ def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     staged = _stage(data_dir, files, [name])
-    click.echo(f"staged config change {staged.version} for {name}: {json.dumps(patch, sort_keys=True)}")
+    click.echo(f"staged config change {staged.version} for {name}: {json.dumps(masked(patch), sort_keys=True)}")
     _say_replaced(staged)
     click.echo(f"{name} merges it into its config.json on its next wake ('tswarm firmware status' shows how it went)")
 

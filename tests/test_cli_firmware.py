@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tswarm import auth, bundles
+from tswarm.bundles import masked
 
 from .conftest import open_journal
 
@@ -189,12 +190,20 @@ def test_node_config_push_stages_only_the_options_given(run, two_nodes, args, pa
     assert result.exit_code == 0, result.output
     assert pushed_patch(two_nodes) == patch
     version = staged(two_nodes)["a"]
-    assert result.stdout.splitlines()[0] == f"staged config change {version} for a: {json.dumps(patch, sort_keys=True)}"
+    assert result.stdout.splitlines()[0] == f"staged config change {version} for a: {json.dumps(masked(patch), sort_keys=True)}"
     assert "{" not in result.stdout.splitlines()[-1]  # no config.json printed
     with open_journal(two_nodes) as journal:
         assert journal.node_auth("a").password_hash == password_hash  # the password stays
         assert auth.verify_password("pw-a", journal.node_auth("a").password_hash)
     assert staged(two_nodes)["b"] is None
+
+
+def test_a_pushed_wifi_password_is_never_printed(run, two_nodes):
+    result = run("node", "config", "a", "--push", "--wifi-ssid", "home", "--wifi-password", "s3cret-wifi")
+    assert result.exit_code == 0, result.output
+    assert "s3cret-wifi" not in result.output
+    assert '"password": ["***"]' in result.stdout
+    assert pushed_patch(two_nodes)["netconf"]["password"] == ["s3cret-wifi"]  # the board gets it all the same
 
 
 def test_merged_on_a_board_the_pushed_patch_changes_only_those_keys(run, two_nodes):
