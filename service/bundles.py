@@ -129,6 +129,17 @@ def config_patch(patch: dict) -> list[tuple[str, bytes]]:
     return check_files([(CONFIG_PATCH, content)])
 
 
+def masked(patch: Any) -> Any:
+    """``patch`` as it may be shown (CLI output, logs): every ``password`` value as ``***`` (a list of
+    them, one per network, as a list of as many)."""
+    if isinstance(patch, dict):
+        return {k: (["***"] * len(v) if isinstance(v, list) else "***") if k == "password" else masked(v)
+                for k, v in patch.items()}
+    if isinstance(patch, list):
+        return [masked(v) for v in patch]
+    return patch
+
+
 def merge_config(config: Any, patch: dict) -> dict:
     """``config`` with ``patch`` merged in: objects key by key (recursively), anything else replaced.
     The board does the same with the config.json it has (firmware/), credentials left alone."""

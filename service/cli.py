@@ -514,7 +514,7 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
 
 
 def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None:
-    from .bundles import BundleError, config_patch
+    from .bundles import BundleError, config_patch, masked
 
     patch = config_patch_of(ctx, options)
     try:
@@ -522,7 +522,7 @@ def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None
     except BundleError as exc:
         raise click.ClickException(str(exc)) from None
     staged = _stage(data_dir, files, [name])
-    click.echo(f"staged config change {staged.version} for {name}: {json.dumps(patch, sort_keys=True)}")
+    click.echo(f"staged config change {staged.version} for {name}: {json.dumps(masked(patch), sort_keys=True)}")
     _say_replaced(staged)
     click.echo(f"{name} merges it into its config.json on its next wake ('tswarm firmware status' shows how it went)")
 
@@ -607,6 +607,26 @@ def firmware_push(folder, names, every, data_dir):
     click.echo(f"staged for {len(staged.nodes)} node(s): {', '.join(staged.nodes)}")
     _say_replaced(staged)
     click.echo("each fetches it on its next wake ('tswarm firmware status' shows how it went)")
+
+
+@firmware.command("cancel")
+@click.option("--node", "names", multiple=True, callback=_node_names, metavar="NAME",
+              help="A node whose staged update to cancel (repeat for several).")
+@click.option("--all", "every", is_flag=True, help="Every registered node.")
+@data_dir_option
+def firmware_cancel(names, every, data_dir):
+    """Unstage the update of the nodes given: they are offered nothing more (a board that fetched it
+    already keeps what it runs; push the old bundle to go back)."""
+    if bool(names) == every:
+        raise click.UsageError("give --node NAME (repeat for several) or --all, not both")
+    with open_journal(data_dir) as journal:
+        try:
+            cancelled = journal.stage_bundle(None, None if every else names, time.time_ns())
+        except NodeNotFound as exc:
+            raise click.ClickException(f"no node named {exc.args[0]!r}; 'tswarm node list' shows them; nothing cancelled") from None
+    if not cancelled:
+        raise click.ClickException("no nodes yet; 'tswarm node add NAME' registers one")
+    click.echo(f"nothing staged now for {len(cancelled)} node(s): {', '.join(cancelled)}")
 
 
 @firmware.command("status")

@@ -5,8 +5,10 @@ From SQLite (the data dir) to PostgreSQL (``--to postgres://...``), or back (``D
 ``--to`` a data dir without a journal), or from one PostgreSQL database to another. Everything moves
 as stored: node ids, names and password hashes (nodes keep their passwords: no reflash), the created
 mark, halts and intervals, removed nodes, readings with their ids and timestamps (so the forward
-cursor keeps meaning "InfluxDB has everything up to here"), rejected readings, and every meta value
-(the cursor, the forwarder's last error, halt-all, the retention horizon).
+cursor keeps meaning "InfluxDB has everything up to here"), rejected readings, every meta value
+(the cursor, the forwarder's last error, halt-all, the retention horizon), and the over-the-air
+updates: the firmware bundles kept, and each node's firmware state (what it runs, what is staged for
+it, when it updated or rolled back), so an update staged before the move is offered after it.
 
 The source is read in one snapshot (its data dir held, so no ``tswarm serve`` starts on it
 meanwhile); the target is written in one transaction that commits only when its counts match the
@@ -198,6 +200,7 @@ def summary(moved: Moved) -> list[str]:
         f"  rejected   {c.rejected}",
         f"  forwarded  up to reading {cursor} (the forward cursor)" + ("; the last forward error too" if c.get("forward_last_error") else ""),
         f"  retention  {'readings before ' + rfc3339(int(pruned)) + ' were pruned' if pruned else 'nothing pruned'}",
+        f"  firmware   {c.bundles} bundle(s), {c.bundle_files} file(s); what each node runs and has staged",
     ]
     if moved.read_token:
         lines.append(f"  read token the status page's, now kept in {moved.read_token}: its links keep working")

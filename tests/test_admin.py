@@ -452,3 +452,26 @@ async def test_firmware_admin_routes_refuse_everyone_but_the_admin_token(make_cl
     resp = await off.request(method, path, json=body, headers=AS_ADMIN)
     assert (resp.status, (await resp.json())["error"]) == (404, "admin_disabled")
     assert journal.firmware_state("n1").staged is None
+
+
+firmware_bodies = st.one_of(
+    json_values,
+    st.dictionaries(st.sampled_from(["files", "nodes", "all", "patch"]), st.one_of(
+        json_values,
+        st.lists(st.fixed_dictionaries({"name": st.sampled_from(["node.py", "main.py", "a b", ""]),
+                                        "content_b64": st.sampled_from(["", "eA==", "%%", "eA"])}), max_size=3),
+        st.lists(st.sampled_from(["n1", "ghost", "a/b", ""]), max_size=3),
+    ), max_size=3),
+)
+
+
+@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from([(m, p) for m, p, _ in FIRMWARE_ROUTES]), body=firmware_bodies)
+async def test_any_json_body_to_a_firmware_route_gets_json_never_a_5xx(admin, journal, route, body):
+    method, path = route
+    if not journal.is_registered("n1"):
+        register(journal, "n1", PW, created=True)
+    resp = await admin.request(method, path, data=json.dumps(body), headers=AS_ADMIN)
+    answer = await resp.json()
+    assert resp.status in (200, 400, 404), (resp.status, answer)
+    assert resp.status < 300 or (set(answer) == {"error", "detail"} and answer["detail"])

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from tswarm import auth, bundles
+from tswarm.bundles import masked
 
 from .conftest import open_journal
 
@@ -189,12 +190,20 @@ def test_node_config_push_stages_only_the_options_given(run, two_nodes, args, pa
     assert result.exit_code == 0, result.output
     assert pushed_patch(two_nodes) == patch
     version = staged(two_nodes)["a"]
-    assert result.stdout.splitlines()[0] == f"staged config change {version} for a: {json.dumps(patch, sort_keys=True)}"
+    assert result.stdout.splitlines()[0] == f"staged config change {version} for a: {json.dumps(masked(patch), sort_keys=True)}"
     assert "{" not in result.stdout.splitlines()[-1]  # no config.json printed
     with open_journal(two_nodes) as journal:
         assert journal.node_auth("a").password_hash == password_hash  # the password stays
         assert auth.verify_password("pw-a", journal.node_auth("a").password_hash)
     assert staged(two_nodes)["b"] is None
+
+
+def test_a_pushed_wifi_password_is_never_printed(run, two_nodes):
+    result = run("node", "config", "a", "--push", "--wifi-ssid", "home", "--wifi-password", "s3cret-wifi")
+    assert result.exit_code == 0, result.output
+    assert "s3cret-wifi" not in result.output
+    assert '"password": ["***"]' in result.stdout
+    assert pushed_patch(two_nodes)["netconf"]["password"] == ["s3cret-wifi"]  # the board gets it all the same
 
 
 def test_merged_on_a_board_the_pushed_patch_changes_only_those_keys(run, two_nodes):
@@ -233,3 +242,33 @@ def test_node_config_push_never_registers_a_node(run, two_nodes):
     assert result.stderr == "Error: no node named 'ghost'; 'tswarm node list' shows them; nothing staged\n"
     with open_journal(two_nodes) as journal:
         assert [n.name for n in journal.list_nodes()] == ["a", "b"]
+
+
+def test_firmware_cancel_unstages_the_nodes_given(run, two_nodes):
+    assert run("firmware", "push", "--all").exit_code == 0
+    result = run("firmware", "cancel", "--node", "a")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "nothing staged now for 1 node(s): a\n"
+    assert staged(two_nodes)["a"] is None and staged(two_nodes)["b"] is not None
+    assert run("firmware", "cancel", "--all").exit_code == 0
+    assert staged(two_nodes) == {"a": None, "b": None}
+
+
+@pytest.mark.parametrize("args, code, message", [
+    ([], 2, "give --node NAME (repeat for several) or --all, not both"),
+    (["--all", "--node", "a"], 2, "give --node NAME (repeat for several) or --all, not both"),
+    (["--node", "a", "--node", "ghost"], 1, "no node named 'ghost'"),
+    (["--node", "bad name"], 2, "node names are"),
+])
+def test_firmware_cancel_refuses_and_cancels_nothing(run, two_nodes, args, code, message):
+    assert run("firmware", "push", "--all").exit_code == 0
+    before = staged(two_nodes)
+    result = run("firmware", "cancel", *args)
+    assert result.exit_code == code and message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert staged(two_nodes) == before
+
+
+def test_firmware_cancel_all_without_nodes_says_so(run, journal):
+    result = run("firmware", "cancel", "--all")
+    assert result.exit_code == 1 and "no nodes yet" in result.output

@@ -27,11 +27,16 @@ FUTURE = 4_000_000_000 * NS  # readings stamped after any clock of today: the ne
 PW = "secret-pw"
 
 
+BUNDLES = ("v1", "v2", "cfg")  # the versions fill and the hypothesis test may keep
+
+
 def view(s: Storage) -> dict:
-    """Everything a journal holds, as the Storage interface shows it."""
+    """Everything a journal holds, as the Storage interface shows it (each node's firmware state is
+    in its NodeStatus)."""
     names = dict(s.node_names())
     return {
         "nodes": nodes_table(s),
+        "bundles": {v: [(f, s.bundle_file(v, f.name)) for f in s.bundle_files(v) or ()] for v in BUNDLES},
         "names": names,
         "registered": {n: s.is_registered(n) for n in names.values()},
         "halted_all": s.halted_all(),
@@ -54,6 +59,12 @@ def fill(journal: Storage) -> None:
     register(journal, "garage", PW, created=True)
     journal.set_halt("attic", True)
     journal.set_interval("kitchen", 600)
+    journal.add_bundle("v1", [("node.py", b"print('v1')\n"), ("ota.py", bytes(range(256)))], 1 * NS)
+    journal.add_bundle("cfg", [("config-patch.json", b'{"netconf":{"sleep":600}}')], 2 * NS)
+    journal.stage_bundle("v1", ["attic", "kitchen", "garage"], 3 * NS)
+    journal.report_firmware("attic", "v1", None, 4 * NS)  # updated
+    journal.report_firmware("kitchen", "v0", "v1", 5 * NS)  # rolled back
+    journal.stage_bundle("cfg", ["cellar"], 6 * NS)  # pending
     journal.add_readings([("garage", FUTURE - 10 * NS, 1.0, 10.0)])
     journal.remove_node("garage")  # removed: its reading stays, its id keeps its name
     journal.add_readings([
@@ -94,6 +105,7 @@ def tables(url: str) -> list[str]:
 def test_a_journal_moves_whole_into_an_empty_database(full, run, postgres, postgres_url):
     before = view(full)
     assert before["pruned_before"] and before["cursor"] == 4 and before["rejected"] and before["halted_all"]
+    assert [n.firmware.staged for n, _ in before["nodes"]] == ["v1", "cfg", "v1"] and before["bundles"]["cfg"]
     result = run("migrate", "--to", postgres_url)
     assert result.exit_code == 0, result.output
     assert postgres.PASSWORD not in result.output
@@ -105,6 +117,7 @@ def test_a_journal_moves_whole_into_an_empty_database(full, run, postgres, postg
     assert "  nodes      4 (3 registered, 1 halted; halt-all on); passwords as they were" in result.stdout
     assert "  readings   3, ids 3 to 5, the newest at 2096-10-02T07:06:40.000000000Z" in result.stdout
     assert "  forwarded  up to reading 4 (the forward cursor); the last forward error too" in result.stdout
+    assert "  firmware   2 bundle(s), 3 file(s); what each node runs and has staged" in result.stdout
     assert result.stderr == ""  # no terminal: no progress bar
     assert view(full) == before  # the source is untouched
 
@@ -343,6 +356,7 @@ VALUE = st.floats(allow_nan=False, allow_infinity=False)
 NODE = st.fixed_dictionaries({
     "hash": TEXT, "created": st.booleans(), "halted": st.booleans(), "removed": st.booleans(),
     "interval": st.integers(60, 86_400),
+    "staged": st.sampled_from([None, *BUNDLES]), "running": st.none() | TEXT, "rolled_back": st.none() | TEXT,
 })
 
 
@@ -369,6 +383,11 @@ def test_any_small_journal_moves_there_and_back_unchanged(
                     source.mark_created(name, 7)
                 source.set_halt(name, node["halted"])
                 source.set_interval(name, node["interval"])
+                if node["staged"]:
+                    source.add_bundle(node["staged"], [("node.py", node["staged"].encode() * 3)], 1)
+                    source.stage_bundle(node["staged"], [name], 2)
+                if node["running"] is not None:
+                    source.report_firmware(name, node["running"], node["rolled_back"], 3)
             names = sorted(nodes)
             ts, rows = 0, []
             for i, step, t, h in readings if names else ():

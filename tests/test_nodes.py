@@ -123,7 +123,13 @@ async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, 
 
 async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_client, journal, data_dir, run):
     """The server's credential cache still remembers the old header (another process cannot clear
-    it), but it remembers the hash it verified against: the new hash does not let the old password in."""
+    it), but it remembers the hash it verified against: the new hash does not let the old password in.
+
+    On PostgreSQL the node's record comes from the process's registry cache, which another process's
+    change clears by a notification that reaches this process's socket just after the change commits
+    (service/storage/postgres/cache.py says so): the test waits for that notification, not a time,
+    before the next request. The CLI runs in this process here; from another process the CLI's own
+    exit alone takes far longer than the notification."""
     register(journal, test_config(data_dir.parent), "a", "old-pw")
     client = await make_client()
     cache = client.app[keys.CREDENTIALS]
@@ -135,8 +141,16 @@ async def test_a_password_changed_by_the_cli_never_lets_the_old_one_in(make_clie
 
     assert await post("old-pw") == 202
     assert await post("old-pw") == 202 and cache.hits == 1  # the second one from the cache
+    journal.node_auth("a")  # PostgreSQL: the process's registry cache, shared with the server's storage
+    registry = getattr(journal, "_registry_cache", None)
+    generation = registry._generation if registry is not None else None
     result = run("node", "passwd", "a", "--password", "new-pw")
     assert result.exit_code == 0, result.output
+    if registry is not None:
+        deadline = time.monotonic() + 10
+        while registry._generation == generation and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert registry._generation != generation, "the registry change's notification never arrived"
     assert len(cache._entries) == 1  # the old header is still remembered here...
     assert await post("old-pw") == 401  # ...and yet no longer passes
     assert await post("new-pw") == 202

@@ -27,7 +27,7 @@
   const fmt = (v, unit) => (v == null ? "–" : `${oneDecimal.format(v)} ${unit}`);
 
   const series = new Map(); // node name -> {t: [], temperature: [], humidity: [], last: "RFC 3339" | null}
-  const cards = new Map(); // node name -> {box, title, latest, count, plotBox, plot, empty, node}
+  const cards = new Map(); // node name -> {box, title, latest, count, firmware, plotBox, plot, empty, node}
   let windowEndS = Date.now() / 1000; // the service's "now" at the last refresh
 
   // -- talking to the service ---------------------------------------------------------------
@@ -104,6 +104,30 @@
     return span;
   }
 
+  // The node's over-the-air update: the version it runs (as it last reported) and how the last one went.
+  const OUTCOME_TEXT = { current: "", pending: "update pending", updated: "updated", rolled_back: "rolled back from" };
+
+  function firmwareParts(fw) {
+    const parts = [];
+    if (!fw || (fw.running == null && fw.staged == null)) return parts;
+    const running = document.createElement("span");
+    running.className = "version";
+    running.textContent = fw.running == null ? "version not reported" : fw.running;
+    parts.push(running);
+    if (fw.outcome !== "current") {
+      const outcome = document.createElement("span");
+      outcome.className = `outcome ${fw.outcome}`;
+      let text = OUTCOME_TEXT[fw.outcome] || fw.outcome;
+      if (fw.outcome === "pending") text += ` (${fw.staged})`;
+      if (fw.outcome === "rolled_back") text += ` ${fw.rolled_back_from}`;
+      if (fw.outcome_at) text += ` ${dateTime.format(new Date(seconds(fw.outcome_at) * 1000))}`;
+      outcome.textContent = text;
+      outcome.title = fw.summary;
+      parts.push(outcome);
+    }
+    return parts;
+  }
+
   function renderTable(report) {
     const body = document.querySelector("#nodes tbody");
     const rows = report.nodes.map((n) => {
@@ -120,6 +144,10 @@
       if (n.last_seen) seen.title = dateTime.format(new Date(seconds(n.last_seen) * 1000));
       tr.append(seen);
       tr.append(cell("Readings (24 h)", expected24h(n), "num"));
+      const firmware = cell("Firmware", "", "firmware");
+      firmware.dataset.outcome = n.firmware ? n.firmware.outcome : "current";
+      firmware.append(...firmwareParts(n.firmware));
+      tr.append(firmware);
       return tr;
     });
     body.replaceChildren(...rows);
@@ -240,11 +268,13 @@
     latest.className = "latest";
     const count = document.createElement("p");
     count.className = "count";
+    const firmware = document.createElement("p");
+    firmware.className = "firmware";
     const plotBox = document.createElement("div");
     plotBox.className = "plot";
-    box.append(title, latest, count, plotBox);
+    box.append(title, latest, count, firmware, plotBox);
     document.getElementById("charts").append(box);
-    const card = { box, title, latest, count, plotBox, plot: null, empty: null, node: null };
+    const card = { box, title, latest, count, firmware, plotBox, plot: null, empty: null, node: null };
     new ResizeObserver(() => {
       if (card.plot) card.plot.setSize({ width: plotBox.clientWidth, height: 200 });
     }).observe(plotBox);
@@ -260,6 +290,7 @@
     card.title.replaceChildren(span("name", node.name), healthBadge(node.health));
     if (!card.latest.dataset.hover) showValues(card, null);
     card.count.textContent = node.last_seen == null ? "" : `${expected24h(node)} readings in 24 h`;
+    card.firmware.replaceChildren(...firmwareParts(node.firmware));
     const hasData = s.t.length > 0;
     card.box.classList.toggle("small", !hasData);
     if (!hasData) {

@@ -557,7 +557,7 @@ class Storage(abc.ABC):
         """Stage kept bundle ``version`` for the registered nodes ``names`` (None: every registered
         node), in one transaction: ``staged``/``staged_at`` set, ``updated_at`` and the rollback
         mark cleared (a version that rolled back is offered again once staged again). ``version``
-        None unstages. :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
+        None unstages (``staged_at`` cleared too). :class:`NodeNotFound` for a name not registered, :class:`StorageError` for a
         version not kept: nothing staged. The names staged, sorted."""
 
     @abc.abstractmethod

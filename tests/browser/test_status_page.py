@@ -208,6 +208,57 @@ def test_page_follows_the_browsers_locale(service, browser):
     context.close()
 
 
+def test_page_shows_the_firmware_each_node_runs_and_how_its_update_went(service, browser):
+    """kitchen updated, attic rolled back, cellar pending, shed on a version it reported, porch never
+    reported (old firmware): the table's Firmware column and each card say so; on a phone the cards do."""
+    from tswarm import bundles
+
+    files = [("node.py", b"print('v2')\n")]
+    v2 = bundles.version_of(files)
+    now = time.time_ns()
+    with open_storage(service.data_dir, service.env.get("TSWARM_DATABASE_URL", "")) as journal:
+        journal.add_bundle(v2, files, now)
+        journal.stage_bundle(v2, ["kitchen", "attic", "cellar"], now)
+        for name in ("kitchen", "attic", "cellar"):
+            journal.report_firmware(name, "v1", None, now)
+        journal.report_firmware("shed", "v1", None, now)
+        journal.report_firmware("kitchen", v2, None, now + 1)
+        journal.report_firmware("attic", "v1", v2, now + 2)
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-US")
+    console = Console(page)
+    page.goto(f"{service.url}/")
+    page.wait_for_selector("body[data-refreshed]")
+
+    def column(node):
+        return page.text_content(f'#nodes tr[data-node="{node}"] td.firmware')
+
+    assert page.eval_on_selector_all("#nodes th", "hs => hs.map(h => h.textContent)")[-1] == "Firmware"
+    assert column("kitchen").startswith(f"{v2}updated ")
+    assert column("attic").startswith(f"v1rolled back from {v2} ")
+    assert column("cellar") == f"v1update pending ({v2})"
+    assert column("shed") == "v1"
+    assert column("porch") == ""
+    outcomes = dict(page.eval_on_selector_all(
+        "#nodes tr", "rs => rs.slice(1).map(r => [r.dataset.node, r.querySelector('td.firmware').dataset.outcome])"))
+    assert {n: outcomes[n] for n in ("attic", "cellar", "kitchen", "porch", "shed")} == {
+        "attic": "rolled_back", "cellar": "pending", "kitchen": "updated", "porch": "current", "shed": "current"}
+    assert page.get_attribute('#nodes tr[data-node="attic"] .outcome', "title").startswith(f"rolled back from {v2} 20")
+    page.screenshot(path=OUTPUT / "status-page-firmware.png", full_page=True)
+    page.close()
+
+    phone = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
+    phone.goto(f"{service.url}/")
+    phone.wait_for_selector("body[data-refreshed]")
+    assert not phone.is_visible("#nodes")
+    card = '.chart[data-node="attic"] .firmware'
+    assert phone.is_visible(card) and phone.inner_text(card).replace("\n", " ").startswith(f"v1 rolled back from {v2} ")
+    assert not phone.is_visible('.chart[data-node="porch"] .firmware')  # nothing to say: no line
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    phone.screenshot(path=OUTPUT / "status-page-firmware-phone.png", full_page=True)
+    phone.close()
+    assert console.errors == []
+
+
 @pytest.fixture(scope="module")
 def guarded_service(tmp_path_factory):
     _need_chromium()

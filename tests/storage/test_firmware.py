@@ -244,3 +244,68 @@ def test_a_node_removed_and_added_again_starts_afresh(fw):
     auth = fw.node_auth("a")
     assert (auth.fw_running, auth.fw_staged, auth.fw_rolled_back) == (None, None, None)
     assert fw.bundle_files("v1") is not None  # the bundles stay
+
+
+# -- moving house -------------------------------------------------------------------------------------
+
+
+def _moved(storage: Storage) -> tuple:
+    """What a dump of ``storage`` holds but readings: counts, every node row, the bundles and their files."""
+    with storage.dump() as dump:
+        return dump.counts, dump.nodes, list(dump.bundles), list(dump.bundle_files)
+
+
+def _fill(fw: Storage) -> None:
+    fw.stage_bundle("v1", ["a", "b"], 100)
+    fw.report_firmware("a", "v1", None, 200)
+    fw.report_firmware("b", "old", "v1", 300)
+    fw.report_firmware("c", "old", None, 400)
+    fw.add_readings([("a", 500, 1.0, 2.0)])
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgres"])
+def test_a_dump_carries_the_bundles_and_every_nodes_firmware_into_either_engine(fw, target, postgres, tmp_path):
+    from tswarm.storage.postgres import PostgresStorage
+    from tswarm.storage.sqlite import SqliteStorage
+
+    _fill(fw)
+    source = _moved(fw)
+    counts, nodes, bundles, files = source
+    assert (counts.bundles, counts.bundle_files) == (2, 3)
+    assert bundles == [("v1", 10), ("v2", 11)]
+    assert files == [("v1", "node.py", _sha(NODE_PY), NODE_PY), ("v1", "ota.py", _sha(OTA_PY), OTA_PY),
+                     ("v2", "node.py", _sha(b"v2"), b"v2")]
+    assert [n[8:] for n in nodes] == [  # the fw_* columns, by id: a, b, c, gone
+        ("v1", 200, "v1", 100, 200, None, None), ("old", 300, "v1", 100, None, "v1", 300),
+        ("old", 400, None, None, None, None, None), (None,) * 7,
+    ]
+    engine, place = (SqliteStorage, tmp_path / "copy") if target == "sqlite" else (PostgresStorage, postgres.new_database())
+    with fw.dump() as dump:
+        assert engine.load(place, dump) == counts
+    with (SqliteStorage.open(place) if target == "sqlite" else PostgresStorage(place)) as copy:
+        assert _moved(copy) == source
+        assert [(n.name, n.firmware) for n in copy.list_nodes()] == [(n.name, n.firmware) for n in fw.list_nodes()]
+        assert copy.bundle_files("v1") == fw.bundle_files("v1") and copy.bundle_file("v2", "node.py") == b"v2"
+        assert copy.node_auth("b").fw_rolled_back == "v1"
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgres"])
+def test_a_copy_missing_a_bundle_is_not_kept(fw, target, postgres, tmp_path):
+    import dataclasses
+
+    from tswarm.storage import StorageUnusable
+    from tswarm.storage.postgres import PostgresStorage
+    from tswarm.storage.sqlite import SqliteStorage
+
+    engine, place = (SqliteStorage, tmp_path / "copy") if target == "sqlite" else (PostgresStorage, postgres.new_database())
+    with fw.dump() as dump:
+        lost = dataclasses.replace(dump, bundles=dump.bundles[:1], bundle_files=dump.bundle_files[:2])
+        with pytest.raises(StorageUnusable, match=r"bundles 1 instead of 2, bundle_files 2 instead of 3"):
+            engine.load(place, lost)
+    if target == "sqlite":
+        assert not place.exists()
+    else:
+        import psycopg
+
+        with psycopg.connect(place) as conn:  # rolled back, schema included
+            assert conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall() == []

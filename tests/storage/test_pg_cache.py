@@ -102,6 +102,33 @@ def test_a_lookup_is_served_from_the_cache_while_the_listener_listens(pg, postgr
         assert pg.node_auth("porch").password_hash == "hash-unannounced"
 
 
+def test_a_change_this_process_commits_is_seen_at_once_without_its_notification(pg, postgres_url):
+    """The admin API, or a CLI command run in the server's process: the process's own change clears its
+    cache when it commits. The triggers are off here, so no notification could have done it."""
+    cache = cached(pg)
+    _sql(postgres_url, "ALTER TABLE nodes DISABLE TRIGGER USER")
+    _sql(postgres_url, "ALTER TABLE meta DISABLE TRIGGER USER")
+    try:
+        with PostgresStorage(postgres_url) as other:
+            other.set_password("porch", "hash-2")
+            assert pg.node_auth("porch").password_hash == "hash-2" and other._registry_cache is None
+            other.set_halt(None, True)
+            assert pg.node_auth("porch").halted
+            other.add_bundle("v1", [("node.py", b"pass\n")], 1)
+            other.stage_bundle("v1", ["porch"], 2)
+            assert pg.node_auth("porch").fw_staged == "v1"
+            other.report_firmware("porch", "v1", None, 3)
+            assert pg.node_auth("porch").fw_running == "v1"
+            other.remove_node("porch")
+            assert pg.node_auth("porch") is None
+            other.add_node("porch", "hash-3")
+            assert pg.node_auth("porch").password_hash == "hash-3"
+        assert cache.listening  # the listener goes on
+    finally:
+        _sql(postgres_url, "ALTER TABLE nodes ENABLE TRIGGER USER")
+        _sql(postgres_url, "ALTER TABLE meta ENABLE TRIGGER USER")
+
+
 # Each change: (what a user does, in another process or on another connection; what the cached
 # process's next lookup of "porch" must then say).
 CHANGES = {

@@ -22,6 +22,9 @@ on the listener's socket (one ``poll``, no round trip) or is being read. A looku
 only if no clear happened since the lookup began (:attr:`RegistryCache._generation`): a record read
 just before a change, and stored just after its notification cleared the cache, is not kept.
 
+A change committed by this process itself (the admin API, a CLI command run in it) clears this
+process's cache at once as well (:func:`changed_here`): its next lookup never waits for the notification.
+
 What this does not give: a change is seen by another process once its notification reached that
 process's socket, which PostgreSQL sends as the change commits (well under a millisecond on
 loopback), not a round trip's proof; a listener whose connection vanished without a word (a cable
@@ -121,6 +124,13 @@ class RegistryCache:
                 if self._listening and self._generation == generation:
                     self._records[name] = record
         return record
+
+    def forget(self) -> None:
+        """A change of the registry this process committed itself: clear at once, without waiting
+        for its notification (which clears again when it arrives). Listening goes on."""
+        with self._lock:
+            self._generation += 1
+            self._records.clear()
 
     def _clear(self, *, listening: bool, fd: int = -1) -> None:
         with self._lock:
@@ -260,6 +270,16 @@ def open_cache(url: str, user: object) -> RegistryCache:
             shared = _CACHES[key] = _Shared(RegistryCache(url))
         shared.users.add(id(user))
         return shared.cache
+
+
+def changed_here(url: str) -> None:
+    """This process committed a change of the registry of ``url``: its cache (if it has one) forgets
+    every record now, so this process's next lookup is exact even before the notification arrives
+    (a CLI command run in the server's process, the admin API)."""
+    with _CACHES_LOCK:
+        shared = _CACHES.get((os.getpid(), url))
+    if shared is not None:
+        shared.cache.forget()
 
 
 def close_cache(url: str, user: object) -> None:

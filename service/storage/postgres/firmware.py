@@ -52,6 +52,9 @@ WHERE name = %(name)s AND removed_at IS NULL AND (
 
 
 class FirmwareRoom(Connections):
+    def _registry_changed(self) -> None:  # RegistryRoom's, in PostgresStorage: this process's cache forgets
+        pass
+
     def add_bundle(self, version: str, files: Iterable[tuple[str, bytes]], at_ns: int) -> None:
         rows = [(version, name, hashlib.sha256(content).hexdigest(), bytes(content)) for name, content in files]
         try:
@@ -84,6 +87,12 @@ class FirmwareRoom(Connections):
         if wanted == []:
             return []
         params = {"version": version, "at": None if version is None else at_ns, "names": wanted}
+        try:
+            return self._stage(version, wanted, params)
+        finally:
+            self._registry_changed()  # this process's cache now; the others' by the nodes trigger
+
+    def _stage(self, version: Optional[str], wanted: Optional[list[str]], params: dict) -> list[str]:
         with self._transaction() as conn:
             if version is not None and conn.execute(
                 "SELECT 1 FROM bundles WHERE version = %s", (version,)
@@ -98,7 +107,9 @@ class FirmwareRoom(Connections):
 
     def report_firmware(self, name: str, running: str, rolled_back_from: Optional[str], at_ns: int) -> None:
         with self._connection() as conn:
-            conn.execute(REPORT, {"name": name, "running": running, "rolled_back": rolled_back_from, "at": at_ns})
+            cur = conn.execute(REPORT, {"name": name, "running": running, "rolled_back": rolled_back_from, "at": at_ns})
+        if cur.rowcount:
+            self._registry_changed()
 
     def firmware_state(self, name: str) -> Optional[FirmwareState]:
         row = self._one(

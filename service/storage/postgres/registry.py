@@ -6,7 +6,7 @@ import time
 from typing import Optional
 
 from ..interface import FIRMWARE_COLUMNS, HALT_ALL, FirmwareState, NodeAuth, NodeExists, NodeNotFound, NodeStatus
-from .cache import RegistryCache
+from .cache import RegistryCache, changed_here
 from .connection import Connections
 from .meta import get_meta, put_meta
 
@@ -42,7 +42,17 @@ class RegistryRoom(Connections):
         """The process's cache of nodes' records, taken at the first lookup (PostgresStorage); None: none."""
         return None
 
+    def _registry_changed(self) -> None:
+        """After a registry change committed: this process's cache forgets now (others on notification)."""
+        changed_here(self._url)
+
     def add_node(self, name: str, password_hash: str) -> None:
+        try:
+            self._add_node(name, password_hash)
+        finally:
+            self._registry_changed()
+
+    def _add_node(self, name: str, password_hash: str) -> None:
         now = time.time_ns()
         with self._transaction() as conn:
             row = conn.execute("SELECT removed_at FROM nodes WHERE name = %s FOR UPDATE", (name,)).fetchone()
@@ -66,10 +76,13 @@ class RegistryRoom(Connections):
 
     def _update_registered(self, name: str, assignments: str, params: tuple) -> None:
         """``UPDATE nodes SET <assignments>`` of registered node ``name``; :class:`NodeNotFound` if none."""
-        with self._connection() as conn:
-            cur = conn.execute(
-                f"UPDATE nodes SET {assignments} WHERE name = %s AND removed_at IS NULL", (*params, name)
-            )
+        try:
+            with self._connection() as conn:
+                cur = conn.execute(
+                    f"UPDATE nodes SET {assignments} WHERE name = %s AND removed_at IS NULL", (*params, name)
+                )
+        finally:
+            self._registry_changed()
         if cur.rowcount == 0:
             raise NodeNotFound(name)
 
@@ -87,8 +100,11 @@ class RegistryRoom(Connections):
 
     def set_halt(self, name: Optional[str], halted: bool) -> None:
         if name is None:
-            with self._connection() as conn:
-                put_meta(conn, HALT_ALL, "1" if halted else "0")
+            try:
+                with self._connection() as conn:
+                    put_meta(conn, HALT_ALL, "1" if halted else "0")
+            finally:
+                self._registry_changed()
         else:
             self._update_registered(name, "halted = %s", (bool(halted),))
 
