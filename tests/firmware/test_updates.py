@@ -136,10 +136,13 @@ def assert_clean(result: Boot) -> None:
 # -- an update, start to finish -------------------------------------------------------------------
 
 
-def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as_updated(service, relay, request, tmp_path):
-    name, config = make_node(service, relay, request)
+@pytest.mark.parametrize("kind", ["esp8266", "esp32"])
+def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as_updated(
+        service, relay, request, tmp_path, kind):
+    name, config = make_node(service, relay, request, "--board", kind)
     board = install(tmp_path / "board", config)
-    first = boot(board, {**HOME, "temperature": 20.5})
+    here = {**HOME, "board": kind}  # the board the stand-ins play
+    first = boot(board, {**here, "temperature": 20.5})
     assert_clean(first)
     put, post = relay.take()
     assert headers(put)["X-Tswarm-Firmware"] == SHIPPED and "X-Tswarm-Rolled-Back" not in headers(put)
@@ -147,7 +150,7 @@ def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as
     assert status(service, name)["running"] == SHIPPED
 
     v = stage(service, name, GOOD)
-    second = boot(board, {**HOME, "temperature": 21.5})
+    second = boot(board, {**here, "temperature": 21.5})
     assert_clean(second)
     assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202), ("GET", f"/api/nodes/{name}/firmware/{v}/node.py", 200)]
     assert board_state(board) == {"active": "a", "previous": "", "trial": 0, "version": v}
@@ -158,7 +161,7 @@ def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as
     assert (board / "node.py").read_bytes() == NODE_PY  # the flashed bundle, kept for a rollback
     assert "the new bundle runs" not in second.output
 
-    third = boot(board, {**HOME, "temperature": 22.5})
+    third = boot(board, {**here, "temperature": 22.5})
     assert_clean(third)
     assert "the new bundle runs" in third.output
     (put,) = relay.take()
@@ -168,7 +171,7 @@ def test_staged_update_is_fetched_in_the_same_wake_runs_on_the_next_and_shows_as
     assert (shown["running"], shown["staged"], shown["outcome"]) == (v, v, "updated")
     assert shown["summary"] == f"updated {shown['outcome_at']}"
 
-    fourth = boot(board, {**HOME, "temperature": 23.5})
+    fourth = boot(board, {**here, "temperature": 23.5})
     assert "the new bundle runs" in fourth.output and board_state(board) == {"active": "a"}
     assert seen(relay) == [("PUT", f"/api/nodes/{name}", 202)]
     assert exported(service, name) == [(20.5, 45.0), (21.5, 45.0), (22.5, 45.0), (23.5, 45.0)]
