@@ -492,8 +492,9 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
         if _given(ctx, option):
             netconf[option] = _ipv4(f"--{option}", options[option])
     if _given(ctx, "sleep"):
-        if options["sleep"] < 10:
-            raise click.BadParameter(f"must be at least 10 seconds, got {options['sleep']}", param_hint="--sleep")
+        if not MIN_INTERVAL_S <= options["sleep"] <= MAX_INTERVAL_S:
+            raise click.BadParameter(f"must be {MIN_INTERVAL_S} to {MAX_INTERVAL_S} seconds (the node's interval),"
+                                     f" got {options['sleep']}", param_hint="--sleep")
         netconf["sleep"] = options["sleep"]
     if _given(ctx, "sensor"):
         modules["sensor"] = options["sensor"]
@@ -524,6 +525,12 @@ def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None
     staged = _stage(data_dir, files, [name])
     click.echo(f"staged config change {staged.version} for {name}: {json.dumps(masked(patch), sort_keys=True)}")
     _say_replaced(staged)
+    sleep = patch.get("netconf", {}).get("sleep")
+    if sleep is not None:  # the "sleep" of every 202/423 (the node's interval) is what the board sleeps
+        with open_journal(data_dir) as journal:
+            journal.set_interval(name, sleep)
+        click.echo(f"{name}'s interval is now {sleep} s ('tswarm node interval'): said in its next answer,"
+                   " which the board sleeps by (the patch's netconf.sleep serves when no answer comes)")
     click.echo(f"{name} merges it into its config.json on its next wake ('tswarm firmware status' shows how it went)")
 
 

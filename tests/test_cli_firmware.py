@@ -222,7 +222,7 @@ REFUSED = {
     "ssid-alone": (["--wifi-ssid", "x"], 2, "1 --wifi-ssid but 0 --wifi-password"),
     "password-alone": (["--wifi-password", "x"], 2, "0 --wifi-ssid but 1 --wifi-password"),
     "bad-ip": (["--ip", "300.1.1.1"], 2, "is not an IPv4 address"),
-    "short-sleep": (["--sleep", "5"], 2, "at least 10 seconds"),
+    "short-sleep": (["--sleep", "5"], 2, "must be 10 to 604800 seconds"),
     "bad-leds": (["--leds", "1,2"], 2, "three GPIO numbers"),
     "active-low-no-leds": (["--leds", "none", "--leds-active-low"], 2, "there is no LED"),
 }
@@ -272,3 +272,15 @@ def test_firmware_cancel_refuses_and_cancels_nothing(run, two_nodes, args, code,
 def test_firmware_cancel_all_without_nodes_says_so(run, journal):
     result = run("firmware", "cancel", "--all")
     assert result.exit_code == 1 and "no nodes yet" in result.output
+
+
+def test_node_config_push_sleep_sets_the_interval_the_board_is_told(run, two_nodes):
+    """New firmware sleeps by the answer's "sleep" (the node's interval): --sleep with --push sets it,
+    and patches netconf.sleep for the wakes that get no answer."""
+    result = run("node", "config", "a", "--push", "--sleep", "900")
+    assert result.exit_code == 0, result.output
+    assert "a's interval is now 900 s" in result.stdout
+    assert pushed_patch(two_nodes) == {"netconf": {"sleep": 900}}
+    with open_journal(two_nodes) as journal:
+        assert {n.name: n.interval_s for n in journal.list_nodes()} == {"a": 900, "b": 300}
+        assert journal.node_auth("a").interval_s == 900
