@@ -204,8 +204,11 @@ async def authenticate(
     :class:`LoginRefused`: 429 while the guard blocks ``peer``, 401 (a failed login of ``peer``) for
     a missing or bad header, an unknown login or a wrong password, 403 for another node's credentials.
 
-    ``lookup(login)`` reads the node's record fresh (a password changed or a node removed elsewhere
-    applies at once); scrypt runs in ``hasher``, once per header and password hash (the cache)."""
+    ``lookup(login)`` reads the node's record (a password changed or a node removed elsewhere
+    applies at once; an engine may serve it from a cache it keeps exact); before a 401 is given,
+    ``lookup(login, fresh=True)`` reads it once more past any such cache, so a refusal never rests
+    on a change another process made a moment ago (a new password that is not announced yet).
+    scrypt runs in ``hasher``, once per header and password hash (the cache)."""
     try:
         credentials = parse_basic(header)
     except BadAuthorization as exc:
@@ -218,7 +221,15 @@ async def authenticate(
     wait = guard.retry_after(peer)
     if wait and not (node and cache.known(header, node.name, node.password_hash)):
         raise too_many_failures(wait)
-    if node is None or not await cache.verify(header, credentials.login, credentials.password, node.password_hash, hasher):
+    verified = node is not None and await cache.verify(
+        header, credentials.login, credentials.password, node.password_hash, hasher)
+    if not verified and credentials is not None:
+        recheck = await lookup(credentials.login, fresh=True)
+        if recheck != node:  # the cached record was behind the database
+            node = recheck
+            verified = node is not None and await cache.verify(
+                header, credentials.login, credentials.password, node.password_hash, hasher)
+    if not verified:
         guard.failed(peer)
         raise LoginRefused(401, "unauthorized", problem, {"WWW-Authenticate": REALM})
     if credentials.login != node_name:

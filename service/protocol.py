@@ -94,7 +94,7 @@ async def node_login(request: web.Request, name: str, detail: str = READING_UNAV
         return await authenticate(
             request.headers.get("Authorization"), request.remote or "unknown", name,
             # the storage pool refuses at once while an outage is known, and tells the writer of one
-            lookup=lambda login: app[keys.STORAGE].read(lambda storage: storage.node_auth(login)),
+            lookup=lambda login, fresh=False: app[keys.STORAGE].read(lambda storage: storage.node_auth(login, fresh=fresh)),
             cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
     except LoginRefused as refused:
@@ -131,6 +131,19 @@ async def _firmware_answer(
     ]}}
 
 
+async def _created_meanwhile(app: web.Application, node: NodeAuth) -> NodeAuth | web.Response:
+    """``node`` read again past any cache of the engine's, before a PUT is refused with 405: its first
+    POST may have just gone through another instance (whose announcement has not arrived here yet).
+    The fresh record is used only while its password hash is the one the request verified against."""
+    try:
+        fresh = await app[keys.STORAGE].read(lambda storage: storage.node_auth(node.name, fresh=True))
+    except StorageUnavailable as exc:
+        return unavailable(node.name, exc)
+    if fresh is not None and fresh.password_hash == node.password_hash:
+        return fresh
+    return node
+
+
 async def node_reading(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.CONFIG]
@@ -156,6 +169,10 @@ async def node_reading(request: web.Request) -> web.Response:
     writer = app[keys.WRITER]
 
     create = request.method == "POST"
+    if not node.created and not create:
+        node = await _created_meanwhile(app, node)  # a 405 never rests on a record another instance changed
+    if isinstance(node, web.Response):
+        return node
     if not node.created and not create:
         return json_error(
             405, "node_not_created", "this node was never created; POST the reading to create it",

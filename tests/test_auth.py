@@ -106,8 +106,8 @@ def login_setup(max_failures=3):
     nodes = {"a": NodeAuth(1, "a", auth.hash_password("pw", n=N), True, False)}
     looked_up = []
 
-    async def lookup(login):
-        looked_up.append(login)
+    async def lookup(login, fresh=False):
+        looked_up.append(login + (" (fresh)" if fresh else ""))
         return nodes.get(login)
 
     cache, guard = CredentialCache(), LoginGuard(max_failures, 60)

@@ -309,8 +309,10 @@ class Storage(abc.ABC):
         """The node is registered now or was before (a removed node's readings stay in the history)."""
 
     @abc.abstractmethod
-    def node_auth(self, name: str) -> Optional[NodeAuth]:
-        """What authenticating a request of ``name`` needs, or None when it is not registered."""
+    def node_auth(self, name: str, *, fresh: bool = False) -> Optional[NodeAuth]:
+        """What authenticating a request of ``name`` needs, or None when it is not registered.
+        ``fresh``: read from the database itself, past any cache of the engine's (PostgreSQL's
+        registry cache), for a refusal that must not rest on a change not yet announced."""
 
     @abc.abstractmethod
     def mark_created(self, name: str, at_ns: int) -> None:

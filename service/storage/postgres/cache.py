@@ -25,6 +25,12 @@ just before a change, and stored just after its notification cleared the cache, 
 A change committed by this process itself (the admin API, a CLI command run in it) clears this
 process's cache at once as well (:func:`changed_here`): its next lookup never waits for the notification.
 
+A refusal does not rest on the cache alone: before a 401 or a 405 the record is read once more from
+the database (``node_auth(name, fresh=True)``, service/auth.py and service/protocol.py), so a new
+password or a node's first POST through another instance applies on the next request even before
+the notification arrives. What the window can still give is the opposite, for a moment: a request
+accepted on a record that was just changed (a node just removed or halted elsewhere).
+
 What this does not give: a change is seen by another process once its notification reached that
 process's socket, which PostgreSQL sends as the change commits (well under a millisecond on
 loopback), not a round trip's proof; a listener whose connection vanished without a word (a cable
@@ -124,6 +130,11 @@ class RegistryCache:
                 if self._listening and self._generation == generation:
                     self._records[name] = record
         return record
+
+    def cached(self, name: str) -> Optional[NodeAuth]:
+        """The record kept for ``name`` now (None: none), without reading anything."""
+        with self._lock:
+            return self._records.get(name)
 
     def forget(self) -> None:
         """A change of the registry this process committed itself: clear at once, without waiting

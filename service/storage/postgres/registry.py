@@ -123,11 +123,19 @@ class RegistryRoom(Connections):
         row = self._one("SELECT id FROM nodes WHERE name = %s", (name,))
         return None if row is None else row[0]
 
-    def node_auth(self, name: str) -> Optional[NodeAuth]:
+    def node_auth(self, name: str, *, fresh: bool = False) -> Optional[NodeAuth]:
         """The node's record, from the process's cache kept exact by LISTEN/NOTIFY
-        (service/storage/postgres/cache.py) or, inside a snapshot, from the snapshot."""
+        (service/storage/postgres/cache.py) or, inside a snapshot, from the snapshot. ``fresh``:
+        from the database, and when that differs from the cached record the cache forgets it (its
+        notification had not arrived yet)."""
         if self._pinned is not None:
             return self._read_node_auth(name)
+        if fresh:
+            record = self._read_node_auth(name)
+            cache = self._registry_cache
+            if cache is not None and cache.cached(name) not in (None, record):
+                cache.forget()
+            return record
         cache = self._registry_cache or self._take_registry_cache()
         if cache is None:
             return self._read_node_auth(name)

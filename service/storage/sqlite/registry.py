@@ -96,8 +96,8 @@ class RegistryRoom:
         row = self.conn.execute("SELECT id FROM nodes WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
-    def node_auth(self, name: str) -> Optional[NodeAuth]:
-        row = self.conn.execute(
+    def node_auth(self, name: str, *, fresh: bool = False) -> Optional[NodeAuth]:
+        row = self.conn.execute(  # always fresh: SQLite has no cache to bypass
             "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = ?),"
             " interval_s, fw_running, fw_staged, fw_rolled_back"
             " FROM nodes WHERE name = ? AND removed_at IS NULL",
