@@ -6,8 +6,13 @@ import sqlite3
 from typing import Iterator, Optional
 
 from .. import ranges
+from ..interface import EXTRA_FIELDS
 from ..ranges import MAX_NS, MIN_NS
 from .schema import snapshot
+
+
+ID_WINDOW = 50_000  # ids=(lo, hi) at most this wide: walked by id and sorted (a few MB at most)
+EXTRA_SELECT = "".join(f", readings.{column}" for column in EXTRA_FIELDS)  # after humidity, with_extra
 
 
 def where(**bounds) -> tuple[str, list]:
@@ -18,19 +23,25 @@ def where(**bounds) -> tuple[str, list]:
 class ReadsRoom:
     conn: sqlite3.Connection
 
-    def _time_range(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+    def _time_range(self, node, start_ns, stop_ns, after, ids=None) -> Optional[tuple[str, list]]:
         """The readers' WHERE clause, or None when ``node`` never existed. Both time bounds are always
-        given, so SQLite walks readings_ts in order (no sort, constant memory)."""
+        given, so SQLite walks readings_ts in order (no sort, constant memory); but for a narrow id
+        window (``ids=(lo, hi)``, at most :data:`ID_WINDOW` ids: the readings that arrived since a
+        pass) it walks those ids and sorts them, rather than the whole time range."""
         node_id = None
         if node is not None:
             node_id = self._node_id(node)
             if node_id is None:
                 return None
+        lo, hi = (None, None) if ids is None else ids
         return where(
             start_ns=MIN_NS if start_ns is None else start_ns,
             stop_ns=MAX_NS if stop_ns is None else stop_ns,
             after=after,
             node_id=node_id,
+            after_id=lo,
+            up_to_id=hi,
+            ts_unindexed=lo is not None and hi is not None and hi - lo <= ID_WINDOW,
         )
 
     def count_readings(self) -> int:
@@ -46,14 +57,17 @@ class ReadsRoom:
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
         with_id: bool = False,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Iterator[list[tuple]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return
         clause, params = query
         # SQLite joins the node names in (an index lookup in C): rows come out ready to use.
         sql = (
             "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
+            + (EXTRA_SELECT if with_extra else "")
             + (", readings.id" if with_id else "")
             + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
             " ORDER BY readings.ts, readings.id"
@@ -75,8 +89,9 @@ class ReadsRoom:
         stop_ns: Optional[int] = None,
         *,
         after: Optional[tuple[int, int]] = None,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> int:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return 0
         clause, params = query
@@ -90,8 +105,9 @@ class ReadsRoom:
         *,
         after: Optional[tuple[int, int]] = None,
         limit: int,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[tuple[int, int]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return None
         clause, params = query
