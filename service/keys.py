@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # these modules import this one
 @dataclass
 class Stats:
     accepted: int = 0
+    duplicates: int = 0  # readings sent again (a key ``(boot, seq)`` stored before): answered, not stored again
 
 
 CONFIG = web.AppKey("config", Config)
