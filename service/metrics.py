@@ -1,6 +1,7 @@
 """``GET /metrics``: Prometheus exposition through prometheus-client, one registry per app.
 
-Counts only, never readings or secrets, so the route needs no token. Every metric is listed in
+Counts, and the battery and signal of nodes that send them (the only metrics that name nodes), never
+temperature, humidity or secrets, so the route needs no token. Every metric is listed in
 docs/api.md. Values that live elsewhere (readings accepted, the credential cache, the forwarder)
 are read at scrape time by :class:`StateCollector` (what the journal knows is read by the scrape's
 handler first, in a storage thread, never on the event loop); the rest are observed as they happen
