@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tswarm.storage import open_storage
+from tswarm.storage import OutboxReading, open_storage
 from tests.servers import ServiceProcess, add_node, basic, request, run_cli, tswarm_env
 
 pytestmark = pytest.mark.integration
@@ -159,6 +159,34 @@ def test_v2_write_path_through_victoria_metrics(tmp_path, victoria_metrics):
         got = {x["metric"]["node"]: sorted(zip(x["timestamps"], x["values"])) for x in series}
         assert {x["metric"]["__name__"] for x in series} == {f"climate_{field}"}
         assert got == expected
+
+
+def test_influxdb1_gives_the_telemetry_back_to_the_history_reads(tmp_path, influxdb1):
+    """What an export below the journal's horizon reads (V1History, with_extra=True): each reading's
+    telemetry as stored, None for the fields its point lacks; a database that never saw a telemetry
+    field answers too, and without with_extra the rows are today's four columns."""
+    from tswarm.influx.query import V1History
+    from tswarm.influx.lines import line_protocol
+
+    data_dir, db = tmp_path / "data", influxdb1.new_database()
+    env = influx1_env(data_dir, influxdb1, db)
+    add_node(data_dir, "attic", PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        assert [send(service, "attic", data, **fields) for data, fields in TELEMETRY] == [202] * len(TELEMETRY)
+        wait_forwarded(service)
+    expected = journal_telemetry(data_dir)
+    with V1History(influxdb1.url, db, chunk_size=2) as history:
+        got = list(history.readings(None, 2**62, with_extra=True))
+        plain = list(history.readings(None, 2**62, "attic"))
+    assert [list(row) for row in got] == expected
+    assert [type(row[4]) for row in got if row[4] is not None] == [float, float]
+    assert plain == [tuple(row[:4]) for row in expected]
+    # Only the seed's readings: the fields are not known to this database at all.
+    old_db = influxdb1.new_database()
+    influxdb1.query(f'CREATE DATABASE "{old_db}"')
+    influxdb1.write(line_protocol([OutboxReading(1, "cellar", 5_000, 12.0, 80.0)]).decode(), old_db)
+    with V1History(influxdb1.url, old_db) as history:
+        assert list(history.readings(None, 2**62, with_extra=True)) == [(5_000, "cellar", 12.0, 80.0, None, None, None, None)]
 
 
 def test_telemetry_through_the_v2_write_path_lands_in_victoria_metrics(tmp_path, victoria_metrics):
