@@ -4,7 +4,10 @@ With ``TSWARM_STORE=influxdb`` the journal stays the place a 202 is promised fro
 :class:`Forwarder` reads readings with ``id > cursor`` in commit order (which is time order per
 node), sends them in batches of up to ``TSWARM_FORWARD_BATCH`` and moves the cursor (kept in the
 journal's ``meta``) only after InfluxDB answered 2xx. So a reading is written at least once; a
-rewrite after a crash is harmless because its timestamp is fixed.
+rewrite after a crash is harmless because its timestamp is fixed. A reading's telemetry (``vbat``,
+``rssi``, ``awake_ms``, ``lost``) goes as fields of the same point, those the node sent. A kept
+reading (sent with ``age``) has an older timestamp than readings forwarded before it, but a newer
+id: the cursor, by id, takes it in its turn.
 
 :class:`Delivery` is one batch's way to InfluxDB, shared by the forwarder and
 ``tswarm forward`` (the backfill):
@@ -37,7 +40,7 @@ from . import keys
 from .influx import endpoint
 from .influx.lines import LineEncoder, line_protocol
 from .influx.write import WRITE_TIMEOUT_S, InfluxTarget, Rejected, TooLarge, WriteError
-from .storage import FORWARD_LAST_ERROR, OutboxReading, Storage, StorageUnavailable, storage_for
+from .storage import FORWARD_LAST_ERROR, OutboxReading, OutboxReadingExtra, Storage, StorageUnavailable, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.forwarder")
@@ -331,10 +334,10 @@ async def backfill(
     return sent, refused
 
 
-class Batch(Sequence[OutboxReading]):
-    """One batch of readings as the journal returns them (:meth:`Storage.outbox_rows`: node ids, not
-    names), with their payload. ``OutboxReading`` objects are made only when looked at, which happens
-    when InfluxDB refuses the batch and it is split."""
+class Batch(Sequence[OutboxReadingExtra]):
+    """One batch of readings as the journal returns them (:meth:`Storage.outbox_rows` with the
+    telemetry: node ids, not names), with their payload. ``OutboxReadingExtra`` objects are made only
+    when looked at, which happens when InfluxDB refuses the batch and it is split."""
 
     def __init__(self, rows: list[tuple], names: dict[int, str], payload: bytes):
         self.rows, self.names, self.payload = rows, names, payload
@@ -351,9 +354,9 @@ class Batch(Sequence[OutboxReading]):
             return [self._reading(row) for row in self.rows[index]]
         return self._reading(self.rows[index])
 
-    def _reading(self, row: tuple) -> OutboxReading:
-        id_, node_id, ts, temperature, humidity = row
-        return OutboxReading(id_, self.names[node_id], ts, temperature, humidity)
+    def _reading(self, row: tuple) -> OutboxReadingExtra:
+        id_, node_id, *rest = row
+        return OutboxReadingExtra(id_, self.names[node_id], *rest)
 
 
 class BatchReader:
@@ -369,8 +372,8 @@ class BatchReader:
         self.names: dict[int, str] = {}
 
     def read(self, after_id: int) -> Optional[Batch]:
-        """The readings after ``after_id`` (None when there are none)."""
-        rows = self.journal.outbox_rows(after_id, self.limit, self.start_ns, self.stop_ns)
+        """The readings after ``after_id`` with their telemetry (None when there are none)."""
+        rows = self.journal.outbox_rows(after_id, self.limit, self.start_ns, self.stop_ns, with_extra=True)
         if not rows:
             return None
         if not self.names.keys() >= {row[1] for row in rows}:

@@ -1,6 +1,7 @@
 """``GET /metrics``: Prometheus exposition through prometheus-client, one registry per app.
 
-Counts only, never readings or secrets, so the route needs no token. Every metric is listed in
+Counts, and the battery and signal of nodes that send them (the only metrics that name nodes), never
+temperature, humidity or secrets, so the route needs no token. Every metric is listed in
 docs/api.md. Values that live elsewhere (readings accepted, the credential cache, the forwarder)
 are read at scrape time by :class:`StateCollector` (what the journal knows is read by the scrape's
 handler first, in a storage thread, never on the event loop); the rest are observed as they happen
@@ -12,7 +13,7 @@ import asyncio
 import time
 from collections import Counter as Tally
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from aiohttp import web
@@ -64,6 +65,8 @@ class JournalState:
     backlog: int  # readings not yet forwarded (0 with store=sqlite)
     lag_s: float  # age of the oldest of them
     nodes_by_health: dict[str, int]
+    battery_volts: dict[str, float] = field(default_factory=dict)  # node -> vbat of its newest reading, if sent
+    rssi_dbm: dict[str, int] = field(default_factory=dict)  # node -> rssi of its newest reading, if sent
 
 
 def journal_state(journal: Storage, config: Config, now_ns: Optional[int] = None) -> JournalState:
@@ -71,8 +74,13 @@ def journal_state(journal: Storage, config: Config, now_ns: Optional[int] = None
     status = store_status(journal, config)
     now_ns = time.time_ns() if now_ns is None else now_ns
     halted_all = is_halted(None, config, journal.halted_all())
-    tally = Tally(health(now_ns, n.last_ts, n.interval_s, is_halted(n, config, halted_all)) for n in journal.list_nodes())
-    return JournalState(int(status["backlog"]), float(status["oldest_age_s"] or 0.0), dict(tally))
+    nodes = journal.list_nodes()
+    tally = Tally(health(now_ns, n.last_ts, n.interval_s, is_halted(n, config, halted_all)) for n in nodes)
+    return JournalState(
+        int(status["backlog"]), float(status["oldest_age_s"] or 0.0), dict(tally),
+        battery_volts={n.name: n.last_vbat for n in nodes if n.last_vbat is not None},
+        rssi_dbm={n.name: n.last_rssi for n in nodes if n.last_rssi is not None},
+    )
 
 
 # This scrape's JournalState, set by its handler in the request's own task before the registry collects.
@@ -90,6 +98,11 @@ class StateCollector:
         accepted = CounterMetricFamily("tswarm_readings_accepted", "Readings stored and acknowledged (202 or 423).")
         accepted.add_metric([], app[keys.STATS].accepted)
         yield accepted
+        duplicates = CounterMetricFamily(
+            "tswarm_readings_duplicate", "Readings sent again after a lost answer (same boot and seq): answered, stored once.",
+        )
+        duplicates.add_metric([], app[keys.STATS].duplicates)
+        yield duplicates
         cache = app[keys.CREDENTIALS]
         hits = CounterMetricFamily("tswarm_auth_cache_hits", "Node logins verified from the credential cache.")
         hits.add_metric([], cache.hits)
@@ -115,6 +128,20 @@ class StateCollector:
             for health_state in HEALTH_STATES:
                 nodes.add_metric([health_state], state.nodes_by_health.get(health_state, 0))
             yield nodes
+            volts = GaugeMetricFamily(
+                "tswarm_node_battery_volts", "Battery voltage of each node's newest reading (nodes that send one).",
+                labels=["node"],
+            )
+            for name, vbat in state.battery_volts.items():
+                volts.add_metric([name], vbat)
+            yield volts
+            rssi = GaugeMetricFamily(
+                "tswarm_node_rssi_dbm", "Wi-Fi signal (RSSI, dBm) of each node's newest reading (nodes that send one).",
+                labels=["node"],
+            )
+            for name, dbm in state.rssi_dbm.items():
+                rssi.add_metric([name], dbm)
+            yield rssi
 
 
 _GONE = web.RequestKey("tswarm.client_gone", bool)

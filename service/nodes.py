@@ -139,8 +139,15 @@ def firmware_report(journal: Storage) -> list[dict]:
 # -- the node summary ---------------------------------------------------------------------------
 
 
-def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: int) -> dict:
-    """One node as ``GET /api/nodes`` and ``tswarm node list --json`` show it."""
+def battery_low(vbat: Optional[float], threshold_v: float) -> Optional[bool]:
+    """Whether a battery at ``vbat`` volts is low: below ``threshold_v`` (``TSWARM_BATTERY_LOW_V``);
+    None when the voltage is not known (the node's newest reading came without one)."""
+    return None if vbat is None else vbat < threshold_v
+
+
+def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: int, battery_low_v: float) -> dict:
+    """One node as ``GET /api/nodes`` and ``tswarm node list --json`` show it. The telemetry
+    (``vbat``, ``rssi``, ``awake_ms``) is that of the newest reading, null when it came without."""
     return {
         "name": node.name,
         "health": health(now_ns, node.last_ts, node.interval_s, halted),
@@ -148,6 +155,10 @@ def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: i
         "age_s": round((now_ns - node.last_ts) / 1e9, 3) if node.last_ts is not None else None,
         "temperature": node.last_temperature,
         "humidity": node.last_humidity,
+        "vbat": node.last_vbat,
+        "rssi": node.last_rssi,
+        "awake_ms": node.last_awake_ms,
+        "battery_low": battery_low(node.last_vbat, battery_low_v),
         "readings_24h": readings_24h,
         "interval_s": node.interval_s,
         "halted": halted,
@@ -158,11 +169,12 @@ def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: i
 
 
 def nodes_report(journal: Storage, config: Config, now_ns: int) -> dict:
-    """Every node with its last reading, last seen, readings in the last 24 h and health."""
+    """Every node with its last reading and telemetry, last seen, readings in the last 24 h and health."""
     counts = journal.reading_counts_since(now_ns - DAY_NS)
     halted_all = is_halted(None, config, journal.halted_all())
     nodes = [
-        node_summary(n, halted=is_halted(n, config, halted_all), readings_24h=counts.get(n.name, 0), now_ns=now_ns)
+        node_summary(n, halted=is_halted(n, config, halted_all), readings_24h=counts.get(n.name, 0), now_ns=now_ns,
+                     battery_low_v=config.battery_low_v)
         for n in journal.list_nodes()
     ]
     return {"time": rfc3339(now_ns), "halted_all": halted_all, "nodes": nodes}

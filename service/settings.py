@@ -97,6 +97,30 @@ class Whole(Parser):
 
 
 @dataclass(frozen=True)
+class Decimal(Parser):
+    """A decimal number (``3.3``, ``12``) above ``above`` and at most ``high``, as a float."""
+
+    above: float
+    high: float
+
+    def read(self, name: str, text: str) -> float:
+        digits = text.strip()
+        if not re.fullmatch(r"[+-]?[0-9]{1,20}(\.[0-9]{1,20})?|[+-]?\.[0-9]{1,20}", digits):
+            raise ConfigError(f"{name} must be a decimal number above {self.above:g} and at most {self.high:g}, got {text!r}")
+        number = float(digits)
+        if not self.above < number <= self.high:
+            raise ConfigError(f"{name} must be above {self.above:g} and at most {self.high:g}, got {text!r}")
+        return number
+
+    def check(self, name: str, value: Any) -> None:
+        if not self.above < value <= self.high:
+            raise ConfigError(f"{name} must be above {self.above:g} and at most {self.high:g}, got {value}")
+
+    def words(self) -> dict[str, str]:
+        return {"range": f"above {self.above:g}, at most {self.high:g}"}
+
+
+@dataclass(frozen=True)
 class Choice(Parser):
     """One of a few words, compared once ``normalize`` has tidied the text."""
 
@@ -390,6 +414,11 @@ class Config:
         "TSWARM_FORWARD_MAX_BACKOFF", "60", Whole(1, 86400, float),
         "Longest wait in seconds between retries of a failed InfluxDB write, {range} (doubling from 0.5 s;"
         " a `Retry-After` wins).",
+    )
+    battery_low_v: float = setting(
+        "TSWARM_BATTERY_LOW_V", "3.3", Decimal(0, 20),
+        "Volts ({range}): a node whose newest reading's `vbat` is below this has a low battery (`battery_low` in"
+        " `/api/nodes`, marked on the status page; the alerts and Grafana's alert rule use it too).",
     )
 
     # -- not settings: no variable sets these -----------------------------------------------------

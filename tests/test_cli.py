@@ -98,6 +98,7 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
         registered = rfc3339(journal.list_nodes()[0].registered_at)
     assert doc[0] == {"name": "a", "created": False, "halted": False, "last_seen": "2025-11-24T16:00:00.000000000Z",
                       "temperature": 21.5, "humidity": 40.0,  # and the rest of GET /api/nodes' summary:
+                      "vbat": None, "rssi": None, "awake_ms": None, "battery_low": None,  # sent no telemetry
                       "health": "silent", "readings_24h": 0, "interval_s": 300, "registered": registered,
                       "age_s": doc[0]["age_s"], "firmware": {
                           "running": None, "reported_at": None, "staged": None, "staged_at": None,

@@ -21,7 +21,7 @@ from tswarm.keys import LEADER
 from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
 from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
-from tswarm.storage import OutboxReading, storage_for
+from tswarm.storage import OutboxReading, ReadingExtra, storage_for
 from tests.conftest import add_readings, register, test_config, wait_health
 
 pytestmark = pytest.mark.engines
@@ -169,11 +169,14 @@ async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
 # -- the forwarder inside the app ---------------------------------------------------------------
 
 
-async def send(client, name, data):
+def basic_auth(name: str) -> str:
     import base64
 
-    auth = "Basic " + base64.b64encode(f"{name}:secret-pw".encode()).decode()
-    resp = await client.post(f"/api/nodes/{name}", json={"name": name, "data": data}, headers={"Authorization": auth})
+    return "Basic " + base64.b64encode(f"{name}:secret-pw".encode()).decode()
+
+
+async def send(client, name, data):
+    resp = await client.post(f"/api/nodes/{name}", json={"name": name, "data": data}, headers={"Authorization": basic_auth(name)})
     return resp.status
 
 
@@ -190,6 +193,30 @@ async def test_forwarder_drains_the_journal_and_healthz_shows_the_backlog(aiohtt
         expected = line_protocol(journal.outbox_readings(0, 10)).decode().split("\n")
         assert journal.forward_cursor() == 3
     assert fake.accepted == expected
+
+
+async def test_the_forwarder_sends_each_readings_telemetry_and_a_split_batch_keeps_it(aiohttp_client, tmp_path, fake):
+    """A 413 splits the batch the forwarder read (rows with the telemetry): the halves carry it too.
+    The readings are in the journal before the service starts, so they make one batch."""
+    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=fake.url, forward_max_backoff=1)
+    with storage_for(config) as journal:
+        register(journal, "kitchen", created=True)
+        journal.add_readings([
+            ("kitchen", 1_000, 20.0, 40.0, ReadingExtra(vbat=3.92, rssi=-58, awake_ms=812)),
+            ("kitchen", 1_001, 21.0, 41.0),
+            ("kitchen", 1_002, 22.0, 42.0, ReadingExtra(rssi=-71, lost=2)),
+            ("kitchen", 900, 23.0, 43.0, ReadingExtra(vbat=3.05)),  # kept: an older time, a newer id
+        ])
+    fake.script = [(413, {}, "too large")]
+    client = await aiohttp_client(_app(config))
+    await wait_health(client, lambda h: h["backlog"] == 0 and h["in_flight"] == 0)
+    assert len(fake.bodies) == 3  # refused whole, then in halves
+    assert fake.accepted == [
+        "climate,node=kitchen awake_ms=812i,humidity=40,rssi=-58i,temperature=20,vbat=3.92 1000",
+        "climate,node=kitchen humidity=41,temperature=21 1001",
+        "climate,node=kitchen humidity=42,lost=2i,rssi=-71i,temperature=22 1002",
+        "climate,node=kitchen humidity=43,temperature=23,vbat=3.05 900",
+    ]
 
 
 async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client, tmp_path, fake):

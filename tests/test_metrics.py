@@ -8,6 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tswarm import auth
 
+from tswarm.storage import ReadingExtra
+
 from .conftest import register
 
 pytestmark = pytest.mark.engines
@@ -82,6 +84,38 @@ async def test_metrics_need_no_token_and_show_no_secrets_or_readings(make_client
     text = await (await client.get("/metrics")).text()
     for secret in (READ, ADMIN, PW, auth.xauth("n1", PW), "23.456", "67.891", "n1"):
         assert secret not in text
+
+
+async def test_battery_and_signal_of_each_nodes_newest_reading_for_nodes_that_send_them(make_client, journal):
+    import time
+
+    for name in ("a", "b", "c", "d"):
+        register(journal, name, PW, created=True)
+    now = time.time_ns()
+    journal.add_readings([
+        ("a", now - 2000, 21.0, 40.0, ReadingExtra(vbat=3.1, rssi=-80)),
+        ("a", now - 1000, 21.0, 40.0, ReadingExtra(vbat=3.92, rssi=-58, awake_ms=812)),
+        ("b", now - 1000, 21.0, 40.0, ReadingExtra(vbat=3.25)),
+        ("c", now - 1000, 21.0, 40.0, ReadingExtra(rssi=-71, lost=1)),
+        ("d", now - 1000, 21.0, 40.0),
+    ])
+    m = await scrape(await make_client())
+    volts = {dict(labels)["node"]: v for (name, labels), v in m.items() if name == "tswarm_node_battery_volts"}
+    dbm = {dict(labels)["node"]: v for (name, labels), v in m.items() if name == "tswarm_node_rssi_dbm"}
+    assert volts == {"a": 3.92, "b": 3.25}
+    assert dbm == {"a": -58, "c": -71}
+
+
+async def test_a_reading_sent_again_is_counted_as_a_duplicate_not_as_accepted_twice(make_client, journal):
+    register(journal, "n1", PW, created=True)
+    client = await make_client()
+    body = json.dumps({"name": "n1", "data": "21.5 40", "boot": "b1", "seq": 7})
+    headers = {"Authorization": " Basic " + auth.xauth("n1", PW), "Content-Type": "application/json"}
+    for _ in range(3):
+        assert (await client.post("/api/nodes/n1", data=body, headers=headers)).status == 202
+    m = await scrape(client)
+    assert m[("tswarm_readings_duplicate_total", frozenset())] == 2
+    assert journal.count_readings() == 1
 
 
 async def test_forward_backlog_and_lag_come_from_the_journal(make_client, journal):

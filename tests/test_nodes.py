@@ -11,8 +11,8 @@ import pytest
 import tswarm
 from tswarm import auth, keys
 from tswarm.flash import register as flash_register
-from tswarm.storage import NodeExists, NodeNotFound
-from tswarm.nodes import EmptyPassword, Registration, is_halted, nodes_report, register
+from tswarm.storage import NodeExists, NodeNotFound, ReadingExtra
+from tswarm.nodes import EmptyPassword, Registration, battery_low, is_halted, nodes_report, register
 
 from .conftest import TEST_SCRYPT_N, test_config
 
@@ -100,6 +100,42 @@ def test_the_report_counts_TSWARM_HALT_like_tswarm_halt(journal, config):
     report = nodes_report(journal, config.with_(halt=True), now)
     assert report["halted_all"] is True and report["nodes"][0]["halted"] is True
     assert report["nodes"][0]["health"] == "halted"
+
+
+@pytest.mark.parametrize("vbat, threshold, expected", [
+    (3.29, 3.3, True), (3.3, 3.3, False), (4.2, 3.3, False), (None, 3.3, None), (11.9, 12.0, True),
+])
+def test_a_battery_is_low_below_the_threshold_and_unknown_without_a_voltage(vbat, threshold, expected):
+    assert battery_low(vbat, threshold) is expected
+
+
+def test_the_summary_gives_the_newest_readings_telemetry_and_whether_the_battery_is_low(journal, config):
+    """Of the newest reading by time: a node whose newest came without telemetry shows null, though
+    an older one had it; a kept reading (older time, stored later) does not count as the newest."""
+    for name in ("full", "low", "quiet", "never"):
+        register(journal, config, name, "pw")
+    now = time.time_ns()
+    journal.add_readings([
+        ("full", now - 600 * 10**9, 20.0, 50.0, ReadingExtra(vbat=3.1, rssi=-90, awake_ms=5000)),
+        ("full", now - 300 * 10**9, 21.0, 51.0, ReadingExtra(vbat=3.92, rssi=-58, awake_ms=812, lost=2)),
+        ("low", now - 300 * 10**9, 19.0, 60.0, ReadingExtra(vbat=3.25)),
+        ("quiet", now - 600 * 10**9, 18.0, 55.0, ReadingExtra(vbat=2.9, rssi=-70)),
+        ("quiet", now - 300 * 10**9, 18.5, 56.0),
+        ("full", now - 900 * 10**9, 20.5, 49.0, ReadingExtra(vbat=2.5, rssi=-99, awake_ms=1)),  # kept, older
+    ])
+    nodes = {n["name"]: n for n in nodes_report(journal, config, now)["nodes"]}
+    telemetry = {name: [n[k] for k in ("vbat", "rssi", "awake_ms", "battery_low")] for name, n in nodes.items()}
+    assert telemetry == {
+        "full": [3.92, -58, 812, False],
+        "low": [3.25, None, None, True],
+        "quiet": [None, None, None, None],
+        "never": [None, None, None, None],
+    }
+    assert nodes["full"]["temperature"] == 21.0
+    # TSWARM_BATTERY_LOW_V decides.
+    assert nodes_report(journal, config.with_(battery_low_v=4.0), now)["nodes"][0]["battery_low"] is True
+    keys_in_order = list(nodes["full"])
+    assert keys_in_order[keys_in_order.index("humidity") + 1:][:4] == ["vbat", "rssi", "awake_ms", "battery_low"]
 
 
 async def test_node_list_json_prints_what_api_nodes_shows(make_client, journal, data_dir, run):

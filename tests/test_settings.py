@@ -100,6 +100,10 @@ BAD_SETTINGS = [
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "home", "TSWARM_INFLUX_BUCKET": ""}, "TSWARM_INFLUX_BUCKET"),
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "1", "TSWARM_INFLUX_DB": " "}, "TSWARM_INFLUX_DB"),
     ({"TSWARM_TRUSTED_PROXIES": "cloudflare"}, "TSWARM_TRUSTED_PROXIES"),  # guard
+    ({"TSWARM_BATTERY_LOW_V": "0"}, "TSWARM_BATTERY_LOW_V"),
+    ({"TSWARM_BATTERY_LOW_V": "20.5"}, "TSWARM_BATTERY_LOW_V"),
+    ({"TSWARM_BATTERY_LOW_V": "3,3"}, "TSWARM_BATTERY_LOW_V"),
+    ({"TSWARM_BATTERY_LOW_V": "nan"}, "TSWARM_BATTERY_LOW_V"),
 ]
 
 
@@ -184,6 +188,7 @@ def test_the_defaults_are_as_before():
         "TSWARM_READ_TOKEN": "", "TSWARM_PUBLIC_URL": "", "TSWARM_TRUSTED_PROXIES": (), "TSWARM_FORCE_HTTPS": False,
         "TSWARM_LOG_LEVEL": "INFO", "TSWARM_MAX_BODY": 4096, "TSWARM_AUTH_MAX_FAILURES": 30, "TSWARM_AUTH_WINDOW": 60,
         "TSWARM_JOURNAL_RETENTION": None, "TSWARM_FORWARD_BATCH": 5000, "TSWARM_FORWARD_MAX_BACKOFF": 60.0,
+        "TSWARM_BATTERY_LOW_V": 3.3,
     }
 
 
@@ -212,6 +217,7 @@ GOOD = {
     "TSWARM_AUTH_MAX_FAILURES": ("1", 1), "TSWARM_AUTH_WINDOW": ("86400", 86400),
     "TSWARM_JOURNAL_RETENTION": ("12H", 43200), "TSWARM_FORWARD_BATCH": ("100000", 100000),
     "TSWARM_FORWARD_MAX_BACKOFF": ("86400", 86400.0),
+    "TSWARM_BATTERY_LOW_V": (" 2.95 ", 2.95),
 }
 
 
@@ -279,6 +285,9 @@ EXACT_ERRORS = [
      "TSWARM_INFLUX_BUCKET is empty: the v2 API writes into a bucket"),
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_API": "1", "TSWARM_INFLUX_DB": ""},
      "TSWARM_INFLUX_DB is empty: the v1 API writes into a database"),
+    ({"TSWARM_BATTERY_LOW_V": "3,3"}, "TSWARM_BATTERY_LOW_V must be a decimal number above 0 and at most 20, got '3,3'"),
+    ({"TSWARM_BATTERY_LOW_V": "-1"}, "TSWARM_BATTERY_LOW_V must be above 0 and at most 20, got '-1'"),
+    ({"TSWARM_BATTERY_LOW_V": "inf"}, "TSWARM_BATTERY_LOW_V must be a decimal number above 0 and at most 20, got 'inf'"),
 ]
 
 
@@ -294,6 +303,7 @@ def test_the_error_of_a_bad_value_says_exactly(env, message):
     (dict(auth_window=0), "TSWARM_AUTH_WINDOW must be between 1 and 86400, got 0"),
     (dict(store="mysql"), "TSWARM_STORE must be 'sqlite' or 'influxdb', got 'mysql'"),
     (dict(log_level="debug"), "TSWARM_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'debug'"),
+    (dict(battery_low_v=0.0), "TSWARM_BATTERY_LOW_V must be above 0 and at most 20, got 0.0"),
     (dict(trusted_proxies=("cloudflare",)), "TSWARM_TRUSTED_PROXIES: 'cloudflare' is not an IP address or network (CIDR)"),
 ])
 def test_a_value_given_as_an_override_is_checked_by_its_declaration_too(overrides, message):

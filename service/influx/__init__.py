@@ -1,7 +1,9 @@
 """InfluxDB, in one room: which one ``TSWARM_INFLUX_*`` name, and how tswarm talks to it.
 
 Every reading is one point of measurement ``climate``, tag ``node``, float fields ``temperature``
-and ``humidity``, at the reading's nanosecond timestamp. Two APIs:
+and ``humidity``, and the telemetry the node sent with it, each only when present: ``vbat`` (float,
+volts), ``rssi`` (integer, dBm), ``awake_ms`` and ``lost`` (integers); at the reading's nanosecond
+timestamp. Two APIs:
 
 - ``TSWARM_INFLUX_API=2`` (:class:`V2Endpoint`): InfluxDB 2.x/3.x, or anything that speaks
   ``/api/v2/write``; token, organisation and bucket;
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 MEASUREMENT = "climate"
 TAG_NODE = "node"
+# The field type of each of the storage's EXTRA_FIELDS, in their order (vbat, rssi, awake_ms, lost).
+EXTRA_TYPES = (float, int, int, int)
 MAX_ERROR_CHARS = 500  # of what InfluxDB says in an error answer
 
 

@@ -1,30 +1,40 @@
 """Readings as InfluxDB line protocol: what influxdb-client's ``Point`` writes, byte for byte.
 
-One point a reading (see :mod:`tswarm.influx`). :class:`LineEncoder` is the fast way the
-forwarder uses; :func:`point` and :func:`line_protocol` the plain one.
+One point a reading (see :mod:`tswarm.influx`), with the telemetry the node sent (``vbat``,
+``rssi``, ``awake_ms``, ``lost``) as fields of the same point, only those present.
+:class:`LineEncoder` is the fast way the forwarder uses; :func:`point` and :func:`line_protocol`
+the plain one.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Union
 
 from influxdb_client import Point, WritePrecision
 
-from ..storage import OutboxReading
-from . import MEASUREMENT, TAG_NODE
+from ..storage import EXTRA_FIELDS, OutboxReading, OutboxReadingExtra
+from . import EXTRA_TYPES, MEASUREMENT, TAG_NODE
+
+AnyReading = Union[OutboxReading, OutboxReadingExtra]
 
 
-def point(reading: OutboxReading) -> Point:
-    return (
+def point(reading: AnyReading) -> Point:
+    """The reading's point: ``reading`` is an :class:`OutboxReading`, or an :class:`OutboxReadingExtra`
+    whose telemetry (None: not sent) becomes fields of their own type."""
+    p = (
         Point(MEASUREMENT)
         .tag(TAG_NODE, reading.node)
         .field("temperature", float(reading.temperature))
         .field("humidity", float(reading.humidity))
         .time(reading.ts, WritePrecision.NS)
     )
+    for name, kind, value in zip(EXTRA_FIELDS, EXTRA_TYPES, reading[5:]):
+        if value is not None:
+            p.field(name, kind(value))
+    return p
 
 
-def line_protocol(readings: Iterable[OutboxReading]) -> bytes:
+def line_protocol(readings: Iterable[AnyReading]) -> bytes:
     """The readings as line protocol, one point a line (a fresh :class:`LineEncoder`)."""
     return LineEncoder().encode(readings)
 
@@ -34,13 +44,14 @@ class LineEncoder:
     tenth of the cost.
 
     ``Point`` renders each distinct piece once: a node's series key (``climate,node=NAME``) and the
-    text of each distinct temperature and humidity (``temperature=23.4``). A line joins the pieces
-    in Point's own order (fields sorted by name) with the timestamp. A DHT sensor reports a few thousand
-    distinct values, so after a short warm-up a line is one f-string; building a ``Point`` per
-    reading cost ~7 µs and capped forwarding at a third of InfluxDB's speed (benchmarks/README.md).
-    Zero and non-finite values always go through a whole ``Point`` (``-0.0 == 0.0`` would share a
-    cache entry, and Point leaves non-finite fields out). tests/influx/test_lines.py checks the
-    identity on generated readings.
+    text of each distinct temperature, humidity and battery voltage (``temperature=23.4``). A line
+    joins the pieces in Point's own order (fields sorted by name: ``awake_ms``, ``humidity``, ``lost``,
+    ``rssi``, ``temperature``, ``vbat``) with the timestamp; the integer fields are written as Point
+    writes an ``int`` (``rssi=-67i``). A DHT sensor reports a few thousand distinct values, so after a
+    short warm-up a line is one f-string; building a ``Point`` per reading cost ~7 µs and capped
+    forwarding at a third of InfluxDB's speed (benchmarks/README.md). Zero and non-finite values
+    always go through a whole ``Point`` (``-0.0 == 0.0`` would share a cache entry, and Point leaves
+    non-finite fields out). tests/influx/test_lines.py checks the identity on generated readings.
     """
 
     MAX_CACHED = 100_000  # distinct values per field (and nodes); past it a cache starts again
@@ -49,36 +60,61 @@ class LineEncoder:
         self._keys: dict = {}  # node (name or journal id) -> series key
         self._temperature: dict[float, str] = {}
         self._humidity: dict[float, str] = {}
+        self._vbat: dict[float, str] = {}
 
-    def encode(self, readings: Iterable[OutboxReading]) -> bytes:
+    def encode(self, readings: Iterable[AnyReading]) -> bytes:
         return self.encode_rows(readings, _SAME)
 
     def encode_rows(self, rows: Iterable[tuple], names: Mapping) -> bytes:
-        """Rows of ``(id, node, ts, temperature, humidity)``; ``names[node]`` is the node's name
-        (:meth:`Storage.outbox_rows` gives node ids and :meth:`Storage.node_names` their names).
-        An encoder's ``node`` must always mean the same node (one encoder per journal)."""
+        """Rows of ``(id, node, ts, temperature, humidity)``, or with the telemetry after them
+        (``vbat, rssi, awake_ms, lost``, None where not sent; ``outbox_rows(..., with_extra=True)``);
+        ``names[node]`` is the node's name (:meth:`Storage.outbox_rows` gives node ids and
+        :meth:`Storage.node_names` their names). An encoder's ``node`` must always mean the same
+        node (one encoder per journal)."""
         keys, temperature, humidity = self._keys, self._temperature, self._humidity
         lines = []
         append = lines.append
-        for id_, node, ts, t, h in rows:
+        for row in rows:
+            node = row[1]
             try:
-                append(f"{keys[node]} {humidity[h]},{temperature[t]} {ts}")
+                if len(row) == 5 or row[5] is row[6] is row[7] is row[8] is None:
+                    append(f"{keys[node]} {humidity[row[4]]},{temperature[row[3]]} {row[2]}")
+                else:
+                    append(self._with_extra(keys[node], humidity[row[4]], temperature[row[3]], row))
             except KeyError:
-                append(self._learn(node, OutboxReading(id_, names[node], ts, t, h)))
+                append(self._learn(node, row, names))
         return "\n".join(lines).encode()
 
-    def _learn(self, node, reading: OutboxReading) -> str:
-        """The reading's line from a whole ``Point``; remembers the pieces that may be reused."""
+    def _with_extra(self, key: str, humidity: str, temperature: str, row: tuple) -> str:
+        """The line of a row with telemetry, from cached pieces (KeyError: a ``vbat`` not cached)."""
+        vbat, rssi, awake_ms, lost = row[5:9]
+        fields = [] if awake_ms is None else [f"awake_ms={awake_ms}i"]
+        fields.append(humidity)
+        if lost is not None:
+            fields.append(f"lost={lost}i")
+        if rssi is not None:
+            fields.append(f"rssi={rssi}i")
+        fields.append(temperature)
+        if vbat is not None:
+            fields.append(self._vbat[vbat])
+        return f"{key} {','.join(fields)} {row[2]}"
+
+    def _learn(self, node, row: tuple, names: Mapping) -> str:
+        """The row's line from a whole ``Point``; remembers the pieces that may be reused."""
+        id_, _, ts, t, h = row[:5]
+        name = names[node]
+        reading = OutboxReadingExtra(id_, name, ts, t, h, *row[5:9])
         line = point(reading).to_line_protocol()
         if node not in self._keys:
-            key = point(reading._replace(temperature=1.0, humidity=1.0)).to_line_protocol()
+            key = point(OutboxReading(id_, name, ts, 1.0, 1.0)).to_line_protocol()
             self._remember(self._keys, node, key[: key.rindex(" humidity=")])
-        for cache, name, value in (
-            (self._temperature, "temperature", reading.temperature),
-            (self._humidity, "humidity", reading.humidity),
+        for cache, field, value in (
+            (self._temperature, "temperature", t),
+            (self._humidity, "humidity", h),
+            (self._vbat, "vbat", reading.vbat),
         ):
             if value and math.isfinite(value) and value not in cache:
-                text = Point(MEASUREMENT).field(name, float(value)).to_line_protocol()
+                text = Point(MEASUREMENT).field(field, float(value)).to_line_protocol()
                 self._remember(cache, value, text[len(MEASUREMENT) + 1:])
         return line
 

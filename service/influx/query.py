@@ -9,6 +9,9 @@
   so that each record is one reading, with its time as an integer of nanoseconds (Python's
   ``datetime`` would drop the last three digits).
 
+``with_extra=True`` gives each reading's telemetry too (``vbat, rssi, awake_ms, lost`` after humidity,
+None where the point has no such field: the seed's firmware sends none).
+
 Memory stays constant whatever the range. When InfluxDB cannot answer, reading raises
 :class:`tswarm.history.HistoryUnavailable`. Which one is built is decided by
 :func:`tswarm.influx.endpoint` (``endpoint(config).open_history()``). Blocking code, meant for a
@@ -27,13 +30,14 @@ from itertools import groupby
 from typing import Iterable, Iterator, Optional
 
 from ..history import HistoryUnavailable
+from ..storage.interface import EXTRA_FIELDS
 from ..timefmt import rfc3339
-from . import MEASUREMENT, TAG_NODE, V1Endpoint, V2Endpoint, error_text
+from . import EXTRA_TYPES, MEASUREMENT, TAG_NODE, V1Endpoint, V2Endpoint, error_text
 
 QUERY_TIMEOUT_S = 30  # per connect and per read: a chunk of InfluxDB's answer may take that long
 CHUNK_SIZE = 10_000  # InfluxDB 1.x: points per JSON chunk
 
-Row = tuple[int, str, float, float]  # (ts_ns, node, temperature, humidity)
+Row = tuple  # (ts_ns, node, temperature, humidity), with_extra: then (vbat, rssi, awake_ms, lost)
 
 
 class InfluxHistory:
@@ -43,13 +47,14 @@ class InfluxHistory:
 
     def readings(
         self, start_ns: Optional[int], stop_ns: int, node: Optional[str] = None,
-        after: Optional[tuple[int, str]] = None, limit: Optional[int] = None,
+        after: Optional[tuple[int, str]] = None, limit: Optional[int] = None, *, with_extra: bool = False,
     ) -> Iterator[Row]:
         """Readings with ``start_ns <= ts < stop_ns`` (of ``node`` only, when given), strictly after
-        ``after=(ts, node)``, at most ``limit``. Raises :class:`HistoryUnavailable`."""
+        ``after=(ts, node)``, at most ``limit``; ``with_extra``: with their telemetry. Raises
+        :class:`HistoryUnavailable`."""
         if after is not None and (start_ns is None or after[0] > start_ns):
             start_ns = after[0]  # rows of that instant up to `after` are dropped below
-        rows = _in_node_order(self._query(start_ns, stop_ns, node))
+        rows = _in_node_order(self._query(start_ns, stop_ns, node, with_extra))
         if after is not None:
             rows = (row for row in rows if (row[0], row[1]) > after)
         for count, row in enumerate(rows, 1):
@@ -57,7 +62,7 @@ class InfluxHistory:
             if limit is not None and count >= limit:
                 return
 
-    def _query(self, start_ns: Optional[int], stop_ns: int, node: Optional[str]) -> Iterator[Row]:
+    def _query(self, start_ns: Optional[int], stop_ns: int, node: Optional[str], with_extra: bool) -> Iterator[Row]:
         """The range's rows in time order (ties in any order)."""
         raise NotImplementedError
 
@@ -82,14 +87,20 @@ def _in_node_order(rows: Iterable[Row]) -> Iterator[Row]:
         yield from sorted(same_instant, key=lambda row: row[1])
 
 
-def influxql(start_ns: Optional[int], stop_ns: int, node: Optional[str]) -> str:
+def _extra(values: Iterable) -> tuple:
+    """A point's telemetry as the journal holds it (JSON gives 3.0 as 3: vbat is made a float again)."""
+    return tuple(None if v is None else kind(v) for kind, v in zip(EXTRA_TYPES, values))
+
+
+def influxql(start_ns: Optional[int], stop_ns: int, node: Optional[str], with_extra: bool = False) -> str:
     """The InfluxQL of a range (InfluxDB 1.x): integer times are nanoseconds."""
     where = [f"time < {int(stop_ns)}"]
     if start_ns is not None:
         where.insert(0, f"time >= {int(start_ns)}")
     if node is not None:
         where.append(f"\"{TAG_NODE}\" = '{_escape(node, quote=chr(39))}'")
-    return f'SELECT "temperature", "humidity", "{TAG_NODE}" FROM "{MEASUREMENT}" WHERE {" AND ".join(where)}'
+    extra = "".join(f', "{name}"' for name in EXTRA_FIELDS) if with_extra else ""
+    return f'SELECT "temperature", "humidity"{extra}, "{TAG_NODE}" FROM "{MEASUREMENT}" WHERE {" AND ".join(where)}'
 
 
 class V1History(InfluxHistory):
@@ -105,8 +116,8 @@ class V1History(InfluxHistory):
             token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
             self.headers["Authorization"] = f"Basic {token}"
 
-    def _query(self, start_ns, stop_ns, node) -> Iterator[Row]:
-        params = {"db": self.db, "q": influxql(start_ns, stop_ns, node), "epoch": "ns",
+    def _query(self, start_ns, stop_ns, node, with_extra=False) -> Iterator[Row]:
+        params = {"db": self.db, "q": influxql(start_ns, stop_ns, node, with_extra), "epoch": "ns",
                   "chunked": "true", "chunk_size": str(self.chunk_size)}
         request = urllib.request.Request(f"{self.url}/query?{urllib.parse.urlencode(params)}", headers=self.headers)
         try:
@@ -120,7 +131,7 @@ class V1History(InfluxHistory):
         with response:
             for line in self._lines(response):
                 if line.strip():
-                    rows, partial = self._parse_chunk(line)
+                    rows, partial = self._parse_chunk(line, with_extra)
                     yield from rows
         if partial is not False:
             raise self._unavailable("the answer broke off before its last chunk")
@@ -142,7 +153,7 @@ class V1History(InfluxHistory):
                 yield bytes(pending[:end])
                 del pending[: end + 1]
 
-    def _parse_chunk(self, line: bytes) -> tuple[list[Row], bool]:
+    def _parse_chunk(self, line: bytes, with_extra: bool = False) -> tuple[list[Row], bool]:
         """The rows of one JSON chunk (at most ``chunk_size``), and whether more chunks follow."""
         try:
             chunk = json.loads(line)
@@ -158,25 +169,32 @@ class V1History(InfluxHistory):
             for series in result.get("series", ()):
                 columns = series["columns"]
                 t, temperature, humidity, name = (columns.index(c) for c in ("time", "temperature", "humidity", TAG_NODE))
+                extra = [columns.index(c) if c in columns else None for c in EXTRA_FIELDS] if with_extra else []
                 for values in series.get("values", ()):
                     if values[temperature] is None or values[humidity] is None:
                         continue  # not a point tswarm wrote (those always have both fields)
                     # JSON has no float type: 23.0 arrives as 23; the journal's REAL reads back as 23.0.
-                    rows.append((values[t], values[name], float(values[temperature]), float(values[humidity])))
+                    row = (values[t], values[name], float(values[temperature]), float(values[humidity]))
+                    if with_extra:
+                        row += _extra(None if i is None else values[i] for i in extra)
+                    rows.append(row)
         return rows, partial
 
 
 def flux(bucket: str, start_ns: Optional[int], stop_ns: int, node: Optional[str],
-         after: Optional[tuple[int, str]] = None, limit: Optional[int] = None) -> str:
+         after: Optional[tuple[int, str]] = None, limit: Optional[int] = None, with_extra: bool = False) -> str:
     """The Flux of a range (InfluxDB 2.x): one record per reading, in ``(time, node)`` order.
 
     ``ts`` is ``int(v: r._time)``, the time in nanoseconds. ``after`` and ``limit`` are applied by
-    InfluxDB, so a page does not fetch more than it needs.
+    InfluxDB, so a page does not fetch more than it needs. ``with_extra``: the telemetry fields too,
+    kept as columns (a record lacks those its point lacks) rather than named in ``map``.
     """
+    fields = ("temperature", "humidity", *(EXTRA_FIELDS if with_extra else ()))
+    wanted = " or ".join(f'r._field == "{f}"' for f in fields)
     lines = [
         f'from(bucket: "{_escape(bucket)}")',
         f"  |> range(start: {rfc3339(start_ns or 0)}, stop: {rfc3339(stop_ns)})",
-        f'  |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and (r._field == "temperature" or r._field == "humidity"))',
+        f'  |> filter(fn: (r) => r._measurement == "{MEASUREMENT}" and ({wanted}))',
     ]
     if node is not None:
         lines.append(f'  |> filter(fn: (r) => r.{TAG_NODE} == "{_escape(node)}")')
@@ -187,9 +205,13 @@ def flux(bucket: str, start_ns: Optional[int], stop_ns: int, node: Optional[str]
     lines += ["  |> group()", f'  |> sort(columns: ["_time", "{TAG_NODE}"])']
     if limit is not None:
         lines.append(f"  |> limit(n: {int(limit)})")
-    lines.append(
-        f"  |> map(fn: (r) => ({{ts: int(v: r._time), node: r.{TAG_NODE}, temperature: r.temperature, humidity: r.humidity}}))"
-    )
+    if with_extra:
+        columns = ", ".join(f'"{c}"' for c in ("_time", TAG_NODE, *fields))
+        lines += [f"  |> keep(columns: [{columns}])", "  |> map(fn: (r) => ({r with ts: int(v: r._time)}))"]
+    else:
+        lines.append(
+            f"  |> map(fn: (r) => ({{ts: int(v: r._time), node: r.{TAG_NODE}, temperature: r.temperature, humidity: r.humidity}}))"
+        )
     return "\n".join(lines)
 
 
@@ -214,8 +236,8 @@ class V2History(InfluxHistory):
             )
         return self._client
 
-    def readings(self, start_ns, stop_ns, node=None, after=None, limit=None) -> Iterator[Row]:
-        query = flux(self.bucket, start_ns, stop_ns, node, after, limit)
+    def readings(self, start_ns, stop_ns, node=None, after=None, limit=None, *, with_extra=False) -> Iterator[Row]:
+        query = flux(self.bucket, start_ns, stop_ns, node, after, limit, with_extra)
         try:
             records = self._connected().query_api().query_stream(query, org=self.org)
         except Exception as exc:  # ApiException (an HTTP error), urllib3's connection errors...
@@ -229,7 +251,8 @@ class V2History(InfluxHistory):
                 except Exception as exc:
                     raise self._unavailable(f"the answer broke off ({_exception_text(exc)})") from None
                 values = record.values
-                yield values["ts"], values[TAG_NODE], float(values["temperature"]), float(values["humidity"])
+                row = values["ts"], values[TAG_NODE], float(values["temperature"]), float(values["humidity"])
+                yield row + _extra(values.get(f) for f in EXTRA_FIELDS) if with_extra else row
 
     def close(self) -> None:
         if self._client is not None:

@@ -2,7 +2,9 @@
 // the last 24 hours), refreshed without reloading. Reads /api/nodes and /api/readings like any
 // reader: the reader cookie that `/?token=...` set, or, when the service answers 401, a token
 // asked for once and kept in localStorage. `?refresh=SECONDS` sets the refresh period.
-// Dates, times and numbers follow the browser's language (Intl).
+// Dates, times and numbers follow the browser's language (Intl). Battery voltage and Wi-Fi signal
+// are those of each node's newest reading (nodes that send them); a low battery (below
+// TSWARM_BATTERY_LOW_V, as /api/nodes judges it) is marked in colour and in words.
 "use strict";
 
 (() => {
@@ -19,6 +21,8 @@
   const LANG = (navigator.languages && navigator.languages[0]) || navigator.language || undefined;
   const oneDecimal = new Intl.NumberFormat(LANG, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
   const axisNumber = new Intl.NumberFormat(LANG, { maximumFractionDigits: 1 });
+  const twoDecimals = new Intl.NumberFormat(LANG, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const whole = new Intl.NumberFormat(LANG, { maximumFractionDigits: 0 });
   const hourMinute = new Intl.DateTimeFormat(LANG, { hour: "numeric", minute: "2-digit" });
   const hourMinuteSecond = new Intl.DateTimeFormat(LANG, { hour: "numeric", minute: "2-digit", second: "2-digit" });
   const dayMonth = new Intl.DateTimeFormat(LANG, { day: "numeric", month: "short" });
@@ -27,7 +31,7 @@
   const fmt = (v, unit) => (v == null ? "–" : `${oneDecimal.format(v)} ${unit}`);
 
   const series = new Map(); // node name -> {t: [], temperature: [], humidity: [], last: "RFC 3339" | null}
-  const cards = new Map(); // node name -> {box, title, latest, count, firmware, plotBox, plot, empty, node}
+  const cards = new Map(); // node name -> {box, title, latest, count, telemetry, firmware, plotBox, plot, empty, node}
   let windowEndS = Date.now() / 1000; // the service's "now" at the last refresh
 
   // -- talking to the service ---------------------------------------------------------------
@@ -128,6 +132,19 @@
     return parts;
   }
 
+  // The node's battery (its newest reading's vbat): "3.71 V", and when low a "low" flag beside it.
+  function batteryParts(n, label) {
+    if (n.vbat == null) return [];
+    const volts = span(n.battery_low ? "battery low" : "battery", `${label}${twoDecimals.format(n.vbat)} V`);
+    if (n.battery_low) {
+      volts.title = "battery low";
+      volts.append(document.createTextNode(" "), span("flag", "low"));
+    }
+    return [volts];
+  }
+
+  const signalText = (n) => (n.rssi == null ? "–" : `${whole.format(n.rssi)} dBm`);
+
   function renderTable(report) {
     const body = document.querySelector("#nodes tbody");
     const rows = report.nodes.map((n) => {
@@ -140,6 +157,10 @@
       tr.append(health);
       tr.append(cell("Temperature", fmt(n.temperature, "°C"), "num temperature"));
       tr.append(cell("Humidity", fmt(n.humidity, "%"), "num humidity"));
+      const battery = cell("Battery", n.vbat == null ? "–" : "", n.battery_low ? "num battery low" : "num battery");
+      battery.append(...batteryParts(n, ""));
+      tr.append(battery);
+      tr.append(cell("Signal", signalText(n), "num signal"));
       const seen = cell("Last seen", ago(n.age_s), "last-seen");
       if (n.last_seen) seen.title = dateTime.format(new Date(seconds(n.last_seen) * 1000));
       tr.append(seen);
@@ -165,9 +186,12 @@
 
   // -- the cards -------------------------------------------------------------------------------
 
-  async function updateSeries(name, nowS) {
+  // A node's series, read on from its newest point. A reading kept on the node through an outage
+  // arrives later with an older time, behind that point: when the node counts more readings in 24 h
+  // than the series holds, its day is read again.
+  async function updateSeries(name, nowS, readings24h) {
     let s = series.get(name);
-    if (!s) series.set(name, (s = { t: [], temperature: [], humidity: [], last: null }));
+    if (!s || readings24h > s.t.length) series.set(name, (s = { t: [], temperature: [], humidity: [], last: null }));
     const start = s.last || new Date((nowS - DAY_S) * 1000).toISOString();
     const query = new URLSearchParams({ format: "ndjson", node: name, start });
     const text = await (await read(`/api/readings?${query}`)).text();
@@ -268,18 +292,28 @@
     latest.className = "latest";
     const count = document.createElement("p");
     count.className = "count";
+    const telemetry = document.createElement("p");
+    telemetry.className = "telemetry";
     const firmware = document.createElement("p");
     firmware.className = "firmware";
     const plotBox = document.createElement("div");
     plotBox.className = "plot";
-    box.append(title, latest, count, firmware, plotBox);
+    box.append(title, latest, count, telemetry, firmware, plotBox);
     document.getElementById("charts").append(box);
-    const card = { box, title, latest, count, firmware, plotBox, plot: null, empty: null, node: null };
+    const card = { box, title, latest, count, telemetry, firmware, plotBox, plot: null, empty: null, node: null };
     new ResizeObserver(() => {
       if (card.plot) card.plot.setSize({ width: plotBox.clientWidth, height: 200 });
     }).observe(plotBox);
     cards.set(name, card);
     return card;
+  }
+
+  // The card's line of telemetry: battery (low marked), signal and how long the last wake took.
+  function telemetryParts(n) {
+    const parts = batteryParts(n, "battery ");
+    if (n.rssi != null) parts.push(span("signal", `signal ${signalText(n)}`));
+    if (n.awake_ms != null) parts.push(span("awake", `awake ${oneDecimal.format(n.awake_ms / 1000)} s`));
+    return parts;
   }
 
   function renderCard(node) {
@@ -290,6 +324,7 @@
     card.title.replaceChildren(span("name", node.name), healthBadge(node.health));
     if (!card.latest.dataset.hover) showValues(card, null);
     card.count.textContent = node.last_seen == null ? "" : `${expected24h(node)} readings in 24 h`;
+    card.telemetry.replaceChildren(...telemetryParts(node));
     card.firmware.replaceChildren(...firmwareParts(node.firmware));
     const hasData = s.t.length > 0;
     card.box.classList.toggle("small", !hasData);
@@ -335,7 +370,7 @@
         series.delete(name);
       }
     }
-    await Promise.all(report.nodes.map((n) => updateSeries(n.name, nowS)));
+    await Promise.all(report.nodes.map((n) => updateSeries(n.name, nowS, n.readings_24h)));
     for (const n of report.nodes) renderCard(n);
     document.body.dataset.refreshed = String(Number(document.body.dataset.refreshed || 0) + 1);
   }

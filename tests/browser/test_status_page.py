@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tswarm import auth
-from tswarm.storage import open_storage
+from tswarm.storage import ReadingExtra, open_storage
 from tests.conftest import ENGINES, add_readings, journal_database, register
 from tests.servers import IN_CI, ServiceProcess, request, tswarm_env
 
@@ -42,15 +42,19 @@ def _need_chromium():
 
 
 def fill_journal(data_dir: Path, database_url: str = "") -> None:
-    """kitchen ok, attic late, cellar silent, shed halted, porch registered and never seen."""
+    """kitchen ok, attic late, cellar silent, shed halted, porch registered and never seen. kitchen's
+    newest reading came with battery, signal and wake time, attic's with a low battery and a weak
+    signal; the others without telemetry."""
     now = time.time_ns()
     with open_storage(data_dir, database_url) as journal:
         for name in ("attic", "cellar", "kitchen", "porch", "shed"):
             register(journal, name, PW, created=name != "porch")
         day = [now - (288 - i) * 300 * NS + 30 * NS for i in range(288)]  # a day at 5-minute intervals
-        add_readings(journal, "kitchen", [(ts, 20 + (i % 96) / 16, 45 + (i % 72) / 8) for i, ts in enumerate(day)])
+        add_readings(journal, "kitchen", [(ts, 20 + (i % 96) / 16, 45 + (i % 72) / 8) for i, ts in enumerate(day[:-1])])
+        journal.add_readings([("kitchen", day[-1], 20 + 287 % 96 / 16, 45 + 287 % 72 / 8,
+                               ReadingExtra(vbat=3.92, rssi=-58, awake_ms=812))])
         add_readings(journal, "shed", [(ts, 10 + (i % 48) / 12, 70 - (i % 36) / 6) for i, ts in enumerate(day)])
-        add_readings(journal, "attic", [(now - 20 * 60 * NS, 24.5, 38.0)])
+        journal.add_readings([("attic", now - 20 * 60 * NS, 24.5, 38.0, ReadingExtra(vbat=3.05, rssi=-81, lost=1))])
         add_readings(journal, "cellar", [(now - 3 * 3600 * NS, 12.0, 80.0)])
         journal.set_halt("shed", True)
 
@@ -94,9 +98,9 @@ def canvas_ink(page, node: str) -> int:
     )
 
 
-def post_reading(service, name: str, data: str) -> int:
+def post_reading(service, name: str, data: str, **fields) -> int:
     status, _, _ = request(
-        "POST", f"{service.url}/api/nodes/{name}", json.dumps({"name": name, "data": data}),
+        "POST", f"{service.url}/api/nodes/{name}", json.dumps({"name": name, "data": data, **fields}),
         {"Authorization": " Basic " + auth.xauth(name, PW), "Content-Type": "application/json"},
     )
     return status
@@ -257,6 +261,65 @@ def test_page_shows_the_firmware_each_node_runs_and_how_its_update_went(service,
     phone.screenshot(path=OUTPUT / "status-page-firmware-phone.png", full_page=True)
     phone.close()
     assert console.errors == []
+
+
+def test_page_shows_battery_and_signal_per_node_and_marks_a_low_battery(service, browser):
+    """TSWARM_BATTERY_LOW_V is 3.3 (the default): attic's 3.05 V is low, in colour and in words."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, locale="en-US")
+    console = Console(page)
+    page.goto(f"{service.url}/?refresh=1")
+    page.wait_for_selector("body[data-refreshed]")
+
+    def cells(part):
+        return {n: page.text_content(f'#nodes tr[data-node="{n}"] td.{part}') for n in ("attic", "cellar", "kitchen")}
+
+    assert page.eval_on_selector_all("#nodes th", "hs => hs.map(h => h.textContent)")[2:6] == [
+        "Temperature", "Humidity", "Battery", "Signal"]
+    assert cells("battery") == {"attic": "3.05 V low", "cellar": "–", "kitchen": "3.92 V"}
+    assert cells("signal") == {"attic": "-81 dBm", "cellar": "–", "kitchen": "-58 dBm"}
+    low = page.eval_on_selector_all("#nodes td.battery.low", "ts => ts.map(t => t.closest('tr').dataset.node)")
+    assert low == ["attic"]
+    red = page.eval_on_selector('#nodes tr[data-node="attic"] td.battery', "t => getComputedStyle(t).color")
+    plain = page.eval_on_selector('#nodes tr[data-node="kitchen"] td.battery', "t => getComputedStyle(t).color")
+    assert red != plain
+    # The cards say it too (a phone shows only them); a node without telemetry has no such line.
+    telemetry = lambda node: page.inner_text(f'.chart[data-node="{node}"] .telemetry').replace("\n", " ")  # noqa: E731
+    assert telemetry("kitchen") == "battery 3.92 V signal -58 dBm awake 0.8 s"
+    assert telemetry("attic") == "battery 3.05 V low signal -81 dBm"
+    assert page.is_visible('.chart[data-node="attic"] .telemetry .battery.low .flag')
+    assert not page.is_visible('.chart[data-node="cellar"] .telemetry')
+    assert latest(page, "attic") == "24.5 °C 38.0 % 20 min ago"  # the readings' line is as before
+    page.screenshot(path=OUTPUT / "status-page-battery.png", full_page=True)
+
+    # A new reading with a good battery: the mark goes, without a reload.
+    assert post_reading(service, "attic", "24.0 39.0", vbat=3.71, rssi=-60) == 202
+    page.wait_for_function(
+        """() => document.querySelector('#nodes tr[data-node="attic"] td.battery').textContent === '3.71 V'""",
+        timeout=15_000,
+    )
+    assert page.query_selector_all("#nodes td.battery.low") == []
+    # A reading the node kept through an outage arrives with an older time: the chart gets it too.
+    points = lambda: page.eval_on_selector('.chart[data-node="attic"] .plot', "p => p.uplot.data[0].length")  # noqa: E731
+    before = points()
+    assert post_reading(service, "attic", "23.0 40.0", age=600) == 202
+    page.wait_for_function(
+        f"""() => document.querySelector('.chart[data-node="attic"] .plot').uplot.data[0].length === {before + 1}""",
+        timeout=15_000,
+    )
+    times = page.eval_on_selector('.chart[data-node="attic"] .plot', "p => p.uplot.data[0]")
+    assert times == sorted(times)
+    assert console.errors == []
+    page.close()
+
+
+def test_battery_voltage_follows_the_browsers_locale(service, browser):
+    context = browser.new_context(locale="de-DE", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(service.url + "/")
+    page.wait_for_selector("body[data-refreshed]")
+    assert page.text_content('#nodes tr[data-node="kitchen"] td.battery') == "3,92 V"
+    assert page.inner_text('.chart[data-node="kitchen"] .telemetry .awake') == "awake 0,8 s"
+    context.close()
 
 
 @pytest.fixture(scope="module")

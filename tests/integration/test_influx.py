@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tswarm.storage import open_storage
+from tswarm.storage import OutboxReading, open_storage
 from tests.servers import ServiceProcess, add_node, basic, request, run_cli, tswarm_env
 
 pytestmark = pytest.mark.integration
@@ -26,9 +26,10 @@ def influx1_env(data_dir, server, db, **extra):
     )
 
 
-def send(service, name, data):
-    """POST one reading as the firmware does; returns the status code."""
-    body = json.dumps({"name": name, "data": data})
+def send(service, name, data, **fields):
+    """POST one reading as the firmware does (``fields``: the optional ones new firmware adds beside
+    ``name`` and ``data``: vbat, rssi, awake_ms, age, boot, seq, lost); returns the status code."""
+    body = json.dumps({"name": name, "data": data, **fields})
     headers = {"Authorization": basic(name, PASSWORD), "Content-Type": "application/json"}
     return request("POST", f"{service.url}/api/nodes/{name}", body, headers)[0]
 
@@ -91,6 +92,48 @@ def test_readings_reach_influxdb1_with_exact_values_and_timestamps(tmp_path, inf
     assert sorted(fields) == [["humidity", "float"], ["temperature", "float"]]
 
 
+# (data, the optional fields): telemetry in any mix, a reading kept through an outage (age), one sent
+# again after a lost answer (the same boot and seq), and a reading without any of it.
+TELEMETRY = [
+    ("21.5 40", dict(vbat=3.92, rssi=-58, awake_ms=812, boot="b1", seq=1)),
+    ("21.6 41", dict(vbat=3.3, boot="b1", seq=2)),
+    ("21.6 41", dict(vbat=3.3, boot="b1", seq=2)),  # its 202 was lost: sent again, stored once
+    ("19.0 60", dict(rssi=-90, awake_ms=5400, lost=3, age=600, boot="b1", seq=3)),  # kept ten minutes
+    ("22.0 39", {}),
+]
+
+
+def journal_telemetry(data_dir) -> list[list]:
+    """Every reading with its telemetry as ``[ts, node, temperature, humidity, vbat, rssi, awake_ms, lost]``."""
+    with open_storage(data_dir) as journal:
+        readings = journal.outbox_readings(0, 10**9, with_extra=True)
+    return sorted([r.ts, r.node, r.temperature, r.humidity, r.vbat, r.rssi, r.awake_ms, r.lost] for r in readings)
+
+
+def test_telemetry_reaches_influxdb1_as_typed_fields_of_the_reading_and_is_queryable(tmp_path, influxdb1):
+    data_dir, db = tmp_path / "data", influxdb1.new_database()
+    env = influx1_env(data_dir, influxdb1, db)
+    add_node(data_dir, "attic", PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        statuses = [send(service, "attic", data, **fields) for data, fields in TELEMETRY]
+        wait_forwarded(service)
+    assert statuses == [202] * len(TELEMETRY)
+    expected = journal_telemetry(data_dir)
+    assert len(expected) == 4  # the repeat is stored once
+    got = influxdb1.rows("SELECT node, temperature, humidity, vbat, rssi, awake_ms, lost FROM climate", db)
+    assert got == expected  # exact values, null where the node sent nothing, the kept reading at its own time
+    kept, first_sent = [row for row in got if row[7] == 3], [row for row in got if row[4] == 3.92]
+    assert len(kept) == 1 and kept[0][0] < first_sent[0][0] - 500 * 10**9  # ten minutes before it was sent
+    fields = influxdb1.rows("SHOW FIELD KEYS FROM climate", db)
+    assert sorted(fields) == [
+        ["awake_ms", "integer"], ["humidity", "float"], ["lost", "integer"], ["rssi", "integer"],
+        ["temperature", "float"], ["vbat", "float"],
+    ]
+    # What a battery panel or alert asks: each node's last voltage, and the weakest signal.
+    assert influxdb1.rows('SELECT last("vbat") FROM climate GROUP BY "node"', db)[0][1] == 3.3
+    assert influxdb1.rows('SELECT min("rssi") FROM climate', db)[0][1] == -90
+
+
 def test_v2_write_path_through_victoria_metrics(tmp_path, victoria_metrics):
     data_dir = tmp_path / "data"
     env = tswarm_env(
@@ -116,6 +159,58 @@ def test_v2_write_path_through_victoria_metrics(tmp_path, victoria_metrics):
         got = {x["metric"]["node"]: sorted(zip(x["timestamps"], x["values"])) for x in series}
         assert {x["metric"]["__name__"] for x in series} == {f"climate_{field}"}
         assert got == expected
+
+
+def test_influxdb1_gives_the_telemetry_back_to_the_history_reads(tmp_path, influxdb1):
+    """What an export below the journal's horizon reads (V1History, with_extra=True): each reading's
+    telemetry as stored, None for the fields its point lacks; a database that never saw a telemetry
+    field answers too, and without with_extra the rows are today's four columns."""
+    from tswarm.influx.query import V1History
+    from tswarm.influx.lines import line_protocol
+
+    data_dir, db = tmp_path / "data", influxdb1.new_database()
+    env = influx1_env(data_dir, influxdb1, db)
+    add_node(data_dir, "attic", PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        assert [send(service, "attic", data, **fields) for data, fields in TELEMETRY] == [202] * len(TELEMETRY)
+        wait_forwarded(service)
+    expected = journal_telemetry(data_dir)
+    with V1History(influxdb1.url, db, chunk_size=2) as history:
+        got = list(history.readings(None, 2**62, with_extra=True))
+        plain = list(history.readings(None, 2**62, "attic"))
+    assert [list(row) for row in got] == expected
+    assert [type(row[4]) for row in got if row[4] is not None] == [float, float]
+    assert plain == [tuple(row[:4]) for row in expected]
+    # Only the seed's readings: the fields are not known to this database at all.
+    old_db = influxdb1.new_database()
+    influxdb1.query(f'CREATE DATABASE "{old_db}"')
+    influxdb1.write(line_protocol([OutboxReading(1, "cellar", 5_000, 12.0, 80.0)]).decode(), old_db)
+    with V1History(influxdb1.url, old_db) as history:
+        assert list(history.readings(None, 2**62, with_extra=True)) == [(5_000, "cellar", 12.0, 80.0, None, None, None, None)]
+
+
+def test_telemetry_through_the_v2_write_path_lands_in_victoria_metrics(tmp_path, victoria_metrics):
+    """VictoriaMetrics names each field's series ``climate_<field>``: one per telemetry field, with
+    exactly the readings that carried it."""
+    data_dir = tmp_path / "data"
+    env = tswarm_env(
+        data_dir, TSWARM_STORE="influxdb", TSWARM_INFLUX_API="2", TSWARM_INFLUX_URL=victoria_metrics.url,
+        TSWARM_INFLUX_TOKEN="not-checked", TSWARM_INFLUX_ORG="tswarm", TSWARM_INFLUX_BUCKET="tswarm",
+    )
+    add_node(data_dir, "v2-telemetry", PASSWORD, env=env)
+    with ServiceProcess(data_dir, env=env) as service:
+        statuses = [send(service, "v2-telemetry", data, **fields) for data, fields in TELEMETRY]
+        wait_forwarded(service)
+    assert statuses == [202] * len(TELEMETRY)
+    rows = journal_telemetry(data_dir)
+    for field, column in (("vbat", 4), ("rssi", 5), ("awake_ms", 6), ("lost", 7)):
+        expected = sorted((r[0] // 1_000_000, r[column]) for r in rows if r[column] is not None)
+        series = wait_for(
+            lambda: (s := victoria_metrics.export(f'climate_{field}{{node="v2-telemetry"}}'))
+            and sum(len(x["values"]) for x in s) == len(expected) and s,
+            f"{field} in VictoriaMetrics",
+        )
+        assert [sorted(zip(x["timestamps"], x["values"])) for x in series] == [expected], field
 
 
 def test_outage_every_reading_acked_meanwhile_arrives_once_in_order(tmp_path, influxdb1_factory):
