@@ -51,7 +51,7 @@ def influxql_silent() -> str:
         f'SELECT count("temperature") AS "recent" FROM "{MEASUREMENT}" WHERE $timeFilter AND time > now() - {SILENT_FOR}'
         f' GROUP BY "{TAG_NODE}"'
     )
-    seen = f'SELECT count("temperature") * 0 AS "recent" FROM "{MEASUREMENT}" WHERE $timeFilter GROUP BY "{TAG_NODE}"'
+    seen = f'SELECT last("temperature") * 0 AS "recent" FROM "{MEASUREMENT}" WHERE $timeFilter GROUP BY "{TAG_NODE}"'
     return f'SELECT sum("recent") AS "recent" FROM ({recent}), ({seen}) WHERE $timeFilter GROUP BY "{TAG_NODE}"'
 
 
