@@ -769,7 +769,7 @@ def migrate(to, data_dir):
 
 @cli.group()
 def grafana():
-    """Put tswarm's datasource and dashboards into Grafana."""
+    """Put tswarm's datasource, dashboards and alert rules into Grafana."""
 
 
 @grafana.command("provision")
@@ -782,10 +782,12 @@ def grafana():
 @click.option("--flux", is_flag=True, help="InfluxDB 2.x: a Flux datasource and the Flux dashboards (default: InfluxQL).")
 @click.option("--force", is_flag=True, help="Write everything even when it looks unchanged (e.g. after a new InfluxDB token).")
 def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flux, force):
-    """Create or update the InfluxDB datasource, a 'tswarm' folder and the dashboards; a second run changes nothing.
+    """Create or update the InfluxDB datasource, a 'tswarm' folder, the dashboards and the alert rules; a second run changes nothing.
 
-    The InfluxDB token, organisation, user and password come from TSWARM_INFLUX_*.
+    The InfluxDB token, organisation, user and password come from TSWARM_INFLUX_*; the low-battery
+    threshold from TSWARM_BATTERY_LOW_V.
     """
+    from .grafana_dashboards import BATTERY_LOW_V
     from .grafana_provision import InfluxSource, ProvisionError, connect, provision
 
     config = load_config()
@@ -795,7 +797,10 @@ def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flu
         org=config.influx_org, user=config.influx_user, password=config.influx_password, flux=flux,
     )
     try:
-        changed = provision(connect(url, token), source, force=force, report=click.echo)
+        changed = provision(
+            connect(url, token), source, force=force, report=click.echo,
+            battery_low_v=config.battery_low_v,
+        )
     except ProvisionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"{len(changed)} change(s)" if changed else "Grafana already up to date")

@@ -1,7 +1,8 @@
 """The Grafana dashboards, as code (grafana-foundation-sdk): an overview and a per-node dashboard.
 
 Each comes in two query languages over the same points (measurement ``climate``, tag ``node``,
-fields ``temperature`` and ``humidity``; see service/influx/):
+fields ``temperature`` and ``humidity``, and from newer firmware ``vbat`` (volts) and ``rssi`` (dBm);
+see service/influx/):
 
 - **InfluxQL**, for InfluxDB 1.x and for the v1-compatibility endpoint of InfluxDB 2.x
   (datasource uid ``tswarm-influxql``);
@@ -28,17 +29,20 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
+from grafana_foundation_sdk.models.common import GraphTresholdsStyleMode, LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DataTransformerConfig,
     DynamicConfigValue,
+    Threshold,
+    ThresholdsMode,
     VariableOption,
     VariableRefresh,
     VariableSort,
 )
 
 from .influx import MEASUREMENT, TAG_NODE
+from .settings import Config
 
 INFLUXQL_UID = "tswarm-influxql"
 FLUX_UID = "tswarm-flux"
@@ -49,6 +53,10 @@ DATASOURCE = {lang: DataSourceRef(type_val="influxdb", uid=uid) for lang, uid in
 SILENT_AFTER = "15m"
 LAST_SEEN_WINDOW = "30d"  # how far back "last seen" looks
 FIELDS = (("temperature", "Temperature", "celsius"), ("humidity", "Humidity", "humidity"))
+# Telemetry of newer firmware (only nodes that send it have these series): battery volts, Wi-Fi RSSI.
+TELEMETRY = (("vbat", "Battery", "volt"), ("rssi", "Signal", "dBm"))
+# TSWARM_BATTERY_LOW_V's default: the checked-in files show it; `tswarm grafana provision` the configured one.
+BATTERY_LOW_V: float = Config.battery_low_v  # TSWARM_BATTERY_LOW_V's default
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -63,6 +71,8 @@ class InfluxTarget(cogvariants.Dataquery):
     datasource: DataSourceRef
     result_format: Optional[str] = None  # InfluxQL only: "time_series" or "table"
     alias: Optional[str] = None  # InfluxQL only: series name, e.g. "$tag_node"
+    interval_ms: Optional[int] = None  # alert rules: Grafana keeps these two in a query's model
+    max_data_points: Optional[int] = None
 
     def to_json(self) -> dict[str, object]:
         payload: dict[str, object] = {"refId": self.ref_id, "datasource": self.datasource.to_json(), "query": self.query}
@@ -71,14 +81,21 @@ class InfluxTarget(cogvariants.Dataquery):
             payload["resultFormat"] = self.result_format
         if self.alias is not None:
             payload["alias"] = self.alias
+        if self.interval_ms is not None:
+            payload["intervalMs"] = self.interval_ms
+        if self.max_data_points is not None:
+            payload["maxDataPoints"] = self.max_data_points
         return payload
 
 
 class InfluxQuery(cogbuilder.Builder[cogvariants.Dataquery]):
-    def __init__(self, lang: str, ref_id: str, query: str, result_format: str = "time_series", alias: Optional[str] = None):
+    def __init__(
+        self, lang: str, ref_id: str, query: str, result_format: str = "time_series", alias: Optional[str] = None,
+        interval_ms: Optional[int] = None, max_data_points: Optional[int] = None,
+    ):
         self._target = InfluxTarget(
             ref_id, query, DATASOURCE[lang], result_format if lang == "influxql" else None,
-            alias if lang == "influxql" else None,
+            alias if lang == "influxql" else None, interval_ms, max_data_points,
         )
 
     def build(self) -> InfluxTarget:
@@ -148,7 +165,9 @@ def flux_last_seen(node_var: bool, silent_only: bool = False) -> str:
 # -- panels --------------------------------------------------------------------------------------
 
 
-def _field_panel(lang: str, field: str, title: str, unit: str, node_var: bool) -> timeseries.Panel:
+def _field_panel(
+    lang: str, field: str, title: str, unit: str, node_var: bool, battery_low_v: float = BATTERY_LOW_V
+) -> timeseries.Panel:
     query = influxql_series(field, node_var) if lang == "influxql" else flux_series(field, node_var)
     panel = (
         timeseries.Panel()
@@ -168,6 +187,20 @@ def _field_panel(lang: str, field: str, title: str, unit: str, node_var: bool) -
     )
     if lang == "flux":
         panel.display_name("${__field.labels.%s}" % TAG_NODE)  # one series per node, named after it
+    if field == "vbat":
+        panel.description(
+            f"Battery or supply voltage of the nodes that measure it; the dashed line is the low-battery"
+            f" threshold ({battery_low_v:g} V, TSWARM_BATTERY_LOW_V)."
+        )
+        panel.decimals(2)
+        panel.thresholds(
+            db.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE).steps(
+                [Threshold(value=None, color="red"), Threshold(value=battery_low_v, color="green")]
+            )
+        )
+        panel.thresholds_style(common.GraphThresholdsStyleConfig().mode(GraphTresholdsStyleMode.DASHED))
+    elif field == "rssi":
+        panel.description("Wi-Fi signal strength (RSSI) of the nodes that report it: about -30 dBm is excellent, below -80 poor.")
     return panel
 
 
@@ -275,18 +308,19 @@ def _dashboard(uid: str, title: str, lang: str, bucket: str) -> db.Dashboard:
     return builder
 
 
-def overview(lang: str = "influxql", bucket: str = "tswarm") -> dict:
-    """Every node's temperature and humidity, when each was last seen, and which went silent."""
+def overview(lang: str = "influxql", bucket: str = "tswarm", battery_low_v: float = BATTERY_LOW_V) -> dict:
+    """Every node's temperature, humidity, battery and signal, when each was last seen, and which went silent."""
     builder = _dashboard("tswarm-overview", "tswarm overview", lang, bucket)
-    for field, title, unit in FIELDS:
-        builder.with_panel(_field_panel(lang, field, title, unit, node_var=False))
+    for field, title, unit in FIELDS + TELEMETRY:
+        builder.with_panel(_field_panel(lang, field, title, unit, node_var=False, battery_low_v=battery_low_v))
     builder.with_panel(_last_seen_panel(lang))
     builder.with_panel(_silent_panel(lang))
     return to_dict(builder)
 
 
-def node(lang: str = "influxql", bucket: str = "tswarm") -> dict:
-    """One node (the ``node`` variable): its temperature, humidity, latest values and when it last reported."""
+def node(lang: str = "influxql", bucket: str = "tswarm", battery_low_v: float = BATTERY_LOW_V) -> dict:
+    """One node (the ``node`` variable): its temperature, humidity, latest values, when it last reported,
+    and its battery and signal."""
     builder = _dashboard("tswarm-node", "tswarm node", lang, bucket)
     if lang == "influxql":
         values_query: str | dict = f'SHOW TAG VALUES FROM "{MEASUREMENT}" WITH KEY = "{TAG_NODE}"'
@@ -326,8 +360,8 @@ def node(lang: str = "influxql", bucket: str = "tswarm") -> dict:
             _flux_from("temperature", True) + "\n  |> count()\n  |> keep(columns: [\"_value\"])",
         )
     )
-    for field, title, unit in FIELDS:
-        builder.with_panel(_field_panel(lang, field, title, unit, node_var=True))
+    for field, title, unit in FIELDS + TELEMETRY:
+        builder.with_panel(_field_panel(lang, field, title, unit, node_var=True, battery_low_v=battery_low_v))
     return to_dict(builder)
 
 

@@ -1,9 +1,11 @@
-"""Put tswarm's datasource, folder and dashboards into a running Grafana through its HTTP API.
+"""Put tswarm's datasource, folder, dashboards and alert rules into a running Grafana through its HTTP API.
 
 ``tswarm grafana provision`` calls :func:`provision`. It uses grafana-client and changes only what
 differs: each object is read first and written only when it is missing or not what tswarm wants,
 so a second run makes no writes. Dashboards are the ones of service/grafana_dashboards.py (the
-same JSON docker-compose mounts from grafana/dashboards/).
+same JSON docker-compose mounts from grafana/dashboards/); alert rules the ones of
+service/grafana_alerts.py, through Grafana's alerting provisioning API (``/api/v1/provisioning/alert-rules``),
+in the same folder.
 
 What is compared:
 
@@ -11,7 +13,12 @@ What is compared:
   secret tswarm sets is stored (Grafana never returns secrets, so a changed secret alone is not
   seen: pass ``force=True``, ``--force`` on the command line);
 - folder (by uid): its title;
-- dashboard (by uid): the whole JSON (less Grafana's ``id`` and ``version``) and its folder.
+- dashboard (by uid): the whole JSON (less Grafana's ``id`` and ``version``) and its folder;
+- alert rule (by uid): every property tswarm sets (Grafana adds its own, such as ``id``, ``updated``
+  and ``provenance``, and may add keys to a query's model: those are not compared).
+
+No Grafana server runs on the test machines: tests/test_grafana_provision.py runs the command against
+a recorded contract of these endpoints.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ import niquests
 from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
 
-from . import grafana_dashboards
+from . import grafana_alerts, grafana_dashboards
 
 FOLDER_UID = "tswarm"
 FOLDER_TITLE = "tswarm"
@@ -80,9 +87,14 @@ def datasource(source: InfluxSource) -> dict:
     return payload
 
 
-def dashboards(source: InfluxSource) -> list[dict]:
+def dashboards(source: InfluxSource, battery_low_v: float = grafana_dashboards.BATTERY_LOW_V) -> list[dict]:
     builders = (grafana_dashboards.overview, grafana_dashboards.node)
-    return [build(source.language, bucket=source.bucket) for build in builders]
+    return [build(source.language, bucket=source.bucket, battery_low_v=battery_low_v) for build in builders]
+
+
+def alert_rules(source: InfluxSource, battery_low_v: float = grafana_dashboards.BATTERY_LOW_V) -> list[dict]:
+    """The alert rules as ``POST /api/v1/provisioning/alert-rules`` takes them, in the folder of the dashboards."""
+    return grafana_alerts.rules(source.language, bucket=source.bucket, folder_uid=FOLDER_UID, battery_low_v=battery_low_v)
 
 
 def connect(url: str, token: str, timeout: float = TIMEOUT_S) -> GrafanaApi:
@@ -119,10 +131,40 @@ def _without_grafana_fields(dashboard: dict) -> dict:
     return {k: v for k, v in dashboard.items() if k not in ("id", "version")}
 
 
-def provision(api: GrafanaApi, source: InfluxSource, force: bool = False, report: Callable[[str], None] = print) -> list[str]:
-    """Create or update the datasource, the folder and the dashboards; returns what changed.
+RULE_OWN_FIELDS = ("orgID",)  # Grafana puts the token's organisation there, whatever was sent
 
-    Raises :class:`ProvisionError` with a one-line message when Grafana is out of reach or refuses.
+
+def _covers(existing: object, wanted: object) -> bool:
+    """Whether ``existing`` holds everything of ``wanted``: each key of a mapping (Grafana may add
+    others), each item of a list, equal values (``1 == 1.0``: JSON numbers)."""
+    if isinstance(wanted, dict):
+        return isinstance(existing, dict) and all(k in existing and _covers(existing[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(existing, list) and len(existing) == len(wanted) and all(map(_covers, existing, wanted))
+    return existing == wanted
+
+
+def _rule_differs(existing: dict, wanted: dict) -> bool:
+    for key, value in wanted.items():
+        if key in RULE_OWN_FIELDS:
+            continue
+        if key in ("labels", "annotations"):  # whole maps: a label added by hand is not tswarm's rule
+            if (existing.get(key) or {}) != value:
+                return True
+        elif not _covers(existing.get(key), value):
+            return True
+    return False
+
+
+def provision(
+    api: GrafanaApi, source: InfluxSource, force: bool = False, report: Callable[[str], None] = print,
+    battery_low_v: float = grafana_dashboards.BATTERY_LOW_V,
+) -> list[str]:
+    """Create or update the datasource, the folder, the dashboards and the alert rules; returns what changed.
+
+    ``battery_low_v`` (``TSWARM_BATTERY_LOW_V``) is the battery panels' threshold line and the low-battery
+    rule's threshold. Raises :class:`ProvisionError` with a one-line message when Grafana is out of reach
+    or refuses.
     """
     wanted_source = datasource(source)
     changed: list[str] = []
@@ -154,7 +196,7 @@ def provision(api: GrafanaApi, source: InfluxSource, force: bool = False, report
         else:
             note("folder", FOLDER_TITLE, "unchanged")
 
-        for dashboard in dashboards(source):
+        for dashboard in dashboards(source, battery_low_v):
             current = _missing(lambda: api.dashboard.get_dashboard(dashboard["uid"]))
             same = (
                 current is not None
@@ -168,9 +210,24 @@ def provision(api: GrafanaApi, source: InfluxSource, force: bool = False, report
                 {"dashboard": dashboard, "folderUid": FOLDER_UID, "overwrite": True, "message": MESSAGE}
             )
             note("dashboard", dashboard["title"], "created" if current is None else "updated")
+
+        alerting = api.alertingprovisioning
+        for rule in alert_rules(source, battery_low_v):
+            current = _missing(lambda: alerting.get_alertrule(rule["uid"]))
+            if current is None:
+                alerting.create_alertrule(rule)
+                note("alert rule", rule["title"], "created")
+            elif force or _rule_differs(current, rule):
+                alerting.update_alertrule(rule["uid"], rule)
+                note("alert rule", rule["title"], "updated")
+            else:
+                note("alert rule", rule["title"], "unchanged")
     except GrafanaUnauthorizedError:
         raise ProvisionError(f"Grafana at {api.url} refused the token (401 Unauthorized): check --token") from None
     except GrafanaException as exc:
+        said = exc.response.get("message") if isinstance(exc.response, dict) else None
+        if said:  # Grafana's own words ({"message": ...}), e.g. a rule provisioned from a file
+            raise ProvisionError(f"Grafana at {api.url} answered {exc.status_code}: {_one_line(said)}") from None
         detail = exc.message if exc.status_code else str(exc)
         raise ProvisionError(f"Grafana at {api.url} answered: {_one_line(detail)}") from None
     except niquests.exceptions.RequestException as exc:

@@ -28,8 +28,8 @@ def panels(dashboard):
 def test_overview_and_node_dashboards_in_both_languages():
     dashboards = gd.dashboards()
     titles = {path: [p["title"] for p in panels(d)] for path, d in dashboards.items()}
-    overview = ["Temperature", "Humidity", "Last seen", "Nodes gone silent"]
-    node = ["Temperature now", "Humidity now", "Last seen", "Readings in range", "Temperature", "Humidity"]
+    overview = ["Temperature", "Humidity", "Battery", "Signal", "Last seen", "Nodes gone silent"]
+    node = ["Temperature now", "Humidity now", "Last seen", "Readings in range", "Temperature", "Humidity", "Battery", "Signal"]
     assert titles == {
         "influxql/overview.json": overview, "influxql/node.json": node,
         "flux/overview.json": overview, "flux/node.json": node,
@@ -38,6 +38,31 @@ def test_overview_and_node_dashboards_in_both_languages():
         "influxql/overview.json": "tswarm-overview", "influxql/node.json": "tswarm-node",
         "flux/overview.json": "tswarm-overview-flux", "flux/node.json": "tswarm-node-flux",
     }
+
+
+def test_battery_and_signal_panels_in_volts_and_dbm_with_the_low_battery_line():
+    for path, dashboard in gd.dashboards().items():
+        by_title = {p["title"]: p for p in panels(dashboard)}
+        battery, signal = by_title["Battery"], by_title["Signal"]
+        assert (battery["type"], signal["type"]) == ("timeseries", "timeseries"), path
+        assert battery["fieldConfig"]["defaults"]["unit"] == "volt" and signal["fieldConfig"]["defaults"]["unit"] == "dBm"
+        # The files show TSWARM_BATTERY_LOW_V's default; a dashed line at the threshold, red below it.
+        assert battery["fieldConfig"]["defaults"]["thresholds"] == {
+            "mode": "absolute", "steps": [{"value": None, "color": "red"}, {"value": 3.3, "color": "green"}],
+        }
+        assert battery["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"] == {"mode": "dashed"}
+        assert "thresholds" not in signal["fieldConfig"]["defaults"]
+        (query,) = [t["query"] for t in battery["targets"]]
+        assert ('mean("vbat")' if path.startswith("influxql/") else 'r._field == "vbat"') in query
+        (query,) = [t["query"] for t in signal["targets"]]
+        assert ('mean("rssi")' if path.startswith("influxql/") else 'r._field == "rssi"') in query
+
+
+def test_the_battery_threshold_is_a_parameter():
+    for build in (gd.overview, gd.node):
+        (battery,) = [p for p in panels(build("influxql", battery_low_v=3.55)) if p["title"] == "Battery"]
+        assert [s["value"] for s in battery["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 3.55]
+        assert "3.55 V" in battery["description"]
 
 
 def test_each_language_queries_only_its_own_datasource():

@@ -2,22 +2,31 @@
 
 No Grafana server can run on this machine, so this is a mock: a small aiohttp app on loopback that
 implements exactly the endpoints grafana-client calls for us, with Grafana's status codes and
-response shapes (api/datasources, api/folders, api/dashboards per Grafana's HTTP API reference),
-and records every request. The real `tswarm` CLI runs as a subprocess against it. The dashboards'
-queries themselves run against the real InfluxDB 1.x in tests/integration/test_grafana_queries.py.
+response shapes (api/datasources, api/folders, api/dashboards per Grafana's HTTP API reference;
+api/v1/provisioning/alert-rules per its alerting provisioning API: an empty 404 for a missing rule,
+201 with the stored rule, which gains Grafana's own id, orgID, updated and provenance), and records
+every request. The real `tswarm` CLI runs as a subprocess against it. The dashboards' and the alert
+rules' InfluxQL queries themselves run against the real InfluxDB 1.x in
+tests/integration/test_grafana_queries.py.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+from pathlib import Path
 
 import pytest
+import yaml
 from aiohttp import web
 
-from tswarm import grafana_dashboards
-from tswarm.grafana_provision import InfluxSource, datasource
+from tswarm import grafana_alerts, grafana_dashboards
+from tswarm.grafana_provision import InfluxSource, connect, datasource
+from tswarm.grafana_provision import provision as provision_api
 from tests.servers import free_port, run_cli, tswarm_env
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTING_FILE = ROOT / "grafana" / "provisioning" / "alerting" / "tswarm.yaml"
 
 TOKEN = "glsa_test-token"
 INFLUX = "http://influxdb:8086"
@@ -32,6 +41,8 @@ class FakeGrafana:
         self.datasources: dict[str, dict] = {}
         self.folders: dict[str, dict] = {}
         self.dashboards: dict[str, dict] = {}
+        self.alert_rules: dict[str, dict] = {}
+        self.rule_provenance = "api"  # "file": the rules came from a provisioning file, the API may not change them
         self.port = free_port()
         self._ready = threading.Event()
 
@@ -110,6 +121,56 @@ class FakeGrafana:
         return web.json_response({"id": dashboard["id"], "uid": uid, "url": f"/d/{uid}/", "status": "success",
                                   "version": version, "slug": uid})
 
+    async def get_alert_rule(self, request):
+        uid = request.match_info["uid"]
+        if uid not in self.alert_rules:
+            return web.Response(status=404)  # Grafana: response.Empty(http.StatusNotFound)
+        return web.json_response(self.alert_rules[uid])
+
+    def _invalid_rule(self, body: dict):
+        if body.get("folderUID") not in self.folders:
+            return web.json_response({"message": "invalid alert rule: folder does not exist"}, status=400)
+        if not body.get("ruleGroup") or not body.get("title"):
+            return web.json_response({"message": "invalid alert rule: title and ruleGroup are required"}, status=400)
+        if body.get("condition") not in {q["refId"] for q in body.get("data", [])}:
+            return web.json_response({"message": "invalid alert rule: condition is not a refId of data"}, status=400)
+        return None
+
+    def _store_rule(self, body: dict, rule_id: int) -> dict:
+        stored = json.loads(json.dumps(body))
+        stored.update(id=rule_id, orgID=1, updated="2024-05-01T12:00:00Z", provenance="api")
+        stored.setdefault("isPaused", False)
+        stored.setdefault("annotations", {})
+        stored.setdefault("labels", {})
+        stored["notification_settings"] = None
+        stored["record"] = None
+        for query in stored["data"]:
+            query.setdefault("queryType", "")
+            query["model"].setdefault("intervalMs", 1000)  # Grafana's AlertQuery.PreSave
+            query["model"].setdefault("maxDataPoints", 43200)
+        self.alert_rules[body["uid"]] = stored
+        return stored
+
+    async def create_alert_rule(self, request):
+        body = await request.json()
+        if (invalid := self._invalid_rule(body)) is not None:
+            return invalid
+        if body.get("uid") in self.alert_rules:
+            return web.json_response({"message": "a conflicting alert rule is found: rule uid must be unique"}, status=409)
+        return web.json_response(self._store_rule(body, len(self.alert_rules) + 1), status=201)
+
+    async def update_alert_rule(self, request):
+        uid = request.match_info["uid"]
+        if uid not in self.alert_rules:
+            return web.Response(status=404)
+        if self.rule_provenance != "api":
+            message = f"cannot change provenance from '{self.rule_provenance}' to 'api'"
+            return web.json_response({"message": message, "traceID": ""}, status=400)
+        body = await request.json()
+        if (invalid := self._invalid_rule(body)) is not None:
+            return invalid
+        return web.json_response(self._store_rule(body, self.alert_rules[uid]["id"]))
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.record])
         app.router.add_get("/api/datasources/uid/{uid}", self.get_datasource)
@@ -119,6 +180,9 @@ class FakeGrafana:
         app.router.add_post("/api/folders", self.create_folder)
         app.router.add_get("/api/dashboards/uid/{uid}", self.get_dashboard)
         app.router.add_post("/api/dashboards/db", self.save_dashboard)
+        app.router.add_get("/api/v1/provisioning/alert-rules/{uid}", self.get_alert_rule)
+        app.router.add_post("/api/v1/provisioning/alert-rules", self.create_alert_rule)
+        app.router.add_put("/api/v1/provisioning/alert-rules/{uid}", self.update_alert_rule)
         return app
 
     # -- running on loopback in a thread -------------------------------------------------------
@@ -179,6 +243,7 @@ def test_first_run_creates_datasource_folder_and_dashboards_with_these_exact_req
         "name": "tswarm InfluxQL", "uid": "tswarm-influxql", "type": "influxdb", "access": "proxy", "url": INFLUX,
         "jsonData": {"dbName": "swarm", "httpMode": "POST"},
     }
+    silent, battery = grafana_alerts.rules()
     assert grafana.take() == [
         ("GET", "/api/datasources/uid/tswarm-influxql", None),
         ("POST", "/api/datasources", wanted_source),
@@ -190,6 +255,10 @@ def test_first_run_creates_datasource_folder_and_dashboards_with_these_exact_req
         ("GET", "/api/dashboards/uid/tswarm-node", None),
         ("POST", "/api/dashboards/db",
          {"dashboard": node, "folderUid": "tswarm", "overwrite": True, "message": "tswarm grafana provision"}),
+        ("GET", "/api/v1/provisioning/alert-rules/tswarm-node-silent", None),
+        ("POST", "/api/v1/provisioning/alert-rules", silent),
+        ("GET", "/api/v1/provisioning/alert-rules/tswarm-battery-low", None),
+        ("POST", "/api/v1/provisioning/alert-rules", battery),
     ]
     assert grafana.auth_headers == {f"Bearer {TOKEN}"}
     assert proc.stdout == (
@@ -197,22 +266,25 @@ def test_first_run_creates_datasource_folder_and_dashboards_with_these_exact_req
         "folder 'tswarm': created\n"
         "dashboard 'tswarm overview': created\n"
         "dashboard 'tswarm node': created\n"
-        "4 change(s)\n"
+        "alert rule 'tswarm: node silent': created\n"
+        "alert rule 'tswarm: battery low': created\n"
+        "6 change(s)\n"
     )
 
 
 def test_second_run_reads_only_and_changes_nothing(tmp_path, env, grafana):
     provision(tmp_path, env, grafana.url)
     grafana.take()
-    before = json.dumps([grafana.datasources, grafana.folders, grafana.dashboards], sort_keys=True)
+    before = json.dumps([grafana.datasources, grafana.folders, grafana.dashboards, grafana.alert_rules], sort_keys=True)
     proc = provision(tmp_path, env, grafana.url)
     requests = grafana.take()
     assert writes(requests) == []
     assert [path for _, path, _ in requests] == [
         "/api/datasources/uid/tswarm-influxql", "/api/folders/tswarm",
         "/api/dashboards/uid/tswarm-overview", "/api/dashboards/uid/tswarm-node",
+        "/api/v1/provisioning/alert-rules/tswarm-node-silent", "/api/v1/provisioning/alert-rules/tswarm-battery-low",
     ]
-    assert json.dumps([grafana.datasources, grafana.folders, grafana.dashboards], sort_keys=True) == before
+    assert json.dumps([grafana.datasources, grafana.folders, grafana.dashboards, grafana.alert_rules], sort_keys=True) == before
     assert proc.stdout.splitlines()[-1] == "Grafana already up to date"
 
 
@@ -249,6 +321,10 @@ def test_flux_on_influxdb2_sends_the_token_as_a_secret_and_the_flux_dashboards(t
     saved = [body["dashboard"] for method, path, body in requests if path == "/api/dashboards/db"]
     assert saved == [grafana_dashboards.overview("flux", bucket="climate"), grafana_dashboards.node("flux", bucket="climate")]
     assert [v["query"] for v in saved[0]["templating"]["list"] if v["name"] == "bucket"] == ["climate"]
+    rules = [body for method, path, body in requests if method == "POST" and path == "/api/v1/provisioning/alert-rules"]
+    assert rules == grafana_alerts.rules("flux", bucket="climate")
+    assert [q["datasourceUid"] for rule in rules for q in rule["data"] if q["refId"] == "A"] == ["tswarm-flux"] * 2
+    assert all(rule["data"][0]["model"]["query"].startswith('from(bucket: "climate")') for rule in rules)
     # Grafana keeps the secret; the second run sees it stored and writes nothing.
     provision(tmp_path, env, grafana.url, "--flux")
     assert writes(grafana.take()) == []
@@ -288,3 +364,130 @@ def test_flux_on_influxdb1_is_refused_before_any_request(tmp_path, env, grafana)
     assert proc.returncode == 1
     assert proc.stderr == "Error: Flux needs InfluxDB 2.x: use --influx-api 2 (or drop --flux for InfluxQL)\n"
     assert grafana.take() == []
+
+
+# -- alert rules ------------------------------------------------------------------------------------
+
+
+def rule_writes(requests):
+    return [(method, path) for method, path, _ in writes(requests) if "/alert-rules" in path]
+
+
+def test_alert_rules_are_in_the_dashboards_folder_and_evaluate_every_node(tmp_path, env, grafana):
+    provision(tmp_path, env, grafana.url)
+    stored = grafana.alert_rules
+    assert sorted(stored) == ["tswarm-battery-low", "tswarm-node-silent"]
+    assert {(r["folderUID"], r["ruleGroup"], r["provenance"]) for r in stored.values()} == {("tswarm", "tswarm", "api")}
+    silent, battery = stored["tswarm-node-silent"], stored["tswarm-battery-low"]
+    assert [q["datasourceUid"] for q in silent["data"]] == ["tswarm-influxql", "__expr__", "__expr__"]
+    assert silent["data"][0]["relativeTimeRange"] == {"from": 30 * 86400, "to": 0}
+    assert silent["data"][2]["model"]["conditions"] == [{"evaluator": {"params": [1], "type": "lt"}}]
+    assert battery["data"][2]["model"]["conditions"] == [{"evaluator": {"params": [3.3], "type": "lt"}}]
+    assert "$labels.node" in silent["annotations"]["summary"] and "$labels.node" in battery["annotations"]["summary"]
+
+
+def test_an_alert_rule_changed_in_grafana_is_put_back_and_only_it(tmp_path, env, grafana):
+    provision(tmp_path, env, grafana.url)
+    grafana.alert_rules["tswarm-battery-low"]["data"][2]["model"]["conditions"][0]["evaluator"]["params"] = [2.9]
+    grafana.alert_rules["tswarm-node-silent"]["model_added_by_grafana"] = True  # keys of Grafana's own: not tswarm's
+    grafana.alert_rules["tswarm-node-silent"]["data"][1]["model"]["datasource"] = {"type": "__expr__", "uid": "__expr__"}
+    grafana.take()
+    proc = provision(tmp_path, env, grafana.url)
+    requests = grafana.take()
+    assert rule_writes(requests) == [("PUT", "/api/v1/provisioning/alert-rules/tswarm-battery-low")]
+    assert writes(requests)[0][2] == grafana_alerts.battery_rule()
+    assert grafana.alert_rules["tswarm-battery-low"]["data"][2]["model"]["conditions"][0]["evaluator"]["params"] == [3.3]
+    assert "alert rule 'tswarm: battery low': updated" in proc.stdout.splitlines()
+    assert "alert rule 'tswarm: node silent': unchanged" in proc.stdout.splitlines()
+
+
+def test_force_writes_every_object_again(tmp_path, env, grafana):
+    provision(tmp_path, env, grafana.url)
+    grafana.take()
+    proc = provision(tmp_path, env, grafana.url, "--force")
+    assert [(method, path) for method, path, _ in writes(grafana.take())] == [
+        ("PUT", "/api/datasources/uid/tswarm-influxql"),
+        ("POST", "/api/dashboards/db"), ("POST", "/api/dashboards/db"),
+        ("PUT", "/api/v1/provisioning/alert-rules/tswarm-node-silent"),
+        ("PUT", "/api/v1/provisioning/alert-rules/tswarm-battery-low"),
+    ]
+    assert proc.stdout.splitlines()[-1] == "5 change(s)"
+
+
+def test_another_battery_threshold_changes_the_battery_panels_and_rule_only(grafana):
+    """In-process (``provision(..., battery_low_v=...)``): the CLI passes TSWARM_BATTERY_LOW_V (test below)."""
+    source = InfluxSource(url=INFLUX)
+    api = connect(grafana.url, TOKEN)
+    provision_api(api, source, report=lambda line: None)
+    grafana.take()
+    changed = provision_api(api, source, report=lambda line: None, battery_low_v=3.6)
+    assert changed == ["dashboard tswarm overview", "dashboard tswarm node", "alert rule tswarm: battery low"]
+    (save_overview, save_node, put_rule) = writes(grafana.take())
+    assert save_overview[2]["dashboard"] == grafana_dashboards.overview(battery_low_v=3.6)
+    assert put_rule[2] == grafana_alerts.battery_rule(battery_low_v=3.6)
+    assert put_rule[2]["data"][2]["model"]["conditions"][0]["evaluator"]["params"] == [3.6]
+    (battery_panel,) = [p for p in save_overview[2]["dashboard"]["panels"] if p["title"] == "Battery"]
+    assert [s["value"] for s in battery_panel["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [None, 3.6]
+
+
+def test_the_command_takes_the_threshold_from_tswarm_battery_low_v(tmp_path, env, grafana):
+    provision(tmp_path, {**env, "TSWARM_BATTERY_LOW_V": "3.45"}, grafana.url)
+    rule = grafana.alert_rules["tswarm-battery-low"]
+    assert rule["data"][2]["model"]["conditions"][0]["evaluator"]["params"] == [3.45]
+    assert "3.45 V" in rule["annotations"]["description"]
+
+
+def test_a_rule_grafana_refuses_is_a_one_line_error(tmp_path, env, grafana):
+    """A rule file-provisioned under the same uid (docker-compose) cannot be changed through the API."""
+    provision(tmp_path, env, grafana.url)
+    grafana.alert_rules["tswarm-node-silent"]["title"] = "changed"
+    grafana.rule_provenance = "file"
+    proc = provision(tmp_path, env, grafana.url, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == f"Error: Grafana at {grafana.url} answered 400: cannot change provenance from 'file' to 'api'\n"
+
+
+# -- grafana/provisioning/alerting/tswarm.yaml: the same rules for docker-compose ---------------------
+
+
+def file_rule_as_api(rule: dict, group: dict) -> dict:
+    """A rule of an alerting provisioning file as the API takes it (Grafana's AlertRuleV1.mapToModel):
+    the group gives ruleGroup (and the folder, by title here, by uid through the API)."""
+    return {**rule, "ruleGroup": group["name"]}
+
+
+def test_the_alerting_file_holds_the_rules_provision_sends(tmp_path, grafana):
+    """docker-compose's Grafana reads InfluxDB 2.x through the InfluxQL datasource: provision the same way."""
+    env = tswarm_env(tmp_path / "data", TSWARM_INFLUX_API="2", TSWARM_INFLUX_TOKEN="t", TSWARM_INFLUX_BUCKET="tswarm")
+    provision(tmp_path, env, grafana.url)
+    sent = [body for method, path, body in grafana.take() if method == "POST" and path == "/api/v1/provisioning/alert-rules"]
+    document = yaml.safe_load(ALERTING_FILE.read_text())
+    assert document["apiVersion"] == 1
+    (group,) = document["groups"]
+    assert (group["orgId"], group["name"], group["interval"]) == (1, grafana_alerts.RULE_GROUP, "1m")
+    # Grafana provisions alerting before dashboards and finds a group's folder by title: not "tswarm" (see the file).
+    assert group["folder"] == "tswarm alerts"
+    ignored = ("folderUID", "orgID")
+    assert [file_rule_as_api(rule, group) for rule in group["rules"]] == [
+        {k: v for k, v in rule.items() if k not in ignored} for rule in sent
+    ]
+
+
+def test_the_alerting_file_survives_grafanas_variable_expansion():
+    """Grafana expands $VAR and ${VAR} in a file's strings (labels, titles, uids...), ${VAR} only in
+    annotations (newer versions; none in older), and nothing in a query's model, where $timeFilter lives."""
+    (group,) = yaml.safe_load(ALERTING_FILE.read_text())["groups"]
+
+    def strings(value):
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for rule in group["rules"]:
+        expanded = {k: v for k, v in rule.items() if k not in ("data", "annotations")}
+        assert [s for s in strings(expanded) + strings(group["name"]) + strings(group["folder"]) if "$" in s] == []
+        assert [s for s in strings(rule["annotations"]) if "${" in s] == []
+        for query in rule["data"]:
+            assert [s for s in strings({k: v for k, v in query.items() if k != "model"}) if "$" in s] == []

@@ -7,8 +7,16 @@ Each panel query and the `node` template variable's query are taken from grafana
 Grafana's macros are expanded as Grafana does ($timeFilter, $__interval, $node), and the answer is compared
 whole with what the journal holds.
 
-The Flux dashboards cannot run here (no InfluxDB 2.x exists on this machine); tests/test_grafana_dashboards.py
-checks their structure.
+The battery and signal panels and the alert rules (grafana/provisioning/alerting/tswarm.yaml, the rules
+`tswarm grafana provision` sends) run against a second database holding points as newer firmware's
+readings become: fields vbat (float), rssi and awake_ms (integers) beside temperature and humidity, in the
+measurement and tag the forwarder writes (written here with influxdb-client's Point, so the test does not
+depend on the forwarder carrying them); one node sends no telemetry, as the seed firmware. Grafana's
+server-side expressions of a rule (B: the last value of each series, C: the threshold) are applied to
+the answer in Python, as Grafana would.
+
+The Flux dashboards and rules cannot run here (no InfluxDB 2.x exists on this machine);
+tests/test_grafana_dashboards.py checks their structure.
 """
 from __future__ import annotations
 
@@ -19,7 +27,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import yaml
+from influxdb_client import Point, WritePrecision
 
+from tswarm.influx import MEASUREMENT, TAG_NODE
 from tswarm.influx.lines import line_protocol
 from tswarm.storage import OutboxReading, open_storage
 from tests.integration.test_influx import PASSWORD, influx1_env, send, wait_forwarded
@@ -29,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana" / "dashboards" / "influxql"
+ALERTING = ROOT / "grafana" / "provisioning" / "alerting" / "tswarm.yaml"
 INTERVAL_S = 1  # $__interval for the test: one-second buckets
 SENT = {
     "kitchen-1": ["21.5 40", "21.7 41.5", "22 43"],
@@ -103,8 +115,10 @@ def test_every_influxql_panel_query_is_checked():
     checked = {
         ("overview", "Temperature", "A"), ("overview", "Humidity", "A"), ("overview", "Last seen", "A"),
         ("overview", "Nodes gone silent", "A"), ("overview", "Nodes gone silent", "B"),
+        ("overview", "Battery", "A"), ("overview", "Signal", "A"),
         ("node", "Temperature now", "A"), ("node", "Humidity now", "A"), ("node", "Last seen", "A"),
         ("node", "Readings in range", "A"), ("node", "Temperature", "A"), ("node", "Humidity", "A"),
+        ("node", "Battery", "A"), ("node", "Signal", "A"),
     }
     found = {(d, title, ref) for d in ("overview", "node") for title, ref, _ in targets(d)}
     assert found == checked
@@ -159,3 +173,105 @@ def test_node_dashboard_shows_only_that_node(influxdb1, swarm, node):
     assert run("Readings in range") == [[None, window[0] * 10**6, len(mine)]]
     assert sorted(run("Temperature")) == means(mine, 0)
     assert sorted(run("Humidity")) == means(mine, 1)
+
+
+# -- telemetry: the battery and signal panels -------------------------------------------------------
+
+MINUTE_NS = 60 * 10**9
+NOW_NS = time.time_ns()
+# node -> [(minutes ago, vbat, rssi, awake_ms)]; None: the seed firmware's reading without telemetry.
+TELEMETRY = {
+    "solar-1": [(30, 4.12, -55, 812), (20, 4.05, -61, 790), (10, 3.98, -58, 1020)],
+    "weak.2": [(25, 3.41, -84, 2310), (5, 3.18, -88, 2650)],  # below 3.3 V at its latest reading
+    "quiet_3": [(150, 3.05, -70, 900), (90, 3.72, -67, 880)],  # silent for 90 minutes, battery fine at its last
+    "seed-4": [(15, None, None, None), (3, None, None, None)],
+}
+
+
+@pytest.fixture(scope="module")
+def telemetry(influxdb1):
+    """(database, points as [ts, node, vbat, rssi, awake_ms], query window in ms)."""
+    db = influxdb1.new_database()
+    influxdb1.query(f'CREATE DATABASE "{db}"')
+    points, lines = [], []
+    for node, readings in TELEMETRY.items():
+        for minutes, vbat, rssi, awake_ms in readings:
+            ts = NOW_NS - minutes * MINUTE_NS + len(lines)  # unique stamps, as the service gives
+            point = Point(MEASUREMENT).tag(TAG_NODE, node).field("temperature", 20.5).field("humidity", 50.0)
+            if vbat is not None:
+                point.field("vbat", vbat).field("rssi", rssi).field("awake_ms", awake_ms)
+                points.append([ts, node, vbat, rssi, awake_ms])
+            lines.append(point.time(ts, WritePrecision.NS).to_line_protocol())
+    assert "rssi=-55i" in lines[0] and "awake_ms=812i" in lines[0] and "vbat=4.12" in lines[0]
+    influxdb1.write("\n".join(lines), db)
+    return db, sorted(points), (NOW_NS // 10**6 - 4 * 3600 * 1000, time.time_ns() // 10**6 + 60_000)
+
+
+def test_the_telemetry_fields_have_the_types_the_forwarder_writes(influxdb1, telemetry):
+    db, _, _ = telemetry
+    assert influxdb1.rows(f'SHOW FIELD KEYS FROM "{MEASUREMENT}"', db) == [
+        ["awake_ms", "integer"], ["humidity", "float"], ["rssi", "integer"], ["temperature", "float"], ["vbat", "float"],
+    ]
+
+
+def test_overview_battery_and_signal_hold_each_node_with_telemetry(influxdb1, telemetry):
+    db, points, window = telemetry
+    queries = {title: q for title, _, q in targets("overview")}
+    readings = [[ts, node, vbat, rssi] for ts, node, vbat, rssi, _ in points]
+    for title, column in (("Battery", 0), ("Signal", 1)):
+        got = sorted(rows(influxdb1, db, expand(queries[title], window)))
+        assert got == means(readings, column), title
+        assert {row[0] for row in got} == {"solar-1", "weak.2", "quiet_3"}  # not the seed firmware's node
+
+
+@pytest.mark.parametrize("node", list(TELEMETRY))
+def test_node_battery_and_signal_show_only_that_node(influxdb1, telemetry, node):
+    db, points, window = telemetry
+    mine = [[ts, name, vbat, rssi] for ts, name, vbat, rssi, _ in points if name == node]
+    queries = {title: q for title, _, q in targets("node")}
+    for title, column in (("Battery", 0), ("Signal", 1)):
+        assert sorted(rows(influxdb1, db, expand(queries[title], window, node=node))) == means(mine, column), title
+
+
+# -- the alert rules ---------------------------------------------------------------------------------
+
+
+def alert_rules() -> dict[str, dict]:
+    (group,) = yaml.safe_load(ALERTING.read_text())["groups"]
+    return {rule["uid"]: rule for rule in group["rules"]}
+
+
+def evaluate(influxdb1, db, rule) -> dict[str, bool]:
+    """Each node's instance of the rule: query A over its relative time range, then Grafana's B (the last
+    value of each series) and C (the threshold) as the rule's expressions say; True: firing."""
+    a, b, c = rule["data"]
+    assert (a["refId"], b["model"]["type"], c["model"]["type"], rule["condition"]) == ("A", "reduce", "threshold", "C")
+    assert b["model"]["reducer"] == "last" and b["model"]["expression"] == "A" and c["model"]["expression"] == "B"
+    now_ms = time.time_ns() // 10**6
+    span = a["relativeTimeRange"]
+    query = expand(a["model"]["query"], (now_ms - span["from"] * 1000, now_ms - span["to"] * 1000))
+    last = {}
+    for series in influxdb1.query(query, db)[0].get("series", []):
+        last[series["tags"][TAG_NODE]] = series["values"][-1][1]
+    (condition,) = c["model"]["conditions"]
+    kind, (limit,) = condition["evaluator"]["type"], condition["evaluator"]["params"]
+    assert kind == "lt"
+    return {node: value < limit for node, value in last.items()}
+
+
+def test_the_silent_rule_fires_for_a_node_quiet_for_an_hour_and_only_for_it(influxdb1, telemetry, swarm):
+    rule = alert_rules()["tswarm-node-silent"]
+    db, _, _ = telemetry
+    assert evaluate(influxdb1, db, rule) == {"solar-1": False, "weak.2": False, "quiet_3": True, "seed-4": False}
+    # The readings sent through the service: attic_3 last reported an hour ago.
+    db, _, _ = swarm
+    assert evaluate(influxdb1, db, rule) == {"kitchen-1": False, "cellar.2": False, SILENT.node: True}
+
+
+def test_the_battery_rule_fires_below_the_threshold_for_the_latest_reading(influxdb1, telemetry, swarm):
+    rule = alert_rules()["tswarm-battery-low"]
+    db, _, _ = telemetry
+    # quiet_3 was below 3.3 V before its latest reading; seed-4 sends no vbat and has no instance.
+    assert evaluate(influxdb1, db, rule) == {"solar-1": False, "weak.2": True, "quiet_3": False}
+    db, _, _ = swarm
+    assert evaluate(influxdb1, db, rule) == {}  # no node sent a battery voltage: no instance (noDataState OK)

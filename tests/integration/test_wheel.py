@@ -196,13 +196,15 @@ def test_grafana_provision_from_the_installed_wheel(installed):
     with FakeGrafana() as grafana:
         proc = installed.tswarm("grafana", "provision", "--url", grafana.url, "--token", TOKEN,
                                 "--influx-url", "http://influxdb:8086", TSWARM_INFLUX_API="1")
-        assert proc.stdout.splitlines()[-1] == "4 change(s)"
+        assert proc.stdout.splitlines()[-1] == "6 change(s)"
         saved = {uid: d["dashboard"] for uid, d in grafana.dashboards.items()}
+        rules = sorted(grafana.alert_rules)
     wanted = {d["uid"]: d for d in (grafana_dashboards.overview(), grafana_dashboards.node())}
     assert saved.keys() == wanted.keys()
     for uid, dashboard in saved.items():
         assert {k: v for k, v in dashboard.items() if k not in ("id", "version")} == \
             {k: v for k, v in wanted[uid].items() if k not in ("id", "version")}
+    assert rules == ["tswarm-battery-low", "tswarm-node-silent"]  # the alert rules too (service/grafana_alerts.py)
 
 
 def test_firmware_push_from_the_installed_wheel_stages_the_shipped_bundle(installed):
