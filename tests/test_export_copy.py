@@ -149,14 +149,14 @@ def test_edge_values_and_times_whole(pg, monkeypatch):
     add_readings(pg, "a", [(ts, t, h) for ts, t, h in rows])
     fast, generic = both_paths(pg, monkeypatch, fmt="csv")
     assert fast == generic == (
-        "time,node,temperature,humidity\r\n"
-        "1677-09-21T00:12:43.145224192Z,a,40.0,0.0\r\n"
-        "1969-12-31T23:59:58.999999999Z,a,-0.0,100.0\r\n"
-        "1969-12-31T23:59:59.999999999Z,a,0.0001,9.999999999999999e-05\r\n"
-        "1970-01-01T00:00:00.000000000Z,a,1e-05,5e-324\r\n"
-        "1970-01-01T00:00:00.000000001Z,a,-40.0,0.1\r\n"
-        "1970-01-01T00:00:00.999999999Z,a,23.4,45.1\r\n"
-        "2262-04-11T23:47:16.854775807Z,a,0.30000000000000004,80.0\r\n"
+        "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+        "1677-09-21T00:12:43.145224192Z,a,40.0,0.0,,,,\r\n"
+        "1969-12-31T23:59:58.999999999Z,a,-0.0,100.0,,,,\r\n"
+        "1969-12-31T23:59:59.999999999Z,a,0.0001,9.999999999999999e-05,,,,\r\n"
+        "1970-01-01T00:00:00.000000000Z,a,1e-05,5e-324,,,,\r\n"
+        "1970-01-01T00:00:00.000000001Z,a,-40.0,0.1,,,,\r\n"
+        "1970-01-01T00:00:00.999999999Z,a,23.4,45.1,,,,\r\n"
+        "2262-04-11T23:47:16.854775807Z,a,0.30000000000000004,80.0,,,,\r\n"
     )
     fast, generic = both_paths(pg, monkeypatch, fmt="ndjson", limit=2)
     assert fast == generic == (
@@ -175,9 +175,9 @@ def test_the_sessions_own_settings_change_nothing(postgres_url, monkeypatch):
         add_readings(storage, "a", [(-1, 0.1 + 0.2, 1 / 3), (1_764_000_000 * NS, 23.4, 5e-324)])
         fast, generic = both_paths(storage, monkeypatch, fmt="csv")
         assert fast == generic == (
-            "time,node,temperature,humidity\r\n"
-            "1969-12-31T23:59:59.999999999Z,a,0.30000000000000004,0.3333333333333333\r\n"
-            "2025-11-24T16:00:00.000000000Z,a,23.4,5e-324\r\n"
+            "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+            "1969-12-31T23:59:59.999999999Z,a,0.30000000000000004,0.3333333333333333,,,,\r\n"
+            "2025-11-24T16:00:00.000000000Z,a,23.4,5e-324,,,,\r\n"
         )
 
 
@@ -208,7 +208,7 @@ def test_a_name_outside_the_rule_is_written_as_the_generic_path_writes_it(pg, mo
     pg.add_node(name, "h")
     add_readings(pg, name, [(0, 1.0, 2.0)])
     assert "".join(export_chunks(pg, fmt="csv")) == (
-        f"time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000000Z,{name},1.0,2.0\r\n")
+        f"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1970-01-01T00:00:00.000000000Z,{name},1.0,2.0,,,,\r\n")
     assert pg.export_lines("csv") is None and pg.export_lines("ndjson") is None  # the generic path writes both
     assert "".join(export_chunks(pg, fmt="ndjson")) == json.dumps(
         {"time": "1970-01-01T00:00:00.000000000Z", "node": name, "temperature": 1.0, "humidity": 2.0}) + "\n"
@@ -230,7 +230,7 @@ def test_a_removed_node_and_an_id_without_a_node_keep_their_names(pg, monkeypatc
     add_readings(pg, "gone", [(5, 1.5, 2.5)])
     pg.remove_node("gone")
     fast, generic = both_paths(pg, monkeypatch, fmt="csv")
-    assert fast == generic == "time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000005Z,gone,1.5,2.5\r\n"
+    assert fast == generic == "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1970-01-01T00:00:00.000000005Z,gone,1.5,2.5,,,,\r\n"
 
 
 def test_progress_counts_every_row_in_chunks_of_thousands(pg):
@@ -332,4 +332,4 @@ def test_tswarm_export_writes_the_same_bytes_on_both_paths(run, pg_journal, monk
                 assert run("export", *args, "-o", str(out)).exit_code == 0
                 outputs.append(out.read_bytes())
     assert outputs[:3] == outputs[3:]
-    assert outputs[0].startswith(b"time,node,temperature,humidity\r\n1969-12-31T23:59:")
+    assert outputs[0].startswith(b"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1969-12-31T23:59:")

@@ -49,7 +49,7 @@ def test_first_boot_405_then_post_then_put_as_the_seed_firmware_does(service, da
     assert request("POST", url, payload, headers)[0] == 202
     assert request("PUT", url + "/", json.dumps({"name": "kitchen", "data": "-3.2 80.0"}), headers)[0] == 202
     rows = export_rows(data_dir)
-    assert rows[0] == "time,node,temperature,humidity"
+    assert rows[0] == "time,node,temperature,humidity,vbat,rssi,awake_ms,lost"
     assert [r.split(",", 1)[1] for r in rows[1:]] == ["kitchen,23.4,45.1", "kitchen,-3.2,80.0"]
 
 
