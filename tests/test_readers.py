@@ -98,6 +98,7 @@ async def test_csv_reads_as_is_in_pandas(make_client, three_nodes):
         "node": ["kitchen", "attic", "kitchen", "attic"],
         "temperature": [21.5, -3.2, 21.75, 5.0],
         "humidity": [40.0, 80.0, 41.0, 70.5],
+        **{column: [float("nan")] * 4 for column in ("vbat", "rssi", "awake_ms", "lost")},  # empty cells: not sent
     })
     pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
     assert str(frame["time"].dtype).startswith("datetime64") and str(frame["time"].dt.tz) == "UTC"
