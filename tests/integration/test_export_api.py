@@ -86,7 +86,7 @@ def test_a_million_rows_stream_once_in_order_with_flat_memory(service):
         count = 0
         for count, line in enumerate(resp, start=1):
             ts, name, t, h = row(count - 1)
-            expected = f"{rfc3339(ts)},{name},{t},{h}\r\n".encode()
+            expected = f"{rfc3339(ts)},{name},{t},{h},,,,\r\n".encode()
             if line != expected:
                 raise AssertionError(f"row {count - 1}: got {line!r}, expected {expected!r}")
     elapsed = time.monotonic() - started
@@ -127,7 +127,7 @@ def test_paging_with_the_cursor_gives_every_row_once(service):
             break
     assert pages == 3
     expected_firsts = [row(i) for i in (0, 333_335, 666_670)]  # 333335: mid-second (10 rows a second)
-    assert first_rows == [f"{rfc3339(ts)},{n},{t},{h}\r\n".encode() for ts, n, t, h in expected_firsts]
+    assert first_rows == [f"{rfc3339(ts)},{n},{t},{h},,,,\r\n".encode() for ts, n, t, h in expected_firsts]
     assert joined.hexdigest() == whole.hexdigest()
 
 
