@@ -331,43 +331,78 @@ def _show_progress(output: Optional[Path]) -> bool:
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
               help="Write to FILE instead of standard output.")
+@click.option("--cursor-file", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
+              help="Catch up: export only what FILE's cursor has not had (everything when FILE does not exist yet),"
+                   " then keep the cursor after this export in FILE for the next run.")
 @data_dir_option
-def export(node_name, start, stop, fmt, output, data_dir):
+def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
     """Stream readings as CSV or NDJSON, oldest first (times in RFC 3339 UTC).
 
     A progress bar goes to standard error when it is a terminal (and the rows do not go to that
     same terminal); piped or redirected, there is none."""
     from tqdm import tqdm
 
-    from .export import BadParameter, UnknownNode, check_node, export_args, export_chunks
-    from .history import HistoryUnavailable, open_history
+    from .export import BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
+    from .history import CursorExpired, HistoryUnavailable, open_history, plan
 
+    token = read_cursor_file(cursor_file)
     try:  # the checks of GET /api/readings, before anything is opened
-        args = export_args(fmt=fmt, node=node_name, start=start, stop=stop)
+        args = export_args(fmt=fmt, node=node_name, start=start, stop=stop, cursor=token)
     except BadParameter as exc:
-        raise click.BadParameter(str(exc), param_hint=f"'--{exc.param}'") from None
+        hint = f"'--{exc.param}'" if exc.param != "cursor" else f"'--cursor-file' ({cursor_file})"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
     config = load_config(data_dir=data_dir)
-    with existing_journal(config) as journal, open_history(config) or contextlib.nullcontext() as influx:
+    with existing_journal(config) as journal, open_history(config) or contextlib.nullcontext() as influx, \
+            journal.snapshot():  # the export and the cursor after it agree
         try:
             check_node(journal, node_name)
         except UnknownNode as exc:
             raise click.ClickException(f"{exc}; 'tswarm node list' shows them") from None
+        try:
+            page = plan(journal, influx, node=node_name, start_ns=args["start_ns"], stop_ns=args["stop_ns"],
+                        after=args.get("after"))
+        except (CursorExpired, HistoryUnavailable) as exc:
+            raise click.ClickException(str(exc)) from None
         out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         show = _show_progress(output)
-        # With readings pruned from the journal (store=influxdb) the total is not known up front.
+        # With readings pruned from the journal (store=influxdb), or a cursor, the total is not known up front.
         pruned = influx is not None and journal.pruned_before() is not None
-        total = journal.count_readings_in(node_name, start, stop) if show and not pruned else None
+        total = journal.count_readings_in(node_name, start, stop) if show and not pruned and token is None else None
         try:
             with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
-                for chunk in export_chunks(journal, **args, on_rows=bar.update, influx=influx):
+                for chunk in export_chunks(journal, **args, on_rows=bar.update, influx=influx, page=page):
                     out.write(chunk)
+            if cursor_file is not None:  # the rows are on disk before the cursor that says so
+                out.flush()
+                with contextlib.suppress(OSError, ValueError):  # a pipe or a terminal cannot be synced
+                    os.fsync(out.fileno())
         except BrokenPipeError:
             sys.stderr.close()  # `tswarm export | head`: stop quietly
+            return
         except HistoryUnavailable as exc:
             raise click.ClickException(str(exc)) from None  # one line on standard error, exit 1
         finally:
             if output:
                 out.close()
+        if cursor_file is not None:  # only once every row is written: a failed run is simply run again
+            write_cursor_file(cursor_file, encode_cursor(page.resume))
+
+
+def read_cursor_file(path: Optional[Path]) -> Optional[str]:
+    """The cursor kept in ``path`` by an earlier ``export --cursor-file`` (None: no file yet)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.ClickException(f"--cursor-file {path}: cannot be read ({exc})") from None
+
+
+def write_cursor_file(path: Path, token: str) -> None:
+    """Keep ``token`` in ``path``, replaced whole (a crash leaves the old cursor or the new one)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(token + "\n", encoding="ascii")
+    os.replace(temporary, path)
 
 
 @cli.command()

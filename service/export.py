@@ -2,12 +2,18 @@
 
 One code path for ``tswarm export`` and ``GET /api/readings``. No aiohttp here.
 
-Resuming: rows are ordered by ``(time, id)``, where ``id`` is the journal's row id. A *cursor*
-names one row of that order; an export given a cursor starts strictly after that row. On the
-wire a cursor is an opaque token (:func:`encode_cursor`); readers get it from the API and hand
-it back, they never build one. With ``store=influxdb``, rows older than the journal's horizon
-come from InfluxDB (:mod:`tswarm.history`), ordered by ``(time, node)``; their cursor is
-``(time, node)``.
+Columns: ``time,node,temperature,humidity`` as ever, then the telemetry a node may send with a
+reading, ``vbat,rssi,awake_ms,lost`` (:data:`~tswarm.storage.interface.EXTRA_FIELDS`), each an empty
+cell when the reading came without it; NDJSON has those keys only when present.
+
+Resuming: an export reads the journal in *passes* (:mod:`tswarm.history`): the first over every
+reading, each later one over the readings that arrived since (a reading kept on a node through an
+outage arrives with an older time than readings stored before it); within a pass rows are ordered by
+``(time, id)``. A *cursor* names a pass and a row in it; an export given a cursor starts strictly
+after that row, and every export ends with the cursor to resume after it. On the wire a cursor is
+an opaque token (:func:`encode_cursor`); readers get it from the API and hand it back, they never
+build one. With ``store=influxdb``, rows older than the journal's horizon come from InfluxDB
+(:mod:`tswarm.history`), ordered by ``(time, node)``; their cursor names ``(time, node)``.
 
 Parameters: :func:`export_args` checks what a reader asks for (node, times, format, limit,
 cursor) before anything runs, the same way for ``GET /api/readings`` and ``tswarm export``; an
@@ -26,18 +32,23 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 from . import history
 from .names import NODE_NAME_HELP, valid_node_name
 from .storage import Storage
+from .storage.interface import EXTRA_FIELDS
 from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
 
 if TYPE_CHECKING:
     from .influx.query import InfluxHistory
 
 FORMATS = ("csv", "ndjson")
-CSV_HEADER = ("time", "node", "temperature", "humidity")
+CSV_HEADER = ("time", "node", "temperature", "humidity", *EXTRA_FIELDS)
 CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "ndjson": "application/x-ndjson"}
 
-Cursor = history.Cursor  # (ts_ns, row id) of the last row delivered; (ts_ns, node) for a row from InfluxDB
-_CURSOR_TEXT = re.compile(r"r1\.(-?\d{1,20})\.(\d{1,20})", re.ASCII)
-_HISTORY_CURSOR_TEXT = re.compile(r"h1\.(-?\d{1,20})\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})", re.ASCII)
+Cursor = history.Cursor
+Position = history.Position
+# The token texts. r1/h1 with two fields are what tswarm handed out before kept readings (a row only);
+# now r1 and h1 carry the pass too, and n1 is the start of the pass over the ids after ``lo``.
+_ROW_TEXT = re.compile(r"r1\.(-?\d{1,20})\.(\d{1,20})(?:\.(\d{1,20})\.(\d{1,20}))?", re.ASCII)
+_HISTORY_TEXT = re.compile(r"h1\.(-?\d{1,20})\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})(?::(\d{1,20}))?", re.ASCII)
+_NEXT_PASS_TEXT = re.compile(r"n1\.(\d{1,20})", re.ASCII)
 _MAX_ROW_ID = 2**63 - 1  # SQLite's largest rowid
 MAX_LIMIT = 1_000_000_000  # rows per page: more than any swarm stores in years, far from 64-bit limits
 _LIMIT_TEXT = re.compile(r"[0-9]{1,10}")  # ASCII digits only: int() would read "١٢" and "１２" too
@@ -61,28 +72,53 @@ class UnknownNode(LookupError):
         self.node = node
 
 
-def encode_cursor(cursor: Cursor) -> str:
-    """An opaque, URL-safe token for the row ``(ts, id)``, or ``(ts, node)`` below the horizon."""
-    ts, row = cursor
-    text = f"h1.{ts}.{row}" if isinstance(row, str) else f"r1.{ts}.{row}"
+def encode_cursor(cursor: Union[Cursor, Position]) -> str:
+    """An opaque, URL-safe token for a :class:`~tswarm.history.Cursor` (or a bare row ``(ts, id)``,
+    ``(ts, node)`` below the horizon, as tswarm wrote them before kept readings)."""
+    if not isinstance(cursor, Cursor):
+        ts, row = cursor
+        text = f"h1.{ts}.{row}" if isinstance(row, str) else f"r1.{ts}.{row}"
+    elif cursor.ts is None and cursor.hi is None:
+        text = f"n1.{cursor.lo}"
+    elif isinstance(cursor.row, str) and cursor.lo == 0:
+        text = f"h1.{cursor.ts}.{cursor.row}" + ("" if cursor.hi is None else f":{cursor.hi}")
+    elif isinstance(cursor.row, int) and cursor.hi is not None:
+        text = f"r1.{cursor.ts}.{cursor.row}.{cursor.lo}.{cursor.hi}"
+    else:
+        raise ValueError(f"no token names {cursor!r}")
     return base64.urlsafe_b64encode(text.encode("ascii")).decode("ascii").rstrip("=")
 
 
-def decode_cursor(token: str) -> Cursor:
-    """The row a token from :func:`encode_cursor` names; ValueError when it is not such a token
-    (or names a time or row id that no row can have)."""
+def decode_cursor(token: str) -> Union[Cursor, Position]:
+    """What a token from :func:`encode_cursor` names (a bare row for the tokens of earlier tswarm);
+    ValueError when it is not such a token (or names a time, row id or pass that no row can have)."""
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
-    match = _CURSOR_TEXT.fullmatch(text) or _HISTORY_CURSOR_TEXT.fullmatch(text)
+    if match := _NEXT_PASS_TEXT.fullmatch(text):
+        if int(match[1]) > _MAX_ROW_ID:
+            raise ValueError(CURSOR_HELP)
+        return Cursor(lo=int(match[1]))
+    match = _ROW_TEXT.fullmatch(text) or _HISTORY_TEXT.fullmatch(text)
     if match is None or not MIN_NS <= int(match[1]) <= MAX_NS:
         raise ValueError(CURSOR_HELP)
-    if match.re is _HISTORY_CURSOR_TEXT:
-        return int(match[1]), match[2]
-    if int(match[2]) > _MAX_ROW_ID:
+    ts = int(match[1])
+    if match.re is _HISTORY_TEXT:
+        if match[3] is None:
+            return ts, match[2]
+        if int(match[3]) > _MAX_ROW_ID:
+            raise ValueError(CURSOR_HELP)
+        return Cursor(ts, match[2], 0, int(match[3]))
+    row = int(match[2])
+    if match[3] is None:
+        if row > _MAX_ROW_ID:
+            raise ValueError(CURSOR_HELP)
+        return ts, row
+    lo, hi = int(match[3]), int(match[4])
+    if not lo < row <= hi <= _MAX_ROW_ID:  # the row is one of its pass
         raise ValueError(CURSOR_HELP)
-    return int(match[1]), int(match[2])
+    return Cursor(ts, row, lo, hi)
 
 
 def parse_limit(text: str) -> int:
@@ -165,75 +201,80 @@ def export_chunks(
     start_ns: Optional[int] = None,
     stop_ns: Optional[int] = None,
     header: bool = True,
-    after: Optional[Cursor] = None,
+    after: Union[Cursor, Position, None] = None,
     limit: Optional[int] = None,
     on_rows: Optional[Callable[[int], None]] = None,
     influx: Optional[InfluxHistory] = None,
+    page: Optional[history.Page] = None,
 ) -> Iterator[str]:
     """Yield text chunks of the export; each chunk holds up to a few thousand rows.
 
     ``after`` resumes after a cursor, ``limit`` caps the number of rows, ``on_rows(n)`` is called
     after each chunk with its number of rows (progress bars). ``influx`` (``store=influxdb``) gives
     back what the journal pruned; it raises :class:`history.HistoryUnavailable` when it cannot.
+    ``page``: the page :func:`tswarm.history.plan` made for these arguments (in the same snapshot),
+    whose ``resume`` is the cursor after this export; None plans it here.
     The first rows are read before the first chunk (the CSV header) is yielded, so a query that
     cannot run (an unreachable InfluxDB, a journal that fails) fails the export before anything is
     written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if influx is None or journal.pruned_before() is None:  # the journal answers alone
-        lines = journal.export_lines(
-            fmt, node, start_ns, stop_ns, after=history.journal_cursor(after), limit=limit
-        )
-        if lines is not None:
-            yield from _written_by_store(lines, fmt, header, on_rows)
-            return
-    if influx is not None:
-        batches = history.readings(journal, influx, node=node, start_ns=start_ns, stop_ns=stop_ns, after=after, limit=limit)
-    else:
-        batches = journal.iter_readings(
-            node=node, start_ns=start_ns, stop_ns=stop_ns, after=history.journal_cursor(after), limit=limit
-        )
-    batches = _started(batches)
-    if fmt == "csv":
-        text = FloatText()
-        if header:
-            yield ",".join(CSV_HEADER) + "\r\n"
-        for rows in batches:
-            # Node names come from a safe alphabet (no comma, quote or line break) and the rest are
-            # numbers and RFC 3339 times, so no field ever needs quoting: these lines are what
-            # csv.writer would write, byte for byte (a test checks), at more than twice its speed.
-            yield "".join([f"{rfc3339(ts)},{name},{text[t]},{text[h]}\r\n" for ts, name, t, h in rows])
-            if on_rows is not None:
-                on_rows(len(rows))
-    else:
-        dumps = json.dumps
-        for rows in batches:
-            yield "".join(
-                dumps({"time": rfc3339(ts), "node": name, "temperature": t, "humidity": h}) + "\n"
-                for ts, name, t, h in rows
-            )
-            if on_rows is not None:
-                on_rows(len(rows))
-
-
-def _written_by_store(
-    lines: Iterator[tuple[str, int]], fmt: str, header: bool, on_rows: Optional[Callable[[int], None]]
-) -> Iterator[str]:
-    """The chunks of an engine's :meth:`~tswarm.storage.Storage.export_lines`, with the CSV header
-    (after its first chunk came: the store has answered) and the progress callbacks."""
-    first = next(lines, None)
+    if page is None:
+        page = history.plan(journal, influx, node=node, start_ns=start_ns, stop_ns=stop_ns, after=after, limit=limit)
+    bounds = {"node": node, "start_ns": start_ns, "stop_ns": stop_ns}
+    pieces = itertools.chain.from_iterable(_pass_pieces(journal, influx, page, p, fmt, bounds) for p in page.passes)
+    first = next(pieces, None)  # the store has answered (or failed) before the header goes
     if fmt == "csv" and header:
         yield ",".join(CSV_HEADER) + "\r\n"
     if first is None:
         return
-    for text, rows in itertools.chain([first], lines):
+    for text, rows in itertools.chain([first], pieces):
         yield text
         if on_rows is not None:
             on_rows(rows)
 
 
-def _started(batches: Iterator[list]) -> Iterator[list]:
-    """``batches`` with its first item already fetched: the queries it needs have run."""
-    first = next(batches, None)
-    return iter(()) if first is None else itertools.chain([first], batches)
+def _pass_pieces(journal: Storage, influx, page: history.Page, p: history.Pass, fmt: str, bounds: dict):
+    """``(text, rows)`` chunks of one pass: written by the store when it can, else formatted here."""
+    if history.journal_alone(page, p):
+        lines = journal.export_lines(
+            fmt, **bounds, after=history.journal_cursor(p.after), limit=p.limit, with_extra=True, ids=p.ids
+        )
+        if lines is not None:
+            yield from lines
+            return
+    batches = history.pass_rows(journal, influx, page, p, **bounds)
+    lines = csv_lines if fmt == "csv" else ndjson_lines
+    text = FloatText()
+    for rows in batches:
+        yield lines(rows, text), len(rows)
+
+
+def csv_lines(rows: list, text: Optional[FloatText] = None) -> str:
+    """The CSV lines of rows ``(ts, node, temperature, humidity, vbat, rssi, awake_ms, lost)``.
+
+    Node names come from a safe alphabet (no comma, quote or line break) and the rest are numbers
+    and RFC 3339 times, so no field ever needs quoting: these lines are what csv.writer would write,
+    byte for byte (a test checks), at more than twice its speed. A cell not sent is empty."""
+    text = FloatText() if text is None else text
+    return "".join([
+        f"{rfc3339(ts)},{name},{text[t]},{text[h]},,,,\r\n"
+        if v is None and r is None and a is None and n is None else
+        f"{rfc3339(ts)},{name},{text[t]},{text[h]},{'' if v is None else text[v]},{'' if r is None else r},"
+        f"{'' if a is None else a},{'' if n is None else n}\r\n"
+        for ts, name, t, h, v, r, a, n in rows
+    ])
+
+
+def ndjson_lines(rows: list, text: object = None) -> str:
+    """The NDJSON lines of the same rows: the telemetry keys only when sent."""
+    dumps = json.dumps
+    out = []
+    for ts, name, t, h, *extra in rows:
+        record = {"time": rfc3339(ts), "node": name, "temperature": t, "humidity": h}
+        for key, value in zip(EXTRA_FIELDS, extra):
+            if value is not None:
+                record[key] = value
+        out.append(dumps(record) + "\n")
+    return "".join(out)

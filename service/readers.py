@@ -25,7 +25,7 @@ from . import keys
 from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
-from .history import HistoryUnavailable, open_history, page_end
+from .history import CursorExpired, HistoryUnavailable, open_history, plan
 from .storage import storage_for
 from .metrics import client_gone
 from .nodes import nodes_report
@@ -94,19 +94,20 @@ def parse_readings_query(query) -> dict:
 
 
 def export_with_page_end(config: Config, args: dict) -> Iterator:
-    """Runs in an export thread with its own connection: first the page's next cursor (or None),
-    then the export as bytes, all from one snapshot of the journal.
+    """Runs in an export thread with its own connection: first the page (:class:`tswarm.history.Page`:
+    the cursor to resume after it, and whether rows follow already), then the export as bytes, all
+    from one snapshot of the journal.
 
-    The export's first chunk is made before the cursor is handed over, so everything that can
-    fail before streaming (InfluxDB unreachable for pruned readings) fails before the headers."""
+    The export's first chunk is made before the page is handed over, so everything that can fail
+    before streaming (InfluxDB unreachable for pruned readings, a cursor that cannot resume) fails
+    before the headers."""
     with storage_for(config) as journal, journal.snapshot(), \
             open_history(config) or contextlib.nullcontext() as influx:
-        limit = args.get("limit")
-        page_end_args = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after")}
-        next_cursor = page_end(journal, influx, **page_end_args, limit=limit) if limit else None
-        with contextlib.closing(export_chunks(journal, **args, influx=influx)) as chunks:  # closed before the journal
+        bounds = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "after", "limit")}
+        page = plan(journal, influx, **bounds)
+        with contextlib.closing(export_chunks(journal, **args, influx=influx, page=page)) as chunks:  # closed before the journal
             first = next(chunks, None)
-            yield next_cursor
+            yield page
             if first is not None:
                 yield first.encode("utf-8")
             for chunk in chunks:
@@ -197,12 +198,15 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
     chunks = iterate_in_thread(request.app[keys.READERS], lambda: export_with_page_end(config, args))
     async with contextlib.aclosing(chunks):
         try:
-            next_cursor = await anext(chunks)
+            page = await anext(chunks)
         except HistoryUnavailable as exc:
             return json_error(503, "history_unavailable", str(exc), headers={"Retry-After": "60"})
+        except CursorExpired as exc:
+            return json_error(410, "cursor_expired", str(exc))
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[args["fmt"]], "Cache-Control": "no-store"})
-        if next_cursor is not None:
-            token = encode_cursor(next_cursor)
+        token = encode_cursor(page.resume)
+        response.headers["X-Resume-Cursor"] = token  # every answer: where to catch up from later
+        if page.more:  # rows follow already: the next page
             response.headers["X-Next-Cursor"] = token
             response.headers["Link"] = f'<{request.rel_url.update_query(cursor=token)}>; rel="next"'
         response.enable_chunked_encoding()

@@ -177,11 +177,11 @@ NS = 1_000_000_000
 T0 = 1_764_000_000 * NS  # 2025-11-24T16:00:00Z
 
 ALL_CSV = (  # the whole export of ``three_nodes``: two readings share 16:05:00
-    "time,node,temperature,humidity\r\n"
-    "2025-11-24T16:00:00.000000000Z,kitchen,21.5,40.0\r\n"
-    "2025-11-24T16:01:40.000000000Z,attic,-3.2,80.0\r\n"
-    "2025-11-24T16:05:00.000000000Z,kitchen,21.75,41.0\r\n"
-    "2025-11-24T16:05:00.000000000Z,attic,5.0,70.5\r\n"
+    "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+    "2025-11-24T16:00:00.000000000Z,kitchen,21.5,40.0,,,,\r\n"
+    "2025-11-24T16:01:40.000000000Z,attic,-3.2,80.0,,,,\r\n"
+    "2025-11-24T16:05:00.000000000Z,kitchen,21.75,41.0,,,,\r\n"
+    "2025-11-24T16:05:00.000000000Z,attic,5.0,70.5,,,,\r\n"
 )
 
 

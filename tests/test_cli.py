@@ -176,7 +176,7 @@ def test_export_answers_every_input_whole_or_with_one_error_line(run, a_and_b, s
     args = [f"--start={start}"] * (start is not None) + [f"--stop={stop}"] * (stop is not None) + ["--node", node] * (node is not None)
     result = run("export", *args)  # an exception here would be a traceback for the user
     if result.exit_code == 0:
-        assert result.stdout.startswith("time,node,temperature,humidity\n") and result.stderr == ""
+        assert result.stdout.startswith("time,node,temperature,humidity,vbat,rssi,awake_ms,lost\n") and result.stderr == ""
         return
     assert result.exit_code in (1, 2), result.output
     assert result.stdout == "" and result.stderr.splitlines()[-1].startswith("Error: "), result.output
@@ -406,7 +406,7 @@ def test_export_to_a_file_still_writes_it(tmp_path):
     output = tmp_path / "readings.csv"
     proc = _export_to(tmp_path, output)
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert output.read_text().splitlines()[0] == "time,node,temperature,humidity" and len(output.read_text().splitlines()) == 4
+    assert output.read_text().splitlines()[0] == "time,node,temperature,humidity,vbat,rssi,awake_ms,lost" and len(output.read_text().splitlines()) == 4
 
 
 def _forward_until_it_says(env, wanted: str, within_s: float = 60):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 
 import pytest
 from hypothesis import given, strategies as st
 
 from tswarm.export import decode_cursor, encode_cursor, export_chunks
 from tswarm.storage import open_storage
+from tswarm.storage.interface import ReadingExtra
 from tswarm.names import NODE_NAME
 from tswarm.timefmt import rfc3339
 from tests.conftest import ALL_CSV, T0, fill_a_and_b, fresh_journal
@@ -41,9 +43,63 @@ def test_csv_rows_equal_csv_writer_output(tmp_path_factory, rows):
         ordered = sorted((ts * 1000 + i, i, name, t + zero, h + zero) for i, (ts, name, t, h) in enumerate(rows))
         expected = io.StringIO()
         writer = csv.writer(expected)
-        writer.writerow(["time", "node", "temperature", "humidity"])
-        writer.writerows((rfc3339(ts), name, t, h) for ts, _, name, t, h in ordered)
+        writer.writerow(["time", "node", "temperature", "humidity", "vbat", "rssi", "awake_ms", "lost"])
+        writer.writerows((rfc3339(ts), name, t, h, "", "", "", "") for ts, _, name, t, h in ordered)
         assert "".join(export_chunks(journal, fmt="csv")) == expected.getvalue()
+
+
+extras = st.builds(
+    ReadingExtra,
+    st.one_of(st.none(), st.floats(0.001, 20.0)), st.one_of(st.none(), st.integers(-127, 0)),
+    st.one_of(st.none(), st.integers(0, 3_600_000)), st.one_of(st.none(), st.integers(0, 1_000_000)),
+)
+
+
+@given(st.lists(st.tuples(names, values, values, extras), min_size=1, max_size=20))
+def test_telemetry_cells_equal_csv_writer_output_and_ndjson_keys_only_when_sent(tmp_path_factory, rows):
+    with fresh_journal(tmp_path_factory) as journal:
+        for name in dict.fromkeys(name for name, _, _, _ in rows):
+            journal.add_node(name, "h")
+        zero = 0.0 if ENGINE.name == "sqlite" else -0.0  # as above: SQLite reads -0.0 back as 0.0
+        journal.add_readings([(name, T0 + i, t, h, extra) for i, (name, t, h, extra) in enumerate(rows)])
+        expected = io.StringIO()
+        writer = csv.writer(expected)
+        writer.writerow(["time", "node", "temperature", "humidity", "vbat", "rssi", "awake_ms", "lost"])
+        writer.writerows((rfc3339(T0 + i), name, t + zero, h + zero, *("" if v is None else v for v in extra))
+                         for i, (name, t, h, extra) in enumerate(rows))
+        assert "".join(export_chunks(journal, fmt="csv")) == expected.getvalue()
+        lines = "".join(export_chunks(journal, fmt="ndjson")).splitlines()
+        assert [json.loads(line) for line in lines] == [
+            {"time": rfc3339(T0 + i), "node": name, "temperature": t + zero, "humidity": h + zero,
+             **{k: v for k, v in extra._asdict().items() if v is not None}}
+            for i, (name, t, h, extra) in enumerate(rows)
+        ]
+        assert [list(json.loads(line)) for line in lines] == [  # the keys in their order, only those sent
+            ["time", "node", "temperature", "humidity", *(k for k, v in extra._asdict().items() if v is not None)]
+            for _, _, _, extra in rows
+        ]
+
+
+def test_a_reading_with_telemetry_exported_whole(journal):
+    journal.add_node("porch", "h")
+    journal.add_readings([
+        ("porch", T0, 21.5, 40.0, ReadingExtra()),
+        ("porch", T0 + 300 * 10**9, 21.4, 40.5, ReadingExtra(vbat=3.71, rssi=-67, awake_ms=1840)),
+        ("porch", T0 + 600 * 10**9, 21.4, 40.6, ReadingExtra(vbat=3.0, rssi=0, awake_ms=0, lost=3)),
+    ])
+    assert "".join(export_chunks(journal)) == (
+        "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+        "2025-11-24T16:00:00.000000000Z,porch,21.5,40.0,,,,\r\n"
+        "2025-11-24T16:05:00.000000000Z,porch,21.4,40.5,3.71,-67,1840,\r\n"
+        "2025-11-24T16:10:00.000000000Z,porch,21.4,40.6,3.0,0,0,3\r\n"
+    )
+    assert "".join(export_chunks(journal, fmt="ndjson")) == (
+        '{"time": "2025-11-24T16:00:00.000000000Z", "node": "porch", "temperature": 21.5, "humidity": 40.0}\n'
+        '{"time": "2025-11-24T16:05:00.000000000Z", "node": "porch", "temperature": 21.4, "humidity": 40.5,'
+        ' "vbat": 3.71, "rssi": -67, "awake_ms": 1840}\n'
+        '{"time": "2025-11-24T16:10:00.000000000Z", "node": "porch", "temperature": 21.4, "humidity": 40.6,'
+        ' "vbat": 3.0, "rssi": 0, "awake_ms": 0, "lost": 3}\n'
+    )
 
 
 def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
@@ -58,10 +114,10 @@ def test_float_text_keeps_the_sign_of_zero_and_the_exact_repr():
 def test_export_csv_whole(run, data_dir):
     fill_a_and_b(data_dir)
     assert run("export").output == (
-        "time,node,temperature,humidity\n"
-        "2025-11-24T16:00:00.000000000Z,a,21.5,40.0\n"
-        "2025-11-24T16:00:00.000000001Z,b,-3.2,80.0\n"
-        "2025-11-24T16:01:00.000000000Z,a,22.0,41.5\n"
+        "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\n"
+        "2025-11-24T16:00:00.000000000Z,a,21.5,40.0,,,,\n"
+        "2025-11-24T16:00:00.000000001Z,b,-3.2,80.0,,,,\n"
+        "2025-11-24T16:01:00.000000000Z,a,22.0,41.5,,,,\n"
     )
 
 

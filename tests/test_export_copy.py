@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from tswarm.export import decode_cursor, export_chunks
+from tswarm import history
 from tswarm.names import NODE_NAME
+from tswarm.storage.interface import ReadingExtra
 from tswarm.storage import StorageUnavailable
 from tswarm.storage.postgres import PostgresStorage
 from tswarm.timefmt import MAX_NS, MIN_NS
@@ -39,7 +41,8 @@ def both_paths(storage, monkeypatch, **args) -> tuple[str, str]:
     """``(fast, generic)``: the whole export of ``args`` by each path (the fast one must be taken)."""
     fmt = args.get("fmt", "csv")
     rest = {k: v for k, v in args.items() if k in ("node", "start_ns", "stop_ns", "limit")}
-    assert storage.export_lines(fmt, after=args.get("after"), **rest) is not None, "the COPY path was not taken"
+    if not isinstance(args.get("after"), history.Cursor):
+        assert storage.export_lines(fmt, after=args.get("after"), **rest) is not None, "the COPY path was not taken"
     fast = "".join(export_chunks(storage, **args))
     with generic_path(monkeypatch):
         generic = "".join(export_chunks(storage, **args))
@@ -137,6 +140,30 @@ def test_copy_export_equals_the_generic_export_byte_for_byte(pg, monkeypatch, ca
     assert fast == generic
 
 
+vbats = st.one_of(st.none(), temperatures, st.floats(0.001, 20.0), st.sampled_from([3.0, 3.3, 20.0, 1e-05, 0.1 + 0.2]))
+ints = st.one_of(st.none(), st.integers(-127, 0), st.integers(0, 3_600_000), st.sampled_from([0, -2**31, 2**31 - 1]))
+extras = st.builds(ReadingExtra, vbats, ints, ints, ints)
+
+
+@settings(max_examples=100, suppress_health_check=FUNCTION_FIXTURES)
+@given(rows=st.lists(st.tuples(times, temperatures, humidities, extras), min_size=1, max_size=30),
+       fmt=st.sampled_from(["csv", "ndjson"]), cut=st.one_of(st.none(), st.integers(1, 30)))
+def test_copy_export_with_telemetry_equals_the_generic_export(pg, monkeypatch, rows, fmt, cut):
+    """The telemetry cells and keys the server writes are the generic path's, byte for byte, on every
+    pass of a cursor: the first, and one over the readings that arrived since."""
+    name = f"t{next(_example)}"
+    pg.add_node(name, "h")
+    stored = list({ts: (name, ts, t, h, extra) for ts, t, h, extra in rows}.values())
+    pg.add_readings(stored[: len(stored) // 2])
+    assert pg.export_lines(fmt, node=name, with_extra=True) is not None, "the COPY path was not taken"
+    after = None if cut is None else history.plan(pg, None, node=name, limit=cut).resume
+    pg.add_readings(stored[len(stored) // 2:])  # arrived since: a later pass, whatever their times
+    fast, generic = both_paths(pg, monkeypatch, fmt=fmt, node=name, after=after)
+    assert fast == generic
+    delivered = len(stored) - min(cut or 0, len(stored) // 2)  # all but the first page
+    assert fast.count("\n") - (fmt == "csv") == delivered
+
+
 # -- the edges, whole -----------------------------------------------------------------------------
 
 
@@ -149,14 +176,14 @@ def test_edge_values_and_times_whole(pg, monkeypatch):
     add_readings(pg, "a", [(ts, t, h) for ts, t, h in rows])
     fast, generic = both_paths(pg, monkeypatch, fmt="csv")
     assert fast == generic == (
-        "time,node,temperature,humidity\r\n"
-        "1677-09-21T00:12:43.145224192Z,a,40.0,0.0\r\n"
-        "1969-12-31T23:59:58.999999999Z,a,-0.0,100.0\r\n"
-        "1969-12-31T23:59:59.999999999Z,a,0.0001,9.999999999999999e-05\r\n"
-        "1970-01-01T00:00:00.000000000Z,a,1e-05,5e-324\r\n"
-        "1970-01-01T00:00:00.000000001Z,a,-40.0,0.1\r\n"
-        "1970-01-01T00:00:00.999999999Z,a,23.4,45.1\r\n"
-        "2262-04-11T23:47:16.854775807Z,a,0.30000000000000004,80.0\r\n"
+        "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+        "1677-09-21T00:12:43.145224192Z,a,40.0,0.0,,,,\r\n"
+        "1969-12-31T23:59:58.999999999Z,a,-0.0,100.0,,,,\r\n"
+        "1969-12-31T23:59:59.999999999Z,a,0.0001,9.999999999999999e-05,,,,\r\n"
+        "1970-01-01T00:00:00.000000000Z,a,1e-05,5e-324,,,,\r\n"
+        "1970-01-01T00:00:00.000000001Z,a,-40.0,0.1,,,,\r\n"
+        "1970-01-01T00:00:00.999999999Z,a,23.4,45.1,,,,\r\n"
+        "2262-04-11T23:47:16.854775807Z,a,0.30000000000000004,80.0,,,,\r\n"
     )
     fast, generic = both_paths(pg, monkeypatch, fmt="ndjson", limit=2)
     assert fast == generic == (
@@ -175,9 +202,9 @@ def test_the_sessions_own_settings_change_nothing(postgres_url, monkeypatch):
         add_readings(storage, "a", [(-1, 0.1 + 0.2, 1 / 3), (1_764_000_000 * NS, 23.4, 5e-324)])
         fast, generic = both_paths(storage, monkeypatch, fmt="csv")
         assert fast == generic == (
-            "time,node,temperature,humidity\r\n"
-            "1969-12-31T23:59:59.999999999Z,a,0.30000000000000004,0.3333333333333333\r\n"
-            "2025-11-24T16:00:00.000000000Z,a,23.4,5e-324\r\n"
+            "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+            "1969-12-31T23:59:59.999999999Z,a,0.30000000000000004,0.3333333333333333,,,,\r\n"
+            "2025-11-24T16:00:00.000000000Z,a,23.4,5e-324,,,,\r\n"
         )
 
 
@@ -208,7 +235,7 @@ def test_a_name_outside_the_rule_is_written_as_the_generic_path_writes_it(pg, mo
     pg.add_node(name, "h")
     add_readings(pg, name, [(0, 1.0, 2.0)])
     assert "".join(export_chunks(pg, fmt="csv")) == (
-        f"time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000000Z,{name},1.0,2.0\r\n")
+        f"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1970-01-01T00:00:00.000000000Z,{name},1.0,2.0,,,,\r\n")
     assert pg.export_lines("csv") is None and pg.export_lines("ndjson") is None  # the generic path writes both
     assert "".join(export_chunks(pg, fmt="ndjson")) == json.dumps(
         {"time": "1970-01-01T00:00:00.000000000Z", "node": name, "temperature": 1.0, "humidity": 2.0}) + "\n"
@@ -230,7 +257,7 @@ def test_a_removed_node_and_an_id_without_a_node_keep_their_names(pg, monkeypatc
     add_readings(pg, "gone", [(5, 1.5, 2.5)])
     pg.remove_node("gone")
     fast, generic = both_paths(pg, monkeypatch, fmt="csv")
-    assert fast == generic == "time,node,temperature,humidity\r\n1970-01-01T00:00:00.000000005Z,gone,1.5,2.5\r\n"
+    assert fast == generic == "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1970-01-01T00:00:00.000000005Z,gone,1.5,2.5,,,,\r\n"
 
 
 def test_progress_counts_every_row_in_chunks_of_thousands(pg):
@@ -332,4 +359,4 @@ def test_tswarm_export_writes_the_same_bytes_on_both_paths(run, pg_journal, monk
                 assert run("export", *args, "-o", str(out)).exit_code == 0
                 outputs.append(out.read_bytes())
     assert outputs[:3] == outputs[3:]
-    assert outputs[0].startswith(b"time,node,temperature,humidity\r\n1969-12-31T23:59:")
+    assert outputs[0].startswith(b"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n1969-12-31T23:59:")

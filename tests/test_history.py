@@ -117,11 +117,11 @@ async def test_v2_export_of_a_pruned_journal_is_influxdb_then_the_journal(influx
 
         text = await asyncio.to_thread(export)
     assert text == (
-        "time,node,temperature,humidity\r\n"
-        "2026-11-25T09:46:40.000000000Z,attic,23.0,45.0\r\n"
-        "2026-11-25T09:46:40.000000000Z,cellar,-3.2,80.0\r\n"
-        "2026-11-25T09:46:45.000000123Z,attic,23.4,45.1\r\n"
-        "2026-11-25T09:46:50.000000000Z,attic,21.5,40.0\r\n"
+        "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+        "2026-11-25T09:46:40.000000000Z,attic,23.0,45.0,,,,\r\n"
+        "2026-11-25T09:46:40.000000000Z,cellar,-3.2,80.0,,,,\r\n"
+        "2026-11-25T09:46:45.000000123Z,attic,23.4,45.1,,,,\r\n"
+        "2026-11-25T09:46:50.000000000Z,attic,21.5,40.0,,,,\r\n"
     )
     assert "range(start: 1970-01-01T00:00:00.000000000Z, stop: 2026-11-25T09:46:50.000000000Z)" in (
         influxdb2.requests[0]["body"]["query"]

@@ -69,7 +69,7 @@ async def test_a_reading_of_minus_zero_is_stored_and_exported_as_zero(client, jo
     as an integer, so it reads back 0.0; PostgreSQL would keep the sign: the reading is 0.0 on every engine."""
     assert (await client.put("/api/nodes/n1", data=body("-0.0 -0"), headers=hdr())).status == 202
     assert [(str(r[2]), str(r[3])) for r in stored(journal)] == [("0.0", "0.0")]
-    assert (await (await client.get("/api/readings")).text()).splitlines()[1].endswith(",n1,0.0,0.0")
+    assert (await (await client.get("/api/readings")).text()).splitlines()[1].endswith(",n1,0.0,0.0,,,,")
 
 
 async def test_put_for_uncreated_node_returns_405_with_allow_post(client, journal):

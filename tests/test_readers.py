@@ -98,6 +98,7 @@ async def test_csv_reads_as_is_in_pandas(make_client, three_nodes):
         "node": ["kitchen", "attic", "kitchen", "attic"],
         "temperature": [21.5, -3.2, 21.75, 5.0],
         "humidity": [40.0, 80.0, 41.0, 70.5],
+        **{column: [float("nan")] * 4 for column in ("vbat", "rssi", "awake_ms", "lost")},  # empty cells: not sent
     })
     pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
     assert str(frame["time"].dtype).startswith("datetime64") and str(frame["time"].dt.tz) == "UTC"
@@ -193,7 +194,7 @@ async def test_a_new_reading_is_exported_right_after_its_202(make_client, three_
     resp = await client.post("/api/nodes/cellar", data=body, headers={"Authorization": " Basic " + base64.b64encode(b"cellar:secret-pw").decode()})
     assert resp.status == 202
     text = await (await client.get("/api/readings", params={"node": "cellar"})).text()
-    assert text == f"time,node,temperature,humidity\r\n{(await resp.json())['time']},cellar,12.5,77.0\r\n"
+    assert text == f"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n{(await resp.json())['time']},cellar,12.5,77.0,,,,\r\n"
 
 
 async def test_an_export_leaves_node_requests_answered(make_client, journal):
@@ -314,7 +315,7 @@ async def assert_complete_or_json_4xx(resp) -> None:
     if resp.status == 200:
         text = body.decode()
         if resp.content_type == "text/csv":
-            assert text.startswith("time,node,temperature,humidity\r\n") and text.endswith("\r\n")
+            assert text.startswith("time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n") and text.endswith("\r\n")
         else:
             assert all(json.loads(line) for line in text.splitlines())
         return

@@ -82,11 +82,11 @@ def test_a_million_rows_stream_once_in_order_with_flat_memory(service):
     started = time.monotonic()
     with urllib.request.urlopen(f"{service.url}/api/readings?format=csv", timeout=120) as resp:
         assert resp.status == 200 and resp.headers["Transfer-Encoding"] == "chunked"
-        assert resp.readline() == b"time,node,temperature,humidity\r\n"
+        assert resp.readline() == b"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
         count = 0
         for count, line in enumerate(resp, start=1):
             ts, name, t, h = row(count - 1)
-            expected = f"{rfc3339(ts)},{name},{t},{h}\r\n".encode()
+            expected = f"{rfc3339(ts)},{name},{t},{h},,,,\r\n".encode()
             if line != expected:
                 raise AssertionError(f"row {count - 1}: got {line!r}, expected {expected!r}")
     elapsed = time.monotonic() - started
@@ -108,7 +108,7 @@ def test_paging_with_the_cursor_gives_every_row_once(service):
     row by row), so no row is lost or repeated at a page boundary, even inside one second."""
     whole = hashlib.sha256()
     with urllib.request.urlopen(f"{service.url}/api/readings", timeout=120) as resp:
-        assert resp.readline() == b"time,node,temperature,humidity\r\n"
+        assert resp.readline() == b"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
         while block := resp.read(1 << 20):
             whole.update(block)
     joined, pages, first_rows, cursor = hashlib.sha256(), 0, [], None
@@ -116,7 +116,7 @@ def test_paging_with_the_cursor_gives_every_row_once(service):
         url = f"{service.url}/api/readings?limit=333335" + (f"&cursor={cursor}" if cursor else "")
         with urllib.request.urlopen(url, timeout=120) as resp:
             pages += 1
-            assert resp.readline() == b"time,node,temperature,humidity\r\n"
+            assert resp.readline() == b"time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
             first = resp.readline()
             first_rows.append(first)
             joined.update(first)
@@ -127,7 +127,7 @@ def test_paging_with_the_cursor_gives_every_row_once(service):
             break
     assert pages == 3
     expected_firsts = [row(i) for i in (0, 333_335, 666_670)]  # 333335: mid-second (10 rows a second)
-    assert first_rows == [f"{rfc3339(ts)},{n},{t},{h}\r\n".encode() for ts, n, t, h in expected_firsts]
+    assert first_rows == [f"{rfc3339(ts)},{n},{t},{h},,,,\r\n".encode() for ts, n, t, h in expected_firsts]
     assert joined.hexdigest() == whole.hexdigest()
 
 

@@ -21,7 +21,7 @@ from tswarm.retention import prune
 from tswarm.settings import Config
 from tests.integration.test_influx import PASSWORD, VALUES, epoch, influx1_env, send, wait_for, wait_forwarded
 from tests.conftest import ENGINES, journal_database, open_journal
-from tests.servers import ServiceProcess, add_node, free_port, request, run_cli
+from tests.servers import ServiceProcess, add_node, basic, free_port, request, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -205,3 +205,44 @@ def test_readings_influxdb_refused_are_still_exported_after_pruning(tmp_path, in
     assert statuses == [202] * 11 and health["backlog"] == 0 and pruned == 11
     assert before.count("\r\n") == 12 and before.count(",c,") == 3
     assert after == before
+
+
+# -- catching up across the horizon: a kept reading older than the journal's retention -------------------
+
+
+def send_kept(service, name, data, age_s):
+    """POST a reading kept on the node through an outage, taken ``age_s`` seconds ago."""
+    body = json.dumps({"name": name, "data": data, "age": age_s})
+    headers = {"Authorization": basic(name, PASSWORD), "Content-Type": "application/json"}
+    return request("POST", f"{service.url}/api/nodes/{name}", body, headers)[0]
+
+
+def test_a_reader_catches_up_on_a_kept_reading_below_the_horizon_or_hears_it_expired(tmp_path, influxdb1):
+    """SQLite only: the passes are the engine's reads, tested on both engines in tests/test_catchup.py."""
+    data_dir = tmp_path / "data"
+    env = influx1_env(data_dir, influxdb1, influxdb1.new_database())
+    add_node(data_dir, "porch", PASSWORD, env=env)
+    config = Config(store="influxdb", journal_retention=1)
+    with ServiceProcess(data_dir, env=env) as service:
+        assert [send(service, "porch", data) for data in VALUES[:3]] == [202] * 3
+        wait_forwarded(service)
+        status, headers, body = api(service, format="ndjson")
+        assert status == 200 and len(body.splitlines()) == 3
+        resume = headers["X-Resume-Cursor"]
+        with open_storage(data_dir) as journal:
+            assert prune(journal, config, now_ns=2**62) == 3  # all of it: InfluxDB has them
+        assert send_kept(service, "porch", "19.5 61", age_s=86400) == 202  # a day old: below the horizon
+        wait_forwarded(service)
+        status, headers, body = api(service, format="ndjson", cursor=resume)
+        assert status == 200 and [json.loads(line)["temperature"] for line in body.splitlines()] == [19.5]
+        assert "X-Next-Cursor" not in headers
+        resume = headers["X-Resume-Cursor"]
+        status, _, body = api(service, format="ndjson")  # a new reader: InfluxDB's part has it, once
+        assert [json.loads(line)["temperature"] for line in body.splitlines()] == [19.5, 23.0, 23.4, -3.2]
+
+        assert send_kept(service, "porch", "18.5 62", age_s=86400) == 202
+        wait_forwarded(service)
+        with open_storage(data_dir) as journal:  # pruned before the reader came back for it
+            assert prune(journal, config, now_ns=2**62) == 2
+        status, _, body = api(service, cursor=resume)
+        assert status == 410 and json.loads(body)["error"] == "cursor_expired"

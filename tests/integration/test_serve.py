@@ -49,8 +49,8 @@ def test_first_boot_405_then_post_then_put_as_the_seed_firmware_does(service, da
     assert request("POST", url, payload, headers)[0] == 202
     assert request("PUT", url + "/", json.dumps({"name": "kitchen", "data": "-3.2 80.0"}), headers)[0] == 202
     rows = export_rows(data_dir)
-    assert rows[0] == "time,node,temperature,humidity"
-    assert [r.split(",", 1)[1] for r in rows[1:]] == ["kitchen,23.4,45.1", "kitchen,-3.2,80.0"]
+    assert rows[0] == "time,node,temperature,humidity,vbat,rssi,awake_ms,lost"
+    assert [r.split(",", 1)[1] for r in rows[1:]] == ["kitchen,23.4,45.1,,,,", "kitchen,-3.2,80.0,,,,"]
 
 
 def test_svconf_url_comes_from_the_public_url(data_dir):
@@ -68,11 +68,11 @@ def test_sigkill_right_after_a_202_loses_nothing(data_dir):
     for i in range(20):
         status = put(service, "n1", f"{20 + i / 10:.1f} 50")[0]
         assert status == 202
-        acked.append(f"n1,{20 + i / 10:.1f},50.0")
+        acked.append(f"n1,{20 + i / 10:.1f},50.0,,,,")
     service.kill(signal.SIGKILL)
     assert service.proc.returncode == -signal.SIGKILL
     rows = [r.split(",", 1)[1] for r in export_rows(data_dir)[1:]]
-    assert rows == ["n1,21.0,40.0"] + acked
+    assert rows == ["n1,21.0,40.0,,,,"] + acked
     with ServiceProcess(data_dir, log_path=service.log_path) as again:  # and the service comes back on the same journal
         assert put(again, "n1", "22 41")[0] == 202
     assert len(export_rows(data_dir)) == 1 + 22

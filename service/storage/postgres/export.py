@@ -29,6 +29,9 @@ the same rows (tests/test_export_copy.py compares both on random journals):
   journal holding a name outside the rule (only manual SQL makes one) is exported by the generic
   path instead (NDJSON would need it escaped, and it could hold the mark): :func:`odd_names` is
   asked first, in the same snapshot.
+- **telemetry** (``with_extra``): after humidity, ``vbat`` as the floats above and the integers
+  (``rssi``, ``awake_ms``, ``lost``) as ``int::text``, which is ``str`` of a Python int; a value not
+  sent is an empty CSV cell (``COALESCE``) and no NDJSON key (``', "vbat": ' || NULL`` is NULL).
 - **line ends**: ``\\r\\n`` in CSV (RFC 4180, as ``csv.writer``), ``\\n`` in NDJSON, added as the
   lines are joined.
 """
@@ -41,11 +44,13 @@ from typing import Iterator, Optional
 import psycopg
 
 from ...names import NODE_NAME
+from ..interface import EXTRA_FIELDS
 
 # The node-name rule as a PostgreSQL regular expression (names.py's, anchored).
 _NAME_RULE = "^" + NODE_NAME.pattern + "$"
 
 _cursor_names = itertools.count(1)
+FLOAT_EXTRAS = ("vbat",)  # the telemetry stored as float8, written as the readings are; the others are integers
 CHUNK_ROWS = 5000  # lines per chunk, as many as the generic path's batches
 
 # floor(ts / 1e9) and its remainder, without overflow (PostgreSQL's / and mod() truncate towards zero)
@@ -80,20 +85,43 @@ def _unmark(text: str) -> str:
     return _MARKED.sub(lambda m: repr(float(m[1])), text) if MARK in text else text
 
 
-def line(fmt: str) -> str:
-    """SQL for one row's line, without its end."""
+def _extra_csv() -> str:
+    """SQL for the CSV cells of the telemetry, after humidity: each empty when not sent."""
+    cells = []
+    for column in EXTRA_FIELDS:
+        value = number(f"readings.{column}", "csv") if column in FLOAT_EXTRAS else f"readings.{column}::text"
+        cells.append(f"',' || COALESCE({value}, '')")
+    return " || ".join(cells)
+
+
+def _extra_json() -> str:
+    """SQL for the NDJSON keys of the telemetry, each only when sent (``||`` with NULL is NULL)."""
+    keys = []
+    for column in EXTRA_FIELDS:
+        value = number(f"readings.{column}", "ndjson") if column in FLOAT_EXTRAS else f"readings.{column}::text"
+        keys.append(f"""COALESCE(', "{column}": ' || {value}, '')""")
+    return " || ".join(keys)
+
+
+def line(fmt: str, with_extra: bool = False) -> str:
+    """SQL for one row's line, without its end (``with_extra``: with the telemetry columns or keys)."""
     if fmt == "csv":
-        return f"{TIME} || ',' || {NAME} || ',' || {number('readings.temperature', fmt)} || ',' || {number('readings.humidity', fmt)}"
+        return (
+            f"{TIME} || ',' || {NAME} || ',' || {number('readings.temperature', fmt)} || ',' || {number('readings.humidity', fmt)}"
+            + (f" || {_extra_csv()}" if with_extra else "")
+        )
     return (
         f"""'{{"time": "' || {TIME} || '", "node": "' || {NAME} || '", "temperature": '"""
-        f""" || {number('readings.temperature', fmt)} || ', "humidity": ' || {number('readings.humidity', fmt)} || '}}'"""
+        f""" || {number('readings.temperature', fmt)} || ', "humidity": ' || {number('readings.humidity', fmt)}"""
+        + (f" || {_extra_json()}" if with_extra else "")
+        + " || '}'"
     )
 
 
-def select_sql(fmt: str, clause: str, limit: Optional[int]) -> str:
+def select_sql(fmt: str, clause: str, limit: Optional[int], with_extra: bool = False) -> str:
     """The lines of the rows ``clause`` selects (of ``readings`` joined with ``nodes``), in the export's order."""
     sql = (
-        f"SELECT {line(fmt)} FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id"
+        f"SELECT {line(fmt, with_extra)} FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id"
         f" WHERE {clause} ORDER BY readings.ts, readings.id"
     )
     return sql if limit is None else f"{sql} LIMIT {int(limit)}"
@@ -106,17 +134,17 @@ def odd_names(conn: psycopg.Connection) -> bool:
 
 def line_chunks(
     conn: psycopg.Connection, fmt: str, clause: str, params: list, limit: Optional[int],
-    rows_per_chunk: int = CHUNK_ROWS,
+    rows_per_chunk: int = CHUNK_ROWS, *, with_extra: bool = False,
 ) -> Iterator[tuple[str, int]]:
     """``(text, rows)`` chunks of the export, ``rows_per_chunk`` lines each (the last fewer), on
     ``conn`` inside a transaction (its settings are set for that transaction only).
 
     With libpq 17 or later the rows stream in chunks of ``rows_per_chunk`` (``cursor.stream``): the
     server keeps writing while the chunk before is handed on. An older libpq reads them through a
-    named cursor, a round trip per chunk."""
+    named cursor, a round trip per chunk. ``with_extra``: the lines with the telemetry (service/export.py's)."""
     conn.execute("SET LOCAL extra_float_digits = 1")
     conn.execute("SET LOCAL DateStyle = 'ISO, YMD'")
-    sql = select_sql(fmt, clause, limit)
+    sql = select_sql(fmt, clause, limit, with_extra)
     end = "\r\n" if fmt == "csv" else "\n"
     if psycopg.pq.version() >= 170000:
         with conn.cursor() as cur:

@@ -58,17 +58,14 @@ class ReadsRoom(Connections):
         ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
         """The export's lines written by the server (service/storage/postgres/export.py); None when a
-        node's name breaks the rule, so the generic path writes them, and (until export.py writes
-        them) for the lines with the telemetry."""
-        if with_extra:
-            return None
-        chunks = self._copy_export(fmt, node, start_ns, stop_ns, after, limit, ids)
+        node's name breaks the rule, so the generic path writes them."""
+        chunks = self._copy_export(fmt, node, start_ns, stop_ns, after, limit, ids, with_extra)
         if not next(chunks):
             chunks.close()
             return None
         return chunks
 
-    def _copy_export(self, fmt, node, start_ns, stop_ns, after, limit, ids=None) -> Iterator:
+    def _copy_export(self, fmt, node, start_ns, stop_ns, after, limit, ids=None, with_extra=False) -> Iterator:
         """First whether the server can write the lines, then their chunks; the names check and the
         lines in one snapshot (the caller's, or a REPEATABLE READ transaction of their own)."""
         query = self._time_range(node, start_ns, stop_ns, after, ids)
@@ -81,7 +78,7 @@ class ReadsRoom(Connections):
                 return
             yield True
             if query is not None:
-                yield from line_chunks(conn, fmt, *query, limit)
+                yield from line_chunks(conn, fmt, *query, limit, with_extra=with_extra)
 
     def count_readings(self) -> int:
         return self._one("SELECT COUNT(*) FROM readings")[0]

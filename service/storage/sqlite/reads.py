@@ -15,6 +15,13 @@ ID_WINDOW = 50_000  # ids=(lo, hi) at most this wide: walked by id and sorted (a
 EXTRA_SELECT = "".join(f", readings.{column}" for column in EXTRA_FIELDS)  # after humidity, with_extra
 
 
+def _readings(ids) -> str:
+    """The table a range read walks: a later pass (``ids=(lo, hi)`` with ``lo``: the readings that
+    arrived since a reader's pass, usually few) walks the ids and sorts them, not the whole readings_ts
+    index, which SQLite would pick for the ORDER BY."""
+    return "readings NOT INDEXED" if ids is not None and ids[0] is not None else "readings"
+
+
 def where(**bounds) -> tuple[str, list]:
     """:func:`tswarm.storage.ranges.where` with this engine's parameter mark."""
     return ranges.where("?", "1", **bounds)
@@ -69,7 +76,7 @@ class ReadsRoom:
             "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
             + (EXTRA_SELECT if with_extra else "")
             + (", readings.id" if with_id else "")
-            + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
+            + f" FROM {_readings(ids)} LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
             " ORDER BY readings.ts, readings.id"
         )
         if limit is not None:
@@ -95,7 +102,7 @@ class ReadsRoom:
         if query is None:
             return 0
         clause, params = query
-        return self.conn.execute(f"SELECT COUNT(*) FROM readings WHERE {clause}", params).fetchone()[0]
+        return self.conn.execute(f"SELECT COUNT(*) FROM {_readings(ids)} WHERE {clause}", params).fetchone()[0]
 
     def page_end(
         self,
@@ -112,7 +119,7 @@ class ReadsRoom:
             return None
         clause, params = query
         rows = self.conn.execute(
-            f"SELECT ts, id FROM readings WHERE {clause} ORDER BY ts, id LIMIT 2 OFFSET ?", params + [limit - 1]
+            f"SELECT ts, id FROM {_readings(ids)} WHERE {clause} ORDER BY ts, id LIMIT 2 OFFSET ?", params + [limit - 1]
         ).fetchall()
         return tuple(rows[0]) if len(rows) == 2 else None
 
