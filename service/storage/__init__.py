@@ -16,6 +16,8 @@ from .interface import (
     HALT_ALL,
     PRUNED_BEFORE,
     READ_TOKEN,
+    AlertChange,
+    AlertState,
     BundleFile,
     FirmwareState,
     NodeAuth,
@@ -23,6 +25,7 @@ from .interface import (
     NodeNotFound,
     NodeStatus,
     OutboxReading,
+    PendingAlert,
     SingletonLock,
     Storage,
     StorageError,
@@ -34,7 +37,7 @@ from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
     "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE", "READ_TOKEN",
-    "BundleFile", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "SingletonLock",
+    "AlertChange", "AlertState", "BundleFile", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "PendingAlert", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]

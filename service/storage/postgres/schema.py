@@ -8,7 +8,8 @@ refused (:class:`StorageUnusable`): an older tswarm must not write into it. The 
 the SQLite engine (service/storage/sqlite/schema.py), in PostgreSQL's types; names sort by bytes
 (``COLLATE "C"``), as in SQLite, whatever the database's locale. Version 2 adds the triggers that
 announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches; version 3
-the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables).
+the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables); the
+next the alerts room (``alert_states`` and ``alerts``, service/storage/postgres/alerts.py).
 """
 from __future__ import annotations
 
@@ -134,8 +135,17 @@ def _to_v3(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_alerts(conn: psycopg.Connection) -> None:
+    """The alerts room (service/storage/postgres/alerts.py): each node's judged state, the alerts' outbox.
+    New tables only: no other table is held."""
+    from .alerts import ALERTS_TABLES  # the room keeps its DDL beside its SQL
+
+    for statement in ALERTS_TABLES:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _add_alerts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -4,7 +4,8 @@ The schema version is ``PRAGMA user_version``. Opening a journal brings it to :d
 by running the migrations it lacks, in one write transaction (another process opening it at the same
 time waits, then finds nothing to do). Version 0 is an empty file or a journal of tswarm before
 versions were kept (the same tables as version 1); version 2 adds the firmware room (each node's
-``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables). A journal of a newer version than
+``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables); the next adds the alerts room
+(``alert_states`` and ``alerts``, service/storage/sqlite/alerts.py). A journal of a newer version than
 this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
@@ -92,8 +93,16 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_alerts(conn: sqlite3.Connection) -> None:
+    """The alerts room (service/storage/sqlite/alerts.py): each node's judged state, the alerts' outbox."""
+    from .alerts import ALERTS_TABLES  # the room keeps its DDL beside its SQL
+
+    for statement in ALERTS_TABLES:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _add_alerts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
