@@ -412,3 +412,54 @@ async def test_on_postgresql_two_instances_send_each_alert_once(aiohttp_client, 
         ("porch", "late"): 1, ("attic", "silent"): 1, ("porch", "ok"): 1}
     for client in clients:
         await client.close()
+
+
+# -- the schema step: a journal from before the alerts gains their room ----------------------------------
+
+
+@pytest.mark.engines("sqlite")
+def test_a_sqlite_journal_from_before_the_alerts_gains_their_room_and_keeps_its_readings(data_dir):
+    import sqlite3
+
+    from tswarm.storage.sqlite import SqliteStorage
+    from tswarm.storage.sqlite import schema
+
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / "tswarm.db")
+    before = schema.MIGRATIONS.index(schema._add_alerts)
+    for migrate in schema.MIGRATIONS[:before]:
+        migrate(conn)
+    conn.execute("INSERT INTO nodes (name, password_hash, registered_at, created_at) VALUES ('porch', 'h', 1, 2)")
+    conn.execute("INSERT INTO readings (id, node_id, ts, temperature, humidity) VALUES (1, 1, 10, 21.5, 40.0)")
+    conn.execute(f"PRAGMA user_version = {before}")
+    conn.commit()
+    conn.close()
+    with SqliteStorage.open(data_dir) as storage:
+        assert [n.last_ts for n in storage.list_nodes()] == [10] and storage.alert_states() == {}
+        change = AlertChange("porch", None, AlertState("late"), (("late", "{}"),))
+        assert storage.record_alert_changes([change], 20) == [change] and storage.count_pending_alerts() == 1
+        assert storage.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+
+
+@pytest.mark.engines("postgres")
+def test_a_postgresql_journal_from_before_the_alerts_gains_their_room_and_keeps_its_readings(postgres):
+    import psycopg
+
+    from tswarm.storage.postgres import PostgresStorage
+    from tswarm.storage.postgres import schema
+
+    url = postgres.new_database()
+    before = schema.MIGRATIONS.index(schema._add_alerts)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        for migrate in schema.MIGRATIONS[:before]:
+            migrate(conn)
+        conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (%s)", (before,))
+        conn.execute("INSERT INTO nodes (name, password_hash, registered_at, created_at) VALUES ('porch', 'h', 1, 2)")
+        conn.execute("INSERT INTO readings (id, node_id, ts, temperature, humidity) VALUES (1, 1, 10, 21.5, 40.0)")
+    with PostgresStorage(url) as storage:
+        assert [n.last_ts for n in storage.list_nodes()] == [10] and storage.alert_states() == {}
+        change = AlertChange("porch", None, AlertState("late"), (("late", "{}"),))
+        assert storage.record_alert_changes([change], 20) == [change] and storage.count_pending_alerts() == 1
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(schema.SCHEMA_VERSION,)]
