@@ -78,7 +78,7 @@ def judge(node: NodeStatus, halted: bool, before: Optional[AlertState], now_ns: 
     ``battery_ok``; None: not judged before)."""
     was = before or AlertState()
     now_health = health(now_ns, node.last_ts, node.interval_s, halted)
-    battery = _battery(getattr(node, "last_vbat", None), was.battery, threshold)
+    battery = _battery(node.last_vbat, was.battery, threshold)
     events: list[tuple[str, Optional[str]]] = []
     if now_health != was.health:
         if now_health in ("late", "silent") or (now_health == "ok" and was.health in ("late", "silent")):
@@ -123,7 +123,7 @@ def alert_text(node: NodeStatus, event: str, vbat: Optional[float], threshold: f
 def alert_body(node: NodeStatus, event: str, state: AlertState, previous: Optional[str], threshold: float,
                now_ns: int, alert_id: Optional[str] = None) -> dict:
     """The JSON body of one alert (docs/alerts.md)."""
-    vbat = getattr(node, "last_vbat", None)
+    vbat = node.last_vbat
     return {
         "id": alert_id or uuid.uuid4().hex,
         "node": node.name,

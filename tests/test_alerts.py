@@ -20,7 +20,7 @@ from tswarm import keys
 from tswarm.alerts import BATTERY_HYSTERESIS_V, Alerts, changes, judge
 from tswarm.app import create_app
 from tswarm.settings import Config, ConfigError
-from tswarm.storage import AlertChange, AlertState
+from tswarm.storage import AlertChange, AlertState, ReadingExtra
 from tests.conftest import NS, T0, add_readings, open_journal, register, test_config
 from tests.servers import free_port
 
@@ -340,6 +340,20 @@ async def test_alerts_pending_when_the_service_stops_are_delivered_after_it_rest
     assert await after.check() == []  # still late: judged already, before the restart
     await drain(after)
     assert receiver.events() == ["late"]
+
+
+async def test_a_battery_that_runs_low_and_is_charged_is_one_post_each(journal, alerts_on, receiver):
+    """The voltage comes from the journal's newest reading (its telemetry, as a node sends it)."""
+    register(journal, "porch", created=True)
+    alerts = await alerts_on()
+    for minute, vbat in enumerate((3.9, 3.5, 3.25, 3.31, 3.2, 4.1)):
+        journal.add_readings([("porch", T0 + minute * MIN, 20.0, 50.0, ReadingExtra(vbat=vbat))])
+        alerts.now.now = T0 + minute * MIN + NS
+        await alerts.check()
+    await drain(alerts)
+    assert [(b["event"], b["vbat"], b["health"]) for b in receiver.bodies] == [
+        ("battery_low", 3.25, "ok"), ("battery_ok", 4.1, "ok")]
+    assert receiver.bodies[0]["text"] == "tswarm: porch's battery is low: 3.25 V (below 3.3 V)"
 
 
 async def test_a_redirect_is_not_followed_and_counts_as_a_failure(journal, alerts_on, receiver):

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .interface import (
+    EXTRA_FIELDS,
+    NO_EXTRA,
     FORWARD_CURSOR,
     FORWARD_LAST_ERROR,
     HALT_ALL,
@@ -19,13 +21,16 @@ from .interface import (
     AlertChange,
     AlertState,
     BundleFile,
+    Duplicate,
     FirmwareState,
     NodeAuth,
     NodeExists,
     NodeNotFound,
     NodeStatus,
     OutboxReading,
+    OutboxReadingExtra,
     PendingAlert,
+    ReadingExtra,
     SingletonLock,
     Storage,
     StorageError,
@@ -36,8 +41,9 @@ from .interface import (
 from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
-    "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE", "READ_TOKEN",
-    "AlertChange", "AlertState", "BundleFile", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "PendingAlert", "SingletonLock",
+    "DB_FILENAME", "EXTRA_FIELDS", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "NO_EXTRA", "PRUNED_BEFORE",
+    "READ_TOKEN", "AlertChange", "AlertState", "BundleFile", "Duplicate", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus",
+    "OutboxReading", "OutboxReadingExtra", "PendingAlert", "ReadingExtra", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]
