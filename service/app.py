@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from . import admin, firmware_routes, keys, metrics, protocol, proxy, readers, web as status_page
+from .alerts import alerting
 from .auth import CredentialCache, LoginGuard
 from .errors import RETRY_AFTER_STORAGE, json_errors
 from .forwarder import forwarding
@@ -56,15 +57,18 @@ async def _hasher_ctx(app: web.Application):
 
 
 async def _leader_ctx(app: web.Application):
-    """The forwarder (``store=influxdb``) and the pruner (a retention) run in one process of all those
-    on the journal: the one holding its singleton lock (service/leader.py). On PostgreSQL every
-    process competes; on SQLite, worker 0 (``Config.runs_singletons``). With neither to run, nobody asks."""
+    """The forwarder (``store=influxdb``), the pruner (a retention) and the alerts (``TSWARM_ALERT_WEBHOOK``)
+    run in one process of all those on the journal: the one holding its singleton lock (service/leader.py).
+    On PostgreSQL every process competes; on SQLite, worker 0 (``Config.runs_singletons``). With none
+    to run, nobody asks."""
     config = app[keys.CONFIG]
     duties = []
     if config.store == "influxdb":
         duties.append(("forwarder", lambda: forwarding(app)))  # it listens to WRITER's commits
     if config.retention_s > 0:
         duties.append(("pruner", lambda: pruning(app)))
+    if config.alert_webhook:
+        duties.append(("alerts", lambda: alerting(app)))
     leader = Leader(app[keys.JOURNAL].singleton_lock, duties)
     app[keys.LEADER] = leader
     if duties and config.runs_singletons:
@@ -130,7 +134,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_storage_ctx)  # STORAGE
     app.cleanup_ctx.append(readers_ctx)  # READERS
     app.cleanup_ctx.append(metrics_ctx)  # hooks WRITER's commits into METRICS
-    app.cleanup_ctx.append(_leader_ctx)  # LEADER: the forwarder and the pruner, in one process of all
+    app.cleanup_ctx.append(_leader_ctx)  # LEADER: the forwarder, the pruner, the alerts, in one process of all
     app.on_startup.append(status_page.keep_read_token)  # KEPT_READ_TOKEN (no TSWARM_READ_TOKEN); after the contexts
 
     app.router.add_get("/healthz", healthz)

@@ -1,7 +1,7 @@
-"""Exactly one forwarder and one pruner across every process and instance on one journal.
+"""Exactly one forwarder, one pruner and one alerter across every process and instance on one journal.
 
 What must run once (the forwarder, the pruner: two would race on the cursor and do the work
-twice) runs in the process that holds the journal's singleton lock
+twice; the alerts, service/alerts.py: two would POST each alert twice) runs in the process that holds the journal's singleton lock
 (:meth:`tswarm.storage.Storage.singleton_lock`). :class:`Leader` is the loop around it, and knows no
 SQL and no engine:
 

@@ -251,6 +251,28 @@ class InfluxUrl(Parser):
             raise ConfigError(f"{name} must be an http:// or https:// URL like http://localhost:8086, got {value!r}")
 
 
+class WebhookUrl(Parser):
+    """Empty, or an ``http://`` / ``https://`` URL with a host. Its text is never quoted back: a webhook's
+    URL is often its secret (Slack's, a token in the query)."""
+
+    def read(self, name: str, text: str) -> str:
+        return text.strip()
+
+    def check(self, name: str, value: Any) -> None:
+        if not value:
+            return
+        try:
+            url = urlsplit(value)
+            port_ok = url.port is None or url.port > 0
+        except ValueError:
+            port_ok = False
+        if not port_ok or url.scheme not in ("http", "https") or not url.hostname or any(c.isspace() for c in value):
+            raise ConfigError(
+                f"{name} must be an http:// or https:// URL like https://ntfy.sh/my-swarm (or empty: no alerts);"
+                " the value given is not one (not shown: it may hold a secret)"
+            )
+
+
 class DatabaseUrl(Parser):
     """Empty, or a ``postgres://`` / ``postgresql://`` URL. Its text is never quoted back: it holds a password."""
 
@@ -420,12 +442,21 @@ class Config:
         "Volts ({range}): a node whose newest reading's `vbat` is below this has a low battery (`battery_low` in"
         " `/api/nodes`, marked on the status page; the alerts and Grafana's alert rule use it too).",
     )
+    alert_webhook: str = setting(
+        "TSWARM_ALERT_WEBHOOK", "", WebhookUrl(),
+        "An `http://` or `https://` URL that gets a JSON POST when a node turns late, silent or back to ok, or its"
+        " battery falls below `TSWARM_BATTERY_LOW_V` or recovers: once per change, retried with backoff until a 2xx,"
+        " kept in the journal across restarts (docs/alerts.md); empty: no alerts.",
+        secret=True,
+    )
 
     # -- not settings: no variable sets these -----------------------------------------------------
     # Knobs for tests and benchmarks.
     scrypt_n: int = SCRYPT_N
     journal_synchronous: str = "FULL"  # benchmarks compare with "OFF" (the ceiling)
     journal_max_batch: int = 5000  # benchmarks compare with 1 (one commit per request, the naive design)
+    alert_check_s: float = 5.0  # how often the alerts judge every node (service/alerts.py)
+    alert_first_backoff_s: float = 1.0  # the first wait before an alert's delivery is tried again (then doubling)
     # Set by the supervisor (service/workers.py) in each worker: which one this process is, from 0.
     worker: int = 0
 

@@ -252,7 +252,8 @@ def test_a_database_with_tables_of_its_own_is_used(full, run, postgres_url):
         conn.execute("CREATE TABLE other_app (x int)")
     assert run("migrate", "--to", postgres_url).exit_code == 0
     assert tables(postgres_url) == [
-        "bundle_files", "bundles", "meta", "nodes", "other_app", "readings", "rejected", "schema_version",
+        "alert_states", "alerts", "bundle_files", "bundles", "meta", "nodes", "other_app", "readings", "rejected",
+        "schema_version",
     ]
 
 

@@ -165,7 +165,7 @@ def test_durations(value, seconds):
 # -- each setting declared once -------------------------------------------------------------------
 
 # The Config fields that no variable sets (knobs for tests and benchmarks, the worker's index).
-NOT_SETTINGS = {"scrypt_n", "journal_synchronous", "journal_max_batch", "worker"}
+NOT_SETTINGS = {"scrypt_n", "journal_synchronous", "journal_max_batch", "alert_check_s", "alert_first_backoff_s", "worker"}
 
 
 def test_an_empty_environment_is_the_default_config():
@@ -189,6 +189,7 @@ def test_the_defaults_are_as_before():
         "TSWARM_LOG_LEVEL": "INFO", "TSWARM_MAX_BODY": 4096, "TSWARM_AUTH_MAX_FAILURES": 30, "TSWARM_AUTH_WINDOW": 60,
         "TSWARM_JOURNAL_RETENTION": None, "TSWARM_FORWARD_BATCH": 5000, "TSWARM_FORWARD_MAX_BACKOFF": 60.0,
         "TSWARM_BATTERY_LOW_V": 3.3,
+        "TSWARM_ALERT_WEBHOOK": "",
     }
 
 
@@ -218,6 +219,7 @@ GOOD = {
     "TSWARM_JOURNAL_RETENTION": ("12H", 43200), "TSWARM_FORWARD_BATCH": ("100000", 100000),
     "TSWARM_FORWARD_MAX_BACKOFF": ("86400", 86400.0),
     "TSWARM_BATTERY_LOW_V": (" 2.95 ", 2.95),
+    "TSWARM_ALERT_WEBHOOK": (" https://ntfy.sh/swarm?tpl=1 ", "https://ntfy.sh/swarm?tpl=1"),
 }
 
 

@@ -18,6 +18,8 @@ from .interface import (
     HALT_ALL,
     PRUNED_BEFORE,
     READ_TOKEN,
+    AlertChange,
+    AlertState,
     BundleFile,
     Duplicate,
     FirmwareState,
@@ -27,6 +29,7 @@ from .interface import (
     NodeStatus,
     OutboxReading,
     OutboxReadingExtra,
+    PendingAlert,
     ReadingExtra,
     SingletonLock,
     Storage,
@@ -39,8 +42,8 @@ from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
     "DB_FILENAME", "EXTRA_FIELDS", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "NO_EXTRA", "PRUNED_BEFORE",
-    "READ_TOKEN", "BundleFile", "Duplicate", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus",
-    "OutboxReading", "OutboxReadingExtra", "ReadingExtra", "SingletonLock",
+    "READ_TOKEN", "AlertChange", "AlertState", "BundleFile", "Duplicate", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus",
+    "OutboxReading", "OutboxReadingExtra", "PendingAlert", "ReadingExtra", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]

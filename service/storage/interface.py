@@ -15,6 +15,8 @@ Nothing outside the storage package talks to a database. The rooms:
 - **the singleton lock**: which process, of every one on this journal, forwards and prunes;
 - **firmware**: bundles of board files kept by version, the one staged for each node, and what each
   node last reported running (over-the-air updates, service/bundles.py);
+- **alerts**: what the alerts (service/alerts.py) last judged of each node, and the outbox of alerts
+  waiting for the webhook (a change of state and its alerts commit together);
 - **moving house**: the whole journal out of one engine (:meth:`Storage.dump`) and into an empty
   place of another (:meth:`Storage.load`), for ``tswarm migrate``.
 
@@ -147,6 +149,39 @@ class OutboxReading(NamedTuple):
     ts: int
     temperature: float
     humidity: float
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What the alerts (service/alerts.py) last judged of one node (None: not judged yet)."""
+
+    health: Optional[str] = None  # one of service/health.py's HEALTH_STATES
+    battery: Optional[str] = None  # "low" or "ok"
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """A change of one node's :class:`AlertState`, and the alerts it causes (queued in its transaction).
+
+    ``before`` is the state :meth:`Storage.alert_states` gave (None: no state kept for the node);
+    the change applies only while that is still what is stored, so two judges at once (leaders
+    overlapping for a moment) queue each alert once. ``after`` None forgets the node's state."""
+
+    node: str
+    before: Optional[AlertState]
+    after: Optional[AlertState]
+    alerts: tuple[tuple[str, str], ...] = ()  # (event, JSON body), in the order they are delivered
+
+
+class PendingAlert(NamedTuple):
+    """An alert the webhook has not acknowledged yet: ``id`` is its place in the order of queueing."""
+
+    id: int
+    node: str
+    event: str
+    body: str  # the JSON body, as queued (sent as is, every attempt)
+    created_at: int  # ns
+    attempts: int  # failed attempts so far
 
 
 class OutboxReadingExtra(NamedTuple):
@@ -644,6 +679,37 @@ class Storage(abc.ABC):
     def firmware_state(self, name: str) -> Optional[FirmwareState]:
         """Node ``name``'s update state, or None when it is not registered (:meth:`list_nodes` has
         every node's too)."""
+
+    # -- alerts: each node's judged state, the outbox of alerts for the webhook ---------------------
+
+    @abc.abstractmethod
+    def alert_states(self) -> dict[str, AlertState]:
+        """The state the alerts last judged of each node, by name (nodes never judged are absent)."""
+
+    @abc.abstractmethod
+    def record_alert_changes(self, changes: Iterable[AlertChange], at_ns: int) -> list[AlertChange]:
+        """Apply ``changes`` and queue their alerts, in one transaction: each change whose ``before``
+        is still the stored state (else it is skipped, and queues nothing). The changes applied."""
+
+    @abc.abstractmethod
+    def pending_alerts(self, limit: int = 100) -> list[PendingAlert]:
+        """The oldest undelivered alert of each node (the next to deliver, in order per node), oldest first."""
+
+    @abc.abstractmethod
+    def count_pending_alerts(self) -> int:
+        """How many alerts wait for the webhook."""
+
+    @abc.abstractmethod
+    def alert_delivered(self, alert_id: int, at_ns: int) -> None:
+        """The webhook acknowledged alert ``alert_id`` (a 2xx): it is never sent again."""
+
+    @abc.abstractmethod
+    def alert_failed(self, alert_id: int, error: str, at_ns: int) -> None:
+        """An attempt to deliver alert ``alert_id`` failed with ``error``: counted, kept for the next."""
+
+    @abc.abstractmethod
+    def prune_alerts(self, before_ns: int) -> int:
+        """Forget alerts delivered before ``before_ns``; how many went (undelivered ones always stay)."""
 
     # -- moving house: the whole journal out, and into an empty place -------------------------------
 

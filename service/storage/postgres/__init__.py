@@ -5,7 +5,7 @@ one database that any number of instances share, a room per concern as in the SQ
 migrations, the triggers that announce registry changes), ``registry``, ``cache`` (nodes' records
 kept per process, cleared by LISTEN/NOTIFY), ``writer``, ``outbox``, ``reads`` (the one WHERE builder), ``retention``,
 ``meta`` (the one upsert), ``lock`` (the singleton lock), ``firmware`` (bundles, what is staged, what
-nodes report), ``dump`` (moving house: the whole journal out, or into an empty database); each room a mixin over the same pool, combined here into
+nodes report), ``alerts`` (each node's judged state and the alerts' outbox), ``dump`` (moving house: the whole journal out, or into an empty database); each room a mixin over the same pool, combined here into
 :class:`PostgresStorage`. psycopg 3 and psycopg_pool do the talking.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import psycopg
 from ..interface import Storage, StorageUnusable
 from .cache import RegistryCache, close_cache, open_cache
 from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
+from .alerts import AlertsRoom
 from .dump import DumpRoom
 from .firmware import FirmwareRoom
 from .lock import LockRoom
@@ -32,7 +33,8 @@ __all__ = ["SCHEMA_VERSION", "PostgresStorage", "PostgresWriter", "redact"]
 
 
 class PostgresStorage(
-    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, DumpRoom, Storage
+    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, AlertsRoom, DumpRoom,
+    Storage
 ):
     """The journal in the database at ``url``: its schema brought up to date (``create``; else
     :class:`StorageUnusable` when the database holds none), on connections borrowed from the

@@ -10,7 +10,8 @@ the SQLite engine (service/storage/sqlite/schema.py), in PostgreSQL's types; nam
 announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches; version 3
 the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables);
 version 4 each reading's telemetry and exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``,
-``lost``, ``boot``, ``seq`` columns and the unique index ``readings_node_key``).
+``lost``, ``boot``, ``seq`` columns and the unique index ``readings_node_key``); version 5 the
+alerts room (``alert_states`` and ``alerts``, service/storage/postgres/alerts.py).
 """
 from __future__ import annotations
 
@@ -159,8 +160,17 @@ def _to_v4(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_alerts(conn: psycopg.Connection) -> None:
+    """Version 5: the alerts room (service/storage/postgres/alerts.py): each node's judged state, the alerts' outbox.
+    New tables only: no other table is held."""
+    from .alerts import ALERTS_TABLES  # the room keeps its DDL beside its SQL
+
+    for statement in ALERTS_TABLES:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _to_v4)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _to_v4, _add_alerts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -2,7 +2,8 @@
 
 ``schema`` (DDL, version, migrations, connections, transactions), ``registry``, ``writer``,
 ``outbox``, ``reads`` (the one WHERE builder), ``retention``, ``meta`` (the one upsert), ``lock`` (the
-singleton lock: the data dir's), ``firmware`` (bundles, what is staged, what nodes report), ``dump``
+singleton lock: the data dir's), ``firmware`` (bundles, what is staged, what nodes report), ``alerts`` (each node's judged
+state and the alerts' outbox), ``dump``
 (moving house: the whole journal out, or into an empty data dir); each room a mixin over the same
 connection, combined here into :class:`SqliteStorage`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..interface import Storage
+from .alerts import AlertsRoom
 from .dump import DumpRoom
 from .firmware import FirmwareRoom
 from .lock import LockRoom
@@ -26,7 +28,8 @@ __all__ = ["DB_FILENAME", "SCHEMA_VERSION", "SqliteStorage", "SqliteWriter", "ch
 
 
 class SqliteStorage(
-    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, DumpRoom, Storage
+    RegistryRoom, WriterRoom, OutboxRoom, ReadsRoom, RetentionRoom, MetaRoom, LockRoom, FirmwareRoom, AlertsRoom, DumpRoom,
+    Storage
 ):
     """The journal at ``path``: the data dir checked, the schema brought up to date, one connection."""
 

@@ -6,7 +6,8 @@ time waits, then finds nothing to do). Version 0 is an empty file or a journal o
 versions were kept (the same tables as version 1); version 2 adds the firmware room (each node's
 ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables); version 3 each reading's telemetry
 and its exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``, ``lost``, ``boot``, ``seq`` columns
-and the unique index ``readings_node_key``). A journal of a newer version than
+and the unique index ``readings_node_key``); version 4 the alerts room (``alert_states`` and
+``alerts``, service/storage/sqlite/alerts.py). A journal of a newer version than
 this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
@@ -114,8 +115,16 @@ def _to_v3(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_alerts(conn: sqlite3.Connection) -> None:
+    """Version 4: the alerts room (service/storage/sqlite/alerts.py): each node's judged state, the alerts' outbox."""
+    from .alerts import ALERTS_TABLES  # the room keeps its DDL beside its SQL
+
+    for statement in ALERTS_TABLES:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _add_alerts)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
