@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # these modules import this one
 
 @dataclass
 class Stats:
-    accepted: int = 0
+    accepted: int = 0  # readings stored and acknowledged (202 or 423)
+    duplicates: int = 0  # readings sent again under a key stored before: answered again, not stored
 
 
 CONFIG = web.AppKey("config", Config)

@@ -1,8 +1,14 @@
-"""The node's request body: ``{"name": "<login>", "data": "<temperature> <humidity>"}``.
+"""The node's request body: ``{"name": "<login>", "data": "<temperature> <humidity>"}``, and the
+optional fields newer firmware sends beside them (docs/protocol.md): telemetry (``vbat``, ``rssi``,
+``awake_ms``, ``lost``), the ``age`` of a reading kept through an outage, and its exactly-once key
+(``boot`` with ``seq``). Unknown keys are ignored, as always; a body without the new fields is the
+reading it always was.
 
 Pure functions, no aiohttp: the protocol handler calls :func:`parse_body`, which either
 returns a :class:`Reading` or raises :class:`PayloadError` carrying the HTTP status
-(400 malformed, 422 impossible values) and a short error code.
+(400 malformed, 422 impossible values) and a short error code. An optional field of the wrong JSON
+type (a boolean is never a number, ``null`` is not a value) is 400 ``bad_field``, one out of its
+range 422 ``impossible_value``, each naming the key; ``boot`` and ``seq`` come together or not at all.
 """
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Optional
+
+from .storage.interface import NO_EXTRA, ReadingExtra
 
 TEMPERATURE_RANGE = (-40.0, 80.0)  # DHT22's range; a DHT11 reports 0..50 inside it
 HUMIDITY_RANGE = (0.0, 100.0)
@@ -19,10 +28,23 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.ASCII | re.IGNORECASE)
 
 
+# The optional fields' ranges (docs/protocol.md).
+VBAT_RANGE = (0.0, 20.0)  # volts, 0 excluded
+RSSI_RANGE = (-127, 0)  # dBm
+AWAKE_MS_RANGE = (0, 3_600_000)
+AGE_RANGE = (0.0, 2_592_000.0)  # seconds: 30 days
+SEQ_RANGE = (0, 2**31 - 1)
+LOST_RANGE = (0, 1_000_000)
+BOOT = re.compile(r"[0-9A-Za-z_-]{1,16}", re.ASCII)
+
+
 @dataclass(frozen=True)
 class Reading:
     temperature: float
     humidity: float
+    extra: ReadingExtra = NO_EXTRA
+    age_s: float = 0.0  # > 0: a reading kept on the node, taken that long ago
+    key: Optional[tuple[str, int]] = None  # (boot, seq): stored once per node
 
 
 class PayloadError(ValueError):
@@ -72,6 +94,58 @@ def parse_data(data: str) -> Reading:
     return Reading(temperature, humidity)
 
 
+def _bad_field(detail: str) -> PayloadError:
+    return PayloadError(400, "bad_field", detail)
+
+
+def _number(doc: dict, key: str, what: str) -> Optional[float]:
+    """``doc[key]`` as a finite float (None: absent); 400 for anything but a JSON number."""
+    if key not in doc:
+        return None
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad_field(f"{key} must be a number ({what})")
+    try:
+        value = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        value = math.inf
+    if not math.isfinite(value):  # JSON cannot say NaN or inf, but 1e400 reads as inf
+        raise _impossible(f"{key} is out of any range ({what})")
+    return value + 0.0
+
+
+def _integer(doc: dict, key: str, lo: int, hi: int, what: str) -> Optional[int]:
+    """``doc[key]`` as an int in ``lo..hi`` (None: absent); 400 for anything but a JSON integer, 422 out of range."""
+    if key not in doc:
+        return None
+    value = doc[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad_field(f"{key} must be a whole number ({what})")
+    if not lo <= value <= hi:
+        raise _impossible(f"{key} {value} is outside {lo}..{hi} ({what})")
+    return value
+
+
+def parse_fields(doc: dict) -> tuple[ReadingExtra, float, Optional[tuple[str, int]]]:
+    """The optional fields of a body: ``(extra, age_s, key)``, each validated (see the module)."""
+    vbat = _number(doc, "vbat", "volts, above 0 and at most 20")
+    if vbat is not None and not (VBAT_RANGE[0] < vbat <= VBAT_RANGE[1]):
+        raise _impossible(f"vbat {vbat:g} V is outside 0 < vbat <= 20")
+    rssi = _integer(doc, "rssi", *RSSI_RANGE, "Wi-Fi RSSI in dBm")
+    awake_ms = _integer(doc, "awake_ms", *AWAKE_MS_RANGE, "the previous wake's length in ms")
+    age = _number(doc, "age", "seconds since the reading was taken, at most 30 days")
+    if age is not None and not (AGE_RANGE[0] <= age <= AGE_RANGE[1]):
+        raise _impossible(f"age {age:g} s is outside 0..2592000 (30 days)")
+    if "boot" in doc and not (isinstance(doc["boot"], str) and BOOT.fullmatch(doc["boot"])):
+        raise _bad_field("boot must be a string of 1 to 16 of 0-9 A-Z a-z _ - (the board's boot identity)")
+    seq = _integer(doc, "seq", *SEQ_RANGE, "the reading's sequence within boot")
+    lost = _integer(doc, "lost", *LOST_RANGE, "kept readings the board dropped")
+    if ("boot" in doc) != (seq is not None):
+        raise _bad_field("boot and seq come together: send both (the reading's key) or neither")
+    key = (doc["boot"], seq) if seq is not None else None
+    return ReadingExtra(vbat, rssi, awake_ms, lost), age or 0.0, key
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
@@ -97,5 +171,9 @@ def parse_body(body: bytes, node: str) -> Reading:
         raise PayloadError(403, "name_mismatch", "the body's name differs from the node in the URL")
     if not isinstance(doc["data"], str):
         raise _bad('data must be a string like "23.4 45.1"', "bad_data")
-    return parse_data(doc["data"])
+    reading = parse_data(doc["data"])
+    extra, age_s, key = parse_fields(doc)
+    if extra == NO_EXTRA and age_s == 0.0 and key is None:
+        return reading
+    return Reading(reading.temperature, reading.humidity, extra, age_s, key)
 

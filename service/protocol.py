@@ -11,10 +11,16 @@ after the commit, and its 202/423 may carry an ``"update"`` (service/bundles.py 
 202/423 carries ``"sleep"`` (and a 423 ``"awake"``). A board that sends neither header sees the
 same status codes and the same keys as before, plus those two. The files of an update are served
 by service/firmware_routes.py.
+
+Newer firmware also sends telemetry, a kept reading's ``age`` and a key (``boot``, ``seq``) in the
+body (service/payload.py). A reading sent again under a key its node has stored (its 202 was lost on
+the way back) is not stored again: it gets the first time's 202/423, with the stored reading's
+``time``, plus ``"duplicate": true``.
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional
 
 from aiohttp import web
@@ -24,7 +30,7 @@ from .auth import LoginRefused, authenticate
 from .errors import json_error
 from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import is_halted
-from .storage import NodeAuth, StorageError, StorageUnavailable
+from .storage import Duplicate, NodeAuth, StorageError, StorageUnavailable
 from .payload import PayloadError, parse_body
 from .timefmt import rfc3339
 
@@ -168,20 +174,31 @@ async def node_reading(request: web.Request) -> web.Response:
         return json_error(exc.status, exc.error, exc.detail)
 
     try:
-        ts = await writer.append(node.id, reading.temperature, reading.humidity, create=create)
+        ts = await writer.append(
+            node.id, reading.temperature, reading.humidity, create=create,
+            extra=reading.extra, age_s=reading.age_s, key=reading.key,
+        )
     except StorageUnavailable as exc:
         return unavailable(name, exc)
-    app[keys.STATS].accepted += 1
-    update = await _firmware_answer(app, node, reported, rolled_back, ts)
+    again = {}
+    if isinstance(ts, Duplicate):
+        app[keys.STATS].duplicates += 1
+        again = {"duplicate": True}
+    else:
+        app[keys.STATS].accepted += 1
+    # the firmware report is of now: a kept reading's or a repeat's time is older
+    now_ns = ts if reading.age_s == 0 and not again else time.time_ns()
+    update = await _firmware_answer(app, node, reported, rolled_back, now_ns)
 
     if is_halted(node, config):
         return json_error(
             423, "halted",
             "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)",
-            stored=True, time=rfc3339(ts), sleep=node.interval_s, awake=config.halt_awake, **update,
+            stored=True, time=rfc3339(ts), sleep=node.interval_s, awake=config.halt_awake, **update, **again,
         )
-    return web.json_response({"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update},
-                             status=202)
+    return web.json_response(
+        {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again}, status=202
+    )
 
 
 def setup_routes(app: web.Application) -> None:

@@ -365,3 +365,85 @@ async def test_a_node_lookup_that_waits_leaves_the_loop_free(client, journal, no
     lookup.release()
     assert (await put).status == 202
     assert lookup.released == [True]  # it went on because the test let it, after /healthz answered
+
+
+# -- telemetry, kept readings, the exactly-once key (docs/protocol.md) ----------------------------------
+
+
+def new_body(data="23.4 45.1", **fields):
+    return json.dumps({"name": "n1", "data": data, **fields})
+
+
+async def test_an_old_body_gets_exactly_todays_answer(client, journal, node):
+    resp = await client.put("/api/nodes/n1", data=body(), headers=hdr())
+    assert resp.status == 202
+    doc = await resp.json()
+    assert set(doc) == {"stored", "node", "time", "sleep"} and client.app[keys.STATS].duplicates == 0
+    assert [r[1:] for batch in journal.iter_readings(with_extra=True) for r in batch] == [
+        ("n1", 23.4, 45.1, None, None, None, None)
+    ]
+
+
+async def test_telemetry_is_stored_with_the_reading_and_the_answer_is_todays(client, journal, node):
+    resp = await client.put("/api/nodes/n1", data=new_body(vbat=3.7, rssi=-61, awake_ms=1800, lost=1, boot="a1",
+                                                           seq=0), headers=hdr())
+    assert resp.status == 202
+    assert set(await resp.json()) == {"stored", "node", "time", "sleep"}
+    assert [r[1:] for batch in journal.iter_readings(with_extra=True) for r in batch] == [
+        ("n1", 23.4, 45.1, 3.7, -61, 1800, 1)
+    ]
+    [status] = journal.list_nodes()
+    assert (status.last_vbat, status.last_rssi, status.last_awake_ms) == (3.7, -61, 1800)
+
+
+async def test_a_kept_reading_is_stored_with_its_age_taken_off(client, journal, node):
+    live = await (await client.put("/api/nodes/n1", data=body(), headers=hdr())).json()
+    resp = await client.put("/api/nodes/n1", data=new_body(age=600, boot="a1", seq=1), headers=hdr())
+    kept = await resp.json()
+    assert resp.status == 202 and kept["time"] < live["time"]
+    [(kept_ts, *_), (live_ts, *_)] = stored(journal)
+    assert 599.9 * 10**9 < live_ts - kept_ts < 601 * 10**9
+
+
+async def test_a_reading_sent_again_is_stored_once_and_answered_202_with_the_same_time(client, journal, node):
+    first = await client.put("/api/nodes/n1", data=new_body(boot="a1", seq=7, vbat=3.6), headers=hdr())
+    again = await client.put("/api/nodes/n1", data=new_body(boot="a1", seq=7, vbat=3.6), headers=hdr())
+    assert first.status == again.status == 202
+    one, two = await first.json(), await again.json()
+    assert "duplicate" not in one and two == {**one, "duplicate": True}
+    assert len(stored(journal)) == 1
+    stats = client.app[keys.STATS]
+    assert (stats.accepted, stats.duplicates) == (1, 1)
+    other = await client.put("/api/nodes/n1", data=new_body(boot="a1", seq=8), headers=hdr())  # the next one
+    assert other.status == 202 and "duplicate" not in await other.json() and len(stored(journal)) == 2
+
+
+async def test_a_halted_node_sending_again_gets_the_same_423(client, journal, node):
+    journal.set_halt("n1", True)
+    first = await client.put("/api/nodes/n1", data=new_body(boot="a1", seq=1), headers=hdr())
+    again = await client.put("/api/nodes/n1", data=new_body(boot="a1", seq=1), headers=hdr())
+    one, two = await assert_error(first, 423, "halted"), await assert_error(again, 423, "halted")
+    assert two == {**one, "duplicate": True} and len(stored(journal)) == 1
+
+
+async def test_readings_sent_again_at_once_are_stored_once(client, journal, node):
+    import asyncio
+
+    responses = await asyncio.gather(*(client.put("/api/nodes/n1", data=new_body(boot="b", seq=3), headers=hdr())
+                                       for _ in range(10)))
+    docs = [await r.json() for r in responses]
+    assert [r.status for r in responses] == [202] * 10 and len({d["time"] for d in docs}) == 1
+    assert sum("duplicate" in d for d in docs) == 9 and len(stored(journal)) == 1
+
+
+@pytest.mark.parametrize(
+    "fields, status",
+    [({"vbat": "3.7"}, 400), ({"vbat": True}, 400), ({"rssi": 5}, 422), ({"awake_ms": -1}, 422),
+     ({"age": 2_592_001}, 422), ({"seq": 1}, 400), ({"boot": "b"}, 400), ({"boot": "", "seq": 1}, 400),
+     ({"lost": 1.5}, 400), ({"boot": "b", "seq": 2**31}, 422), ({"vbat": None}, 400)],
+)
+async def test_a_bad_field_gets_a_json_4xx_naming_it_and_stores_nothing(client, journal, node, fields, status):
+    resp = await client.put("/api/nodes/n1", data=new_body(**fields), headers=hdr())
+    doc = await assert_error(resp, status, "bad_field" if status == 400 else "impossible_value")
+    named = next(key for key in fields if key != "boot" or len(fields) == 1 or fields["boot"] == "")
+    assert named in doc["detail"] and stored(journal) == []

@@ -11,18 +11,23 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .interface import (
+    EXTRA_FIELDS,
+    NO_EXTRA,
     FORWARD_CURSOR,
     FORWARD_LAST_ERROR,
     HALT_ALL,
     PRUNED_BEFORE,
     READ_TOKEN,
     BundleFile,
+    Duplicate,
     FirmwareState,
     NodeAuth,
     NodeExists,
     NodeNotFound,
     NodeStatus,
     OutboxReading,
+    OutboxReadingExtra,
+    ReadingExtra,
     SingletonLock,
     Storage,
     StorageError,
@@ -33,8 +38,9 @@ from .interface import (
 from .sqlite import DB_FILENAME, SqliteStorage, check_data_dir
 
 __all__ = [
-    "DB_FILENAME", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "PRUNED_BEFORE", "READ_TOKEN",
-    "BundleFile", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus", "OutboxReading", "SingletonLock",
+    "DB_FILENAME", "EXTRA_FIELDS", "FORWARD_CURSOR", "FORWARD_LAST_ERROR", "HALT_ALL", "NO_EXTRA", "PRUNED_BEFORE",
+    "READ_TOKEN", "BundleFile", "Duplicate", "FirmwareState", "NodeAuth", "NodeExists", "NodeNotFound", "NodeStatus",
+    "OutboxReading", "OutboxReadingExtra", "ReadingExtra", "SingletonLock",
     "Storage", "StorageError", "StorageUnavailable", "StorageUnusable", "Writer",
     "check_data_dir", "open_storage", "storage_for",
 ]

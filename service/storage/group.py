@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .interface import StorageUnavailable, Writer
+from .interface import NO_EXTRA, Duplicate, ReadingExtra, StorageUnavailable, Writer
 
 log = logging.getLogger("tswarm.storage")
 
@@ -43,6 +43,9 @@ class Pending:
     humidity: float
     create: bool
     future: asyncio.Future
+    extra: ReadingExtra = NO_EXTRA
+    age_s: float = 0.0  # > 0: a kept reading, taken that long before its commit
+    key: Optional[tuple[str, int]] = None  # (boot, seq): stored once per node
 
 
 class GroupCommitWriter(Writer):
@@ -59,6 +62,7 @@ class GroupCommitWriter(Writer):
         self._conn: Any = None
         self.on_commit = None
         self.commit_listeners: list[Callable[[], None]] = []
+        self.clock: Callable[[], int] = time.time_ns  # a batch's "now" (ns), read under the engine's write lock
         self._outage: Optional[StorageUnavailable] = None  # the last failure; None once a call succeeded since
         self._outage_since: Optional[float] = None  # when the logged outage began; None when none is
         self._recovered_at: Optional[float] = None  # the first success since its last failure
@@ -74,7 +78,8 @@ class GroupCommitWriter(Writer):
 
     @abc.abstractmethod
     def _commit(self, batch: list[Pending]) -> list[int]:
-        """Store ``batch`` in one transaction on ``self._conn``; the timestamps, in batch order."""
+        """Store ``batch`` in one transaction on ``self._conn``; the timestamps, in batch order
+        (:func:`stamp_batch` gives them; a :class:`~.interface.Duplicate` for a key stored before)."""
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -161,13 +166,16 @@ class GroupCommitWriter(Writer):
     def queued(self) -> int:
         return len(self._pending)
 
-    async def append(self, node_id: int, temperature: float, humidity: float, *, create: bool = False) -> int:
+    async def append(
+        self, node_id: int, temperature: float, humidity: float, *, create: bool = False,
+        extra: ReadingExtra = NO_EXTRA, age_s: float = 0.0, key: Optional[tuple[str, int]] = None,
+    ) -> int:
         if self._closing:
             raise StorageUnavailable("the service is shutting down")
         if len(self._pending) >= self.max_queue:
             raise StorageUnavailable("the journal is overloaded")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(Pending(node_id, temperature, humidity, create, future))
+        self._pending.append(Pending(node_id, temperature, humidity, create, future, extra, age_s, key))
         self._wakeup.set()
         return await future
 
@@ -200,3 +208,54 @@ class GroupCommitWriter(Writer):
                         item.future.set_result(ts)
             if self._closing:
                 return
+
+
+# -- the timestamps and keys of a batch, whatever the engine ------------------------------------------
+
+
+def stamp_batch(
+    batch: list[Pending],
+    last: int,
+    now: int,
+    stored_key: Callable[[int, str, int], Optional[int]],
+    taken: Callable[[int], bool],
+) -> tuple[list[int], list[tuple[int, Pending]]]:
+    """The answers of ``batch`` (committed under the engine's write lock, at ``now``, after the
+    newest stamp ever given ``last``) and the ``(ts, item)`` rows to insert, in batch order.
+
+    - a ``key`` its node has stored (``stored_key(node_id, boot, seq)``: the stored time, or None)
+      or that an earlier item of this batch has: no row, and the stored time as a
+      :class:`~.interface.Duplicate`;
+    - a live reading: ``now``, or ``last + 1`` when the clock is not past ``last`` (strictly
+      increasing, above every stamp given);
+    - a kept one (``age_s > 0``): ``now - round(age_s * 1e9)``, moved forward 1 ns at a time until
+      no reading of any node has it (``taken(ts)``: in the journal) nor any row of this batch; a
+      later live reading still comes after it.
+    """
+    answers: list[int] = []
+    rows: list[tuple[int, Pending]] = []
+    keys: dict[tuple[int, str, int], int] = {}
+    used: set[int] = set()
+    for item in batch:
+        if item.key is not None:
+            boot, seq = item.key
+            ident = (item.node_id, boot, seq)
+            found = keys.get(ident)
+            if found is None:
+                found = stored_key(item.node_id, boot, seq)
+            if found is not None:
+                answers.append(Duplicate(found))
+                continue
+        if item.age_s > 0:
+            ts = now - round(item.age_s * 1e9)
+            while ts in used or taken(ts):
+                ts += 1
+            last = max(last, ts)
+        else:
+            ts = last = now if now > last else last + 1
+        used.add(ts)
+        if item.key is not None:
+            keys[ident] = ts
+        rows.append((ts, item))
+        answers.append(ts)
+    return answers, rows

@@ -5,7 +5,8 @@ that implements them in its own idiom (SQLite: :class:`tswarm.storage.sqlite.Sql
 Nothing outside the storage package talks to a database. The rooms:
 
 - **registry**: nodes, their passwords, halts and intervals;
-- **readings writer**: the group-committing :class:`Writer` behind every 202, and the timestamps;
+- **readings writer**: the group-committing :class:`Writer` behind every 202, the timestamps (a
+  kept reading's ``age``), and the exactly-once key ``(boot, seq)`` of a reading sent again;
 - **outbox**: what waits for InfluxDB (``store=influxdb``): the forward cursor, the readings after
   it, the readings InfluxDB refused for good, the backlog;
 - **reads**: readings by node and time range, counts, pages, one consistent snapshot;
@@ -97,9 +98,32 @@ class BundleFile:
     sha256: str  # hex
 
 
+class ReadingExtra(NamedTuple):
+    """Optional telemetry of one reading (None: not sent): what the board measured besides the reading."""
+
+    vbat: Optional[float] = None  # supply/battery voltage, volts
+    rssi: Optional[int] = None  # Wi-Fi RSSI, dBm
+    awake_ms: Optional[int] = None  # how long the board's previous wake took, ms
+    lost: Optional[int] = None  # kept readings the board had to drop since its last delivered one
+
+
+NO_EXTRA = ReadingExtra()
+# The column names of readings, the CSV columns (in this order, after humidity) and InfluxDB's field names.
+EXTRA_FIELDS = ReadingExtra._fields
+
+
+class Duplicate(int):
+    """The timestamp :meth:`Writer.append` returns for a reading whose key ``(boot, seq)`` its node
+    had stored already: nothing was stored, and this is the stored reading's time (an ``int`` like
+    every other; ``isinstance(ts, Duplicate)`` tells the protocol to say ``"duplicate": true``)."""
+
+    duplicate = True
+
+
 @dataclass(frozen=True)
 class NodeStatus:
-    """A registered node and its newest reading (``last_*`` None: it never sent one)."""
+    """A registered node and its newest reading by time (``last_*`` None: it never sent one, or its
+    newest reading came without that telemetry)."""
 
     name: str
     registered_at: int
@@ -110,6 +134,9 @@ class NodeStatus:
     last_temperature: Optional[float]
     last_humidity: Optional[float]
     firmware: FirmwareState = FirmwareState()
+    last_vbat: Optional[float] = None
+    last_rssi: Optional[int] = None
+    last_awake_ms: Optional[int] = None
 
 
 class OutboxReading(NamedTuple):
@@ -122,7 +149,21 @@ class OutboxReading(NamedTuple):
     humidity: float
 
 
-OutboxRow = tuple  # (id, node_id, ts, temperature, humidity): an OutboxReading with the node's id
+class OutboxReadingExtra(NamedTuple):
+    """An :class:`OutboxReading` with its telemetry (``outbox_readings(..., with_extra=True)``)."""
+
+    id: int
+    node: str
+    ts: int
+    temperature: float
+    humidity: float
+    vbat: Optional[float] = None
+    rssi: Optional[int] = None
+    awake_ms: Optional[int] = None
+    lost: Optional[int] = None
+
+
+OutboxRow = tuple  # (id, node_id, ts, temperature, humidity[, vbat, rssi, awake_ms, lost]): with the node's id
 
 # -- meta keys --------------------------------------------------------------------------------
 
@@ -143,7 +184,7 @@ NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "r
                 *FIRMWARE_COLUMNS)
 BUNDLE_COLUMNS = ("version", "created_at")
 BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
-READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity")
+READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity", *EXTRA_FIELDS, "boot", "seq")
 REJECTED_COLUMNS = ("reading_id", "node", "ts", "temperature", "humidity", "reason", "rejected_at")
 
 
@@ -195,6 +236,13 @@ class Writer(abc.ABC):
     and synced, or raises :class:`StorageUnavailable` when nothing was stored. Timestamps are the
     server's clock in ns, unique across all nodes and strictly increasing in commit order, even when
     the clock steps back, across restarts, across several writers and past pruned readings.
+
+    Two exceptions to "now", both in :meth:`append`: a kept reading (``age_s > 0``) is given the
+    time ``now - round(age_s * 1e9)``, moved forward 1 ns at a time until no reading of any node
+    has it (so still unique across nodes; not above the live ones); and a reading with a ``key``
+    its node has stored already (committed, or earlier in the same batch) is not stored again: its
+    answer is the stored reading's time, as a :class:`Duplicate`. Ids grow by one per stored
+    reading in commit order, aged or not (the forwarder's cursor misses nothing).
     """
 
     on_commit: Optional[Callable[[int, float], None]] = None  # callback(batch_size, seconds), for metrics
@@ -214,9 +262,14 @@ class Writer(abc.ABC):
         """Readings waiting for their transaction."""
 
     @abc.abstractmethod
-    async def append(self, node_id: int, temperature: float, humidity: float, *, create: bool = False) -> int:
+    async def append(
+        self, node_id: int, temperature: float, humidity: float, *, create: bool = False,
+        extra: ReadingExtra = NO_EXTRA, age_s: float = 0.0, key: Optional[tuple[str, int]] = None,
+    ) -> int:
         """Store one reading of node ``node_id`` (``create``: its first POST, which marks the node
-        created in the same transaction); its timestamp once durable."""
+        created in the same transaction) with its telemetry ``extra``, taken ``age_s`` seconds ago
+        (0: now), under its exactly-once ``key=(boot, seq)`` (None: none); its timestamp once
+        durable, or the stored one's (a :class:`Duplicate`) when ``key`` was stored before."""
 
     @abc.abstractmethod
     def unavailable(self, exc: StorageUnavailable) -> None:
@@ -347,8 +400,9 @@ class Storage(abc.ABC):
         ``synchronous`` is SQLite's durability (FULL: synced before the 202)."""
 
     @abc.abstractmethod
-    def add_readings(self, rows: Iterable[tuple[str, int, float, float]]) -> None:
-        """Store ``(node, ts_ns, temperature, humidity)`` rows with the timestamps given, in one
+    def add_readings(self, rows: Iterable[tuple]) -> None:
+        """Store ``(node, ts_ns, temperature, humidity)`` rows (or ``(node, ts_ns, temperature,
+        humidity, extra)`` with a :class:`ReadingExtra`) with the timestamps given, in one
         transaction and in the order given (imports, fixtures, benchmarks; the service stores
         through :meth:`writer`). Every node must be known (:meth:`ever_registered`), else
         :class:`NodeNotFound` and nothing is stored."""
@@ -360,21 +414,27 @@ class Storage(abc.ABC):
         """Id of the last reading InfluxDB acknowledged (0: none yet, so everything waits)."""
 
     def outbox_readings(
-        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None,
+        *, with_extra: bool = False,
     ) -> list[OutboxReading]:
-        """Up to ``limit`` readings with ``id > after_id`` in commit order (so in time order per node),
-        optionally only those with ``start_ns <= ts < stop_ns``: :meth:`outbox_rows` with names."""
+        """Up to ``limit`` readings with ``id > after_id`` in commit order (in time order per node,
+        but for kept readings, which arrive with an older time), optionally only those with
+        ``start_ns <= ts < stop_ns``: :meth:`outbox_rows` with names. ``with_extra``: each an
+        :class:`OutboxReadingExtra` (the telemetry after humidity)."""
         names = self.node_names()
-        return [OutboxReading(id_, names[node_id], ts, t, h)
-                for id_, node_id, ts, t, h in self.outbox_rows(after_id, limit, start_ns, stop_ns)]
+        rows = self.outbox_rows(after_id, limit, start_ns, stop_ns, with_extra=with_extra)
+        if with_extra:
+            return [OutboxReadingExtra(id_, names[node_id], *rest) for id_, node_id, *rest in rows]
+        return [OutboxReading(id_, names[node_id], ts, t, h) for id_, node_id, ts, t, h in rows]
 
     @abc.abstractmethod
     def outbox_rows(
-        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None,
+        *, with_extra: bool = False,
     ) -> list[OutboxRow]:
-        """What :meth:`outbox_readings` returns, as stored: ``(id, node_id, ts, temperature, humidity)``,
-        node ids in place of names (see :meth:`node_names`). The forwarder's fast path: no name
-        string and no object per reading."""
+        """What :meth:`outbox_readings` returns, as stored: ``(id, node_id, ts, temperature, humidity)``
+        (``with_extra``: then ``vbat, rssi, awake_ms, lost``), node ids in place of names (see
+        :meth:`node_names`). The forwarder's fast path: no name string and no object per reading."""
 
     @abc.abstractmethod
     def count_outbox(self, after_id: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None) -> int:
@@ -427,13 +487,18 @@ class Storage(abc.ABC):
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
         with_id: bool = False,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Iterator[list[tuple]]:
         """Yield lists of ``(ts_ns, node, temperature, humidity)`` in time order, ``batch`` rows at a time.
 
         ``start_ns`` is inclusive, ``stop_ns`` exclusive. ``after=(ts, id)`` resumes strictly after
-        that row of the order ``(ts, id)``; ``limit`` stops after that many rows; ``with_id`` appends
-        each row's id (a fifth item), which is what a resume point is made of. A node never
-        registered yields nothing. Memory stays constant whatever the range.
+        that row of the order ``(ts, id)``; ``limit`` stops after that many rows; ``with_extra``
+        puts the four :data:`EXTRA_FIELDS` after humidity; ``with_id`` appends each row's id (after
+        them), which is what a resume point is made of; ``ids=(lo, hi)`` keeps only the rows with
+        ``lo < id <= hi`` (None: no bound on that side), so a reader can go over the readings that
+        arrived since a pass (kept ones arrive with an older time). A node never registered yields
+        nothing. Memory stays constant whatever the range.
         """
 
     def export_lines(
@@ -445,12 +510,15 @@ class Storage(abc.ABC):
         *,
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
         """An engine's own fast path for the export (optional): the lines that
         :func:`tswarm.export.export_chunks` would write for :meth:`iter_readings` with the same
-        filters, in ``fmt`` (``csv`` without its header, or ``ndjson``), byte for byte, as
-        ``(text, rows)`` chunks of a few thousand lines. None (the default): the engine has none,
-        the export formats the rows in Python. Memory stays constant whatever the range."""
+        filters (``with_extra``: the lines with the telemetry), in ``fmt`` (``csv`` without its
+        header, or ``ndjson``), byte for byte, as ``(text, rows)`` chunks of a few thousand lines.
+        None (the default): the engine has none for these, the export formats the rows in Python.
+        Memory stays constant whatever the range."""
         return None
 
     @abc.abstractmethod
@@ -461,6 +529,7 @@ class Storage(abc.ABC):
         stop_ns: Optional[int] = None,
         *,
         after: Optional[tuple[int, int]] = None,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> int:
         """How many rows :meth:`iter_readings` would yield with the same filters (for progress bars)."""
 
@@ -473,6 +542,7 @@ class Storage(abc.ABC):
         *,
         after: Optional[tuple[int, int]] = None,
         limit: int,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[tuple[int, int]]:
         """``(ts, id)`` of the last row of a page of ``limit`` rows when more rows follow it, else None.
 

@@ -29,7 +29,7 @@ NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4",
               "text", "int8", "text", "int8", "int8", "text", "int8")  # + the fw_* columns
 BUNDLE_TYPES = ("text", "int8")
 BUNDLE_FILE_TYPES = ("text", "text", "text", "bytea")
-READING_TYPES = ("int8", "int8", "int8", "float8", "float8")
+READING_TYPES = ("int8", "int8", "int8", "float8", "float8", "float8", "int4", "int4", "int4", "text", "int4")
 REJECTED_TYPES = ("int8", "text", "int8", "float8", "float8", "text", "int8")
 
 

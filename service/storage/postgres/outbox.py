@@ -10,7 +10,7 @@ import psycopg
 from ..interface import FORWARD_CURSOR, OutboxReading, OutboxRow
 from .connection import Connections
 from .meta import get_meta, put_meta
-from .reads import where
+from .reads import EXTRA_SELECT, where
 
 
 class OutboxRoom(Connections):
@@ -19,11 +19,13 @@ class OutboxRoom(Connections):
             return int(get_meta(conn, FORWARD_CURSOR) or 0)
 
     def outbox_rows(
-        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None,
+        *, with_extra: bool = False,
     ) -> list[OutboxRow]:
         clause, params = where(after_id=after_id, start_ns=start_ns, stop_ns=stop_ns)
+        extra = EXTRA_SELECT if with_extra else ""
         return self._all(
-            f"SELECT id, node_id, ts, temperature, humidity FROM readings WHERE {clause} ORDER BY id LIMIT %s",
+            f"SELECT id, node_id, ts, temperature, humidity{extra} FROM readings WHERE {clause} ORDER BY id LIMIT %s",
             params + [limit],
         )
 

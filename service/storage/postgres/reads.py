@@ -11,10 +11,12 @@ import itertools
 from typing import Iterator, Optional
 
 from .. import ranges
+from ..interface import EXTRA_FIELDS
 from .connection import Connections
 from .export import line_chunks, odd_names
 
 _cursor_names = itertools.count(1)
+EXTRA_SELECT = "".join(f", readings.{column}" for column in EXTRA_FIELDS)  # after humidity, with_extra
 
 
 def where(**bounds) -> tuple[str, list]:
@@ -23,14 +25,15 @@ def where(**bounds) -> tuple[str, list]:
 
 
 class ReadsRoom(Connections):
-    def _time_range(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+    def _time_range(self, node, start_ns, stop_ns, after, ids=None) -> Optional[tuple[str, list]]:
         """The readers' WHERE clause, or None when ``node`` never existed."""
         node_id = None
         if node is not None:
             node_id = self._node_id(node)
             if node_id is None:
                 return None
-        return where(start_ns=start_ns, stop_ns=stop_ns, after=after, node_id=node_id)
+        lo, hi = (None, None) if ids is None else ids
+        return where(start_ns=start_ns, stop_ns=stop_ns, after=after, node_id=node_id, after_id=lo, up_to_id=hi)
 
     def _stream(self, sql: str, params: list, batch: int) -> Iterator[list[tuple]]:
         """The rows of ``sql``, ``batch`` at a time, through a named cursor (in a transaction of its
@@ -51,19 +54,24 @@ class ReadsRoom(Connections):
         *,
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
         """The export's lines written by the server (service/storage/postgres/export.py); None when a
-        node's name breaks the rule, so the generic path writes them."""
-        chunks = self._copy_export(fmt, node, start_ns, stop_ns, after, limit)
+        node's name breaks the rule, so the generic path writes them, and (until export.py writes
+        them) for the lines with the telemetry."""
+        if with_extra:
+            return None
+        chunks = self._copy_export(fmt, node, start_ns, stop_ns, after, limit, ids)
         if not next(chunks):
             chunks.close()
             return None
         return chunks
 
-    def _copy_export(self, fmt, node, start_ns, stop_ns, after, limit) -> Iterator:
+    def _copy_export(self, fmt, node, start_ns, stop_ns, after, limit, ids=None) -> Iterator:
         """First whether the server can write the lines, then their chunks; the names check and the
         lines in one snapshot (the caller's, or a REPEATABLE READ transaction of their own)."""
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         pinned = self._pinned is not None
         with self._transaction() as conn:  # inside a snapshot: a savepoint of it
             if not pinned:
@@ -88,13 +96,16 @@ class ReadsRoom(Connections):
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
         with_id: bool = False,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Iterator[list[tuple]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return
         clause, params = query
         sql = (
             "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
+            + (EXTRA_SELECT if with_extra else "")
             + (", readings.id" if with_id else "")
             + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
             " ORDER BY readings.ts, readings.id"
@@ -111,8 +122,9 @@ class ReadsRoom(Connections):
         stop_ns: Optional[int] = None,
         *,
         after: Optional[tuple[int, int]] = None,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> int:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return 0
         clause, params = query
@@ -126,8 +138,9 @@ class ReadsRoom(Connections):
         *,
         after: Optional[tuple[int, int]] = None,
         limit: int,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[tuple[int, int]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return None
         clause, params = query

@@ -8,7 +8,9 @@ refused (:class:`StorageUnusable`): an older tswarm must not write into it. The 
 the SQLite engine (service/storage/sqlite/schema.py), in PostgreSQL's types; names sort by bytes
 (``COLLATE "C"``), as in SQLite, whatever the database's locale. Version 2 adds the triggers that
 announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processes' caches; version 3
-the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables).
+the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables);
+version 4 each reading's telemetry and exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``,
+``lost``, ``boot``, ``seq`` columns and the unique index ``readings_node_key``).
 """
 from __future__ import annotations
 
@@ -134,8 +136,31 @@ def _to_v3(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 4: telemetry and kept readings (issue 15). Each reading's optional telemetry (NULL: not
+# sent) and its key (boot, seq), stored once per node: the partial unique index holds only readings
+# that have one (none before this version), and answers the writer's lookup of a key sent again.
+# Adding columns without a default rewrites nothing; building the index reads the readings table
+# once (it holds no entry yet), while inserts wait: under MIGRATION_LOCK, as every upgrade, so
+# instances starting together take turns and the later ones find it done.
+TELEMETRY_V4 = (
+    """ALTER TABLE readings
+    ADD COLUMN vbat     double precision,  -- supply/battery voltage, V
+    ADD COLUMN rssi     integer,           -- Wi-Fi RSSI, dBm
+    ADD COLUMN awake_ms integer,           -- how long the board's previous wake took
+    ADD COLUMN lost     integer,           -- kept readings the board dropped before this one
+    ADD COLUMN boot     text COLLATE "C",  -- the board's boot identity
+    ADD COLUMN seq      integer            -- the reading's sequence within boot""",
+    "CREATE UNIQUE INDEX readings_node_key ON readings (node_id, boot, seq) WHERE seq IS NOT NULL",
+)
+
+
+def _to_v4(conn: psycopg.Connection) -> None:
+    for statement in TELEMETRY_V4:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _to_v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

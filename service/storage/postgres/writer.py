@@ -15,20 +15,26 @@ the writer probes it (service/storage/group.py), so it recovers by itself when t
 """
 from __future__ import annotations
 
-import time
 from typing import Iterable, Optional
 
 import psycopg
 
-from ..group import GroupCommitWriter, Pending
-from ..interface import FORWARD_CURSOR, PRUNED_BEFORE, NodeNotFound, StorageUnavailable
+from ..group import GroupCommitWriter, Pending, stamp_batch
+from ..interface import FORWARD_CURSOR, NO_EXTRA, PRUNED_BEFORE, NodeNotFound, StorageUnavailable
 from .connection import Connections, connect, redact, unavailable
 from .schema import CLOCK_LOCK
 
 INSERT_READINGS = (
-    "INSERT INTO readings (id, node_id, ts, temperature, humidity)"
-    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[])"
+    "INSERT INTO readings (id, node_id, ts, temperature, humidity, vbat, rssi, awake_ms, lost, boot, seq)"
+    " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::float8[], %s::float8[],"
+    " %s::float8[], %s::integer[], %s::integer[], %s::integer[], %s::text[], %s::integer[])"
 )
+# The keys of a batch its nodes have stored already, in one round trip (readings_node_key).
+STORED_KEYS = (
+    "SELECT r.node_id, r.boot, r.seq, r.ts FROM unnest(%s::bigint[], %s::text[], %s::integer[]) AS k(node_id, boot, seq)"
+    " JOIN readings r ON r.node_id = k.node_id AND r.boot = k.boot AND r.seq = k.seq AND r.seq IS NOT NULL"
+)
+TAKEN = "SELECT EXISTS (SELECT 1 FROM readings WHERE ts = %s)"  # readings_ts
 # The newest timestamp ever handed out (the newest reading's, or an emptied journal's newest pruned
 # one's) and the newest id (never at or below the forward cursor, even when every reading was pruned).
 NEWEST = (
@@ -46,11 +52,23 @@ def take_clock(conn: psycopg.Connection) -> tuple[int, int]:
     return conn.execute(NEWEST, (PRUNED_BEFORE, FORWARD_CURSOR)).fetchone()
 
 
-def insert_readings(conn: psycopg.Connection, first_id: int, rows: list[tuple[int, int, float, float]]) -> None:
-    """Insert ``(node_id, ts, temperature, humidity)`` rows with ids from ``first_id``, in one statement."""
-    node_ids, stamps, temperatures, humidities = (list(column) for column in zip(*rows))
+def insert_readings(conn: psycopg.Connection, first_id: int, rows: list[tuple]) -> None:
+    """Insert ``(node_id, ts, temperature, humidity, vbat, rssi, awake_ms, lost, boot, seq)`` rows
+    with ids from ``first_id``, in one statement."""
+    if not rows:
+        return
+    columns = [list(column) for column in zip(*rows)]
     ids = list(range(first_id, first_id + len(rows)))
-    conn.execute(INSERT_READINGS, (ids, node_ids, stamps, temperatures, humidities))
+    conn.execute(INSERT_READINGS, (ids, *columns))
+
+
+def stored_keys(conn: psycopg.Connection, batch: list[Pending]) -> dict[tuple[int, str, int], int]:
+    """``(node_id, boot, seq) -> ts`` of the keys of ``batch`` stored already."""
+    keyed = [(item.node_id, *item.key) for item in batch if item.key is not None]
+    if not keyed:
+        return {}
+    node_ids, boots, seqs = (list(column) for column in zip(*keyed))
+    return {(n, b, q): ts for n, b, q, ts in conn.execute(STORED_KEYS, (node_ids, boots, seqs))}
 
 
 # Which rows of a batch whose COMMIT was sent are in the journal (ids are given once, under the
@@ -64,11 +82,12 @@ RETRY_LOCK_TIMEOUT = "5s"  # a retry waits this long for the clock (a cut sessio
 
 
 class _Cut(Exception):
-    """The connection failed under a batch's transaction. ``sent``: the batch's ``(ids, node_ids,
-    stamps)`` when its COMMIT had been sent (whether it committed is unknown), None when it failed
-    before (nothing of it committed: a session that ends rolls its transaction back)."""
+    """The connection failed under a batch's transaction. ``sent``: the ``(ids, node_ids, stamps)``
+    of the rows the batch inserted, and its answers, when its COMMIT had been sent (whether it
+    committed is unknown), None when it failed before (nothing of it committed: a session that
+    ends rolls its transaction back)."""
 
-    def __init__(self, sent: Optional[tuple[list[int], list[int], list[int]]] = None):
+    def __init__(self, sent: Optional[tuple[tuple[list[int], list[int], list[int]], list[int]]] = None):
         self.sent = sent
 
 
@@ -131,17 +150,22 @@ class PostgresWriter(GroupCommitWriter):
                     conn.execute(f"SET LOCAL lock_timeout = '{RETRY_LOCK_TIMEOUT}'")
                 last, last_id = take_clock(conn)
                 if sent is not None:
-                    found = conn.execute(FOUND, sent).fetchone()[0]
-                    if found == len(batch):  # it was committed: its answer was lost
+                    found = conn.execute(FOUND, sent[0]).fetchone()[0]
+                    if found == len(sent[0][0]):  # it was committed: its answer was lost
                         committing = sent
                     elif found:
                         raise StorageUnavailable("a batch whose commit went unanswered is in the journal only in part")
                 if committing is None:
-                    now = time.time_ns()
-                    rows = []
-                    for item in batch:
-                        last = now if now > last else last + 1
-                        rows.append((item.node_id, last, item.temperature, item.humidity))
+                    now = self.clock()
+                    known = stored_keys(conn, batch)
+                    answers, stamped = stamp_batch(
+                        batch, last, now, stored_key=lambda *key: known.get(key),
+                        taken=lambda ts: conn.execute(TAKEN, (ts,)).fetchone()[0],
+                    )
+                    rows = [
+                        (item.node_id, ts, item.temperature, item.humidity, *item.extra, *(item.key or (None, None)))
+                        for ts, item in stamped
+                    ]
                     insert_readings(conn, last_id + 1, rows)
                     created = sorted({item.node_id for item in batch if item.create})
                     if created:
@@ -150,11 +174,11 @@ class PostgresWriter(GroupCommitWriter):
                             (now, created),
                         )
                     ids = list(range(last_id + 1, last_id + 1 + len(rows)))
-                    committing = (ids, [row[0] for row in rows], [row[1] for row in rows])
+                    committing = (ids, [row[0] for row in rows], [row[1] for row in rows]), answers
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._drop()
             raise _Cut(committing if committing is not None else sent) from exc
-        return committing[2]
+        return committing[1]
 
     def _drop(self) -> None:
         """Let go of a connection that failed (its server may be gone); the next batch connects anew."""
@@ -170,19 +194,20 @@ class WriterRoom(Connections):
     def writer(self, *, synchronous: str = "FULL", max_batch: int = 5000, max_queue: int = 50_000) -> PostgresWriter:
         return PostgresWriter(self._url, synchronous=synchronous, max_batch=max_batch, max_queue=max_queue)
 
-    def add_readings(self, rows: Iterable[tuple[str, int, float, float]]) -> None:
+    def add_readings(self, rows: Iterable[tuple]) -> None:
         with self._transaction() as conn:
             ids = {name: id_ for id_, name in conn.execute("SELECT id, name FROM nodes")}
             _, last_id = take_clock(conn)
-            chunk: list[tuple[int, int, float, float]] = []
-            for node, ts, t, h in rows:
+            chunk: list[tuple] = []
+            for row in rows:
+                node, ts, t, h = row[:4]
+                vbat, *extra = row[4] if len(row) > 4 else NO_EXTRA
                 try:
-                    chunk.append((ids[node], ts, t, h))
+                    chunk.append((ids[node], ts, t, h, None if vbat is None else float(vbat), *extra, None, None))
                 except KeyError:
                     raise NodeNotFound(node) from None
                 if len(chunk) == CHUNK:
                     insert_readings(conn, last_id + 1, chunk)
                     last_id += len(chunk)
                     chunk = []
-            if chunk:
-                insert_readings(conn, last_id + 1, chunk)
+            insert_readings(conn, last_id + 1, chunk)

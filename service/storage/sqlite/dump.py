@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional, Union
 
 from ..interface import JournalCounts, JournalDump, StorageUnusable
-from ..interface import BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS
+from ..interface import BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS, READING_COLUMNS, REJECTED_COLUMNS
 from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, differences, journal_counts
 from .schema import DB_FILENAME, check_data_dir, open_connection, snapshot, transaction
 
@@ -114,9 +114,9 @@ def _copy(conn: sqlite3.Connection, dump: JournalDump, on_rows: Optional[Callabl
     conn.executemany(f"INSERT INTO bundles ({BUNDLES}) VALUES ({_marks(len(BUNDLE_COLUMNS))})", dump.bundles)
     conn.executemany(f"INSERT INTO bundle_files ({BUNDLE_FILES}) VALUES ({_marks(len(BUNDLE_FILE_COLUMNS))})", dump.bundle_files)
     for rows in dump.rejected:
-        conn.executemany(f"INSERT INTO rejected ({REJECTED}) VALUES ({_marks(7)})", rows)
+        conn.executemany(f"INSERT INTO rejected ({REJECTED}) VALUES ({_marks(len(REJECTED_COLUMNS))})", rows)
     for rows in dump.readings:
-        conn.executemany(f"INSERT INTO readings ({READINGS}) VALUES ({_marks(5)})", rows)
+        conn.executemany(f"INSERT INTO readings ({READINGS}) VALUES ({_marks(len(READING_COLUMNS))})", rows)
         if on_rows is not None:
             on_rows(len(rows))
     return journal_counts(conn)

@@ -8,7 +8,7 @@ from typing import Iterable, Optional
 
 from ..interface import FORWARD_CURSOR, OutboxReading, OutboxRow
 from .meta import get_meta, put_meta
-from .reads import where
+from .reads import EXTRA_SELECT, where
 from .schema import transaction
 
 
@@ -19,11 +19,13 @@ class OutboxRoom:
         return int(get_meta(self.conn, FORWARD_CURSOR) or 0)
 
     def outbox_rows(
-        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None
+        self, after_id: int, limit: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None,
+        *, with_extra: bool = False,
     ) -> list[OutboxRow]:
         clause, params = where(after_id=after_id, start_ns=start_ns, stop_ns=stop_ns)
+        extra = EXTRA_SELECT if with_extra else ""
         return self.conn.execute(
-            f"SELECT id, node_id, ts, temperature, humidity FROM readings WHERE {clause} ORDER BY id LIMIT ?",
+            f"SELECT id, node_id, ts, temperature, humidity{extra} FROM readings WHERE {clause} ORDER BY id LIMIT ?",
             params + [limit],
         ).fetchall()
 

@@ -6,8 +6,12 @@ import sqlite3
 from typing import Iterator, Optional
 
 from .. import ranges
+from ..interface import EXTRA_FIELDS
 from ..ranges import MAX_NS, MIN_NS
 from .schema import snapshot
+
+
+EXTRA_SELECT = "".join(f", readings.{column}" for column in EXTRA_FIELDS)  # after humidity, with_extra
 
 
 def where(**bounds) -> tuple[str, list]:
@@ -18,9 +22,10 @@ def where(**bounds) -> tuple[str, list]:
 class ReadsRoom:
     conn: sqlite3.Connection
 
-    def _time_range(self, node, start_ns, stop_ns, after) -> Optional[tuple[str, list]]:
+    def _time_range(self, node, start_ns, stop_ns, after, ids=None) -> Optional[tuple[str, list]]:
         """The readers' WHERE clause, or None when ``node`` never existed. Both time bounds are always
-        given, so SQLite walks readings_ts in order (no sort, constant memory)."""
+        given, so SQLite walks readings_ts in order (no sort, constant memory); ``ids=(lo, hi)``
+        (readings that arrived since a pass) may walk the ids instead."""
         node_id = None
         if node is not None:
             node_id = self._node_id(node)
@@ -31,6 +36,8 @@ class ReadsRoom:
             stop_ns=MAX_NS if stop_ns is None else stop_ns,
             after=after,
             node_id=node_id,
+            after_id=None if ids is None else ids[0],
+            up_to_id=None if ids is None else ids[1],
         )
 
     def count_readings(self) -> int:
@@ -46,14 +53,17 @@ class ReadsRoom:
         after: Optional[tuple[int, int]] = None,
         limit: Optional[int] = None,
         with_id: bool = False,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Iterator[list[tuple]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return
         clause, params = query
         # SQLite joins the node names in (an index lookup in C): rows come out ready to use.
         sql = (
             "SELECT readings.ts, COALESCE(nodes.name, '#' || readings.node_id), temperature, humidity"
+            + (EXTRA_SELECT if with_extra else "")
             + (", readings.id" if with_id else "")
             + f" FROM readings LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
             " ORDER BY readings.ts, readings.id"
@@ -75,8 +85,9 @@ class ReadsRoom:
         stop_ns: Optional[int] = None,
         *,
         after: Optional[tuple[int, int]] = None,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> int:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return 0
         clause, params = query
@@ -90,8 +101,9 @@ class ReadsRoom:
         *,
         after: Optional[tuple[int, int]] = None,
         limit: int,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[tuple[int, int]]:
-        query = self._time_range(node, start_ns, stop_ns, after)
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
         if query is None:
             return None
         clause, params = query

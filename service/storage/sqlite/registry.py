@@ -14,7 +14,8 @@ from .schema import transaction
 # in readings_node_ts (node_id, ts), which also holds the reading's id; the join fetches that row.
 LIST_NODES = f"""
 SELECT nodes.name, nodes.registered_at, nodes.created_at, nodes.halted, nodes.interval_s,
-       last.ts, last.temperature, last.humidity, {", ".join("nodes." + c for c in FIRMWARE_COLUMNS)}
+       last.ts, last.temperature, last.humidity, {", ".join("nodes." + c for c in FIRMWARE_COLUMNS)},
+       last.vbat, last.rssi, last.awake_ms
 FROM nodes
 LEFT JOIN readings AS last ON last.id = (
     SELECT newest.id FROM readings AS newest WHERE newest.node_id = nodes.id ORDER BY newest.ts DESC LIMIT 1
@@ -110,7 +111,8 @@ class RegistryRoom:
 
     def list_nodes(self) -> list[NodeStatus]:
         return [
-            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *row[:3], FirmwareState(*row[3:]))
+            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *row[:3], FirmwareState(*row[3:-3]),
+                       *row[-3:])
             for name, registered_at, created_at, halted, interval_s, *row in self.conn.execute(LIST_NODES)
         ]
 

@@ -4,7 +4,9 @@ The schema version is ``PRAGMA user_version``. Opening a journal brings it to :d
 by running the migrations it lacks, in one write transaction (another process opening it at the same
 time waits, then finds nothing to do). Version 0 is an empty file or a journal of tswarm before
 versions were kept (the same tables as version 1); version 2 adds the firmware room (each node's
-``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables). A journal of a newer version than
+``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables); version 3 each reading's telemetry
+and its exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``, ``lost``, ``boot``, ``seq`` columns
+and the unique index ``readings_node_key``). A journal of a newer version than
 this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
@@ -92,8 +94,28 @@ def _to_v2(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 3: telemetry and kept readings (issue 15). Each reading's optional telemetry (NULL: not
+# sent) and its key (boot, seq), stored once per node: the partial unique index holds only readings
+# that have one (every reading before this version has none), and answers the writer's lookup of a
+# key sent again. Adding a column is O(1) in SQLite; the index is built by one scan of readings.
+TELEMETRY_V3 = (
+    "ALTER TABLE readings ADD COLUMN vbat REAL",  # supply/battery voltage, V
+    "ALTER TABLE readings ADD COLUMN rssi INTEGER",  # Wi-Fi RSSI, dBm
+    "ALTER TABLE readings ADD COLUMN awake_ms INTEGER",  # how long the board's previous wake took
+    "ALTER TABLE readings ADD COLUMN lost INTEGER",  # kept readings the board dropped before this one
+    "ALTER TABLE readings ADD COLUMN boot TEXT",  # the board's boot identity
+    "ALTER TABLE readings ADD COLUMN seq INTEGER",  # the reading's sequence within boot
+    "CREATE UNIQUE INDEX readings_node_key ON readings (node_id, boot, seq) WHERE seq IS NOT NULL",
+)
+
+
+def _to_v3(conn: sqlite3.Connection) -> None:
+    for statement in TELEMETRY_V3:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,15 +8,19 @@ unique because the newest one is read under the write lock.
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 from typing import Iterable
 
-from ..group import GroupCommitWriter, Pending
-from ..interface import FORWARD_CURSOR, PRUNED_BEFORE, NodeNotFound
+from ..group import GroupCommitWriter, Pending, stamp_batch
+from ..interface import FORWARD_CURSOR, NO_EXTRA, PRUNED_BEFORE, NodeNotFound
 from .schema import connect, transaction
 
-INSERT_READING = "INSERT INTO readings (id, node_id, ts, temperature, humidity) VALUES (?, ?, ?, ?, ?)"
+INSERT_READING = (
+    "INSERT INTO readings (id, node_id, ts, temperature, humidity, vbat, rssi, awake_ms, lost, boot, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+STORED_KEY = "SELECT ts FROM readings WHERE node_id = ? AND boot = ? AND seq = ?"  # readings_node_key
+TAKEN = "SELECT 1 FROM readings WHERE ts = ? LIMIT 1"  # readings_ts
 
 
 def newest_stamp(conn: sqlite3.Connection) -> int:
@@ -59,18 +63,30 @@ class SqliteWriter(GroupCommitWriter):
             # node's reading that shares one), and strictly increasing in commit order, even if the
             # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
             # several writer processes (`tswarm serve --workers N`) take turns and never repeat one.
+            # A kept reading (age) takes an older time that no reading of any node has, and a key
+            # stored before is answered with its time (group.py's stamp_batch): both looked up under
+            # the same lock, so two writers never store one key twice nor share a time.
             last, id_ = newest_stamp(conn), newest_id(conn)
-            now = time.time_ns()
-            rows = []
-            for item in batch:
-                last = now if now > last else last + 1
-                id_ += 1
-                rows.append((id_, item.node_id, last, item.temperature, item.humidity))
+            now = self.clock()
+            answers, stamped = stamp_batch(
+                batch, last, now,
+                stored_key=lambda node_id, boot, seq: _first(conn.execute(STORED_KEY, (node_id, boot, seq))),
+                taken=lambda ts: conn.execute(TAKEN, (ts,)).fetchone() is not None,
+            )
+            rows = [
+                (id_, item.node_id, ts, item.temperature, item.humidity, *item.extra, *(item.key or (None, None)))
+                for id_, (ts, item) in enumerate(stamped, id_ + 1)
+            ]
             created = [(now, item.node_id) for item in batch if item.create]
             conn.executemany(INSERT_READING, rows)
             if created:
                 conn.executemany("UPDATE nodes SET created_at = ? WHERE id = ? AND created_at IS NULL", created)
-        return [row[2] for row in rows]
+        return answers
+
+
+def _first(cur: sqlite3.Cursor):
+    row = cur.fetchone()
+    return None if row is None else row[0]
 
 
 class WriterRoom:
@@ -80,13 +96,17 @@ class WriterRoom:
     def writer(self, *, synchronous: str = "FULL", max_batch: int = 5000, max_queue: int = 50_000) -> SqliteWriter:
         return SqliteWriter(self.path, synchronous=synchronous, max_batch=max_batch, max_queue=max_queue)
 
-    def add_readings(self, rows: Iterable[tuple[str, int, float, float]]) -> None:
+    def add_readings(self, rows: Iterable[tuple]) -> None:
         with transaction(self.conn):
             ids = {name: id_ for id_, name in self.conn.execute("SELECT id, name FROM nodes")}
             after = newest_id(self.conn)
             try:
                 self.conn.executemany(
-                    INSERT_READING, ((after + i, ids[node], ts, t, h) for i, (node, ts, t, h) in enumerate(rows, 1))
+                    INSERT_READING,
+                    (
+                        (after + i, ids[row[0]], *row[1:4], *(row[4] if len(row) > 4 else NO_EXTRA), None, None)
+                        for i, row in enumerate(rows, 1)
+                    ),
                 )
             except KeyError as exc:
                 raise NodeNotFound(exc.args[0]) from None
