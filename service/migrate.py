@@ -4,7 +4,7 @@ an empty place of another engine, whole, and checks the copy.
 From SQLite (the data dir) to PostgreSQL (``--to postgres://...``), or back (``DATABASE_URL`` set,
 ``--to`` a data dir without a journal), or from one PostgreSQL database to another. Everything moves
 as stored: node ids, names and password hashes (nodes keep their passwords: no reflash), the created
-mark, halts and intervals, removed nodes, readings with their ids and timestamps (so the forward
+mark, halts and intervals, removed nodes, readings with their ids, timestamps, telemetry and keys (so the forward
 cursor keeps meaning "InfluxDB has everything up to here"), rejected readings, every meta value
 (the cursor, the forwarder's last error, halt-all, the retention horizon), and the over-the-air
 updates: the firmware bundles kept, and each node's firmware state (what it runs, what is staged for

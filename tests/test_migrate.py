@@ -17,7 +17,9 @@ from hypothesis import given, settings, strategies as st
 from tswarm.datadir import hold_data_dir
 from tswarm.migrate import MigrateError, Target, migrate
 from tswarm.settings import Config
-from tswarm.storage import DB_FILENAME, FORWARD_LAST_ERROR, READ_TOKEN, Storage, StorageUnusable, open_storage
+from tswarm.storage import (
+    DB_FILENAME, FORWARD_LAST_ERROR, READ_TOKEN, Duplicate, ReadingExtra, Storage, StorageUnusable, open_storage,
+)
 from tswarm.tokens import kept_read_token
 
 from .conftest import NS, nodes_table, register, test_config
@@ -40,8 +42,9 @@ def view(s: Storage) -> dict:
         "names": names,
         "registered": {n: s.is_registered(n) for n in names.values()},
         "halted_all": s.halted_all(),
-        "readings": [r for rows in s.iter_readings(with_id=True) for r in rows],
-        "outbox": [tuple(r) for r in s.outbox_rows(0, 10**6)],
+        "readings": [r for rows in s.iter_readings(with_id=True, with_extra=True) for r in rows],
+        "outbox": [tuple(r) for r in s.outbox_rows(0, 10**6, with_extra=True)],
+        "telemetry": [(n.name, n.last_vbat, n.last_rssi, n.last_awake_ms) for n in s.list_nodes()],
         "last_reading_id": s.last_reading_id(),
         "cursor": s.forward_cursor(),
         "last_error": s.meta(FORWARD_LAST_ERROR),
@@ -69,7 +72,7 @@ def fill(journal: Storage) -> None:
     journal.remove_node("garage")  # removed: its reading stays, its id keeps its name
     journal.add_readings([
         ("kitchen", FUTURE - 5 * NS, 21.5, 40.0), ("attic", FUTURE - 4 * NS, -3.25, 80.0),
-        ("kitchen", FUTURE - 3 * NS, 21.75, 41.0), ("attic", FUTURE, 5.0, 70.5),
+        ("kitchen", FUTURE - 3 * NS, 21.75, 41.0, ReadingExtra(vbat=3.3)), ("attic", FUTURE, 5.0, 70.5, ReadingExtra(4.1, -55, 2000, 3)),
     ])
     journal.prune_readings(FUTURE - 4 * NS, up_to_id=2)  # the garage's and the kitchen's first go
     first = journal.outbox_readings(0, 10)[0]
@@ -139,6 +142,26 @@ async def test_after_the_move_nodes_authenticate_and_the_next_reading_comes_afte
         assert FUTURE < newest[0][0] < newest[1][0]  # stamped after the newest copied one, still increasing
         copy.add_node("shed", "h")  # node ids go on after the copied ones too
         assert copy.node_auth("shed").id == 5
+
+
+async def test_the_telemetry_and_the_keys_move_too(journal, run, postgres_url):
+    """A reading sent again after the move (its 202 lost just before it) is still a duplicate there."""
+    register(journal, "kitchen", PW, created=True)
+    node_id = journal.node_auth("kitchen").id
+    writer = journal.writer()
+    await writer.start()
+    first = await writer.append(node_id, 20.0, 50.0, extra=ReadingExtra(3.6, -70, 1500, 1), key=("k1", 41), age_s=60)
+    await writer.close()
+    before = view(journal)
+    assert before["readings"] == [(first, "kitchen", 20.0, 50.0, 3.6, -70, 1500, 1, 1)]
+    assert run("migrate", "--to", postgres_url).exit_code == 0
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert view(copy) == before
+        writer = copy.writer()
+        await writer.start()
+        again = await writer.append(node_id, 20.0, 50.0, key=("k1", 41))
+        await writer.close()
+        assert isinstance(again, Duplicate) and again == first and copy.count_readings() == 1
 
 
 def test_the_way_back_into_an_empty_data_dir(full, run, postgres_url, tmp_path, monkeypatch):
@@ -353,6 +376,8 @@ def test_a_failed_way_back_leaves_no_journal_in_the_data_dir(run, postgres_url, 
 NAMES = st.text("abkz09_.-", min_size=1, max_size=6).filter(lambda s: s[0].isalnum())
 TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
 VALUE = st.floats(allow_nan=False, allow_infinity=False)
+EXTRA = st.builds(ReadingExtra, st.none() | st.floats(0.01, 20.0), st.none() | st.integers(-127, 0),
+                  st.none() | st.integers(0, 3_600_000), st.none() | st.integers(0, 1_000_000))
 NODE = st.fixed_dictionaries({
     "hash": TEXT, "created": st.booleans(), "halted": st.booleans(), "removed": st.booleans(),
     "interval": st.integers(60, 86_400),
@@ -363,7 +388,7 @@ NODE = st.fixed_dictionaries({
 @settings(max_examples=15)
 @given(
     nodes=st.dictionaries(NAMES, NODE, max_size=4),
-    readings=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 10**12), VALUE, VALUE), max_size=12),
+    readings=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 10**12), VALUE, VALUE, EXTRA), max_size=12),
     forwarded=st.integers(0, 12),
     rejected=st.lists(st.tuples(st.integers(0, 11), TEXT), max_size=3),
     prune=st.booleans(),
@@ -390,9 +415,9 @@ def test_any_small_journal_moves_there_and_back_unchanged(
                     source.report_firmware(name, node["running"], node["rolled_back"], 3)
             names = sorted(nodes)
             ts, rows = 0, []
-            for i, step, t, h in readings if names else ():
+            for i, step, t, h, extra in readings if names else ():
                 ts += step
-                rows.append((names[i % len(names)], ts, t, h))
+                rows.append((names[i % len(names)], ts, t, h, extra))
             source.add_readings(rows)
             for name, node in nodes.items():
                 if node["removed"]:

@@ -1,8 +1,9 @@
 """The SQLite journal's file: pragmas, the schema version, and upgrades of older journals.
 
 The old journals are built from tests/storage/data/journal-v0.sql, a dump of a journal made by tswarm
-before schema versions, and journal-v1.sql, one of version 1 (before over-the-air updates);
-everything is checked through the storage interface.
+before schema versions, journal-v1.sql, one of version 1 (before over-the-air updates), and
+journal-v2.sql, one of version 2 (before telemetry and kept readings); everything is checked
+through the storage interface.
 """
 import sqlite3
 import threading
@@ -12,12 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from tswarm.cli import cli
-from tswarm.storage import DB_FILENAME, BundleFile, FirmwareState, StorageUnusable, open_storage
+from tswarm.storage import DB_FILENAME, BundleFile, Duplicate, FirmwareState, ReadingExtra, StorageUnusable, open_storage
 from tswarm.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 from tswarm.storage.sqlite.schema import connect, upgrade
 
 V0_DUMP = Path(__file__).parent / "data" / "journal-v0.sql"
 V1_DUMP = Path(__file__).parent / "data" / "journal-v1.sql"
+V2_DUMP = Path(__file__).parent / "data" / "journal-v2.sql"
 
 
 @pytest.fixture
@@ -175,3 +177,73 @@ def test_a_version_1_journal_gains_the_firmware_room_and_keeps_every_node_and_re
     assert _version(v1_dir / DB_FILENAME) == SCHEMA_VERSION >= 2
     with open_storage(v1_dir) as storage:  # opened again: nothing to do, everything kept
         assert storage.firmware_state("porch").updated_at == 7 and storage.count_readings() == 3
+
+
+@pytest.fixture
+def v2_dir(tmp_path) -> Path:
+    """A data dir holding the journal of journal-v2.sql (user_version 2: no telemetry columns, no key index)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    conn = sqlite3.connect(data_dir / DB_FILENAME)
+    conn.executescript(V2_DUMP.read_text())
+    conn.close()
+    return data_dir
+
+
+async def test_a_version_2_journal_gains_the_telemetry_and_keeps_every_node_reading_and_bundle(v2_dir):
+    assert _version(v2_dir / DB_FILENAME) == 2
+    with open_storage(v2_dir) as storage:
+        assert [(n.name, n.created_at, n.halted, n.interval_s, n.last_ts, n.firmware.running, n.last_vbat)
+                for n in storage.list_nodes()] == [
+            ("attic", None, True, 300, 1700000200000000000, None, None),
+            ("porch", 1700000001000000000, False, 900, 1700000200000000001, "v1", None),
+        ]
+        assert [r for batch in storage.iter_readings(with_extra=True, with_id=True) for r in batch] == [
+            (1700000100000000000, "porch", 21.5, 40.0, None, None, None, None, 1),
+            (1700000100000000001, "gone", 9.0, 90.0, None, None, None, None, 2),
+            (1700000200000000000, "attic", 18.5, 56.0, None, None, None, None, 3),
+            (1700000200000000001, "porch", 22.0, 41.0, None, None, None, None, 4),
+        ]
+        assert storage.forward_cursor() == 2 and storage.count_outbox(2) == 2
+        assert storage.bundle_file("v1", "node.py") == b"x" and storage.firmware_state("porch").staged == "v1"
+        writer = storage.writer()  # and the new columns and the key work
+        await writer.start()
+        porch = storage.node_auth("porch").id
+        first = await writer.append(porch, 1.0, 2.0, extra=ReadingExtra(3.3, -70, 900, 0), key=("b", 1))
+        again = await writer.append(porch, 1.0, 2.0, key=("b", 1))
+        await writer.close()
+        assert first > 1700000200000000001 and isinstance(again, Duplicate) and again == first
+        assert storage.last_reading_id() == 5 and storage.list_nodes()[1].last_rssi == -70
+    assert _version(v2_dir / DB_FILENAME) == SCHEMA_VERSION >= 3
+    conn = sqlite3.connect(v2_dir / DB_FILENAME)
+    try:
+        assert conn.execute("SELECT sql FROM sqlite_master WHERE name = 'readings_node_key'").fetchone() == (
+            "CREATE UNIQUE INDEX readings_node_key ON readings (node_id, boot, seq) WHERE seq IS NOT NULL",
+        )
+    finally:
+        conn.close()
+
+
+def test_several_processes_upgrading_a_version_2_journal_at_once_all_open_it(tmp_path):
+    for round_ in range(5):
+        data_dir = tmp_path / f"data-{round_}"
+        data_dir.mkdir()
+        conn = sqlite3.connect(data_dir / DB_FILENAME)
+        conn.executescript(V2_DUMP.read_text())
+        conn.close()
+        errors = []
+
+        def open_one():
+            try:
+                SqliteStorage.open(data_dir).close()
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and _version(data_dir / DB_FILENAME) == SCHEMA_VERSION, round_
+        with open_storage(data_dir) as storage:
+            assert storage.count_readings() == 4

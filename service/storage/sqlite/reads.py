@@ -11,6 +11,7 @@ from ..ranges import MAX_NS, MIN_NS
 from .schema import snapshot
 
 
+ID_WINDOW = 50_000  # ids=(lo, hi) at most this wide: walked by id and sorted (a few MB at most)
 EXTRA_SELECT = "".join(f", readings.{column}" for column in EXTRA_FIELDS)  # after humidity, with_extra
 
 
@@ -24,20 +25,23 @@ class ReadsRoom:
 
     def _time_range(self, node, start_ns, stop_ns, after, ids=None) -> Optional[tuple[str, list]]:
         """The readers' WHERE clause, or None when ``node`` never existed. Both time bounds are always
-        given, so SQLite walks readings_ts in order (no sort, constant memory); ``ids=(lo, hi)``
-        (readings that arrived since a pass) may walk the ids instead."""
+        given, so SQLite walks readings_ts in order (no sort, constant memory); but for a narrow id
+        window (``ids=(lo, hi)``, at most :data:`ID_WINDOW` ids: the readings that arrived since a
+        pass) it walks those ids and sorts them, rather than the whole time range."""
         node_id = None
         if node is not None:
             node_id = self._node_id(node)
             if node_id is None:
                 return None
+        lo, hi = (None, None) if ids is None else ids
         return where(
             start_ns=MIN_NS if start_ns is None else start_ns,
             stop_ns=MAX_NS if stop_ns is None else stop_ns,
             after=after,
             node_id=node_id,
-            after_id=None if ids is None else ids[0],
-            up_to_id=None if ids is None else ids[1],
+            after_id=lo,
+            up_to_id=hi,
+            ts_unindexed=lo is not None and hi is not None and hi - lo <= ID_WINDOW,
         )
 
     def count_readings(self) -> int:
