@@ -28,6 +28,11 @@
 #     green    sending the reading
 #     red      this wake failed (sensor, Wi-Fi or server); about to sleep
 #     magenta  halted (423): awake with the REPL reachable, waiting to be reflashed
+#
+# Each reading goes with what keep.py knows (the battery when ``modules.battery`` says how to
+# measure it, the RSSI, how long the previous wake took, a boot identity and sequence), through RTC
+# memory: a reading that cannot be delivered stays there and goes out, oldest first, on the next
+# wake that works.
 try:
     from micropython import const
 except ImportError:  # CPython, for tests on the host
@@ -63,6 +68,10 @@ STATE = None
 # What the last 202/423 said beyond its status: "sleep" and "awake" (seconds), which win over
 # netconf.sleep and bound netconf.awake.
 ANSWER = {}
+try:
+    _T0 = time.ticks_ms()  # this wake began (about) here: the boot loader imports this first
+except AttributeError:  # CPython, for tests on the host
+    _T0 = 0
 
 # name: (red, green, blue)
 COLOURS = {
@@ -227,9 +236,10 @@ def _number(value):
     return "%d" % value if isinstance(value, int) else "%.1f" % value
 
 
-def payload(name, temperature, humidity):
-    # The request body of the node protocol: {"name": "<login>", "data": "<t> <h>"}.
-    return '{"name": %s, "data": "%s %s"}' % (json.dumps(name), _number(temperature), _number(humidity))
+def payload(name, temperature, humidity, more=""):
+    # The request body of the node protocol: {"name": "<login>", "data": "<t> <h>"}, and ``more``
+    # (', "key": value' pairs: the optional fields of docs/protocol.md) before the closing brace.
+    return '{"name": %s, "data": "%s %s"%s}' % (json.dumps(name), _number(temperature), _number(humidity), more)
 
 
 def _send(requests, method, url, body, headers):
@@ -283,7 +293,8 @@ def firmwareHeaders(headers):
 
 
 def uploadData(svconf, body):
-    # PUT the reading (POST when the service answers 405); the final HTTP status.
+    # Send one reading: PUT (POST when the service answers 405). (the final HTTP status, the URL
+    # that answered); the caller confirms the bundle on a 202/423 (answered).
     #
     # ``svconf.url`` first; ``svconf.url_local`` only when ``url`` fails: OSError (unreachable,
     # TLS refused) or whatever else requests raises (ValueError for a scheme it does not know,
@@ -308,9 +319,7 @@ def uploadData(svconf, body):
     if status == NOT_CREATED:
         status = _send(requests, "POST", url, body, headers)
     log(url, "answered", status)
-    if status in (ACCEPTED, HALTED):
-        answered(url, svconf["xauth"])
-    return status
+    return status, url
 
 
 def answered(url, xauth):
@@ -322,6 +331,7 @@ def answered(url, xauth):
     if STATE is None or not (offer or "trial" in STATE or "rolled_back" in STATE):
         return
     try:
+        sys.modules.pop("keep", None)  # this wake is done with it (wake): room for ota.py
         import ota
 
         STATE = ota.confirm(STATE)
@@ -344,6 +354,7 @@ def goToSleep(seconds=SLEEP_S):
     esp8266 = port() == "esp8266"
     if esp8266:
         seconds = min(seconds, _ESP8266_MAX_SLEEP_S)
+    clockOn(seconds)
     log("deep sleep", seconds, "s")
     if esp8266 and seconds <= _ESP_DEEPSLEEP_MAX_S:
         try:
@@ -368,6 +379,28 @@ def goToSleep(seconds=SLEEP_S):
         log("reset failed:", repr(exc))
 
 
+def clockOn(seconds):
+    # Before a deep sleep of ``seconds``: the clock RTC memory keeps (keep.py, whose layout this
+    # knows: b"ts1", a check byte, boot, seq, then the clock and awake ms at 14) moves on by this
+    # wake and that sleep, and this wake's length is kept for the next one's reading. Done here, not
+    # in keep.py, so that a wake that took an update (ota.py and its buffers in the heap) need not
+    # compile keep.py again. Never raises.
+    try:
+        import machine
+        import struct
+
+        rtc = machine.RTC()
+        data = bytearray(rtc.memory())
+        if len(data) < 26 or (len(data) - 26) % 15 or data[:3] != b"ts1" or data[3] != sum(data[4:]) & 0xFF:
+            return  # nothing of ours
+        awake = time.ticks_diff(time.ticks_ms(), _T0)
+        struct.pack_into("<II", data, 14, (struct.unpack_from("<I", data, 14)[0] + awake + seconds * 1000) & 0xFFFFFFFF, awake)
+        data[3] = sum(data[4:]) & 0xFF
+        rtc.memory(data)
+    except Exception as exc:
+        log("RTC memory:", repr(exc))
+
+
 def stayAwake(seconds=AWAKE_S):
     # Halted (423): stay awake ``seconds`` for reflashing, then return (main.py then sleeps).
     # Ctrl-C, which mpremote sends when it connects, ends the wait at once and leaves the REPL free.
@@ -376,9 +409,9 @@ def stayAwake(seconds=AWAKE_S):
 
 
 def wake(config):
-    # One wake: read the sensor, join Wi-Fi, send the reading. The HTTP status, or None when
-    # nothing was sent. Never raises an Exception (a KeyboardInterrupt from mpremote still does,
-    # so mpremote can always interrupt a wake).
+    # One wake: read the sensor (and the battery), join Wi-Fi, send the readings RTC memory keeps
+    # and this one (keep.py). The HTTP status, or None when nothing was answered. Never raises an
+    # Exception (a KeyboardInterrupt from mpremote still does, so mpremote can always interrupt).
     modules = None
     try:
         modules = config["modules"]
@@ -387,13 +420,23 @@ def wake(config):
         if reading is None:
             showColour(modules, "red")
             return None
+        import keep
+
+        esp8266 = port() == "esp8266"
+        kept = keep.load(esp8266, _T0)
+        kept.add(reading, keep.batteryVolts(modules, esp8266))
         showColour(modules, "blue")
-        if networkSetup(config["netconf"]) is None:
+        sta = networkSetup(config["netconf"])
+        if sta is None:
             showColour(modules, "red")
             return None
+        kept.heard(keep.signal(sta))
         showColour(modules, "green")
         svconf = config["svconf"]
-        status = uploadData(svconf, payload(svconf["login"], reading[0], reading[1]))
+        status, url = keep.deliver(kept, svconf["login"], lambda body: uploadData(svconf, body), payload)
+        kept = keep = None  # done with (RTC memory holds it all): room for ota.py
+        if url:  # the readings went first; now the bundle is confirmed, an update taken
+            answered(url, svconf["xauth"])
         showColour(modules, "magenta" if status == HALTED else "off" if status == ACCEPTED else "red")
         return status
     except Exception as exc:

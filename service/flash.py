@@ -44,7 +44,7 @@ def firmware_dir() -> Path:
     return here / "firmware"  # if missing, firmware_files says so
 
 
-FIRMWARE_FILES = ("node.py", "main.py", "ota.py")  # checked and copied in this order, then any other
+FIRMWARE_FILES = ("node.py", "main.py", "ota.py", "keep.py")  # checked and copied in this order, then any other
 # file of the bundle (bundles.shipped()), its ``version``, config.json (a board with new code and an
 # old config still works, a board with a new config and old code may not), and last ota.json, which
 # points the boot loader (main.py) at these files: a copy cut short before it leaves the board

@@ -2,8 +2,9 @@
 
 - :func:`boot`: run the real firmware/main.py once, as after a reset or a wake, with the
   stand-in `machine`, `network`, `dht`, `esp` modules of ``standins/`` (the scenario says which
-  networks exist, how often the sensor fails, which board it is). `requests` is the real
-  micropython-lib one frozen into this MicroPython build.
+  networks exist, how often the sensor fails, which board it is, what its ADC reads). `requests`
+  is the real micropython-lib one frozen into this MicroPython build. The board's RTC memory
+  (:func:`rtc_path`) outlives each boot, as it outlives a deep sleep; :func:`power_loss` clears it.
 - :class:`PtyBoard`: the Unix port's REPL on a pseudo-terminal, relayed to a second pty that real
   `mpremote` opens like /dev/ttyUSB0; the process's working directory is the board's flash.
 """
@@ -69,6 +70,16 @@ def install(board_dir: Path, config: dict | None) -> Path:
     return board_dir
 
 
+def rtc_path(board_dir: Path) -> Path:
+    """Where the stand-in `machine.RTC().memory()` of the board in ``board_dir`` lives."""
+    return board_dir.parent / f"{board_dir.name}-rtc.bin"
+
+
+def power_loss(board_dir: Path) -> None:
+    """The board loses power (batteries out): RTC memory is gone, the flash stays."""
+    rtc_path(board_dir).unlink(missing_ok=True)
+
+
 def install_files(board_dir: Path, files: dict[str, bytes | str]) -> Path:
     """Put other files on the board (an older firmware, a broken node.py), as mpremote would."""
     board_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +108,7 @@ def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interru
     (with the scenario's ``pause_at_write``: something done while the board waits)."""
     record = board_dir.parent / f"{board_dir.name}-events.jsonl"
     record.unlink(missing_ok=True)
-    scenario = {"board": "esp8266", **scenario, "record": str(record)}
+    scenario = {"board": "esp8266", **scenario, "record": str(record), "rtc": str(rtc_path(board_dir))}
     scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
     scenario_path.write_text(json.dumps(scenario))
     env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")

@@ -112,7 +112,10 @@ def test_authorization_header_is_exactly_what_the_seed_firmware_sent(make_node, 
 
     xauth = base64.b64encode(f"{name}:{PASSWORD}".encode()).decode()
     assert config["svconf"]["xauth"] == xauth
-    body = '{"name": "%s", "data": "23.4 45.1"}' % name
+    # the seed's body, then what this firmware adds (docs/protocol.md): the same boot and seq in the
+    # PUT and the POST (the 405 stored nothing), the RSSI of the joined network
+    boot_id = json.loads(put.request.split(b"\r\n\r\n", 1)[1])["boot"]
+    body = '{"name": "%s", "data": "23.4 45.1", "boot": "%s", "seq": 0, "rssi": -61}' % (name, boot_id)
     for exchange, method in ((put, "PUT"), (post, "POST")):
         head, sent_body = exchange.request.decode().split("\r\n\r\n", 1)
         request_line, *headers = head.split("\r\n")
@@ -132,7 +135,8 @@ def test_esp32_with_dht11_sends_integers_and_sleeps_with_machine_deepsleep(make_
     name, config = make_node("--board", "esp32", "--sensor", "dht11", "--sleep", "600")
     result = boot(install(tmp_path / "board", config), {**HOME, "board": "esp32", "temperature": 19, "humidity": 61})
 
-    assert [json.loads(e.request.split(b"\r\n\r\n", 1)[1]) for e in relay.take()][-1] == {"name": name, "data": "19 61"}
+    sent = [json.loads(e.request.split(b"\r\n\r\n", 1)[1]) for e in relay.take()][-1]
+    assert sent == {"name": name, "data": "19 61", "boot": sent["boot"], "seq": 0, "rssi": -61}
     assert result.slept == [{"ms": 600_000, "via": "machine.deepsleep"}]
     assert exported(firmware_service, name) == [(19.0, 61.0)]
 

@@ -8,7 +8,8 @@ watched through the override of builtins that MicroPython offers:
 - the flash: every file write (``open`` for writing, each ``write()`` to such a file, and
   ``os.rename``, ``os.remove``, ``os.mkdir`` through the ``os`` module the firmware imports) is
   counted and recorded as a "write" event ``{"n", "op", "path"}``. With the scenario's ``"kill_at_write": N`` the process is killed with SIGKILL
-  just before write N, as a power cut would (nothing of write N happens, nothing after it runs);
+  just before write N, as a power cut would (nothing of write N happens, nothing after it runs,
+  and RTC memory is gone);
   with ``"pause_at_write": N`` it prints ``tswarm-test: paused before write N`` and waits until
   the file ``scenario["resume"]`` exists (the test does something meanwhile, such as stopping the
   service).
@@ -23,7 +24,7 @@ BOARD = scenario["board"]
 _import = builtins.__import__
 _open = builtins.open
 _writes = [0]
-_ours = (scenario["record"],)
+_ours = (scenario["record"], scenario["rtc"])
 
 
 def _write(op, path):
@@ -33,6 +34,9 @@ def _write(op, path):
     n = _writes[0]
     if scenario.get("kill_at_write") == n:
         print("tswarm-test: power cut before write", n, op, path)
+        import machine
+
+        machine.lose_rtc_memory()  # RTC memory does not outlive a power loss
         _real_os.system("kill -9 $PPID")  # the shell's parent: this MicroPython process
         time.sleep(60)
     if scenario.get("pause_at_write") == n:

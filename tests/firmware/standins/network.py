@@ -1,9 +1,10 @@
 """Stand-in for MicroPython's `network` on ESP boards (runs in the Unix port, for tests).
 
 Only the SSIDs listed in the scenario's "ssids" exist; joining any other reports
-STAT_NO_AP_FOUND at once, as the ESP8266 does after its scan.
+STAT_NO_AP_FOUND at once, as the ESP8266 does after its scan. ``status("rssi")`` gives the joined
+network's RSSI (``scenario["rssi"]``, dBm; -61 unless it says), as both ports do.
 """
-from _scenario import record, scenario
+from _scenario import ESP32, record, scenario
 
 STA_IF = 0
 AP_IF = 1
@@ -46,7 +47,15 @@ class WLAN:
     def isconnected(self):
         return self._status == STAT_GOT_IP
 
-    def status(self):
+    def status(self, param=None):
+        if param is not None:  # only "rssi" here: the joined network's, in dBm
+            if param != "rssi":
+                raise ValueError("unknown status param")
+            if self._status == STAT_GOT_IP:
+                return scenario.get("rssi", -61)
+            if ESP32:
+                raise OSError("STA is not connected")  # esp_wifi_sta_get_ap_info fails
+            return 31  # what the ESP8266 SDK says when it cannot tell
         if self._status == STAT_CONNECTING:  # the rejoin ends at the first look
             self._status = STAT_GOT_IP if self._saved in scenario.get("ssids", []) else STAT_NO_AP_FOUND
             return STAT_CONNECTING
