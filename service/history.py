@@ -275,7 +275,7 @@ def _old_rows(journal: Storage, influx: InfluxHistory, node, old, limit, arrived
     """Below the horizon: InfluxDB and what the journal still holds there, each reading once, with
     the telemetry of the journal's copy where it has one. ``arrived``: readings a later pass has."""
     start_ns, stop_ns, after = old
-    from_influx = map(_padded, influx.readings(start_ns, stop_ns, node, after, None if arrived else limit))
+    from_influx = map(_padded, influx.readings(start_ns, stop_ns, node, after, None if arrived else limit, with_extra=True))
     # The readings still in the journal, with their telemetry, then iter_kept_below for the ones
     # InfluxDB refused for good (kept in a table of their own, without telemetry).
     in_journal = _in_node_order(
