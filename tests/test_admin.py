@@ -257,7 +257,7 @@ bodies = st.one_of(
 )
 
 
-@settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(ADMIN_ROUTES), body=bodies)
 async def test_any_json_body_gets_an_answer_with_json_never_a_5xx(admin, journal, route, body):
     method, path = route
@@ -465,7 +465,7 @@ firmware_bodies = st.one_of(
 )
 
 
-@settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, max_examples=75, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from([(m, p) for m, p, _ in FIRMWARE_ROUTES]), body=firmware_bodies)
 async def test_any_json_body_to_a_firmware_route_gets_json_never_a_5xx(admin, journal, route, body):
     method, path = route

@@ -122,7 +122,7 @@ def journals_and_exports(draw):
     return node_names, rows, args, draw(st.booleans()), draw(st.one_of(st.none(), st.integers(0, 40))), draw(st.integers(0, 3))
 
 
-@settings(max_examples=150, suppress_health_check=FUNCTION_FIXTURES)
+@settings(max_examples=60, suppress_health_check=FUNCTION_FIXTURES)
 @given(case=journals_and_exports())
 def test_copy_export_equals_the_generic_export_byte_for_byte(pg, monkeypatch, case):
     node_names, rows, args, by_node, after_row, id_shift = case
@@ -145,7 +145,7 @@ ints = st.one_of(st.none(), st.integers(-127, 0), st.integers(0, 3_600_000), st.
 extras = st.builds(ReadingExtra, vbats, ints, ints, ints)
 
 
-@settings(max_examples=100, suppress_health_check=FUNCTION_FIXTURES)
+@settings(max_examples=40, suppress_health_check=FUNCTION_FIXTURES)
 @given(rows=st.lists(st.tuples(times, temperatures, humidities, extras), min_size=1, max_size=30),
        fmt=st.sampled_from(["csv", "ndjson"]), cut=st.one_of(st.none(), st.integers(1, 30)))
 def test_copy_export_with_telemetry_equals_the_generic_export(pg, monkeypatch, rows, fmt, cut):

@@ -16,9 +16,9 @@ from tswarm.storage import open_storage
 
 from .load import Swarm, decode
 
-# 20 s each by default (some 8-10 kills), so that every fault test on both engines keeps the suite
+# 12 s each by default (some 5-6 kills), so that every fault test on both engines keeps the suite
 # within its time; `TSWARM_FAULT_SECONDS=600 make test-faults` for a long soak.
-SECONDS = float(os.environ.get("TSWARM_FAULT_SECONDS", "20"))
+SECONDS = float(os.environ.get("TSWARM_FAULT_SECONDS", "12"))
 PG_SECONDS = float(os.environ.get("TSWARM_FAULT_PG_SECONDS", SECONDS))
 PASSWORD = "fault-password"
 

@@ -14,7 +14,7 @@ from tests.servers import ServiceProcess
 from .load import Swarm, decode
 from .test_crash import PASSWORD, crash_under_load, register, seconds, stored_readings
 
-FLAP_SECONDS = float(os.environ.get("TSWARM_FAULT_FLAP_SECONDS", "30"))
+FLAP_SECONDS = float(os.environ.get("TSWARM_FAULT_FLAP_SECONDS", "18"))
 
 
 def influx_readings(server, db) -> collections.Counter:

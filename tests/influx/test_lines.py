@@ -77,7 +77,7 @@ SMALL = LineEncoder()
 SMALL.MAX_CACHED = 3  # caches that start again all the time
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(readings, max_size=30))
 def test_encoder_writes_what_point_writes(batch):
     expected = "\n".join(reference(r) for r in batch).encode()
@@ -86,7 +86,7 @@ def test_encoder_writes_what_point_writes(batch):
     assert SMALL.encode(batch) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(readings, max_size=30), st.integers(1, 5))
 def test_rows_with_node_ids_give_the_same_lines(batch, max_cached):
     """Rows as outbox_rows gives them: five items, or nine with the telemetry (with_extra=True)."""
