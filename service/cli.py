@@ -417,6 +417,14 @@ def settings(markdown):
 # -- firmware: tswarm flash, tswarm node config (the work is in service/flash.py) --------------
 
 
+def _battery_param(value):
+    if value is None or value.lower() == "vcc":
+        return None if value is None else "vcc"
+    if not value.isascii() or not value.isdigit():
+        raise click.BadParameter(f"give 'vcc' or an ADC pin number like 0 or 35, got {value!r}", param_hint="--battery")
+    return int(value)
+
+
 def _leds_param(value):
     if value is None:
         return None  # the board's default
@@ -444,6 +452,11 @@ def board_options(func):
         click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
         click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
         click.option("--sleep", type=int, default=300, show_default=True, help="Seconds of deep sleep between readings."),
+        click.option("--battery", default=None, callback=lambda c, p, v: _battery_param(v), metavar="vcc|PIN",
+                     help="Send the battery or supply voltage with each reading: 'vcc' (an ESP8266's own supply) or the"
+                     " ADC pin of a divider (0: an ESP8266's A0; an ESP32 GPIO such as 35) [default: none]."),
+        click.option("--battery-ratio", type=float, default=1.0, show_default=True,
+                     help="The divider in front of --battery's pin: volts at the battery per volt at the pin, e.g. 2."),
         click.option("--password", default=None, help="The node's password; a new one is generated when omitted."),
     ]
     for option in reversed(options):
@@ -538,6 +551,16 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
     if _given(ctx, "leds"):
         leds = _leds_param(options["leds"])
         modules["leds"] = [] if not leds else dict(zip(("red", "green", "blue"), leds))
+    if _given(ctx, "battery") or _given(ctx, "battery_ratio"):
+        from .flash import FlashError, battery_module, check_battery
+
+        if options["battery"] is None:
+            raise click.UsageError("--battery-ratio with --push needs --battery (the pin it divides for)")
+        try:
+            check_battery(options["battery"], options["battery_ratio"], None)
+        except FlashError as exc:
+            raise click.UsageError(str(exc)) from None
+        modules["battery"] = battery_module(options["battery"], options["battery_ratio"])
     if _given(ctx, "leds_active_low"):
         if modules.get("leds") == []:
             raise click.UsageError("--leds-active-low with --leds none: there is no LED")
@@ -545,7 +568,7 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
     patch = {key: value for key, value in (("netconf", netconf), ("modules", modules)) if value}
     if not patch:
         raise click.UsageError("--push needs at least one board option to change (--wifi-ssid/--wifi-password,"
-                               " --ip, --netmask, --gateway, --dns, --sensor, --dht-pin, --leds, --leds-active-low, --sleep)")
+                               " --ip, --netmask, --gateway, --dns, --sensor, --dht-pin, --leds, --leds-active-low, --sleep, --battery)")
     return patch
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from . import bundles
 from .nodes import EmptyPassword, Registration, password_or_generated, register as register_node
@@ -80,6 +80,8 @@ class BoardOptions:
     gateway: Optional[str] = None
     dns: Optional[str] = None
     sleep: int = DEFAULT_SLEEP_S
+    battery: Optional[Union[str, int]] = None  # None: no vbat; "vcc" (ESP8266's own supply) or an ADC GPIO
+    battery_ratio: float = 1.0  # the divider in front of the ADC pin: volts at the battery / volts at the pin
 
     def validate(self) -> None:
         if self.board not in BOARDS:
@@ -101,10 +103,35 @@ class BoardOptions:
                         ipaddress.IPv4Address(value)
                     except ValueError:
                         raise FlashError(f"{what} {value!r} is not an IPv4 address like 192.168.1.50") from None
+        check_battery(self.battery, self.battery_ratio, self.board)
         if self.sleep < 10:
             raise FlashError(f"--sleep must be at least 10 seconds, got {self.sleep}")
         if self.board == "esp8266" and self.sleep > 4200:
             raise FlashError("an ESP8266 cannot deep-sleep longer than about 71 minutes; --sleep at most 4200")
+
+
+ESP32_ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39, 0, 2, 4, 12, 13, 14, 15, 25, 26, 27)  # ADC1, then ADC2
+
+
+def check_battery(source, ratio: float, board: Optional[str]) -> None:
+    """``--battery`` and ``--battery-ratio`` for ``board`` (None: a config push, the board not known)."""
+    if not 0 < ratio <= 20:
+        raise FlashError(f"--battery-ratio must be above 0 and at most 20 (volts at the battery per volt at the pin), got {ratio:g}")
+    if source is None:
+        return
+    if source == "vcc":
+        if board == "esp32":
+            raise FlashError("--battery vcc is the ESP8266's own supply; on an ESP32 give the ADC pin of the divider, e.g. 35")
+        return
+    if board == "esp8266" and source != 0:
+        raise FlashError(f"an ESP8266 has one ADC pin, A0: --battery 0 (or vcc), got {source}")
+    if board == "esp32" and source not in ESP32_ADC_PINS:
+        raise FlashError(f"GPIO{source} of an ESP32 is no ADC pin; use one of GPIO32-39 (ADC1), e.g. --battery 35")
+
+
+def battery_module(source, ratio: float) -> dict:
+    """``modules.battery`` of config.json (the firmware's keep.py reads it; atten stays its default, 11 dB)."""
+    return {"adc": "vcc"} if source == "vcc" else {"adc": source, "ratio": ratio}
 
 
 def build_config(node_svconf: dict, options: BoardOptions) -> dict:
@@ -116,6 +143,8 @@ def build_config(node_svconf: dict, options: BoardOptions) -> dict:
     if leds:
         red, green, blue = leds
         modules["leds"] = {"red": red, "green": green, "blue": blue, "active_low": options.leds_active_low}
+    if options.battery is not None:
+        modules["battery"] = battery_module(options.battery, options.battery_ratio)
     netconf: dict = {"ssid": list(options.ssids), "password": list(options.passwords)}
     if options.ip is not None:
         netconf.update(ip=options.ip, netmask=options.netmask, gateway=options.gateway,

@@ -179,6 +179,8 @@ PUSHES = {
     "no-leds": (["--leds", "none"], {"modules": {"leds": []}}),
     "active-low-alone": (["--leds-active-low"], {"modules": {"leds": {"active_low": True}}}),
     "default-value-typed": (["--sensor", "dht22"], {"modules": {"sensor": "dht22"}}),
+    "battery-divider": (["--battery", "35", "--battery-ratio", "2"], {"modules": {"battery": {"adc": 35, "ratio": 2.0}}}),
+    "battery-vcc": (["--battery", "VCC"], {"modules": {"battery": {"adc": "vcc"}}}),
 }
 
 
@@ -225,6 +227,9 @@ REFUSED = {
     "short-sleep": (["--sleep", "5"], 2, "must be 10 to 604800 seconds"),
     "bad-leds": (["--leds", "1,2"], 2, "three GPIO numbers"),
     "active-low-no-leds": (["--leds", "none", "--leds-active-low"], 2, "there is no LED"),
+    "battery-ratio-alone": (["--battery-ratio", "2"], 2, "--battery-ratio with --push needs --battery"),
+    "battery-not-a-pin": (["--battery", "A0"], 2, "give 'vcc' or an ADC pin number like 0 or 35"),
+    "battery-ratio-zero": (["--battery", "0", "--battery-ratio", "0"], 2, "--battery-ratio must be above 0"),
 }
 
 

@@ -39,6 +39,16 @@ def test_config_for_esp32_with_dht11_dhcp_and_no_leds():
     }
 
 
+@pytest.mark.parametrize("options, battery", [
+    (BoardOptions(battery="vcc"), {"adc": "vcc"}),
+    (BoardOptions(battery=0, battery_ratio=4.2), {"adc": 0, "ratio": 4.2}),
+    (BoardOptions(board="esp32", battery=35, battery_ratio=2.0), {"adc": 35, "ratio": 2.0}),
+])
+def test_battery_options_write_what_the_firmware_reads(options, battery):
+    assert build_config(SVCONF, options)["modules"]["battery"] == battery
+    assert "battery" not in build_config(SVCONF, BoardOptions())["modules"]  # none unless asked
+
+
 def test_config_sample_has_the_shape_build_config_makes():
     from tswarm.flash import firmware_dir
 
@@ -57,6 +67,10 @@ def test_config_sample_has_the_shape_build_config_makes():
     (BoardOptions(sleep=5), "--sleep must be at least 10 seconds"),
     (BoardOptions(sleep=7200), "an ESP8266 cannot deep-sleep longer than about 71 minutes"),
     (BoardOptions(board="rp2040"), "board must be one of esp8266, esp32"),
+    (BoardOptions(battery=3), "an ESP8266 has one ADC pin, A0: --battery 0 (or vcc), got 3"),
+    (BoardOptions(board="esp32", battery="vcc"), "--battery vcc is the ESP8266's own supply"),
+    (BoardOptions(board="esp32", battery=5), "GPIO5 of an ESP32 is no ADC pin"),
+    (BoardOptions(battery=0, battery_ratio=0), "--battery-ratio must be above 0"),
 ])
 def test_bad_options_are_refused_with_what_to_fix(options, message):
     with pytest.raises(FlashError) as exc:
