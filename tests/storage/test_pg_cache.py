@@ -415,22 +415,30 @@ def test_a_version_1_journal_is_upgraded_with_the_triggers(postgres):
 UPGRADE = """
 import sys
 from tswarm.storage.postgres import PostgresStorage
+print("ready", flush=True)  # Python and tswarm imported
 sys.stdin.readline()  # the go of the test: both open at once
 PostgresStorage(sys.argv[1]).close()
 """
 
 
-def test_two_processes_upgrading_a_version_1_journal_at_once_both_open_it(postgres):
-    url = postgres.new_database()
-    _at_version_1(url)
-    procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, url], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    time.sleep(1)  # both started: Python and tswarm imported
+def upgrade_at_once(url: str, processes: int = 2) -> None:
+    """Open the journal at ``url`` from ``processes`` processes at the same moment (each started and
+    ready before any is told to go): each must open it, so the upgrade ran once, safely."""
+    procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(processes)]
+    for proc in procs:
+        assert proc.stdout.readline() == "ready\n", proc.communicate(timeout=60)[1]
     for proc in procs:
         proc.stdin.write("go\n")
         proc.stdin.flush()
     errors = [proc.communicate(timeout=60)[1] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], errors
+    assert [proc.returncode for proc in procs] == [0] * processes, errors
+
+
+def test_two_processes_upgrading_a_version_1_journal_at_once_both_open_it(postgres):
+    url = postgres.new_database()
+    _at_version_1(url)
+    upgrade_at_once(url)
     assert _sql(url, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
     triggers = _triggers(url)
     assert len(triggers) == len(set(triggers)) == len([s for s in schema.TRIGGERS_V2 if "CREATE TRIGGER" in s])

@@ -18,7 +18,7 @@ import psycopg
 from tswarm.storage import FirmwareState
 from tswarm.storage.postgres import PostgresStorage, schema
 
-from .test_pg_cache import UPGRADE, _sql, cached, eventually, pg  # noqa: F401 - pg is a fixture
+from .test_pg_cache import upgrade_at_once, _sql, cached, eventually, pg  # noqa: F401 - pg is a fixture
 
 STAGE = """
 import sys
@@ -65,14 +65,7 @@ def test_a_version_2_journal_gains_the_firmware_room_and_keeps_its_nodes(postgre
 def test_two_processes_upgrading_a_version_2_journal_at_once_both_open_it(postgres):
     url = postgres.new_database()
     _at_version_2(url)
-    procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, url], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    time.sleep(1)  # both started: Python and tswarm imported
-    for proc in procs:
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    errors = [proc.communicate(timeout=60)[1] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], errors
+    upgrade_at_once(url)
     assert _sql(url, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
     assert _sql(url, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'nodes'"
                      " AND starts_with(column_name, 'fw_')") == [(7,)]

@@ -19,7 +19,7 @@ import psycopg
 from tswarm.storage import Duplicate, ReadingExtra
 from tswarm.storage.postgres import PostgresStorage, schema
 
-from .test_pg_cache import UPGRADE, _sql
+from .test_pg_cache import upgrade_at_once, _sql
 
 
 def _at_version_3(url: str) -> None:
@@ -70,14 +70,7 @@ def test_a_version_3_journal_gains_the_telemetry_and_keeps_its_readings(postgres
 def test_two_processes_upgrading_a_version_3_journal_at_once_both_open_it(postgres):
     url = postgres.new_database()
     _at_version_3(url)
-    procs = [subprocess.Popen([sys.executable, "-c", UPGRADE, url], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
-    time.sleep(1)  # both started: Python and tswarm imported
-    for proc in procs:
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    errors = [proc.communicate(timeout=60)[1] for proc in procs]
-    assert [proc.returncode for proc in procs] == [0, 0], errors
+    upgrade_at_once(url)
     assert _sql(url, "SELECT version FROM schema_version") == [(schema.SCHEMA_VERSION,)]
     assert _sql(url, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'readings'"
                      " AND column_name IN ('vbat', 'rssi', 'awake_ms', 'lost', 'boot', 'seq')") == [(6,)]
