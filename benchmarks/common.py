@@ -319,3 +319,38 @@ def metrics_text(url: str) -> str:
     """``GET /metrics`` (loopback needs no token), on a new connection."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         return resp.read().decode()
+
+
+WORKER_KEY = "tswarm_journal_commit_seconds_created"  # made when a worker's metrics are: one value per process
+
+
+def scrape_workers(url: str, workers: int, names: tuple[str, ...], tries_per_worker: int = 15) -> dict:
+    """``{worker: {sample: value}}`` of the samples ``names`` from every worker's ``GET /metrics``.
+
+    /metrics answers for the worker that took the connection (docs/deployment.md), and the kernel
+    spreads new connections over the workers (SO_REUSEPORT), so it is asked on new connections
+    until ``workers`` distinct workers answered (told apart by when their metrics were made), or
+    ``tries_per_worker * workers`` tries; fewer found means a partial sum (the caller says so)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict = {}
+    for _ in range(tries_per_worker * workers):
+        samples = {}
+        for family in text_string_to_metric_families(metrics_text(url)):
+            for sample in family.samples:
+                if sample.name in names or sample.name == WORKER_KEY:
+                    samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+        found[samples.pop(WORKER_KEY, None)] = samples
+        if len(found) >= workers:
+            break
+    return found
+
+
+def worker_deltas(before: dict, after: dict) -> tuple[dict, int]:
+    """Per sample, the sum over workers of (after - before); and how many workers were seen both times."""
+    common_workers = [w for w in after if w in before]
+    total: dict = {}
+    for w in common_workers:
+        for name, value in after[w].items():
+            total[name] = total.get(name, 0.0) + value - before[w].get(name, 0.0)
+    return total, len(common_workers)

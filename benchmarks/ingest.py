@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from ceilings import BareAiohttp, Nginx
-from common import Variant, load, machine_info, median, register_nodes, run_wrk, write_nodes_file
+from common import (Variant, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+                    write_nodes_file)
 
 TARGET = 0.8  # shipped / bare-aiohttp, both modes
 VARIANTS = {  # name: how it is started (in this order within a round)
@@ -39,6 +40,7 @@ VARIANTS = {  # name: how it is started (in this order within a round)
     "commit-per-request": {"max_batch": 1},
 }
 MODES = (("new connection", False), ("keep-alive", True))
+MISSES = "tswarm_auth_cache_misses_total"
 
 
 def start_targets(stack: contextlib.ExitStack, tmp: Path, variants: list[str], nodes: list[str],
@@ -62,10 +64,14 @@ def start_targets(stack: contextlib.ExitStack, tmp: Path, variants: list[str], n
 
 
 def measure(target, nodes_file: Path, *, keepalive: bool, args) -> dict:
+    tswarm = isinstance(target, Variant)
+    before = scrape_workers(target.url, 1, (MISSES,)) if tswarm else {}
     cpu_before = target.cpu_seconds()
     figures = run_wrk(target.url, nodes_file, keepalive=keepalive, seconds=args.seconds, threads=args.threads,
                       connections=args.connections)
     figures["service_cpu_us"] = (target.cpu_seconds() - cpu_before) / max(1, figures["requests"]) * 1e6
+    if tswarm:  # a credential cache miss in the window is a scrypt there (the warm-up should leave none)
+        figures["scrypts"] = worker_deltas(before, scrape_workers(target.url, 1, (MISSES,)))[0].get(MISSES, 0.0)
     return figures
 
 
@@ -87,6 +93,7 @@ def measure_aiohttp_client(target, nodes: list[str], *, keepalive: bool, args) -
 def row(run: dict) -> str:
     bad = f"  NON-2xx {run['non_2xx']} {run['statuses']}" if run["non_2xx"] else ""
     errors = f"  socket errors {run['socket_errors']}" if run.get("socket_errors") else ""
+    errors += f"  scrypts in the window {run['scrypts']:.0f}" if run.get("scrypts") else ""
     ratios = "".join(f"  /{k} {v:4.2f}" for k, v in run.get("ratios", {}).items())
     label = run["variant"] + (" (aiohttp client)" if run["client"] == "aiohttp" else "")
     return (f"{label:34} {run['mode']:14} {run['ok_per_s']:9,.0f}/s  p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms"
