@@ -10,8 +10,8 @@ per request and then keep-alive, N = 1, 2, 3 one after the other. Per run: 2xx/s
 supervisor and its workers), wrk's CPU per request, scrypts inside the window (credential cache
 misses), and, from every worker's /metrics (tswarm_journal_commit_batch_size and
 tswarm_journal_commit_seconds), the commits per second, the mean group size and commit time, and
-the write lock's share of the wall time (commit seconds of all workers / run seconds: near 1 the
-write lock is what stops more workers from gaining).
+the commit share (commit seconds of all workers / run seconds: above 1, commits overlap, waiting for
+each other at SQLite's write lock).
 
 --max-ts-cost also times what `--workers` added to every group commit: SELECT MAX(ts) under the
 write lock, on a journal of a million readings.
@@ -70,7 +70,7 @@ def measure(service: Variant, workers: int, nodes_file: Path, *, keepalive: bool
         commits_per_s=commits / figures["seconds"],
         group_mean=delta.get("tswarm_journal_commit_batch_size_sum", 0.0) / commits if commits else 0.0,
         commit_ms=commit_s / delta.get("tswarm_journal_commit_seconds_count", 0.0) * 1000 if commits else 0.0,
-        write_lock_share=commit_s / figures["seconds"],
+        commit_share=commit_s / figures["seconds"],
     )
     return figures
 
@@ -83,7 +83,7 @@ def row(run: dict) -> str:
             f"  x{run['ratio']:4.2f}  p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms"
             f"  service {run['service_cores']:4.2f} cores {run['service_cpu_us']:4.0f} µs/req  wrk {run['wrk_cpu_us']:3.0f} µs/req"
             f"  commits {run['commits_per_s']:5.0f}/s group {run['group_mean']:5.1f} commit {run['commit_ms']:5.2f} ms"
-            f"  write lock {run['write_lock_share']:4.2f}  scrypts {run['scrypts']:.0f}{partial}{bad}{errors}")
+            f"  commit share {run['commit_share']:4.2f}  scrypts {run['scrypts']:.0f}{partial}{bad}{errors}")
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -95,7 +95,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 continue
             entry = {"mode": mode, "workers": workers, "rounds": len(group), "non_2xx": sum(r["non_2xx"] for r in group)}
             for field in ("ok_per_s", "ratio", "p50_ms", "p99_ms", "service_cores", "service_cpu_us", "wrk_cpu_us",
-                          "commits_per_s", "group_mean", "commit_ms", "write_lock_share"):
+                          "commits_per_s", "group_mean", "commit_ms", "commit_share"):
                 values = [r[field] for r in group]
                 entry[field] = {"median": median(values), "min": min(values), "max": max(values)}
             summary.append(entry)
@@ -111,13 +111,13 @@ def print_summary(summary: list[dict], rounds: int) -> None:
     print(f"\nSummary over {rounds} round(s): median (min–max)")
     print(f"{'workers':8} {'connection':14} {'2xx/s':>22} {'vs 1 worker':>18} {'p50 ms':>7} {'p99 ms':>7}"
           f" {'service cores':>14} {'µs/req':>7} {'wrk µs/req':>10} {'commits/s':>10} {'group':>20} {'commit ms':>10}"
-          f" {'write lock':>11}")
+          f" {'commit share':>13}")
     for e in summary:
         bad = f"  NON-2xx {e['non_2xx']}" if e["non_2xx"] else ""
         print(f"{e['workers']:<8} {e['mode']:14} {spread(e, 'ok_per_s', ',.0f'):>22} {spread(e, 'ratio', '.2f'):>18}"
               f" {e['p50_ms']['median']:7.1f} {e['p99_ms']['median']:7.1f} {e['service_cores']['median']:14.2f}"
               f" {e['service_cpu_us']['median']:7.0f} {e['wrk_cpu_us']['median']:10.0f} {e['commits_per_s']['median']:10.0f}"
-              f" {spread(e, 'group_mean', '.1f'):>20} {e['commit_ms']['median']:10.2f} {e['write_lock_share']['median']:11.2f}{bad}")
+              f" {spread(e, 'group_mean', '.1f'):>20} {e['commit_ms']['median']:10.2f} {e['commit_share']['median']:13.2f}{bad}")
 
 
 def run(args) -> dict:
@@ -163,7 +163,8 @@ def run(args) -> dict:
     print_summary(summary, args.rounds)
     if any(r["non_2xx"] for r in runs):
         print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
-    print("write lock: the commit seconds of all workers per second of the run (near 1: commits wait for each other)")
+    print("commit share: the group commits' seconds (hand-off to the writer thread, waiting for the write lock, inserts,"
+          " fsync) of all workers per second of the run; above 1, commits overlap: they wait for each other at the lock")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after:"
           f" {' '.join(f'{x:.2f}' for x in load_after)} ({machine['cores']} cores); {time.monotonic() - started:.0f} s")
     result.update(load_after=load_after, runs=runs, summary=summary)
