@@ -157,10 +157,11 @@ def _password_or_generated(password: Optional[str]) -> str:
 def node_add(name, password, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
+    generated = password is None
     password = _password_or_generated(password)
     with storage_for(config) as journal:
         try:
-            register(journal, config, name, password, Registration.NEW)
+            register(journal, config, name, password, Registration.NEW, generated=generated)
         except NodeExists:
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
@@ -175,10 +176,11 @@ def node_add(name, password, data_dir):
 def node_passwd(name, password, data_dir):
     """Give node NAME a new password and print its new svconf JSON."""
     config = load_config(data_dir=data_dir)
+    generated = password is None
     password = _password_or_generated(password)
     with existing_journal(config) as journal:
         try:
-            register(journal, config, name, password, Registration.EXISTING)
+            register(journal, config, name, password, Registration.EXISTING, generated=generated)
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
     _print_svconf(config, name, password)
