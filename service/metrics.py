@@ -5,7 +5,8 @@ temperature, humidity or secrets, so the route needs no token. Every metric is l
 docs/api.md. Values that live elsewhere (readings accepted, the credential cache, the forwarder)
 are read at scrape time by :class:`StateCollector` (what the journal knows is read by the scrape's
 handler first, in a storage thread, never on the event loop); the rest are observed as they happen
-(the request middleware, the journal writer's ``on_commit`` callback).
+(the request middleware, into a plain dict: :class:`RequestCounts`; the journal writer's ``on_commit``
+callback).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
@@ -38,10 +39,8 @@ class Metrics:
 
     def __init__(self, app: web.Application):
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
-            "tswarm_http_requests", "HTTP requests answered, by route and status.",
-            ["route", "status"], registry=self.registry,
-        )
+        self.requests = RequestCounts()
+        self.registry.register(self.requests)
         self.commit_seconds = Histogram(
             "tswarm_journal_commit_seconds", "Time to commit and sync one group of readings.",
             buckets=COMMIT_BUCKETS, registry=self.registry,
@@ -56,6 +55,33 @@ class Metrics:
         """The journal writer's callback after every group commit."""
         self.commit_seconds.observe(seconds)
         self.commit_batch.observe(batch_size)
+
+
+class RequestCounts:
+    """``tswarm_http_requests_total{route,status}``, counted on the event loop into a plain dict (no
+    label lookup and lock of prometheus-client's per answer) and exposed at scrape time as the
+    ``Counter`` it replaces would expose it: same name, HELP, labels, samples and ``_created``."""
+
+    NAME = "tswarm_http_requests"
+    HELP = "HTTP requests answered, by route and status."
+
+    def __init__(self):
+        self.counts: dict[tuple[str, int], int] = {}
+        self.created: dict[tuple[str, int], float] = {}  # when each (route, status) was first counted
+
+    def inc(self, route: str, status: int) -> None:
+        key = (route, status)
+        try:
+            self.counts[key] += 1
+        except KeyError:
+            self.created[key] = time.time()
+            self.counts[key] = 1
+
+    def collect(self):
+        family = CounterMetricFamily(self.NAME, self.HELP, labels=["route", "status"])
+        for (route, status), count in list(self.counts.items()):
+            family.add_metric([route, str(status)], count, created=self.created[(route, status)])
+        yield family
 
 
 @dataclass(frozen=True)
@@ -182,14 +208,14 @@ async def count_requests(request: web.Request, handler):
         status = CLIENT_GONE
         raise
     finally:
-        request.app[keys.METRICS].requests.labels(route, str(status)).inc()
+        request.app[keys.METRICS].requests.inc(route, status)
 
 
 def count_unseen(app: web.Application, request: web.BaseRequest, status: int) -> None:
     """Counts an answer that aiohttp made before the middlewares (a request its parser refused: route
     ``unmatched``; 417 for an unknown Expect), once: service/server.py calls it for every answer."""
     if not _COUNTED.get() and keys.METRICS in app:
-        app[keys.METRICS].requests.labels(_route(request), str(status)).inc()
+        app[keys.METRICS].requests.inc(_route(request), status)
 
 
 async def metrics_ctx(app: web.Application):
