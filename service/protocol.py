@@ -19,6 +19,7 @@ the way back) is not stored again: it gets the first time's 202/423, with the st
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Optional
@@ -208,14 +209,20 @@ async def node_reading(request: web.Request) -> web.Response:
     update = await _firmware_answer(app, node, reported, rolled_back, now_ns)
 
     if is_halted(node, config):
-        return json_error(
-            423, "halted",
-            "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)",
-            stored=True, time=rfc3339(ts), sleep=node.interval_s, awake=config.halt_awake, **update, **again,
-        )
-    return web.json_response(
-        {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again}, status=202
-    )
+        return _answer(423, {
+            "error": "halted", "detail": HALTED_DETAIL,
+            "stored": True, "time": rfc3339(ts), "sleep": node.interval_s, "awake": config.halt_awake, **update, **again,
+        })
+    return _answer(202, {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again})
+
+
+HALTED_DETAIL = "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)"
+
+
+def _answer(status: int, doc: dict) -> web.Response:
+    """The 202/423 of a stored reading: the bytes and headers ``web.json_response(doc)`` (and
+    :func:`~tswarm.errors.json_error` for the 423) would give, from one ``json.dumps`` and no more."""
+    return web.Response(body=json.dumps(doc).encode(), status=status, content_type="application/json", charset="utf-8")
 
 
 def setup_routes(app: web.Application) -> None:
