@@ -115,7 +115,7 @@ class RegistryRoom:
         node_id, password_hash, created, halted, halt_all, *rest = row
         return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1", *rest)
 
-    def node_auth_at(self, name: str) -> tuple[Optional[int], Optional[NodeAuth]]:
+    def _node_auth_at(self, name: str) -> tuple[Optional[int], Optional[NodeAuth]]:
         """``(registry version, record)``, read in one read transaction: the record as it was at that
         version of the registry (service/storage/sqlite/snapshot.py keeps it only while it is current)."""
         with snapshot(self.conn):

@@ -13,7 +13,7 @@ the very next request after a change's commit reads it. Any error there (SQLITE_
 readers see only in rare moments such as a recovery, a journal replaced or damaged, a missing row)
 bypasses the snapshot: that lookup is read in a thread as without one, and nothing is kept until
 the counter can be read again. A miss is read in a storage thread, the counter and the record in
-one read transaction (:meth:`RegistryRoom.node_auth_at`), and kept only if that counter is the
+one read transaction (:meth:`RegistryRoom._node_auth_at`), and kept only if that counter is the
 one the snapshot serves, checked again when it is kept: a record read just before a change is
 never served after it.
 
@@ -80,7 +80,7 @@ class SqliteSnapshot(RegistrySnapshot):
         return self._records.get(name)
 
     def read(self, storage: SqliteStorage, name: str, fresh: bool = False) -> tuple[Optional[int], Optional[NodeAuth]]:
-        return storage.node_auth_at(name)
+        return storage._node_auth_at(name)
 
     def keep(self, name: str, token: Optional[int], record: Optional[NodeAuth]) -> None:
         if record is not None and token is not None and self._check() == token:
