@@ -17,12 +17,17 @@ one read transaction (:meth:`RegistryRoom._node_auth_at`), and kept only if that
 one the snapshot serves, checked again when it is kept: a record read just before a change is
 never served after it.
 
-Why one ``SELECT`` and not ``PRAGMA data_version`` first (which tells whether another connection
-committed since the last look): measured here (Python 3.11, SQLite 3.40, WAL; a loaded 2-core
-machine), reading the one-row counter costs about 7-15 us on the loop, and the pragma alone as
-much (it too starts a read transaction); after any commit (the readings writer commits a group
-every few milliseconds under load) both need the counter read anyway. So the check is that one
-statement: still no thread hop and nothing that waits.
+What the check costs, measured on the 2-core machine of benchmarks/ at a load average of 8-12
+(Python 3.11, SQLite 3.40, WAL; interleaved rounds): a lookup answered by the snapshot 10-16 us of
+wall time on the loop (about 5.5 us of CPU), the check alone 7-13 us; the check right after another
+connection committed (SQLite then re-reads the changed pages: under load the writer commits a group
+every few milliseconds, so the first lookup after each commit pays it) 30-120 us; the lookup it
+replaces, a hop to a storage thread and its query, 108-215 us (about 89 us of CPU). Under wrk
+(keep-alive, 20 connections, one node), the service's CPU per request went from 352-399 us to
+229-256 us. ``PRAGMA data_version`` (whether another connection committed) is no cheaper a first
+step: it starts a read transaction as the ``SELECT`` does (measured the same, 10-15 us; after a
+commit 30-65 us), and after any commit the counter must be read anyway; so the check is the one
+statement.
 """
 from __future__ import annotations
 
