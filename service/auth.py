@@ -215,8 +215,9 @@ async def authenticate(
     :class:`LoginRefused`: 429 while the guard blocks ``peer``, 401 (a failed login of ``peer``) for
     a missing or bad header, an unknown login or a wrong password, 403 for another node's credentials.
 
-    ``lookup(login)`` reads the node's record (a password changed or a node removed elsewhere
-    applies at once; an engine may serve it from a cache it keeps exact); before a 401 is given,
+    ``lookup(login)`` gives the node's record (a password changed or a node removed elsewhere
+    applies at once: the service's lookup answers on the event loop from a snapshot that any change
+    clears, service/storage/snapshot.py, and reads the storage only on a miss); before a 401 is given,
     ``lookup(login, fresh=True)`` reads it once more past any such cache, so a refusal never rests
     on a change another process made a moment ago (a new password that is not announced yet).
     scrypt runs in ``hasher``, once per header and password hash (the cache)."""

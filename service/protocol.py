@@ -100,8 +100,9 @@ async def node_login(request: web.Request, name: str, detail: str = READING_UNAV
     try:
         return await authenticate(
             request.headers.get("Authorization"), request.remote or "unknown", name,
-            # the storage pool refuses at once while an outage is known, and tells the writer of one
-            lookup=lambda login, fresh=False: app[keys.STORAGE].read(lambda storage: storage.node_auth(login, fresh=fresh)),
+            # on the event loop from the registry snapshot while the record is unchanged, else in a read
+            # thread (service/pool.py); the pool refuses at once while an outage is known, and tells the writer
+            lookup=app[keys.STORAGE].node_auth,
             cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
     except LoginRefused as refused:
@@ -143,7 +144,7 @@ async def _created_meanwhile(app: web.Application, node: NodeAuth) -> NodeAuth |
     POST may have just gone through another instance (whose announcement has not arrived here yet).
     The fresh record is used only while its password hash is the one the request verified against."""
     try:
-        fresh = await app[keys.STORAGE].read(lambda storage: storage.node_auth(node.name, fresh=True))
+        fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
     except StorageUnavailable as exc:
         return unavailable(node.name, exc)
     if fresh is not None and fresh.password_hash == node.password_hash:
