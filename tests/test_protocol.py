@@ -2,8 +2,8 @@
 import base64
 import gzip
 import json
-import zlib
 import time
+import zlib
 
 import pytest
 
