@@ -264,10 +264,10 @@ def csv_lines(rows: list, text: Optional[FloatText] = None) -> str:
     minutes, seconds = MINUTES, SECOND_TEXT
     return "".join([
         f"{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}"
-        f"{str(ts % 1_000_000_000 + 1_000_000_000)[1:]}Z,{name},{text[t]},{text[h]},,,,\r\n"
+        f"{'%09d' % (ts % 1_000_000_000)}Z,{name},{text[t]},{text[h]},,,,\r\n"
         if v is None and r is None and a is None and n is None else
         f"{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}"
-        f"{str(ts % 1_000_000_000 + 1_000_000_000)[1:]}Z,{name},{text[t]},{text[h]},{'' if v is None else text[v]},"
+        f"{'%09d' % (ts % 1_000_000_000)}Z,{name},{text[t]},{text[h]},{'' if v is None else text[v]},"
         f"{'' if r is None else r},{'' if a is None else a},{'' if n is None else n}\r\n"
         for ts, name, t, h, v, r, a, n in rows
     ])
@@ -302,7 +302,7 @@ def ndjson_lines(rows: list, text: object = None) -> str:
     for ts, name, t, h, v, r, a, n in rows:
         head = (
             f'{{"time": "{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}'
-            f'{str(ts % 1_000_000_000 + 1_000_000_000)[1:]}Z", "node": {names[name]}, '
+            f'{"%09d" % (ts % 1_000_000_000)}Z", "node": {names[name]}, '
             f'"temperature": {floats[t]}, "humidity": {floats[h]}'
         )
         if v is None and r is None and a is None and n is None:

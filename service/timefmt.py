@@ -60,9 +60,9 @@ def rfc3339(ts_ns: int) -> str:
 
     The export writes many in a row with the same three pieces, inline (service/export.py): the
     minute's text (:data:`MINUTES`), the second's (:data:`SECOND_TEXT`) and the nine digits of the
-    nanoseconds (``str(ts % 10**9 + 10**9)[1:]``); floor division and modulo keep a time before
+    nanoseconds (``"%09d" % (ts % 10**9)``); floor division and modulo keep a time before
     1970 right (``-1`` is ``1969-12-31T23:59:59.999999999Z``)."""
-    return f"{MINUTES[ts_ns // NS_PER_MINUTE]}{SECOND_TEXT[ts_ns % NS_PER_MINUTE // NS_PER_S]}{str(ts_ns % NS_PER_S + NS_PER_S)[1:]}Z"
+    return f"{MINUTES[ts_ns // NS_PER_MINUTE]}{SECOND_TEXT[ts_ns % NS_PER_MINUTE // NS_PER_S]}{'%09d' % (ts_ns % NS_PER_S)}Z"
 
 
 def parse_time(text: str) -> int:
