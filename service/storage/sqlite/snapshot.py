@@ -32,6 +32,8 @@ statement.
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tswarm.storage.snapshot")
 
+WAL_INDEX_HEADER = 48  # bytes of the first copy of the WAL index header (WalIndexHdr)
+
 
 class SqliteSnapshot(RegistrySnapshot):
     """Records of nodes by name, at one value of the journal's ``registry_version``."""
@@ -54,6 +58,8 @@ class SqliteSnapshot(RegistrySnapshot):
         self._records: dict[str, NodeAuth] = {}
         self._version: Optional[int] = None  # the counter the records were read at; None: serve nothing
         self._conn: Optional[sqlite3.Connection] = None
+        self._shm: Optional[mmap.mmap] = None  # the journal's WAL index, read-only: has anyone committed?
+        self._seen = b""  # its header when the counter was last read
         try:
             # The journal exists and is current (the storage that makes this opened it). Used only on the
             # event loop; closed from the thread that closes the pool.
@@ -65,10 +71,14 @@ class SqliteSnapshot(RegistrySnapshot):
             log.debug("no snapshot of nodes' records for %s: %s", self.path, exc)
 
     def _check(self) -> Optional[int]:
-        """The counter now (clearing the records when it moved), or None: bypass."""
+        """The counter now (clearing the records when it moved), or None: bypass. Asked of SQLite only
+        when the WAL index's header moved since it was last asked (:meth:`_header`)."""
         conn = self._conn
         if conn is None:
             return None
+        header = self._header()
+        if header is not None and header == self._seen and self._version is not None:
+            return self._version  # nobody committed anything since the counter was read
         try:
             row = conn.execute(REGISTRY_VERSION).fetchone()
         except sqlite3.Error:  # busy, closed, damaged: read in a thread; keep nothing until it answers again
@@ -77,7 +87,36 @@ class SqliteSnapshot(RegistrySnapshot):
         if version != self._version or version is None:
             self._records.clear()
             self._version = version
+        # the header read BEFORE the counter: a commit after that read moves it, so the next check asks again
+        self._seen = header if version is not None and header is not None else b""
+        if self._shm is None and version is not None:
+            self._map_wal_index()
         return version
+
+    def _header(self) -> Optional[bytes]:
+        """The WAL index's header now (None: not mapped). SQLite's WAL index (the journal's ``-shm``
+        file, https://www.sqlite.org/walformat.html) begins with the header every connection reads
+        to begin a read transaction; every commit of every connection rewrites it (``iChange`` counts
+        the transactions, ``mxFrame`` the last frame, a restarted WAL has new salts). An unchanged
+        header therefore means no commit since; a torn read (a writer rewriting it this moment) only
+        ever differs, so the counter is read."""
+        shm = self._shm
+        return None if shm is None else shm[:WAL_INDEX_HEADER]
+
+    def _map_wal_index(self) -> None:
+        """Map the ``-shm`` file, which exists while this snapshot's connection keeps the journal open
+        in WAL mode; without it (another journal mode, an error) every check asks SQLite."""
+        try:
+            fd = os.open(f"{self.path}-shm", os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            if os.fstat(fd).st_size >= WAL_INDEX_HEADER:
+                self._shm = mmap.mmap(fd, WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
 
     def current(self, name: str) -> Optional[NodeAuth]:
         if self._check() is None:
@@ -93,6 +132,9 @@ class SqliteSnapshot(RegistrySnapshot):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        shm, self._shm = self._shm, None
         self._records.clear()
+        if shm is not None:
+            shm.close()
         if conn is not None:
             conn.close()

@@ -78,10 +78,36 @@ class SqliteWriter(GroupCommitWriter):
                 for id_, (ts, item) in enumerate(stamped, id_ + 1)
             ]
             created = [(now, item.node_id) for item in batch if item.create]
-            conn.executemany(INSERT_READING, rows)
+            insert_rows(conn, rows)
             if created:
                 conn.executemany("UPDATE nodes SET created_at = ? WHERE id = ? AND created_at IS NULL", created)
         return answers
+
+
+INSERT_CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few statements (cached) for any batch
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """INSERT the readings ``rows`` in a few multi-row statements instead of one a row: the sqlite3
+    module lets go of the GIL around every statement's step, so ``executemany`` hands the GIL back and
+    forth with the event loop once a row; this does it a few times a group (chunks of
+    :data:`INSERT_CHUNKS`, each statement text made once and cached by the connection)."""
+    done = 0
+    for size in INSERT_CHUNKS:
+        while len(rows) - done >= size:
+            chunk = rows[done:done + size]
+            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+            done += size
+
+
+_INSERT_SQL: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _INSERT_SQL.get(rows)
+    if sql is None:
+        sql = _INSERT_SQL[rows] = INSERT_READING + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
+    return sql
 
 
 def _first(cur: sqlite3.Cursor):
