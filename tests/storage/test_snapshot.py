@@ -267,3 +267,47 @@ def test_postgresql_serves_the_loop_from_its_cache_and_a_change_elsewhere_clears
             snapshot.close()
             snapshot.close()
         assert snapshot.current("porch") is None
+
+
+def _statements(snapshot) -> list[str]:
+    """Every statement the snapshot's own connection runs from now on."""
+    seen: list[str] = []
+    snapshot._conn.set_trace_callback(seen.append)
+    return seen
+
+
+def test_the_check_asks_sqlite_only_after_a_commit_and_every_commit_is_noticed(sq):
+    """The WAL index header (the journal's -shm, mapped read-only) says whether anyone committed since
+    the counter was read: while nobody did, a lookup runs no statement; after any commit (a reading,
+    which leaves the registry alone, or a change of it) the next lookup reads the counter once."""
+    snapshot = sq.registry_snapshot()
+    try:
+        record = _miss_then_keep(snapshot, sq, "porch")
+        assert snapshot._shm is not None  # WAL: the index is mapped
+        ran = _statements(snapshot)
+        for _ in range(100):
+            assert snapshot.current("porch") is record
+        assert ran == []
+        _raw(sq.path, "INSERT INTO meta (key, value) VALUES ('someone', 'else')")  # a commit, not of the registry
+        assert snapshot.current("porch") is record and len(ran) == 1  # asked once, still the same version
+        assert snapshot.current("porch") is record and len(ran) == 1
+        _raw(sq.path, "UPDATE nodes SET interval_s = 60 WHERE name = 'porch'")
+        assert snapshot.current("porch") is None and len(ran) == 2  # the very next lookup
+    finally:
+        snapshot.close()
+
+
+def test_without_a_wal_index_every_check_asks_sqlite(sq):
+    snapshot = sq.registry_snapshot()
+    try:
+        record = _miss_then_keep(snapshot, sq, "porch")
+        snapshot._shm.close()
+        snapshot._shm = None
+        snapshot._map_wal_index = lambda: None  # as with a journal whose -shm cannot be opened
+        ran = _statements(snapshot)
+        assert snapshot.current("porch") is record and snapshot.current("porch") is record
+        assert len(ran) == 2
+        _raw(sq.path, "UPDATE nodes SET interval_s = 60 WHERE name = 'porch'")
+        assert snapshot.current("porch") is None
+    finally:
+        snapshot.close()

@@ -7,7 +7,11 @@ so whoever commits a change (this process's admin API or writer, the CLI, anothe
 sqlite3 shell) has moved the counter by the moment it is committed.
 
 :class:`SqliteSnapshot` holds records read at one value of the counter. Each lookup on the loop
-first reads the counter, on a connection of the snapshot's own that only reads (``query_only``)
+first looks at the header of the journal's WAL index (the ``-shm`` file SQLite keeps beside a WAL
+journal, mapped read-only: every commit of any connection rewrites it). While it is the one seen
+when the counter was last read, nobody has committed anything since, and the lookup asks SQLite
+nothing. When it moved (a commit: under load the writer's own, every few milliseconds) the lookup
+reads the counter, on a connection of the snapshot's own that only reads (``query_only``)
 with a busy timeout of 0 (it never waits for a lock): a different value clears every record, so
 the very next request after a change's commit reads it. Any error there (SQLITE_BUSY, which WAL
 readers see only in rare moments such as a recovery, a journal replaced or damaged, a missing row)
@@ -27,7 +31,9 @@ replaces, a hop to a storage thread and its query, 108-215 us (about 89 us of CP
 229-256 us. ``PRAGMA data_version`` (whether another connection committed) is no cheaper a first
 step: it starts a read transaction as the ``SELECT`` does (measured the same, 10-15 us; after a
 commit 30-65 us), and after any commit the counter must be read anyway; so the check is the one
-statement.
+statement. The WAL index header took that statement off every lookup but the first after a commit:
+under wrk (keep-alive, 50 connections, 300 nodes) the check went from 9% of the event loop's samples
+(py-spy) to 2%.
 """
 from __future__ import annotations
 
