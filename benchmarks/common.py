@@ -354,3 +354,17 @@ def worker_deltas(before: dict, after: dict) -> tuple[dict, int]:
         for name, value in after[w].items():
             total[name] = total.get(name, 0.0) + value - before[w].get(name, 0.0)
     return total, len(common_workers)
+
+
+def finish(result: dict, json_path, load_before, machine: dict, started: float) -> dict:
+    """The end of a wrk benchmark: the load average before and now, the time taken, and ``result``
+    (with ``load_after``) written to ``json_path`` when one is given."""
+    load_after = os.getloadavg()
+    shown = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
+    print(f"load average before: {shown(load_before)}; after: {shown(load_after)} ({machine['cores']} cores);"
+          f" {time.monotonic() - started:.0f} s")
+    result["load_after"] = load_after
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {json_path}")
+    return result

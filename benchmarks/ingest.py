@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 from ceilings import BareAiohttp, Nginx
-from common import (Variant, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+from common import (Variant, finish, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
                     write_nodes_file)
 
 TARGET = 0.8  # shipped / bare-aiohttp, both modes
@@ -195,21 +194,15 @@ def run(args) -> dict:
             line, met = target_line(runs, round_no)
             targets_met.append(met)
             print(line, flush=True)
-    load_after = os.getloadavg()
     summary = summarize(runs)
     print_summary(summary, args.rounds)
     for round_no, met in enumerate(targets_met, 1):
         print(target_line(runs, round_no)[0])
     if any(r["non_2xx"] for r in runs):
         print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after:"
-          f" {' '.join(f'{x:.2f}' for x in load_after)} ({machine['cores']} cores); {time.monotonic() - started:.0f} s")
-    result = {"machine": machine, "settings": vars(args), "load_before": load_before, "load_after": load_after,
+    result = {"machine": machine, "settings": vars(args), "load_before": load_before,
               "runs": runs, "summary": summary, "target": TARGET, "target_met_per_round": targets_met}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.json}")
-    return result
+    return finish(result, args.json, load_before, machine, started)
 
 
 def parser() -> argparse.ArgumentParser:

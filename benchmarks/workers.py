@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (Variant, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+from common import (Variant, finish, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
                     write_nodes_file)
 
 from tswarm.storage import open_storage
@@ -158,20 +157,14 @@ def run(args) -> dict:
                                    ratio=figures["ok_per_s"] / base["ok_per_s"] if base["ok_per_s"] else 0.0)
                     runs.append(figures)
                     print(row(figures), flush=True)
-    load_after = os.getloadavg()
     summary = summarize(runs)
     print_summary(summary, args.rounds)
     if any(r["non_2xx"] for r in runs):
         print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
     print("commit share: the group commits' seconds (hand-off to the writer thread, waiting for the write lock, inserts,"
           " fsync) of all workers per second of the run; above 1, commits overlap: they wait for each other at the lock")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after:"
-          f" {' '.join(f'{x:.2f}' for x in load_after)} ({machine['cores']} cores); {time.monotonic() - started:.0f} s")
-    result.update(load_after=load_after, runs=runs, summary=summary)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.json}")
-    return result
+    result.update(runs=runs, summary=summary)
+    return finish(result, args.json, load_before, machine, started)
 
 
 def parser() -> argparse.ArgumentParser:

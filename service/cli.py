@@ -342,8 +342,6 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
 
     A progress bar goes to standard error when it is a terminal (and the rows do not go to that
     same terminal); piped or redirected, there is none."""
-    from tqdm import tqdm
-
     from .export import BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
     from .history import CursorExpired, HistoryUnavailable, open_history, plan
 
@@ -851,7 +849,6 @@ def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flu
     The InfluxDB token, organisation, user and password come from TSWARM_INFLUX_*; the low-battery
     threshold from TSWARM_BATTERY_LOW_V.
     """
-    from .grafana_dashboards import BATTERY_LOW_V
     from .grafana_provision import InfluxSource, ProvisionError, connect, provision
 
     config = load_config()
