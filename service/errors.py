@@ -100,7 +100,12 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
         if not client_gone(request):
             log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
             return json_error(500, "internal_error", "the service failed on this request; it is logged")
-        # The access log's line for this request (status 499) is the one line it gets.
+        # One line for it: the access log's (status 499) when it is on, else this one.
+        if keys.CONFIG in request.app and not request.app[keys.CONFIG].access_log:
+            from .server import request_line  # here: server.py imports this module
+
+            log.info('%s "%s" %d: the client hung up before its request was complete',
+                     request.remote, request_line(request), CLIENT_GONE)
         return json_error(CLIENT_GONE, "client_gone", "the client closed the connection before its request was complete")
     log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
     return json_error(500, "internal_error", "the service failed on this request; it is logged")

@@ -137,13 +137,17 @@ class AccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path, sep, query = request.raw_path.partition("?")
-        if query:
-            path += sep + "&".join(_mask(pair) for pair in query.split("&"))
         self.logger.info(
-            '%s "%s %s HTTP/%d.%d" %d %d %.3fs', request.remote, request.method, path,
-            request.version.major, request.version.minor, response.status, response.body_length, time,
+            '%s "%s" %d %d %.3fs', request.remote, request_line(request), response.status, response.body_length, time,
         )
+
+
+def request_line(request: web.BaseRequest) -> str:
+    """``PUT /api/nodes/porch HTTP/1.1`` as a log line may show it: query values of secret-looking names masked."""
+    path, sep, query = request.raw_path.partition("?")
+    if query:
+        path += sep + "&".join(_mask(pair) for pair in query.split("&"))
+    return f"{request.method} {path} HTTP/{request.version.major}.{request.version.minor}"
 
 
 def _mask(pair: str) -> str:

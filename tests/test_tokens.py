@@ -102,7 +102,8 @@ def test_real_serve_with_workers_makes_one_token_prints_it_once_and_every_worker
     from tests.servers import ServiceProcess, request, tswarm_env
 
     data_dir = tmp_path / "data"
-    env = tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1")
+    # the access log on: which worker answered is read from its lines
+    env = tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1", TSWARM_ACCESS_LOG="1")
     lan = {"X-Forwarded-For": "192.168.1.77"}
     with ServiceProcess(data_dir, env=env, args=("--workers", "2")) as service:
         token = load_read_token(data_dir)

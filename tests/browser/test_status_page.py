@@ -367,7 +367,8 @@ def lan_service(tmp_path_factory):
     _need_chromium()
     data_dir = tmp_path_factory.mktemp("lan") / "data"
     fill_journal(data_dir)
-    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1")) as svc:
+    # the access log on: the test reads its line of /?token= (masked)
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_TRUSTED_PROXIES="127.0.0.1", TSWARM_ACCESS_LOG="1")) as svc:
         yield svc
 
 

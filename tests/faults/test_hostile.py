@@ -90,13 +90,16 @@ HANG_UPS = {
 }
 
 
+@pytest.mark.parametrize("access_log", ["0", "1"], ids=["access-log-off", "access-log-on"])
 @pytest.mark.parametrize("framing, sent", HANG_UPS.values(), ids=HANG_UPS.keys())
-def test_a_client_that_hangs_up_mid_body_is_a_499_and_one_log_line(tmp_path, framing, sent):
-    """A node on bad Wi-Fi: the headers arrive, then part of the body, then the connection drops."""
+def test_a_client_that_hangs_up_mid_body_is_a_499_and_one_log_line(tmp_path, framing, sent, access_log):
+    """A node on bad Wi-Fi: the headers arrive, then part of the body, then the connection drops. One
+    line says so: the access log's when it is on, else the service's own (service/errors.py)."""
     data_dir = tmp_path / "data"
     register(data_dir, 1)
     auth = base64.b64encode(f"n000:{PASSWORD}".encode())
-    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_LOG_LEVEL="INFO")) as service:
+    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="INFO", TSWARM_ACCESS_LOG=access_log)
+    with ServiceProcess(data_dir, env=env) as service:
         before = len(service.log().splitlines())
         with socket.create_connection(("127.0.0.1", service.port)) as s:
             s.sendall(b"PUT /api/nodes/n000 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + auth + b"\r\n"
