@@ -56,7 +56,7 @@ class Leader:
         self._thread: Optional[ThreadPoolExecutor] = None  # the lock's own: its calls never overlap
         self._stack: Optional[contextlib.AsyncExitStack] = None
         self._task: Optional[asyncio.Task] = None
-        self._away: Optional[str] = None  # why the last try failed (logged once per outage)
+        self._away: Optional[str] = None  # why the last try failed (logged once per outage: None since a success)
         self._releases: set[asyncio.Future] = set()
         self._closing = False
 
@@ -106,9 +106,9 @@ class Leader:
                 got = await self._ask(self._lock.try_acquire)
             except (StorageUnavailable, asyncio.TimeoutError) as exc:
                 reason = str(exc) or f"no answer within {self.answer_s:g} s"
-                if reason != self._away:
+                if self._away is None:  # once an outage: its reason may change as the database restarts
                     log.warning("cannot ask for the singleton lock (trying again every %g s): %s", self.check_s, reason)
-                    self._away = reason
+                self._away = reason
                 self._abandon()
                 return
             self._away = None

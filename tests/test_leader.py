@@ -201,3 +201,36 @@ async def test_a_duty_that_cannot_start_lets_the_lock_go(postgres_url):
         await other.start()
         assert other.leading
         await other.close()
+
+
+class _RestartingDatabase:
+    """A lock whose database is restarting: each try fails with another reason (refused, starting up),
+    as PostgreSQL's do while it comes back, then it answers. A stand-in: what is tested is the leader's
+    logging of the failures, which no real server makes vary on cue."""
+
+    reasons = iter(["connection refused", "the database system is starting up", "connection refused", None])
+
+    def try_acquire(self) -> bool:
+        reason = next(self.reasons)
+        if reason is not None:
+            from tswarm.storage import StorageUnavailable
+
+            raise StorageUnavailable(reason)
+        return True
+
+    def held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+async def test_an_outage_whose_reason_changes_is_one_line_not_one_per_reason(caplog):
+    events: list = []
+    leader = Leader(_RestartingDatabase, [("forwarder", Duty("forwarder", events))], **FAST)
+    with caplog.at_level(logging.WARNING, "tswarm.leader"):
+        await leader.start()
+        await until(lambda: leader.leading, "the leader to lead once the database answers")
+        await leader.close()
+    assert caplog.text.count("cannot ask for the singleton lock") == 1, caplog.text
+    assert events[0] == ("start", "forwarder")
