@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import pytest
@@ -46,6 +48,41 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "engines(*names): run the test once per storage engine (all of ENGINES, or those named)"
     )
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background of a shell (`( pytest & )`), SIGINT comes ignored, and every child
+        # would inherit that: `tswarm forward`'s Ctrl-C tests need it delivered. A handler is not inherited.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``, ``--dist loadgroup``) ------
+#
+# Each module is one xdist group: its tests run on one worker, in order, so a module- or session-scoped
+# server (a module's history, the wheel's venv, a Chromium) starts once, not once per worker. Every
+# module of tests/faults is the one group ``LOAD_GROUP``: crash, flapping, disk-full, hostile-client and
+# fuzz runs put the machine under load, so they run one after another on one worker, never two at once,
+# while the other workers go on with the rest. A heavy load test elsewhere joins them with
+# ``@pytest.mark.xdist_group(LOAD_GROUP)`` (an explicit mark wins). What each worker must not share is
+# made safe where it is made: ``tests.servers.free_port`` (a claim per port across processes), tmp_path
+# (a base dir per worker), one PostgreSQL cluster / influxd / service per worker's session.
+
+LOAD_GROUP = "load"
+TESTS = Path(__file__).resolve().parent
+
+
+def xdist_group_of(path: Path) -> str:
+    """The xdist group of the tests in the module at ``path``: ``LOAD_GROUP`` for tests/faults, else the module."""
+    try:
+        relative = Path(path).resolve().relative_to(TESTS.parent)
+    except ValueError:  # a module outside the checkout's tests/
+        return str(path)
+    return LOAD_GROUP if relative.parts[:2] == ("tests", "faults") else relative.as_posix()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook of the same name)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
 
 
 def pytest_generate_tests(metafunc):
