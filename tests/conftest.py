@@ -54,35 +54,41 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``, ``--dist loadgroup``) ------
+# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``; ``--dist loadscope`` in
+# pyproject.toml, which this scheduler refines) -------------------------------------------------------
 #
-# Each module is one xdist group: its tests run on one worker, in order, so a module- or session-scoped
+# Each module is one unit of work: its tests run on one worker, in order, so a module- or session-scoped
 # server (a module's history, the wheel's venv, a Chromium) starts once, not once per worker. Every
-# module of tests/faults is the one group ``LOAD_GROUP``: crash, flapping, disk-full, hostile-client and
+# module of tests/faults is the one unit ``LOAD_GROUP``: crash, flapping, disk-full, hostile-client and
 # fuzz runs put the machine under load, so they run one after another on one worker, never two at once,
-# while the other workers go on with the rest. A heavy load test elsewhere joins them with
-# ``@pytest.mark.xdist_group(LOAD_GROUP)`` (an explicit mark wins). What each worker must not share is
-# made safe where it is made: ``tests.servers.free_port`` (a claim per port across processes), tmp_path
-# (a base dir per worker), one PostgreSQL cluster / influxd / service per worker's session.
+# while the other workers go on with the rest (a new heavy load test belongs in tests/faults). What the
+# workers must not share is made safe where it is made: ``tests.servers.free_port`` (a claim per port,
+# across processes), tmp_path (a base dir per worker), one PostgreSQL cluster / influxd / service per
+# worker's session. (The grouping is by node id, in the scheduler, not by ``xdist_group`` marks: pytest
+# 9.2 ignores the node id suffix through which xdist 3.8 applies those.)
 
 LOAD_GROUP = "load"
 TESTS = Path(__file__).resolve().parent
 
 
-def xdist_group_of(path: Path) -> str:
-    """The xdist group of the tests in the module at ``path``: ``LOAD_GROUP`` for tests/faults, else the module."""
-    try:
-        relative = Path(path).resolve().relative_to(TESTS.parent)
-    except ValueError:  # a module outside the checkout's tests/
-        return str(path)
-    return LOAD_GROUP if relative.parts[:2] == ("tests", "faults") else relative.as_posix()
+def xdist_group_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid`` (relative to the checkout): ``LOAD_GROUP`` for tests/faults,
+    else its module."""
+    module = nodeid.split("::", 1)[0]
+    return LOAD_GROUP if module.startswith("tests/faults/") else module
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (its own hook of the same name)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.path)))
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist; without it installed, never called
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadscope":
+        return None  # --dist load / loadfile / ... chosen on the command line: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc):

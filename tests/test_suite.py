@@ -56,14 +56,14 @@ def test_free_port_never_hands_out_a_port_another_process_claimed_a_moment_ago(m
     assert sorted(p.name for p in (tmp_path / "claims").iterdir()) == ["40001", "40003", "40005"]
 
 
-def test_each_module_is_one_xdist_group_and_the_fault_suite_one_group_for_all(request):
+def test_each_module_is_one_unit_of_work_and_the_fault_suite_one_unit_for_all(request):
     from tests import conftest
 
-    tests = Path(__file__).parent
-    assert request.node.get_closest_marker("xdist_group").args == ("tests/test_suite.py",)
-    assert conftest.xdist_group_of(tests / "faults" / "test_crash.py") == conftest.LOAD_GROUP
-    assert conftest.xdist_group_of(tests / "faults" / "test_new_fault.py") == conftest.LOAD_GROUP
-    assert conftest.xdist_group_of(tests / "storage" / "test_snapshot.py") == "tests/storage/test_snapshot.py"
+    assert conftest.xdist_group_of(request.node.nodeid) == "tests/test_suite.py"
+    assert conftest.xdist_group_of("tests/faults/test_crash.py::test_sigkill[sqlite]") == conftest.LOAD_GROUP
+    assert conftest.xdist_group_of("tests/faults/test_new_fault.py::test_x") == conftest.LOAD_GROUP
+    assert conftest.xdist_group_of("tests/storage/test_snapshot.py::TestX::test_y[a::b]") == \
+        "tests/storage/test_snapshot.py"
 
 
 def test_sigint_is_delivered_to_children_even_when_the_suite_was_started_with_it_ignored():
