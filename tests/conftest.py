@@ -68,7 +68,6 @@ def pytest_configure(config):
 # 9.2 ignores the node id suffix through which xdist 3.8 applies those.)
 
 LOAD_GROUP = "load"
-TESTS = Path(__file__).resolve().parent
 
 
 def xdist_group_of(nodeid: str) -> str:
