@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install install-test run test test-faults bench system-deps clean grafana
+.PHONY: install install-test run test test-faults bench bench-deps system-deps clean grafana
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +44,12 @@ test: install-test system-deps
 test-faults: install-test system-deps
 	$(BIN)/pytest -s tests/faults
 
+# Debian packages the benchmarks drive (wrk) or measure against (nginx, never started as the system service).
+bench-deps:
+	bash scripts/bench-deps.sh
+
 # Benchmarks, each side by side with its baseline (not pass/fail): see benchmarks/README.md.
-bench: install-test system-deps
+bench: install-test system-deps bench-deps
 	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python workers.py && ../$(BIN)/python cold_start.py \
 		&& ../$(BIN)/python export.py && ../$(BIN)/python forward.py && ../$(BIN)/python pg_ingest.py && ../$(BIN)/python pg_export.py
 

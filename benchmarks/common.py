@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -62,51 +64,95 @@ class Variant:
     ``workers`` processes (`tswarm serve --workers N`)."""
 
     def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1,
-                 database_url: str = ""):
+                 database_url: str = "", cli: bool = False, log_level: Optional[str] = "WARNING"):
+        """``cli``: run `tswarm serve` itself (the command as shipped, its default settings) instead of
+        serve_variant.py (the knobs then must be their defaults). ``log_level``: TSWARM_LOG_LEVEL, or
+        None for the shipped default (serve_variant.py configures logging as `tswarm serve` does)."""
         self.data_dir = data_dir
         self.port = free_port()
-        self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
-                     "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
-                     "--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
+        self.log_level = log_level
+        if cli:
+            if (synchronous, max_batch, database_url) != ("FULL", 5000, ""):
+                raise ValueError("cli=True runs `tswarm serve` as shipped: no knobs")
+            self.args = [sys.executable, "-m", "tswarm", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                         "--data-dir", str(data_dir)] + (["--workers", str(workers)] if workers > 1 else [])
+        else:
+            self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
+                         "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
+                         "--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
         self.proc: subprocess.Popen | None = None
+        self._log = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "Variant":
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_")}
-        env["TSWARM_LOG_LEVEL"] = "WARNING"
-        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The shipped defaults: no TSWARM_* of the caller's, no PostgreSQL URL, no Heroku PORT.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("DATABASE_URL", "PORT")}
+        if self.log_level:
+            env["TSWARM_LOG_LEVEL"] = self.log_level
+        # stderr to a file, never an unread pipe: a service logging every request would fill the pipe and stall
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
         for _ in range(600):
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1):
                     return self
             except OSError:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(self.proc.stderr.read().decode())
+                    raise RuntimeError(self.stderr())
                 time.sleep(0.05)
-        raise RuntimeError("service did not start")
+        self.proc.terminate()
+        raise RuntimeError("service did not start: " + self.stderr())
+
+    def stderr(self) -> str:
+        """What the service wrote to stderr so far (its last 4,000 characters)."""
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")
+        self._log.seek(0, 2)
+        return text[-4000:]
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
         self.proc.wait(60)
+        self._log.close()
 
     def pids(self) -> list[int]:
         """The service process and, with workers, the worker processes it started."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        return [self.proc.pid, *map(int, children)]
+        return tree_pids(self.proc.pid)
 
     def rss_mb(self) -> float:
         return sum(rss_mb(pid) for pid in self.pids())
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the service's processes have used so far."""
-        total = 0.0
-        for pid in self.pids():
+        return process_cpu_seconds(self.pids())
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (each process's children, from every one of its threads)."""
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for child in children:
+            found.extend(tree_pids(int(child)))
+    return list(dict.fromkeys(found))
+
+
+def process_cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system, all threads) the processes ``pids`` have used so far (/proc/PID/stat)."""
+    total = 0.0
+    for pid in pids:
+        try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def metric_sum(url: str, name: str) -> tuple[float, float]:
@@ -168,3 +214,157 @@ def load(url: str, names: list[str], *, concurrency: int, seconds: float, keepal
         "p50_ms": pick(0.50),
         "p99_ms": pick(0.99),
     }
+
+
+# --- wrk: the load generator of ingest.py and workers.py (Debian's `wrk`, C: little CPU per request) ---
+
+WRK_SCRIPT = ROOT / "benchmarks" / "wrk" / "put_reading.lua"
+
+
+def write_nodes_file(path: Path, names: list[str]) -> Path:
+    """The nodes for benchmarks/wrk/put_reading.lua: "<name><TAB><Authorization value>" a line."""
+    path.write_text("".join(f"{name}\t{header(name)}\n" for name in names))
+    return path
+
+
+def run_wrk(url: str, nodes_file: Path, *, keepalive: bool, seconds: float, threads: int = 2, connections: int = 50,
+            wrk: str = "wrk") -> dict:
+    """One wrk run of benchmarks/wrk/put_reading.lua against ``url``: every request a reading PUT by one
+    of the nodes in ``nodes_file``, with `Connection: close` unless ``keepalive``.
+
+    Returns requests/s of 2xx answers (``ok_per_s``), all requests/s, p50/p90/p99 latency (ms, wrk
+    ``--latency``), the answers by status, non-2xx, socket errors, and wrk's own CPU (user + system,
+    from ``os.wait4``: the child's rusage) per request."""
+    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s",
+           "-s", str(WRK_SCRIPT), url, "--", str(nodes_file), "keep-alive" if keepalive else "close", str(threads)]
+    with tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    line = next((x for x in text.splitlines() if x.startswith("wrk-json ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {text[-2000:]}")
+    raw = json.loads(line[len("wrk-json "):])
+    elapsed = raw["duration_us"] / 1e6
+    statuses = {code: n for code, n in sorted(raw["statuses"].items())}
+    ok = sum(n for code, n in statuses.items() if code.startswith("2"))
+    errors = {k: v for k, v in raw["errors"].items() if k != "status" and v}
+    wrk_cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "requests": raw["requests"],
+        "seconds": elapsed,
+        "ok_per_s": ok / elapsed,
+        "requests_per_s": raw["requests"] / elapsed,
+        "p50_ms": raw["latency_us"]["p50"] / 1000,
+        "p90_ms": raw["latency_us"]["p90"] / 1000,
+        "p99_ms": raw["latency_us"]["p99"] / 1000,
+        "statuses": statuses,
+        "non_2xx": raw["requests"] - ok,
+        "socket_errors": errors,
+        "wrk_cpu_s": wrk_cpu,
+        "wrk_cpu_us": wrk_cpu / max(1, raw["requests"]) * 1e6,
+    }
+
+
+def wrk_available(wrk: str = "wrk") -> bool:
+    import shutil
+
+    return shutil.which(wrk) is not None
+
+
+# --- what a run needs printed beside it: the machine, the versions, the spread ---
+
+
+def machine_info() -> dict:
+    """CPU model and count, Python, aiohttp and SQLite versions, wrk and nginx versions."""
+    import platform
+    import sqlite3
+
+    import aiohttp
+
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+
+    def version(cmd: list[str]) -> str:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return "not installed"
+
+    return {
+        "cpu": model or platform.processor() or "unknown",
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "wrk": version(["wrk", "--version"]),
+        "nginx": version(["nginx", "-v"]),
+    }
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def metrics_text(url: str) -> str:
+    """``GET /metrics`` (loopback needs no token), on a new connection."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+WORKER_KEY = "tswarm_journal_commit_seconds_created"  # made when a worker's metrics are: one value per process
+
+
+def scrape_workers(url: str, workers: int, names: tuple[str, ...], tries_per_worker: int = 15) -> dict:
+    """``{worker: {sample: value}}`` of the samples ``names`` from every worker's ``GET /metrics``.
+
+    /metrics answers for the worker that took the connection (docs/deployment.md), and the kernel
+    spreads new connections over the workers (SO_REUSEPORT), so it is asked on new connections
+    until ``workers`` distinct workers answered (told apart by when their metrics were made), or
+    ``tries_per_worker * workers`` tries; fewer found means a partial sum (the caller says so)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict = {}
+    for _ in range(tries_per_worker * workers):
+        samples = {}
+        for family in text_string_to_metric_families(metrics_text(url)):
+            for sample in family.samples:
+                if sample.name in names or sample.name == WORKER_KEY:
+                    samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+        found[samples.pop(WORKER_KEY, None)] = samples
+        if len(found) >= workers:
+            break
+    return found
+
+
+def worker_deltas(before: dict, after: dict) -> tuple[dict, int]:
+    """Per sample, the sum over workers of (after - before); and how many workers were seen both times."""
+    common_workers = [w for w in after if w in before]
+    total: dict = {}
+    for w in common_workers:
+        for name, value in after[w].items():
+            total[name] = total.get(name, 0.0) + value - before[w].get(name, 0.0)
+    return total, len(common_workers)
+
+
+def finish(result: dict, json_path, load_before, machine: dict, started: float) -> dict:
+    """The end of a wrk benchmark: the load average before and now, the time taken, and ``result``
+    (with ``load_after``) written to ``json_path`` when one is given."""
+    load_after = os.getloadavg()
+    shown = lambda load: " ".join(f"{x:.2f}" for x in load)  # noqa: E731
+    print(f"load average before: {shown(load_before)}; after: {shown(load_after)} ({machine['cores']} cores);"
+          f" {time.monotonic() - started:.0f} s")
+    result["load_after"] = load_after
+    if json_path:
+        Path(json_path).write_text(json.dumps(result, indent=2, default=str))
+        print(f"wrote {json_path}")
+    return result

@@ -6,6 +6,7 @@
 --database-url URL  : the journal in PostgreSQL (TSWARM_DATABASE_URL) instead of SQLite in the data dir
 """
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -26,4 +27,6 @@ config = Config.from_env(
     host="127.0.0.1", port=args.port, data_dir=args.data_dir, workers=args.workers, database_url=args.database_url,
     journal_synchronous=args.synchronous, journal_max_batch=args.max_batch,
 )
-sys.exit(serve(config))  # the code path of `tswarm serve` (TSWARM_LOG_LEVEL=WARNING: no access log)
+# as `tswarm serve` does (service/cli.py): the same log lines at the same level (TSWARM_LOG_LEVEL)
+logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+sys.exit(serve(config))  # the code path of `tswarm serve`

@@ -1,20 +1,40 @@
-"""Workers: the shipped service as 1, 2 and 3 processes sharing the port (`tswarm serve --workers N`).
+"""Workers: `tswarm serve --workers N` for N = 1, 2, 3, interleaved in rounds, driven by wrk.
 
-Accepted readings/s, p50/p99 latency and the ratio to one worker (the curve), with a new connection
-per request (as nodes do) and with keep-alive clients. The load generator runs on the same machine:
-on a machine with few cores, workers and load generator compete for them (read the CPU column).
+The harness of ingest.py (benchmarks/wrk/put_reading.lua: PUT with Basic auth as the firmware
+sends it, cycling over --nodes registered nodes, `wrk -t2 -c50 -d<seconds> --latency`), with wrk on
+the same machine as the workers. Each service (`tswarm serve` as shipped, default settings, one
+journal each) is started once and warmed up (every node several times on new connections, so each
+worker's credential cache has seen nearly every node); then each round runs, for a new connection
+per request and then keep-alive, N = 1, 2, 3 one after the other. Per run: 2xx/s and the ratio to
+1 worker of the same round and mode, p50/p99, non-2xx, service CPU (cores, and µs per request: the
+supervisor and its workers), wrk's CPU per request, scrypts inside the window (credential cache
+misses), and, from every worker's /metrics (tswarm_journal_commit_batch_size and
+tswarm_journal_commit_seconds), the commits per second, the mean group size and commit time, and
+the commit share (commit seconds of all workers / run seconds: above 1, commits overlap, waiting for
+each other at SQLite's write lock).
 
-It also times what `--workers` added to every group commit: reading the newest timestamp
-(SELECT MAX(ts)) under the write lock, on a journal of a million readings.
+--max-ts-cost also times what `--workers` added to every group commit: SELECT MAX(ts) under the
+write lock, on a journal of a million readings.
 """
+from __future__ import annotations
+
 import argparse
+import contextlib
+import os
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import Variant, load, register_nodes
+from common import (Variant, finish, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+                    write_nodes_file)
 
 from tswarm.storage import open_storage
+
+MODES = (("new connection", False), ("keep-alive", True))
+SAMPLES = ("tswarm_journal_commit_batch_size_sum", "tswarm_journal_commit_batch_size_count",
+           "tswarm_journal_commit_seconds_sum", "tswarm_journal_commit_seconds_count", "tswarm_auth_cache_misses_total")
 
 
 def max_ts_cost(readings: int = 1_000_000, repeat: int = 20_000) -> float:
@@ -31,35 +51,138 @@ def max_ts_cost(readings: int = 1_000_000, repeat: int = 20_000) -> float:
         return (time.perf_counter() - started) / repeat * 1e6
 
 
-def run(counts: list[int], nodes: int, concurrency: int, seconds: float, procs: int) -> dict:
-    results = {}
-    for keepalive in (False, True):
-        for workers in counts:
-            with tempfile.TemporaryDirectory() as tmp:
-                data_dir = Path(tmp) / "data"
-                names = register_nodes(data_dir, nodes, scrypt_n=2**10)
-                with Variant(data_dir, workers=workers) as service:
-                    # every node a few times per worker, so each worker's credential cache has seen (nearly) every node
-                    load(service.url, names, concurrency=concurrency, seconds=0, keepalive=keepalive, procs=procs, rounds=4 * workers)
-                    cpu_before, wall_before = service.cpu_seconds(), time.monotonic()
-                    figures = load(service.url, names, concurrency=concurrency, seconds=seconds, keepalive=keepalive, procs=procs)
-                    figures["service_cores"] = (service.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
-            results[(workers, keepalive)] = figures
-            base = results[(counts[0], keepalive)]["readings_per_s"]
-            print(f"{workers} worker{'s' if workers > 1 else ' '} {'keep-alive' if keepalive else 'new conn.':10}"
-                  f" {figures['readings_per_s']:8.0f} readings/s  x{figures['readings_per_s'] / base:4.2f}"
-                  f"  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms"
-                  f"  service CPU {figures['service_cores']:4.2f} cores  statuses {figures['statuses']}", flush=True)
-    return results
+def measure(service: Variant, workers: int, nodes_file: Path, *, keepalive: bool, args) -> dict:
+    before = scrape_workers(service.url, workers, SAMPLES)
+    cpu_before, wall_before = service.cpu_seconds(), time.monotonic()
+    figures = run_wrk(service.url, nodes_file, keepalive=keepalive, seconds=args.seconds, threads=args.threads,
+                      connections=args.connections)
+    cpu, wall = service.cpu_seconds() - cpu_before, time.monotonic() - wall_before
+    after = scrape_workers(service.url, workers, SAMPLES)
+    delta, seen = worker_deltas(before, after)
+    commits = delta.get("tswarm_journal_commit_batch_size_count", 0.0)
+    commit_s = delta.get("tswarm_journal_commit_seconds_sum", 0.0)
+    figures.update(
+        service_cores=cpu / wall,
+        service_cpu_us=cpu / max(1, figures["requests"]) * 1e6,
+        workers_seen=seen,
+        scrypts=delta.get("tswarm_auth_cache_misses_total", 0.0),
+        commits_per_s=commits / figures["seconds"],
+        group_mean=delta.get("tswarm_journal_commit_batch_size_sum", 0.0) / commits if commits else 0.0,
+        commit_ms=commit_s / delta.get("tswarm_journal_commit_seconds_count", 0.0) * 1000 if commits else 0.0,
+        commit_share=commit_s / figures["seconds"],
+    )
+    return figures
+
+
+def row(run: dict) -> str:
+    bad = f"  NON-2xx {run['non_2xx']} {run['statuses']}" if run["non_2xx"] else ""
+    errors = f"  socket errors {run['socket_errors']}" if run["socket_errors"] else ""
+    partial = f"  (metrics of {run['workers_seen']} of {run['workers']} workers)" if run["workers_seen"] < run["workers"] else ""
+    return (f"{run['workers']} worker{'s' if run['workers'] > 1 else ' '} {run['mode']:14} {run['ok_per_s']:7,.0f}/s"
+            f"  x{run['ratio']:4.2f}  p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms"
+            f"  service {run['service_cores']:4.2f} cores {run['service_cpu_us']:4.0f} µs/req  wrk {run['wrk_cpu_us']:3.0f} µs/req"
+            f"  commits {run['commits_per_s']:5.0f}/s group {run['group_mean']:5.1f} commit {run['commit_ms']:5.2f} ms"
+            f"  commit share {run['commit_share']:4.2f}  scrypts {run['scrypts']:.0f}{partial}{bad}{errors}")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    summary = []
+    for mode, _ in MODES:
+        for workers in dict.fromkeys(r["workers"] for r in runs):
+            group = [r for r in runs if r["mode"] == mode and r["workers"] == workers]
+            if not group:
+                continue
+            entry = {"mode": mode, "workers": workers, "rounds": len(group), "non_2xx": sum(r["non_2xx"] for r in group)}
+            for field in ("ok_per_s", "ratio", "p50_ms", "p99_ms", "service_cores", "service_cpu_us", "wrk_cpu_us",
+                          "commits_per_s", "group_mean", "commit_ms", "commit_share"):
+                values = [r[field] for r in group]
+                entry[field] = {"median": median(values), "min": min(values), "max": max(values)}
+            summary.append(entry)
+    return summary
+
+
+def spread(entry: dict, field: str, fmt: str) -> str:
+    v = entry[field]
+    return f"{format(v['median'], fmt)} ({format(v['min'], fmt)}–{format(v['max'], fmt)})"
+
+
+def print_summary(summary: list[dict], rounds: int) -> None:
+    print(f"\nSummary over {rounds} round(s): median (min–max)")
+    print(f"{'workers':8} {'connection':14} {'2xx/s':>22} {'vs 1 worker':>18} {'p50 ms':>7} {'p99 ms':>7}"
+          f" {'service cores':>14} {'µs/req':>7} {'wrk µs/req':>10} {'commits/s':>10} {'group':>20} {'commit ms':>10}"
+          f" {'commit share':>13}")
+    for e in summary:
+        bad = f"  NON-2xx {e['non_2xx']}" if e["non_2xx"] else ""
+        print(f"{e['workers']:<8} {e['mode']:14} {spread(e, 'ok_per_s', ',.0f'):>22} {spread(e, 'ratio', '.2f'):>18}"
+              f" {e['p50_ms']['median']:7.1f} {e['p99_ms']['median']:7.1f} {e['service_cores']['median']:14.2f}"
+              f" {e['service_cpu_us']['median']:7.0f} {e['wrk_cpu_us']['median']:10.0f} {e['commits_per_s']['median']:10.0f}"
+              f" {spread(e, 'group_mean', '.1f'):>20} {e['commit_ms']['median']:10.2f} {e['commit_share']['median']:13.2f}{bad}")
+
+
+def run(args) -> dict:
+    machine = machine_info()
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    print(f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, aiohttp {machine['aiohttp']},"
+          f" SQLite {machine['sqlite']}; {machine['wrk'].split(' Copyright')[0]}")
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, workers {args.workers},"
+          f" {args.rounds} round(s); load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    result = {"machine": machine, "settings": vars(args), "load_before": load_before}
+    if args.max_ts_cost:
+        result["max_ts_us"] = max_ts_cost()
+        print(f"SELECT MAX(ts) under the write lock: {result['max_ts_us']:.1f} µs per group commit (1,000,000 readings)",
+              flush=True)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="tswarm-bench-workers-") as tmp, contextlib.ExitStack() as stack:
+        nodes = [f"node{i:05d}" for i in range(args.nodes)]
+        nodes_file = write_nodes_file(Path(tmp) / "nodes.tsv", nodes)
+        services = {}
+        for workers in args.workers:
+            data_dir = Path(tmp) / f"workers{workers}" / "data"
+            register_nodes(data_dir, args.nodes, scrypt_n=2**10)
+            services[workers] = stack.enter_context(Variant(data_dir, cli=True, workers=workers, log_level=None))
+            passes = 1 if workers == 1 else 3 * workers  # new connections land on any worker: several passes
+            warm = load(services[workers].url, nodes, concurrency=50, seconds=0, keepalive=False, procs=args.procs,
+                        rounds=passes)
+            print(f"{workers} worker(s) started and warmed up ({passes} reading(s) per node; {warm['statuses']})",
+                  flush=True)
+        for round_no in range(1, args.rounds + 1):
+            print(f"\nround {round_no} (load {os.getloadavg()[0]:.2f})", flush=True)
+            for mode, keepalive in MODES:
+                for workers in args.workers:
+                    figures = measure(services[workers], workers, nodes_file, keepalive=keepalive, args=args)
+                    base = figures if workers == args.workers[0] else next(
+                        r for r in runs if (r["round"], r["mode"], r["workers"]) == (round_no, mode, args.workers[0]))
+                    figures.update(round=round_no, mode=mode, workers=workers, load=os.getloadavg()[0],
+                                   ratio=figures["ok_per_s"] / base["ok_per_s"] if base["ok_per_s"] else 0.0)
+                    runs.append(figures)
+                    print(row(figures), flush=True)
+    summary = summarize(runs)
+    print_summary(summary, args.rounds)
+    if any(r["non_2xx"] for r in runs):
+        print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
+    print("commit share: the group commits' seconds (hand-off to the writer thread, waiting for the write lock, inserts,"
+          " fsync) of all workers per second of the run; above 1, commits overlap: they wait for each other at the lock")
+    result.update(runs=runs, summary=summary)
+    return finish(result, args.json, load_before, machine, started)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3], help="worker counts (the first is the base)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--seconds", type=int, default=5, help="wrk's -d per run, whole seconds (default 5)")
+    p.add_argument("--nodes", type=int, default=2000, help="registered nodes the requests cycle over (default 2000)")
+    p.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
+    p.add_argument("--threads", type=int, default=2, help="wrk's -t (default 2)")
+    p.add_argument("--procs", type=int, default=2, help="loadgen.py processes for the warm-up")
+    p.add_argument("--max-ts-cost", action="store_true", help="also time SELECT MAX(ts) on 1,000,000 readings")
+    p.add_argument("--json", metavar="FILE", help="write every run, the summary and the machine to FILE")
+    return p
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3], help="worker counts (the first is the base)")
-    parser.add_argument("--nodes", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
-    args = parser.parse_args()
-    print(f"SELECT MAX(ts) under the write lock: {max_ts_cost():.1f} µs per group commit (1,000,000 readings)", flush=True)
-    run(args.workers, args.nodes, args.concurrency, args.seconds, args.procs)
+    arguments = parser().parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: run `make bench-deps` (scripts/bench-deps.sh)")
+    run(arguments)

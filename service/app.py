@@ -15,7 +15,7 @@ from aiohttp import web
 from . import admin, firmware_routes, keys, metrics, protocol, proxy, readers, web as status_page
 from .alerts import alerting
 from .auth import CredentialCache, LoginGuard
-from .errors import RETRY_AFTER_STORAGE, json_errors
+from .errors import RETRY_AFTER_STORAGE
 from .forwarder import forwarding
 from .leader import Leader
 from .metrics import Metrics, count_requests, metrics_ctx
@@ -117,9 +117,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(config: Config) -> web.Application:
-    # proxy first: everything after it sees the real client address and scheme (service/proxy.py)
+    # proxy first: everything after it sees the real client address and scheme (service/proxy.py); then
+    # one middleware that answers errors as JSON and counts every answer (service/metrics.py)
     app = web.Application(
-        middlewares=[*proxy.middlewares(config), count_requests, json_errors], client_max_size=config.max_body
+        middlewares=[*proxy.middlewares(config), count_requests], client_max_size=config.max_body
     )
     # State that needs no starting.
     app[keys.CONFIG] = config

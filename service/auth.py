@@ -25,7 +25,15 @@ if TYPE_CHECKING:
 
     from .storage import NodeAuth
 
-SCRYPT_N = 2**13  # ~23 ms and 8 MiB per hash on the reference machine; chosen in benchmarks/README.md
+# Two costs, one format (``scrypt$n$r$p$salt$key``: every hash carries its parameters, so hashes made
+# with other ones, older tswarm's included, keep verifying). Why two, in benchmarks/README.md
+# ("Cold start"):
+SCRYPT_N = 2**13  # a password a person chose (`--password`, the admin API's "password"): ~23 ms and 8 MiB a hash
+# A password generate_password made: 144 random bits cannot be guessed at any speed (2^143 tries on
+# average), so its hash needs no work factor, only to be one-way and salted; n=2^4 (16 KiB) costs
+# about 0.1 ms, and a cold start of 10,000 such nodes no longer waits for 10,000 memory-hard hashes.
+SCRYPT_N_GENERATED = 2**4
+GENERATED_BITS = 144  # what generate_password draws (18 bytes); SCRYPT_N_GENERATED rests on it
 SCRYPT_R = 8
 SCRYPT_P = 1
 SALT_BYTES = 16
@@ -35,10 +43,13 @@ REALM = 'Basic realm="tswarm"'
 
 def generate_password() -> str:
     """A strong random password (144 bits), safe in JSON and in Basic auth."""
-    return secrets.token_urlsafe(18)
+    return secrets.token_urlsafe(GENERATED_BITS // 8)
 
 
 def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    """``password``'s salted scrypt hash, its parameters recorded in it. ``n``: :data:`SCRYPT_N` for a
+    password a person chose, :data:`SCRYPT_N_GENERATED` for one :func:`generate_password` made
+    (tswarm.nodes.register decides)."""
     salt = secrets.token_bytes(SALT_BYTES)
     key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r * 2, dklen=KEY_BYTES)
     b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
@@ -204,8 +215,9 @@ async def authenticate(
     :class:`LoginRefused`: 429 while the guard blocks ``peer``, 401 (a failed login of ``peer``) for
     a missing or bad header, an unknown login or a wrong password, 403 for another node's credentials.
 
-    ``lookup(login)`` reads the node's record (a password changed or a node removed elsewhere
-    applies at once; an engine may serve it from a cache it keeps exact); before a 401 is given,
+    ``lookup(login)`` gives the node's record (a password changed or a node removed elsewhere
+    applies at once: the service's lookup answers on the event loop from a snapshot that any change
+    clears, service/storage/snapshot.py, and reads the storage only on a miss); before a 401 is given,
     ``lookup(login, fresh=True)`` reads it once more past any such cache, so a refusal never rests
     on a change another process made a moment ago (a new password that is not announced yet).
     scrypt runs in ``hasher``, once per header and password hash (the cache)."""

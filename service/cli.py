@@ -157,10 +157,11 @@ def _password_or_generated(password: Optional[str]) -> str:
 def node_add(name, password, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
+    generated = password is None
     password = _password_or_generated(password)
     with storage_for(config) as journal:
         try:
-            register(journal, config, name, password, Registration.NEW)
+            register(journal, config, name, password, Registration.NEW, generated=generated)
         except NodeExists:
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
@@ -175,10 +176,11 @@ def node_add(name, password, data_dir):
 def node_passwd(name, password, data_dir):
     """Give node NAME a new password and print its new svconf JSON."""
     config = load_config(data_dir=data_dir)
+    generated = password is None
     password = _password_or_generated(password)
     with existing_journal(config) as journal:
         try:
-            register(journal, config, name, password, Registration.EXISTING)
+            register(journal, config, name, password, Registration.EXISTING, generated=generated)
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
     _print_svconf(config, name, password)
@@ -340,8 +342,6 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
 
     A progress bar goes to standard error when it is a terminal (and the rows do not go to that
     same terminal); piped or redirected, there is none."""
-    from tqdm import tqdm
-
     from .export import BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
     from .history import CursorExpired, HistoryUnavailable, open_history, plan
 
@@ -369,8 +369,12 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
         pruned = influx is not None and journal.pruned_before() is not None
         total = journal.count_readings_in(node_name, start, stop) if show and not pruned and token is None else None
         try:
-            with tqdm(total=total, unit=" rows", unit_scale=True, disable=not show, file=sys.stderr) as bar:
-                for chunk in export_chunks(journal, **args, on_rows=bar.update, influx=influx, page=page):
+            if show:  # tqdm imported only then: its import is a tenth of a second of every export
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, unit=" rows", unit_scale=True, file=sys.stderr)
+            with bar if show else contextlib.nullcontext():
+                for chunk in export_chunks(journal, **args, on_rows=bar.update if show else None, influx=influx, page=page):
                     out.write(chunk)
             if cursor_file is not None:  # the rows are on disk before the cursor that says so
                 out.flush()
@@ -845,7 +849,6 @@ def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flu
     The InfluxDB token, organisation, user and password come from TSWARM_INFLUX_*; the low-battery
     threshold from TSWARM_BATTERY_LOW_V.
     """
-    from .grafana_dashboards import BATTERY_LOW_V
     from .grafana_provision import InfluxSource, ProvisionError, connect, provision
 
     config = load_config()

@@ -67,37 +67,54 @@ def client_gone(request: web.BaseRequest) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """Turn aiohttp's own errors (unknown route, wrong method, a body that does not decode, ...) and
-    crashes into JSON bodies; a client that hung up mid-body is a 499 (nothing is sent: it is gone)."""
+def refused_encoding(request: web.BaseRequest) -> Optional[web.Response]:
+    """The 400 for a body in an encoding that is not accepted (before the handler reads it), or None."""
     encoding = request.headers.get("Content-Encoding")
     if encoding is not None and request.body_exists and encoding.strip().lower() not in ACCEPTED_ENCODINGS:
         return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
+    return None
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer for what a handler raised: aiohttp's own errors (unknown route, wrong method, a
+    body that does not decode, ...) and crashes; a client that hung up mid-body is a 499 (nothing is
+    sent: it is gone). An exception that is an answer already (a JSON or non-error HTTPException) is
+    raised again."""
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400 or exc.content_type == "application/json":
-            raise
+            raise exc
         return as_json(exc.status, exc.reason, exc.headers)
-    except web.RequestPayloadError as exc:
+    if isinstance(exc, web.RequestPayloadError):
         if isinstance(exc.__cause__, ContentEncodingError):
             return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
         return json_error(400, "bad_body", "the body does not match its Content-Length or chunked encoding",
                           headers={"Connection": "close"})
-    except StorageUnavailable as exc:  # the database is away (PostgreSQL restarting, a disk full): retry
+    if isinstance(exc, StorageUnavailable):  # the database is away (PostgreSQL restarting, a disk full): retry
         # logged once an outage, by the writer (service/storage/group.py), not once a request
         log.debug("storage unavailable on %s %s: %s", request.method, request.path, exc)
         if keys.WRITER in request.app:
             request.app[keys.WRITER].unavailable(exc)
         return json_error(503, "storage_unavailable", "the database cannot be reached now; retry later",
                           headers={"Retry-After": RETRY_AFTER_STORAGE})
-    except ConnectionError:
+    if isinstance(exc, ConnectionError):
         if not client_gone(request):
-            log.exception("unexpected error on %s %s", request.method, request.path)
+            log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
             return json_error(500, "internal_error", "the service failed on this request; it is logged")
         # The access log's line for this request (status 499) is the one line it gets.
         return json_error(CLIENT_GONE, "client_gone", "the client closed the connection before its request was complete")
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return json_error(500, "internal_error", "the service failed on this request; it is logged")
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    return json_error(500, "internal_error", "the service failed on this request; it is logged")
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler):
+    """:func:`refused_encoding` before the handler, :func:`error_answer` for what it raises. The app
+    runs these inside its one middleware (service/metrics.py ``count_requests``); this one is for an
+    app without the metrics."""
+    refused = refused_encoding(request)
+    if refused is not None:
+        return refused
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return error_answer(request, exc)

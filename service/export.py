@@ -33,7 +33,7 @@ from . import history
 from .names import NODE_NAME_HELP, valid_node_name
 from .storage import Storage
 from .storage.interface import EXTRA_FIELDS
-from .timefmt import MAX_NS, MIN_NS, parse_time, rfc3339
+from .timefmt import MAX_NS, MIN_NS, MINUTES, SECOND_TEXT, parse_time
 
 if TYPE_CHECKING:
     from .influx.query import InfluxHistory
@@ -256,25 +256,64 @@ def csv_lines(rows: list, text: Optional[FloatText] = None) -> str:
 
     Node names come from a safe alphabet (no comma, quote or line break) and the rest are numbers
     and RFC 3339 times, so no field ever needs quoting: these lines are what csv.writer would write,
-    byte for byte (a test checks), at more than twice its speed. A cell not sent is empty."""
+    byte for byte (a test checks), at more than twice its speed. A cell not sent is empty.
+
+    The time is :func:`~tswarm.timefmt.rfc3339`, inline: a call per row costs more than the rest of
+    the line (tests/test_export_lines.py checks these lines against the formatting of before)."""
     text = FloatText() if text is None else text
+    minutes, seconds = MINUTES, SECOND_TEXT
     return "".join([
-        f"{rfc3339(ts)},{name},{text[t]},{text[h]},,,,\r\n"
+        f"{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}"
+        f"{'%09d' % (ts % 1_000_000_000)}Z,{name},{text[t]},{text[h]},,,,\r\n"
         if v is None and r is None and a is None and n is None else
-        f"{rfc3339(ts)},{name},{text[t]},{text[h]},{'' if v is None else text[v]},{'' if r is None else r},"
-        f"{'' if a is None else a},{'' if n is None else n}\r\n"
+        f"{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}"
+        f"{'%09d' % (ts % 1_000_000_000)}Z,{name},{text[t]},{text[h]},{'' if v is None else text[v]},"
+        f"{'' if r is None else r},{'' if a is None else a},{'' if n is None else n}\r\n"
         for ts, name, t, h, v, r, a, n in rows
     ])
 
 
+class JsonText(dict):
+    """``json.dumps`` of the values of one kind of cell, remembered as :class:`FloatText` does
+    (floats and node names: a few thousand distinct ones). Zeros are not remembered (0.0 == -0.0)."""
+
+    MAX_ENTRIES = FloatText.MAX_ENTRIES
+
+    def __missing__(self, value) -> str:
+        text = json.dumps(value)
+        if value and len(self) < self.MAX_ENTRIES:
+            self[value] = text
+        return text
+
+
+def _json_int(value) -> str:
+    """``json.dumps`` of an integer cell (``str``), or of whatever else a hand-written row holds there."""
+    return str(value) if type(value) is int else json.dumps(value)
+
+
 def ndjson_lines(rows: list, text: object = None) -> str:
-    """The NDJSON lines of the same rows: the telemetry keys only when sent."""
-    dumps = json.dumps
+    """The NDJSON lines of the same rows: the telemetry keys only when sent. Each line is what
+    ``json.dumps`` writes for ``{"time", "node", "temperature", "humidity", <telemetry sent>}``
+    (a test checks), written as text: ``json.dumps`` of a dict per row costs three times as much."""
+    floats, names = JsonText(), JsonText()
+    minutes, seconds = MINUTES, SECOND_TEXT
     out = []
-    for ts, name, t, h, *extra in rows:
-        record = {"time": rfc3339(ts), "node": name, "temperature": t, "humidity": h}
-        for key, value in zip(EXTRA_FIELDS, extra):
-            if value is not None:
-                record[key] = value
-        out.append(dumps(record) + "\n")
+    append = out.append
+    for ts, name, t, h, v, r, a, n in rows:
+        head = (
+            f'{{"time": "{minutes[ts // 60_000_000_000]}{seconds[ts % 60_000_000_000 // 1_000_000_000]}'
+            f'{"%09d" % (ts % 1_000_000_000)}Z", "node": {names[name]}, '
+            f'"temperature": {floats[t]}, "humidity": {floats[h]}'
+        )
+        if v is None and r is None and a is None and n is None:
+            append(head + "}\n")
+            continue
+        append(
+            head
+            + ("" if v is None else f', "vbat": {floats[v]}')
+            + ("" if r is None else f', "rssi": {_json_int(r)}')
+            + ("" if a is None else f', "awake_ms": {_json_int(a)}')
+            + ("" if n is None else f', "lost": {_json_int(n)}')
+            + "}\n"
+        )
     return "".join(out)

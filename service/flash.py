@@ -184,7 +184,7 @@ def register(config: Config, name: str, password: str, given: bool, sleep: int =
     the board holds its files.
     """
     with storage_for(config) as journal:
-        added = register_node(journal, config, name, password, Registration.EITHER).added
+        added = register_node(journal, config, name, password, Registration.EITHER, generated=not given).added
         journal.set_interval(name, sleep)
         if added:
             return None

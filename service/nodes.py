@@ -57,15 +57,21 @@ def password_or_generated(password: Optional[str]) -> str:
 
 def register(
     journal: Storage, config: Config, name: str, password: Optional[str] = None,
-    which: Registration = Registration.NEW,
+    which: Registration = Registration.NEW, *, generated: bool = False,
 ) -> Registered:
     """Register node ``name`` or give it a new password, as ``which`` allows; ``password`` None
-    generates one. The hash is scrypt with ``config.scrypt_n``. Raises ValueError for a bad name,
-    EmptyPassword, and the journal's NodeExists / NodeNotFound."""
+    generates one. ``generated``: ``password`` is one :func:`password_or_generated` made already (the
+    CLI and ``tswarm flash`` generate it first, to show it).
+
+    The hash is scrypt: with ``config.scrypt_n`` (:data:`~tswarm.auth.SCRYPT_N`, memory-hard) for a
+    password a person chose, with :data:`~tswarm.auth.SCRYPT_N_GENERATED` (cheap: 144 random bits need
+    no work factor) for a generated one. Raises ValueError for a bad name, EmptyPassword, and the
+    journal's NodeExists / NodeNotFound."""
     if not valid_node_name(name):
         raise ValueError(f"{name!r}: node names are {NODE_NAME_HELP}")
+    generated = generated or password is None
     password = password_or_generated(password)
-    password_hash = auth.hash_password(password, n=config.scrypt_n)
+    password_hash = auth.hash_password(password, n=auth.SCRYPT_N_GENERATED if generated else config.scrypt_n)
     if which is Registration.EXISTING:
         journal.set_password(name, password_hash)
         return Registered(name, password, added=False)

@@ -19,6 +19,7 @@ the way back) is not stored again: it gets the first time's 202/423, with the st
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Optional
@@ -99,8 +100,9 @@ async def node_login(request: web.Request, name: str, detail: str = READING_UNAV
     try:
         return await authenticate(
             request.headers.get("Authorization"), request.remote or "unknown", name,
-            # the storage pool refuses at once while an outage is known, and tells the writer of one
-            lookup=lambda login, fresh=False: app[keys.STORAGE].read(lambda storage: storage.node_auth(login, fresh=fresh)),
+            # on the event loop from the registry snapshot while the record is unchanged, else in a read
+            # thread (service/pool.py); the pool refuses at once while an outage is known, and tells the writer
+            lookup=app[keys.STORAGE].node_auth,
             cache=app[keys.CREDENTIALS], guard=app[keys.GUARD], hasher=app[keys.HASHER],
         )
     except LoginRefused as refused:
@@ -142,7 +144,7 @@ async def _created_meanwhile(app: web.Application, node: NodeAuth) -> NodeAuth |
     POST may have just gone through another instance (whose announcement has not arrived here yet).
     The fresh record is used only while its password hash is the one the request verified against."""
     try:
-        fresh = await app[keys.STORAGE].read(lambda storage: storage.node_auth(node.name, fresh=True))
+        fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
     except StorageUnavailable as exc:
         return unavailable(node.name, exc)
     if fresh is not None and fresh.password_hash == node.password_hash:
@@ -208,14 +210,20 @@ async def node_reading(request: web.Request) -> web.Response:
     update = await _firmware_answer(app, node, reported, rolled_back, now_ns)
 
     if is_halted(node, config):
-        return json_error(
-            423, "halted",
-            "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)",
-            stored=True, time=rfc3339(ts), sleep=node.interval_s, awake=config.halt_awake, **update, **again,
-        )
-    return web.json_response(
-        {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again}, status=202
-    )
+        return _answer(423, {
+            "error": "halted", "detail": HALTED_DETAIL,
+            "stored": True, "time": rfc3339(ts), "sleep": node.interval_s, "awake": config.halt_awake, **update, **again,
+        })
+    return _answer(202, {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again})
+
+
+HALTED_DETAIL = "reading stored; this node is halted, so it stays awake for reflashing ('tswarm resume' ends it)"
+
+
+def _answer(status: int, doc: dict) -> web.Response:
+    """The 202/423 of a stored reading: the bytes and headers ``web.json_response(doc)`` (and
+    :func:`~tswarm.errors.json_error` for the 423) would give, from one ``json.dumps`` and no more."""
+    return web.Response(body=json.dumps(doc).encode(), status=status, content_type="application/json", charset="utf-8")
 
 
 def setup_routes(app: web.Application) -> None:

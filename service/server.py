@@ -8,7 +8,9 @@ Left alone it answers them in plain text that echoes the offending bytes, and lo
 with a traceback whose message holds the raw request, ``Authorization`` header and all.
 :class:`RequestHandler` answers them as every other error (``{"error", "detail"}``, no byte of the
 request), logs one line, and counts them in /metrics. :class:`AccessLogger` writes the request line
-without the query's secrets (``?token=``) and without the Referer (which may carry one).
+without the query's secrets (``?token=``) and without the Referer (which may carry one); it is off
+unless ``TSWARM_ACCESS_LOG`` is on (a line per request costs more than the rest of aiohttp's work on
+it): :class:`AppRunner` gives the server no access log then.
 
 aiohttp has no setting for the request handler's class (aio-libs/aiohttp#3287), so :func:`run_app`
 is ``web.run_app`` with :class:`AppRunner`, which makes the server build :class:`RequestHandler`.
@@ -25,6 +27,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 
+from . import keys
 from .errors import ENCODING_HELP, as_json, json_error
 from .metrics import count_unseen
 
@@ -113,17 +116,25 @@ class Server(web.Server):
 
 
 class AppRunner(web.AppRunner):
-    """``web.AppRunner`` whose server is :class:`Server`."""
+    """``web.AppRunner`` whose server is :class:`Server`, with an access log only when the app's
+    configuration turns it on (``TSWARM_ACCESS_LOG``)."""
 
     __slots__ = ()
 
     async def _make_server(self) -> web.Server:
+        config = self.app.get(keys.CONFIG)
+        if config is not None and not config.access_log:
+            self._kwargs["access_log"] = None  # aiohttp then builds no access logger for a connection
         return Server(self.app, await super()._make_server())
 
 
 class AccessLogger(AbstractAccessLogger):
     """One line per answer: peer, request line (query values of secret-looking names masked), status,
     size, seconds. No Referer, no User-Agent: other headers are the client's, not ours to write down."""
+
+    @property
+    def enabled(self) -> bool:  # aiohttp asks once a connection: below INFO it calls no log()
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         path, sep, query = request.raw_path.partition("?")

@@ -410,6 +410,12 @@ class Config:
         " Only with a TLS proxy in front, listed in `TSWARM_TRUSTED_PROXIES`: tswarm itself has no TLS.",
     )
     log_level: str = setting("TSWARM_LOG_LEVEL", "INFO", LogLevel(), "Log level: {levels}.")
+    access_log: bool = setting(
+        "TSWARM_ACCESS_LOG", "0", Flag(),
+        "`1`: one access-log line per answer (logger `aiohttp.access`, INFO: peer, request line with secret query values"
+        " masked, status, size, seconds); `0`: none, so a request costs no log line (warnings, the line for a malformed"
+        " request and every count in `/metrics` stay).",
+    )
     max_body: int = setting(
         "TSWARM_MAX_BODY", "4096", Whole(64, 16 * 1024 * 1024),
         "Largest node request body in bytes ({range}); larger gets 413.",

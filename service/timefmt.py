@@ -20,18 +20,49 @@ _EPOCH_DIGITS = 12  # epoch seconds with more digits are far outside MIN_NS..MAX
 MIN_NS = -(2**63)
 MAX_NS = 2**63 - 1
 
-_second_cache: tuple[int, str] = (-1, "")
+NS_PER_S = 1_000_000_000
+NS_PER_MINUTE = 60 * NS_PER_S
+_HOUR_MINUTE = [f"{h:02d}:{m:02d}:" for h in range(24) for m in range(60)]  # a minute of the day's "HH:MM:"
+SECOND_TEXT = [f"{s:02d}." for s in range(60)]  # a second of the minute's "SS."
+
+
+class MinuteText(dict):
+    """``YYYY-MM-DDTHH:MM:`` of a minute (``ts_ns // NS_PER_MINUTE``, floor: before 1970 too),
+    remembered: rows come in time order, so consecutive times share their minute, and a minute not
+    seen yet costs a dict lookup of its day (``time.gmtime`` + ``time.strftime`` once per day, the
+    proleptic Gregorian calendar in UTC). Bounded: at :data:`MAX_ENTRIES` minutes (or days) it starts
+    again, so memory stays flat over any range."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.days: dict[int, str] = {}
+
+    def __missing__(self, minute: int) -> str:
+        day, of_day = divmod(minute, 1440)
+        date = self.days.get(day)
+        if date is None:
+            if len(self.days) >= self.MAX_ENTRIES:
+                self.days.clear()
+            date = self.days[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86400))
+        if len(self) >= self.MAX_ENTRIES:
+            self.clear()
+        text = self[minute] = date + _HOUR_MINUTE[of_day]
+        return text
+
+
+MINUTES = MinuteText()  # shared: what it holds depends only on the key (a race costs a recomputation)
 
 
 def rfc3339(ts_ns: int) -> str:
-    """``2026-11-25T11:04:19.123456789Z``: nanoseconds, so every stored timestamp reads back exact."""
-    global _second_cache
-    seconds, frac = divmod(ts_ns, 1_000_000_000)
-    cached_second, prefix = _second_cache
-    if cached_second != seconds:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _second_cache = (seconds, prefix)
-    return f"{prefix}.{frac:09d}Z"
+    """``2026-11-25T11:04:19.123456789Z``: nanoseconds, so every stored timestamp reads back exact.
+
+    The export writes many in a row with the same three pieces, inline (service/export.py): the
+    minute's text (:data:`MINUTES`), the second's (:data:`SECOND_TEXT`) and the nine digits of the
+    nanoseconds (``"%09d" % (ts % 10**9)``); floor division and modulo keep a time before
+    1970 right (``-1`` is ``1969-12-31T23:59:59.999999999Z``)."""
+    return f"{MINUTES[ts_ns // NS_PER_MINUTE]}{SECOND_TEXT[ts_ns % NS_PER_MINUTE // NS_PER_S]}{'%09d' % (ts_ns % NS_PER_S)}Z"
 
 
 def parse_time(text: str) -> int:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tswarm import auth
 
-from .conftest import register, write_lock_held
+from .conftest import TEST_SCRYPT_N, register, write_lock_held
 
 pytestmark = pytest.mark.engines
 
@@ -57,6 +57,15 @@ async def test_add_node_generates_a_password_and_refuses_duplicates_and_bad_name
         assert (resp.status, (await resp.json())["error"]) == (400, "bad_request"), body
     resp = await admin.post("/api/admin/nodes", data="{not json", headers=AS_ADMIN)
     assert resp.status == 400
+
+
+async def test_a_generated_password_gets_the_cheap_hash_and_a_given_one_the_configured_scrypt(admin, journal):
+    def stored_n(name):
+        return int(journal.node_auth(name).password_hash.split("$")[1])
+
+    assert (await admin.post("/api/admin/nodes", json={"name": "gen"}, headers=AS_ADMIN)).status == 201
+    assert (await admin.post("/api/admin/nodes", json={"name": "own", "password": "pw-own-123"}, headers=AS_ADMIN)).status == 201
+    assert (stored_n("gen"), stored_n("own")) == (auth.SCRYPT_N_GENERATED, TEST_SCRYPT_N)
 
 
 async def test_new_password_replaces_the_old_one(admin, journal):

@@ -24,6 +24,33 @@ def test_generated_passwords_are_long_and_distinct():
     assert len(passwords) == 50 and all(len(p) >= 24 for p in passwords)
 
 
+def test_generated_passwords_carry_the_144_random_bits_their_cheap_hash_rests_on():
+    password = auth.generate_password()
+    assert auth.GENERATED_BITS == 144 and len(base64.urlsafe_b64decode(password)) * 8 == 144
+    assert auth.SCRYPT_N_GENERATED < auth.SCRYPT_N == 2**13
+
+
+# Made by tswarm before generated and chosen passwords were told apart (and one with an n no longer
+# used): a hash carries its parameters, so these keep verifying whatever the defaults are now.
+OLD_HASHES = [
+    "scrypt$8192$8$1$J2jNH3zgpJjnCrt1KutgWw==$S01XBf/PakDuHcB3tJmnaYszRoTJhiBcEyqHQSVmgsA=",
+    "scrypt$16384$8$1$/AjrTV68MM6MMzSc6mPLIg==$yEeH8JC0Mybx/MheAWNOlL3ZfQxew5+jzQ3V3J8ItcU=",
+]
+
+
+@pytest.mark.parametrize("stored", OLD_HASHES, ids=["n=2^13", "n=2^14"])
+def test_hashes_made_by_older_tswarm_still_verify(stored):
+    assert auth.verify_password("kitchen-pw-from-2025", stored)
+    assert not auth.verify_password("kitchen-pw-from-2026", stored)
+
+
+def test_a_cheap_hash_of_a_generated_password_verifies_like_any_other():
+    password = auth.generate_password()
+    stored = auth.hash_password(password, n=auth.SCRYPT_N_GENERATED)
+    assert stored.split("$")[:4] == ["scrypt", str(auth.SCRYPT_N_GENERATED), "8", "1"]
+    assert auth.verify_password(password, stored) and not auth.verify_password(password[:-1], stored)
+
+
 @pytest.mark.parametrize("header", [" Basic %s", "Basic %s", "basic %s", "BASIC   %s ", "\tBasic %s"])
 def test_basic_header_as_firmware_and_people_send_it(header):
     value = header % auth.xauth("kitchen", "s3:cret")

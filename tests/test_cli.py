@@ -53,6 +53,22 @@ def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
     assert auth.verify_password(password, stored)
 
 
+def test_node_add_and_passwd_hash_a_generated_password_cheaply_and_a_chosen_one_with_scrypt_2_13(run, data_dir):
+    def stored_n(name):
+        with open_journal(data_dir) as journal:
+            return int(journal.node_auth(name).password_hash.split("$")[1])
+
+    run("node", "add", "generated")
+    run("node", "add", "chosen", "--password", "hunter2")
+    assert (stored_n("generated"), stored_n("chosen")) == (auth.SCRYPT_N_GENERATED, 2**13)
+    run("node", "passwd", "generated", "--password", "hunter3")
+    conf = json.loads(run("node", "passwd", "chosen").stdout)
+    assert (stored_n("generated"), stored_n("chosen")) == (2**13, auth.SCRYPT_N_GENERATED)
+    password = base64.b64decode(conf["xauth"]).decode().split(":", 1)[1]
+    with open_journal(data_dir) as journal:
+        assert auth.verify_password(password, journal.node_auth("chosen").password_hash)
+
+
 def test_node_add_with_password_and_public_url(run, data_dir, monkeypatch):
     monkeypatch.setenv("TSWARM_PUBLIC_URL", "https://example.org")
     conf = json.loads(run("node", "add", "attic", "--password", "hunter2").output)

@@ -146,3 +146,27 @@ async def test_a_scrape_reads_the_journal_off_the_loop(make_client, journal, mon
     listing.release()
     assert (await scraping)[("tswarm_nodes", frozenset({("health", "never")}))] == 1
     assert listing.released == [True]
+
+
+def test_request_counts_are_exposed_as_the_prometheus_counter_they_replace():
+    """The per-answer count is a plain dict now (service/metrics.py ``RequestCounts``): its exposition
+    is, line for line, what prometheus-client's ``Counter`` gave for the same answers (the
+    ``_created`` times aside, which are when each pair was first seen)."""
+    import re
+
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from tswarm.metrics import RequestCounts
+
+    counts = RequestCounts()
+    ours = CollectorRegistry(auto_describe=True)
+    ours.register(counts)
+    theirs = CollectorRegistry(auto_describe=True)
+    counter = Counter("tswarm_http_requests", "HTTP requests answered, by route and status.", ["route", "status"], registry=theirs)
+    assert generate_latest(ours) == generate_latest(theirs)  # nothing counted yet: HELP and TYPE only
+    for route, status in [("/api/nodes/{name}", 202), ("unmatched", 404), ("/api/nodes/{name}", 202),
+                          ("/api/nodes/{name}", 423), ("/metrics", 200), ("unmatched", 404), ("/api/nodes/{name}", 499)]:
+        counts.inc(route, status)
+        counter.labels(route, str(status)).inc()
+    created = re.compile(rb"^(tswarm_http_requests_created\{.*\}) \S+$", re.M)
+    assert created.sub(rb"\1 T", generate_latest(ours)) == created.sub(rb"\1 T", generate_latest(theirs))

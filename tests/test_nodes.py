@@ -40,6 +40,37 @@ def test_register_generates_a_strong_password_when_none_is_given(journal, config
     assert len(password) >= 24 and auth.verify_password(password, stored_hash(journal, "a"))
 
 
+def scrypt_n(password_hash: str) -> int:
+    """The n a stored hash was made with (``scrypt$n$r$p$salt$key``)."""
+    scheme, n, r, p, _salt, _key = password_hash.split("$")
+    assert (scheme, r, p) == ("scrypt", "8", "1")
+    return int(n)
+
+
+@pytest.mark.parametrize("which", list(Registration))
+def test_a_generated_password_gets_the_cheap_hash_and_a_chosen_one_the_memory_hard_one(journal, config, which):
+    if which is Registration.EXISTING:
+        register(journal, config, "a", "first")
+    generated = register(journal, config, "a", None, which)
+    assert scrypt_n(stored_hash(journal, "a")) == auth.SCRYPT_N_GENERATED
+    assert auth.verify_password(generated.password, stored_hash(journal, "a"))
+    register(journal, config, "a", "chosen-by-a-person", Registration.EXISTING)
+    assert scrypt_n(stored_hash(journal, "a")) == TEST_SCRYPT_N  # config.scrypt_n: SCRYPT_N when shipped
+    assert auth.verify_password("chosen-by-a-person", stored_hash(journal, "a"))
+    # a password the caller generated first (the CLI, tswarm flash) says so
+    password = auth.generate_password()
+    register(journal, config, "a", password, Registration.EXISTING, generated=True)
+    assert scrypt_n(stored_hash(journal, "a")) == auth.SCRYPT_N_GENERATED
+    assert auth.verify_password(password, stored_hash(journal, "a"))
+
+
+def test_a_chosen_password_keeps_scrypt_n_2_13_as_shipped(journal, tmp_path):
+    shipped = test_config(tmp_path).with_(scrypt_n=auth.SCRYPT_N)
+    register(journal, shipped, "a", "chosen-by-a-person")
+    assert scrypt_n(stored_hash(journal, "a")) == 2**13
+    assert auth.verify_password("chosen-by-a-person", stored_hash(journal, "a"))
+
+
 def test_a_new_node_must_be_new_and_a_new_password_needs_the_node(journal, config):
     register(journal, config, "a", "one")
     with pytest.raises(NodeExists):
@@ -74,6 +105,7 @@ def test_flash_registers_through_the_same_function(journal, config):
     assert stored_hash(journal, "a").startswith(f"scrypt${TEST_SCRYPT_N}$")  # config.scrypt_n, as admin and CLI
     note = flash_register(config, "a", "pw-b", given=False)
     assert "new one" in note and auth.verify_password("pw-b", stored_hash(journal, "a"))
+    assert scrypt_n(stored_hash(journal, "a")) == auth.SCRYPT_N_GENERATED  # given=False: flash generated it
 
 
 def test_passwords_are_hashed_in_one_place():

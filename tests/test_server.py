@@ -133,7 +133,7 @@ async def test_answers_made_below_the_middlewares_are_counted_once_in_metrics(ma
 
 
 async def test_the_access_log_masks_secret_query_values_and_writes_no_referer(make_served, caplog):
-    client = await make_served()
+    client = await make_served(access_log=True)
     caplog.set_level(logging.INFO, logger="aiohttp.access")
     resp = await client.get(f"/nope?node=n1&token={SECRET}&Api-Key={SECRET}",
                             headers={"Referer": f"http://x/?token={SECRET}", "User-Agent": SECRET})
@@ -142,6 +142,31 @@ async def test_the_access_log_masks_secret_query_values_and_writes_no_referer(ma
     assert len(lines) == 1
     assert '"GET /nope?node=n1&token=***&Api-Key=*** HTTP/1.1" 404' in lines[0]
     assert SECRET not in caplog.text
+
+
+async def test_by_default_a_reading_writes_no_access_line_and_metrics_still_count_it(make_served, journal, caplog):
+    register(journal, "n1", PW, created=True)
+    client = await make_served()
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    resp = await client.put("/api/nodes/n1", json={"name": "n1", "data": "21.5 40"},
+                            headers={"Authorization": " Basic " + auth.xauth("n1", PW)})
+    assert resp.status == 202
+    assert (await client.get("/nope")).status == 404
+    m = samples(await (await client.get("/metrics")).text())
+    assert [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"] == []
+    assert m[("tswarm_http_requests_total", frozenset({("route", "/api/nodes/{name}"), ("status", "202")}))] == 1
+    assert m[("tswarm_http_requests_total", frozenset({("route", "unmatched"), ("status", "404")}))] == 1
+
+
+async def test_with_the_access_log_on_a_reading_writes_one_access_line(make_served, journal, caplog):
+    register(journal, "n1", PW, created=True)
+    client = await make_served(access_log=True)
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    resp = await client.put("/api/nodes/n1", json={"name": "n1", "data": "21.5 40"},
+                            headers={"Authorization": " Basic " + auth.xauth("n1", PW)})
+    assert resp.status == 202
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert len(lines) == 1 and '"PUT /api/nodes/n1 HTTP/1.1" 202' in lines[0]
 
 
 async def test_a_body_over_client_max_size_on_another_route_gets_a_json_413(make_served):

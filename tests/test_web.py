@@ -69,7 +69,7 @@ async def test_a_wrong_token_in_the_link_is_a_failed_login(make_client, kept):
 
 
 async def test_the_access_log_never_shows_the_token(make_client, kept, caplog):
-    client = await lan_client(make_client)
+    client = await lan_client(make_client, access_log=True)
     with caplog.at_level(logging.INFO, logger="aiohttp.access"):
         await client.get(f"/?token={kept}", headers={**LAN, "Referer": f"http://pi/?token={kept}"}, allow_redirects=False)
         await client.get("/?token=guess&refresh=5", headers=LAN, allow_redirects=False)

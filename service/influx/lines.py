@@ -2,36 +2,58 @@
 
 One point a reading (see :mod:`tswarm.influx`), with the telemetry the node sent (``vbat``,
 ``rssi``, ``awake_ms``, ``lost``) as fields of the same point, only those present.
-:class:`LineEncoder` is the fast way the forwarder uses; :func:`point` and :func:`line_protocol`
-the plain one.
+:class:`LineEncoder` is the way the forwarder uses; :func:`line_protocol` a fresh one.
+
+This module does not import influxdb-client: importing it costs about a second of CPU (numpy,
+reactivex, its generated API classes), most of what a `tswarm forward` of a million readings spends
+besides the work (benchmarks/README.md, "Forward"). :func:`_line` writes a point by ``Point``'s own
+rules (``Point.to_line_protocol``: escaping, fields sorted by name, floats as ``str()`` without a
+trailing ``.0``, non-finite floats left out, integers with ``i``); tests/influx/test_lines.py holds
+it to a ``Point`` built per reading, on generated readings and any text as a node name.
 """
 from __future__ import annotations
 
 import math
 from typing import Iterable, Mapping, Union
 
-from influxdb_client import Point, WritePrecision
-
 from ..storage import EXTRA_FIELDS, OutboxReading, OutboxReadingExtra
 from . import EXTRA_TYPES, MEASUREMENT, TAG_NODE
 
 AnyReading = Union[OutboxReading, OutboxReadingExtra]
 
+# influxdb_client.client.write.point's escapes: a measurement's, and a tag's or field's key and value.
+_ESCAPE_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
 
-def point(reading: AnyReading) -> Point:
-    """The reading's point: ``reading`` is an :class:`OutboxReading`, or an :class:`OutboxReadingExtra`
-    whose telemetry (None: not sent) becomes fields of their own type."""
-    p = (
-        Point(MEASUREMENT)
-        .tag(TAG_NODE, reading.node)
-        .field("temperature", float(reading.temperature))
-        .field("humidity", float(reading.humidity))
-        .time(reading.ts, WritePrecision.NS)
-    )
-    for name, kind, value in zip(EXTRA_FIELDS, EXTRA_TYPES, reading[5:]):
-        if value is not None:
-            p.field(name, kind(value))
-    return p
+
+def _tag_value(value: str) -> str:
+    text = value.translate(_ESCAPE_KEY)
+    return text + " " if text.endswith("\\") else text  # as Point: a trailing backslash would escape the space
+
+
+def _field(name: str, value, kind: type) -> str:
+    """``name=value`` as Point writes a field of ``kind`` (float or int); "" for a non-finite float (left out)."""
+    if kind is int:
+        return f"{name.translate(_ESCAPE_KEY)}={int(value)}i"
+    value = float(value)
+    if not math.isfinite(value):
+        return ""
+    text = str(value)
+    return f"{name.translate(_ESCAPE_KEY)}={text[:-2] if text.endswith('.0') else text}"
+
+
+def _line(reading: AnyReading) -> str:
+    """The reading's line, as ``Point(MEASUREMENT).tag(TAG_NODE, node).field(...).time(ts, NS)`` writes it:
+    ``reading`` is an :class:`OutboxReading`, or an :class:`OutboxReadingExtra` whose telemetry (None:
+    not sent) becomes fields of their own type; "" when no field is left (Point's answer too)."""
+    fields = [("temperature", reading.temperature, float), ("humidity", reading.humidity, float)]
+    fields += [(name, value, kind) for name, kind, value in zip(EXTRA_FIELDS, EXTRA_TYPES, reading[5:]) if value is not None]
+    texts = [text for text in (_field(name, value, kind) for name, value, kind in sorted(fields, key=lambda f: f[0])) if text]
+    if not texts:
+        return ""
+    node = _tag_value(str(reading.node))
+    tags = f",{TAG_NODE.translate(_ESCAPE_KEY)}={node}" if node else ""
+    return f"{MEASUREMENT.translate(_ESCAPE_MEASUREMENT)}{tags} {','.join(texts)} {int(reading.ts)}"
 
 
 def line_protocol(readings: Iterable[AnyReading]) -> bytes:
@@ -40,18 +62,18 @@ def line_protocol(readings: Iterable[AnyReading]) -> bytes:
 
 
 class LineEncoder:
-    """Line protocol of readings, byte for byte what ``point(reading).to_line_protocol()`` gives, at a
-    tenth of the cost.
+    """Line protocol of readings, byte for byte what a ``Point`` per reading writes, at a tenth of the
+    cost of a :func:`_line` per reading.
 
-    ``Point`` renders each distinct piece once: a node's series key (``climate,node=NAME``) and the
+    :func:`_line` renders each distinct piece once: a node's series key (``climate,node=NAME``) and the
     text of each distinct temperature, humidity and battery voltage (``temperature=23.4``). A line
     joins the pieces in Point's own order (fields sorted by name: ``awake_ms``, ``humidity``, ``lost``,
     ``rssi``, ``temperature``, ``vbat``) with the timestamp; the integer fields are written as Point
     writes an ``int`` (``rssi=-67i``). A DHT sensor reports a few thousand distinct values, so after a
     short warm-up a line is one f-string; building a ``Point`` per reading cost ~7 µs and capped
     forwarding at a third of InfluxDB's speed (benchmarks/README.md). Zero and non-finite values
-    always go through a whole ``Point`` (``-0.0 == 0.0`` would share a cache entry, and Point leaves
-    non-finite fields out). tests/influx/test_lines.py checks the identity on generated readings.
+    always go through a whole :func:`_line` (``-0.0 == 0.0`` would share a cache entry, and Point
+    leaves non-finite fields out). tests/influx/test_lines.py checks the identity on generated readings.
     """
 
     MAX_CACHED = 100_000  # distinct values per field (and nodes); past it a cache starts again
@@ -100,13 +122,13 @@ class LineEncoder:
         return f"{key} {','.join(fields)} {row[2]}"
 
     def _learn(self, node, row: tuple, names: Mapping) -> str:
-        """The row's line from a whole ``Point``; remembers the pieces that may be reused."""
+        """The row's whole line (:func:`_line`); remembers the pieces that may be reused."""
         id_, _, ts, t, h = row[:5]
         name = names[node]
         reading = OutboxReadingExtra(id_, name, ts, t, h, *row[5:9])
-        line = point(reading).to_line_protocol()
+        line = _line(reading)
         if node not in self._keys:
-            key = point(OutboxReading(id_, name, ts, 1.0, 1.0)).to_line_protocol()
+            key = _line(OutboxReading(id_, name, ts, 1.0, 1.0))
             self._remember(self._keys, node, key[: key.rindex(" humidity=")])
         for cache, field, value in (
             (self._temperature, "temperature", t),
@@ -114,8 +136,7 @@ class LineEncoder:
             (self._vbat, "vbat", reading.vbat),
         ):
             if value and math.isfinite(value) and value not in cache:
-                text = Point(MEASUREMENT).field(field, float(value)).to_line_protocol()
-                self._remember(cache, value, text[len(MEASUREMENT) + 1:])
+                self._remember(cache, value, _field(field, value, float))
         return line
 
     def _remember(self, cache: dict, key, text: str) -> None:

@@ -21,7 +21,6 @@ from email.utils import parsedate_to_datetime
 from typing import Optional
 
 import aiohttp
-from influxdb_client import WritePrecision
 
 from . import MAX_ERROR_CHARS, V1Endpoint, V2Endpoint, error_text
 
@@ -102,6 +101,7 @@ class V2Target(InfluxTarget):
 
     async def write(self, payload: bytes, count: int) -> None:
         """``payload`` is line protocol as it is: influxdb-client gzips it."""
+        from influxdb_client import WritePrecision
         from influxdb_client.client.exceptions import InfluxDBError
 
         try:

@@ -4,7 +4,8 @@
 that implements them in its own idiom (SQLite: :class:`tswarm.storage.sqlite.SqliteStorage`).
 Nothing outside the storage package talks to a database. The rooms:
 
-- **registry**: nodes, their passwords, halts and intervals;
+- **registry**: nodes, their passwords, halts and intervals (and a snapshot of nodes' records that
+  the event loop serves without a storage read: service/storage/snapshot.py);
 - **readings writer**: the group-committing :class:`Writer` behind every 202, the timestamps (a
   kept reading's ``age``), and the exactly-once key ``(boot, seq)`` of a reading sent again;
 - **outbox**: what waits for InfluxDB (``store=influxdb``): the forward cursor, the readings after
@@ -27,7 +28,10 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Iterator, NamedTuple, Optional, Union
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator, NamedTuple, Optional, Union
+
+if TYPE_CHECKING:
+    from .snapshot import RegistrySnapshot
 
 # -- errors -----------------------------------------------------------------------------------
 
@@ -401,6 +405,14 @@ class Storage(abc.ABC):
         """What authenticating a request of ``name`` needs, or None when it is not registered.
         ``fresh``: read from the database itself, past any cache of the engine's (PostgreSQL's
         registry cache), for a refusal that must not rest on a change not yet announced."""
+
+    def registry_snapshot(self) -> "RegistrySnapshot":
+        """A snapshot of nodes' records for the event loop (service/storage/snapshot.py), exact at
+        every lookup: SQLite's checks the journal's ``registry_version``, PostgreSQL's serves the
+        process's cache of records. Opened once per storage pool; this default keeps nothing."""
+        from .snapshot import RegistrySnapshot
+
+        return RegistrySnapshot()
 
     @abc.abstractmethod
     def mark_created(self, name: str, at_ns: int) -> None:

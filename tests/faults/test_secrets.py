@@ -22,7 +22,7 @@ API_PASSWORD = "Api-Given-Password-987"
 
 def test_no_secret_in_logs_error_bodies_or_at_rest(tmp_path):
     data_dir = tmp_path / "data"
-    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="DEBUG", TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_READ_TOKEN=READER)
+    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="DEBUG", TSWARM_ACCESS_LOG="1", TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_READ_TOKEN=READER)
     svconf = add_node(data_dir, "n1", PASSWORD, env=env)
     xauth = svconf["xauth"]
     error_bodies = []
@@ -96,7 +96,7 @@ def test_malformed_requests_put_no_secret_in_the_log_or_an_answer(tmp_path, work
     """Each request carries a node's password (Basic, in the URL, in other headers, in the body), the
     admin and read tokens (Bearer, query, cookie) and the node's xauth, and is broken in one way."""
     data_dir = tmp_path / "data"
-    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="DEBUG", TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_READ_TOKEN=READER)
+    env = tswarm_env(data_dir, TSWARM_LOG_LEVEL="DEBUG", TSWARM_ACCESS_LOG="1", TSWARM_ADMIN_TOKEN=ADMIN, TSWARM_READ_TOKEN=READER)
     xauth = add_node(data_dir, "n1", PASSWORD, env=env)["xauth"]
     body = json.dumps({"name": "n1", "data": "21.5 40", "password": PASSWORD, "token": ADMIN}).encode()
     target = f"/api/nodes/n1?token={READER}&password={PASSWORD}&xauth={xauth}".encode()

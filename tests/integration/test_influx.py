@@ -317,3 +317,32 @@ def test_forward_replays_a_time_range_already_in_the_journal(tmp_path, influxdb1
     assert influx_rows(influxdb1, db) == rows[2:-2]
     run_cli(data_dir, "forward", "--since", "2000-01-01", env=env)  # the whole journal, again: harmless
     assert influx_rows(influxdb1, db) == rows
+
+
+# `tswarm forward` in-process (click's standalone mode exits), then which heavy modules it loaded.
+FORWARD_AND_SAY_WHAT_LOADED = """
+import atexit, sys
+atexit.register(lambda: print("loaded:", sorted(m for m in ("aiohttp", "influxdb_client") if m in sys.modules)))
+import tswarm.cli
+tswarm.cli.cli(["forward", "--since", "2000-01-01"])
+"""
+
+
+def test_forward_to_influxdb1_writes_every_point_without_loading_influxdb_client(tmp_path, influxdb1):
+    """influxdb-client costs about a second of CPU to import (numpy, reactivex...), a good part of a
+    `tswarm forward` of a million readings: the v1 API's path (line protocol, gzip, POST /write) and
+    the encoder's pieces need none of it."""
+    import subprocess
+    import sys
+
+    data_dir, db = tmp_path / "data", influxdb1.new_database()
+    plain = tswarm_env(data_dir)
+    add_node(data_dir, "garden", PASSWORD, env=plain)
+    with ServiceProcess(data_dir, env=plain) as service:
+        statuses = [send(service, "garden", data, vbat=3.7, rssi=-60) for data in VALUES]
+    assert statuses == [202] * len(VALUES)
+    done = subprocess.run([sys.executable, "-c", FORWARD_AND_SAY_WHAT_LOADED], env=influx1_env(data_dir, influxdb1, db),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"sent {len(VALUES)} reading(s) to InfluxDB", "loaded: ['aiohttp']"]
+    assert influx_rows(influxdb1, db) == journal_rows(data_dir)

@@ -84,7 +84,7 @@ def alive(pid: int) -> bool:
 
 
 def served_by(log: str) -> dict[str, int]:
-    """How many node readings each worker answered, from the access log lines."""
+    """How many node readings each worker answered, from the access log lines (``ACCESS_LOG`` on)."""
     counts: dict[str, int] = {}
     for worker in re.findall(r"\[worker (\d+)\] aiohttp\.access: .* \"POST /api/nodes/", log):
         counts[worker] = counts.get(worker, 0) + 1
@@ -99,7 +99,7 @@ def test_every_acknowledged_reading_is_stored_once_with_timestamps_unique_and_in
     if clock == "behind":  # a reading an hour ahead, as after the clock stepped back: each new one is newest + 1
         with open_storage(data_dir) as journal:
             add_readings(journal, names[0], [(time.time_ns() + 3600 * 10**9, 99, 99)])
-    with ServiceProcess(data_dir, args=WORKERS) as service:
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_ACCESS_LOG="1"), args=WORKERS) as service:
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda r: post(service, *r), sent))
         pids = worker_pids(service)
@@ -175,7 +175,7 @@ def test_cli_changes_are_seen_by_every_worker(tmp_path):
     def statuses(password=PW):
         return {post(service, "n00", "20 50", password) for _ in range(12)}
 
-    with ServiceProcess(data_dir, args=WORKERS) as service:
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_ACCESS_LOG="1"), args=WORKERS) as service:
         assert statuses() == {202}
         run_cli(data_dir, "halt", "n00")
         assert statuses() == {423}

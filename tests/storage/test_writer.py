@@ -148,3 +148,40 @@ def test_add_readings_keeps_the_timestamps_given_and_refuses_unknown_nodes_whole
     with pytest.raises(NodeNotFound):
         storage.add_readings([("a", 30, 1.0, 1.0), ("never", 40, 1.0, 1.0)])
     assert _rows(storage) == [(10, "gone", 3.0, 4.0), (20, "a", 1.0, 2.0)]
+
+
+@pytest.mark.parametrize("size", [1, 3, 4, 17, 255, 256, 257, 600])
+async def test_a_group_of_any_size_is_stored_whole_in_order_with_its_values(sqlite_storage, size):
+    """The SQLite writer inserts a group in a few multi-row statements (sqlite/writer.py insert_rows):
+    every reading of a group of any size, each with its own values and time, in order."""
+    (node_id,) = add_nodes(sqlite_storage, "a")
+    writer = sqlite_storage.writer()
+    batches = []
+    writer.on_commit = lambda n, seconds: batches.append(n)
+    await writer.start()
+    values = [(20.0 + i / 7, 40.0 + i / 3) for i in range(size)]
+    stamps = await asyncio.gather(*(writer.append(node_id, t, h) for t, h in values))
+    await writer.close()
+    rows = _rows(sqlite_storage)
+    assert [r[0] for r in rows] == stamps == sorted(stamps) and len(set(stamps)) == size
+    assert [(r[2], r[3]) for r in rows] == values
+    assert sum(batches) == size
+
+
+def test_insert_rows_runs_a_few_statements_a_group_not_one_a_row(sqlite_storage):
+    from tswarm.storage.sqlite.writer import insert_rows, newest_id
+
+    (node_id,) = add_nodes(sqlite_storage, "a")
+    conn = sqlite_storage.conn
+    ran = []
+    conn.set_trace_callback(ran.append)
+    first = newest_id(conn) + 1
+    rows = [(first + i, node_id, 1000 + i, 20.0, 50.0, None, None, None, None, None, None) for i in range(341)]
+    conn.execute("BEGIN")
+    insert_rows(conn, rows)
+    conn.execute("COMMIT")
+    conn.set_trace_callback(None)
+    inserts = [s for s in ran if s.startswith("INSERT")]
+    assert len(inserts) == 5  # 341 = 256 + 64 + 16 + 4 + 1
+    stored = conn.execute("SELECT id, ts FROM readings ORDER BY id").fetchall()
+    assert stored == [(row[0], row[2]) for row in rows]

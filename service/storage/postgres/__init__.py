@@ -15,7 +15,7 @@ from typing import Optional
 import psycopg
 
 from ..interface import Storage, StorageUnusable
-from .cache import RegistryCache, close_cache, open_cache
+from .cache import LoopSnapshot, RegistryCache, close_cache, open_cache
 from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
 from .alerts import AlertsRoom
 from .dump import DumpRoom
@@ -80,6 +80,9 @@ class PostgresStorage(
             return None
         self._registry_cache = cache
         return cache
+
+    def registry_snapshot(self) -> LoopSnapshot:
+        return LoopSnapshot(self._url)
 
     def close(self) -> None:
         """Give back the pool and the registry cache (the process's last storage of this URL to hold

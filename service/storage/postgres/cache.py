@@ -22,6 +22,10 @@ on the listener's socket (one ``poll``, no round trip) or is being read. A looku
 only if no clear happened since the lookup began (:attr:`RegistryCache._generation`): a record read
 just before a change, and stored just after its notification cleared the cache, is not kept.
 
+The event loop asks the cache too (:meth:`RegistryCache.serving`, through :class:`LoopSnapshot`:
+service/storage/snapshot.py): a record it may serve answers a request without the hop to a storage
+thread; a miss is read in a thread, which keeps it here.
+
 A change committed by this process itself (the admin API, a CLI command run in it) clears this
 process's cache at once as well (:func:`changed_here`): its next lookup never waits for the notification.
 
@@ -61,6 +65,7 @@ from typing import Callable, Optional
 import psycopg
 
 from ..interface import NodeAuth
+from ..snapshot import RegistrySnapshot
 from .connection import CONNECT_TIMEOUT_S, unavailable
 from .lock import KEEPALIVE
 from .schema import REGISTRY_CHANNEL as CHANNEL
@@ -130,6 +135,16 @@ class RegistryCache:
                 if self._listening and self._generation == generation:
                     self._records[name] = record
         return record
+
+    def serving(self, name: str) -> Optional[NodeAuth]:
+        """The record of ``name`` if it is kept and may be served now (the listener listens, nothing
+        waits unread on its socket), else None: no round trip, so the event loop may ask (:class:`LoopSnapshot`)."""
+        if os.getpid() != self.pid:
+            return None
+        with self._lock:
+            if self._listening and not _readable(self._fd):
+                return self._records.get(name)
+        return None
 
     def cached(self, name: str) -> Optional[NodeAuth]:
         """The record kept for ``name`` now (None: none), without reading anything."""
@@ -251,6 +266,25 @@ class RegistryCache:
         if not self._thread.is_alive():
             os.close(self._wake_read)
             os.close(self._wake_write)
+
+
+class LoopSnapshot(RegistrySnapshot):
+    """The event loop's face of the process's :class:`RegistryCache` for ``url``
+    (service/storage/snapshot.py): a record the cache may serve is answered on the loop, without the
+    hop to a storage thread; a miss is read (and kept, by the cache) in a thread as before."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._cache: Optional[RegistryCache] = open_cache(url, self)
+
+    def current(self, name: str) -> Optional[NodeAuth]:
+        cache = self._cache
+        return None if cache is None else cache.serving(name)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache = None
+            close_cache(self._url, self)
 
 
 class _Shared:

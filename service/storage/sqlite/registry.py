@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..interface import FIRMWARE_COLUMNS, HALT_ALL, FirmwareState, NodeAuth, NodeExists, NodeNotFound, NodeStatus
 from .meta import get_meta, put_meta
-from .schema import transaction
+from .schema import REGISTRY_VERSION, snapshot, transaction
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .snapshot import SqliteSnapshot
 
 # Each registered node with its newest reading: one statement. The subquery is one lookup per node
 # in readings_node_ts (node_id, ts), which also holds the reading's id; the join fetches that row.
@@ -38,6 +43,7 @@ class NodeNames(dict):
 
 class RegistryRoom:
     conn: sqlite3.Connection
+    path: Path
 
     def add_node(self, name: str, password_hash: str) -> None:
         now = time.time_ns()
@@ -108,6 +114,18 @@ class RegistryRoom:
             return None
         node_id, password_hash, created, halted, halt_all, *rest = row
         return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1", *rest)
+
+    def _node_auth_at(self, name: str) -> tuple[Optional[int], Optional[NodeAuth]]:
+        """``(registry version, record)``, read in one read transaction: the record as it was at that
+        version of the registry (service/storage/sqlite/snapshot.py keeps it only while it is current)."""
+        with snapshot(self.conn):
+            row = self.conn.execute(REGISTRY_VERSION).fetchone()
+            return (None if row is None else row[0]), self.node_auth(name)
+
+    def registry_snapshot(self) -> "SqliteSnapshot":
+        from .snapshot import SqliteSnapshot
+
+        return SqliteSnapshot(self.path)
 
     def list_nodes(self) -> list[NodeStatus]:
         return [

@@ -7,7 +7,9 @@ versions were kept (the same tables as version 1); version 2 adds the firmware r
 ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables); version 3 each reading's telemetry
 and its exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``, ``lost``, ``boot``, ``seq`` columns
 and the unique index ``readings_node_key``); version 4 the alerts room (``alert_states`` and
-``alerts``, service/storage/sqlite/alerts.py). A journal of a newer version than
+``alerts``, service/storage/sqlite/alerts.py); version 5 the registry's version
+(``registry_version`` and the triggers that bump it on every change of ``nodes`` and of the
+``halt_all`` row of ``meta``, whoever makes it: service/storage/sqlite/snapshot.py). A journal of a newer version than
 this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..interface import StorageUnusable
+from ..interface import HALT_ALL, StorageUnusable
 
 DB_FILENAME = "tswarm.db"
 BUSY_TIMEOUT_MS = 10_000
@@ -123,8 +125,38 @@ def _add_alerts(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+# Version 5: the registry's version, one counter that every change of a node's record moves, in the
+# change's own transaction, whoever makes it (tswarm, another process, the sqlite3 shell): the event
+# loop's snapshot of nodes' records (service/storage/sqlite/snapshot.py) is exact while it is unchanged.
+# Every row inserted, updated or deleted in ``nodes`` counts (an UPDATE that changes nothing too: tswarm
+# writes none in steady state, the writer's "created_at = now WHERE created_at IS NULL" matches only a
+# node's first POST); of ``meta`` only the halt_all row: the forward cursor changes all the time.
+REGISTRY_VERSION = "SELECT version FROM registry_version"
+_BUMP = "UPDATE registry_version SET version = version + 1"
+REGISTRY_VERSION_V5 = (
+    """CREATE TABLE registry_version (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),  -- one row
+    version INTEGER NOT NULL
+)""",
+    "INSERT INTO registry_version (id, version) VALUES (1, 0)",
+    *(f"CREATE TRIGGER registry_nodes_{op.lower()} AFTER {op} ON nodes BEGIN {_BUMP}; END"
+      for op in ("INSERT", "UPDATE", "DELETE")),
+    f"CREATE TRIGGER registry_halt_all_insert AFTER INSERT ON meta WHEN NEW.key = '{HALT_ALL}' BEGIN {_BUMP}; END",
+    f"CREATE TRIGGER registry_halt_all_update AFTER UPDATE ON meta"
+    f" WHEN NEW.key = '{HALT_ALL}' OR OLD.key = '{HALT_ALL}' BEGIN {_BUMP}; END",
+    f"CREATE TRIGGER registry_halt_all_delete AFTER DELETE ON meta WHEN OLD.key = '{HALT_ALL}' BEGIN {_BUMP}; END",
+)
+
+
+def _add_registry_version(conn: sqlite3.Connection) -> None:
+    for statement in REGISTRY_VERSION_V5:
+        conn.execute(statement)
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _add_alerts)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _to_v1, _to_v2, _to_v3, _add_alerts, _add_registry_version,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -4,16 +4,34 @@
 wait; it commits everything that waits in one transaction (WAL with ``synchronous=FULL``), then wakes
 them all. Other processes (the CLI, sibling workers) may write at the same time; the timestamps stay
 unique because the newest one is read under the write lock.
+
+The writers of sibling workers (``tswarm serve --workers N``) queue for SQLite's write lock at a
+:class:`WriterLock` first: ``flock`` on ``<journal>-writer.lock`` beside the journal, taken in the
+writer thread around ``BEGIN IMMEDIATE`` ... ``COMMIT``. SQLite's own busy handler, which is what a
+writer meeting a locked journal would otherwise wait in, polls by sleeping (1, 2, 5, 10 ... ms): a
+worker whose sibling committed wakes up to several milliseconds late, while its requests pile up,
+and the sibling often takes the lock again meanwhile, so commits overlap in waiting and the groups
+shrink. A blocked ``flock`` wakes the moment the lock is let go (and releases the GIL while it
+waits), so the workers take turns without a gap and each finds the group its siblings' commit
+left it. The lock only orders the service's own writers: SQLite's write lock is still what makes the
+timestamps safe, and the other writers (the CLI, the admin API, the forwarder's cursor) take only
+that one, with its busy timeout, as before. A worker that dies holding the lock loses it with its
+last open file (the kernel's doing); one that waits longer than the busy timeout (a sibling stopped
+mid-commit) gives up with SQLite's own error, as a busy journal always did (a 503).
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from ..group import GroupCommitWriter, Pending, stamp_batch
 from ..interface import FORWARD_CURSOR, NO_EXTRA, PRUNED_BEFORE, NodeNotFound
-from .schema import connect, transaction
+from .schema import BUSY_TIMEOUT_MS, connect, transaction
 
 INSERT_READING = (
     "INSERT INTO readings (id, node_id, ts, temperature, humidity, vbat, rssi, awake_ms, lost, boot, seq)"
@@ -44,6 +62,68 @@ def newest_id(conn: sqlite3.Connection) -> int:
     ).fetchone()[0]
 
 
+def writer_lock_path(journal: Path) -> Path:
+    """The file the service's writers queue on: ``tswarm.db-writer.lock`` beside ``tswarm.db``."""
+    return journal.with_name(journal.name + "-writer.lock")
+
+
+class WriterLock:
+    """The service writers' queue in front of SQLite's write lock: an exclusive ``flock`` on a file of
+    its own open (one per writer: ``flock`` belongs to the open file, so each writer opens it after the
+    fork). Its methods run in the writer thread.
+
+    :meth:`acquire` takes it at once when it is free (one system call); otherwise a helper thread
+    blocks in ``flock`` and the writer waits for it at most ``timeout_s``. A wait that timed out leaves
+    that ``flock`` pending, and whoever of it and the next :meth:`acquire` gets the lock may find the
+    other let it go: harmless, since the lock only orders the writers and SQLite's ``BEGIN IMMEDIATE``
+    still serializes the commits themselves."""
+
+    def __init__(self, path: Path, *, timeout_s: float = BUSY_TIMEOUT_MS / 1000):
+        self.path = path
+        self.timeout_s = timeout_s
+        self._fd: Optional[int] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._waiter: Optional[ThreadPoolExecutor] = None
+
+    def acquire(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if self._waiter is None:
+            self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer-lock")
+        waiting = self._waiter.submit(fcntl.flock, self._fd, fcntl.LOCK_EX)
+        try:
+            waiting.result(self.timeout_s)
+        except FutureTimeout:
+            waiting.add_done_callback(self._let_go)
+            raise sqlite3.OperationalError(
+                f"database is locked (another worker held {self.path.name} for over {self.timeout_s:g} s)"
+            ) from None
+
+    def _let_go(self, waited) -> None:
+        """A ``flock`` nobody waits for any more got the lock: let it go for the siblings."""
+        if not waited.cancelled() and waited.exception() is None and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.shutdown(wait=False, cancel_futures=True)
+        if self._fd is not None:
+            os.close(self._fd)  # lets the lock go too
+            self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class SqliteWriter(GroupCommitWriter):
     """Group commit on a connection of its own (WAL, ``synchronous`` as asked: FULL syncs before the 202)."""
 
@@ -51,14 +131,26 @@ class SqliteWriter(GroupCommitWriter):
         super().__init__(max_batch=max_batch, max_queue=max_queue)
         self.path = Path(path)
         self.synchronous = synchronous
+        self._lock: Optional[WriterLock] = None
 
     def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, synchronous=self.synchronous)
+        conn = connect(self.path, synchronous=self.synchronous)
+        try:
+            self._lock = WriterLock(writer_lock_path(self.path))
+        except OSError as exc:
+            conn.close()
+            raise sqlite3.OperationalError(f"cannot open {writer_lock_path(self.path)}: {exc.strerror or exc}") from None
+        return conn
+
+    def _disconnect(self) -> None:
+        super()._disconnect()
+        if self._lock is not None:
+            self._lock.close()
 
     def _commit(self, batch: list[Pending]) -> list[int]:
-        """Runs in the writer thread: one transaction for the whole batch."""
+        """Runs in the writer thread: one transaction for the whole batch, its siblings' queued behind."""
         conn = self._conn
-        with transaction(conn):
+        with self._lock, transaction(conn):
             # Timestamps are unique across all nodes, not only per node (InfluxDB would overwrite a
             # node's reading that shares one), and strictly increasing in commit order, even if the
             # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
@@ -78,10 +170,36 @@ class SqliteWriter(GroupCommitWriter):
                 for id_, (ts, item) in enumerate(stamped, id_ + 1)
             ]
             created = [(now, item.node_id) for item in batch if item.create]
-            conn.executemany(INSERT_READING, rows)
+            insert_rows(conn, rows)
             if created:
                 conn.executemany("UPDATE nodes SET created_at = ? WHERE id = ? AND created_at IS NULL", created)
         return answers
+
+
+INSERT_CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few statements (cached) for any batch
+
+
+def insert_rows(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """INSERT the readings ``rows`` in a few multi-row statements instead of one a row: the sqlite3
+    module lets go of the GIL around every statement's step, so ``executemany`` hands the GIL back and
+    forth with the event loop once a row; this does it a few times a group (chunks of
+    :data:`INSERT_CHUNKS`, each statement text made once and cached by the connection)."""
+    done = 0
+    for size in INSERT_CHUNKS:
+        while len(rows) - done >= size:
+            chunk = rows[done:done + size]
+            conn.execute(_insert_sql(size), [value for row in chunk for value in row])
+            done += size
+
+
+_INSERT_SQL: dict[int, str] = {}
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _INSERT_SQL.get(rows)
+    if sql is None:
+        sql = _INSERT_SQL[rows] = INSERT_READING + ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
+    return sql
 
 
 def _first(cur: sqlite3.Cursor):

@@ -1,0 +1,118 @@
+"""service/export.py's lines: byte for byte what the export wrote before it formatted its times inline
+and its NDJSON as text (issue 16). The implementation of before is kept below as it was (with the
+``rfc3339`` of before: ``time.gmtime`` + ``time.strftime``), and both write the same random rows:
+any time tswarm can hold (before 1970, the 64-bit edges, leap days), any name, any float, telemetry
+sent or not; then whole exports of a real journal of each engine, CSV and NDJSON."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from tswarm.export import FloatText, csv_lines, export_chunks, ndjson_lines
+from tswarm.names import NODE_NAME
+from tswarm.storage.interface import EXTRA_FIELDS, ReadingExtra
+from tswarm.timefmt import MAX_NS
+from tests.conftest import fresh_journal
+from tests.test_timefmt import rfc3339_before, times
+
+
+# -- the implementation of before (service/export.py at issue 16), unchanged but for rfc3339 ---------------
+
+
+def csv_lines_before(rows: list, text=None) -> str:
+    text = FloatText() if text is None else text
+    return "".join([
+        f"{rfc3339_before(ts)},{name},{text[t]},{text[h]},,,,\r\n"
+        if v is None and r is None and a is None and n is None else
+        f"{rfc3339_before(ts)},{name},{text[t]},{text[h]},{'' if v is None else text[v]},{'' if r is None else r},"
+        f"{'' if a is None else a},{'' if n is None else n}\r\n"
+        for ts, name, t, h, v, r, a, n in rows
+    ])
+
+
+def ndjson_lines_before(rows: list, text=None) -> str:
+    dumps = json.dumps
+    out = []
+    for ts, name, t, h, *extra in rows:
+        record = {"time": rfc3339_before(ts), "node": name, "temperature": t, "humidity": h}
+        for key, value in zip(EXTRA_FIELDS, extra):
+            if value is not None:
+                record[key] = value
+        out.append(dumps(record) + "\n")
+    return "".join(out)
+
+
+# -- rows handed to the line writers ---------------------------------------------------------------
+
+node_names = st.one_of(
+    st.from_regex(NODE_NAME, fullmatch=True),
+    st.integers(1, 2**63 - 1).map(lambda i: f"#{i}"),  # a reading whose node row is gone
+    st.text(max_size=12),  # a name written by hand in SQL: NDJSON escapes it as json.dumps does
+)
+any_floats = st.floats()  # NaN and the infinities too (PostgreSQL keeps them), -0.0, subnormals
+# What a REAL column gives back (a float, or text SQLite could not make a number), and an INTEGER one.
+real_cells = st.one_of(any_floats, st.floats(-50, 120).map(lambda x: round(x, 1)))
+integer_cells = st.one_of(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=5), st.booleans())
+rows = st.tuples(
+    times, node_names, real_cells, real_cells,
+    st.one_of(st.none(), real_cells), st.one_of(st.none(), integer_cells),
+    st.one_of(st.none(), integer_cells), st.one_of(st.none(), integer_cells),
+)
+batches = st.lists(st.lists(rows, max_size=30), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches)
+def test_csv_lines_write_what_they_wrote_before(parts):
+    text, text_before = FloatText(), FloatText()  # one per export, shared by its batches
+    for part in parts:
+        assert csv_lines(part, text) == csv_lines_before(part, text_before)
+        assert csv_lines(part) == csv_lines_before(part)
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches)
+def test_ndjson_lines_write_what_they_wrote_before(parts):
+    for part in parts:
+        assert ndjson_lines(part, FloatText()) == ndjson_lines_before(part)
+
+
+def test_nan_and_infinities_as_before():
+    row = (0, "a", math.nan, math.inf, -math.inf, None, None, None)
+    assert csv_lines([row]) == csv_lines_before([row]) == "1970-01-01T00:00:00.000000000Z,a,nan,inf,-inf,,,\r\n"
+    assert ndjson_lines([row]) == ndjson_lines_before([row])
+    assert '"temperature": NaN, "humidity": Infinity, "vbat": -Infinity}' in ndjson_lines([row])
+
+
+# -- whole exports of a real journal --------------------------------------------------------------------
+
+extras = st.builds(
+    ReadingExtra,
+    st.one_of(st.none(), st.floats(0.001, 20.0)), st.one_of(st.none(), st.integers(-127, 0)),
+    st.one_of(st.none(), st.integers(0, 3_600_000)), st.one_of(st.none(), st.integers(0, 1_000_000)),
+)
+stored = st.lists(
+    st.tuples(times.filter(lambda ts: ts < MAX_NS),  # stop is exclusive: a reading at MAX_NS is never read
+              st.from_regex(NODE_NAME, fullmatch=True), st.floats(allow_nan=False, allow_infinity=False),
+              st.floats(-50, 120).map(lambda x: round(x, 1)), extras),
+    min_size=1, max_size=25, unique_by=lambda row: row[0],
+)
+
+
+@pytest.mark.engines
+@settings(max_examples=25, deadline=None)
+@given(stored)
+def test_a_whole_export_is_what_it_was_before(tmp_path_factory, readings):
+    with fresh_journal(tmp_path_factory) as journal:
+        for name in dict.fromkeys(name for _, name, _, _, _ in readings):
+            journal.add_node(name, "h")
+        journal.add_readings([(name, ts, t, h, extra) for ts, name, t, h, extra in readings])
+        rows = [row for batch in journal.iter_readings(with_extra=True) for row in batch]
+        assert len(rows) == len(readings)
+        header = "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
+        assert "".join(export_chunks(journal, fmt="csv")) == header + csv_lines_before(rows)
+        assert "".join(export_chunks(journal, fmt="ndjson")) == ndjson_lines_before(rows)
