@@ -54,8 +54,7 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``; ``--dist loadscope`` in
-# pyproject.toml, which this scheduler refines) -------------------------------------------------------
+# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``) --------------------------
 #
 # Each module is one unit of work: its tests run on one worker, in order, so a module- or session-scoped
 # server (a module's history, the wheel's venv, a Chromium) starts once, not once per worker. Every
@@ -79,8 +78,8 @@ def xdist_group_of(nodeid: str) -> str:
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist; without it installed, never called
 def pytest_xdist_make_scheduler(config, log):
-    if config.getoption("dist") != "loadscope":
-        return None  # --dist load / loadfile / ... chosen on the command line: xdist's own
+    if config.getoption("dist") not in ("load", "loadscope"):  # load: what -n alone gives
+        return None  # --dist loadfile / worksteal / ... chosen on the command line: xdist's own
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
