@@ -35,8 +35,10 @@ run: install
 system-deps:
 	bash scripts/system-deps.sh
 
+# On parallel workers (pytest-xdist): the suite mostly waits on the servers it starts. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: install-test system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # The fault suite alone (crash under load, disk full, PostgreSQL away, hostile clients, fuzz, secrets); `make test` runs it too.
 test-faults: install-test system-deps

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import pytest
@@ -46,6 +48,45 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "engines(*names): run the test once per storage engine (all of ENGINES, or those named)"
     )
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in the background of a shell (`( pytest & )`), SIGINT comes ignored, and every child
+        # would inherit that: `tswarm forward`'s Ctrl-C tests need it delivered. A handler is not inherited.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# -- in parallel: `make test` runs the suite on pytest-xdist workers (``-n``) --------------------------
+#
+# Each module is one unit of work: its tests run on one worker, in order, so a module- or session-scoped
+# server (a module's history, the wheel's venv, a Chromium) starts once, not once per worker. Every
+# module of tests/faults is the one unit ``LOAD_GROUP``: crash, flapping, disk-full, hostile-client and
+# fuzz runs put the machine under load, so they run one after another on one worker, never two at once,
+# while the other workers go on with the rest (a new heavy load test belongs in tests/faults). What the
+# workers must not share is made safe where it is made: ``tests.servers.free_port`` (a claim per port,
+# across processes), tmp_path (a base dir per worker), one PostgreSQL cluster / influxd / service per
+# worker's session. (The grouping is by node id, in the scheduler, not by ``xdist_group`` marks: pytest
+# 9.2 ignores the node id suffix through which xdist 3.8 applies those.)
+
+LOAD_GROUP = "load"
+
+
+def xdist_group_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid`` (relative to the checkout): ``LOAD_GROUP`` for tests/faults,
+    else its module."""
+    module = nodeid.split("::", 1)[0]
+    return LOAD_GROUP if module.startswith("tests/faults/") else module
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist; without it installed, never called
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") not in ("load", "loadscope"):  # load: what -n alone gives
+        return None  # --dist loadfile / worksteal / ... chosen on the command line: xdist's own
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 def pytest_generate_tests(metafunc):

@@ -31,10 +31,43 @@ TSWARM = [sys.executable, "-m", "tswarm"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def free_port() -> int:
+# Ports handed out by free_port, one empty file per port, shared by every process on this machine that
+# runs these tests (the xdist workers of `make test`, another checkout's suite): a port the kernel
+# calls free may have been handed to another worker a moment ago, for a server it has not started yet.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "tswarm-test-ports"
+PORT_CLAIM_S = 300.0  # a claim older than this is stale: its server has long bound the port, or gone
+
+
+def _kernel_port() -> int:
+    """A loopback port no socket holds right now (the kernel's choice)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def claim_port(port: int) -> None:
+    """Renew this process's claim on ``port`` (a server restarting on its own port keeps it)."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    (PORT_CLAIMS / str(port)).touch()
+
+
+def free_port() -> int:
+    """A free loopback port that no test process on this machine was handed in the last ``PORT_CLAIM_S``
+    seconds (claimed with an exclusive create, so two parallel workers never get the same one)."""
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    for _ in range(1000):
+        port = _kernel_port()
+        claim = PORT_CLAIMS / str(port)
+        try:
+            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return port
+        except FileExistsError:
+            try:
+                if time.time() - claim.stat().st_mtime > PORT_CLAIM_S:
+                    claim.unlink()  # stale: the next draw of this port may take it
+            except FileNotFoundError:
+                pass
+    raise RuntimeError(f"no unclaimed free port after 1000 draws: {PORT_CLAIMS} holds {len(os.listdir(PORT_CLAIMS))}")
 
 
 class Engine:
@@ -101,6 +134,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "ServiceProcess":
+        claim_port(self.port)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             TSWARM + ["serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
@@ -251,6 +285,7 @@ class InfluxDB1(ServerProcess):
 
     def start(self) -> "InfluxDB1":
         """Start (or start again, on the same data) and wait for /ping."""
+        claim_port(self.port)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "run", "-config", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
@@ -383,6 +418,7 @@ class PostgreSQL:
 
     def start(self) -> "PostgreSQL":
         """Start (or start again, on the same data and port) and wait until it takes connections."""
+        claim_port(self.port)
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
                    " -c fsync=off -c full_page_writes=off -c max_connections=200")
         self._run(self.bin / "pg_ctl", "-D", self.data, "-l", self.log_path, "-w", "-t", "60", "-o", options, "start")
