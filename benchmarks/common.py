@@ -356,6 +356,16 @@ def worker_deltas(before: dict, after: dict) -> tuple[dict, int]:
     return total, len(common_workers)
 
 
+def begin(setup: str, *, nginx: bool = True) -> tuple[dict, tuple, float]:
+    """The start of a wrk benchmark: the machine and the versions, ``setup`` (what the runs are) with the
+    load average; returns ``(machine, load_before, started)`` for :func:`finish`."""
+    machine, load_before, started = machine_info(), os.getloadavg(), time.monotonic()
+    print(f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, aiohttp {machine['aiohttp']},"
+          f" SQLite {machine['sqlite']}; {machine['wrk'].split(' Copyright')[0]}" + (f"; {machine['nginx']}" if nginx else ""))
+    print(f"{setup}; load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    return machine, load_before, started
+
+
 def finish(result: dict, json_path, load_before, machine: dict, started: float) -> dict:
     """The end of a wrk benchmark: the load average before and now, the time taken, and ``result``
     (with ``load_after``) written to ``json_path`` when one is given."""

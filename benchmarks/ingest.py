@@ -23,11 +23,10 @@ import contextlib
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from ceilings import BareAiohttp, Nginx
-from common import (Variant, finish, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+from common import (Variant, begin, finish, load, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
                     write_nodes_file)
 
 TARGET = 0.8  # shipped / bare-aiohttp, both modes
@@ -162,13 +161,8 @@ def print_summary(summary: list[dict], rounds: int) -> None:
 
 def run(args) -> dict:
     variants = [v for v in VARIANTS if v in args.variants]
-    machine = machine_info()
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    print(f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, aiohttp {machine['aiohttp']},"
-          f" SQLite {machine['sqlite']}; {machine['wrk'].split(' Copyright')[0]}; {machine['nginx']}")
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, {args.rounds} round(s);"
-          f" load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    machine, load_before, started = begin(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, {args.rounds} round(s)")
     runs: list[dict] = []
     targets_met: list[bool | None] = []
     with tempfile.TemporaryDirectory(prefix="tswarm-bench-ingest-") as tmp:

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (Variant, finish, load, machine_info, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
+from common import (Variant, begin, finish, load, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
                     write_nodes_file)
 
 from tswarm.storage import open_storage
@@ -120,13 +120,9 @@ def print_summary(summary: list[dict], rounds: int) -> None:
 
 
 def run(args) -> dict:
-    machine = machine_info()
-    load_before = os.getloadavg()
-    started = time.monotonic()
-    print(f"{machine['cpu']}, {machine['cores']} cores; Python {machine['python']}, aiohttp {machine['aiohttp']},"
-          f" SQLite {machine['sqlite']}; {machine['wrk'].split(' Copyright')[0]}")
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, workers {args.workers},"
-          f" {args.rounds} round(s); load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
+    machine, load_before, started = begin(
+        f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, workers {args.workers},"
+        f" {args.rounds} round(s)", nginx=False)
     result = {"machine": machine, "settings": vars(args), "load_before": load_before}
     if args.max_ts_cost:
         result["max_ts_us"] = max_ts_cost()
