@@ -18,9 +18,10 @@ The engines:
 - SQLite (service/storage/sqlite/snapshot.py): a counter in the journal (``registry_version``,
   schema version 5) that triggers move on every change of ``nodes`` and of the halt-all row, in
   the change's own transaction, whoever writes (this process, the CLI, another worker, the sqlite3
-  shell). The loop reads it on every lookup on a read-only connection of its own, never blocking
-  (one indexed ``SELECT`` of one row; SQLITE_BUSY or any error: the snapshot is bypassed and the
-  record read in a thread, as before). A changed counter clears the snapshot.
+  shell). The loop reads it on a read-only connection of its own, never blocking (one ``SELECT`` of
+  one row; SQLITE_BUSY or any error: the snapshot is bypassed and the record read in a thread, as
+  before), and only when the WAL index's header shows a commit since it last read it: while nobody
+  commits, a lookup asks SQLite nothing. A changed counter clears the snapshot.
 - PostgreSQL (service/storage/postgres/cache.py): the process's :class:`RegistryCache`, kept exact
   by LISTEN/NOTIFY, answers on the loop (its check is a ``poll`` of the listener's socket, no round
   trip); a miss reads and fills it in a thread as before.
