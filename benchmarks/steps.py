@@ -88,7 +88,8 @@ def measure(targets: dict[str, tuple[str, int]], nodes_file: Path, args: argpars
                 before = process_cpu_seconds(pids)
                 out = run_wrk(url, nodes_file, keepalive=mode == "keep-alive", seconds=args.seconds)
                 cpu_us = (process_cpu_seconds(pids) - before) / max(1, out["requests"]) * 1e6
-                base = runs.get((mode, "bare-aiohttp"), [(out["ok_per_s"],)])[-1][0]
+                # the bare handler runs first in every round: its own run is this round's base
+                base = out["ok_per_s"] if label == "bare-aiohttp" else runs[(mode, "bare-aiohttp")][-1][0]
                 runs.setdefault((mode, label), []).append((out["ok_per_s"], cpu_us, out["ok_per_s"] / base))
                 print(f"round {round_no} {mode:15s} {label:27s} {out['ok_per_s']:8,.0f}/s {cpu_us:5.0f} µs/req"
                       f"  / bare {out['ok_per_s'] / base:.2f}  non-2xx {out['non_2xx']}", flush=True)
