@@ -110,16 +110,3 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
     log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
     return json_error(500, "internal_error", "the service failed on this request; it is logged")
 
-
-@web.middleware
-async def json_errors(request: web.Request, handler):
-    """:func:`refused_encoding` before the handler, :func:`error_answer` for what it raises. The app
-    runs these inside its one middleware (service/metrics.py ``count_requests``); this one is for an
-    app without the metrics."""
-    refused = refused_encoding(request)
-    if refused is not None:
-        return refused
-    try:
-        return await handler(request)
-    except Exception as exc:
-        return error_answer(request, exc)

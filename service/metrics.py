@@ -196,7 +196,7 @@ async def count_requests(request: web.Request, handler):
     as JSON (service/errors.py :func:`~tswarm.errors.error_answer`, and a refused Content-Encoding
     before it) and counts every answer by route (the pattern, never the node's name) and status; 499
     when the client hung up mid-request or mid-answer (a node on bad Wi-Fi, a reader abandoning an
-    export). One coroutine for both (they were two middlewares): a request costs one frame fewer."""
+    export). One coroutine for both jobs: a request costs one middleware frame, not two."""
     _COUNTED.set(True)
     route = _route(request)
     status = 500

@@ -208,7 +208,8 @@ class _RestartingDatabase:
     as PostgreSQL's do while it comes back, then it answers. A stand-in: what is tested is the leader's
     logging of the failures, which no real server makes vary on cue."""
 
-    reasons = iter(["connection refused", "the database system is starting up", "connection refused", None])
+    def __init__(self, reasons):
+        self.reasons = reasons  # the database's: shared by every lock the leader makes on it
 
     def try_acquire(self) -> bool:
         reason = next(self.reasons)
@@ -227,7 +228,8 @@ class _RestartingDatabase:
 
 async def test_an_outage_whose_reason_changes_is_one_line_not_one_per_reason(caplog):
     events: list = []
-    leader = Leader(_RestartingDatabase, [("forwarder", Duty("forwarder", events))], **FAST)
+    reasons = iter(["connection refused", "the database system is starting up", "connection refused", None])
+    leader = Leader(lambda: _RestartingDatabase(reasons), [("forwarder", Duty("forwarder", events))], **FAST)
     with caplog.at_level(logging.WARNING, "tswarm.leader"):
         await leader.start()
         await until(lambda: leader.leading, "the leader to lead once the database answers")

@@ -123,7 +123,7 @@ class RegistryCache:
         if os.getpid() != self.pid:  # inherited through a fork: the listener thread is the parent's
             return fetch(name)
         with self._lock:
-            serve = self._listening and not _readable(self._fd)
+            serve = self._servable()
             if serve:
                 record = self._records.get(name)
                 if record is not None:
@@ -142,9 +142,11 @@ class RegistryCache:
         if os.getpid() != self.pid:
             return None
         with self._lock:
-            if self._listening and not _readable(self._fd):
-                return self._records.get(name)
-        return None
+            return self._records.get(name) if self._servable() else None
+
+    def _servable(self) -> bool:
+        """Under ``_lock``: records may be served now (listening, and no notification waits unread)."""
+        return self._listening and not _readable(self._fd)
 
     def cached(self, name: str) -> Optional[NodeAuth]:
         """The record kept for ``name`` now (None: none), without reading anything."""
