@@ -43,12 +43,18 @@ class RecordingRelay:
         if certfile:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(certfile)
-        self.exchanges: list[Exchange] = []
+        self.exchanges: list[tuple[int, Exchange]] = []  # (accepted as n-th connection, exchange)
+        self._accepted = 0
+        self._order: dict[int, int] = {}  # fileno of an accepted connection -> its place in accept order
         self._busy = 0
         self._idle = threading.Condition()
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
+                # recorded in the order the connections came, not the order they ended: a board may send
+                # its next request before the relay has seen the last one's connection close
+                place = relay._order.pop(self.request.fileno())
+                record = lambda exchange: relay.exchanges.append((place, exchange))  # noqa: E731
                 request, response = bytearray(), bytearray()
                 server_name = None
                 if context is not None:
@@ -57,7 +63,7 @@ class RecordingRelay:
                     try:
                         self.request = context.wrap_socket(self.request, server_side=True)
                     except (OSError, ssl.SSLError):
-                        relay.exchanges.append(Exchange(b"", b""))
+                        record(Exchange(b"", b""))
                         return
                     server_name = names[0] if names else None
                 try:
@@ -102,7 +108,7 @@ class RecordingRelay:
                                 pass
                 if context is not None:
                     self.request.close()
-                relay.exchanges.append(Exchange(bytes(request), bytes(response), server_name))
+                record(Exchange(bytes(request), bytes(response), server_name))
 
             def finish(self):
                 with relay._idle:
@@ -115,6 +121,8 @@ class RecordingRelay:
             def process_request(self, request, client_address):
                 with relay._idle:  # counted before the handler runs, so take() cannot miss it
                     relay._busy += 1
+                    relay._order[request.fileno()] = relay._accepted
+                    relay._accepted += 1
                 super().process_request(request, client_address)
 
         self.server = Server(("127.0.0.1", 0), Handler)
@@ -134,4 +142,4 @@ class RecordingRelay:
         with self._idle:
             self._idle.wait_for(lambda: self._busy == 0, timeout)
             taken, self.exchanges = self.exchanges, []
-        return taken
+        return [exchange for _, exchange in sorted(taken, key=lambda placed: placed[0])]
