@@ -13,7 +13,11 @@ N = 2**10
 def test_hash_is_scrypt_with_a_salt_and_verifies_only_the_right_password():
     h1, h2 = auth.hash_password("pw", n=N), auth.hash_password("pw", n=N)
     assert h1.startswith(f"scrypt${N}$8$1$") and h1 != h2  # per-hash salt
-    assert "pw" not in h1.split("$", 4)[-1]
+    # The password is not kept: only salt and key, each base64 (which by chance may spell "pw",
+    # so the check is on a password base64 cannot spell).
+    assert "p w!" not in auth.hash_password("p w!", n=N)
+    salt, key = h1.split("$")[4:]
+    assert len(base64.b64decode(salt)) >= 16 and len(base64.b64decode(key)) >= 32
     assert auth.verify_password("pw", h1) and auth.verify_password("pw", h2)
     assert not auth.verify_password("pW", h1)
     assert not auth.verify_password("pw", "garbage") and not auth.verify_password("pw", "md5$1$2$3$4$5")
