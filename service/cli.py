@@ -451,17 +451,29 @@ def board_options(func):
         click.option("--gateway", default=None, help="Gateway with --ip."),
         click.option("--dns", default=None, help="DNS server with --ip [default: the gateway]."),
         click.option("--board", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True),
-        click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default="dht22", show_default=True),
+        click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default=None,
+                     help="The DHT on the board [default: dht22; none with --master]."),
         click.option("--dht-pin", type=int, default=None, help="GPIO of the DHT data line [default: 5 on esp8266, 4 on esp32]."),
         click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
         click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
-        click.option("--sleep", type=int, default=300, show_default=True, help="Seconds of deep sleep between readings."),
+        click.option("--sleep", type=int, default=None,
+                     help="Seconds of deep sleep between readings; a master's between redraws [default: 300; 60 with --master]."),
         click.option("--battery", default=None, callback=lambda c, p, v: _battery_param(v), metavar="vcc|PIN",
                      help="Send the battery or supply voltage with each reading: 'vcc' (an ESP8266's own supply) or the"
                      " ADC pin of a divider (0: an ESP8266's A0; an ESP32 GPIO such as 35) [default: none]."),
         click.option("--battery-ratio", type=float, default=1.0, show_default=True,
                      help="The divider in front of --battery's pin: volts at the battery per volt at the pin, e.g. 2."),
         click.option("--password", default=None, help="The node's password; a new one is generated when omitted."),
+        click.option("--master", is_flag=True,
+                     help="A master node: a board with an SSD1306 screen showing the swarm (modules.screen); it gets the"
+                     " display right, and no sensor unless --sensor is given."),
+        click.option("--screen-sda", type=int, default=None, help="GPIO of the screen's SDA [default: 4 (D2) on esp8266, 21 on esp32]."),
+        click.option("--screen-scl", type=int, default=None, help="GPIO of the screen's SCL [default: 5 (D1) on esp8266, 22 on esp32]."),
+        click.option("--screen-width", type=int, default=None, help="The screen's width in pixels [default: 128]."),
+        click.option("--screen-height", type=int, default=None, metavar="64|32", help="The screen's height in pixels [default: 64]."),
+        click.option("--screen-address", default=None, metavar="ADDR",
+                     help="The screen's I2C address, 0x3c or 0x3d (60 or 61) [default: 0x3c]."),
+        click.option("--screen-rotate", type=int, default=None, metavar="0|180", help="Turn the picture by 180 degrees [default: 0]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -533,6 +545,11 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
                                " ('tswarm node passwd' and a reflash do)")
     if _given(ctx, "board"):
         raise click.UsageError("--board with --push: a board does not change kind; leave --board out")
+    screen = [o for o in ("master", "screen_sda", "screen_scl", "screen_width", "screen_height", "screen_address",
+                          "screen_rotate") if _given(ctx, o)]
+    if screen:
+        raise click.UsageError(f"--{screen[0].replace('_', '-')} with --push: a board becomes a master, or changes its"
+                               " screen, with 'tswarm flash --master', which also installs the screen's driver")
     netconf, modules = {}, {}
     if _given(ctx, "ssids") or _given(ctx, "passwords"):
         if len(options["ssids"]) != len(options["passwords"]) or not options["ssids"]:
@@ -620,16 +637,21 @@ def _say_replaced(staged) -> None:
 @click.option("--port", required=True, help="The board's serial device, e.g. /dev/ttyUSB0.")
 @click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to wait for the board to answer.")
 @board_options
+@click.option("--mip-index", default=None, metavar="URL|DIR",
+              help="With --master: the mip index the screen's driver (micropython-lib's ssd1306) comes from; a mirror,"
+              " or a folder laid out as one on an offline machine [default: https://micropython.org/pi/v2,"
+              " micropython-lib's, as mpremote's own].")
 @click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
 @data_dir_option
-def flash(name, port, timeout, data_dir, allow_loopback, **options):
-    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote."""
+def flash(name, port, timeout, data_dir, allow_loopback, mip_index, **options):
+    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote; with --master,
+    first install the screen's driver with mpremote mip."""
     from .flash import FlashError, flash as run
 
     config = load_config(data_dir=data_dir)
     try:
         run(config, name, port, options["password"], _board(options), allow_loopback=allow_loopback, timeout=timeout,
-            report=lambda line: click.echo(line, err=True))
+            report=lambda line: click.echo(line, err=True), mip_index=mip_index)
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"flashed {name} on {port}; press the board's reset button to start it")
