@@ -153,15 +153,18 @@ def _password_or_generated(password: Optional[str]) -> str:
 @node.command("add")
 @node_name_arg
 @click.option("--password", default=None, help="The node's password; a strong one is generated when omitted.")
+@click.option("--display", is_flag=True,
+              help="Give it the display right: a master node, whose screen reads the swarm's summary"
+              " (GET /api/nodes/NAME/swarm).")
 @data_dir_option
-def node_add(name, password, data_dir):
+def node_add(name, password, display, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
     generated = password is None
     password = _password_or_generated(password)
     with storage_for(config) as journal:
         try:
-            register(journal, config, name, password, Registration.NEW, generated=generated)
+            register(journal, config, name, password, Registration.NEW, generated=generated, display=display or None)
         except NodeExists:
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
@@ -255,6 +258,26 @@ def node_interval(name, seconds, data_dir):
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
     click.echo(f"{name}: a reading expected every {seconds} s")
+
+
+@node.command("display")
+@node_name_arg
+@click.argument("state", type=click.Choice(["on", "off"]))
+@data_dir_option
+def node_display(name, state, data_dir):
+    """Let node NAME read the swarm's summary (on: a master node with a screen) or no longer (off).
+
+    With the right, its own credentials read GET /api/nodes/NAME/swarm (the next request sees the change)."""
+    on = state == "on"
+    with open_journal(data_dir) as journal:
+        try:
+            journal.set_display(name, on)
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    if on:
+        click.echo(f"node {name} may read the swarm summary (GET /api/nodes/{name}/swarm)")
+    else:
+        click.echo(f"node {name} may no longer read the swarm summary")
 
 
 def _halt(name, data_dir, halted: bool):
