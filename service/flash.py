@@ -344,8 +344,8 @@ def register(config: Config, name: str, password: str, given: bool, sleep: int =
     the board holds its files.
     """
     with storage_for(config) as journal:
-        right = {} if display is None else {"display": display}  # TODO(flashmaster): display=display once merged
-        added = register_node(journal, config, name, password, Registration.EITHER, generated=not given, **right).added
+        added = register_node(journal, config, name, password, Registration.EITHER, generated=not given,
+                              display=display).added
         journal.set_interval(name, sleep)
         if added:
             return None
