@@ -7,10 +7,11 @@ process's lock never holds up the event loop. Routes (all JSON):
 
 | route | does |
 |---|---|
-| ``POST /api/admin/nodes`` ``{"name", "password"?}`` | register a node, 201 with its svconf |
+| ``POST /api/admin/nodes`` ``{"name", "password"?, "display"?}`` | register a node, 201 with its svconf |
 | ``POST /api/admin/nodes/{name}/password`` ``{"password"?}`` | new password, 200 with the new svconf |
 | ``DELETE /api/admin/nodes/{name}`` | revoke a node (its readings stay) |
 | ``PUT /api/admin/nodes/{name}/interval`` ``{"interval_s"}`` | expected seconds between readings |
+| ``PUT /api/admin/nodes/{name}/display`` ``{"display"}`` | the display right (``tswarm node display``) |
 | ``POST /api/admin/nodes/{name}/halt`` / ``.../resume`` | halt or resume one node |
 | ``POST /api/admin/halt`` / ``/api/admin/resume`` | halt or resume every node |
 | ``POST /api/admin/firmware`` ``{"files": [{"name", "content_b64"}], "nodes": [...]}`` (or ``"all": true``) | stage a bundle (``tswarm firmware push``) |
@@ -59,6 +60,9 @@ class Field:
 
 NAME = Field("name", str, f"a node name: {NODE_NAME_HELP}")
 PASSWORD = Field("password", str, "a non-empty string; leave it out and a strong one is generated", required=False)
+DISPLAY_HELP = "true: it may read the swarm's summary (GET /api/nodes/{name}/swarm: a master node); false: not"
+NEW_DISPLAY = Field("display", bool, DISPLAY_HELP + " (the default)", required=False)
+DISPLAY = Field("display", bool, DISPLAY_HELP)
 INTERVAL = Field("interval_s", int, f"whole seconds between the node's readings, {MIN_INTERVAL_S} to {MAX_INTERVAL_S}")
 FILES = Field("files", list, 'the bundle\'s files, each {"name": "node.py", "content_b64": "<base64>"}')
 NODES = Field("nodes", list, "the names of the nodes to update; or leave it out and give \"all\": true", required=False)
@@ -140,12 +144,14 @@ async def _fields(request: web.Request, *fields: Field, limit: Optional[int] = N
     return values
 
 
-async def _register(request: web.Request, name: str, password: Optional[str], which: Registration) -> Registered:
+async def _register(
+    request: web.Request, name: str, password: Optional[str], which: Registration, display: Optional[bool] = None,
+) -> Registered:
     """:func:`tswarm.nodes.register` in the storage write thread (scrypt included); then this
     process's credential cache forgets the node (other processes need not: see service/nodes.py)."""
     app = request.app
     try:
-        registered = await app[keys.STORAGE].write(register, app[keys.CONFIG], name, password, which)
+        registered = await app[keys.STORAGE].write(register, app[keys.CONFIG], name, password, which, display=display)
     except EmptyPassword:
         raise BadBody(f"password must not be empty ({PASSWORD.help})") from None
     app[keys.CREDENTIALS].forget(name)
@@ -184,12 +190,12 @@ def _handles_bad_bodies(handler):
 
 @_handles_bad_bodies
 async def add_node(request: web.Request) -> web.Response:
-    body = await _fields(request, NAME, PASSWORD)
+    body = await _fields(request, NAME, PASSWORD, NEW_DISPLAY)
     name = body["name"]
     if not valid_node_name(name):
         raise BadBody(f"name {shown(name)} is not {NAME.help}")
     try:
-        registered = await _register(request, name, body.get("password"), Registration.NEW)
+        registered = await _register(request, name, body.get("password"), Registration.NEW, body.get("display") or None)
     except NodeExists:
         return json_error(409, "node_exists", f"node {name!r} exists; POST /api/admin/nodes/{name}/password gives it a new password")
     log.info("admin API: added node %s", name)
@@ -225,6 +231,15 @@ async def set_interval(request: web.Request) -> web.Response:
         raise BadBody(str(exc)) from None
     await _write(request, lambda storage: storage.set_interval(name, seconds))
     return web.json_response({"node": name, "interval_s": seconds})
+
+
+@_handles_bad_bodies
+async def set_display(request: web.Request) -> web.Response:
+    name = _name(request)
+    on = (await _fields(request, DISPLAY))["display"]
+    await _write(request, lambda storage: storage.set_display(name, on))
+    log.info("admin API: node %s %s read the swarm", name, "may" if on else "may no longer")
+    return web.json_response({"node": name, "display": on})
 
 
 def _halt_route(halted: bool, one_node: bool):
@@ -323,6 +338,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_post("/api/admin/nodes/{name}/password", set_password)
     r.add_delete("/api/admin/nodes/{name}", remove_node)
     r.add_put("/api/admin/nodes/{name}/interval", set_interval)
+    r.add_put("/api/admin/nodes/{name}/display", set_display)
     r.add_post("/api/admin/nodes/{name}/halt", _halt_route(True, one_node=True))
     r.add_post("/api/admin/nodes/{name}/resume", _halt_route(False, one_node=True))
     r.add_post("/api/admin/halt", _halt_route(True, one_node=False))

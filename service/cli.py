@@ -211,7 +211,8 @@ def _update_cell(firmware: dict) -> str:
 @data_dir_option
 def node_list(as_json, data_dir):
     """List nodes with their last reading, when they were last seen, the firmware each runs (as it last
-    reported) and its over-the-air update (staged, pending, updated, rolled back)."""
+    reported), its over-the-air update (staged, pending, updated, rolled back) and whether it may read
+    the swarm's summary (DISPLAY: a master node)."""
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
         nodes = nodes_report(journal, config, time.time_ns())["nodes"]
@@ -221,12 +222,13 @@ def node_list(as_json, data_dir):
     if not nodes:
         click.echo("no nodes yet; 'tswarm node add NAME' registers one")
         return
-    rows = [("NAME", "STATE", "TEMP °C", "RH %", "LAST SEEN", "FIRMWARE", "UPDATE")]
+    rows = [("NAME", "STATE", "DISPLAY", "TEMP °C", "RH %", "LAST SEEN", "FIRMWARE", "UPDATE")]
     for n in nodes:
         state = "halted" if n["halted"] else ("active" if n["created"] else "registered")
         seen = n["last_seen"]
         last = (f"{n['temperature']:g}", f"{n['humidity']:g}") if seen else ("-", "-")
-        rows.append((n["name"], state, *last, f"{seen[:19]}Z ({_ago(n['age_s'])})" if seen else "never",
+        rows.append((n["name"], state, "yes" if n["display"] else "-", *last,
+                     f"{seen[:19]}Z ({_ago(n['age_s'])})" if seen else "never",
                      n["firmware"]["running"] or "-", _update_cell(n["firmware"])))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

@@ -175,6 +175,7 @@ def node_summary(node: NodeStatus, *, halted: bool, readings_24h: int, now_ns: i
         "interval_s": node.interval_s,
         "halted": halted,
         "created": node.created_at is not None,
+        "display": node.display,  # it may read the swarm's summary (a master node: tswarm node display)
         "registered": rfc3339(node.registered_at),
         "firmware": bundles.firmware_json(node.firmware),
     }

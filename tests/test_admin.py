@@ -201,7 +201,7 @@ INTERVAL_HELP = "whole seconds between the node's readings, 10 to 604800"
         ("POST", "/api/admin/nodes", {"name": "porch", "password": 123456}, f"password must be a string ({PASSWORD_HELP}), not a number"),
         ("POST", "/api/admin/nodes", {"name": "porch", "password": None}, f"password must be a string ({PASSWORD_HELP}), not null"),
         ("POST", "/api/admin/nodes", {"name": "porch", "password": ""}, f"password must not be empty ({PASSWORD_HELP})"),
-        ("POST", "/api/admin/nodes", {"name": "porch", "pasword": "pw-123456"}, "unknown field 'pasword'; this route takes name, password"),
+        ("POST", "/api/admin/nodes", {"name": "porch", "pasword": "pw-123456"}, "unknown field 'pasword'; this route takes name, password, display"),
         ("POST", "/api/admin/nodes/n1/password", {"password": False}, f"password must be a string ({PASSWORD_HELP}), not a boolean"),
         ("POST", "/api/admin/nodes/n1/password", {"name": "n1"}, "unknown field 'name'; this route takes password"),
         ("PUT", "/api/admin/nodes/n1/interval", {"interval_s": "600"}, f"interval_s must be an integer ({INTERVAL_HELP}), not a string"),
@@ -484,3 +484,56 @@ async def test_any_json_body_to_a_firmware_route_gets_json_never_a_5xx(admin, jo
     answer = await resp.json()
     assert resp.status in (200, 400, 404), (resp.status, answer)
     assert resp.status < 300 or (set(answer) == {"error", "detail"} and answer["detail"])
+
+
+# -- the display right (a master node: GET /api/nodes/{name}/swarm) --------------------------------
+
+
+async def _swarm_status(client, name, password=PW):
+    return (await client.get(f"/api/nodes/{name}/swarm",
+                             headers={"Authorization": " Basic " + auth.xauth(name, password)})).status
+
+
+async def test_add_node_with_display_gives_the_right_and_without_it_none(admin, journal):
+    resp = await admin.post("/api/admin/nodes", json={"name": "hall", "password": PW, "display": True}, headers=AS_ADMIN)
+    assert resp.status == 201 and journal.node_auth("hall").display is True
+    assert await _swarm_status(admin, "hall") == 200
+    resp = await admin.post("/api/admin/nodes", json={"name": "desk", "password": PW}, headers=AS_ADMIN)
+    assert resp.status == 201 and journal.node_auth("desk").display is False
+    assert await _swarm_status(admin, "desk") == 403
+    resp = await admin.post("/api/admin/nodes", json={"name": "den", "display": False}, headers=AS_ADMIN)
+    assert resp.status == 201 and journal.node_auth("den").display is False
+
+
+@pytest.mark.parametrize("value, kind", [("true", "a string"), (1, "a number"), (None, "null"), ([True], "an array")])
+async def test_a_display_that_is_no_json_boolean_is_400_and_adds_nothing(admin, journal, value, kind):
+    resp = await admin.post("/api/admin/nodes", json={"name": "hall", "display": value}, headers=AS_ADMIN)
+    assert resp.status == 400
+    doc = await resp.json()
+    assert doc["error"] == "bad_request" and doc["detail"].startswith("display must be true or false (")
+    assert doc["detail"].endswith(f"not {kind}") and not journal.is_registered("hall")
+    register(journal, "hall", PW)
+    resp = await admin.put("/api/admin/nodes/hall/display", json={"display": value}, headers=AS_ADMIN)
+    assert resp.status == 400 and (await resp.json())["detail"].endswith(f"not {kind}")
+    assert journal.node_auth("hall").display is False
+
+
+async def test_put_display_turns_the_right_on_and_off_and_the_next_request_sees_it(admin, journal):
+    register(journal, "hall", PW, created=True)
+    assert await _swarm_status(admin, "hall") == 403
+    resp = await admin.put("/api/admin/nodes/hall/display", json={"display": True}, headers=AS_ADMIN)
+    assert resp.status == 200 and await resp.json() == {"node": "hall", "display": True}
+    assert await _swarm_status(admin, "hall") == 200
+    resp = await admin.put("/api/admin/nodes/hall/display", json={"display": False}, headers=AS_ADMIN)
+    assert resp.status == 200 and await resp.json() == {"node": "hall", "display": False}
+    assert await _swarm_status(admin, "hall") == 403
+
+
+async def test_put_display_of_an_unknown_node_is_404_and_without_a_body_400(admin, journal):
+    resp = await admin.put("/api/admin/nodes/nobody/display", json={"display": True}, headers=AS_ADMIN)
+    assert resp.status == 404 and (await resp.json())["error"] == "unknown_node"
+    register(journal, "hall", PW)
+    resp = await admin.put("/api/admin/nodes/hall/display", headers=AS_ADMIN)
+    assert resp.status == 400 and (await resp.json())["detail"].startswith("display is required")
+    resp = await admin.put("/api/admin/nodes/hall/display", json={"display": True})  # no token
+    assert resp.status == 401 and journal.node_auth("hall").display is False

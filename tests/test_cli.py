@@ -106,9 +106,9 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
     with open_journal(data_dir) as journal:
         add_readings(journal, "a", [(1_764_000_000_000_000_000, 21.5, 40)])
     lines = run("node", "list").output.splitlines()
-    assert lines[0].split() == ["NAME", "STATE", "TEMP", "°C", "RH", "%", "LAST", "SEEN", "FIRMWARE", "UPDATE"]
-    assert lines[1].split()[:5] == ["a", "registered", "21.5", "40", "2025-11-24T16:00:00Z"]
-    assert lines[2].split() == ["b", "registered", "-", "-", "never", "-", "-"]
+    assert lines[0].split() == ["NAME", "STATE", "DISPLAY", "TEMP", "°C", "RH", "%", "LAST", "SEEN", "FIRMWARE", "UPDATE"]
+    assert lines[1].split()[:6] == ["a", "registered", "-", "21.5", "40", "2025-11-24T16:00:00Z"]
+    assert lines[2].split() == ["b", "registered", "-", "-", "-", "never", "-", "-"]
     doc = json.loads(run("node", "list", "--json").output)
     with open_journal(data_dir) as journal:
         registered = rfc3339(journal.list_nodes()[0].registered_at)
@@ -116,7 +116,7 @@ def test_node_list_shows_last_reading_and_last_seen(run, data_dir):
                       "temperature": 21.5, "humidity": 40.0,  # and the rest of GET /api/nodes' summary:
                       "vbat": None, "rssi": None, "awake_ms": None, "battery_low": None,  # sent no telemetry
                       "health": "silent", "readings_24h": 0, "interval_s": 300, "registered": registered,
-                      "age_s": doc[0]["age_s"], "firmware": {
+                      "display": False, "age_s": doc[0]["age_s"], "firmware": {
                           "running": None, "reported_at": None, "staged": None, "staged_at": None,
                           "outcome": "current", "outcome_at": None, "rolled_back_from": None, "summary": "current"}}
     assert doc[0]["age_s"] > 3600  # the reading is from 2025-11-24: silent

@@ -294,3 +294,29 @@ async def test_postgres_stopped_gets_503_with_retry_after_and_then_recovers(make
             break
         await asyncio.sleep(0.1)
     assert resp.status == 200 and (await resp.json())["total"] == 1
+
+
+# -- the right where nodes are listed: tswarm node list (and --json), GET /api/nodes ----------------
+
+
+async def test_every_node_listed_says_whether_it_has_the_right(make_client, journal, run):
+    register(journal, "kitchen", PW, created=True)
+    register(journal, "master", PW, created=True)
+    journal.set_display("master", True)
+    client = await make_client()
+    listed = {n["name"]: n["display"] for n in (await (await client.get("/api/nodes")).json())["nodes"]}
+    assert listed == {"kitchen": False, "master": True}
+    assert (await (await client.get("/api/nodes/master")).json())["display"] is True
+    assert (await (await client.get("/api/nodes/kitchen")).json())["display"] is False
+    assert {n["name"]: n["display"] for n in json.loads(run("node", "list", "--json").output)} == listed
+    lines = run("node", "list").output.splitlines()
+    assert lines[0].split()[:3] == ["NAME", "STATE", "DISPLAY"]
+    assert [line.split()[:3] for line in lines[1:]] == [["kitchen", "active", "-"], ["master", "active", "yes"]]
+
+
+async def test_node_credentials_with_the_right_still_read_nothing_else(client, master):
+    """Today's tenancy rule holds: the right opens the summary, not the reader or admin routes."""
+    for path in ("/api/nodes", "/api/nodes/master", "/api/readings", "/api/admin/firmware"):
+        resp = await client.get(path, headers=basic())
+        assert resp.status in (403, 404), (path, resp.status)  # admin routes are off here: 404
+    assert (await client.get("/api/nodes", headers=basic())).status == 403
