@@ -118,7 +118,7 @@ def test_a_whole_export_is_what_it_was_before(tmp_path_factory, readings):
         assert "".join(export_chunks(journal, fmt="ndjson")) == ndjson_lines_before(rows)
 
 
-# -- SQLite's five-column rows (service/storage/sqlite/export.py), with cells written by hand in SQL ---------
+# -- SQLite's six-column rows (service/storage/sqlite/export.py), with cells written by hand in SQL ---------
 
 # What SQLite can hold in each column once SQL by hand wrote it: a REAL column keeps a text that is no
 # number (NaN is stored as NULL, which NOT NULL refuses), an INTEGER one a real or a text.
@@ -138,7 +138,7 @@ hand_names = st.lists(st.one_of(st.from_regex(NODE_NAME, fullmatch=True), st.tex
 @settings(max_examples=80, deadline=None)
 @given(hand_rows, hand_names, st.sampled_from(["csv", "ndjson"]))
 def test_sqlite_lines_are_the_generic_lines_for_any_cell(tmp_path_factory, readings, names, fmt):
-    """SQLite's own lines (five columns a row: the telemetry's integers as SQLite's text, or a mark
+    """SQLite's own lines (six columns a row: the telemetry's integers as SQLite's text, or a mark
     and the row read again when they are not integers) against the rows of ``iter_readings``
     written by the code of before, for every kind of value a journal written by hand can hold."""
     with fresh_journal(tmp_path_factory) as journal:

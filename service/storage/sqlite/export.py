@@ -4,7 +4,7 @@ The generic export (service/export.py) reads eight columns per row (time, node, 
 humidity and the four telemetry cells) and formats them in Python. CPython's sqlite3 module pays
 about 0.1 µs per column of every row (it releases and takes back the GIL around each
 ``sqlite3_column_type``), whatever the column holds: the four telemetry cells, empty in most
-journals of before, cost as much as the time and the node together. Here a row comes as five
+journals of before, cost as much as the time and the node together. Here a row comes as six
 columns, and the line is what the generic path writes for the same row, byte for byte
 (tests/test_export_lines.py compares both on random journals):
 

@@ -102,7 +102,7 @@ class ReadsRoom:
         with_extra: bool = False,
         ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
-        """The export's lines with five columns per row (service/storage/sqlite/export.py), the rows
+        """The export's lines with six columns per row (service/storage/sqlite/export.py), the rows
         of :meth:`iter_readings` in its order; the lines with the telemetry only (``with_extra``)."""
         if not with_extra or fmt not in export.TAILS:
             return None
