@@ -102,9 +102,10 @@ class ReadsRoom:
         with_extra: bool = False,
         ids: Optional[tuple[Optional[int], Optional[int]]] = None,
     ) -> Optional[Iterator[tuple[str, int]]]:
-        """The export's lines with six columns per row (service/storage/sqlite/export.py), the rows
-        of :meth:`iter_readings` in its order; the lines with the telemetry only (``with_extra``)."""
-        if not with_extra or fmt not in export.TAILS:
+        """The export's lines read with four columns a row while the readings come without telemetry
+        (service/storage/sqlite/export.py), the rows of :meth:`iter_readings` in its order; the lines
+        with the telemetry only (``with_extra``)."""
+        if not with_extra or fmt not in export.FORMATS:
             return None
         return self._export_lines(fmt, node, start_ns, stop_ns, after, limit, ids)
 
@@ -113,15 +114,11 @@ class ReadsRoom:
         if query is None:
             return
         clause, params = query
-        sql = (
-            export.select(fmt)
-            + f" FROM {_readings(ids)} LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
+        rest = (
+            f" FROM {_readings(ids)} LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
             " ORDER BY readings.ts, readings.id"
         )
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        yield from export.line_chunks(self.conn, fmt, sql, params)
+        yield from export.line_chunks(self.conn, fmt, rest, params, limit)
 
     def count_readings_in(
         self,
