@@ -32,14 +32,22 @@ from pathlib import Path
 
 from common import Variant, register_nodes, rss_mb
 from tswarm.storage import DB_FILENAME, open_storage
+from tswarm.storage.interface import ReadingExtra
 
 TARGET = 0.5  # tswarm's rows/s at least half of sqlite3's, CLI and API, in the same round
-BASELINE_QUERY = ("SELECT r.ts, n.name, r.temperature, r.humidity FROM readings r JOIN nodes n ON n.id = r.node_id"
+BASELINE_QUERY = ("SELECT r.ts, n.name, r.temperature, r.humidity{} FROM readings r JOIN nodes n ON n.id = r.node_id"
                   " ORDER BY r.ts, r.id")
+TELEMETRY_COLUMNS = ", r.vbat, r.rssi, r.awake_ms, r.lost"  # the baseline's with --telemetry
 
 
-def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
-    """``rows`` readings of ``nodes`` nodes, 3 s apart (a node every 300 s), one decimal as a DHT22 sends."""
+def baseline_query(telemetry: bool) -> str:
+    return BASELINE_QUERY.format(TELEMETRY_COLUMNS if telemetry else "")
+
+
+def fill(data_dir: Path, rows: int, nodes: int = 100, telemetry: bool = False) -> None:
+    """``rows`` readings of ``nodes`` nodes, 3 s apart (a node every 300 s), one decimal as a DHT22 sends;
+    ``telemetry``: each with what today's firmware sends beside it (battery volts to the millivolt, RSSI,
+    the previous wake's ms, readings lost), else without (the readings of before)."""
     names = register_nodes(data_dir, nodes, scrypt_n=2**10)
     with open_storage(data_dir) as journal:
         base = 1_700_000_000 * 10**9
@@ -47,7 +55,10 @@ def fill(data_dir: Path, rows: int, nodes: int = 100) -> None:
         for start in range(0, rows, step):
             journal.add_readings(
                 (names[i % nodes], base + i * (300 * 10**9 // nodes), round(random.uniform(-40, 80), 1),
-                 round(random.uniform(0, 100), 1)) for i in range(start, min(rows, start + step))
+                 round(random.uniform(0, 100), 1))
+                + ((ReadingExtra(random.randint(3000, 4200) / 1000, random.randint(-90, -30), random.randint(800, 4000),
+                                 0),) if telemetry else ())
+                for i in range(start, min(rows, start + step))
             )
 
 
@@ -151,20 +162,20 @@ def spread(values: list[float], digits: int = 0) -> str:
     return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def main(rows: int, rounds: int, also_code: Path | None, json_file: Path | None) -> None:
+def main(rows: int, rounds: int, also_code: Path | None, json_file: Path | None, telemetry: bool = False) -> None:
     report: dict = {
-        "rows": rows, "rounds": [], "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "rows": rows, "telemetry": telemetry, "rounds": [], "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version, "sqlite3_shell": subprocess.run(["sqlite3", "--version"], capture_output=True,
                                                                         text=True).stdout.split()[0],
         "load_before": loadavg(),
     }
-    print(f"{rows:,} readings, {rounds} rounds; {report['cpu']}, {os.cpu_count()} cores; Python {report['python']},"
+    print(f"{rows:,} readings{' with telemetry' if telemetry else ''}, {rounds} rounds; {report['cpu']}, {os.cpu_count()} cores; Python {report['python']},"
           f" SQLite {report['sqlite']} (shell {report['sqlite3_shell']}); load average {report['load_before']}")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         data_dir = tmp / "data"
         t0 = time.perf_counter()
-        fill(data_dir, rows)
+        fill(data_dir, rows, telemetry=telemetry)
         print(f"generated {rows:,} readings in {time.perf_counter() - t0:.0f} s")
         db = str(data_dir / DB_FILENAME)
         codes = {"": code_env(None, tmp)}
@@ -172,7 +183,7 @@ def main(rows: int, rounds: int, also_code: Path | None, json_file: Path | None)
             codes[f" ({also_code})"] = code_env(also_code, tmp)
         for n in range(1, rounds + 1):
             load = loadavg()
-            runs = {"sqlite3 -csv": run_command(["sqlite3", "-csv", "-header", db, BASELINE_QUERY])}
+            runs = {"sqlite3 -csv": run_command(["sqlite3", "-csv", "-header", db, baseline_query(telemetry)])}
             for label, env in codes.items():
                 runs[f"tswarm export{label}"] = run_command(
                     [sys.executable, "-m", "tswarm", "export", "--data-dir", str(data_dir)], env=env)
@@ -221,5 +232,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--also-code", type=Path, help="a checkout whose service/ runs too, in the same rounds")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--telemetry", action="store_true",
+                        help="readings with the telemetry today's firmware sends (and the baseline selects it too)")
     args = parser.parse_args()
-    main(args.rows, args.rounds, args.also_code, args.json)
+    main(args.rows, args.rounds, args.also_code, args.json, args.telemetry)

@@ -127,31 +127,29 @@ async def iterate_in_thread(
 ) -> AsyncIterator:
     """Run the blocking generator ``produce()`` in ``executor`` and yield its items on the event loop.
 
-    At most ``maxsize`` items wait in between (the thread blocks while the queue is full), so
+    At most ``maxsize`` items wait in between (the thread blocks while that many wait), so
     memory stays constant. When the consumer stops early (client gone, shutdown), the thread
     stops at its next item and the generator is closed (its ``finally``/``with`` blocks run).
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue(maxsize)
+    queue: asyncio.Queue = asyncio.Queue()  # ``slots`` bounds it
+    slots = threading.Semaphore(maxsize)  # items handed over and not yet taken: the thread waits for one
     stop = threading.Event()
 
     def hand_over(item) -> bool:
+        # The thread waits only when ``maxsize`` items wait: a hand-over is one call_soon_threadsafe,
+        # not a round trip to the loop (waiting on each put cost the export thread about a sixth of
+        # its time, the loop being slow to take the GIL back from it).
+        while not slots.acquire(timeout=0.5):
+            if stop.is_set():
+                return False
         if stop.is_set():
             return False
         try:
-            future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+            loop.call_soon_threadsafe(queue.put_nowait, item)
         except RuntimeError:  # the loop is closed
             return False
-        while True:
-            try:
-                future.result(timeout=0.5)
-                return True
-            except concurrent.futures.TimeoutError:
-                if stop.is_set():
-                    future.cancel()
-                    return False
-            except (concurrent.futures.CancelledError, RuntimeError):
-                return False
+        return True
 
     def pump() -> None:
         if stop.is_set():
@@ -171,6 +169,7 @@ async def iterate_in_thread(
     try:
         while True:
             item = await queue.get()
+            slots.release()
             if item is _DONE:
                 return
             if isinstance(item, _Failed):
@@ -178,7 +177,8 @@ async def iterate_in_thread(
             yield item
     finally:
         stop.set()
-        while not queue.empty():  # make room, so a thread blocked on a full queue sees `stop`
+        slots.release()  # a thread waiting for a slot wakes and sees `stop`
+        while not queue.empty():
             queue.get_nowait()
 
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from tswarm.export import FloatText, csv_lines, export_chunks, ndjson_lines
 from tswarm.names import NODE_NAME
 from tswarm.storage.interface import EXTRA_FIELDS, ReadingExtra
-from tswarm.timefmt import MAX_NS
+from tswarm.timefmt import MAX_NS, MIN_NS
 from tests.conftest import fresh_journal
 from tests.test_timefmt import rfc3339_before, times
 
@@ -116,3 +116,79 @@ def test_a_whole_export_is_what_it_was_before(tmp_path_factory, readings):
         header = "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n"
         assert "".join(export_chunks(journal, fmt="csv")) == header + csv_lines_before(rows)
         assert "".join(export_chunks(journal, fmt="ndjson")) == ndjson_lines_before(rows)
+
+
+# -- SQLite's lean rows (service/storage/sqlite/export.py), with cells written by hand in SQL ----------------
+
+# What SQLite can hold in each column once SQL by hand wrote it: a REAL column keeps a text that is no
+# number (NaN is stored as NULL, which NOT NULL refuses), an INTEGER one a real or a text.
+hand_reals = st.one_of(st.floats(allow_nan=False), st.floats(-50, 120).map(lambda x: round(x, 1)), st.just(-0.0),
+                       st.floats(1e15, 1e300), st.text(max_size=4))
+hand_integers = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=5))
+no_telemetry = st.tuples(st.none(), st.none(), st.none(), st.none())
+hand_rows = st.lists(
+    st.tuples(times.filter(lambda ts: MIN_NS <= ts < MAX_NS), st.integers(1, 4), hand_reals, hand_reals)
+    .flatmap(lambda row: st.one_of(no_telemetry, st.tuples(st.one_of(st.none(), hand_reals), hand_integers,
+                                                           hand_integers, hand_integers)).map(lambda extra: row + extra)),
+    min_size=1, max_size=30, unique_by=lambda row: (row[1], row[0]),
+)
+hand_names = st.lists(st.one_of(st.from_regex(NODE_NAME, fullmatch=True), st.text(min_size=1, max_size=8)),
+                      min_size=3, max_size=3, unique=True)  # node 4 has no row: its readings say "#4"
+
+
+def write_by_hand(journal, names: list, readings: list) -> list:
+    """``readings`` (ts, node id, temperature, humidity, vbat, rssi, awake_ms, lost) written in SQL;
+    the rows ``iter_readings`` reads back."""
+    conn = journal.conn
+    for node_id, name in enumerate(names, 1):
+        conn.execute("INSERT INTO nodes (id, name, registered_at) VALUES (?, ?, 0)", (node_id, name))
+    conn.executemany(
+        "INSERT INTO readings (ts, node_id, temperature, humidity, vbat, rssi, awake_ms, lost)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", readings)
+    conn.commit()
+    return [row for batch in journal.iter_readings(with_extra=True) for row in batch]
+
+
+@pytest.mark.engines("sqlite")
+@settings(max_examples=80, deadline=None)
+@given(hand_rows, hand_names, st.sampled_from(["csv", "ndjson"]), st.one_of(st.none(), st.integers(1, 35)))
+def test_sqlite_lines_are_the_generic_lines_for_any_cell(tmp_path_factory, readings, names, fmt, limit):
+    """SQLite's own lines (four columns a row until the first reading with telemetry, the eight of
+    before from there on) against the rows of ``iter_readings`` written by the code of before, for
+    every kind of value a journal written by hand can hold, readings with and without telemetry in
+    any order, with a limit or without."""
+    with fresh_journal(tmp_path_factory) as journal:
+        rows = write_by_hand(journal, names, readings)[:limit]
+        before = csv_lines_before(rows) if fmt == "csv" else ndjson_lines_before(rows)
+        chunks = journal.export_lines(fmt, with_extra=True, limit=limit)
+        assert chunks is not None  # the fast path is the one tested
+        chunks = list(chunks)
+        assert "".join(text for text, _ in chunks) == before
+        assert sum(n for _, n in chunks) == len(rows)
+        if limit is None:
+            header = "time,node,temperature,humidity,vbat,rssi,awake_ms,lost\r\n" if fmt == "csv" else ""
+            assert "".join(export_chunks(journal, fmt=fmt)) == header + before
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("limit", [None, 3000, 6001])
+def test_sqlite_lines_across_fetches_chunks_and_the_switch(tmp_path_factory, limit):
+    """More rows than a fetch and a chunk hold, the first 2,345 without telemetry and the rest with:
+    every line once, in order, in chunks of about CHUNK_ROWS lines (the API hands one chunk at a time
+    to the socket), the lean rows and the full ones meeting in the middle of a fetch."""
+    from tswarm.storage.sqlite.export import CHUNK_ROWS, FETCH_ROWS
+
+    n = CHUNK_ROWS + FETCH_ROWS + 7
+    with fresh_journal(tmp_path_factory) as journal:
+        journal.add_node("a", "h")
+        journal.add_readings([
+            ("a", i * 10**9 - 5 * 10**9, 20.5, 50.0, ReadingExtra(3.712 if i % 2 else None, -60, None, 0) if i >= 2345
+             else ReadingExtra()) for i in range(n)
+        ])
+        rows = [row for batch in journal.iter_readings(with_extra=True, limit=limit) for row in batch]
+        chunks = list(journal.export_lines("csv", with_extra=True, limit=limit))
+        assert len(chunks) == (1 if len(rows) < CHUNK_ROWS else 2) and all(CHUNK_ROWS <= count < CHUNK_ROWS + FETCH_ROWS for _, count in chunks[:-1])
+        assert sum(count for _, count in chunks) == len(rows) == min(n, limit or n)
+        assert "".join(text for text, _ in chunks) == csv_lines_before(rows)
+        assert "1969-12-31T23:59:55.000000000Z,a,20.5,50.0,,,,\r\n" in chunks[0][0]
+        assert ",a,20.5,50.0,3.712,-60,,0\r\n" in chunks[0][0] and ",a,20.5,50.0,,-60,,0\r\n" in chunks[0][0]

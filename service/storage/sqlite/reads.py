@@ -8,6 +8,7 @@ from typing import Iterator, Optional
 from .. import ranges
 from ..interface import EXTRA_FIELDS
 from ..ranges import MAX_NS, MIN_NS
+from . import export
 from .schema import snapshot
 
 
@@ -88,6 +89,36 @@ class ReadsRoom:
                 yield rows
         finally:
             cur.close()
+
+    def export_lines(
+        self,
+        fmt: str,
+        node: Optional[str] = None,
+        start_ns: Optional[int] = None,
+        stop_ns: Optional[int] = None,
+        *,
+        after: Optional[tuple[int, int]] = None,
+        limit: Optional[int] = None,
+        with_extra: bool = False,
+        ids: Optional[tuple[Optional[int], Optional[int]]] = None,
+    ) -> Optional[Iterator[tuple[str, int]]]:
+        """The export's lines read with four columns a row while the readings come without telemetry
+        (service/storage/sqlite/export.py), the rows of :meth:`iter_readings` in its order; the lines
+        with the telemetry only (``with_extra``)."""
+        if not with_extra or fmt not in export.FORMATS:
+            return None
+        return self._export_lines(fmt, node, start_ns, stop_ns, after, limit, ids)
+
+    def _export_lines(self, fmt, node, start_ns, stop_ns, after, limit, ids) -> Iterator[tuple[str, int]]:
+        query = self._time_range(node, start_ns, stop_ns, after, ids)
+        if query is None:
+            return
+        clause, params = query
+        rest = (
+            f" FROM {_readings(ids)} LEFT JOIN nodes ON nodes.id = readings.node_id WHERE {clause}"
+            " ORDER BY readings.ts, readings.id"
+        )
+        yield from export.line_chunks(self.conn, fmt, rest, params, limit)
 
     def count_readings_in(
         self,
