@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from . import admin, firmware_routes, keys, metrics, protocol, proxy, readers, web as status_page
+from . import admin, firmware_routes, keys, metrics, protocol, proxy, readers, swarm, web as status_page
 from .alerts import alerting
 from .auth import CredentialCache, LoginGuard
 from .errors import RETRY_AFTER_STORAGE
@@ -141,6 +141,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     protocol.setup_routes(app)
     firmware_routes.setup_routes(app)
+    swarm.setup_routes(app)
     metrics.setup_routes(app)
     readers.setup_routes(app)
     admin.setup_routes(app)

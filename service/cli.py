@@ -153,15 +153,18 @@ def _password_or_generated(password: Optional[str]) -> str:
 @node.command("add")
 @node_name_arg
 @click.option("--password", default=None, help="The node's password; a strong one is generated when omitted.")
+@click.option("--display", is_flag=True,
+              help="Give it the display right: a master node, whose screen reads the swarm's summary"
+              " (GET /api/nodes/NAME/swarm).")
 @data_dir_option
-def node_add(name, password, data_dir):
+def node_add(name, password, display, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
     config = load_config(data_dir=data_dir)
     generated = password is None
     password = _password_or_generated(password)
     with storage_for(config) as journal:
         try:
-            register(journal, config, name, password, Registration.NEW, generated=generated)
+            register(journal, config, name, password, Registration.NEW, generated=generated, display=display or None)
         except NodeExists:
             raise click.ClickException(
                 f"node {name!r} already exists; 'tswarm node passwd {name}' gives it a new password"
@@ -255,6 +258,26 @@ def node_interval(name, seconds, data_dir):
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
     click.echo(f"{name}: a reading expected every {seconds} s")
+
+
+@node.command("display")
+@node_name_arg
+@click.argument("state", type=click.Choice(["on", "off"]))
+@data_dir_option
+def node_display(name, state, data_dir):
+    """Let node NAME read the swarm's summary (on: a master node with a screen) or no longer (off).
+
+    With the right, its own credentials read GET /api/nodes/NAME/swarm (the next request sees the change)."""
+    on = state == "on"
+    with open_journal(data_dir) as journal:
+        try:
+            journal.set_display(name, on)
+        except NodeNotFound:
+            raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+    if on:
+        click.echo(f"node {name} may read the swarm summary (GET /api/nodes/{name}/swarm)")
+    else:
+        click.echo(f"node {name} may no longer read the swarm summary")
 
 
 def _halt(name, data_dir, halted: bool):
@@ -451,17 +474,29 @@ def board_options(func):
         click.option("--gateway", default=None, help="Gateway with --ip."),
         click.option("--dns", default=None, help="DNS server with --ip [default: the gateway]."),
         click.option("--board", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True),
-        click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default="dht22", show_default=True),
+        click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default=None,
+                     help="The DHT on the board [default: dht22; none with --master]."),
         click.option("--dht-pin", type=int, default=None, help="GPIO of the DHT data line [default: 5 on esp8266, 4 on esp32]."),
         click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
         click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
-        click.option("--sleep", type=int, default=300, show_default=True, help="Seconds of deep sleep between readings."),
+        click.option("--sleep", type=int, default=None,
+                     help="Seconds of deep sleep between readings; a master's between redraws [default: 300; 60 with --master]."),
         click.option("--battery", default=None, callback=lambda c, p, v: _battery_param(v), metavar="vcc|PIN",
                      help="Send the battery or supply voltage with each reading: 'vcc' (an ESP8266's own supply) or the"
                      " ADC pin of a divider (0: an ESP8266's A0; an ESP32 GPIO such as 35) [default: none]."),
         click.option("--battery-ratio", type=float, default=1.0, show_default=True,
                      help="The divider in front of --battery's pin: volts at the battery per volt at the pin, e.g. 2."),
         click.option("--password", default=None, help="The node's password; a new one is generated when omitted."),
+        click.option("--master", is_flag=True,
+                     help="A master node: a board with an SSD1306 screen showing the swarm (modules.screen); it gets the"
+                     " display right, and no sensor unless --sensor is given."),
+        click.option("--screen-sda", type=int, default=None, help="GPIO of the screen's SDA [default: 4 (D2) on esp8266, 21 on esp32]."),
+        click.option("--screen-scl", type=int, default=None, help="GPIO of the screen's SCL [default: 5 (D1) on esp8266, 22 on esp32]."),
+        click.option("--screen-width", type=int, default=None, help="The screen's width in pixels [default: 128]."),
+        click.option("--screen-height", type=int, default=None, metavar="64|32", help="The screen's height in pixels [default: 64]."),
+        click.option("--screen-address", default=None, metavar="ADDR",
+                     help="The screen's I2C address, 0x3c or 0x3d (60 or 61) [default: 0x3c]."),
+        click.option("--screen-rotate", type=int, default=None, metavar="0|180", help="Turn the picture by 180 degrees [default: 0]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -533,6 +568,11 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
                                " ('tswarm node passwd' and a reflash do)")
     if _given(ctx, "board"):
         raise click.UsageError("--board with --push: a board does not change kind; leave --board out")
+    screen = [o for o in ("master", "screen_sda", "screen_scl", "screen_width", "screen_height", "screen_address",
+                          "screen_rotate") if _given(ctx, o)]
+    if screen:
+        raise click.UsageError(f"--{screen[0].replace('_', '-')} with --push: a board becomes a master, or changes its"
+                               " screen, with 'tswarm flash --master', which also installs the screen's driver")
     netconf, modules = {}, {}
     if _given(ctx, "ssids") or _given(ctx, "passwords"):
         if len(options["ssids"]) != len(options["passwords"]) or not options["ssids"]:
@@ -620,16 +660,21 @@ def _say_replaced(staged) -> None:
 @click.option("--port", required=True, help="The board's serial device, e.g. /dev/ttyUSB0.")
 @click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to wait for the board to answer.")
 @board_options
+@click.option("--mip-index", default=None, metavar="URL|DIR",
+              help="With --master: the mip index the screen's driver (micropython-lib's ssd1306) comes from; a mirror,"
+              " or a folder laid out as one on an offline machine [default: https://micropython.org/pi/v2,"
+              " micropython-lib's, as mpremote's own].")
 @click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
 @data_dir_option
-def flash(name, port, timeout, data_dir, allow_loopback, **options):
-    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote."""
+def flash(name, port, timeout, data_dir, allow_loopback, mip_index, **options):
+    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote; with --master,
+    first install the screen's driver with mpremote mip."""
     from .flash import FlashError, flash as run
 
     config = load_config(data_dir=data_dir)
     try:
         run(config, name, port, options["password"], _board(options), allow_loopback=allow_loopback, timeout=timeout,
-            report=lambda line: click.echo(line, err=True))
+            report=lambda line: click.echo(line, err=True), mip_index=mip_index)
     except FlashError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"flashed {name} on {port}; press the board's reset button to start it")

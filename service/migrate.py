@@ -4,8 +4,9 @@ an empty place of another engine, whole, and checks the copy.
 From SQLite (the data dir) to PostgreSQL (``--to postgres://...``), or back (``DATABASE_URL`` set,
 ``--to`` a data dir without a journal), or from one PostgreSQL database to another. Everything moves
 as stored: node ids, names and password hashes (nodes keep their passwords: no reflash), the created
-mark, halts and intervals, removed nodes, readings with their ids, timestamps, telemetry and keys (so the forward
-cursor keeps meaning "InfluxDB has everything up to here"), rejected readings, every meta value
+mark, halts, intervals and display rights (a master node still reads the swarm), removed nodes,
+readings with their ids, timestamps, telemetry and keys (so the forward cursor keeps meaning
+"InfluxDB has everything up to here"), rejected readings, every meta value
 (the cursor, the forwarder's last error, halt-all, the retention horizon), and the over-the-air
 updates: the firmware bundles kept, and each node's firmware state (what it runs, what is staged for
 it, when it updated or rolled back), so an update staged before the move is offered after it.
@@ -195,7 +196,7 @@ def summary(moved: Moved) -> list[str]:
     lines = [
         f"copied {moved.source} to {moved.target}, and checked it:",
         f"  nodes      {c.nodes} ({c.registered} registered, {c.halted} halted; halt-all {'on' if c.get(HALT_ALL) == '1' else 'off'})"
-        "; passwords as they were",
+        "; passwords as they were" + (f"; {c.display} may read the swarm (display right)" if c.display else ""),
         f"  readings   {c.readings}{ids}",
         f"  rejected   {c.rejected}",
         f"  forwarded  up to reading {cursor} (the forward cursor)" + ("; the last forward error too" if c.get("forward_last_error") else ""),

@@ -57,11 +57,13 @@ def password_or_generated(password: Optional[str]) -> str:
 
 def register(
     journal: Storage, config: Config, name: str, password: Optional[str] = None,
-    which: Registration = Registration.NEW, *, generated: bool = False,
+    which: Registration = Registration.NEW, *, generated: bool = False, display: Optional[bool] = None,
 ) -> Registered:
     """Register node ``name`` or give it a new password, as ``which`` allows; ``password`` None
     generates one. ``generated``: ``password`` is one :func:`password_or_generated` made already (the
-    CLI and ``tswarm flash`` generate it first, to show it).
+    CLI and ``tswarm flash`` generate it first, to show it). ``display``: True or False gives the node
+    the display right (it may read the swarm's summary: a master node) or takes it away, in the same
+    call; None leaves it as it is (a new node has none).
 
     The hash is scrypt: with ``config.scrypt_n`` (:data:`~tswarm.auth.SCRYPT_N`, memory-hard) for a
     password a person chose, with :data:`~tswarm.auth.SCRYPT_N_GENERATED` (cheap: 144 random bits need
@@ -74,15 +76,19 @@ def register(
     password_hash = auth.hash_password(password, n=auth.SCRYPT_N_GENERATED if generated else config.scrypt_n)
     if which is Registration.EXISTING:
         journal.set_password(name, password_hash)
-        return Registered(name, password, added=False)
-    try:
-        journal.add_node(name, password_hash)
-    except NodeExists:
-        if which is Registration.NEW:
-            raise
-        journal.set_password(name, password_hash)
-        return Registered(name, password, added=False)
-    return Registered(name, password, added=True)
+        registered = Registered(name, password, added=False)
+    else:
+        try:
+            journal.add_node(name, password_hash)
+            registered = Registered(name, password, added=True)
+        except NodeExists:
+            if which is Registration.NEW:
+                raise
+            journal.set_password(name, password_hash)
+            registered = Registered(name, password, added=False)
+    if display is not None:
+        journal.set_display(name, display)
+    return registered
 
 
 # -- halts -------------------------------------------------------------------------------------

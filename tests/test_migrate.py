@@ -164,6 +164,26 @@ async def test_the_telemetry_and_the_keys_move_too(journal, run, postgres_url):
         assert isinstance(again, Duplicate) and again == first and copy.count_readings() == 1
 
 
+def test_the_display_right_moves_there_and_back(journal, run, postgres_url, tmp_path, monkeypatch):
+    """A master node (the display right) still reads the swarm after a move, both ways; the others still do not."""
+    register(journal, "master", PW, created=True)
+    register(journal, "kitchen", PW, created=True)
+    journal.set_display("master", True)
+    result = run("migrate", "--to", postgres_url)
+    assert result.exit_code == 0, result.output
+    assert ("  nodes      2 (2 registered, 0 halted; halt-all off); passwords as they were;"
+            " 1 may read the swarm (display right)") in result.stdout
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert [(n.name, n.display) for n in copy.list_nodes()] == [("kitchen", False), ("master", True)]
+        assert copy.node_auth("master").display is True
+        copy.set_display("kitchen", True)  # changed there: the way back carries that
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    back = tmp_path / "back"
+    assert run("migrate", "--to", str(back)).exit_code == 0
+    with open_storage(back) as copy:
+        assert [(n.name, n.display) for n in copy.list_nodes()] == [("kitchen", True), ("master", True)]
+
+
 def test_the_way_back_into_an_empty_data_dir(full, run, postgres_url, tmp_path, monkeypatch):
     before = view(full)
     assert run("migrate", "--to", postgres_url).exit_code == 0

@@ -4,8 +4,8 @@
 that implements them in its own idiom (SQLite: :class:`tswarm.storage.sqlite.SqliteStorage`).
 Nothing outside the storage package talks to a database. The rooms:
 
-- **registry**: nodes, their passwords, halts and intervals (and a snapshot of nodes' records that
-  the event loop serves without a storage read: service/storage/snapshot.py);
+- **registry**: nodes, their passwords, halts, intervals and display rights (and a snapshot of
+  nodes' records that the event loop serves without a storage read: service/storage/snapshot.py);
 - **readings writer**: the group-committing :class:`Writer` behind every 202, the timestamps (a
   kept reading's ``age``), and the exactly-once key ``(boot, seq)`` of a reading sent again;
 - **outbox**: what waits for InfluxDB (``store=influxdb``): the forward cursor, the readings after
@@ -75,6 +75,7 @@ class NodeAuth:
     fw_running: Optional[str] = None  # the firmware version it last reported (X-Tswarm-Firmware)
     fw_staged: Optional[str] = None  # the bundle version staged for it
     fw_rolled_back: Optional[str] = None  # the version it last reported rolling back from
+    display: bool = False  # it may read the swarm's summary (GET /api/nodes/{name}/swarm: a master node)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class NodeStatus:
     last_vbat: Optional[float] = None
     last_rssi: Optional[int] = None
     last_awake_ms: Optional[int] = None
+    display: bool = False  # it may read the swarm's summary (a master node: ``tswarm node display``)
 
 
 class OutboxReading(NamedTuple):
@@ -220,7 +222,7 @@ READ_TOKEN = "read_token"                  # PostgreSQL: the kept read token eve
 FIRMWARE_COLUMNS = ("fw_running", "fw_reported_at", "fw_staged", "fw_staged_at", "fw_updated_at",
                     "fw_rolled_back", "fw_rolled_back_at")
 NODE_COLUMNS = ("id", "name", "password_hash", "registered_at", "created_at", "removed_at", "halted", "interval_s",
-                *FIRMWARE_COLUMNS)
+                *FIRMWARE_COLUMNS, "display")  # halted and display: bools
 BUNDLE_COLUMNS = ("version", "created_at")
 BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
 READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity", *EXTRA_FIELDS, "boot", "seq")
@@ -242,6 +244,7 @@ class JournalCounts:
     meta: tuple[tuple[str, str], ...]  # every meta row, by key: the forward cursor, halt-all, the horizon, ...
     bundles: int = 0  # firmware bundles kept
     bundle_files: int = 0  # their files
+    display: int = 0  # nodes with the display right
 
     def get(self, key: str) -> Optional[str]:
         return dict(self.meta).get(key)
@@ -250,7 +253,7 @@ class JournalCounts:
 @dataclass
 class JournalDump:
     """The whole journal as of one snapshot, as :meth:`Storage.dump` gives it: rows as tuples in the
-    order of the ``*_COLUMNS`` above (``halted`` a bool). ``nodes`` is small and in memory;
+    order of the ``*_COLUMNS`` above (``halted`` and ``display`` bools). ``nodes`` is small and in memory;
     ``rejected`` and ``readings`` come in lists of rows (by id), once, while the dump is open."""
 
     counts: JournalCounts
@@ -433,8 +436,21 @@ class Storage(abc.ABC):
         """How often node ``name`` is expected to wake (seconds); its health is judged against it."""
 
     @abc.abstractmethod
+    def set_display(self, name: str, on: bool) -> None:
+        """Give node ``name`` the display right (``on``), or take it away: with it, its own credentials
+        read the swarm's summary (``GET /api/nodes/{name}/swarm``, service/swarm.py). :class:`NodeNotFound`
+        for a name not registered."""
+
+    @abc.abstractmethod
     def list_nodes(self) -> list[NodeStatus]:
         """Every registered node with its newest reading, by name, in one query."""
+
+    def swarm_nodes(self) -> tuple[bool, list[NodeStatus]]:
+        """``(halted_all(), list_nodes())`` as of one moment: what the swarm's summary needs
+        (service/swarm.py, polled by every master node every interval). The engines answer it in one
+        statement."""
+        with self.snapshot():
+            return self.halted_all(), self.list_nodes()
 
     @abc.abstractmethod
     def node_names(self) -> dict[int, str]:

@@ -17,14 +17,14 @@ BUNDLE_FILES = ", ".join(BUNDLE_FILE_COLUMNS)
 READINGS = ", ".join(READING_COLUMNS)
 REJECTED = ", ".join(REJECTED_COLUMNS)
 
-# Plain SQL both engines read alike (``halted`` is an integer in SQLite, a boolean in PostgreSQL:
-# ``WHERE halted`` is true for 1 and for true).
+# Plain SQL both engines read alike (``halted`` and ``display`` are integers in SQLite, booleans in
+# PostgreSQL: ``WHERE halted`` is true for 1 and for true).
 COUNTS = (
     "SELECT (SELECT COUNT(*) FROM nodes), (SELECT COUNT(*) FROM nodes WHERE removed_at IS NULL),"
     " (SELECT COUNT(*) FROM nodes WHERE halted), (SELECT COUNT(*) FROM readings),"
     " (SELECT COALESCE(MIN(id), 0) FROM readings), (SELECT COALESCE(MAX(id), 0) FROM readings),"
     " (SELECT COALESCE(MAX(ts), 0) FROM readings), (SELECT COUNT(*) FROM rejected),"
-    " (SELECT COUNT(*) FROM bundles), (SELECT COUNT(*) FROM bundle_files)"
+    " (SELECT COUNT(*) FROM bundles), (SELECT COUNT(*) FROM bundle_files), (SELECT COUNT(*) FROM nodes WHERE display)"
 )
 META = "SELECT key, value FROM meta ORDER BY key"
 
@@ -32,9 +32,9 @@ META = "SELECT key, value FROM meta ORDER BY key"
 def journal_counts(conn: Any) -> JournalCounts:
     """The counts of the journal ``conn`` sees (an sqlite3 or a psycopg connection, in the caller's
     transaction)."""
-    *row, bundles, bundle_files = (int(n) for n in conn.execute(COUNTS).fetchone())
+    *row, bundles, bundle_files, display = (int(n) for n in conn.execute(COUNTS).fetchone())
     meta = tuple((key, value) for key, value in conn.execute(META).fetchall())
-    return JournalCounts(*row, meta=tuple(sorted(meta)), bundles=bundles, bundle_files=bundle_files)
+    return JournalCounts(*row, meta=tuple(sorted(meta)), bundles=bundles, bundle_files=bundle_files, display=display)
 
 
 def differences(copy: JournalCounts, source: JournalCounts) -> str:

@@ -208,7 +208,7 @@ def test_a_version_4_journal_gains_the_registry_version_in_place_and_keeps_its_n
     path = data_dir / DB_FILENAME
     conn = sqlite3.connect(path)
     before = schema.MIGRATIONS.index(schema._add_registry_version)
-    assert before == 4 and SCHEMA_VERSION == 5
+    assert before == 4 and SCHEMA_VERSION >= 5
     for migrate in schema.MIGRATIONS[:before]:
         migrate(conn)
     conn.execute("INSERT INTO nodes (name, password_hash, registered_at, created_at, halted) VALUES ('porch', 'h', 1, 2, 1)")

@@ -26,7 +26,8 @@ from .schema import MIGRATION_LOCK, upgrade
 JOURNAL_TABLES = ("bundle_files", "bundles", "meta", "nodes", "readings", "rejected", "schema_version")
 
 NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4",
-              "text", "int8", "text", "int8", "int8", "text", "int8")  # + the fw_* columns
+              "text", "int8", "text", "int8", "int8", "text", "int8",  # the fw_* columns
+              "bool")  # display
 BUNDLE_TYPES = ("text", "int8")
 BUNDLE_FILE_TYPES = ("text", "text", "text", "bytea")
 READING_TYPES = ("int8", "int8", "int8", "float8", "float8", "float8", "int4", "int4", "int4", "text", "int4")

@@ -1,5 +1,5 @@
-"""The registry: nodes, their passwords, halts and intervals (and, in the same rows, their firmware
-state: service/storage/postgres/firmware.py writes it)."""
+"""The registry: nodes, their passwords, halts, intervals and display rights (and, in the same rows,
+their firmware state: service/storage/postgres/firmware.py writes it)."""
 from __future__ import annotations
 
 import time
@@ -12,10 +12,11 @@ from .meta import get_meta, put_meta
 
 # Each registered node with its newest reading: one statement, one lookup per node in
 # readings_node_ts (node_id, ts); the join fetches that row.
-LIST_NODES = f"""
+def _list_nodes(extra: str = "") -> str:
+    return f"""
 SELECT nodes.name, nodes.registered_at, nodes.created_at, nodes.halted, nodes.interval_s,
        last.ts, last.temperature, last.humidity, {", ".join("nodes." + c for c in FIRMWARE_COLUMNS)},
-       last.vbat, last.rssi, last.awake_ms
+       last.vbat, last.rssi, last.awake_ms, nodes.display{extra}
 FROM nodes
 LEFT JOIN readings AS last ON last.id = (
     SELECT newest.id FROM readings AS newest WHERE newest.node_id = nodes.id ORDER BY newest.ts DESC LIMIT 1
@@ -25,8 +26,20 @@ ORDER BY nodes.name
 """
 
 
+LIST_NODES = _list_nodes()
+# The same with halt-all beside every row: the swarm's summary (service/swarm.py) in one read.
+LIST_NODES_AND_HALT = _list_nodes(f", (SELECT value FROM meta WHERE key = '{HALT_ALL}')")
+
+
 # A node added again after its removal starts afresh: nothing reported, staged, updated or rolled back.
 FIRMWARE_AFRESH = ", ".join(f"{column} = NULL" for column in FIRMWARE_COLUMNS)
+
+
+def _node_status(row: tuple) -> NodeStatus:
+    """A row of :data:`LIST_NODES` as a :class:`NodeStatus`."""
+    name, registered_at, created_at, halted, interval_s, *rest, display = row
+    return NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *rest[:3], FirmwareState(*rest[3:-3]),
+                      *rest[-3:], display=bool(display))
 
 
 class NodeNames(dict):
@@ -69,7 +82,7 @@ class RegistryRoom(Connections):
             elif row[0] is not None:
                 conn.execute(
                     "UPDATE nodes SET password_hash = %s, registered_at = %s, created_at = NULL,"
-                    f" removed_at = NULL, halted = false, {FIRMWARE_AFRESH} WHERE name = %s",
+                    f" removed_at = NULL, halted = false, display = false, {FIRMWARE_AFRESH} WHERE name = %s",
                     (password_hash, now, name),
                 )
             else:
@@ -95,6 +108,9 @@ class RegistryRoom(Connections):
 
     def set_interval(self, name: str, seconds: int) -> None:
         self._update_registered(name, "interval_s = %s", (int(seconds),))
+
+    def set_display(self, name: str, on: bool) -> None:
+        self._update_registered(name, "display = %s", (bool(on),))
 
     def mark_created(self, name: str, at_ns: int) -> None:
         self._update_registered(name, "created_at = COALESCE(created_at, %s)", (at_ns,))
@@ -145,21 +161,23 @@ class RegistryRoom(Connections):
     def _read_node_auth(self, name: str) -> Optional[NodeAuth]:
         row = self._one(
             "SELECT id, password_hash, created_at IS NOT NULL, halted, (SELECT value FROM meta WHERE key = %s),"
-            " interval_s, fw_running, fw_staged, fw_rolled_back"
+            " interval_s, fw_running, fw_staged, fw_rolled_back, display"
             " FROM nodes WHERE name = %s AND removed_at IS NULL",
             (HALT_ALL, name),
         )
         if row is None:
             return None
-        node_id, password_hash, created, halted, halt_all, *rest = row
-        return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1", *rest)
+        node_id, password_hash, created, halted, halt_all, *rest, display = row
+        return NodeAuth(node_id, name, password_hash, bool(created), bool(halted) or halt_all == "1", *rest,
+                        display=bool(display))
 
     def list_nodes(self) -> list[NodeStatus]:
-        return [
-            NodeStatus(name, registered_at, created_at, bool(halted), interval_s, *row[:3], FirmwareState(*row[3:-3]),
-                       *row[-3:])
-            for name, registered_at, created_at, halted, interval_s, *row in self._all(LIST_NODES)
-        ]
+        return [_node_status(row) for row in self._all(LIST_NODES)]
+
+    def swarm_nodes(self) -> tuple[bool, list[NodeStatus]]:
+        rows = self._all(LIST_NODES_AND_HALT)
+        halted_all = bool(rows) and rows[0][-1] == "1"
+        return halted_all, [_node_status(row[:-1]) for row in rows]
 
     def node_names(self) -> dict[int, str]:
         return NodeNames(self._all("SELECT id, name FROM nodes"))

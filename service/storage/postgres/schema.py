@@ -11,7 +11,8 @@ announce every change of the registry (:data:`REGISTRY_CHANNEL`) to the processe
 the firmware room (each node's ``fw_*`` columns, the ``bundles`` and ``bundle_files`` tables);
 version 4 each reading's telemetry and exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``,
 ``lost``, ``boot``, ``seq`` columns and the unique index ``readings_node_key``); version 5 the
-alerts room (``alert_states`` and ``alerts``, service/storage/postgres/alerts.py).
+alerts room (``alert_states`` and ``alerts``, service/storage/postgres/alerts.py); version 6 each
+node's display right (``nodes.display``: it may read the swarm's summary, service/swarm.py).
 """
 from __future__ import annotations
 
@@ -169,8 +170,18 @@ def _add_alerts(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_display(conn: psycopg.Connection) -> None:
+    """Version 6: each node's display right (issue 17): with it, its own credentials read the swarm's
+    summary (``GET /api/nodes/{name}/swarm``: a master node's screen). Every node so far has none. A
+    constant default rewrites nothing (PostgreSQL 11 and later keep it in the catalog); the column's
+    changes are row changes, which the triggers of version 2 announce (the caches' records carry it)."""
+    conn.execute("ALTER TABLE nodes ADD COLUMN display boolean NOT NULL DEFAULT false")
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
-MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (_to_v1, _to_v2, _to_v3, _to_v4, _add_alerts)
+MIGRATIONS: tuple[Callable[[psycopg.Connection], None], ...] = (
+    _to_v1, _to_v2, _to_v3, _to_v4, _add_alerts, _add_display,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -44,7 +44,8 @@ class DumpRoom:
     def dump(self, batch: int = 10_000) -> Iterator[JournalDump]:
         with snapshot(self.conn):
             counts = journal_counts(self.conn)
-            nodes = [(*row[:6], bool(row[6]), *row[7:]) for row in self.conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id")]
+            nodes = [(*row[:6], bool(row[6]), *row[7:-1], bool(row[-1]))  # halted and display: bools
+                     for row in self.conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id")]
             yield JournalDump(
                 counts,
                 nodes,
@@ -108,7 +109,7 @@ def _marks(n: int) -> str:
 def _copy(conn: sqlite3.Connection, dump: JournalDump, on_rows: Optional[Callable[[int], None]]) -> JournalCounts:
     """Insert every row of ``dump`` (inside the caller's transaction); the counts of the result."""
     conn.executemany(
-        f"INSERT INTO nodes ({NODES}) VALUES ({_marks(len(NODE_COLUMNS))})", ((*n[:6], int(n[6]), *n[7:]) for n in dump.nodes)
+        f"INSERT INTO nodes ({NODES}) VALUES ({_marks(len(NODE_COLUMNS))})", ((*n[:6], int(n[6]), *n[7:-1], int(n[-1])) for n in dump.nodes)
     )
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", dump.counts.meta)
     conn.executemany(f"INSERT INTO bundles ({BUNDLES}) VALUES ({_marks(len(BUNDLE_COLUMNS))})", dump.bundles)

@@ -9,8 +9,9 @@ and its exactly-once key (the ``vbat``, ``rssi``, ``awake_ms``, ``lost``, ``boot
 and the unique index ``readings_node_key``); version 4 the alerts room (``alert_states`` and
 ``alerts``, service/storage/sqlite/alerts.py); version 5 the registry's version
 (``registry_version`` and the triggers that bump it on every change of ``nodes`` and of the
-``halt_all`` row of ``meta``, whoever makes it: service/storage/sqlite/snapshot.py). A journal of a newer version than
-this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
+``halt_all`` row of ``meta``, whoever makes it: service/storage/sqlite/snapshot.py); version 6 each
+node's display right (``nodes.display``: it may read the swarm's summary, service/swarm.py). A journal
+of a newer version than this code knows is refused (:class:`StorageUnusable`): an older tswarm must not write into it.
 """
 from __future__ import annotations
 
@@ -153,9 +154,16 @@ def _add_registry_version(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _add_display(conn: sqlite3.Connection) -> None:
+    """Version 6: each node's display right (issue 17): with it, its own credentials read the swarm's
+    summary (``GET /api/nodes/{name}/swarm``: a master node's screen). Every node so far has none. O(1)
+    in SQLite; the column's change of every row is no row change (the registry triggers stay quiet)."""
+    conn.execute("ALTER TABLE nodes ADD COLUMN display INTEGER NOT NULL DEFAULT 0")
+
+
 # MIGRATIONS[n] brings a journal from version n to n + 1; a new version appends one function.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
-    _to_v1, _to_v2, _to_v3, _add_alerts, _add_registry_version,
+    _to_v1, _to_v2, _to_v3, _add_alerts, _add_registry_version, _add_display,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
