@@ -73,7 +73,8 @@ attention = 0  # of them not ok
 trouble = None  # what failed last ("no wifi", ...), or None
 troubleMs = 0  # for how long (ms, summed tick by tick: no wrap-around)
 body = None  # lines shown instead of nodes (no summary yet, or refused)
-lowest = None  # the least free heap seen while drawing (gc.mem_free)
+lowest = None  # the least free heap seen while drawing (gc.mem_free, logged with each refresh)
+drawn = 0  # the most a drawing allocated (bytes)
 
 
 def age(ms):
@@ -346,8 +347,9 @@ def header(page, pages):
 
 def draw(display, lines, page, pages):
     # The screen: the header, then a page of nodes (or the lines of ``body``), shown at once.
-    global lowest
+    global lowest, drawn
     gc.collect()
+    before = gc.mem_free()
     display.fill(0)
     text = header(page, pages)
     if trouble is not None:
@@ -375,6 +377,7 @@ def draw(display, lines, page, pages):
     free = gc.mem_free()
     if lowest is None or free < lowest:
         lowest = free
+    drawn = max(drawn, before - free)
     display.show()
 
 
@@ -415,6 +418,8 @@ def run(node, config):
     page = 0
     due = 0  # ms until the next refresh
     last = time.ticks_ms()
+    gc.collect()
+    node.log("master: screen", settings[2], "x", settings[3], "- heap free", gc.mem_free())
     draw(display, lines, 0, 1)
     while True:
         if due <= 0:
@@ -429,7 +434,7 @@ def run(node, config):
             interval = node.sleepSeconds(config)
             due = (interval if good else min(interval, _RETRY_S)) * 1000
             node.log("refreshed:", "ok" if good else trouble, "- next in", due // 1000, "s; heap free", gc.mem_free(),
-                     "lowest while drawing", lowest)
+                     "lowest while drawing", lowest, "drawing took", drawn)
             if state.pop("yes", False) and onTrial:
                 onTrial = False
                 if "trial" in (node.STATE or {}):

@@ -133,7 +133,7 @@ def save_png(panel: Panel, path: Path, scale: int = 5) -> Path:
     an SSD1306; a one-pixel dark gap between pixels, as on the glass) inside a black border."""
     import png
 
-    lit, off, gap = (215, 235, 255), (18, 22, 30), (4, 5, 8)
+    lit, off, gap = (215, 235, 255), (13, 16, 22), (3, 4, 6)
     border = 2 * scale
     width = WIDTH * scale + 2 * border
     rows = [[c for _ in range(width) for c in gap] for _ in range(border)]
