@@ -13,7 +13,11 @@
 #
 # What a bundle's node.py offers the loader: STATE (set here, a copy of ota.json), loadConfig(path),
 # wake(config) -> HTTP status or None, stayAwake(s), awakeSeconds(config), goToSleep(s),
-# sleepSeconds(config).
+# sleepSeconds(config). A config.json with ``modules.screen`` makes the board a
+# master node: the bundle's master.py then runs, run(node, config) in place of wake(config); it
+# loops on USB power and returns only when its screen cannot be used (the board then deep-sleeps
+# and tries again on the next wake). Its trial ends as a wake's does (master.py says how), and a
+# master.py that does not import or a run() that raises rolls back like a node.py that fails.
 import os
 import sys
 
@@ -70,6 +74,12 @@ def rollBack(state, why):
     return back
 
 
+def isMaster(config):
+    # config.json has a ``modules.screen`` object (read here: an older node.py has no helper for it)
+    modules = config.get("modules") if isinstance(config, dict) else None
+    return isinstance(modules, dict) and isinstance(modules.get("screen"), dict)
+
+
 def run(state):
     # import the bundle of state["active"] alone (its folder first on sys.path, the top one out)
     slot = state["active"]
@@ -103,7 +113,12 @@ loaded = dict(sys.modules)
 while True:
     try:
         node, config = run(state)
-        status = node.wake(config)
+        if isMaster(config):
+            import master  # a master node (master.py): it loops, and returns only to sleep
+
+            status = master.run(node, config)
+        else:
+            status = node.wake(config)
         break
     except Exception as exc:  # a KeyboardInterrupt (Ctrl-C) still leaves for the REPL
         print("tswarm: cannot import node.py:" if node is None else "tswarm: wake raised:", repr(exc))

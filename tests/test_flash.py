@@ -215,8 +215,9 @@ def test_node_config_sets_the_interval_the_service_tells_the_board_to_sleep(tmp_
 def test_firmware_files_are_the_loader_the_shipped_bundle_its_version_the_config_and_last_the_loader_state():
     files = firmware_files('{"svconf": {}}')
     shipped = dict(bundles.shipped())
-    assert [name for name, _ in files] == ["node.py", "main.py", "ota.py", "keep.py", "version", "config.json", "ota.json"]
-    assert sorted(shipped) == ["keep.py", "node.py", "ota.py"]  # main.py, the boot loader, is never part of a bundle
+    assert [name for name, _ in files] == ["node.py", "main.py", "ota.py", "keep.py", "master.py", "version", "config.json",
+                                           "ota.json"]
+    assert sorted(shipped) == ["keep.py", "master.py", "node.py", "ota.py"]  # main.py, the boot loader, is never part of a bundle
     contents = dict(files)
     for name in shipped:
         assert contents[name] == shipped[name]

@@ -106,18 +106,7 @@ def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interru
     a pipe here, not a terminal) once a line of output contains it, as mpremote does on connecting.
     With ``on_line=(text, action)``, call ``action()`` once a line of output contains ``text``
     (with the scenario's ``pause_at_write``: something done while the board waits)."""
-    record = board_dir.parent / f"{board_dir.name}-events.jsonl"
-    record.unlink(missing_ok=True)
-    scenario = {"board": "esp8266", **scenario, "record": str(record), "rtc": str(rtc_path(board_dir))}
-    scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
-    scenario_path.write_text(json.dumps(scenario))
-    env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen")
-    heap = ["-X", f"heapsize={scenario['heap']}"] if "heap" in scenario else []  # e.g. an ESP8266's free heap
-    command = [micropython_binary(), *heap] + (["-i"] if repl_input is not None else []) + ["-c", LAUNCH]
-    proc = subprocess.Popen(
-        command, cwd=board_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc, record = _launch(board_dir, scenario, interactive=repl_input is not None)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     try:
@@ -139,8 +128,105 @@ def boot(board_dir: Path, scenario: dict, repl_input: str | None = None, interru
         proc.wait()
     finally:
         timer.cancel()
-    events = [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
-    return Boot(proc.returncode, "".join(lines), events)
+    return Boot(proc.returncode, "".join(lines), _events(record))
+
+
+def _launch(board_dir: Path, scenario: dict, interactive: bool = False) -> tuple[subprocess.Popen, Path]:
+    """Start main.py in ``board_dir`` on the scenario's board: (the process, its record of events)."""
+    record = board_dir.parent / f"{board_dir.name}-events.jsonl"
+    record.unlink(missing_ok=True)
+    scenario = {"board": "esp8266", **scenario, "record": str(record), "rtc": str(rtc_path(board_dir)),
+                "oled_ram": str(screen_path(board_dir))}
+    scenario_path = board_dir.parent / f"{board_dir.name}-scenario.json"
+    scenario_path.write_text(json.dumps(scenario))
+    # the board's lib/ is on the path, as /lib is on the ESP ports (where mip installs, e.g. ssd1306)
+    env = dict(os.environ, FIRMWARE_SCENARIO=str(scenario_path), MICROPYPATH=f"{STANDINS}:.frozen:lib")
+    heap = ["-X", f"heapsize={scenario['heap']}"] if "heap" in scenario else []  # e.g. an ESP8266's free heap
+    command = [micropython_binary(), *heap] + (["-i"] if interactive else []) + ["-c", LAUNCH]
+    proc = subprocess.Popen(
+        command, cwd=board_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return proc, record
+
+
+def _events(record: Path) -> list[dict]:
+    return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
+
+
+def screen_path(board_dir: Path) -> Path:
+    """Where the stand-in SSD1306 of the board in ``board_dir`` keeps its registers and display RAM
+    (standins/_oled.py; tests/firmware/screen.py reads it). Beside the board's flash, not in it: the
+    RAM is the chip's, and it keeps its picture while the ESP sleeps, as a powered panel does."""
+    return board_dir.parent / f"{board_dir.name}-oled.bin"
+
+
+class RunningBoard:
+    """main.py running in ``board_dir`` for as long as the test wants (the master node never goes to
+    sleep): ``with RunningBoard(board, scenario) as running: ...``; ``output`` is what it printed so
+    far, ``events`` what it did, ``wait_for(text)`` waits for a line of output; leaving the block
+    ends the process (SIGKILL: a board pulled off its USB cable) unless it ended by itself
+    (``ended``: a deep sleep or a reset ends a boot here)."""
+
+    def __init__(self, board_dir: Path, scenario: dict, timeout: float = 180):
+        self.board_dir = Path(board_dir)
+        self.scenario = scenario
+        self.timeout = timeout
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> "RunningBoard":
+        self.proc, self._record = _launch(self.board_dir, self.scenario)
+        self.proc.stdin.close()
+        self._timer = threading.Timer(self.timeout, self.proc.kill)
+        self._timer.start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def output(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    @property
+    def events(self) -> list[dict]:
+        return _events(self._record)
+
+    @property
+    def ended(self) -> bool:
+        return self.proc.poll() is not None
+
+    def wait_for(self, text: str, timeout: float = 60, after: int = 0) -> int:
+        """Wait until a line of output (from line ``after`` on) contains ``text``; the number of
+        lines printed so far. AssertionError with the output when it does not come in time or the
+        process ends first."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                if any(text in line for line in self._lines[after:]):
+                    return len(self._lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no line with {text!r} within {timeout} s:\n{''.join(self._lines)}")
+                self._changed.wait(min(left, 0.5))
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(10)
 
 
 class PtyBoard:

@@ -119,7 +119,7 @@ def test_the_installed_tswarm_is_the_venvs_own_and_not_the_checkouts(installed):
 
 def test_the_installed_package_carries_the_firmware_and_the_page(installed):
     package = installed.package
-    for name in ("node.py", "main.py", "ota.py", "keep.py", "config_sample.json"):
+    for name in ("node.py", "main.py", "ota.py", "keep.py", "master.py", "config_sample.json"):
         assert (package / "firmware" / name).read_bytes() == (ROOT / "firmware" / name).read_bytes(), name
     shipped = sorted(p.relative_to(ROOT / "service" / "static").as_posix()
                      for p in (ROOT / "service" / "static").rglob("*") if p.is_file())
@@ -133,11 +133,11 @@ def test_flash_from_the_installed_wheel_puts_the_shipped_firmware_on_the_board(i
         proc = installed.tswarm("flash", "wheel-1", "--port", board.port, "--password", "pw-wheel-1", *WIFI,
                                 TSWARM_PUBLIC_URL=PUBLIC_URL)
     assert proc.stdout == f"flashed wheel-1 on {board.port}; press the board's reset button to start it\n"
-    assert proc.stderr.splitlines()[-1] == "checked 7 files on the board (SHA-256)"
-    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "keep.py", "main.py", "node.py", "ota.json",
-                                                           "ota.py", "version"]
+    assert proc.stderr.splitlines()[-1] == "checked 8 files on the board (SHA-256)"
+    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "keep.py", "main.py", "master.py", "node.py",
+                                                           "ota.json", "ota.py", "version"]
     assert (board.root / "version").read_text() == bundles.version_of(
-        (name, (installed.package / "firmware" / name).read_bytes()) for name in ("keep.py", "node.py", "ota.py"))
+        (name, (installed.package / "firmware" / name).read_bytes()) for name in ("keep.py", "master.py", "node.py", "ota.py"))
     assert json.loads((board.root / "ota.json").read_text()) == {"active": ""}
     for name in ("node.py", "main.py", "ota.py"):
         shipped = (installed.package / "firmware" / name).read_bytes()
@@ -213,8 +213,9 @@ def test_firmware_push_from_the_installed_wheel_stages_the_shipped_bundle(instal
     a board flashed from this wheel is offered nothing until the firmware changes."""
     installed.tswarm("node", "add", "wheel-ota", "--password", "pw-wheel-ota")
     proc = installed.tswarm("firmware", "push", "--node", "wheel-ota")
-    shipped = [(name, (installed.package / "firmware" / name).read_bytes()) for name in ("keep.py", "node.py", "ota.py")]
-    assert proc.stdout.splitlines()[0].startswith(f"bundle {bundles.version_of(shipped)}: 3 file(s)")
+    shipped = [(name, (installed.package / "firmware" / name).read_bytes())
+               for name in ("keep.py", "master.py", "node.py", "ota.py")]
+    assert proc.stdout.splitlines()[0].startswith(f"bundle {bundles.version_of(shipped)}: 4 file(s)")
     status = json.loads(installed.tswarm("firmware", "status", "--json").stdout)
     assert [(s["node"], s["staged"], s["outcome"]) for s in status if s["node"] == "wheel-ota"] == [
         ("wheel-ota", bundles.version_of(shipped), "pending")]

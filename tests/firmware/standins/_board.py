@@ -24,7 +24,8 @@ BOARD = scenario["board"]
 _import = builtins.__import__
 _open = builtins.open
 _writes = [0]
-_ours = (scenario["record"], scenario["rtc"])
+_ours = (scenario["record"], scenario["rtc"]) + (
+    (scenario["oled_ram"], scenario["oled_ram"] + ".tmp") if scenario.get("oled_ram") else ())  # the OLED's RAM (_oled.py)
 
 
 def _write(op, path):
