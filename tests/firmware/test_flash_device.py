@@ -45,7 +45,7 @@ def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, 
     with PtyBoard(tmp_path / "flash") as board:
         proc = flash(firmware_service, "flashed-1", board.port, "--password", "pw-flashed-1", *WIFI)
 
-    code = {name: (FIRMWARE / name).read_bytes() for name in ("node.py", "main.py", "ota.py", "keep.py")}
+    code = {name: (FIRMWARE / name).read_bytes() for name in ("node.py", "main.py", "ota.py", "keep.py", "master.py")}
     version = bundles.version_of(bundles.shipped()).encode()
     config_bytes = (board.root / "config.json").read_bytes()
     url_local = json.loads(config_bytes)["svconf"]["url_local"]
@@ -53,21 +53,22 @@ def test_flash_copies_the_files_and_the_flashed_board_reports(firmware_service, 
         f"board on {board.port} answers",
         f"flashed-1 will send to {firmware_service.url}/api/nodes/flashed-1"
         + (f" (or {url_local} when that cannot be reached)" if url_local != f"{firmware_service.url}/api/nodes/flashed-1" else ""),
-        f"[1/7] node.py: {len(code['node.py'])} bytes copied",
-        f"[2/7] main.py: {len(code['main.py'])} bytes copied",
-        f"[3/7] ota.py: {len(code['ota.py'])} bytes copied",
-        f"[4/7] keep.py: {len(code['keep.py'])} bytes copied",
-        f"[5/7] version: {len(version)} bytes copied",
-        f"[6/7] config.json: {len(config_bytes)} bytes copied",
-        "[7/7] ota.json: 15 bytes copied",
-        "checked 7 files on the board (SHA-256)",
+        f"[1/8] node.py: {len(code['node.py'])} bytes copied",
+        f"[2/8] main.py: {len(code['main.py'])} bytes copied",
+        f"[3/8] ota.py: {len(code['ota.py'])} bytes copied",
+        f"[4/8] keep.py: {len(code['keep.py'])} bytes copied",
+        f"[5/8] master.py: {len(code['master.py'])} bytes copied",  # the bundle's other file (bundles.shipped())
+        f"[6/8] version: {len(version)} bytes copied",
+        f"[7/8] config.json: {len(config_bytes)} bytes copied",
+        "[8/8] ota.json: 15 bytes copied",
+        "checked 8 files on the board (SHA-256)",
     ]
     assert proc.stdout == f"flashed flashed-1 on {board.port}; press the board's reset button to start it\n"
-    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "keep.py", "main.py", "node.py", "ota.json",
-                                                           "ota.py", "version"]
+    assert sorted(p.name for p in board.root.iterdir()) == ["config.json", "keep.py", "main.py", "master.py", "node.py",
+                                                           "ota.json", "ota.py", "version"]
     for name, content in code.items():
         assert (board.root / name).read_bytes() == content
-    assert (board.root / "version").read_bytes() == version  # the bundle: node.py, ota.py and keep.py
+    assert (board.root / "version").read_bytes() == version  # the bundle: node.py, ota.py, keep.py and master.py
     assert json.loads((board.root / "ota.json").read_bytes()) == {"active": ""}  # run the bundle just flashed
     url = f"{firmware_service.url}/api/nodes/flashed-1"
     assert json.loads(config_bytes) == {

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tswarm.flash import firmware_files
+from tswarm.flash import firmware_dir, firmware_files
 from tswarm.storage import open_storage
 from tests import conftest
 from tests.servers import add_node, run_cli, tswarm_env
@@ -85,6 +85,7 @@ def test_flash_master_installs_the_driver_with_mip_then_the_files_and_gives_the_
     # the driver: the .mpy of the board's bytecode version (mip asked the board), byte for byte as served
     assert on_board == {**expected, "lib/ssd1306.mpy": index.files["ssd1306.mpy"]}
     # (the shipped bundle: node.py, ota.py, keep.py and the master's master.py, whatever their contents)
+    assert on_board["master.py"] == (firmware_dir() / "master.py").read_bytes()
     mpy_asked = [p for p in index_server.paths if p.startswith("/package/")]
     assert mpy_asked and all(p.startswith("/package/6/ssd1306/") for p in mpy_asked)
 
