@@ -86,13 +86,18 @@ def _node_line(node: NodeStatus, state: str, now_ns: int, battery_low_v: float) 
 
 def swarm_summary(
     nodes: Iterable[NodeStatus], *, halted_all: bool, config: Config, sleep: int, offset: int, limit: int, now_ns: int,
+    requester: Optional[str] = None,
 ) -> dict:
     """The summary: ``total`` registered nodes, ``counts`` of each health (and of low batteries) over
     all of them, ``sleep`` (the requesting node's interval: how often its screen refreshes) and the page
-    ``[offset, offset + limit)`` of the nodes by name (as :meth:`Storage.list_nodes` gives them)."""
+    ``[offset, offset + limit)`` of the nodes by name (as :meth:`Storage.list_nodes` gives them).
+
+    The ``requester`` is left out while it has never sent a reading: a master without a sensor of its
+    own would otherwise be a ``never`` on its own screen and in its count of nodes needing attention,
+    for ever. A master with a sensor is listed like any node from its first reading on."""
     halted_all = is_halted(None, config, halted_all)
     lines = [_node_line(n, health(now_ns, n.last_ts, n.interval_s, is_halted(n, config, halted_all)), now_ns,
-                        config.battery_low_v) for n in nodes]
+                        config.battery_low_v) for n in nodes if n.name != requester or n.last_ts is not None]
     counts = dict.fromkeys(HEALTH_STATES, 0)
     for line in lines:
         counts[line["health"]] += 1
@@ -122,7 +127,7 @@ async def get_swarm(request: web.Request) -> web.Response:
     except StorageUnavailable as exc:
         return unavailable(name, exc, UNAVAILABLE)
     doc = swarm_summary(nodes, halted_all=halted_all, config=app[keys.CONFIG], sleep=node.interval_s,
-                        offset=offset, limit=limit, now_ns=time.time_ns())
+                        offset=offset, limit=limit, now_ns=time.time_ns(), requester=name)
     return web.Response(body=json.dumps(doc, separators=(",", ":")).encode(), content_type="application/json",
                         charset="utf-8", headers={"Cache-Control": "no-store"})
 

@@ -31,10 +31,11 @@ async def swarm(client, name="master", query="", **headers):
 
 @pytest.fixture
 def master(journal):
-    """A master node with the display right, never a reading of its own, interval 60 s."""
+    """A master node with the display right and a DHT of its own (a reading 20 s ago), interval 60 s."""
     register(journal, "master", PW, created=True)
     journal.set_display("master", True)
     journal.set_interval("master", 60)
+    journal.add_readings([("master", time.time_ns() - 20 * S, 20.0, 50.0, ReadingExtra())])
     return journal
 
 
@@ -73,12 +74,12 @@ async def test_the_summary_holds_every_registered_node_by_name_with_the_values_t
     assert raw == json.dumps(doc, separators=(",", ":")).encode()  # compact, keys in this order
     assert list(doc) == ["total", "offset", "sleep", "counts", "nodes"]
     ages = _ages(doc)
-    for name, seconds in (("attic", 4000), ("kitchen", 10), ("porch", 1000), ("shed", 5)):
+    for name, seconds in (("attic", 4000), ("kitchen", 10), ("master", 20), ("porch", 1000), ("shed", 5)):
         # whole seconds (floor) since the reading: at least its age when written, at most that plus the wait
         assert seconds <= ages[name] <= seconds + (after - swarm_nodes) // S, (name, ages[name])
     assert doc == {
         "total": 6, "offset": 0, "sleep": 60,
-        "counts": {"ok": 1, "late": 1, "silent": 1, "halted": 1, "never": 2, "low_battery": 1},
+        "counts": {"ok": 2, "late": 1, "silent": 1, "halted": 1, "never": 1, "low_battery": 1},
         "nodes": [
             {"name": "attic", "health": "silent", "age": ages["attic"], "temperature": 5.0, "humidity": 70.5,
              "vbat": 3.1, "low": True},
@@ -86,7 +87,7 @@ async def test_the_summary_holds_every_registered_node_by_name_with_the_values_t
              "vbat": None, "low": None},
             {"name": "kitchen", "health": "ok", "age": ages["kitchen"], "temperature": 21.5, "humidity": 40.0,
              "vbat": 3.31, "low": False},
-            {"name": "master", "health": "never", "age": None, "temperature": None, "humidity": None,
+            {"name": "master", "health": "ok", "age": ages["master"], "temperature": 20.0, "humidity": 50.0,
              "vbat": None, "low": None},
             {"name": "porch", "health": "late", "age": ages["porch"], "temperature": -3.2, "humidity": 80.0,
              "vbat": None, "low": None},
@@ -95,6 +96,21 @@ async def test_the_summary_holds_every_registered_node_by_name_with_the_values_t
         ],
     }
     assert all(type(age) is int for age in ages.values() if age is not None)
+
+
+async def test_a_master_that_never_sent_a_reading_is_not_on_its_own_screen(client, journal):
+    """A master without a sensor of its own never sends a reading: listed, it would be a ``never`` on its
+    own screen and in its count of nodes needing attention for ever. Another master sees it; its own
+    first reading puts it on its own screen."""
+    for name in ("wall", "desk"):
+        register(journal, name, PW, created=True)
+        journal.set_display(name, True)
+    register(journal, "kitchen", PW, created=True)
+    own = await (await swarm(client, "wall")).json()
+    assert (own["total"], own["counts"]["never"], [n["name"] for n in own["nodes"]]) == (2, 2, ["desk", "kitchen"])
+    journal.add_readings([("wall", time.time_ns(), 19.0, 45.0, ReadingExtra())])
+    own = await (await swarm(client, "wall")).json()
+    assert [n["name"] for n in own["nodes"]] == ["desk", "kitchen", "wall"] and own["counts"]["never"] == 2
 
 
 async def test_no_secret_and_nothing_but_the_screen_lines_is_in_the_summary(client, swarm_nodes, journal):
@@ -121,7 +137,7 @@ async def test_the_default_page_is_20_nodes_and_a_page_holds_at_most_100(client,
         master.add_node(f"n{i:03d}", "h")
     default = await (await swarm(client)).json()
     widest = await (await swarm(client, query="?limit=100&offset=10")).json()
-    assert default["total"] == widest["total"] == 121 and default["counts"]["never"] == 121
+    assert default["total"] == widest["total"] == 121 and default["counts"]["never"] == 120  # the master has a reading
     assert len(default["nodes"]) == 20 and len(widest["nodes"]) == 100
     assert widest["nodes"][0]["name"] == "n009"  # master, n000, ... by name
 
@@ -205,7 +221,8 @@ async def test_node_add_display_gives_the_right_and_the_svconf_logs_in(client, d
     conf = json.loads(run_cli(data_dir, "node", "add", "hall", "--display", "--password", PW).stdout)
     assert conf["login"] == "hall" and journal.node_auth("hall").display is True
     resp = await client.get("/api/nodes/hall/swarm", headers={"Authorization": " Basic " + conf["xauth"]})
-    assert resp.status == 200 and (await resp.json())["nodes"][0]["name"] == "hall"
+    # hall never sent a reading (a master without a sensor): it is not on its own screen
+    assert resp.status == 200 and (await resp.json())["total"] == 0
     run_cli(data_dir, "node", "add", "desk", "--password", PW)
     assert journal.node_auth("desk").display is False
 
@@ -281,6 +298,7 @@ async def test_postgres_stopped_gets_503_with_retry_after_and_then_recovers(make
     with open_storage("", url) as journal:
         register(journal, "master", PW, created=True)
         journal.set_display("master", True)
+        register(journal, "kitchen", PW, created=True)
     client = await make_client(database_url=url)
     assert (await swarm(client)).status == 200
     server.stop()
