@@ -1,6 +1,12 @@
 """Group commit, whatever the engine: requests hand a reading to the writer and wait; one thread
 commits everything that waits in one transaction, then wakes them all.
 
+The writer thread drains the queue itself: once a group is committed it takes the next one at once,
+without waiting for the event loop (whose iteration under load lasts milliseconds), and it answers a
+group with one ``call_soon_threadsafe`` that sets every future of it (:meth:`GroupCommitWriter._settle`):
+the loop wakes once a group, and the requests resume in the iteration after. A request that arrives
+while the thread is idle starts it (one ``submit``); while it drains, a request only joins the queue.
+
 :class:`GroupCommitWriter` is the asyncio half every engine's writer shares (the queue, the batches,
 the answers); an engine's writer says how to connect, how to commit a batch (its timestamps) and how
 to let go of its connection. Its calls run in the writer's own thread, never on the event loop.
@@ -19,6 +25,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -54,10 +61,11 @@ class GroupCommitWriter(Writer):
     def __init__(self, *, max_batch: int = 5000, max_queue: int = 50_000):
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._pending: list[Pending] = []
-        self._wakeup = asyncio.Event()
+        self._pending: list[Pending] = []  # appended on the loop, taken by the writer thread, under _mutex
+        self._mutex = threading.Lock()
+        self._draining: Optional[asyncio.Future] = None  # the writer thread's drain under way, None when idle
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._closing = False
-        self._task: Optional[asyncio.Task] = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-writer")
         self._conn: Any = None
         self.on_commit = None
@@ -148,17 +156,15 @@ class GroupCommitWriter(Writer):
     # -- the shared half ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
-        self._task = asyncio.create_task(self._run(), name="journal-writer")
 
     async def close(self) -> None:
         if self._closing:
             return
         self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        if self._draining is not None:
+            await asyncio.shield(self._draining)  # every reading queued so far committed (or refused) and answered
         await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
         self._executor.shutdown(wait=True)
 
@@ -174,40 +180,58 @@ class GroupCommitWriter(Writer):
             raise StorageUnavailable("the service is shutting down")
         if len(self._pending) >= self.max_queue:
             raise StorageUnavailable("the journal is overloaded")
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(Pending(node_id, temperature, humidity, create, future, extra, age_s, key))
-        self._wakeup.set()
+        future = self._loop.create_future()
+        with self._mutex:
+            self._pending.append(Pending(node_id, temperature, humidity, create, future, extra, age_s, key))
+            idle = self._draining is None
+            if idle:
+                self._draining = self._loop.create_future()
+        if idle:
+            self._executor.submit(self._drain)
         return await future
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _drain(self) -> None:
+        """The writer thread: commit groups until the queue is empty, each answered on the loop."""
+        loop = self._loop
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
+            with self._mutex:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
-                started = time.perf_counter()
-                try:
-                    stamps = await loop.run_in_executor(self._executor, self._commit, batch)
-                except Exception as exc:  # disk full, I/O error, database gone: nothing of this batch acknowledged
-                    error = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(f"{type(exc).__name__}: {exc}")
-                    self.unavailable(error)
-                    self._refused += len(batch) - 1
-                    for item in batch:
-                        if not item.future.done():
-                            item.future.set_exception(error)
-                    continue
-                self._available()
-                if self.on_commit is not None:
-                    self.on_commit(len(batch), time.perf_counter() - started)
-                for listener in self.commit_listeners:
-                    listener()
-                for item, ts in zip(batch, stamps):
-                    if not item.future.done():
-                        item.future.set_result(ts)
-            if self._closing:
-                return
+                if not batch:
+                    done, self._draining = self._draining, None
+                    break
+            started = time.perf_counter()
+            try:
+                stamps = self._commit(batch)
+            except Exception as exc:  # disk full, I/O error, database gone: nothing of this batch acknowledged
+                loop.call_soon_threadsafe(self._settle, batch, None, exc, 0.0)
+                continue
+            loop.call_soon_threadsafe(self._settle, batch, stamps, None, time.perf_counter() - started)
+        loop.call_soon_threadsafe(_finish, done)
+
+    def _settle(self, batch: list[Pending], stamps: Optional[list[int]], exc: Optional[Exception], seconds: float) -> None:
+        """On the loop: a group's answers, every future of it at once."""
+        if exc is not None:
+            error = exc if isinstance(exc, StorageUnavailable) else StorageUnavailable(f"{type(exc).__name__}: {exc}")
+            self.unavailable(error)
+            self._refused += len(batch) - 1
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            return
+        self._available()
+        if self.on_commit is not None:
+            self.on_commit(len(batch), seconds)
+        for listener in self.commit_listeners:
+            listener()
+        for item, ts in zip(batch, stamps):
+            if not item.future.done():
+                item.future.set_result(ts)
+
+
+def _finish(done: asyncio.Future) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 # -- the timestamps and keys of a batch, whatever the engine ------------------------------------------
