@@ -185,3 +185,35 @@ def test_insert_rows_runs_a_few_statements_a_group_not_one_a_row(sqlite_storage)
     assert len(inserts) == 5  # 341 = 256 + 64 + 16 + 4 + 1
     stored = conn.execute("SELECT id, ts FROM readings ORDER BY id").fetchall()
     assert stored == [(row[0], row[2]) for row in rows]
+
+
+async def test_the_writer_thread_takes_the_next_group_without_the_event_loop(storage):
+    """group.py _drain: once a group is committed, the writer thread commits the readings that queued
+    meanwhile at once, even while the event loop is busy (it answers them when the loop is back)."""
+    import threading
+
+    (node_id,) = add_nodes(storage, "a")
+    writer = storage.writer()
+    await writer.start()
+    first_held, release, second_began = threading.Event(), threading.Event(), threading.Event()
+    clock, calls = writer.clock, []
+
+    def held_clock():  # the writer thread reads it once a group, under the write lock
+        calls.append(1)
+        if len(calls) == 1:
+            first_held.set()
+            release.wait(30)
+        else:
+            second_began.set()
+        return clock()
+
+    writer.clock = held_clock
+    first = asyncio.ensure_future(writer.append(node_id, 1.0, 1.0))
+    await asyncio.get_running_loop().run_in_executor(None, first_held.wait, 30)
+    second = asyncio.ensure_future(writer.append(node_id, 2.0, 2.0))
+    await asyncio.sleep(0)  # queued behind the first group
+    release.set()
+    began = second_began.wait(30)  # the event loop blocked here: only the writer thread can go on
+    assert began, "the second group waited for the event loop"
+    assert await first < await second
+    await writer.close()
