@@ -275,10 +275,11 @@ def test_a_dump_carries_the_bundles_and_every_nodes_firmware_into_either_engine(
     assert bundles == [("v1", 10), ("v2", 11)]
     assert files == [("v1", "node.py", _sha(NODE_PY), NODE_PY), ("v1", "ota.py", _sha(OTA_PY), OTA_PY),
                      ("v2", "node.py", _sha(b"v2"), b"v2")]
-    assert [n[8:] for n in nodes] == [  # the fw_* columns, by id: a, b, c, gone
+    assert [n[8:15] for n in nodes] == [  # the fw_* columns, by id: a, b, c, gone
         ("v1", 200, "v1", 100, 200, None, None), ("old", 300, "v1", 100, None, "v1", 300),
         ("old", 400, None, None, None, None, None), (None,) * 7,
     ]
+    assert [n[15:] for n in nodes] == [(False,)] * 4  # and the display right after them (none has it)
     engine, place = (SqliteStorage, tmp_path / "copy") if target == "sqlite" else (PostgresStorage, postgres.new_database())
     with fw.dump() as dump:
         assert engine.load(place, dump) == counts
