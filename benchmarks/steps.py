@@ -27,6 +27,7 @@ STEPS = {  # issue 16, in the order they landed
     "counts-answers-middleware": "d6291c1",
     "snapshot": "f7637e0",
     "inserts-wal-index-flock": "7c056b3",
+    "writer-thread-drains-the-queue": "3834d21",
 }
 # run by each commit's own code: the journal in the schema that code knows, nodes as `node add` would
 # store a generated password (a cheap scrypt: the first request's verify is not what is measured)

@@ -157,7 +157,7 @@ def run(args) -> dict:
     print_summary(summary, args.rounds)
     if any(r["non_2xx"] for r in runs):
         print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
-    print("commit share: the group commits' seconds (hand-off to the writer thread, waiting for the write lock, inserts,"
+    print("commit share: the group commits' seconds in the writer thread (waiting for the write lock, inserts,"
           " fsync) of all workers per second of the run; above 1, commits overlap: they wait for each other at the lock")
     result.update(runs=runs, summary=summary)
     return finish(result, args.json, load_before, machine, started)
