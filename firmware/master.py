@@ -60,7 +60,6 @@ _LOW = const(1)  # flags: battery low
 _MAX_NODES = const(100)  # nodes kept for the pages (1.7 KB); the header still counts them all
 _RETRY_S = const(30)  # after a failed refresh, at most this long until the next
 _PAGE_S = const(5)
-_HTTP_TIMEOUT_S = const(10)
 
 _UNREACHABLE = ("cannot reach", "the service")
 MARKS = {"ok": " ", "late": "?", "silent": "!", "halted": "H", "never": "-"}
@@ -175,30 +174,19 @@ def failed(what, message=None):
     return False
 
 
-def _get(url, headers):
-    try:
-        import requests
-    except ImportError:
-        import urequests as requests
-    try:
-        return requests.request("GET", url, headers=headers, timeout=_HTTP_TIMEOUT_S)
-    except TypeError:  # requests before ~1.23 takes no timeout
-        return requests.request("GET", url, headers=headers)
-
-
 def fetchPage(node, svconf, offset, limit):
     # GET one page of the summary: (status, the JSON object or None, an error code or None).
     headers = {"Authorization": " Basic %s" % svconf["xauth"]}
     path = "/swarm?offset=%d&limit=%d" % (offset, limit)
     url = svconf["url"]
     try:
-        response = _get(url + path, headers)
+        response = node.request("GET", url + path, headers)
     except Exception as exc:
         local = svconf.get("url_local")
         if not local or local == url:
             raise
         node.log("cannot reach", url, repr(exc), "- trying", local)
-        response = _get(local + path, headers)
+        response = node.request("GET", local + path, headers)
     try:
         status = response.status_code
         content = response.content

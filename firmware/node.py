@@ -242,13 +242,22 @@ def payload(name, temperature, humidity, more=""):
     return '{"name": %s, "data": "%s %s"%s}' % (json.dumps(name), _number(temperature), _number(humidity), more)
 
 
-def _send(requests, method, url, body, headers):
+def request(method, url, headers, body=None):
+    # requests.request with the wake's timeout, for the reading and the master's GET of the swarm.
+    try:
+        import requests
+    except ImportError:  # older firmware freezes it as urequests
+        import urequests as requests
+    try:
+        return requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
+    except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
+        return requests.request(method, url, data=body, headers=headers)
+
+
+def _send(method, url, body, headers):
     # The HTTP status; a 202's or 423's JSON body goes to ANSWER (a body that is no JSON object
     # is ignored: the status is what counts).
-    try:
-        response = requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
-    except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
-        response = requests.request(method, url, data=body, headers=headers)
+    response = request(method, url, headers, body)
     try:
         status = response.status_code
         if status in (ACCEPTED, HALTED):
@@ -299,25 +308,20 @@ def uploadData(svconf, body):
     # ``svconf.url`` first; ``svconf.url_local`` only when ``url`` fails: OSError (unreachable,
     # TLS refused) or whatever else requests raises (ValueError for a scheme it does not know,
     # ImportError without TLS, RuntimeError for a redirect loop).
-    try:
-        import requests
-    except ImportError:  # older firmware freezes it as urequests
-        import urequests as requests
-
     headers = firmwareHeaders({"Authorization": " Basic %s" % svconf["xauth"], "Content-Type": "application/json"})
     body = body.encode()
     url = svconf["url"]
     try:
-        status = _send(requests, "PUT", url, body, headers)
+        status = _send("PUT", url, body, headers)
     except Exception as exc:
         local = svconf.get("url_local")
         if not local or local == url:
             raise
         log("cannot reach", url, repr(exc), "- trying", local)
         url = local
-        status = _send(requests, "PUT", url, body, headers)
+        status = _send("PUT", url, body, headers)
     if status == NOT_CREATED:
-        status = _send(requests, "POST", url, body, headers)
+        status = _send("POST", url, body, headers)
     log(url, "answered", status)
     return status, url
 

@@ -244,7 +244,8 @@ class Old:  # the signature of micropython-lib requests before it took a timeout
     def request(self, method, url, data=None, json=None, headers={}, stream=None):
         return requests.request(method, url, data=data, headers=headers)
 
-print("status", node._send(Old(), "PUT", %r, b"{}", {"Authorization": " Basic bm9ib2R5Ong="}))
+sys.modules["requests"] = Old()  # what node.request imports from now on
+print("status", node._send("PUT", %r, b"{}", {"Authorization": " Basic bm9ib2R5Ong="}))
 """
 
 
