@@ -39,6 +39,7 @@ from .timefmt import shown
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+MAX_DIGITS = 12  # of a parameter's value, leading zeros aside (int() of a long string costs)
 PARAMS = ("offset", "limit")
 UNAVAILABLE = "the swarm's summary cannot be read now; retry later (the screen keeps what it shows)"
 
@@ -52,8 +53,11 @@ def _whole(query: Mapping[str, str], name: str, default: int, low: int, high: Op
     allowed = f"a whole number from {low}" + (f" to {high}" if high is not None else " on")
     if value is None:
         return default
-    if not (value.isascii() and value.isdigit()) or len(value) > 12:
+    if not (value.isascii() and value.isdigit()):
         raise BadParameter(f"{name} must be {allowed}, not {shown(value)}")
+    if len(value.lstrip("0")) > MAX_DIGITS:  # a whole number all the same: say the bound it passed
+        bound = "" if high is not None else f" of at most {MAX_DIGITS} digits"
+        raise BadParameter(f"{name} must be {allowed}{bound}, not {shown(value)}")
     number = int(value)
     if number < low or (high is not None and number > high):
         raise BadParameter(f"{name} must be {allowed}, not {number}")

@@ -130,6 +130,8 @@ async def test_pages_are_slices_of_the_nodes_by_name_and_counts_and_total_stay_o
     assert (first["offset"], second["offset"], beyond["offset"], beyond["nodes"]) == (0, 4, 6, [])
     assert first["total"] == second["total"] == beyond["total"] == 6
     assert first["counts"] == second["counts"] == beyond["counts"]
+    zeros = await (await swarm(client, query="?offset=00000000000000000004&limit=0000000000000004")).json()
+    assert zeros["nodes"] == second["nodes"]  # leading zeros are still the number
 
 
 async def test_the_default_page_is_20_nodes_and_a_page_holds_at_most_100(client, master):
@@ -165,6 +167,9 @@ async def test_tswarm_halt_env_marks_every_node_halted(make_client, swarm_nodes)
     ("?limit=%C2%B2", "limit must be"),  # a superscript two: a digit to str.isdigit, not a number
     ("?limit=5&limit=6", "give limit once"),
     ("?page=2", "unknown parameter 'page'; known: offset, limit"),
+    # a whole number of 20 digits: the detail says the bound it passed, not only "a whole number"
+    ("?offset=99999999999999999999", "offset must be a whole number from 0 on of at most 12 digits, not '9999"),
+    ("?limit=99999999999999999999", "limit must be a whole number from 1 to 100, not '9999"),
 ])
 async def test_a_bad_parameter_gets_400_saying_what_is_allowed(client, master, query, says):
     doc = await assert_error(await swarm(client, query=query), 400, "bad_parameter")
