@@ -369,6 +369,19 @@ def draw(display, lines, page, pages):
     display.show()
 
 
+def redraw(node, display, settings, lines, page, pages):
+    # draw(); a screen that stopped answering (OSError on I2C) is opened again: the display, or
+    # None when it cannot be (run() then returns). The first drawing too: a failure never escapes.
+    try:
+        draw(display, lines, page, pages)
+    except MemoryError:
+        failed("no memory")
+    except Exception as exc:
+        node.log("screen failed:", repr(exc))
+        return openScreen(node, settings)
+    return display
+
+
 def _reset(node):
     try:
         import machine
@@ -408,7 +421,9 @@ def run(node, config):
     last = time.ticks_ms()
     gc.collect()
     node.log("master: screen", settings[2], "x", settings[3], "- heap free", gc.mem_free())
-    draw(display, lines, 0, 1)
+    display = redraw(node, display, settings, lines, 0, 1)
+    if display is None:
+        return None
     while True:
         if due <= 0:
             try:
@@ -439,15 +454,9 @@ def run(node, config):
         pages = max(1, (shown + lines - 1) // lines) if (body is None or shown) else 1
         if page >= pages:
             page = 0
-        try:
-            draw(display, lines, page, pages)
-        except MemoryError:
-            failed("no memory")
-        except Exception as exc:  # the screen stopped answering: open it again
-            node.log("screen failed:", repr(exc))
-            display = openScreen(node, settings)
-            if display is None:
-                return None
+        display = redraw(node, display, settings, lines, page, pages)
+        if display is None:
+            return None
         if onTrial and trouble is not None and due > 0:
             # on trial, a refresh without the service's yes ends this boot (see the top)
             time.sleep_ms(due)

@@ -277,6 +277,25 @@ def test_master_without_the_display_right_shows_the_403_and_how_to_fix_it(servic
     assert "Traceback" not in running.output
 
 
+def test_a_screen_failing_on_the_first_drawing_is_opened_again_and_shows_the_swarm(service, tmp_path):
+    """The driver's own show() at its start goes through; the master's first drawing (the second
+    frame buffer written) fails with EIO, as a loose wire does: it is logged, the screen is opened
+    again and the swarm shown, run() never raises (which would leave the panel blank while the board
+    deep-sleeps)."""
+    add(service, "attic")
+    send(service, "attic", "21.5 40.0")
+    svconf = add(service, "door", "--display", interval=10)
+    board = flash(tmp_path, master_config(svconf))
+    oled = {"oled": {**OLED_64["oled"], "fail_data_writes": [2]}}
+
+    with RunningBoard(board, {**HOME, **oled}) as running:
+        text = wait_screen(running, board, lambda t: "attic" in str(t))
+
+    assert text.lines[:2] == ["1 nodes ok      ", " attic   21.5 40"]
+    assert "screen failed: OSError(5" in running.output
+    assert "wake raised" not in running.output and "Traceback" not in running.output
+
+
 def test_no_screen_on_i2c_is_logged_and_the_board_deep_sleeps(service, tmp_path):
     svconf = add(service, "door", interval=10)
     board = flash(tmp_path, master_config(svconf))

@@ -29,6 +29,9 @@ import os
 from _scenario import ESP32, record, scenario
 
 _PATH = scenario.get("oled_ram")
+# the scenario's ``"oled"`` may say ``"fail_data_writes": [2]``: the 2nd write of display data (a
+# driver's show(): control byte 0x40, then the frame buffer) raises OSError(5), EIO, as a loose wire does
+_data_writes = [0]
 # command: number of argument bytes that follow it
 _ARGS = {0x20: 1, 0x21: 2, 0x22: 2, 0x26: 6, 0x27: 6, 0x29: 5, 0x2A: 5, 0x81: 1, 0x8D: 1, 0xA3: 2, 0xA8: 1,
          0xAD: 1, 0xD3: 1, 0xD5: 1, 0xD6: 1, 0xD9: 1, 0xDA: 1, 0xDB: 1}
@@ -197,6 +200,11 @@ class SoftI2C:
         target = chip(self.sda, self.scl, addr)
         if target is None:
             raise OSError(19)  # ENODEV: nothing acknowledged the address
+        if vector and len(vector[0]) and vector[0][0] == 0x40:
+            _data_writes[0] += 1
+            if _data_writes[0] in _wired.get("fail_data_writes", ()):
+                record("i2c_failed", write=_data_writes[0])
+                raise OSError(5)  # EIO: the write was not acknowledged
         target.write(vector)
         return sum(len(b) for b in vector) + 1  # the acknowledgements: the address and each byte
 
