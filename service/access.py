@@ -79,7 +79,8 @@ def _refuse(request: web.Request, role: str) -> Optional[web.Response]:
         return json_error(404, "admin_disabled", "admin routes are off; set TSWARM_ADMIN_TOKEN to turn them on")
     scheme, value = _scheme_and_value(request)
     if scheme == "basic":
-        return json_error(403, "node_credentials", "node credentials can only send readings; use a bearer token")
+        return json_error(403, "node_credentials", "node credentials open only the node's own /api/nodes/NAME"
+                          " routes (its readings, its updates, a master's /swarm); use a bearer token")
     blocked = refuse_blocked(request)
     if blocked:
         return blocked

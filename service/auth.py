@@ -245,5 +245,5 @@ async def authenticate(
         guard.failed(peer)
         raise LoginRefused(401, "unauthorized", problem, {"WWW-Authenticate": REALM})
     if credentials.login != node_name:
-        raise LoginRefused(403, "wrong_node", "these credentials belong to another node; a node writes only as itself")
+        raise LoginRefused(403, "wrong_node", "these credentials belong to another node; a node sends and reads only as itself")
     return node

@@ -186,7 +186,8 @@ async def test_a_wrong_password_gets_401_with_the_realm(client, master):
 async def test_another_nodes_credentials_get_403_even_with_the_right(client, master, journal):
     register(journal, "kitchen", PW, created=True)
     journal.set_display("kitchen", True)
-    await assert_error(await swarm(client, "master", **basic("kitchen")), 403)
+    doc = await assert_error(await swarm(client, "master", **basic("kitchen")), 403)
+    assert doc["detail"] == "these credentials belong to another node; a node sends and reads only as itself"
 
 
 async def test_a_node_without_the_right_gets_403_saying_how_to_allow_it(client, journal):
@@ -342,4 +343,7 @@ async def test_node_credentials_with_the_right_still_read_nothing_else(client, m
     for path in ("/api/nodes", "/api/nodes/master", "/api/readings", "/api/admin/firmware"):
         resp = await client.get(path, headers=basic())
         assert resp.status in (403, 404), (path, resp.status)  # admin routes are off here: 404
-    assert (await client.get("/api/nodes", headers=basic())).status == 403
+    doc = await assert_error(await client.get("/api/nodes", headers=basic()), 403, "node_credentials")
+    # not "can only send readings": a master's credentials read its summary
+    assert doc["detail"] == ("node credentials open only the node's own /api/nodes/NAME routes (its readings, its"
+                             " updates, a master's /swarm); use a bearer token")
