@@ -482,7 +482,8 @@ def board_options(func):
         click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
         click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
         click.option("--sleep", type=int, default=None,
-                     help="Seconds of deep sleep between readings; a master's between redraws [default: 300; 60 with --master]."),
+                     help="Seconds of deep sleep between readings; a master's between refreshes of the swarm's summary"
+                     " [default: 300; 60 with --master]."),
         click.option("--battery", default=None, callback=lambda c, p, v: _battery_param(v), metavar="vcc|PIN",
                      help="Send the battery or supply voltage with each reading: 'vcc' (an ESP8266's own supply) or the"
                      " ADC pin of a divider (0: an ESP8266's A0; an ESP32 GPIO such as 35) [default: none]."),

@@ -39,6 +39,12 @@ def test_every_command_has_help(run, command):
     assert "Usage: " in result.output and len(result.output.splitlines()) > 3
 
 
+def test_flash_help_says_what_sleep_is_on_a_master(run):
+    """A master does not sleep nor redraw every --sleep: it reads the swarm's summary that often."""
+    text = " ".join(run("flash", "--help").output.split())
+    assert "a master's between refreshes of the swarm's summary" in text
+
+
 def test_node_add_generates_a_strong_password_and_prints_svconf(run, data_dir):
     result = run("node", "add", "kitchen")
     assert result.exit_code == 0, result.output
