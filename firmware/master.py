@@ -325,7 +325,7 @@ def header(page, pages):
     if trouble is not None:
         left = trouble + " " + age(troubleMs)
     else:
-        left = "%d nodes %s" % (total, "%d!" % attention if attention else "ok")
+        left = "%d node%s %s" % (total, "" if total == 1 else "s", "%d!" % attention if attention else "ok")
         if len(left) + len(right) >= 16:
             left = "%d %s" % (total, "%d!" % attention if attention else "ok")
     if len(left) + 1 + len(right) > 16:
@@ -463,7 +463,7 @@ def run(node, config):
             node.log("on trial without the service's yes: restarting (a wake of the trial)")
             _reset(node)
             return None
-        wait = min(pageMs, due)
+        wait = max(0, min(pageMs, due))  # a refresh that took longer than the interval: due < 0
         time.sleep_ms(wait)
         now = time.ticks_ms()
         passed = time.ticks_diff(now, last)

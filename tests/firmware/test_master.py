@@ -171,7 +171,7 @@ def test_master_with_its_own_dht_delivers_its_reading(service, tmp_path):
     with RunningBoard(board, {**HOME, **OLED_64, "temperature": -4.5, "humidity": 91.0}) as running:
         text = wait_screen(running, board, lambda t: "hall" in str(t))
 
-    assert text.lines[:2] == ["1 nodes ok      ", " hall    -4.5 91"]
+    assert text.lines[:2] == ["1 node ok       ", " hall    -4.5 91"]
     out = run_cli(service.data_dir, "export", "--node", "hall", "--format", "ndjson").stdout
     assert [(r["temperature"], r["humidity"]) for r in map(json.loads, out.splitlines())][:1] == [(-4.5, 91.0)]
     assert "Traceback" not in running.output
@@ -220,7 +220,7 @@ def test_rotated_180_the_picture_is_turned(service, tmp_path):
         turned = wait_screen(running, board, lambda t: "hall" in str(t), rotated=True)
         upright = screen(board)
 
-    assert turned.lines[:2] == ["1 nodes ok      ", " hall    21.0 50"]
+    assert turned.lines[:2] == ["1 node ok       ", " hall    21.0 50"]
     assert "hall" not in str(upright)
 
 
@@ -256,10 +256,10 @@ def test_wifi_down_is_shown_with_since_when_and_the_master_rejoins(service, tmp_
         wifi_down.touch()  # the access point goes away
         down = wait_screen(running, board, lambda t: re.fullmatch(r"no wifi \d+s *", header(t)) is not None)
         wifi_down.unlink()
-        back = wait_screen(running, board, lambda t: header(t).startswith("1 nodes"))
+        back = wait_screen(running, board, lambda t: header(t).startswith("1 node "))
 
     assert down.inverse[0] == "#" * 16 and down.lines[1] == " hall    21.0 50"
-    assert back.lines[:2] == ["1 nodes ok      ", " hall    21.0 50"]
+    assert back.lines[:2] == ["1 node ok       ", " hall    21.0 50"]
     assert [e["ssid"] for e in running.events if e["event"] == "connect"] .count("home") >= 3  # joined, tried, rejoined
 
 
@@ -291,7 +291,7 @@ def test_a_screen_failing_on_the_first_drawing_is_opened_again_and_shows_the_swa
     with RunningBoard(board, {**HOME, **oled}) as running:
         text = wait_screen(running, board, lambda t: "attic" in str(t))
 
-    assert text.lines[:2] == ["1 nodes ok      ", " attic   21.5 40"]
+    assert text.lines[:2] == ["1 node ok       ", " attic   21.5 40"]
     assert "screen failed: OSError(5" in running.output
     assert "wake raised" not in running.output and "Traceback" not in running.output
 
