@@ -59,7 +59,59 @@ def header(name: str) -> str:
     return " Basic " + base64.b64encode(f"{name}:{PASSWORD}".encode()).decode()
 
 
-class Variant:
+class Served:
+    """A server process on loopback ``self.port`` that answers ``GET /healthz`` once ready: started by
+    :meth:`_start`, stopped by ``__exit__``; its stderr kept in a file (:meth:`stderr`), its processes
+    (with their children: workers) measured by :meth:`pids`, :meth:`rss_mb`, :meth:`cpu_seconds`."""
+
+    port: int
+    proc: "subprocess.Popen | None" = None
+    _log = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _start(self, args: list[str], env: dict, what: str):
+        # stderr to a file, never an unread pipe: a service logging every request would fill the pipe and stall
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
+        for _ in range(600):
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(self.stderr())
+                time.sleep(0.05)
+        self.proc.terminate()
+        raise RuntimeError(f"{what} did not start: " + self.stderr())
+
+    def stderr(self) -> str:
+        """What the process wrote to stderr so far (its last 4,000 characters)."""
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")
+        self._log.seek(0, 2)
+        return text[-4000:]
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+        self._log.close()
+
+    def pids(self) -> list[int]:
+        """The process and, with workers, the worker processes it started."""
+        return tree_pids(self.proc.pid)
+
+    def rss_mb(self) -> float:
+        return sum(rss_mb(pid) for pid in self.pids())
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the processes have used so far."""
+        return process_cpu_seconds(self.pids())
+
+
+class Variant(Served):
     """`benchmarks/serve_variant.py`: the shipped service with one journal knob changed, or run as
     ``workers`` processes (`tswarm serve --workers N`)."""
 
@@ -80,54 +132,13 @@ class Variant:
             self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
                          "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
                          "--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "Variant":
         # The shipped defaults: no TSWARM_* of the caller's, no PostgreSQL URL, no Heroku PORT.
         env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("DATABASE_URL", "PORT")}
         if self.log_level:
             env["TSWARM_LOG_LEVEL"] = self.log_level
-        # stderr to a file, never an unread pipe: a service logging every request would fill the pipe and stall
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(self.args, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.stderr())
-                time.sleep(0.05)
-        self.proc.terminate()
-        raise RuntimeError("service did not start: " + self.stderr())
-
-    def stderr(self) -> str:
-        """What the service wrote to stderr so far (its last 4,000 characters)."""
-        self._log.seek(0)
-        text = self._log.read().decode(errors="replace")
-        self._log.seek(0, 2)
-        return text[-4000:]
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-        self._log.close()
-
-    def pids(self) -> list[int]:
-        """The service process and, with workers, the worker processes it started."""
-        return tree_pids(self.proc.pid)
-
-    def rss_mb(self) -> float:
-        return sum(rss_mb(pid) for pid in self.pids())
-
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) the service's processes have used so far."""
-        return process_cpu_seconds(self.pids())
+        return self._start(self.args, env, "service")
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -219,6 +230,15 @@ def load(url: str, names: list[str], *, concurrency: int, seconds: float, keepal
 # --- wrk: the load generator of ingest.py and workers.py (Debian's `wrk`, C: little CPU per request) ---
 
 WRK_SCRIPT = ROOT / "benchmarks" / "wrk" / "put_reading.lua"
+
+
+def add_wrk_arguments(p) -> None:
+    """The options every wrk-driven benchmark (ingest.py, workers.py, seed_peer.py) takes alike."""
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--seconds", type=int, default=5, help="wrk's -d per run, whole seconds (default 5)")
+    p.add_argument("--nodes", type=int, default=2000, help="registered nodes the requests cycle over (default 2000)")
+    p.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
+    p.add_argument("--threads", type=int, default=2, help="wrk's -t (default 2)")
 
 
 def write_nodes_file(path: Path, names: list[str]) -> Path:

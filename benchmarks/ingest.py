@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 
 from ceilings import BareAiohttp, Nginx
-from common import (Variant, begin, finish, load, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
-                    write_nodes_file)
+from common import (Variant, add_wrk_arguments, begin, finish, load, median, register_nodes, run_wrk, scrape_workers,
+                    worker_deltas, write_nodes_file)
 
 TARGET = 0.8  # shipped / bare-aiohttp, both modes
 VARIANTS = {  # name: how it is started (in this order within a round)
@@ -201,11 +201,7 @@ def run(args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--seconds", type=int, default=5, help="wrk's -d per run, whole seconds (default 5)")
-    p.add_argument("--nodes", type=int, default=2000, help="registered nodes the requests cycle over (default 2000)")
-    p.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
-    p.add_argument("--threads", type=int, default=2, help="wrk's -t (default 2)")
+    add_wrk_arguments(p)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                    help="which targets to run (default all, always in the order above)")
     p.add_argument("--also-aiohttp-client", action="store_true",

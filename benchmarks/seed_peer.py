@@ -31,11 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from common import (PASSWORD, ROOT, Variant, begin, finish, free_port, load, median, process_cpu_seconds,
-                    register_nodes, run_wrk, tree_pids, write_nodes_file)
+from common import (PASSWORD, ROOT, Served, Variant, add_wrk_arguments, begin, finish, free_port, load, median,
+                    register_nodes, run_wrk, write_nodes_file)
 
 SEED = ROOT / "benchmarks" / "seed"
 SEED_VENV = ROOT / "benchmarks" / ".seed-venv"
@@ -53,7 +52,7 @@ def seed_venv(venv: Path) -> Path:
     return bin_dir
 
 
-class SeedPeer:
+class SeedPeer(Served):
     """benchmarks/seed/ under gunicorn (``workers`` sync workers) on a free loopback port, its own
     SQLite file with ``nodes`` registered users (register.py); ``auth``: "pbkdf2" or "cached"."""
 
@@ -62,47 +61,16 @@ class SeedPeer:
         self.port = free_port()
         self.env = {**os.environ, "SEED_DB": str(data_dir / "seed.sqlite3"), "SEED_AUTH": auth,
                     "DJANGO_SETTINGS_MODULE": "seedsite.settings"}
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "SeedPeer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         hasher = subprocess.run([str(self.bin_dir / "python"), str(SEED / "register.py"), str(self.nodes), PASSWORD],
                                 env=self.env, check=True, capture_output=True, text=True).stdout.strip()
         self.hasher = hasher
-        self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
+        return self._start(
             [str(self.bin_dir / "gunicorn"), "--workers", str(self.workers), "--worker-class", "sync",
              "--bind", f"127.0.0.1:{self.port}", "--chdir", str(SEED), "--log-level", "warning",
-             "seedsite.wsgi:application"], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log)
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(self.stderr())
-                time.sleep(0.05)
-        self.proc.terminate()
-        raise RuntimeError("gunicorn did not start: " + self.stderr())
-
-    def stderr(self) -> str:
-        self._log.seek(0)
-        text = self._log.read().decode(errors="replace")
-        self._log.seek(0, 2)
-        return text[-4000:]
-
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
-        self._log.close()
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(tree_pids(self.proc.pid))
+             "seedsite.wsgi:application"], self.env, "gunicorn")
 
 
 def wait_idle(target, *, quiet_cpu: float = 0.05, step: float = 0.5, limit: float = 120.0) -> float:
@@ -229,11 +197,7 @@ def run(args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--seconds", type=int, default=5, help="wrk's -d per run, whole seconds (default 5)")
-    p.add_argument("--nodes", type=int, default=2000, help="registered nodes the requests cycle over (default 2000)")
-    p.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
-    p.add_argument("--threads", type=int, default=2, help="wrk's -t (default 2)")
+    add_wrk_arguments(p)
     p.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS),
                    help="which targets to run (default all, in this order)")
     p.add_argument("--gunicorn-workers", type=int, default=2, help="gunicorn sync workers of the peer (default 2)")

@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (Variant, begin, finish, load, median, register_nodes, run_wrk, scrape_workers, worker_deltas,
-                    write_nodes_file)
+from common import (Variant, add_wrk_arguments, begin, finish, load, median, register_nodes, run_wrk, scrape_workers,
+                    worker_deltas, write_nodes_file)
 
 from tswarm.storage import open_storage
 
@@ -166,11 +166,7 @@ def run(args) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3], help="worker counts (the first is the base)")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--seconds", type=int, default=5, help="wrk's -d per run, whole seconds (default 5)")
-    p.add_argument("--nodes", type=int, default=2000, help="registered nodes the requests cycle over (default 2000)")
-    p.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
-    p.add_argument("--threads", type=int, default=2, help="wrk's -t (default 2)")
+    add_wrk_arguments(p)
     p.add_argument("--procs", type=int, default=2, help="loadgen.py processes for the warm-up")
     p.add_argument("--max-ts-cost", action="store_true", help="also time SELECT MAX(ts) on 1,000,000 readings")
     p.add_argument("--json", metavar="FILE", help="write every run, the summary and the machine to FILE")
