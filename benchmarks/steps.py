@@ -57,10 +57,11 @@ def checkout(commit: str, into: Path) -> Path:
     return into
 
 
-def serve(code: Path, data_dir: Path, nodes: int) -> tuple[subprocess.Popen, str]:
+def serve(code: Path, data_dir: Path, nodes: int, workers: int = 1) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("DATABASE_URL", "PORT")}
     port = free_port()
-    env.update(PYTHONPATH=str(code), TSWARM_DATA_DIR=str(data_dir), TSWARM_HOST="127.0.0.1", TSWARM_PORT=str(port))
+    env.update(PYTHONPATH=str(code), TSWARM_DATA_DIR=str(data_dir), TSWARM_HOST="127.0.0.1", TSWARM_PORT=str(port),
+               TSWARM_WORKERS=str(workers))
     subprocess.run([sys.executable, "-c", REGISTER, str(data_dir), str(nodes), PASSWORD], env=env, check=True)
     log = open(data_dir / "serve.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "tswarm", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -109,7 +110,7 @@ def main(args: argparse.Namespace) -> None:
                 for label, commit in steps.items():
                     code = checkout(commit, tmp / f"code-{label}")
                     (tmp / f"data-{label}").mkdir()
-                    proc, url = serve(code, tmp / f"data-{label}", args.nodes)
+                    proc, url = serve(code, tmp / f"data-{label}", args.nodes, args.workers)
                     procs.append(proc)
                     targets[label] = (url, proc.pid)
                 runs = measure(targets, nodes_file, args)
@@ -130,4 +131,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=5, help="wrk's -d per run (default 5)")
     parser.add_argument("--nodes", type=int, default=300, help="registered nodes the requests cycle over (default 300)")
     parser.add_argument("--commits", nargs="+", help="commits to compare instead of issue 16's steps")
+    parser.add_argument("--workers", type=int, default=1, help="each commit's `tswarm serve --workers N` (default 1)")
     main(parser.parse_args())

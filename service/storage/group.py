@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -88,6 +89,13 @@ class GroupCommitWriter(Writer):
     def _commit(self, batch: list[Pending]) -> list[int]:
         """Store ``batch`` in one transaction on ``self._conn``; the timestamps, in batch order
         (:func:`stamp_batch` gives them; a :class:`~.interface.Duplicate` for a key stored before)."""
+
+    def _turn(self) -> contextlib.AbstractContextManager:
+        """What the writer holds while it takes a group and commits it: nothing here. An engine whose
+        writers of several processes queue for its write lock (SQLite's :class:`WriterLock`) returns
+        that queue's lock, so a group is taken only once the writer's turn has come, and holds every
+        reading that arrived while a sibling committed."""
+        return contextlib.nullcontext()
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -191,23 +199,35 @@ class GroupCommitWriter(Writer):
         return await future
 
     def _drain(self) -> None:
-        """The writer thread: commit groups until the queue is empty, each answered on the loop."""
+        """The writer thread: commit groups until the queue is empty, each answered on the loop. The
+        group is taken once the writer's turn (:meth:`_turn`) has come: what arrived while it waited
+        for a sibling's commit goes into this commit, not the next."""
         loop = self._loop
         while True:
             with self._mutex:
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                if not batch:
+                if not self._pending:
                     done, self._draining = self._draining, None
                     break
             started = time.perf_counter()
+            batch = None
             try:
-                stamps = self._commit(batch)
-            except Exception as exc:  # disk full, I/O error, database gone: nothing of this batch acknowledged
+                with self._turn():
+                    batch = self._take()  # only this thread takes from the queue: it is not empty
+                    stamps = self._commit(batch)
+            except Exception as exc:  # disk full, I/O error, database gone, no turn: nothing of it acknowledged
+                if batch is None:  # the turn never came (a sibling held the lock too long): the group that waited
+                    batch = self._take()
                 loop.call_soon_threadsafe(self._settle, batch, None, exc, 0.0)
                 continue
             loop.call_soon_threadsafe(self._settle, batch, stamps, None, time.perf_counter() - started)
         loop.call_soon_threadsafe(_finish, done)
+
+    def _take(self) -> list[Pending]:
+        """The next group, up to ``max_batch`` readings, off the queue."""
+        with self._mutex:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        return batch
 
     def _settle(self, batch: list[Pending], stamps: Optional[list[int]], exc: Optional[Exception], seconds: float) -> None:
         """On the loop: a group's answers, every future of it at once."""

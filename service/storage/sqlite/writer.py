@@ -147,10 +147,14 @@ class SqliteWriter(GroupCommitWriter):
         if self._lock is not None:
             self._lock.close()
 
+    def _turn(self) -> WriterLock:
+        """The writers' queue (:class:`WriterLock`): a group is taken once a sibling's commit is over."""
+        return self._lock
+
     def _commit(self, batch: list[Pending]) -> list[int]:
-        """Runs in the writer thread: one transaction for the whole batch, its siblings' queued behind."""
+        """Runs in the writer thread, its turn taken (:meth:`_turn`): one transaction for the whole batch."""
         conn = self._conn
-        with self._lock, transaction(conn):
+        with transaction(conn):
             # Timestamps are unique across all nodes, not only per node (InfluxDB would overwrite a
             # node's reading that shares one), and strictly increasing in commit order, even if the
             # clock steps back. The newest one is read under the write lock (BEGIN IMMEDIATE), so
