@@ -109,16 +109,25 @@ class CredentialCache:
         self.misses = 0
 
     def key(self, header: str) -> bytes:
-        return hmac.new(self._key, header.strip().encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
+        return hmac.digest(self._key, header.strip().encode("utf-8", "surrogateescape"), "sha256")
+
+    def entry(self, key: bytes) -> Optional[tuple[str, str]]:
+        """``(login, password_hash)`` the header of this :meth:`key` verified against, or None."""
+        return self._entries.get(key)
 
     def known(self, header: str, login: str, password_hash: str) -> bool:
         """True when this exact header already verified against this password hash."""
         return self._entries.get(self.key(header)) == (login, password_hash)
 
+    def hit(self, key: bytes) -> None:
+        """A login :meth:`entry` answered: counted, and its entry kept longest."""
+        self.hits += 1
+        self._entries.move_to_end(key)
+
     async def verify(self, header: str, login: str, password: str, password_hash: str, executor: Optional[Executor]) -> bool:
         """True when ``password`` matches ``password_hash``; scrypt runs in ``executor``, once per header."""
         key = self.key(header)
-        if self.known(header, login, password_hash):
+        if self._entries.get(key) == (login, password_hash):
             self.hits += 1
             self._entries.move_to_end(key)
             return True
@@ -220,7 +229,22 @@ async def authenticate(
     clears, service/storage/snapshot.py, and reads the storage only on a miss); before a 401 is given,
     ``lookup(login, fresh=True)`` reads it once more past any such cache, so a refusal never rests
     on a change another process made a moment ago (a new password that is not announced yet).
-    scrypt runs in ``hasher``, once per header and password hash (the cache)."""
+    scrypt runs in ``hasher``, once per header and password hash (the cache).
+
+    A header that verified before against the password hash its login's record still has is
+    answered from the cache alone: not decoded again, no scrypt, whatever the guard says (it guesses
+    nothing). Every other header takes the whole way below."""
+    if header:
+        key = cache.key(header)
+        seen = cache.entry(key)
+        if seen is not None:
+            login, password_hash = seen
+            node = await lookup(login)
+            if node is not None and node.password_hash == password_hash:
+                cache.hit(key)
+                if login != node_name:
+                    raise _wrong_node()
+                return node
     try:
         credentials = parse_basic(header)
     except BadAuthorization as exc:
@@ -245,5 +269,9 @@ async def authenticate(
         guard.failed(peer)
         raise LoginRefused(401, "unauthorized", problem, {"WWW-Authenticate": REALM})
     if credentials.login != node_name:
-        raise LoginRefused(403, "wrong_node", "these credentials belong to another node; a node sends and reads only as itself")
+        raise _wrong_node()
     return node
+
+
+def _wrong_node() -> LoginRefused:
+    return LoginRefused(403, "wrong_node", "these credentials belong to another node; a node sends and reads only as itself")

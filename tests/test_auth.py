@@ -202,3 +202,38 @@ async def test_a_changed_hash_never_verifies_the_old_password_from_the_cache():
         await login(old)
     assert refused.value.status == 401
     assert await login(" Basic " + auth.xauth("a", "new")) == nodes["a"]
+
+
+async def test_a_header_verified_before_is_answered_from_the_cache_without_decoding_it(monkeypatch):
+    """The cached path: no parse_basic, no scrypt, one lookup; counted as a hit; another node's path
+    still 403 from it; a header with only its outer white space changed is the same header."""
+    login, looked_up, guard, nodes = login_setup()
+    good = " Basic " + auth.xauth("a", "pw")
+    assert await login(good) == nodes["a"]
+
+    def no_parse(header):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(auth, "parse_basic", no_parse)
+    monkeypatch.setattr(auth, "verify_password", no_parse)
+    looked_up.clear()
+    assert await login(good) == nodes["a"] and await login(good.strip() + "  ") == nodes["a"]
+    assert looked_up == ["a", "a"]
+    with pytest.raises(auth.LoginRefused) as refused:
+        await login(good, node_name="b")
+    assert (refused.value.status, refused.value.error) == (403, "wrong_node")
+    assert guard.retry_after("192.0.2.1") == 0
+
+
+async def test_the_cached_path_never_serves_a_record_whose_hash_changed_or_a_removed_node():
+    login, looked_up, _, nodes = login_setup()
+    good = " Basic " + auth.xauth("a", "pw")
+    assert await login(good) == nodes["a"]
+    del nodes["a"]  # removed elsewhere: the cached header is no login any more
+    with pytest.raises(auth.LoginRefused) as refused:
+        await login(good)
+    assert (refused.value.status, refused.value.detail) == (401, "unknown login or wrong password")
+    from tswarm.storage import NodeAuth
+
+    nodes["a"] = NodeAuth(1, "a", auth.hash_password("pw", n=N), True, False)  # registered again: a new salt
+    assert await login(good) == nodes["a"]  # verified again (scrypt) against the new hash
