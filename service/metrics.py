@@ -140,6 +140,12 @@ class StateCollector:
             queued = GaugeMetricFamily("tswarm_journal_queued", "Readings waiting for the next group commit.")
             queued.add_metric([], app[keys.WRITER].queued)
             yield queued
+            cpu = CounterMetricFamily(
+                "tswarm_journal_writer_cpu_seconds",
+                "CPU time the journal writer's thread spent in its group commits (inserts, commit, fsync's system time).",
+            )
+            cpu.add_metric([], getattr(app[keys.WRITER], "cpu_seconds", 0.0))
+            yield cpu
         state = _SCRAPED.get()
         if state is None and keys.JOURNAL in app:  # collected outside a scrape (no handler read it first)
             state = journal_state(app[keys.JOURNAL], app[keys.CONFIG])

@@ -63,10 +63,14 @@ async def test_metrics_count_requests_readings_commits_and_the_credential_cache(
     assert m[("tswarm_forward_backlog", frozenset())] == 0
     assert m[("tswarm_forward_lag_seconds", frozenset())] == 0
     assert m[("tswarm_journal_queued", frozenset())] == 0
+    cpu = m[("tswarm_journal_writer_cpu_seconds_total", frozenset())]
+    assert 0 < cpu < 5  # three small commits' inserts and syncs in the writer's thread
     assert m[("tswarm_nodes", frozenset({("health", "ok")}))] == 1
     assert m[("tswarm_nodes", frozenset({("health", "silent")}))] == 0
+    assert (await post_reading(client)).status == 202
     m = await scrape(client)
     assert m[("tswarm_http_requests_total", frozenset({("route", "/metrics"), ("status", "200")}))] == 1
+    assert m[("tswarm_journal_writer_cpu_seconds_total", frozenset())] > cpu  # one more commit
 
 
 async def test_each_app_has_its_own_registry(make_client, journal):

@@ -78,6 +78,7 @@ class GroupCommitWriter(Writer):
         self._refused = 0
         self._probing: Optional[asyncio.Future] = None  # the probe under way or the last one
         self._probed_at = 0.0
+        self.cpu_seconds = 0.0  # the writer thread's CPU in its commits (time.thread_time): /metrics
 
     # -- what an engine says (each runs in the writer thread) ---------------------------------------
 
@@ -208,7 +209,7 @@ class GroupCommitWriter(Writer):
                 if not self._pending:
                     done, self._draining = self._draining, None
                     break
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             batch = None
             try:
                 with self._turn():
@@ -219,6 +220,8 @@ class GroupCommitWriter(Writer):
                     batch = self._take()
                 loop.call_soon_threadsafe(self._settle, batch, None, exc, 0.0)
                 continue
+            finally:
+                self.cpu_seconds += time.thread_time() - cpu  # read on the loop by a scrape: a float, whole
             loop.call_soon_threadsafe(self._settle, batch, stamps, None, time.perf_counter() - started)
         loop.call_soon_threadsafe(_finish, done)
 
