@@ -110,28 +110,34 @@ class Served:
         """CPU time (user + system) the processes have used so far."""
         return process_cpu_seconds(self.pids())
 
+    def switches(self) -> tuple[int, int]:
+        """Context switches of every thread of the processes so far (:func:`context_switches`)."""
+        return context_switches(self.pids())
+
 
 class Variant(Served):
     """`benchmarks/serve_variant.py`: the shipped service with one journal knob changed, or run as
     ``workers`` processes (`tswarm serve --workers N`)."""
 
     def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1,
-                 database_url: str = "", cli: bool = False, log_level: Optional[str] = "WARNING"):
+                 database_url: str = "", cli: bool = False, log_level: Optional[str] = "WARNING", shell: bool = False):
         """``cli``: run `tswarm serve` itself (the command as shipped, its default settings) instead of
         serve_variant.py (the knobs then must be their defaults). ``log_level``: TSWARM_LOG_LEVEL, or
-        None for the shipped default (serve_variant.py configures logging as `tswarm serve` does)."""
+        None for the shipped default (serve_variant.py configures logging as `tswarm serve` does).
+        ``shell``: serve_variant.py's ``--shell`` (the node route answers at once inside tswarm's app)."""
         self.data_dir = data_dir
         self.port = free_port()
         self.log_level = log_level
         if cli:
-            if (synchronous, max_batch, database_url) != ("FULL", 5000, ""):
+            if (synchronous, max_batch, database_url, shell) != ("FULL", 5000, "", False):
                 raise ValueError("cli=True runs `tswarm serve` as shipped: no knobs")
             self.args = [sys.executable, "-m", "tswarm", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                          "--data-dir", str(data_dir)] + (["--workers", str(workers)] if workers > 1 else [])
         else:
             self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
                          "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
-                         "--workers", str(workers)] + (["--database-url", database_url] if database_url else [])
+                         "--workers", str(workers)] + (["--database-url", database_url] if database_url else []) \
+                + (["--shell"] if shell else [])
 
     def __enter__(self) -> "Variant":
         # The shipped defaults: no TSWARM_* of the caller's, no PostgreSQL URL, no Heroku PORT.
@@ -164,6 +170,25 @@ def process_cpu_seconds(pids: list[int]) -> float:
             continue
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """``(voluntary, involuntary)`` context switches of every thread of ``pids`` so far
+    (/proc/PID/task/TID/status): a thread that waits (epoll, a lock, the GIL, fsync) switches
+    voluntarily; one whose core was given to another runnable thread, involuntarily."""
+    voluntary = involuntary = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                status = (task / "status").read_text()
+            except OSError:  # the thread ended meanwhile
+                continue
+            for line in status.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
 
 
 def metric_sum(url: str, name: str) -> tuple[float, float]:

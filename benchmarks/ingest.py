@@ -8,12 +8,16 @@ sleep; then keep-alive), in this order:
 
   nginx               nginx `return 202` (no storage; one worker process)        benchmarks/ceilings.py
   bare-aiohttp        a bare aiohttp handler answering 202 (no auth, no storage)  benchmarks/ceilings.py
+  tswarm-shell        tswarm's app, its node route answering as bare-aiohttp does serve_variant.py --shell
+                      (middleware, request handler, routes: what no handler inside it can beat)
   shipped             `tswarm serve` as shipped, default settings
   durability-off      the same with synchronous=OFF                               benchmarks/serve_variant.py
   commit-per-request  the same with max_batch=1 (one commit per reading)          benchmarks/serve_variant.py
 
 Every tswarm node sends one reading before the measured window (its first costs a scrypt). Service
-CPU is its process tree's (/proc/PID/stat), wrk's its rusage (os.wait4). Not pass/fail: exit 0;
+CPU is its process tree's (/proc/PID/stat), wrk's its rusage (os.wait4); "writer" is the part of it the
+journal writer's thread spent in group commits (tswarm_journal_writer_cpu_seconds_total of
+/metrics), per request. Not pass/fail: exit 0;
 the target (shipped >= 0.8 of bare-aiohttp, both modes) is reported per round.
 """
 from __future__ import annotations
@@ -33,12 +37,14 @@ TARGET = 0.8  # shipped / bare-aiohttp, both modes
 VARIANTS = {  # name: how it is started (in this order within a round)
     "nginx": None,
     "bare-aiohttp": None,
+    "tswarm-shell": {"shell": True},
     "shipped": {"cli": True},
     "durability-off": {"synchronous": "OFF"},
     "commit-per-request": {"max_batch": 1},
 }
 MODES = (("new connection", False), ("keep-alive", True))
 MISSES = "tswarm_auth_cache_misses_total"
+WRITER_CPU = "tswarm_journal_writer_cpu_seconds_total"
 
 
 def start_targets(stack: contextlib.ExitStack, tmp: Path, variants: list[str], nodes: list[str],
@@ -63,13 +69,15 @@ def start_targets(stack: contextlib.ExitStack, tmp: Path, variants: list[str], n
 
 def measure(target, nodes_file: Path, *, keepalive: bool, args) -> dict:
     tswarm = isinstance(target, Variant)
-    before = scrape_workers(target.url, 1, (MISSES,)) if tswarm else {}
+    before = scrape_workers(target.url, 1, (MISSES, WRITER_CPU)) if tswarm else {}
     cpu_before = target.cpu_seconds()
     figures = run_wrk(target.url, nodes_file, keepalive=keepalive, seconds=args.seconds, threads=args.threads,
                       connections=args.connections)
     figures["service_cpu_us"] = (target.cpu_seconds() - cpu_before) / max(1, figures["requests"]) * 1e6
     if tswarm:  # a credential cache miss in the window is a scrypt there (the warm-up should leave none)
-        figures["scrypts"] = worker_deltas(before, scrape_workers(target.url, 1, (MISSES,)))[0].get(MISSES, 0.0)
+        deltas = worker_deltas(before, scrape_workers(target.url, 1, (MISSES, WRITER_CPU)))[0]
+        figures["scrypts"] = deltas.get(MISSES, 0.0)
+        figures["writer_cpu_us"] = deltas.get(WRITER_CPU, 0.0) / max(1, figures["requests"]) * 1e6
     return figures
 
 
@@ -94,8 +102,9 @@ def row(run: dict) -> str:
     errors += f"  scrypts in the window {run['scrypts']:.0f}" if run.get("scrypts") else ""
     ratios = "".join(f"  /{k} {v:4.2f}" for k, v in run.get("ratios", {}).items())
     label = run["variant"] + (" (aiohttp client)" if run["client"] == "aiohttp" else "")
+    writer = f" (writer {run['writer_cpu_us']:3.0f})" if "writer_cpu_us" in run else ""
     return (f"{label:34} {run['mode']:14} {run['ok_per_s']:9,.0f}/s  p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms"
-            f"  service {run['service_cpu_us']:4.0f} µs/req  load gen. {run['wrk_cpu_us']:4.0f} µs/req{ratios}{bad}{errors}")
+            f"  service {run['service_cpu_us']:4.0f} µs/req{writer}  load gen. {run['wrk_cpu_us']:4.0f} µs/req{ratios}{bad}{errors}")
 
 
 def add_ratios(runs: list[dict]) -> None:
@@ -128,8 +137,10 @@ def summarize(runs: list[dict]) -> list[dict]:
         group = [r for r in runs if (r["client"], r["mode"], r["variant"]) == (client, mode, variant)]
         entry = {"client": client, "mode": mode, "variant": variant, "rounds": len(group),
                  "non_2xx": sum(r["non_2xx"] for r in group)}
-        for field in ("ok_per_s", "p50_ms", "p99_ms", "service_cpu_us", "wrk_cpu_us"):
-            values = [r[field] for r in group]
+        for field in ("ok_per_s", "p50_ms", "p99_ms", "service_cpu_us", "wrk_cpu_us", "writer_cpu_us"):
+            values = [r[field] for r in group if field in r]
+            if not values:
+                continue
             entry[field] = {"median": median(values), "min": min(values), "max": max(values)}
         for ceiling in ("bare-aiohttp", "nginx"):
             values = [r["ratios"][ceiling] for r in group if ceiling in r["ratios"]]
@@ -148,14 +159,15 @@ def spread(entry: dict, field: str, fmt: str) -> str:
 
 def print_summary(summary: list[dict], rounds: int) -> None:
     print(f"\nSummary over {rounds} round(s): median (min–max)")
-    header = (f"{'variant':34} {'connection':14} {'2xx/s':>24} {'p50 ms':>8} {'p99 ms':>8} {'service µs/req':>16}"
+    header = (f"{'variant':34} {'connection':14} {'2xx/s':>24} {'p50 ms':>8} {'p99 ms':>8} {'service µs/req':>16} {'writer':>6}"
               f" {'load gen. µs/req':>16} {'/bare-aiohttp':>18} {'/nginx':>18}")
     print(header)
     for e in summary:
         label = e["variant"] + (" (aiohttp client)" if e["client"] == "aiohttp" else "")
         bad = f"  NON-2xx {e['non_2xx']}" if e["non_2xx"] else ""
         print(f"{label:34} {e['mode']:14} {spread(e, 'ok_per_s', ',.0f'):>24} {e['p50_ms']['median']:8.1f}"
-              f" {e['p99_ms']['median']:8.1f} {e['service_cpu_us']['median']:16.0f} {e['wrk_cpu_us']['median']:16.0f}"
+              f" {e['p99_ms']['median']:8.1f} {e['service_cpu_us']['median']:16.0f}"
+              f" {format(e['writer_cpu_us']['median'], '6.0f') if 'writer_cpu_us' in e else '':>6} {e['wrk_cpu_us']['median']:16.0f}"
               f" {spread(e, 'ratio_bare-aiohttp', '.2f'):>18} {spread(e, 'ratio_nginx', '.3f'):>18}{bad}")
 
 

@@ -7,8 +7,9 @@ journal each) is started once and warmed up (every node several times on new con
 worker's credential cache has seen nearly every node); then each round runs, for a new connection
 per request and then keep-alive, N = 1, 2, 3 one after the other. Per run: 2xx/s and the ratio to
 1 worker of the same round and mode, p50/p99, non-2xx, service CPU (cores, and µs per request: the
-supervisor and its workers), wrk's CPU per request, scrypts inside the window (credential cache
-misses), and, from every worker's /metrics (tswarm_journal_commit_batch_size and
+supervisor and its workers), its threads' context switches per request (voluntary + involuntary:
+waiting, and being preempted by another runnable thread), wrk's CPU per request, scrypts inside the
+window (credential cache misses), and, from every worker's /metrics (tswarm_journal_commit_batch_size and
 tswarm_journal_commit_seconds), the commits per second, the mean group size and commit time, and
 the commit share (commit seconds of all workers / run seconds: above 1, commits overlap, waiting for
 each other at SQLite's write lock).
@@ -53,10 +54,11 @@ def max_ts_cost(readings: int = 1_000_000, repeat: int = 20_000) -> float:
 
 def measure(service: Variant, workers: int, nodes_file: Path, *, keepalive: bool, args) -> dict:
     before = scrape_workers(service.url, workers, SAMPLES)
-    cpu_before, wall_before = service.cpu_seconds(), time.monotonic()
+    cpu_before, wall_before, switches_before = service.cpu_seconds(), time.monotonic(), service.switches()
     figures = run_wrk(service.url, nodes_file, keepalive=keepalive, seconds=args.seconds, threads=args.threads,
                       connections=args.connections)
     cpu, wall = service.cpu_seconds() - cpu_before, time.monotonic() - wall_before
+    voluntary, involuntary = (a - b for a, b in zip(service.switches(), switches_before))
     after = scrape_workers(service.url, workers, SAMPLES)
     delta, seen = worker_deltas(before, after)
     commits = delta.get("tswarm_journal_commit_batch_size_count", 0.0)
@@ -64,6 +66,8 @@ def measure(service: Variant, workers: int, nodes_file: Path, *, keepalive: bool
     figures.update(
         service_cores=cpu / wall,
         service_cpu_us=cpu / max(1, figures["requests"]) * 1e6,
+        switches_vol=voluntary / max(1, figures["requests"]),
+        switches_invol=involuntary / max(1, figures["requests"]),
         workers_seen=seen,
         scrypts=delta.get("tswarm_auth_cache_misses_total", 0.0),
         commits_per_s=commits / figures["seconds"],
@@ -80,7 +84,8 @@ def row(run: dict) -> str:
     partial = f"  (metrics of {run['workers_seen']} of {run['workers']} workers)" if run["workers_seen"] < run["workers"] else ""
     return (f"{run['workers']} worker{'s' if run['workers'] > 1 else ' '} {run['mode']:14} {run['ok_per_s']:7,.0f}/s"
             f"  x{run['ratio']:4.2f}  p50 {run['p50_ms']:6.1f} ms  p99 {run['p99_ms']:6.1f} ms"
-            f"  service {run['service_cores']:4.2f} cores {run['service_cpu_us']:4.0f} µs/req  wrk {run['wrk_cpu_us']:3.0f} µs/req"
+            f"  service {run['service_cores']:4.2f} cores {run['service_cpu_us']:4.0f} µs/req"
+            f"  switches/req {run['switches_vol']:4.2f}+{run['switches_invol']:4.2f}  wrk {run['wrk_cpu_us']:3.0f} µs/req"
             f"  commits {run['commits_per_s']:5.0f}/s group {run['group_mean']:5.1f} commit {run['commit_ms']:5.2f} ms"
             f"  commit share {run['commit_share']:4.2f}  scrypts {run['scrypts']:.0f}{partial}{bad}{errors}")
 
@@ -93,7 +98,8 @@ def summarize(runs: list[dict]) -> list[dict]:
             if not group:
                 continue
             entry = {"mode": mode, "workers": workers, "rounds": len(group), "non_2xx": sum(r["non_2xx"] for r in group)}
-            for field in ("ok_per_s", "ratio", "p50_ms", "p99_ms", "service_cores", "service_cpu_us", "wrk_cpu_us",
+            for field in ("ok_per_s", "ratio", "p50_ms", "p99_ms", "service_cores", "service_cpu_us", "switches_vol",
+                          "switches_invol", "wrk_cpu_us",
                           "commits_per_s", "group_mean", "commit_ms", "commit_share"):
                 values = [r[field] for r in group]
                 entry[field] = {"median": median(values), "min": min(values), "max": max(values)}
@@ -109,13 +115,15 @@ def spread(entry: dict, field: str, fmt: str) -> str:
 def print_summary(summary: list[dict], rounds: int) -> None:
     print(f"\nSummary over {rounds} round(s): median (min–max)")
     print(f"{'workers':8} {'connection':14} {'2xx/s':>22} {'vs 1 worker':>18} {'p50 ms':>7} {'p99 ms':>7}"
-          f" {'service cores':>14} {'µs/req':>7} {'wrk µs/req':>10} {'commits/s':>10} {'group':>20} {'commit ms':>10}"
+          f" {'service cores':>14} {'µs/req':>7} {'switches/req':>13} {'wrk µs/req':>10} {'commits/s':>10} {'group':>20} {'commit ms':>10}"
           f" {'commit share':>13}")
     for e in summary:
         bad = f"  NON-2xx {e['non_2xx']}" if e["non_2xx"] else ""
         print(f"{e['workers']:<8} {e['mode']:14} {spread(e, 'ok_per_s', ',.0f'):>22} {spread(e, 'ratio', '.2f'):>18}"
               f" {e['p50_ms']['median']:7.1f} {e['p99_ms']['median']:7.1f} {e['service_cores']['median']:14.2f}"
-              f" {e['service_cpu_us']['median']:7.0f} {e['wrk_cpu_us']['median']:10.0f} {e['commits_per_s']['median']:10.0f}"
+              f" {e['service_cpu_us']['median']:7.0f}"
+              f" {format(e['switches_vol']['median'], '.2f') + '+' + format(e['switches_invol']['median'], '.2f'):>13}"
+              f" {e['wrk_cpu_us']['median']:10.0f} {e['commits_per_s']['median']:10.0f}"
               f" {spread(e, 'group_mean', '.1f'):>20} {e['commit_ms']['median']:10.2f} {e['commit_share']['median']:13.2f}{bad}")
 
 
