@@ -42,7 +42,7 @@ class DurablePostgreSQL(PostgreSQL):
         total = 0.0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                head, fields = stat.read_text().rsplit(")", 1)[0], stat.read_text().rsplit(")", 1)[1].split()
+                fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             pid, ppid = int(stat.parent.name), int(fields[1])
