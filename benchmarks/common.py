@@ -1,16 +1,18 @@
 """Shared pieces of the benchmarks: start a service variant, register nodes fast, read RSS."""
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -409,6 +411,20 @@ def begin(setup: str, *, nginx: bool = True) -> tuple[dict, tuple, float]:
           f" SQLite {machine['sqlite']}; {machine['wrk'].split(' Copyright')[0]}" + (f"; {machine['nginx']}" if nginx else ""))
     print(f"{setup}; load average before: {' '.join(f'{x:.2f}' for x in load_before)}", flush=True)
     return machine, load_before, started
+
+
+def warn_non_2xx(runs: list[dict]) -> None:
+    """After a summary: say so when some run's rate left answers out (it counts 2xx only)."""
+    if any(r["non_2xx"] for r in runs):
+        print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
+
+
+def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Any]) -> None:
+    """A wrk benchmark's ``__main__``: its arguments, a clear exit without wrk, then ``run``."""
+    arguments = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: run `make bench-deps` (scripts/bench-deps.sh)")
+    run(arguments)
 
 
 def finish(result: dict, json_path, load_before, machine: dict, started: float) -> dict:

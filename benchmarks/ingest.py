@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 from ceilings import BareAiohttp, Nginx
-from common import (Variant, add_wrk_arguments, begin, finish, load, median, register_nodes, run_wrk, scrape_workers,
-                    worker_deltas, write_nodes_file)
+from common import (Variant, add_wrk_arguments, begin, finish, load, main, median, register_nodes, run_wrk, scrape_workers,
+                    warn_non_2xx, worker_deltas, write_nodes_file)
 
 TARGET = 0.8  # shipped / bare-aiohttp, both modes
 VARIANTS = {  # name: how it is started (in this order within a round)
@@ -204,8 +203,7 @@ def run(args) -> dict:
     print_summary(summary, args.rounds)
     for round_no, met in enumerate(targets_met, 1):
         print(target_line(runs, round_no)[0])
-    if any(r["non_2xx"] for r in runs):
-        print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
+    warn_non_2xx(runs)
     result = {"machine": machine, "settings": vars(args), "load_before": load_before,
               "runs": runs, "summary": summary, "target": TARGET, "target_met_per_round": targets_met}
     return finish(result, args.json, load_before, machine, started)
@@ -224,7 +222,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
-    if not __import__("shutil").which("wrk"):
-        sys.exit("wrk is not installed: run `make bench-deps` (scripts/bench-deps.sh)")
-    run(arguments)
+    main(parser(), run)

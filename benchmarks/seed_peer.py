@@ -33,8 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import (PASSWORD, ROOT, Served, Variant, add_wrk_arguments, begin, finish, free_port, load, median,
-                    register_nodes, run_wrk, write_nodes_file)
+from common import (PASSWORD, ROOT, Served, Variant, add_wrk_arguments, begin, finish, free_port, load, main, median,
+                    register_nodes, run_wrk, warn_non_2xx, write_nodes_file)
 
 SEED = ROOT / "benchmarks" / "seed"
 SEED_VENV = ROOT / "benchmarks" / ".seed-venv"
@@ -124,7 +124,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                 continue
             entry = {"mode": mode, "variant": variant, "rounds": len(group), "non_2xx": sum(r["non_2xx"] for r in group)}
             for field in ("ok_per_s", "p50_ms", "p99_ms", "service_cpu_us", "ratio"):
-                values = [r[field] for r in group if r.get(field)]
+                values = [r[field] for r in group if field in r]  # a 0 (no answer in a short run) counts
                 if values:
                     entry[field] = {"median": median(values), "min": min(values), "max": max(values)}
             summary.append(entry)
@@ -189,8 +189,7 @@ def run(args) -> dict:
                     print(row(figures), flush=True)
     summary = summarize(runs)
     print_summary(summary, args.rounds)
-    if any(r["non_2xx"] for r in runs):
-        print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
+    warn_non_2xx(runs)
     result = {"machine": machine, "settings": vars(args), "load_before": load_before, "runs": runs, "summary": summary}
     return finish(result, args.json, load_before, machine, started)
 
@@ -209,7 +208,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
-    if not __import__("shutil").which("wrk"):
-        sys.exit("wrk is not installed: run `make bench-deps` (scripts/bench-deps.sh)")
-    run(arguments)
+    main(parser(), run)

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import (Variant, add_wrk_arguments, begin, finish, load, median, register_nodes, run_wrk, scrape_workers,
-                    worker_deltas, write_nodes_file)
+from common import (Variant, add_wrk_arguments, begin, finish, load, main, median, register_nodes, run_wrk, scrape_workers,
+                    warn_non_2xx, worker_deltas, write_nodes_file)
 
 from tswarm.storage import open_storage
 
@@ -163,8 +161,7 @@ def run(args) -> dict:
                     print(row(figures), flush=True)
     summary = summarize(runs)
     print_summary(summary, args.rounds)
-    if any(r["non_2xx"] for r in runs):
-        print("some runs got answers other than 2xx: see NON-2xx above (their rate counts 2xx only)")
+    warn_non_2xx(runs)
     print("commit share: the group commits' seconds in the writer thread (waiting for the write lock, inserts,"
           " fsync) of all workers per second of the run; above 1, commits overlap: they wait for each other at the lock")
     result.update(runs=runs, summary=summary)
@@ -182,7 +179,4 @@ def parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("wrk is not installed: run `make bench-deps` (scripts/bench-deps.sh)")
-    run(arguments)
+    main(parser(), run)
