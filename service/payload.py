@@ -150,6 +150,10 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every body: ``json.loads(text, parse_constant=...)`` would build a new one each call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_body(body: bytes, node: str) -> Reading:
     """Validate a whole request body for ``node``; raise :class:`PayloadError` when it is not a reading."""
     try:
@@ -157,7 +161,7 @@ def parse_body(body: bytes, node: str) -> Reading:
     except UnicodeDecodeError:
         raise _bad("body is not valid UTF-8 JSON", "bad_json") from None
     try:
-        doc = json.loads(text, parse_constant=_reject_constant)
+        doc = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise _bad('body is not JSON; send {"name": "<login>", "data": "<temperature> <humidity>"}', "bad_json") from None
     if not isinstance(doc, dict):
