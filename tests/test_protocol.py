@@ -6,8 +6,11 @@ import time
 import zlib
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tswarm import auth, keys
+from tswarm.names import NODE_NAME
+from tswarm.timefmt import MAX_NS, MIN_NS, rfc3339
 
 from .conftest import TEST_SCRYPT_N, register, write_lock_held
 from .test_server import make_served  # noqa: F401  (fixture: the app as `tswarm serve` serves it)
@@ -474,3 +477,17 @@ async def test_the_202_and_423_bodies_and_headers_are_those_json_response_made(c
     old = json_error(423, "halted", doc["detail"], stored=True, time=doc["time"], sleep=doc["sleep"], awake=doc["awake"])
     assert resp.status == 423 and await resp.read() == old.body
     assert resp.headers["Content-Type"] == old.headers["Content-Type"]
+
+
+@settings(max_examples=500)
+@given(
+    name=st.from_regex(NODE_NAME, fullmatch=True),
+    ts=st.integers(MIN_NS, MAX_NS),
+    sleep=st.one_of(st.integers(), st.booleans(), st.floats(allow_nan=False)),
+)
+def test_a_plain_202s_body_is_byte_for_byte_what_json_dumps_gives(name, ts, sleep):
+    """service/protocol.py ``stored_body``: the plain 202 from one format, the bytes json.dumps gave."""
+    from tswarm.protocol import stored_body
+
+    doc = {"stored": True, "node": name, "time": rfc3339(ts), "sleep": sleep}
+    assert stored_body(name, ts, sleep) == json.dumps(doc).encode()
