@@ -3,7 +3,7 @@ a guard against guessing passwords, and the login policy that puts them together
 (:func:`authenticate`, the node protocol's).
 
 scrypt is slow on purpose, so a header that verified once is remembered under a keyed hash
-(HMAC with a per-process key) together with the password hash it matched. A steady swarm
+(keyed BLAKE2b with a per-process key) together with the password hash it matched. A steady swarm
 costs one scrypt per node per process. Changing or removing a node's password changes the
 hash the request reads from the journal, so the remembered success no longer applies.
 """
@@ -99,8 +99,10 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
 
 class CredentialCache:
     """Remembers which Authorization values verified, keyed by a MAC so no secret sits in memory as is:
-    keyed BLAKE2b (``hashlib.blake2b(key=...)``, a MAC by its design, one C call built into Python)
-    with a random key of this process; a third of an HMAC-SHA256's time through OpenSSL."""
+    keyed BLAKE2b (``hashlib.blake2b(key=...)``, a MAC by its design, one C call built into Python,
+    which keeps the GIL for short inputs) with a random key of this process. HMAC-SHA256 through
+    OpenSSL was 2.5x as slow alone, and cost the running service far more (benchmarks/README.md,
+    "This stop's steps")."""
 
     def __init__(self, max_entries: int = 100_000):
         self._key = secrets.token_bytes(32)
