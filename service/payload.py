@@ -15,8 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .storage.interface import NO_EXTRA, ReadingExtra
 
@@ -38,8 +37,7 @@ LOST_RANGE = (0, 1_000_000)
 BOOT = re.compile(r"[0-9A-Za-z_-]{1,16}", re.ASCII)
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):  # a NamedTuple: made once a request, a third of a frozen dataclass's time
     temperature: float
     humidity: float
     extra: ReadingExtra = NO_EXTRA
@@ -64,9 +62,9 @@ def _impossible(detail: str) -> PayloadError:
 
 
 def parse_number(token: str, what: str) -> float:
-    if _NOT_FINITE.fullmatch(token):
-        raise _impossible(f"{what} must be a finite number, not NaN or infinity")
-    if not _NUMBER.fullmatch(token):
+    if not _NUMBER.fullmatch(token):  # the two patterns never both match: a number is checked once
+        if _NOT_FINITE.fullmatch(token):
+            raise _impossible(f"{what} must be a finite number, not NaN or infinity")
         raise _bad(f"{what} is not a decimal number like 23 or -3.5", "bad_data")
     value = float(token)
     if not math.isfinite(value):
@@ -76,6 +74,11 @@ def parse_number(token: str, what: str) -> float:
 
 def parse_data(data: str) -> Reading:
     """Parse ``"<temperature> <humidity>"`` (DHT11 integers or DHT22 decimals)."""
+    return Reading(*_values(data))
+
+
+def _values(data: str) -> tuple[float, float]:
+    """:func:`parse_data`'s ``(temperature, humidity)``."""
     tokens = data.split()
     if len(tokens) != 2:
         raise _bad(
@@ -91,7 +94,7 @@ def parse_data(data: str) -> Reading:
     lo, hi = HUMIDITY_RANGE
     if not lo <= humidity <= hi:
         raise _impossible(f"humidity {humidity:g} %RH is outside {lo:g}..{hi:g}")
-    return Reading(temperature, humidity)
+    return temperature, humidity
 
 
 def _bad_field(detail: str) -> PayloadError:
@@ -175,9 +178,9 @@ def parse_body(body: bytes, node: str) -> Reading:
         raise PayloadError(403, "name_mismatch", "the body's name differs from the node in the URL")
     if not isinstance(doc["data"], str):
         raise _bad('data must be a string like "23.4 45.1"', "bad_data")
-    reading = parse_data(doc["data"])
+    temperature, humidity = _values(doc["data"])
+    if len(doc) == 2:  # name and data alone (the seed's firmware): no optional field to read
+        return Reading(temperature, humidity)
     extra, age_s, key = parse_fields(doc)
-    if extra == NO_EXTRA and age_s == 0.0 and key is None:
-        return reading
-    return Reading(reading.temperature, reading.humidity, extra, age_s, key)
+    return Reading(temperature, humidity, extra, age_s, key)
 
