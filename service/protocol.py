@@ -214,18 +214,16 @@ async def node_reading(request: web.Request) -> web.Response:
             "error": "halted", "detail": HALTED_DETAIL,
             "stored": True, "time": rfc3339(ts), "sleep": node.interval_s, "awake": config.halt_awake, **update, **again,
         })
-    if not update and not again:
+    if not update and not again and type(node.interval_s) is int:
         return web.Response(body=stored_body(name, ts, node.interval_s), status=202, content_type="application/json", charset="utf-8")
     return _answer(202, {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again})
 
 
 def stored_body(name: str, ts: int, sleep: int) -> bytes:
-    """The body of a plain 202 (no update, no repeat), the bytes ``json.dumps`` gives for
-    ``{"stored": true, "node": name, "time": rfc3339(ts), "sleep": sleep}``, from one format: a node's
-    name (service/names.py) and a time need no JSON escapes, and an ``int`` is written as ``str``
-    writes it (anything else, ``json.dumps``). Property-tested against ``json.dumps``."""
-    if type(sleep) is not int:
-        return json.dumps({"stored": True, "node": name, "time": rfc3339(ts), "sleep": sleep}).encode()
+    """The body of a plain 202 (no update, no repeat), the bytes :func:`_answer`'s ``json.dumps`` gives
+    for ``{"stored": true, "node": name, "time": rfc3339(ts), "sleep": sleep}``, from one format: a
+    node's name (service/names.py) and a time need no JSON escapes, and an ``int`` (not a ``bool``)
+    is written as ``json.dumps`` writes it. Property-tested against ``json.dumps``."""
     return f'{{"stored": true, "node": "{name}", "time": "{rfc3339(ts)}", "sleep": {sleep}}}'.encode()
 
 
