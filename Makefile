@@ -51,7 +51,7 @@ bench-deps:
 # Benchmarks, each side by side with its baseline (not pass/fail): see benchmarks/README.md.
 bench: install-test system-deps bench-deps
 	cd benchmarks && ../$(BIN)/python ingest.py && ../$(BIN)/python workers.py && ../$(BIN)/python steps.py && ../$(BIN)/python cold_start.py \
-		&& ../$(BIN)/python gil.py && ../$(BIN)/python export.py && ../$(BIN)/python forward.py && ../$(BIN)/python pg_ingest.py && ../$(BIN)/python pg_export.py
+		&& ../$(BIN)/python gil.py && ../$(BIN)/python hotpath.py && ../$(BIN)/python export.py && ../$(BIN)/python forward.py && ../$(BIN)/python pg_ingest.py && ../$(BIN)/python pg_export.py
 
 # Regenerate the Grafana dashboards in grafana/dashboards/ from service/grafana_dashboards.py.
 grafana: install

@@ -122,16 +122,18 @@ class Variant(Served):
     ``workers`` processes (`tswarm serve --workers N`)."""
 
     def __init__(self, data_dir: Path, *, synchronous: str = "FULL", max_batch: int = 5000, workers: int = 1,
-                 database_url: str = "", cli: bool = False, log_level: Optional[str] = "WARNING", shell: bool = False):
+                 database_url: str = "", cli: bool = False, log_level: Optional[str] = "WARNING", shell: bool = False,
+                 no_commit: bool = False):
         """``cli``: run `tswarm serve` itself (the command as shipped, its default settings) instead of
         serve_variant.py (the knobs then must be their defaults). ``log_level``: TSWARM_LOG_LEVEL, or
         None for the shipped default (serve_variant.py configures logging as `tswarm serve` does).
-        ``shell``: serve_variant.py's ``--shell`` (the node route answers at once inside tswarm's app)."""
+        ``shell``: serve_variant.py's ``--shell`` (the node route answers at once inside tswarm's app);
+        ``no_commit``: its ``--no-commit`` (the whole handler, the writer answering at once)."""
         self.data_dir = data_dir
         self.port = free_port()
         self.log_level = log_level
         if cli:
-            if (synchronous, max_batch, database_url, shell) != ("FULL", 5000, "", False):
+            if (synchronous, max_batch, database_url, shell, no_commit) != ("FULL", 5000, "", False, False):
                 raise ValueError("cli=True runs `tswarm serve` as shipped: no knobs")
             self.args = [sys.executable, "-m", "tswarm", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                          "--data-dir", str(data_dir)] + (["--workers", str(workers)] if workers > 1 else [])
@@ -139,7 +141,7 @@ class Variant(Served):
             self.args = [sys.executable, str(ROOT / "benchmarks" / "serve_variant.py"), "--port", str(self.port),
                          "--data-dir", str(data_dir), "--synchronous", synchronous, "--max-batch", str(max_batch),
                          "--workers", str(workers)] + (["--database-url", database_url] if database_url else []) \
-                + (["--shell"] if shell else [])
+                + (["--shell"] if shell else []) + (["--no-commit"] if no_commit else [])
 
     def __enter__(self) -> "Variant":
         # The shipped defaults: no TSWARM_* of the caller's, no PostgreSQL URL, no Heroku PORT.

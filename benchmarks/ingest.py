@@ -13,6 +13,8 @@ sleep; then keep-alive), in this order:
   shipped             `tswarm serve` as shipped, default settings
   durability-off      the same with synchronous=OFF                               benchmarks/serve_variant.py
   commit-per-request  the same with max_batch=1 (one commit per reading)          benchmarks/serve_variant.py
+  no-commit           (only with --variants) the shipped handler, its writer      serve_variant.py --no-commit
+                      answering at once, storing nothing: the handler without the commit
 
 Every tswarm node sends one reading before the measured window (its first costs a scrypt). Service
 CPU is its process tree's (/proc/PID/stat), wrk's its rusage (os.wait4); "writer" is the part of it the
@@ -40,7 +42,9 @@ VARIANTS = {  # name: how it is started (in this order within a round)
     "shipped": {"cli": True},
     "durability-off": {"synchronous": "OFF"},
     "commit-per-request": {"max_batch": 1},
+    "no-commit": {"no_commit": True},  # not run by default: a measurement of where the cost is, no target
 }
+DEFAULT_VARIANTS = [name for name in VARIANTS if name != "no-commit"]
 MODES = (("new connection", False), ("keep-alive", True))
 MISSES = "tswarm_auth_cache_misses_total"
 WRITER_CPU = "tswarm_journal_writer_cpu_seconds_total"
@@ -212,8 +216,8 @@ def run(args) -> dict:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_wrk_arguments(p)
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
-                   help="which targets to run (default all, always in the order above)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS,
+                   help="which targets to run (default all but no-commit, always in the order above)")
     p.add_argument("--also-aiohttp-client", action="store_true",
                    help="after each wrk run, the same target under benchmarks/loadgen.py (aiohttp client): a second opinion")
     p.add_argument("--procs", type=int, default=2, help="loadgen.py processes, for the warm-up and --also-aiohttp-client")

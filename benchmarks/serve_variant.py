@@ -8,6 +8,9 @@
                       the node route answers 202 at once after reading the body, as the bare handler of
                       ceilings.py does: no login, no JSON, no commit. What no handler inside tswarm's
                       app can beat: the most the ingest target leaves room for.
+--no-commit         : the shipped service, but the journal's writer answers every reading at once
+                      with the time of now and stores nothing: the whole handler (login, JSON,
+                      answer) without the commit and its writer thread, to tell the two apart.
 """
 import argparse
 import logging
@@ -27,7 +30,17 @@ parser.add_argument("--max-batch", type=int, default=5000)
 parser.add_argument("--workers", type=int, default=1)
 parser.add_argument("--database-url", default=None)
 parser.add_argument("--shell", action="store_true")
+parser.add_argument("--no-commit", action="store_true")
 args = parser.parse_args()
+if args.no_commit:
+    import time
+
+    from tswarm.storage import group
+
+    async def answer_at_once(self, *args, **kwargs) -> int:  # stores nothing: measurement only
+        return time.time_ns()
+
+    group.GroupCommitWriter.append = answer_at_once
 if args.shell:
     from aiohttp import web
 

@@ -99,10 +99,11 @@ def parse_basic(header: Optional[str]) -> BasicAuth:
 
 class CredentialCache:
     """Remembers which Authorization values verified, keyed by a MAC so no secret sits in memory as is:
-    keyed BLAKE2b (``hashlib.blake2b(key=...)``, a MAC by its design, one C call built into Python,
-    which keeps the GIL for short inputs) with a random key of this process. HMAC-SHA256 through
-    OpenSSL was 2.5x as slow alone, and cost the running service far more (benchmarks/README.md,
-    "This stop's steps")."""
+    keyed BLAKE2b (``hashlib.blake2b(key=...)``, a MAC by its design, built into Python) with a random
+    key of this process. Not ``hmac.digest``: OpenSSL's HMAC lets go of the GIL on every call, which on
+    the event loop hands the GIL to the journal's writer thread and waits to get it back, about 100 µs
+    a request in the running service; BLAKE2b keeps the GIL for inputs under 2 KiB
+    (benchmarks/gil.py, benchmarks/README.md "This stop's steps")."""
 
     def __init__(self, max_entries: int = 100_000):
         self._key = secrets.token_bytes(32)
@@ -121,7 +122,7 @@ class CredentialCache:
 
     def known(self, header: str, login: str, password_hash: str) -> bool:
         """True when this exact header already verified against this password hash."""
-        return self._entries.get(self.key(header)) == (login, password_hash)
+        return self.entry(self.key(header)) == (login, password_hash)
 
     def hit(self, key: bytes) -> None:
         """A login :meth:`entry` answered: counted, and its entry kept longest."""
@@ -131,9 +132,8 @@ class CredentialCache:
     async def verify(self, header: str, login: str, password: str, password_hash: str, executor: Optional[Executor]) -> bool:
         """True when ``password`` matches ``password_hash``; scrypt runs in ``executor``, once per header."""
         key = self.key(header)
-        if self._entries.get(key) == (login, password_hash):
-            self.hits += 1
-            self._entries.move_to_end(key)
+        if self.entry(key) == (login, password_hash):
+            self.hit(key)
             return True
         self.misses += 1
         inflight = self._inflight.get(key)

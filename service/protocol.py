@@ -215,7 +215,7 @@ async def node_reading(request: web.Request) -> web.Response:
             "stored": True, "time": rfc3339(ts), "sleep": node.interval_s, "awake": config.halt_awake, **update, **again,
         })
     if not update and not again and type(node.interval_s) is int:
-        return web.Response(body=stored_body(name, ts, node.interval_s), status=202, content_type="application/json", charset="utf-8")
+        return _json(202, stored_body(name, ts, node.interval_s))
     return _answer(202, {"stored": True, "node": name, "time": rfc3339(ts), "sleep": node.interval_s, **update, **again})
 
 
@@ -233,7 +233,12 @@ HALTED_DETAIL = "reading stored; this node is halted, so it stays awake for refl
 def _answer(status: int, doc: dict) -> web.Response:
     """The 202/423 of a stored reading: the bytes and headers ``web.json_response(doc)`` (and
     :func:`~tswarm.errors.json_error` for the 423) would give, from one ``json.dumps`` and no more."""
-    return web.Response(body=json.dumps(doc).encode(), status=status, content_type="application/json", charset="utf-8")
+    return _json(status, json.dumps(doc).encode())
+
+
+def _json(status: int, body: bytes) -> web.Response:
+    """An answer of JSON ``body``, with the Content-Type ``web.json_response`` gives."""
+    return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
 
 def setup_routes(app: web.Application) -> None:
