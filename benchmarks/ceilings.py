@@ -4,6 +4,9 @@
   ``web.Application`` with one PUT route, ``/api/nodes/{name}``, that reads the request body and
   answers 202 with a small JSON body. No auth, no JSON parsing, no storage, access log off, the same
   event loop as tswarm (asyncio's default). What tswarm costs above it is tswarm's own work.
+  ``--processes N``: N such processes sharing the port (``SO_REUSEPORT``, as ``tswarm serve
+  --workers N`` shares it), the most N workers of any aiohttp app could reach on this machine
+  (benchmarks/workers.py).
 - :class:`Nginx`: nginx (Debian's, ``scripts/bench-deps.sh``) answering ``return 202`` with a JSON
   body, one worker process, access log off. Not the system service: its own configuration, prefix,
   pid file and error log in a temporary folder; started in the foreground (``daemon off``) so it is
@@ -14,7 +17,11 @@ Both answer ``GET /healthz`` (200) so the harness knows when they listen.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import free_port, process_cpu_seconds, tree_pids
+from common import context_switches, free_port, process_cpu_seconds, tree_pids
 
 BODY = b'{"stored": true}'
 
@@ -123,12 +130,67 @@ class _Process:
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.pids())
 
+    def switches(self) -> tuple[int, int]:
+        return context_switches(self.pids())
+
 
 class BareAiohttp(_Process):
     name = "bare aiohttp"
 
+    def __init__(self, processes: int = 1):
+        super().__init__()
+        self.processes = processes
+
     def command(self) -> list[str]:
-        return [sys.executable, str(Path(__file__).resolve()), "aiohttp", "--port", str(self.port)]
+        return [sys.executable, str(Path(__file__).resolve()), "aiohttp", "--port", str(self.port),
+                "--processes", str(self.processes)]
+
+
+async def serve_bare(sock: socket.socket) -> None:
+    """One bare aiohttp process on the listening ``sock``, as ``web.run_app`` runs it (an AppRunner,
+    a site, no access log), until SIGTERM."""
+    from aiohttp import web
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    runner = web.AppRunner(bare_app(), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    await stop.wait()
+    await runner.cleanup()
+
+
+def run_bare(port: int, processes: int) -> None:
+    """``processes`` bare aiohttp processes on ``port``, as ``tswarm serve --workers N`` shares it
+    (service/workers.py): a listening ``SO_REUSEPORT`` socket each, all bound before the first fork,
+    so the kernel spreads connections over every process from the start. This one serves the first
+    socket; when SIGTERM stops it (even before its event loop runs), it stops the others and waits."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    sockets = []
+    for _ in range(processes):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if processes > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)  # web.run_app's backlog
+        sockets.append(sock)
+    children = []
+    try:
+        for sock in sockets[1:]:
+            pid = os.fork()
+            if pid == 0:  # a child: never back into this frame's finally (its siblings are not its own)
+                try:
+                    asyncio.run(serve_bare(sock))
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        asyncio.run(serve_bare(sockets[0]))
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            os.waitpid(pid, 0)
 
 
 class Nginx(_Process):
@@ -157,7 +219,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("server", choices=["aiohttp"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--processes", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     args = parser.parse_args()
-    from aiohttp import web
-
-    web.run_app(bare_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    if args.processes < 1:
+        parser.error("--processes is at least 1")
+    run_bare(args.port, args.processes)
