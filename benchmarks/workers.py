@@ -19,7 +19,7 @@ curve says where scaling stops:
 
   tswarm        `tswarm serve --workers N` as shipped
   no-commit     the same, its writers answering at once and storing nothing   serve_variant.py --no-commit
-                (every worker's handler, login and JSON, without the commit: what the write lock costs)
+                (every worker's handler, login and JSON, without the commit: what the commits cost)
   bare-aiohttp  N bare aiohttp processes sharing the port as the workers do   ceilings.py --processes N
                 (no auth, no storage: what any aiohttp app's N processes reach beside wrk here)
 
@@ -165,10 +165,10 @@ def print_scaling(summary: list[dict], args) -> None:
 
 
 def run(args) -> dict:
+    args.kinds = [k for k in KINDS if k in args.kinds]
     machine, load_before, started = begin(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, {args.nodes} nodes, workers {args.workers},"
         f" {args.rounds} round(s), {', '.join(args.kinds)}", nginx=False)
-    args.kinds = [k for k in KINDS if k in args.kinds]
     result = {"machine": machine, "settings": vars(args), "load_before": load_before}
     if args.max_ts_cost:
         result["max_ts_us"] = max_ts_cost()
