@@ -14,7 +14,6 @@ import click
 
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
 from .names import NODE_NAME_HELP, valid_node_name
-from .nodes import EmptyPassword, Registration, nodes_report, password_or_generated, register
 from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings_help
 from .storage import (
     DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnavailable, StorageUnusable, check_data_dir, storage_for,
@@ -144,6 +143,8 @@ def _print_svconf(config: Config, name: str, password: str) -> None:
 
 
 def _password_or_generated(password: Optional[str]) -> str:
+    from .nodes import EmptyPassword, password_or_generated
+
     try:
         return password_or_generated(password)
     except EmptyPassword:
@@ -159,6 +160,8 @@ def _password_or_generated(password: Optional[str]) -> str:
 @data_dir_option
 def node_add(name, password, display, data_dir):
     """Register node NAME and print its svconf JSON for the firmware's config.json."""
+    from .nodes import Registration, register
+
     config = load_config(data_dir=data_dir)
     generated = password is None
     password = _password_or_generated(password)
@@ -178,6 +181,8 @@ def node_add(name, password, display, data_dir):
 @data_dir_option
 def node_passwd(name, password, data_dir):
     """Give node NAME a new password and print its new svconf JSON."""
+    from .nodes import Registration, register
+
     config = load_config(data_dir=data_dir)
     generated = password is None
     password = _password_or_generated(password)
@@ -213,6 +218,8 @@ def node_list(as_json, data_dir):
     """List nodes with their last reading, when they were last seen, the firmware each runs (as it last
     reported), its over-the-air update (staged, pending, updated, rolled back) and whether it may read
     the swarm's summary (DISPLAY: a master node)."""
+    from .nodes import nodes_report
+
     config = load_config(data_dir=data_dir)
     with existing_journal(config) as journal:
         nodes = nodes_report(journal, config, time.time_ns())["nodes"]

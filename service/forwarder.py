@@ -336,8 +336,8 @@ async def backfill(
 
 class Batch(Sequence[OutboxReadingExtra]):
     """One batch of readings as the journal returns them (:meth:`Storage.outbox_rows` with the
-    telemetry: node ids, not names), with their payload. ``OutboxReadingExtra`` objects are made only
-    when looked at, which happens when InfluxDB refuses the batch and it is split."""
+    telemetry, or lean: node ids, not names), with their payload. ``OutboxReadingExtra`` objects are
+    made only when looked at, which happens when InfluxDB refuses the batch and it is split."""
 
     def __init__(self, rows: list[tuple], names: dict[int, str], payload: bytes):
         self.rows, self.names, self.payload = rows, names, payload
@@ -355,14 +355,22 @@ class Batch(Sequence[OutboxReadingExtra]):
         return self._reading(self.rows[index])
 
     def _reading(self, row: tuple) -> OutboxReadingExtra:
-        id_, node_id, *rest = row
+        id_, node_id, *rest = row  # a lean row's sixth item, None, is a vbat not sent: the rest default to None
         return OutboxReadingExtra(id_, self.names[node_id], *rest)
+
+
+def _has_telemetry(row: tuple) -> bool:
+    return row[5] is not None or row[6] is not None or row[7] is not None or row[8] is not None
 
 
 class BatchReader:
     """Reads the journal batch by batch and builds each batch's payload (line protocol, then
     ``target.prepare``: gzip for the v1 API). Blocking: the forwarder and the backfill run it in
-    their own thread, a batch ahead of the write, so InfluxDB is never kept waiting."""
+    their own thread, a batch ahead of the write, so InfluxDB is never kept waiting.
+
+    While the last batch had no telemetry (readings of the seed's firmware), the next is asked for
+    lean (:meth:`Storage.outbox_rows`: one column for the four); once one has, the next is read
+    with all nine at once, until a batch comes without again."""
 
     def __init__(self, journal: Storage, target: InfluxTarget, limit: int,
                  start_ns: Optional[int] = None, stop_ns: Optional[int] = None):
@@ -370,12 +378,14 @@ class BatchReader:
         self.start_ns, self.stop_ns = start_ns, stop_ns
         self.encoder = LineEncoder()  # kept from batch to batch: it remembers what Point rendered
         self.names: dict[int, str] = {}
+        self.lean = True  # ask for the next batch lean
 
     def read(self, after_id: int) -> Optional[Batch]:
         """The readings after ``after_id`` with their telemetry (None when there are none)."""
-        rows = self.journal.outbox_rows(after_id, self.limit, self.start_ns, self.stop_ns, with_extra=True)
+        rows = self.journal.outbox_rows(after_id, self.limit, self.start_ns, self.stop_ns, with_extra=True, lean=self.lean)
         if not rows:
             return None
+        self.lean = len(rows[0]) != 9 or not any(map(_has_telemetry, rows))
         if not self.names.keys() >= {row[1] for row in rows}:
             self.names = self.journal.node_names()
         payload = self.target.prepare(self.encoder.encode_rows(rows, self.names))

@@ -89,7 +89,8 @@ class LineEncoder:
 
     def encode_rows(self, rows: Iterable[tuple], names: Mapping) -> bytes:
         """Rows of ``(id, node, ts, temperature, humidity)``, or with the telemetry after them
-        (``vbat, rssi, awake_ms, lost``, None where not sent; ``outbox_rows(..., with_extra=True)``);
+        (``vbat, rssi, awake_ms, lost``, None where not sent; ``outbox_rows(..., with_extra=True)``),
+        or with one None after them in its place (``outbox_rows(..., lean=True)``: no telemetry);
         ``names[node]`` is the node's name (:meth:`Storage.outbox_rows` gives node ids and
         :meth:`Storage.node_names` their names). An encoder's ``node`` must always mean the same
         node (one encoder per journal)."""
@@ -99,7 +100,7 @@ class LineEncoder:
         for row in rows:
             node = row[1]
             try:
-                if len(row) == 5 or row[5] is row[6] is row[7] is row[8] is None:
+                if len(row) != 9 or row[5] is row[6] is row[7] is row[8] is None:
                     append(f"{keys[node]} {humidity[row[4]]},{temperature[row[3]]} {row[2]}")
                 else:
                     append(self._with_extra(keys[node], humidity[row[4]], temperature[row[3]], row))

@@ -148,6 +148,8 @@ class V1Target(InfluxTarget):
             headers={"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"},
         ) as resp:
             text = await resp.text(errors="replace")
+            if 200 <= resp.status < 300:  # written (204): nothing to read in the answer
+                return resp.status, "", None
             return resp.status, resp.headers.get("X-Influxdb-Error") or error_text(text), resp.headers.get("Retry-After")
 
     async def create_database(self) -> None:

@@ -97,6 +97,9 @@ def test_rows_with_node_ids_give_the_same_lines(batch, max_cached):
     names = {number: name for name, number in ids.items()}
     assert encoder.encode_rows(rows, names) == line_protocol(batch)
     assert encoder.encode_rows(rows, names) == line_protocol(batch)  # again, from the caches
+    # lean rows (outbox_rows(..., lean=True)): a None for the four telemetry items of a reading without any
+    lean = [(*row[:5], None) if all(v is None for v in row[5:]) else row for row in rows]
+    assert LineEncoder().encode_rows(lean, names) == encoder.encode_rows(lean, names) == line_protocol(batch)
 
 
 async def test_batches_read_from_the_journal_are_the_readings_gzipped(journal):
@@ -117,6 +120,32 @@ async def test_batches_read_from_the_journal_are_the_readings_gzipped(journal):
     second = reader.read(first.last_id)
     assert gzip.decompress(second.payload) == b"climate,node=kitchen humidity=100,temperature=0 1002"
     assert reader.read(second.last_id) is None
+
+
+async def test_the_reader_asks_for_lean_rows_while_the_last_batch_had_no_telemetry(journal):
+    """Old firmware's readings are read lean (one column for the four), today's with all nine at once;
+    the payload is the same lines either way, and a refused batch still splits into whole readings."""
+    import gzip
+
+    register(journal, "attic")
+    journal.add_readings(
+        [("attic", 3_000 + i, 21.5, 40.0) for i in range(2)]  # ids 1-2: the seed's firmware
+        + [("attic", 3_010 + i, 21.5, 40.0, ReadingExtra(rssi=-70)) for i in range(3)]  # 3-5: today's
+        + [("attic", 3_020 + i, 21.5, 40.0) for i in range(4)]  # 6-9: none again
+    )
+    target = V1Target("http://127.0.0.1:1", "tswarm")
+    await target.close()
+    reader = BatchReader(journal, target, limit=2)
+    shapes, lines, after = [], [], 0
+    while (batch := reader.read(after)) is not None:
+        shapes.append((len(batch.rows[0]), reader.lean))
+        lines += gzip.decompress(batch.payload).split(b"\n")
+        assert list(batch) == journal.outbox_readings(after, 2, with_extra=True)
+        after = batch.last_id
+    # (the rows' items, whether the next is asked for lean): 1-2 lean; 3-4 asked lean, read again
+    # with nine (rssi); 5-6 nine (5 has rssi); 7-8 nine, none has any: 9 is asked lean
+    assert shapes == [(6, True), (9, False), (9, False), (9, True), (6, True)]
+    assert lines == line_protocol(journal.outbox_readings(0, 10, with_extra=True)).split(b"\n")
 
 
 async def test_the_forwarders_batches_carry_the_telemetry_that_was_stored(journal):

@@ -186,6 +186,25 @@ def test_with_extra_puts_the_telemetry_after_humidity_and_before_the_id(mixed):
     assert [type(v) for v in first[5:]] == [float, int, int, int]
 
 
+def test_lean_outbox_rows_stand_for_the_nine_only_where_no_reading_has_telemetry(mixed):
+    """``lean=True``: a sixth item, None, in place of the four while no row of the answer has any;
+    as soon as one has (a vbat alone, a lost of 0 alone), the nine items, as ``with_extra`` gives them."""
+    none = (None,) * 4
+    assert mixed.outbox_rows(1, 1, with_extra=True, lean=True) == [(2, 2, 15, 2.0, 2.0, None)]
+    assert mixed.outbox_rows(3, 10, with_extra=True, lean=True) == [(4, 2, 30, 4.0, 4.0, None)]
+    assert mixed.outbox_rows(0, 10, with_extra=True, lean=True) == mixed.outbox_rows(0, 10, with_extra=True)
+    assert mixed.outbox_rows(1, 2, with_extra=True, lean=True) == [
+        (2, 2, 15, 2.0, 2.0, *none), (3, 1, 20, 3.0, 3.0, 3.2, None, None, None),
+    ]
+    assert mixed.outbox_rows(1, 1, lean=True) == [(2, 2, 15, 2.0, 2.0)]  # without with_extra: the five
+    assert mixed.outbox_rows(10, 10, with_extra=True, lean=True) == []
+    mixed.add_readings([("b", 40, 5.0, 5.0, ReadingExtra(lost=0)), ("b", 50, 6.0, 6.0, ReadingExtra(awake_ms=0))])
+    assert mixed.outbox_rows(4, 10, with_extra=True, lean=True) == [
+        (5, 2, 40, 5.0, 5.0, None, None, None, 0), (6, 2, 50, 6.0, 6.0, None, None, 0, None),
+    ]
+    assert mixed.outbox_rows(4, 10, 45, None, with_extra=True, lean=True) == [(6, 2, 50, 6.0, 6.0, None, None, 0, None)]
+
+
 def test_ids_keep_only_the_readings_in_the_window(mixed):
     assert [r[0] for r in rows(mixed, ids=(1, 3))] == [15, 20]
     assert [r[0] for r in rows(mixed, ids=(2, None))] == [20, 30]
