@@ -7,10 +7,10 @@ from typing import Iterable, Optional
 
 import psycopg
 
-from ..interface import ANY_EXTRA_COLUMN, FORWARD_CURSOR, OutboxReading, OutboxRow, lean_rows_hold
+from ..interface import FORWARD_CURSOR, OutboxReading, OutboxRow, outbox_select
 from .connection import Connections
 from .meta import get_meta, put_meta
-from .reads import EXTRA_SELECT, where
+from .reads import where
 
 
 class OutboxRoom(Connections):
@@ -23,18 +23,10 @@ class OutboxRoom(Connections):
         *, with_extra: bool = False, lean: bool = False,
     ) -> list[OutboxRow]:
         clause, params = where(after_id=after_id, start_ns=start_ns, stop_ns=stop_ns)
-        if with_extra and lean:  # one column for the four; read again with them when any is there
-            rows = self._all(
-                f"SELECT id, node_id, ts, temperature, humidity, {ANY_EXTRA_COLUMN} FROM readings WHERE {clause}"
-                f" ORDER BY id LIMIT %s", params + [limit],
-            )
-            if lean_rows_hold(rows):
-                return rows
-        extra = EXTRA_SELECT if with_extra else ""
-        return self._all(
-            f"SELECT id, node_id, ts, temperature, humidity{extra} FROM readings WHERE {clause} ORDER BY id LIMIT %s",
+        return outbox_select(lambda columns: self._all(
+            f"SELECT id, node_id, ts, temperature, humidity{columns} FROM readings WHERE {clause} ORDER BY id LIMIT %s",
             params + [limit],
-        )
+        ), with_extra, lean)
 
     def count_outbox(self, after_id: int, start_ns: Optional[int] = None, stop_ns: Optional[int] = None) -> int:
         clause, params = where(after_id=after_id, start_ns=start_ns, stop_ns=stop_ns)
