@@ -826,24 +826,38 @@ def forward(start, stop, data_dir):
     (what was sent stays sent; running the same command again is harmless)."""
     import asyncio
 
-    from tqdm import tqdm
-
     from .forwarder import backfill
 
     config = load_config(data_dir=data_dir)
     if stop is not None and stop <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
     with existing_journal(config) as journal:
-        total = journal.count_outbox(0, start, stop)
-        with tqdm(total=total, unit="reading", disable=None, file=sys.stderr) as bar:
-            def waiting(why: str) -> None:
-                tqdm.write(f"{why} (Ctrl-C to stop)", file=sys.stderr)
+        # The bar, and the count it needs, only on a terminal: tqdm's import and a count of a million
+        # readings are ~50 ms, a twentieth of such a forward's whole run (benchmarks/README.md).
+        shown = sys.stderr.isatty()
+        if shown:
+            from tqdm import tqdm
 
+            bar = tqdm(total=journal.count_outbox(0, start, stop), unit="reading", file=sys.stderr)
+            said, progress = tqdm.write, bar.update
+        else:
+            bar, said, sent_so_far = contextlib.nullcontext(), click.echo, [0]
+
+            def progress(n: int) -> None:
+                sent_so_far[0] += n
+
+        def waiting(why: str) -> None:
+            said(f"{why} (Ctrl-C to stop)", file=sys.stderr)
+
+        with bar:
             try:
-                sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=bar.update, on_wait=waiting))
+                sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=progress, on_wait=waiting))
             except KeyboardInterrupt:
-                bar.close()
-                click.echo(f"stopped: {bar.n} of {total} reading(s) sent; the same command sends them all again", err=True)
+                if shown:
+                    bar.close()
+                done = bar.n if shown else sent_so_far[0]
+                total = journal.count_outbox(0, start, stop)
+                click.echo(f"stopped: {done} of {total} reading(s) sent; the same command sends them all again", err=True)
                 sys.exit(130)
     click.echo(f"sent {sent} reading(s) to InfluxDB" + (f"; {refused} refused (see 'tswarm status')" if refused else ""))
 

@@ -355,15 +355,14 @@ def test_no_progress_bar_when_piped(filled):
     assert len(proc.stdout.splitlines()) == 4
 
 
-def test_a_progress_bar_on_a_terminal(filled, tmp_path):
-    out = tmp_path / "out.csv"
+def on_a_terminal(args: list[str], env: dict) -> tuple[int, str]:
+    """Run `tswarm ARGS` with its standard error on a pseudo-terminal of 30 x 100, as a person's
+    shell has it; its exit code and what the terminal showed."""
     controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 x 100, as a terminal has
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     try:
-        proc = subprocess.run(
-            TSWARM + ["export", "-o", str(out)], env=tswarm_env(filled),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=terminal, timeout=60,
-        )
+        proc = subprocess.run(TSWARM + args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=terminal, timeout=60)
         os.close(terminal)
         shown = b""
         while True:
@@ -376,10 +375,30 @@ def test_a_progress_bar_on_a_terminal(filled, tmp_path):
             shown += data
     finally:
         os.close(controller)
-    assert proc.returncode == 0
+    return proc.returncode, shown.decode()
+
+
+def test_a_progress_bar_on_a_terminal(filled, tmp_path):
+    out = tmp_path / "out.csv"
+    code, text = on_a_terminal(["export", "-o", str(out)], tswarm_env(filled))
+    assert code == 0
     assert out.read_bytes().decode() == ALL_CSV
-    text = shown.decode()
     assert "100%" in text and "4.00/4.00" in text and "rows/s" in text, text
+
+
+def test_forward_shows_a_progress_bar_on_a_terminal_and_none_when_piped(tmp_path, influxdb1):
+    """The real InfluxDB 1.x: the bar counts the readings sent; piped, standard error stays empty."""
+    data_dir = tmp_path / "data"
+    fill_a_and_b(data_dir)
+    db = influxdb1.new_database()
+    env = tswarm_env(data_dir, TSWARM_STORE="influxdb", TSWARM_INFLUX_API="1", TSWARM_INFLUX_URL=influxdb1.url,
+                     TSWARM_INFLUX_DB=db)
+    code, text = on_a_terminal(["forward", "--since", "2000-01-01"], env)
+    assert code == 0
+    assert "100%" in text and "3/3" in text and "reading/s" in text, text
+    assert influxdb1.rows("SELECT count(temperature) FROM climate", db)[0][1] == 3
+    piped = run_tswarm(["forward", "--since", "2000-01-01"], env)
+    assert (piped.returncode, piped.stderr, piped.stdout) == (0, "", "sent 3 reading(s) to InfluxDB\n")
 
 
 def test_node_interval_sets_the_expected_interval(filled):
