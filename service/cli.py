@@ -832,19 +832,21 @@ def forward(start, stop, data_dir):
     if stop is not None and stop <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
     with existing_journal(config) as journal:
-        # The bar, and the count it needs, only on a terminal: tqdm's import and a count of a million
-        # readings are ~50 ms, a twentieth of such a forward's whole run (benchmarks/README.md).
+        # The bar, and the count it needs, only on a terminal: piped, tqdm's import and the count of a
+        # million readings would be ~45 ms of a start that takes ~270 ms (benchmarks/README.md, Forward).
         shown = sys.stderr.isatty()
+        sent_so_far = 0
         if shown:
             from tqdm import tqdm
 
             bar = tqdm(total=journal.count_outbox(0, start, stop), unit="reading", file=sys.stderr)
             said, progress = tqdm.write, bar.update
         else:
-            bar, said, sent_so_far = contextlib.nullcontext(), click.echo, [0]
+            bar, said = contextlib.nullcontext(), click.echo
 
             def progress(n: int) -> None:
-                sent_so_far[0] += n
+                nonlocal sent_so_far
+                sent_so_far += n
 
         def waiting(why: str) -> None:
             said(f"{why} (Ctrl-C to stop)", file=sys.stderr)
@@ -855,7 +857,7 @@ def forward(start, stop, data_dir):
             except KeyboardInterrupt:
                 if shown:
                     bar.close()
-                done = bar.n if shown else sent_so_far[0]
+                done = bar.n if shown else sent_so_far
                 total = journal.count_outbox(0, start, stop)
                 click.echo(f"stopped: {done} of {total} reading(s) sent; the same command sends them all again", err=True)
                 sys.exit(130)
