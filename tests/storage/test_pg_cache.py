@@ -78,11 +78,17 @@ def listening(storage: PostgresStorage) -> RegistryCache:
 
 
 def cached(storage: PostgresStorage, name: str = "porch") -> RegistryCache:
-    """The storage's cache, listening and holding ``name``'s record."""
+    """The storage's cache, listening and holding ``name``'s record. The notification of a change
+    made just before may still wait unread on the listener's socket, and until it is read every
+    lookup reads the database (service/storage/postgres/cache.py), so this waits until a lookup is
+    answered from the cache: the same record twice."""
     cache = listening(storage)
-    record = storage.node_auth(name)
-    assert record is not None and storage.node_auth(name) is record  # the second from the cache
-    assert cache._records.get(name) is record
+
+    def held() -> bool:
+        record = storage.node_auth(name)
+        return record is not None and storage.node_auth(name) is record and cache._records.get(name) is record
+
+    assert eventually(held), "the second lookup never came from the cache"
     return cache
 
 
