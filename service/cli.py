@@ -834,30 +834,32 @@ def forward(start, stop, data_dir):
     with existing_journal(config) as journal:
         # The bar, and the count it needs, only on a terminal: piped, tqdm's import and the count of a
         # million readings would be ~45 ms of a start that takes ~270 ms (benchmarks/README.md, Forward).
-        shown = sys.stderr.isatty()
-        sent_so_far = 0
-        if shown:
+        bar = None
+        if sys.stderr.isatty():
             from tqdm import tqdm
 
             bar = tqdm(total=journal.count_outbox(0, start, stop), unit="reading", file=sys.stderr)
-            said, progress = tqdm.write, bar.update
-        else:
-            bar, said = contextlib.nullcontext(), click.echo
+        done = 0
 
-            def progress(n: int) -> None:
-                nonlocal sent_so_far
-                sent_so_far += n
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            if bar is not None:
+                bar.update(n)
 
         def waiting(why: str) -> None:
-            said(f"{why} (Ctrl-C to stop)", file=sys.stderr)
+            line = f"{why} (Ctrl-C to stop)"
+            if bar is not None:
+                tqdm.write(line, file=sys.stderr)  # above the bar, which stays the last line
+            else:
+                click.echo(line, err=True)
 
-        with bar:
+        with bar if bar is not None else contextlib.nullcontext():  # not `bar or`: an empty tqdm is falsy
             try:
                 sent, refused = asyncio.run(backfill(journal, config, start, stop, progress=progress, on_wait=waiting))
             except KeyboardInterrupt:
-                if shown:
+                if bar is not None:
                     bar.close()
-                done = bar.n if shown else sent_so_far
                 total = journal.count_outbox(0, start, stop)
                 click.echo(f"stopped: {done} of {total} reading(s) sent; the same command sends them all again", err=True)
                 sys.exit(130)
