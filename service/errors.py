@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Mapping, Optional
 
-from aiohttp import web
+from aiohttp import HttpVersion10, HttpVersion11, web
 from aiohttp.http_exceptions import ContentEncodingError
 
 from . import keys
@@ -45,6 +45,8 @@ CLIENT_GONE = 499  # the client went away before the answer was complete (nginx'
 # decodes them before the handler reads, within the same size limit). Others (br, zstd, compress,
 # a list of several) depend on optional packages or are not HTTP: refused, whatever is installed.
 ACCEPTED_ENCODINGS = frozenset({"", "identity", "gzip", "deflate"})
+HTTP_VERSIONS = frozenset({HttpVersion10, HttpVersion11})
+VERSION_HELP = "the request line must end in HTTP/1.1 (or HTTP/1.0); this is not a valid HTTP/1.1 request"
 ENCODING_HELP = "a body is sent plain or with 'Content-Encoding: gzip' or 'deflate', and must decode as such"
 
 
@@ -67,10 +69,18 @@ def client_gone(request: web.BaseRequest) -> bool:
     return request.transport is None or request.transport.is_closing()
 
 
-def refused_encoding(request: web.BaseRequest) -> Optional[web.Response]:
-    """The 400 for a body in an encoding that is not accepted (before the handler reads it), or None."""
-    encoding = request.headers.get("Content-Encoding")
-    if encoding is not None and request.body_exists and encoding.strip().lower() not in ACCEPTED_ENCODINGS:
+def refused_request(request: web.BaseRequest) -> Optional[web.Response]:
+    """The 400 for a request refused before its handler runs, or None: a request line of another
+    HTTP than 1.0 and 1.1 (aiohttp's parser takes one without a version, as HTTP/0.9, and HTTP/2.0),
+    or a body in an encoding that is not accepted (before the handler reads it)."""
+    if request.version not in HTTP_VERSIONS:
+        log.info("refused a malformed request from %s: HTTP/%d.%d is not HTTP/1.1", request.remote, *request.version)
+        return json_error(400, "bad_request", VERSION_HELP, headers={"Connection": "close"})
+    encodings = request.headers.getall("Content-Encoding", ())
+    if not encodings or not request.body_exists:
+        return None
+    # two header lines are a list as much as "gzip, gzip" is (RFC 9110 5.3), and aiohttp decodes by the last
+    if len(encodings) > 1 or encodings[0].strip().lower() not in ACCEPTED_ENCODINGS:
         return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
     return None
 

@@ -23,7 +23,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from . import keys
-from .errors import CLIENT_GONE, error_answer, refused_encoding
+from .errors import CLIENT_GONE, error_answer, refused_request
 from .health import HEALTH_STATES, health
 from .nodes import is_halted
 from .settings import Config
@@ -199,15 +199,16 @@ def _route(request: web.BaseRequest) -> str:
 @web.middleware
 async def count_requests(request: web.Request, handler):
     """The app's one middleware (after the proxy's, when configured): answers what the handler raised
-    as JSON (service/errors.py :func:`~tswarm.errors.error_answer`, and a refused Content-Encoding
-    before it) and counts every answer by route (the pattern, never the node's name) and status; 499
-    when the client hung up mid-request or mid-answer (a node on bad Wi-Fi, a reader abandoning an
-    export). One coroutine for both jobs: a request costs one middleware frame, not two."""
+    as JSON (service/errors.py :func:`~tswarm.errors.error_answer`; before it, a request refused at
+    once: another HTTP version, a refused Content-Encoding) and counts every answer by route (the
+    pattern, never the node's name) and status; 499 when the client hung up mid-request or mid-answer
+    (a node on bad Wi-Fi, a reader abandoning an export). One coroutine for both jobs: a request costs
+    one middleware frame, not two."""
     _COUNTED.set(True)
     route = _route(request)
     status = 500
     try:
-        response = refused_encoding(request)
+        response = refused_request(request)
         if response is None:
             try:
                 response = await handler(request)

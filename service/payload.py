@@ -74,11 +74,11 @@ def parse_number(token: str, what: str) -> float:
 
 def parse_data(data: str) -> Reading:
     """Parse ``"<temperature> <humidity>"`` (DHT11 integers or DHT22 decimals)."""
-    return Reading(*_values(data))
+    return Reading(*_in_range(*_numbers(data)))
 
 
-def _values(data: str) -> tuple[float, float]:
-    """:func:`parse_data`'s ``(temperature, humidity)``."""
+def _numbers(data: str) -> tuple[float, float]:
+    """The two numbers of ``data``, ``(temperature, humidity)``, or a 400: not two numbers."""
     tokens = data.split()
     if len(tokens) != 2:
         raise _bad(
@@ -86,8 +86,11 @@ def _values(data: str) -> tuple[float, float]:
             f"got {len(tokens)} value(s)",
             "bad_data",
         )
-    temperature = parse_number(tokens[0], "temperature")
-    humidity = parse_number(tokens[1], "humidity")
+    return parse_number(tokens[0], "temperature"), parse_number(tokens[1], "humidity")
+
+
+def _in_range(temperature: float, humidity: float) -> tuple[float, float]:
+    """The two values, or a 422: outside what the sensor can measure."""
     lo, hi = TEMPERATURE_RANGE
     if not lo <= temperature <= hi:
         raise _impossible(f"temperature {temperature:g} °C is outside the sensor's range {lo:g}..{hi:g}")
@@ -174,11 +177,12 @@ def parse_body(body: bytes, node: str) -> Reading:
         raise _bad(f"missing field(s): {', '.join(missing)}", "missing_field")
     if not isinstance(doc["name"], str):
         raise _bad("name must be a string", "bad_name")
-    if doc["name"] != node:
-        raise PayloadError(403, "name_mismatch", "the body's name differs from the node in the URL")
     if not isinstance(doc["data"], str):
         raise _bad('data must be a string like "23.4 45.1"', "bad_data")
-    temperature, humidity = _values(doc["data"])
+    temperature, humidity = _numbers(doc["data"])  # the fields first (400), then the name (403), then the values (422)
+    if doc["name"] != node:
+        raise PayloadError(403, "name_mismatch", "the body's name differs from the node in the URL")
+    _in_range(temperature, humidity)
     if len(doc) == 2:  # name and data alone (the seed's firmware): no optional field to read
         return Reading(temperature, humidity)
     extra, age_s, key = parse_fields(doc)

@@ -65,8 +65,10 @@ def firmware_headers(headers) -> tuple[Optional[str], Optional[str]]:
 
 
 async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
-    """The whole body, or None when it is larger than ``limit`` (declared or actual)."""
-    if request.content_length is not None and request.content_length > limit:
+    """The whole body, or None when it is larger than ``limit`` (declared or actual). A compressed
+    body is judged by what it decodes to, so it is read (and one that does not decode is a 400 first)."""
+    declared = request.content_length
+    if declared is not None and declared > limit and "Content-Encoding" not in request.headers:
         return None
     body = bytearray()
     while chunk := await request.content.read(limit + 1 - len(body)):

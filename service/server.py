@@ -34,9 +34,11 @@ from .metrics import count_unseen
 log = logging.getLogger("tswarm.server")
 access_log = logging.getLogger("aiohttp.access")
 
-# The first phrase of a parser message ("Invalid header token", "Bad status line"), before the
-# colon or quote that starts the echoed bytes; anything else is replaced by a generic detail.
-_PHRASE = re.compile(r"[A-Za-z][A-Za-z0-9 ,.()-]{2,79}")
+# The words of a parser message before the first that could be the request's: the C parser quotes the
+# request's bytes on the lines after its first, the pure-Python one after a quote. The names it quotes
+# itself (`Transfer-Encoding`, 'Host', ...) are kept, unquoted; anything else becomes a generic detail.
+_OWN_NAMES = re.compile(r"['`](Host|Content-Length|Transfer-Encoding|Connection: close)['`]")
+_PHRASE = re.compile(r"(?:Connection: close|[A-Za-z0-9 ,.()/-])+")
 _SECRET_QUERY = re.compile(r"(?i)(token|key|pass|secret|auth|sig)")
 
 
@@ -45,8 +47,10 @@ def describe(exc: Optional[BaseException]) -> str:
     if isinstance(exc, LineTooLong):
         return f"the request line or a header is longer than {exc.args[1]} bytes"
     message = getattr(exc, "message", "") or ""
-    phrase = re.split(r"[:'\"`\n]", message, maxsplit=1)[0].strip().rstrip(".")
-    if _PHRASE.fullmatch(phrase):
+    first = _OWN_NAMES.sub(r"\1", message.split("\n", 1)[0].replace("can't", "cannot"))
+    found = _PHRASE.match(first)
+    phrase = found.group().strip().rstrip(".") if found else ""
+    if 3 <= len(phrase) <= 120 and phrase[0].isalpha():
         return f"{phrase}; this is not a valid HTTP/1.1 request"
     return "this is not a valid HTTP/1.1 request"
 

@@ -22,6 +22,9 @@ from .errors import json_error
 from .tokens import kept_read_token
 
 STATIC_DIR = Path(__file__).parent / "static"
+# What /static/ serves: the files shipped in service/static/, by their paths there (any other path is
+# a JSON 404, as every error: aiohttp's own static route answers a missing file with an empty body)
+STATIC_FILES = {path.relative_to(STATIC_DIR).as_posix(): path for path in STATIC_DIR.rglob("*") if path.is_file()}
 COOKIE_MAX_AGE = 400 * 86400  # the longest browsers keep a cookie; the token lasts until its file is deleted
 NO_REFERRER = {"Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
 
@@ -30,6 +33,13 @@ async def status_page(request: web.Request) -> web.StreamResponse:
     if "token" in request.query:
         return page_login(request, request.query["token"])
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    path = STATIC_FILES.get(request.match_info["path"])
+    if path is None:
+        return json_error(404, "not_found", "no such file of the status page")
+    return web.FileResponse(path)
 
 
 def page_login(request: web.Request, token: str) -> web.Response:
@@ -64,4 +74,4 @@ async def keep_read_token(app: web.Application) -> None:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/", status_page)
-    app.router.add_static("/static/", STATIC_DIR)
+    app.router.add_get("/static/{path:.+}", static_file)

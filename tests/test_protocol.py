@@ -7,6 +7,7 @@ import zlib
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from multidict import CIMultiDict
 
 from tswarm import auth, keys
 from tswarm.names import NODE_NAME
@@ -137,6 +138,17 @@ async def test_missing_or_wrong_credentials_get_401_with_realm(client, journal, 
     assert stored(journal) == []
 
 
+@pytest.mark.parametrize("data, status, error", [
+    (5, 400, "bad_data"), ("x y", 400, "bad_data"), ("23.4", 400, "bad_data"),  # the fields come before the name
+    ("99 50", 403, "name_mismatch"), ("23.4 101", 403, "name_mismatch"),  # the name before the values
+])
+async def test_a_wrong_body_name_is_reported_after_the_fields_and_before_the_values(client, journal, node, data, status, error):
+    """docs/protocol.md's order: JSON and fields (400), body name (403), values (422)."""
+    resp = await client.put("/api/nodes/n1", data=json.dumps({"name": "n2", "data": data}), headers=hdr())
+    await assert_error(resp, status, error)
+    assert stored(journal) == []
+
+
 async def test_another_nodes_valid_credentials_get_403(client, journal, node):
     register(journal, "n2", "pw2", created=True)
     resp = await client.put("/api/nodes/n1", data=body(name="n1"), headers=hdr("n2", "pw2"))
@@ -229,6 +241,31 @@ async def test_a_body_that_does_not_match_its_content_encoding_gets_a_json_400(m
     client = await make_served()
     resp = await client.put("/api/nodes/n1", data=raw, headers={**hdr(), "Content-Encoding": encoding})
     await assert_error(resp, 400, "bad_encoding")
+    assert stored(journal) == []
+
+
+@pytest.mark.parametrize("lines", [("identity", "gzip"), ("gzip", "gzip"), ("gzip", "identity")])
+async def test_two_content_encoding_lines_are_a_list_and_refused(make_served, journal, node, lines):
+    """Two header lines mean what one comma-joined line means (RFC 9110 5.3): a list, refused as
+    ``gzip, gzip`` is, whichever line aiohttp would decode by."""
+    client = await make_served()
+    headers = CIMultiDict(hdr())
+    for line in lines:
+        headers.add("Content-Encoding", line)
+    resp = await client.put("/api/nodes/n1", data=gzip.compress(body().encode()), headers=headers)
+    await assert_error(resp, 400, "bad_encoding")
+    assert stored(journal) == []
+
+
+async def test_a_large_body_that_does_not_decode_is_a_400_before_its_size(make_served, journal, node):
+    """The order of docs/protocol.md: the encoding (400) before the size (413), which is judged by
+    what a compressed body decodes to."""
+    client = await make_served()
+    raw = json.dumps({"x": "a" * 6000}).encode()  # says gzip, is not
+    resp = await client.put("/api/nodes/n1", data=raw, headers={**hdr(), "Content-Encoding": "gzip"})
+    await assert_error(resp, 400, "bad_encoding")
+    resp = await client.put("/api/nodes/n1", data=gzip.compress(raw), headers={**hdr(), "Content-Encoding": "gzip"})
+    await assert_error(resp, 413, "too_large")  # it decodes, to more than 4096 bytes
     assert stored(journal) == []
 
 

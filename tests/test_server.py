@@ -93,6 +93,42 @@ async def test_a_malformed_request_gets_a_json_400_that_quotes_none_of_its_bytes
     assert not [r for r in caplog.records if r.name == "aiohttp.server"], logged
 
 
+@pytest.mark.parametrize("line, status", [
+    (b"PUT /api/nodes/n1", 400),  # no version: aiohttp's parser takes it as HTTP/0.9
+    (b"PUT /api/nodes/n1 HTTP/2.0", 400),  # HTTP/2 is not spoken in text
+    (b"PUT /api/nodes/n1 HTTP/1.0", 202),
+])
+async def test_a_request_line_of_another_http_than_1_0_and_1_1_gets_a_json_400(make_served, journal, line, status):
+    register(journal, "n1", PW, created=True)
+    client = await make_served()
+    body = json.dumps({"name": "n1", "data": "21.5 40"}).encode()
+    data = (line + b"\r\nHost: x\r\nAuthorization: Basic " + auth.xauth("n1", PW).encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    got, headers, payload = answer(await raw(client, data))
+    assert got == status
+    assert headers["Content-Type"].startswith("application/json")
+    if status == 400:
+        assert json.loads(payload)["error"] == "bad_request" and headers["Connection"] == "close"
+        assert list(journal.iter_readings()) == []
+    else:
+        assert [(r[2], r[3]) for batch in journal.iter_readings() for r in batch] == [(21.5, 40.0)]
+
+
+@pytest.mark.parametrize("data, named", [
+    (REQ + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", "Transfer-Encoding cannot be present with Content-Length"),
+    (REQ + b"Transfer-Encoding: bogus\r\n\r\n", "Request has invalid Transfer-Encoding"),
+    (REQ + b"Connection: close\r\n\r\n" + SECRET.encode(), "Data after Connection: close"),
+    (b"PUT /api/nodes/n1 HTTP/1.1\r\n" + AUTH + b"\r\n", "Missing Host header in request"),
+])
+async def test_a_malformed_requests_detail_names_its_problem(make_served, journal, data, named):
+    """The parser's own words up to the request's bytes, with the names it quotes itself unquoted."""
+    client = await make_served()
+    status, _, payload = answer(await raw(client, data))
+    assert status == 400
+    assert json.loads(payload)["detail"] == f"{named}; this is not a valid HTTP/1.1 request"
+    assert SECRET.encode() not in payload and SECRET_B64 not in payload
+
+
 async def test_an_unknown_expect_gets_a_json_417(make_served, journal, caplog):
     register(journal, "n1", PW, created=True)
     client = await make_served()

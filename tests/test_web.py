@@ -93,3 +93,11 @@ async def test_the_status_page_and_its_files_are_served_without_a_token(make_cli
     assert "http" not in html.replace('href="/', "").split("<footer>")[0]  # nothing from another site
     assert (await client.get("/static/vendor/uplot/LICENSE")).status == 200
 
+
+@pytest.mark.parametrize("path", ["/static/nope.js", "/static/.hidden", "/static/style.css/x", "/static/vendor", "/static/%2e%2e/app.py"])
+async def test_a_file_the_page_does_not_have_is_a_json_404(make_client, path):
+    client = await make_client()
+    resp = await client.get(path)
+    assert resp.status == 404 and resp.content_type == "application/json"
+    assert (await resp.json())["error"] == "not_found"
+
