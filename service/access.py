@@ -35,7 +35,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def token_matches(given: str, expected: str) -> bool:
     """Constant-time comparison; an unset (empty) token never matches."""
-    return bool(expected) and hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+    # a header's bytes that are not UTF-8 arrive as surrogate escapes (aiohttp's decoding): they never match
+    return bool(expected) and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
 def is_loopback_client(request: web.Request) -> bool:

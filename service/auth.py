@@ -155,6 +155,9 @@ class CredentialCache:
             del self._entries[key]
 
 
+GUARD_MAX_ADDRESSES = 100_000  # addresses the guard follows at once, failing or blocked
+
+
 class LoginGuard:
     """Counts failed logins per client address; too many within ``window`` seconds blocks that
     address for ``window`` seconds (answered 429 with Retry-After). Other addresses are unaffected."""
@@ -179,16 +182,34 @@ class LoginGuard:
 
     def failed(self, address: str) -> None:
         now = self.clock()
-        failures = self._failures.setdefault(address, deque())
+        failures = self._failures.pop(address, None) or deque()
+        self._failures[address] = failures  # re-inserted: the dict stays in the order of each address's last failure
         failures.append(now)
-        while failures and failures[0] <= now - self.window:
+        while failures[0] <= now - self.window:
             failures.popleft()
         if len(failures) >= self.max_failures:
-            self._blocked_until[address] = now + self.window
+            self._blocked_until.pop(address, None)
+            self._blocked_until[address] = now + self.window  # in the order the blocks end
             failures.clear()
-        if len(self._failures) > 100_000:  # a flood from many addresses: forget the quiet ones
-            for addr in [a for a, f in self._failures.items() if not f]:
-                del self._failures[addr]
+        self._forget(now)
+
+    def _forget(self, now: float) -> None:
+        """Drop what no longer counts, oldest first (both dicts are in time order): addresses whose
+        last failure left the window, blocks that ended, and beyond :data:`GUARD_MAX_ADDRESSES` the
+        oldest (a flood from many addresses, an IPv6 prefix, costs bounded memory and no scan)."""
+        horizon = now - self.window
+        failures, blocked = self._failures, self._blocked_until
+        while failures:
+            oldest = next(iter(failures))
+            times = failures[oldest]
+            if times and times[-1] > horizon and len(failures) <= GUARD_MAX_ADDRESSES:
+                break
+            del failures[oldest]
+        while blocked:
+            oldest = next(iter(blocked))
+            if blocked[oldest] > now and len(blocked) <= GUARD_MAX_ADDRESSES:
+                break
+            del blocked[oldest]
 
 
 # -- the login policy ----------------------------------------------------------------------------

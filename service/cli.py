@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -53,7 +54,7 @@ def existing_journal(config: Config) -> Storage:
             f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
             " (is --data-dir or TSWARM_DATA_DIR right?)"
         )
-    return storage_for(config)
+    return storage_for(config, existing=True)
 
 
 def node_name_arg(func):
@@ -107,7 +108,7 @@ def serve(host, port, workers, data_dir):
     config = load_config(host=host, port=port, data_dir=data_dir, workers=workers)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        status = run(config, started=lambda: _announce_read_token(config))
+        status = run(config, started=lambda port: _announce_read_token(dataclasses.replace(config, port=port)))
     except (ListenError, DataDirInUse) as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(status)
@@ -129,7 +130,7 @@ def _announce_read_token(config: Config) -> None:
 
 @cli.group()
 def node():
-    """Register, list and remove nodes."""
+    """Register nodes and look after them: add, list, remove, passwd, interval, display, config."""
 
 
 def _print_svconf(config: Config, name: str, password: str) -> None:
@@ -260,7 +261,9 @@ def node_remove(name, data_dir):
 @click.argument("seconds", type=click.IntRange(MIN_INTERVAL_S, MAX_INTERVAL_S))
 @data_dir_option
 def node_interval(name, seconds, data_dir):
-    """Expect node NAME to send a reading every SECONDS (default 300); its health is judged by it."""
+    """Expect node NAME to send a reading every SECONDS (default 300); its health is judged by it.
+
+    SECONDS is 10 to 604800 (a week); every answer tells the node to sleep that long."""
     with open_journal(data_dir) as journal:
         try:
             journal.set_interval(name, seconds)
@@ -338,18 +341,18 @@ class TimeParam(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def writable_file(path: Optional[Path]) -> Optional[Path]:
-    """``path`` if a file can be written there (its folder exists, it is not a folder); a one-line error otherwise,
-    before anything is read or written."""
-    if path is None:
+def writable_file(path: Optional[Path], option: str = "-o") -> Optional[Path]:
+    """``path`` if a file can be written there (its folder exists, it is not a folder); a one-line error
+    naming ``option`` otherwise, before anything is read or written. ``-`` is standard output."""
+    if path is None or str(path) == "-":
         return path
     folder = path.parent
     if path.is_dir():
-        raise click.ClickException(f"-o {path}: that is a folder; give a file name in it")
+        raise click.ClickException(f"{option} {path}: that is a folder; give a file name in it")
     if not folder.is_dir():
-        raise click.ClickException(f"-o {path}: the folder {folder} does not exist")
+        raise click.ClickException(f"{option} {path}: the folder {folder} does not exist")
     if not os.access(path if path.exists() else folder, os.W_OK):
-        raise click.ClickException(f"-o {path}: not writable by this user")
+        raise click.ClickException(f"{option} {path}: not writable by this user")
     return path
 
 
@@ -364,8 +367,8 @@ def _show_progress(output: Optional[Path]) -> bool:
 @click.option("--stop", type=TimeParam(), default=None, help="Until this time, exclusive (RFC 3339 or epoch seconds).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
-              help="Write to FILE instead of standard output.")
-@click.option("--cursor-file", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
+              help="Write to FILE instead of standard output (- is standard output).")
+@click.option("--cursor-file", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v, "--cursor-file"), default=None,
               help="Catch up: export only what FILE's cursor has not had (everything when FILE does not exist yet),"
                    " then keep the cursor after this export in FILE for the next run.")
 @data_dir_option
@@ -395,7 +398,13 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
                         after=args.get("after"))
         except (CursorExpired, HistoryUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
-        out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+        if output is not None and str(output) == "-":
+            output = None  # -o -: standard output, as the rows go without -o
+        where = f"-o {output}" if output else "standard output"
+        try:
+            out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+        except OSError as exc:
+            raise click.ClickException(f"{where}: cannot be written ({exc.strerror or exc})") from None
         show = _show_progress(output)
         # With readings pruned from the journal (store=influxdb), or a cursor, the total is not known up front.
         pruned = influx is not None and journal.pruned_before() is not None
@@ -408,20 +417,41 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
             with bar if show else contextlib.nullcontext():
                 for chunk in export_chunks(journal, **args, on_rows=bar.update if show else None, influx=influx, page=page):
                     out.write(chunk)
+            out.flush()  # a full disk or an I/O error shows here, not at exit
             if cursor_file is not None:  # the rows are on disk before the cursor that says so
-                out.flush()
                 with contextlib.suppress(OSError, ValueError):  # a pipe or a terminal cannot be synced
                     os.fsync(out.fileno())
+            if output:
+                out.close()
         except BrokenPipeError:
+            _discard_stdout()
             sys.stderr.close()  # `tswarm export | head`: stop quietly
             return
         except HistoryUnavailable as exc:
             raise click.ClickException(str(exc)) from None  # one line on standard error, exit 1
+        except OSError as exc:  # a full disk, an I/O error: one line, and no cursor written
+            if not output:
+                _discard_stdout()
+            raise click.ClickException(f"{where}: the export could not be written ({exc.strerror or exc})") from None
         finally:
-            if output:
-                out.close()
+            if output and not out.closed:
+                with contextlib.suppress(OSError):
+                    out.close()
         if cursor_file is not None:  # only once every row is written: a failed run is simply run again
-            write_cursor_file(cursor_file, encode_cursor(page.resume))
+            try:
+                write_cursor_file(cursor_file, encode_cursor(page.resume))
+            except OSError as exc:
+                raise click.ClickException(
+                    f"--cursor-file {cursor_file}: cannot be written ({exc.strerror or exc}); every row was"
+                    " exported, and the next run with it exports them again"
+                ) from None
+
+
+def _discard_stdout() -> None:
+    """Standard output that can take no more: what is left in its buffer goes nowhere, so the exit's
+    flush raises nothing (Python's advice for a closed pipe)."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def read_cursor_file(path: Optional[Path]) -> Optional[str]:
@@ -600,13 +630,22 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
         netconf["sleep"] = options["sleep"]
     if _given(ctx, "sensor"):
         modules["sensor"] = options["sensor"]
+    from .flash import FlashError, check_pin_of_some_board
+
+    try:
+        if _given(ctx, "dht_pin"):
+            check_pin_of_some_board("--dht-pin", options["dht_pin"])
+        for pin in _leds_param(options["leds"]) or () if _given(ctx, "leds") else ():
+            check_pin_of_some_board("--leds", pin)
+    except FlashError as exc:
+        raise click.UsageError(str(exc)) from None
     if _given(ctx, "dht_pin"):
         modules["pins"] = {"dht": options["dht_pin"]}
     if _given(ctx, "leds"):
         leds = _leds_param(options["leds"])
         modules["leds"] = [] if not leds else dict(zip(("red", "green", "blue"), leds))
     if _given(ctx, "battery") or _given(ctx, "battery_ratio"):
-        from .flash import FlashError, battery_module, check_battery
+        from .flash import battery_module, check_battery
 
         if options["battery"] is None:
             raise click.UsageError("--battery-ratio with --push needs --battery (the pin it divides for)")
@@ -677,8 +716,11 @@ def _say_replaced(staged) -> None:
 @click.option("--allow-loopback", is_flag=True, help=ALLOW_LOOPBACK_HELP)
 @data_dir_option
 def flash(name, port, timeout, data_dir, allow_loopback, mip_index, **options):
-    """Copy node.py, main.py and NAME's config.json to the board on PORT with mpremote; with --master,
-    first install the screen's driver with mpremote mip."""
+    """Flash node NAME's board on PORT with mpremote, then register NAME.
+
+    Checks everything first, then copies the boot loader main.py, the bundle (node.py, ota.py,
+    keep.py and its version), NAME's config.json and ota.json; a failed flash changes nothing. Give
+    at least one --wifi-ssid. With --master, first installs the screen's driver with mpremote mip."""
     from .flash import FlashError, flash as run
 
     config = load_config(data_dir=data_dir)
@@ -832,6 +874,7 @@ def forward(start, stop, data_dir):
     if stop is not None and stop <= start:
         raise click.BadParameter("--until must be after --since", param_hint="--until")
     with existing_journal(config) as journal:
+        config.check_influx_target()  # nothing to wait for if no InfluxDB is named (TSWARM_STORE=sqlite too)
         # The bar, and the count it needs, only on a terminal: piped, tqdm's import and the count of a
         # million readings would be ~45 ms of a start that takes ~270 ms (benchmarks/README.md, Forward).
         bar = None

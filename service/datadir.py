@@ -16,7 +16,7 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from .storage import check_data_dir
 
@@ -28,7 +28,7 @@ class DataDirInUse(Exception):
 
 
 @contextlib.contextmanager
-def hold_data_dir(data_dir: Path, port: Optional[int] = None) -> Iterator[None]:
+def hold_data_dir(data_dir: Path, port: Optional[int] = None) -> Iterator[Callable[[Optional[int]], None]]:
     """Hold the data dir's lock (``flock`` LOCK_EX|LOCK_NB) while the block runs, with this process's
     PID (and ``port``, when known) in the file; :class:`DataDirInUse`, naming the holder's PID, when
     another process holds it.
@@ -46,9 +46,12 @@ def hold_data_dir(data_dir: Path, port: Optional[int] = None) -> Iterator[None]:
                 f"data dir {data_dir} is in use by another tswarm serve (pid {holder}): one service per data dir;"
                 " stop that one first, or give this one its own --data-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (f"{os.getpid()} {port}\n" if port else f"{os.getpid()}\n").encode(), 0)
-        yield
+        def say(port: Optional[int]) -> None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (f"{os.getpid()} {port}\n" if port else f"{os.getpid()}\n").encode(), 0)
+
+        say(port)
+        yield say  # the port once it is known (``--port 0``: the kernel's choice)
     finally:
         os.close(fd)
 

@@ -264,6 +264,13 @@ def check_pins(options: BoardOptions) -> None:
         seen[pin] = f"{part} ({option})"
 
 
+def check_pin_of_some_board(option: str, pin: int) -> None:
+    """A pin of a config push, whose board is not known here: one that some board has to use."""
+    if not any(pin in gpios for gpios in BOARD_GPIOS.values()):
+        ranges = "; ".join(f"an {board}'s are {GPIO_RANGES[board]}" for board in BOARD_GPIOS)
+        raise FlashError(f"{option} {pin}: no board has a GPIO{pin} to use ({ranges}; 6-11 drive the flash chip)")
+
+
 ESP32_ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39, 0, 2, 4, 12, 13, 14, 15, 25, 26, 27)  # ADC1, then ADC2
 
 
@@ -273,6 +280,9 @@ def check_battery(source, ratio: float, board: Optional[str]) -> None:
         raise FlashError(f"--battery-ratio must be above 0 and at most 20 (volts at the battery per volt at the pin), got {ratio:g}")
     if source is None:
         return
+    if board is None and source != "vcc" and source != 0 and source not in ESP32_ADC_PINS:
+        raise FlashError(f"--battery {source}: no ADC pin of any board (an ESP8266 has A0: 0 or vcc; an ESP32"
+                         " GPIO32-39, e.g. 35)")
     if source == "vcc":
         if board == "esp32":
             raise FlashError("--battery vcc is the ESP8266's own supply; on an ESP32 give the ADC pin of the divider, e.g. 35")

@@ -22,6 +22,7 @@ import logging
 import re
 import socket
 from typing import Iterable, Optional
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -156,7 +157,8 @@ def request_line(request: web.BaseRequest) -> str:
 
 def _mask(pair: str) -> str:
     name, sep, value = pair.partition("=")
-    return f"{name}{sep}***" if sep and _SECRET_QUERY.search(name) else pair
+    # judged by the name as the app reads it: ``tok%65n`` is ``token``
+    return f"{name}{sep}***" if sep and _SECRET_QUERY.search(unquote_plus(name)) else pair
 
 
 def run_app(

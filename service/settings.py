@@ -491,8 +491,12 @@ class Config:
 
     def _validate_influx(self) -> None:
         """With ``store=influxdb``, the target the chosen API writes into must be named."""
-        if self.store != "influxdb":
-            return
+        if self.store == "influxdb":
+            self.check_influx_target()
+
+    def check_influx_target(self) -> None:
+        """:class:`ConfigError` unless the InfluxDB target of the chosen API is named (``tswarm
+        forward`` asks whatever the store)."""
         if self.influx_api == "2" and not self.influx_org.strip():
             raise ConfigError(
                 "TSWARM_INFLUX_ORG is empty: the v2 API needs the organisation of the bucket"

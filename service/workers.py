@@ -30,7 +30,6 @@ the readings the other processes commit every ``forwarder.SIBLINGS_CHECK_S``.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import multiprocessing
 import os
@@ -65,32 +64,31 @@ class ListenError(Exception):
     """The port cannot be bound; nothing was started."""
 
 
-def serve(config: Config, started: Optional[Callable[[], None]] = None) -> int:
-    """Run the service until SIGTERM/SIGINT; returns the exit status. ``started`` is called once the
-    data dir is held and its journal opens, before any request is served (the CLI announces the
-    status page's link there).
+def serve(config: Config, started: Optional[Callable[[int], None]] = None) -> int:
+    """Run the service until SIGTERM/SIGINT; returns the exit status. ``started`` is called with the
+    port once the data dir is held, its journal opens and the port is bound, before any request is
+    served (the CLI announces the status page's link there).
 
     Before anything starts: the listen address must resolve, the data dir must be free (see
-    :func:`hold_data_dir`) and its journal must open (:class:`~tswarm.storage.StorageUnusable`)."""
+    :func:`hold_data_dir`), its journal must open (:class:`~tswarm.storage.StorageUnusable`) and the
+    port must be free (:class:`ListenError`): nothing is announced before all of them hold."""
     _check_host(config.host, config.port)
-    with hold_data_dir(config.data_dir, port=config.port):
+    with hold_data_dir(config.data_dir) as say_port:
         with storage_for(config) as journal:  # a file that is not a journal: one error here, not one per worker
             where = journal.where
+        sockets = bind(config.host, config.port, config.workers)
+        port = sockets[0][0].getsockname()[1]  # --port 0: the one the kernel chose
+        say_port(port)
         log.info(
-            "serving on http://%s:%d, journal %s, store %s%s", config.host, config.port, where, config.store,
+            "serving on http://%s:%d, journal %s, store %s%s", config.host, port, where, config.store,
             f", {config.workers} workers" if config.workers > 1 else "",
         )
         if started is not None:
-            started()
+            started(port)
         if config.workers == 1:
-            try:
-                run_app(create_app(config), host=config.host, port=config.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
-            except OSError as exc:
-                if _is_bind_error(exc):
-                    raise ListenError(f"cannot listen on {config.host}:{config.port}: {os.strerror(exc.errno)}") from None
-                raise
+            run_app(create_app(config), sock=sockets[0], shutdown_timeout=SHUTDOWN_TIMEOUT)
             return 0
-        return Supervisor(config).run()
+        return Supervisor(config, sockets).run()
 
 
 def _check_host(host: str, port: int) -> None:
@@ -103,17 +101,9 @@ def _check_host(host: str, port: int) -> None:
         ) from None
 
 
-def _is_bind_error(exc: OSError) -> bool:
-    """asyncio's "error while attempting to bind on address ...": the port is taken, the address is
-    not this machine's, or a port below 1024 needs root (not a journal folder we may not write)."""
-    if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
-        return True
-    return exc.errno == errno.EACCES and "bind" in str(exc)
-
-
 def bind(host: str, port: int, count: int) -> list[list[socket.socket]]:
     """``count`` sets of listening sockets on ``host:port`` (one socket per address ``host`` resolves
-    to), all with SO_REUSEPORT. Raises :class:`ListenError` when the port is taken, by any process."""
+    to), with SO_REUSEPORT when ``count`` > 1 (the workers share the port). Raises :class:`ListenError` when the port is taken, by any process."""
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -128,7 +118,7 @@ def bind(host: str, port: int, count: int) -> list[list[socket.socket]]:
                 probe.bind(address)
                 address = probe.getsockname()  # port 0: the port the kernel chose, for every worker
             for sockets in sets:
-                sock = _socket(family, reuse_port=True)
+                sock = _socket(family, reuse_port=count > 1)  # one process: nobody may share its port
                 sockets.append(sock)
                 sock.bind(address)
                 sock.listen(BACKLOG)
@@ -163,15 +153,14 @@ class Worker:
 class Supervisor:
     """Starts ``config.workers`` workers, restarts the ones that die, stops them all on a signal."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, sockets: list[list[socket.socket]]):
         self.config = config
         self.workers: dict[int, Worker] = {}
         self.stopping = False
         self.failed = False
-        self.sockets: list[list[socket.socket]] = []
+        self.sockets = sockets  # a set a worker, from bind()
 
     def run(self) -> int:
-        self.sockets = bind(self.config.host, self.config.port, self.config.workers)
         port = self.sockets[0][0].getsockname()[1]
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:

@@ -183,3 +183,18 @@ async def test_the_429_is_the_same_answer_for_node_credentials_and_tokens(make_c
         "error": "too_many_failures",
         "detail": f"too many failed logins from this address; retry in {put.headers['Retry-After']} s",
     }
+
+
+@pytest.mark.parametrize("header, cookie", [(b"Bearer \xff\xfe", None), (None, b"\xff\xfeX")])
+async def test_a_token_that_is_not_utf_8_is_a_401_not_a_500(make_client, kept, header, cookie):
+    """aiohttp hands such header bytes over as surrogate escapes; they are a wrong token like any other."""
+    import asyncio
+
+    client = await lan_client(make_client)
+    line = b"Authorization: " + header if header else b"Cookie: " + COOKIE.encode() + b"=" + cookie
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"GET /api/nodes HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.168.1.77\r\n" + line
+                 + b"\r\nConnection: close\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]

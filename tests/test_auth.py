@@ -128,6 +128,27 @@ def test_guard_counts_only_failures_within_the_window():
     assert guard.retry_after("a") == 0
 
 
+def test_the_guard_forgets_quiet_addresses_and_follows_a_bounded_number(monkeypatch):
+    """A flood of failures from ever new addresses (an IPv6 prefix): each one that left the window is
+    forgotten, and at most GUARD_MAX_ADDRESSES are followed at once, the most recent."""
+    monkeypatch.setattr(auth, "GUARD_MAX_ADDRESSES", 100)
+    now = [0.0]
+    guard = LoginGuard(max_failures=3, window=10, clock=lambda: now[0])
+    for i in range(1000):
+        now[0] += 0.5
+        guard.failed(f"2001:db8::{i:x}")
+    assert len(guard._failures) == 20  # those of the last 10 s
+    for i in range(500):  # all within the window: the newest 100 kept
+        guard.failed(f"2001:db8:1::{i:x}")
+    assert list(guard._failures) == [f"2001:db8:1::{i:x}" for i in range(400, 500)]
+    for _ in range(3):
+        guard.failed("10.0.0.9")  # a block is kept beside the flood
+    assert guard.retry_after("10.0.0.9") == 10
+    now[0] += 11
+    guard.failed("10.0.0.1")
+    assert list(guard._failures) == ["10.0.0.1"] and list(guard._blocked_until) == []
+
+
 # -- the login policy: authenticate() ---------------------------------------------------------
 
 

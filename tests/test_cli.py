@@ -443,6 +443,90 @@ def test_export_into_a_folder_that_is_not_writable_is_one_error_line(tmp_path):
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.engines("sqlite")
+def test_an_export_the_disk_cannot_take_is_one_error_line(tmp_path):
+    """/dev/full: every write fails with ENOSPC, as a full disk does; to a file and to standard output."""
+    proc = _export_to(tmp_path, "/dev/full")
+    assert_one_error_line(proc, "-o /dev/full", "No space left on device")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*TSWARM, "export"], env=tswarm_env(tmp_path / "data"), stdout=full,
+                              stderr=subprocess.PIPE, text=True, timeout=30)
+    assert_one_error_line(proc, "standard output", "No space left on device")
+
+
+@pytest.mark.engines("sqlite")
+def test_a_cursor_file_error_names_the_cursor_file(tmp_path):
+    fill_a_and_b(tmp_path / "data")
+    proc = run_tswarm(["export", "--cursor-file", str(tmp_path)], tswarm_env(tmp_path / "data"))
+    assert_one_error_line(proc, f"--cursor-file {tmp_path}", "is a folder")
+
+
+@pytest.mark.engines("sqlite")
+def test_export_to_dash_writes_standard_output(tmp_path):
+    output = tmp_path / "-"
+    data_dir = tmp_path / "data"
+    fill_a_and_b(data_dir)
+    proc = subprocess.run([*TSWARM, "export", "-o", "-"], env=tswarm_env(data_dir), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 4 and not output.exists()
+
+
+@pytest.mark.engines("sqlite")
+def test_forward_with_no_influxdb_named_is_one_error_line(tmp_path):
+    """The defaults name no organisation: nothing to wait for, so no retrying for ever."""
+    fill_a_and_b(tmp_path / "data")
+    proc = run_tswarm(["forward", "--since", "2000-01-01"], tswarm_env(tmp_path / "data"))
+    assert_one_error_line(proc, "TSWARM_INFLUX_ORG is empty")
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("option, value", [("--dht-pin", "-5"), ("--dht-pin", "999"), ("--dht-pin", "7"),
+                                           ("--leds", "15,12,7"), ("--battery", "999")])
+def test_a_config_push_refuses_a_pin_no_board_has(run, data_dir, option, value):
+    assert run("node", "add", "a").exit_code == 0
+    result = run("node", "config", "a", "--push", option, value)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{option} {value}" in result.output or f"{option} " in result.output, result.output
+    with open_journal(data_dir) as journal:
+        assert journal.node_auth("a").fw_staged is None  # nothing staged
+
+
+@pytest.mark.engines("sqlite")
+def test_a_new_journal_is_readable_by_its_owner_alone(run, data_dir):
+    """It holds password hashes and staged Wi-Fi passwords; SQLite gives -wal and -shm its mode."""
+    assert run("node", "add", "a").exit_code == 0
+    assert (data_dir / "tswarm.db").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("command", READING_COMMANDS)
+def test_commands_that_read_leave_an_empty_journal_file_without_tables(run, data_dir, command):
+    data_dir.mkdir()
+    (data_dir / "tswarm.db").write_bytes(b"")
+    result = run(*command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"no journal in {data_dir} (tswarm.db is empty)" in result.output
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "tswarm.db") as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone() == (0,)
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("command", [*READING_COMMANDS, ["node", "add", "a"]])
+def test_a_sqlite_database_of_something_else_is_never_written_to(run, data_dir, command):
+    import sqlite3
+
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "tswarm.db") as conn:
+        conn.execute("CREATE TABLE foo (x)")
+    result = run(*command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is not a tswarm journal (a SQLite database of something else)" in result.output
+    with sqlite3.connect(data_dir / "tswarm.db") as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["foo"]
+
+
 def test_export_to_a_file_still_writes_it(tmp_path):
     output = tmp_path / "readings.csv"
     proc = _export_to(tmp_path, output)

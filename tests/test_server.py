@@ -178,6 +178,11 @@ async def test_the_access_log_masks_secret_query_values_and_writes_no_referer(ma
     assert len(lines) == 1
     assert '"GET /nope?node=n1&token=***&Api-Key=*** HTTP/1.1" 404' in lines[0]
     assert SECRET not in caplog.text
+    # the names as the app reads them, sent as written (a client library would normalise them)
+    await raw(client, f"GET /nope?tok%65n={SECRET}&pass+word={SECRET} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert '"GET /nope?tok%65n=***&pass+word=*** HTTP/1.1" 404' in lines[-1]
+    assert SECRET not in caplog.text
 
 
 async def test_by_default_a_reading_writes_no_access_line_and_metrics_still_count_it(make_served, journal, caplog):

@@ -53,15 +53,15 @@ def open_storage(
     data_dir: Path | str, database_url: str = "", *, existing: bool = False, pool_size: Optional[int] = None
 ) -> Storage:
     """The journal: in PostgreSQL when ``database_url`` is given (a ``postgres://`` or ``postgresql://``
-    URL, as the settings check), else in ``data_dir`` (SQLite). Created if new (``existing``: PostgreSQL refuses a database without
-    one), upgraded if old; :class:`StorageUnusable` if it cannot be used, :class:`StorageUnavailable`
+    URL, as the settings check), else in ``data_dir`` (SQLite). Created if new (``existing``: a database or a file without
+    one is refused), upgraded if old; :class:`StorageUnusable` if it cannot be used, :class:`StorageUnavailable`
     if its server cannot be reached. Close it, or use it as a context manager."""
     if database_url:
         from .postgres import PostgresStorage  # psycopg only where it is used
 
         sized = {} if pool_size is None else {"pool_size": pool_size}  # most connections of the process's one pool
         return PostgresStorage(database_url, create=not existing, **sized)
-    return SqliteStorage.open(data_dir)
+    return SqliteStorage.open(data_dir, create=not existing)
 
 
 def storage_for(config: Any, *, existing: bool = False) -> Storage:

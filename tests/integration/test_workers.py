@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -276,7 +277,38 @@ def test_a_port_in_use_is_a_one_line_error(tmp_path, workers):
         proc = run_cli(tmp_path / "data", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", workers,
                        check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert proc.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    # nothing announced: no "serving on", and the page's one-time link is kept for the start that serves
+    assert not (tmp_path / "data" / "read-token").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_port_0_serves_on_the_port_the_kernel_chose_and_says_which(tmp_path, workers):
+    data_dir = tmp_path / "data"
+    proc = subprocess.Popen([*TSWARM, "serve", "--host", "127.0.0.1", "--port", "0", "--workers", workers],
+                            env=tswarm_env(data_dir), stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not any("/?token=" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+),", "".join(lines)).group(1))
+        assert port != 0 and f"http://127.0.0.1:{port}/?token=" in "".join(lines)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                    assert json.load(resp)["ok"] is True
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        conf = json.loads(run_cli(data_dir, "node", "add", "n1").stdout)  # `node add` names that port too
+        assert conf["url"].endswith(f":{port}/api/nodes/n1")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
 
 
 def test_a_data_dir_that_cannot_be_used_is_one_line_before_any_worker_starts(tmp_path):

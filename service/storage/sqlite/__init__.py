@@ -35,14 +35,14 @@ class SqliteStorage(
 
     engine = "sqlite"
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, create: bool = True):
         self.path = Path(path)
         self.where = str(self.path)
-        self.conn = open_connection(self.path)
+        self.conn = open_connection(self.path, create=create)
 
     @classmethod
-    def open(cls, data_dir: Path | str) -> "SqliteStorage":
-        return cls(Path(data_dir) / DB_FILENAME)
+    def open(cls, data_dir: Path | str, *, create: bool = True) -> "SqliteStorage":
+        return cls(Path(data_dir) / DB_FILENAME, create=create)
 
     def close(self) -> None:
         self.conn.close()

@@ -201,8 +201,10 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def upgrade(conn: sqlite3.Connection, path: Path) -> None:
-    """Bring the journal at ``path`` to :data:`SCHEMA_VERSION` (nothing to do: no write at all)."""
+def upgrade(conn: sqlite3.Connection, path: Path, *, create: bool = True) -> None:
+    """Bring the journal at ``path`` to :data:`SCHEMA_VERSION` (nothing to do: no write at all). A file
+    without a journal yet (empty) gets one only when ``create``; a SQLite database of something else
+    is never written to."""
     version = schema_version(conn)
     if version == SCHEMA_VERSION:
         return
@@ -212,9 +214,27 @@ def upgrade(conn: sqlite3.Connection, path: Path) -> None:
         version = schema_version(conn)  # under the write lock: another process may have done it
         if version > SCHEMA_VERSION:
             raise _too_new(path, version)
+        if version == 0:
+            _check_unversioned(conn, path, create)
         for migrate in MIGRATIONS[version:]:
             migrate(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _check_unversioned(conn: sqlite3.Connection, path: Path, create: bool) -> None:
+    """A file at version 0 is empty (a journal is made in it if ``create``), or an unversioned journal
+    (the first tswarm's: nodes and readings), or not a journal at all."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if tables and not {"nodes", "readings"} <= tables:
+        raise StorageUnusable(
+            f"journal {path} is not a tswarm journal (a SQLite database of something else); move it away"
+            " (or give another --data-dir / TSWARM_DATA_DIR)"
+        )
+    if not tables and not create:
+        raise StorageUnusable(
+            f"no journal in {path.parent} ({path.name} is empty): 'tswarm node add' or 'tswarm serve' creates it"
+            " (is --data-dir or TSWARM_DATA_DIR right?)"
+        )
 
 
 def _too_new(path: Path, version: int) -> StorageUnusable:
@@ -253,15 +273,24 @@ def unusable(path: Path, exc: sqlite3.Error) -> StorageUnusable:
     return StorageUnusable(f"cannot open journal {path}: {exc}")
 
 
-def open_connection(path: Path) -> sqlite3.Connection:
-    """A connection to the journal at ``path``, its data dir checked and its schema current."""
+def open_connection(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """A connection to the journal at ``path``, its data dir checked and its schema current (made in a
+    new or empty file only when ``create``). A new file is readable by its owner alone (SQLite gives
+    its -wal and -shm the same mode): the journal holds password hashes and staged Wi-Fi passwords."""
     check_data_dir(path.parent)
+    if create and not path.exists():
+        # Only a new file: closing a descriptor of a file drops every POSIX lock this process holds on
+        # it, SQLite's of the other connections included.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            pass  # made meanwhile, or no permission: connect() says so, in its words
     try:
         conn = connect(path)
     except sqlite3.Error as exc:
         raise unusable(path, exc) from None
     try:
-        upgrade(conn, path)
+        upgrade(conn, path, create=create)
     except sqlite3.Error as exc:
         conn.close()
         raise unusable(path, exc) from None
