@@ -914,8 +914,9 @@ def forward(start, stop, data_dir):
               " a data dir without a journal (the way back).")
 @data_dir_option
 def migrate(to, data_dir):
-    """Copy the journal (nodes with their passwords, halts, readings, the forward cursor, rejected
-    readings, the retention horizon) into an empty PostgreSQL database, or back into an empty data dir.
+    """Copy the journal (nodes with their password hashes, halts, intervals, display rights and firmware
+    state, readings with their telemetry and keys, the forward cursor, rejected readings, the retention
+    horizon, the staged firmware bundles) into an empty PostgreSQL database, or back into an empty data dir.
 
     Stop the service first. The target is written in one transaction and kept only when its counts
     match the source's: a target that holds a journal already is refused, and a failure leaves it as
