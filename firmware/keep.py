@@ -29,6 +29,7 @@ SEND_MAX = const(8)  # readings sent in one wake at most, the kept ones first; t
 SEND_MS = const(20000)  # no further reading starts once sending took this long
 _NONE = 0xFFFFFFFF  # awake ms not known (the first wake after a power loss)
 _MAX_AGE_MS = 2592000000  # 30 days: an older kept reading is dropped (counted in lost)
+_MAX_AWAKE_MS = const(3600000)  # the most awake_ms the service takes (docs/protocol.md): a longer wake says this
 _ESP8266_BYTES = const(492)  # RTC user memory of the ports (a ValueError beyond)
 _ESP32_BYTES = const(2048)
 # RTC memory: b"ts1", a check byte (the sum of the rest), _HEAD, then one _REC per kept reading,
@@ -36,7 +37,12 @@ _ESP32_BYTES = const(2048)
 _FORMAT = b"ts1"
 _HEAD = "<6sIIII"  # boot, next seq, clock (ms), awake ms of the previous wake, lost
 _REC = "<IhHHbI"  # clock when taken, temperature and humidity in tenths (humidity + 0x8000: the
-# sensor gives decimals, a DHT22), battery mV (0: none), rssi (1: none), awake ms of the wake before
+# sensor gives decimals, a DHT22), battery mV (0: none), rssi (1: none), awake ms of the wake before.
+# A value beyond its field (a garbled DHT22 humidity of 3276.8 or more, a temperature beyond
+# +-3276.7) is kept as the field's extreme, not wrapped round into a plausible one: the service
+# refuses it (422, impossible) and it gives way to the next (tenths).
+_T_LOW = const(-32767)  # temperature: int16 tenths; humidity: 15 bits, 0.._T_HIGH
+_T_HIGH = const(32767)
 _HEAD_SIZE = const(26)
 _REC_SIZE = const(15)
 _RSSI_AT = const(10)
@@ -181,7 +187,7 @@ class Kept:
         t, h = reading
         decimals = 0 if isinstance(t, int) and isinstance(h, int) else 0x8000
         mv = min(int(vbat * 1000 + 0.5), 65535) if vbat else 0
-        self.records.append(struct.pack(_REC, self.clock, round(t * 10), round(h * 10) | decimals, mv, 1, self.awake))
+        self.records.append(struct.pack(_REC, self.clock, _tenths(t, _T_LOW), _tenths(h, 0) | decimals, mv, 1, self.awake))
         self.seq += 1
         self.fresh += 1
         self.drop()
@@ -208,8 +214,8 @@ class Kept:
             more.append(', "vbat": %d.%03d' % (mv // 1000, mv % 1000))
         if rssi <= 0:
             more.append(', "rssi": %d' % rssi)
-        if awake != _NONE:
-            more.append(', "awake_ms": %d' % awake)
+        if awake != _NONE:  # a halted wake may have lasted a day
+            more.append(', "awake_ms": %d' % min(awake, _MAX_AWAKE_MS))
         if len(self.records) > self.fresh:
             more.append(', "age": %d.%03d' % (age // 1000, age % 1000))
         if self.lost:
@@ -224,6 +230,13 @@ class Kept:
         if status in (_ACCEPTED, _HALTED):
             self.lost = 0
         self.save()
+
+
+def _tenths(value, low):
+    # ``value`` in tenths for its field of _REC, ``low``.._T_HIGH; beyond it the nearer extreme, and
+    # a negative humidity the high one (0 %RH would be plausible): values no sensor can mean.
+    tenths = round(value * 10)
+    return tenths if low <= tenths <= _T_HIGH else (_T_LOW if low and tenths < low else _T_HIGH)
 
 
 def deliver(kept, login, upload, payload):

@@ -12,7 +12,8 @@
 # missing or broken config.json, a value of the wrong type, the sensor, Wi-Fi, the server), the
 # board goes back to deep sleep and tries again on the next wake. The only way to stay awake is a
 # 423 from the service (the node is halted so that it can be reflashed), and that for
-# ``netconf.awake`` seconds at most (Ctrl-C ends the wait and leaves the REPL free).
+# ``netconf.awake`` seconds at most (Ctrl-C ends the wait and leaves the REPL free). Whatever a
+# peer does (trickling its answer, redirecting), a wake ends _ONLINE_S after Wi-Fi joined (bound).
 #
 # config.json comes in two shapes, and both are read (docs/flashing.md): the project's
 # (config_sample.json: ``modules.sensor``, ``modules.pins.dht``, ``modules.leds``, one password per
@@ -59,7 +60,8 @@ _ESP_DEEPSLEEP_MAX_S = const(2147)  # esp.deepsleep(us) a signed 32-bit µs: abo
 _SENSOR_TRIES = const(3)
 _SENSOR_PAUSE_MS = const(2000)  # a DHT22 needs 2 s between reads (a DHT11 1 s)
 _WIFI_TIMEOUT_S = const(10)  # per network in the ssid list
-_HTTP_TIMEOUT_S = const(10)
+_HTTP_TIMEOUT_S = const(10)  # per socket read: a peer that trickles its answer never reaches it (_ONLINE_S)
+_ONLINE_S = const(90)  # once Wi-Fi is joined, the rest of a wake (its requests, an update) at most
 
 # Set by the boot loader (main.py) before loadConfig: a copy of ota.json, {"active": "" | "a" | "b",
 # ...} (see ota.py). None under a main.py without the loader: the node then sends no version and
@@ -68,6 +70,10 @@ STATE = None
 # What the last 202/423 said beyond its status: "sleep" and "awake" (seconds), which win over
 # netconf.sleep and bound netconf.awake.
 ANSWER = {}
+# The one-shot machine.Timer that ends a wake _ONLINE_S after Wi-Fi joined (bound), and the config
+# whose sleep it then takes; a module global: a timer is freed (and stopped) with its last reference.
+_TIMER = None
+_CONFIG = None
 try:
     _T0 = time.ticks_ms()  # this wake began (about) here: the boot loader imports this first
 except AttributeError:  # CPython, for tests on the host
@@ -102,7 +108,9 @@ def _get(section, key, default=None):
 
 def _int(value, default, low, high):
     # ``value`` as a whole number up to ``high``; ``default`` when it is not a number (or a numeric
-    # string) or below ``low``.
+    # string) or below ``low``. A bool is no number (int(True) is 1: a "sleep": true would sleep 1 s).
+    if isinstance(value, bool):
+        return default
     try:
         value = int(value)
     except Exception:  # None, "soon", [], nan
@@ -159,11 +167,14 @@ def sensorSettings(modules):
 
 
 def getThermalData(modules, tries=_SENSOR_TRIES):
-    # (temperature, humidity) from the DHT sensor, or None after ``tries`` failed reads.
+    # (temperature, humidity) from the DHT sensor, or None after ``tries`` failed reads. A pin that is
+    # no number (missing, "5") is the board's default one, as for any field of the wrong type.
     import dht
     import machine
 
     kind, pin = sensorSettings(modules)
+    if not isinstance(pin, int) or isinstance(pin, bool):
+        pin = 4 if port() == "esp32" else 5  # tswarm flash's defaults
     pin = machine.Pin(pin)
     sensor = dht.DHT22(pin) if kind == "dht22" else dht.DHT11(pin)
     for attempt in range(tries):
@@ -217,11 +228,13 @@ def networkSetup(netconf):
     if isinstance(ssids, str):
         ssids = [ssids]
     passwords = _get(netconf, "password") or ""
-    for i, ssid in enumerate(ssids):
-        if isinstance(passwords, str):
-            sta.connect(ssid, passwords)
-        else:
-            sta.connect(ssid, passwords[i] if i < len(passwords) else "")
+    if not isinstance(passwords, (str, list)):  # 5, {"a": 1}: the default, no password
+        passwords = ""
+    for i, ssid in enumerate(ssids if isinstance(ssids, list) else []):
+        if not isinstance(ssid, str):
+            continue
+        password = passwords if isinstance(passwords, str) else passwords[i] if i < len(passwords) else ""
+        sta.connect(ssid, password if isinstance(password, str) else "")
         if _joined(sta, failed, wait_ms):
             log("joined", ssid, sta.ifconfig()[0])
             return sta
@@ -242,16 +255,31 @@ def payload(name, temperature, humidity, more=""):
     return '{"name": %s, "data": "%s %s"%s}' % (json.dumps(name), _number(temperature), _number(humidity), more)
 
 
+def _redirected(*args, **kwargs):
+    raise OSError("a redirect, never followed")
+
+
 def request(method, url, headers, body=None):
     # requests.request with the wake's timeout, for the reading and the master's GET of the swarm.
+    #
+    # Never a redirect (the node protocol has none): requests follows a 3xx by calling its module's
+    # request() again, looked up when it is called, without the timeout (a Location that never
+    # answers keeps the board awake), a 301's PUT as a GET without the reading, and the
+    # Authorization header to the Location's host. While this request runs that request() is
+    # _redirected, so a 3xx raises OSError before any byte goes to the Location: a failed send.
     try:
         import requests
     except ImportError:  # older firmware freezes it as urequests
         import urequests as requests
+    send = requests.request
+    requests.request = _redirected
     try:
-        return requests.request(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
-    except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
-        return requests.request(method, url, data=body, headers=headers)
+        try:
+            return send(method, url, data=body, headers=headers, timeout=_HTTP_TIMEOUT_S)
+        except TypeError:  # requests of MicroPython before ~1.23 takes no timeout (checked before any I/O)
+            return send(method, url, data=body, headers=headers)
+    finally:
+        requests.request = send  # ota.py (of another bundle, maybe) calls it too
 
 
 def _send(method, url, body, headers):
@@ -354,6 +382,7 @@ def goToSleep(seconds=SLEEP_S):
     # other port with ``machine.deepsleep(ms)``. Should deep sleep itself fail, the board waits
     # the same time awake and resets, which starts a wake as a timer would: it drains the
     # battery faster but keeps to its interval.
+    unbound()  # a deep sleep that fails waits awake: not to be cut short by the bound
     seconds = _int(seconds, SLEEP_S, 1, _MAX_SLEEP_S)
     esp8266 = port() == "esp8266"
     if esp8266:
@@ -405,9 +434,44 @@ def clockOn(seconds):
         log("RTC memory:", repr(exc))
 
 
+def bound(config):
+    # Arm a one-shot machine.Timer that ends this wake _ONLINE_S from now, whatever it is doing then:
+    # requests' timeout bounds each socket read, not the answer, so a peer that trickles it (a byte,
+    # or a header line, every few seconds) would keep the board awake for ever. Its callback is
+    # scheduled, and both ports run scheduled callbacks while a socket read waits; it deep-sleeps
+    # (RTC memory keeps every reading without its 202/423). ESP8266: the virtual Timer(-1); ESP32:
+    # hardware timer 0 (Timer(-1) is virtual only on newer builds). Never raises.
+    global _TIMER, _CONFIG
+    _CONFIG = config
+    try:
+        import machine
+
+        _TIMER = machine.Timer(0 if port() == "esp32" else -1)
+        _TIMER.init(mode=machine.Timer.ONE_SHOT, period=_ONLINE_S * 1000, callback=_overdue)
+    except Exception as exc:
+        log("timer:", repr(exc))
+
+
+def unbound():
+    # The wake's bound off: it goes to sleep, or on to the 423's wait or the REPL. Never raises.
+    global _TIMER
+    try:
+        _TIMER.deinit()
+    except Exception:  # None: no bound
+        pass
+    _TIMER = None
+
+
+def _overdue(timer):
+    log("wake took too long (over", _ONLINE_S, "s online): going to sleep")
+    showColour(_get(_CONFIG, "modules"), "red")
+    goToSleep(sleepSeconds(_CONFIG))
+
+
 def stayAwake(seconds=AWAKE_S):
     # Halted (423): stay awake ``seconds`` for reflashing, then return (main.py then sleeps).
     # Ctrl-C, which mpremote sends when it connects, ends the wait at once and leaves the REPL free.
+    unbound()  # the one phase of a wake that may last longer: awakeSeconds bounds it
     log("halted: awake for", seconds, "s to be reflashed (Ctrl-C for the REPL)")
     time.sleep(seconds)
 
@@ -435,6 +499,7 @@ def wake(config):
             showColour(modules, "red")
             return None
         kept.heard(keep.signal(sta))
+        bound(config)  # from here on the peer decides how long a request takes: not for ever
         showColour(modules, "green")
         svconf = config["svconf"]
         status, url = keep.deliver(kept, svconf["login"], lambda body: uploadData(svconf, body), payload)
@@ -443,6 +508,9 @@ def wake(config):
             answered(url, svconf["xauth"])
         showColour(modules, "magenta" if status == HALTED else "off" if status == ACCEPTED else "red")
         return status
+    except KeyboardInterrupt:  # Ctrl-C (mpremote connecting): the REPL is theirs, for as long as they need
+        unbound()
+        raise
     except Exception as exc:
         log("wake failed:", repr(exc))
         showColour(modules, "red")

@@ -82,15 +82,28 @@ def _valid(name):
     return name.endswith(".py") or name == CONFIG_PATCH
 
 
+def _redirected(*args, **kwargs):
+    raise OSError("a redirect, never followed")
+
+
 def _request(url, headers):
+    # GET with the timeout, never following a redirect: requests follows a 3xx by calling its
+    # module's request() again (looked up then), without the timeout and with the Authorization
+    # header, so while this runs that is _redirected and a 3xx raises before any byte goes to the
+    # Location (node.request does the same; this file must not need node.py of its own bundle).
     try:
         import requests
     except ImportError:
         import urequests as requests
+    send = requests.request
+    requests.request = _redirected
     try:
-        return requests.request("GET", url, headers=headers, timeout=_HTTP_TIMEOUT_S)
-    except TypeError:  # requests before ~1.23 takes no timeout
-        return requests.request("GET", url, headers=headers)
+        try:
+            return send("GET", url, headers=headers, timeout=_HTTP_TIMEOUT_S)
+        except TypeError:  # requests before ~1.23 takes no timeout
+            return send("GET", url, headers=headers)
+    finally:
+        requests.request = send
 
 
 def _hex(digest):

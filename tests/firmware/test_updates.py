@@ -501,14 +501,16 @@ def test_todays_firmware_sees_no_change_whatever_is_staged(service, relay, reque
 
 def test_an_update_fits_in_a_small_heap(service, relay, request, tmp_path):
     """The update streams each file in 512-byte chunks and hashes it on the way: with the heap cut to
-    96 KB (the 64-bit Unix port; a plain wake of this firmware needs about 77 KB here, 72 KB before
+    104 KB (the 64-bit Unix port; a plain wake of this firmware needs about 77 KB here, 72 KB before
     keep.py, of today's 65 KB, and the first boot of the new bundle about 76 KB), the update is fetched,
     boots and is confirmed: the wake lets go of keep.py before it imports ota.py. At 80-88 KB an update
     or its confirmation sometimes runs out (MemoryError, depending on how the heap fragments: the node's
-    name, the relay's port): the update path is at the edge of a small heap, so the test keeps a margin."""
+    name, the relay's port): the update path is at the edge of a small heap, so the test keeps a margin.
+    It was 96 KB until the wake's bound (its machine.Timer) and the guard against redirects grew node.py
+    by about 1 KB: this test's update then ran out at 96 and 100 KB (the flashed node.py of before at 92)."""
     name, config = make_node(service, relay, request)
     board = install(tmp_path / "board", config)
-    small = {**HOME, "heap": "96k"}
+    small = {**HOME, "heap": "104k"}
     boot(board, small)
     v = stage(service, name, {"node.py": GOOD["node.py"], "ota.py": OTA_PY + b"\n# changed too\n"})
     result = boot(board, small)

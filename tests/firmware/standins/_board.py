@@ -12,7 +12,11 @@ watched through the override of builtins that MicroPython offers:
   and RTC memory is gone);
   with ``"pause_at_write": N`` it prints ``tswarm-test: paused before write N`` and waits until
   the file ``scenario["resume"]`` exists (the test does something meanwhile, such as stopping the
-  service).
+  service);
+- with ``"virtual_sleep": true``, node.py's ``time.sleep``/``sleep_ms`` return at once and move its
+  ``ticks_ms`` on by that long (a halted node awake for an hour, in no time): ``time`` in the
+  ``node`` module alone, so a wake's length (node.clockOn) counts the wait; keep.py and the
+  stand-ins keep the real clock.
 """
 import builtins
 import os as _real_os
@@ -106,10 +110,32 @@ _os.unlink = _counted(_real_os.unlink, "remove")
 _os.mkdir = _counted(_real_os.mkdir, "mkdir")
 
 
+class _VirtualTime:
+    """``time`` whose sleeps pass at once and move ticks_ms on (``"virtual_sleep"``)."""
+
+    def __init__(self):
+        self._ms = 0
+        for name in dir(time):
+            if not name.startswith("__") and name not in ("ticks_ms", "sleep_ms", "sleep"):
+                setattr(self, name, getattr(time, name))
+
+    def ticks_ms(self):
+        return time.ticks_add(time.ticks_ms(), self._ms)
+
+    def sleep_ms(self, ms):
+        self._ms += int(ms)
+
+    def sleep(self, seconds):
+        print("tswarm-test: slept", seconds, "s in no time")
+        self._ms += int(seconds * 1000)
+
+
 def _hooked_import(name, *args):
     module = _import(name, *args)
     if name == "node":
         module.port = lambda: BOARD
+        if scenario.get("virtual_sleep") and not isinstance(module.time, _VirtualTime):
+            module.time = _VirtualTime()
     elif name in ("os", "uos"):
         return _os
     return module

@@ -12,6 +12,7 @@ what it refuses (see esp.py and machine.py). One thing no module here can fake: 
 ``node.port()`` (it returns ``sys.platform``), and tests/firmware/board.py's ``boot()`` points that
 function at the scenario's board before it runs main.py; nothing else of the firmware is touched.
 """
+import _thread
 import json
 import os
 
@@ -22,6 +23,7 @@ with open(_path) as _f:
     scenario = json.load(_f)
 
 ESP32 = scenario.get("board") == "esp32"
+_MAIN = _thread.get_ident()  # the main task: the one that runs main.py
 
 
 def record(event, **fields):
@@ -46,4 +48,6 @@ def deep_sleep(ms, via):
         record("deepsleep_failed", via=via)
         raise OSError(5)  # EIO: whatever a broken board or port would raise
     record("deepsleep", ms=ms, via=via)
+    if _thread.get_ident() != _MAIN:  # a Timer's callback (machine.py): sys.exit would end that thread only
+        os.system("kill -9 $PPID")  # the shell's parent: this MicroPython process, asleep for good
     sys.exit(0)

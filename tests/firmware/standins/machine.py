@@ -24,6 +24,17 @@ up again on every start but a wake from deep sleep); an ESP8266 keeps it (its ma
 
 ``I2C`` and ``SoftI2C`` with ``scan``, ``writeto`` and ``writevto``, and the SSD1306 OLED the
 scenario's ``"oled"`` wires to them (_oled.py).
+
+``Timer(id)`` as the ports have it (ports/esp8266/machine_timer.c, ports/esp32/machine_timer.c):
+the ESP8266's one virtual timer -1; on the ESP32 hardware timers 0-3 (and -1, virtual, on newer
+builds), anything else a ValueError. ``init(*, mode=PERIODIC, period=ms, callback=f)`` (keyword
+arguments only), ``deinit()``; each recorded (``timer``, ``timer_deinit``). On the boards the
+callback is scheduled (``micropython.schedule``) and runs between bytecodes and while a blocking
+socket read or connect waits (their wait loops run pending callbacks). The Unix port's blocking
+``recv()`` runs none, so this stand-in calls the callback from a thread of its own once the period
+has passed, as if the main task ran it there (a deep sleep from it ends the process: _scenario.py).
+``scenario["timer_scale"]`` (e.g. 0.05) makes the periods pass that much faster, so a 90 s bound
+is tested in seconds; the period the firmware asked for is what is recorded.
 """
 from _scenario import ESP32, check_int, deep_sleep, record, scenario
 
@@ -140,6 +151,17 @@ class _ESP32ADC:
 
 
 ADC = _ESP32ADC if ESP32 else _ESP8266ADC
+
+
+# machine.Timer: the stand-in (_timer.py) is imported when a timer is made, as the I2C buses below.
+class Timer:
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __new__(cls, id):
+        from _timer import Timer
+
+        return Timer(id)
 
 
 def reset():
