@@ -154,6 +154,18 @@ async def _created_meanwhile(app: web.Application, node: NodeAuth) -> NodeAuth |
     return node
 
 
+async def _halted_still(app: web.Application, node: NodeAuth) -> NodeAuth:
+    """``node`` (halted as cached) read again past any cache, before its reading is answered 423: a
+    resume made through another instance may not have been announced here yet, and a stale 423 keeps
+    the board awake for its whole wait. Only halted nodes pay the read; the reading is stored already,
+    so a database away now costs the board the fresh answer, not the reading."""
+    try:
+        fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
+    except StorageUnavailable:
+        return node
+    return fresh if fresh is not None and fresh.password_hash == node.password_hash else node
+
+
 async def node_reading(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.CONFIG]
@@ -211,6 +223,8 @@ async def node_reading(request: web.Request) -> web.Response:
     now_ns = ts if reading.age_s == 0 and not again else time.time_ns()
     update = await _firmware_answer(app, node, reported, rolled_back, now_ns)
 
+    if is_halted(node, config):
+        node = await _halted_still(app, node)  # a 423 keeps a board awake: never on a resume not yet heard of
     if is_halted(node, config):
         return _answer(423, {
             "error": "halted", "detail": HALTED_DETAIL,

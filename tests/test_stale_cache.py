@@ -2,9 +2,10 @@
 
 On PostgreSQL each process serves nodes' records from a cache that another process's change clears by
 a notification (service/storage/postgres/cache.py); between that change's commit and the
-notification's arrival the cache is behind. A 401 (wrong password) and a 405 (never created) are
-therefore checked once more against the database before they are given: a new password set by the
-CLI, or a node's first POST through another instance, applies on the very next request. Here the
+notification's arrival the cache is behind. A 401 (wrong password), a 405 (never created) and a 423
+(halted: the board stays awake) are therefore checked once more against the database before they are
+given: a new password set by the CLI, a node's first POST or a resume through another instance,
+applies on the very next request. Here the
 journal's triggers are switched off, so no notification ever comes: only the re-check can see the change.
 """
 from __future__ import annotations
@@ -73,4 +74,16 @@ async def test_a_first_post_through_another_instance_ends_the_405_on_the_next_pu
     assert await _send(client, "PUT", "pw-a") == 405
     assert await _send(client, "PUT", "pw-a") == 405 and not cache.cached("a").created  # cached as never created
     _sql("UPDATE nodes SET created_at = 1 WHERE name = 'a'")  # the other instance's POST, unannounced
+    assert await _send(client, "PUT", "pw-a") == 202
+
+
+async def test_a_resume_through_another_instance_ends_the_423_on_the_next_request(make_client, journal, unannounced):
+    register(journal, "a", "pw-a", created=True)
+    _sql("UPDATE nodes SET halted = true WHERE name = 'a'")
+    client = await make_client()
+    cache = listening(journal)
+    assert await _send(client, "PUT", "pw-a") == 423
+    assert await _send(client, "PUT", "pw-a") == 423 and cache.cached("a").halted  # cached as halted
+    _sql("UPDATE nodes SET halted = false WHERE name = 'a'")  # the other instance's resume, unannounced
+    assert await _send(client, "PUT", "pw-a") == 202
     assert await _send(client, "PUT", "pw-a") == 202

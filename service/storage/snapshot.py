@@ -27,7 +27,7 @@ The engines:
   trip); a miss reads and fills it in a thread as before.
 
 Unknown names are never kept (anyone can send any name). A refusal still does not rest on a
-snapshot: before a 401 or a 405 the record is read fresh in a thread (service/auth.py,
+snapshot: before a 401, a 405 or a 423 the record is read fresh in a thread (service/auth.py,
 service/protocol.py).
 
 No aiohttp here, and no thread of its own: :meth:`current` and :meth:`keep` run on the event loop,

@@ -29,11 +29,12 @@ thread; a miss is read in a thread, which keeps it here.
 A change committed by this process itself (the admin API, a CLI command run in it) clears this
 process's cache at once as well (:func:`changed_here`): its next lookup never waits for the notification.
 
-A refusal does not rest on the cache alone: before a 401 or a 405 the record is read once more from
-the database (``node_auth(name, fresh=True)``, service/auth.py and service/protocol.py), so a new
-password or a node's first POST through another instance applies on the next request even before
-the notification arrives. What the window can still give is the opposite, for a moment: a request
-accepted on a record that was just changed (a node just removed or halted elsewhere).
+A refusal does not rest on the cache alone: before a 401, a 405 or a 423 (a halted board stays awake)
+the record is read once more from the database (``node_auth(name, fresh=True)``, service/auth.py and
+service/protocol.py), so a new password, a node's first POST or a resume through another instance
+applies on the next request even before the notification arrives. What the window can still give is
+the opposite, for a moment: a request accepted on a record that was just changed (a node just removed
+or halted elsewhere: its board sleeps once more, and gets its 423 on the next wake).
 
 What this does not give: a change is seen by another process once its notification reached that
 process's socket, which PostgreSQL sends as the change commits (well under a millisecond on
