@@ -343,8 +343,8 @@ class TimeParam(click.ParamType):
 
 def writable_file(path: Optional[Path], option: str = "-o") -> Optional[Path]:
     """``path`` if a file can be written there (its folder exists, it is not a folder); a one-line error
-    naming ``option`` otherwise, before anything is read or written. ``-`` is standard output."""
-    if path is None or str(path) == "-":
+    naming ``option`` otherwise, before anything is read or written."""
+    if path is None:
         return path
     folder = path.parent
     if path.is_dir():
@@ -366,7 +366,8 @@ def _show_progress(output: Optional[Path]) -> bool:
 @click.option("--start", type=TimeParam(), default=None, help="From this time, inclusive (RFC 3339 or epoch seconds).")
 @click.option("--stop", type=TimeParam(), default=None, help="Until this time, exclusive (RFC 3339 or epoch seconds).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "ndjson"]), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              callback=lambda c, p, v: None if v is not None and str(v) == "-" else writable_file(v),  # -: standard output
               help="Write to FILE instead of standard output (- is standard output).")
 @click.option("--cursor-file", type=click.Path(path_type=Path), callback=lambda c, p, v: writable_file(v, "--cursor-file"), default=None,
               help="Catch up: export only what FILE's cursor has not had (everything when FILE does not exist yet),"
@@ -398,8 +399,6 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
                         after=args.get("after"))
         except (CursorExpired, HistoryUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
-        if output is not None and str(output) == "-":
-            output = None  # -o -: standard output, as the rows go without -o
         where = f"-o {output}" if output else "standard output"
         try:
             out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
@@ -630,22 +629,16 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
         netconf["sleep"] = options["sleep"]
     if _given(ctx, "sensor"):
         modules["sensor"] = options["sensor"]
-    from .flash import FlashError, check_pin_of_some_board
-
-    try:
-        if _given(ctx, "dht_pin"):
-            check_pin_of_some_board("--dht-pin", options["dht_pin"])
-        for pin in _leds_param(options["leds"]) or () if _given(ctx, "leds") else ():
-            check_pin_of_some_board("--leds", pin)
-    except FlashError as exc:
-        raise click.UsageError(str(exc)) from None
     if _given(ctx, "dht_pin"):
+        _pin_of_some_board("--dht-pin", options["dht_pin"])
         modules["pins"] = {"dht": options["dht_pin"]}
     if _given(ctx, "leds"):
         leds = _leds_param(options["leds"])
+        for pin in leds or ():
+            _pin_of_some_board("--leds", pin)
         modules["leds"] = [] if not leds else dict(zip(("red", "green", "blue"), leds))
     if _given(ctx, "battery") or _given(ctx, "battery_ratio"):
-        from .flash import battery_module, check_battery
+        from .flash import FlashError, battery_module, check_battery
 
         if options["battery"] is None:
             raise click.UsageError("--battery-ratio with --push needs --battery (the pin it divides for)")
@@ -663,6 +656,16 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
         raise click.UsageError("--push needs at least one board option to change (--wifi-ssid/--wifi-password,"
                                " --ip, --netmask, --gateway, --dns, --sensor, --dht-pin, --leds, --leds-active-low, --sleep, --battery)")
     return patch
+
+
+def _pin_of_some_board(option: str, pin: int) -> None:
+    """A pin a config push names: one that some board has (the board is not known here)."""
+    from .flash import FlashError, check_pin_of_some_board
+
+    try:
+        check_pin_of_some_board(option, pin)
+    except FlashError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _push_config(ctx: click.Context, name: str, data_dir, options: dict) -> None:

@@ -19,6 +19,7 @@ the way back) is not stored again: it gets the first time's 202/423, with the st
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -141,28 +142,12 @@ async def _firmware_answer(
     ]}}
 
 
-async def _created_meanwhile(app: web.Application, node: NodeAuth) -> NodeAuth | web.Response:
-    """``node`` read again past any cache of the engine's, before a PUT is refused with 405: its first
-    POST may have just gone through another instance (whose announcement has not arrived here yet).
-    The fresh record is used only while its password hash is the one the request verified against."""
-    try:
-        fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
-    except StorageUnavailable as exc:
-        return unavailable(node.name, exc)
-    if fresh is not None and fresh.password_hash == node.password_hash:
-        return fresh
-    return node
-
-
-async def _halted_still(app: web.Application, node: NodeAuth) -> NodeAuth:
-    """``node`` (halted as cached) read again past any cache, before its reading is answered 423: a
-    resume made through another instance may not have been announced here yet, and a stale 423 keeps
-    the board awake for its whole wait. Only halted nodes pay the read; the reading is stored already,
-    so a database away now costs the board the fresh answer, not the reading."""
-    try:
-        fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
-    except StorageUnavailable:
-        return node
+async def _read_again(app: web.Application, node: NodeAuth) -> NodeAuth:
+    """``node`` read again past any cache of the engine's, before an answer that must not rest on a
+    change not yet announced here (another instance's first POST, before a 405; its resume, before a
+    423). The fresh record is used only while its password hash is the one the request verified
+    against. :class:`StorageUnavailable` as the read raises it."""
+    fresh = await app[keys.STORAGE].node_auth(node.name, fresh=True)
     return fresh if fresh is not None and fresh.password_hash == node.password_hash else node
 
 
@@ -192,9 +177,10 @@ async def node_reading(request: web.Request) -> web.Response:
 
     create = request.method == "POST"
     if not node.created and not create:
-        node = await _created_meanwhile(app, node)  # a 405 never rests on a record another instance changed
-    if isinstance(node, web.Response):
-        return node
+        try:
+            node = await _read_again(app, node)  # a 405 never rests on a record another instance changed
+        except StorageUnavailable as exc:
+            return unavailable(name, exc)
     if not node.created and not create:
         return json_error(
             405, "node_not_created", "this node was never created; POST the reading to create it",
@@ -223,8 +209,9 @@ async def node_reading(request: web.Request) -> web.Response:
     now_ns = ts if reading.age_s == 0 and not again else time.time_ns()
     update = await _firmware_answer(app, node, reported, rolled_back, now_ns)
 
-    if is_halted(node, config):
-        node = await _halted_still(app, node)  # a 423 keeps a board awake: never on a resume not yet heard of
+    if is_halted(node, config):  # a 423 keeps a board awake: never on a resume not yet heard of
+        with contextlib.suppress(StorageUnavailable):  # the reading is stored: away now, the cached answer
+            node = await _read_again(app, node)
     if is_halted(node, config):
         return _answer(423, {
             "error": "halted", "detail": HALTED_DETAIL,
