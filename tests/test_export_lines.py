@@ -126,11 +126,17 @@ hand_reals = st.one_of(st.floats(allow_nan=False), st.floats(-50, 120).map(lambd
                        st.floats(1e15, 1e300), st.text(max_size=4))
 hand_integers = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.text(max_size=5))
 no_telemetry = st.tuples(st.none(), st.none(), st.none(), st.none())
+# A node id as SQL by hand can write it: 1-3 have a row, the rest none; a whole real or a text that is a
+# number SQLite stores as the integer, any other real or text stays one and matches no node's row.
+hand_node_ids = st.one_of(
+    st.integers(1, 4), st.sampled_from([2.0, 3.5, "3", " 2 ", "3.0", "x", "#1", "", -1, 0, 2**63 - 1, -(2**63), 1e20]),
+    st.floats(allow_nan=False), st.text(max_size=4), st.integers(),
+).filter(lambda node_id: not isinstance(node_id, int) or -(2**63) <= node_id < 2**63)
 hand_rows = st.lists(
-    st.tuples(times.filter(lambda ts: MIN_NS <= ts < MAX_NS), st.integers(1, 4), hand_reals, hand_reals)
+    st.tuples(times.filter(lambda ts: MIN_NS <= ts < MAX_NS), hand_node_ids, hand_reals, hand_reals)
     .flatmap(lambda row: st.one_of(no_telemetry, st.tuples(st.one_of(st.none(), hand_reals), hand_integers,
                                                            hand_integers, hand_integers)).map(lambda extra: row + extra)),
-    min_size=1, max_size=30, unique_by=lambda row: (row[1], row[0]),
+    min_size=1, max_size=30, unique_by=lambda row: row[0],  # (node_id, ts) is unique: 2.0 is stored as 2
 )
 hand_names = st.lists(st.one_of(st.from_regex(NODE_NAME, fullmatch=True), st.text(min_size=1, max_size=8)),
                       min_size=3, max_size=3, unique=True)  # node 4 has no row: its readings say "#4"

@@ -6,13 +6,16 @@ about 0.1 µs per column of every row (it lets go of the GIL and takes it back a
 ``sqlite3_column_type``), whatever the column holds: the four telemetry cells, empty in the readings
 of before, cost as much as the time and the node together. So a pass is read in two ways:
 
-- *lean*, while the readings come without telemetry: four columns, ``ts``, the node's name,
+- *lean*, while the readings come without telemetry: four columns, ``ts``, ``node_id``,
   ``temperature``, ``humidity``, where SQLite gives NULL for ``ts`` when a reading has telemetry
   (four ``IS NULL`` in SQLite cost less than one column in Python). The line is the generic
   path's for a row without telemetry, formatted as it does (the floats by
   :class:`tswarm.export.FloatText`: SQLite's own text of a float has 15 digits where ``repr``
   has up to 17, and costs more). The first NULL time stops the line writer (``None // 10**9``
-  raises: no test per row).
+  raises: no test per row). The node's name comes from :class:`NodeText`, looked up once per
+  node, not from the JOIN for every row: a ``str`` a row built by SQLite
+  (``COALESCE(nodes.name, '#' || node_id)``) cost about a tenth of the CPU of a row, an ``int``
+  looked up in a dict less (issue 16, measured in benchmarks/README.md).
 - *full*, from the first reading with telemetry on: the same query with the eight columns,
   ``OFFSET`` the rows written already (in the same read transaction: the same rows in the same
   order, ``ORDER BY ts, id``), written by the generic path's :func:`tswarm.export.csv_lines` and
@@ -32,11 +35,12 @@ from typing import Iterator, Optional
 FETCH_ROWS = 1000
 CHUNK_ROWS = 5000  # lines per chunk handed on, as many as the generic path's batches
 FORMATS = ("csv", "ndjson")
+MAX_NODES = 100_000  # names remembered per export (tswarm.export.FloatText.MAX_ENTRIES)
 NAME = "COALESCE(nodes.name, '#' || readings.node_id)"
 _EXTRA = ("vbat", "rssi", "awake_ms", "lost")  # storage.interface.EXTRA_FIELDS, in its order
 LEAN = (
     "SELECT CASE WHEN " + " AND ".join(f"readings.{c} IS NULL" for c in _EXTRA) + " THEN readings.ts END,"
-    f" {NAME}, readings.temperature, readings.humidity"
+    " readings.node_id, readings.temperature, readings.humidity"
 )
 FULL = (
     f"SELECT readings.ts, {NAME}, readings.temperature, readings.humidity"
@@ -54,8 +58,9 @@ def line_chunks(
 
     lean = _lean_csv if fmt == "csv" else _lean_ndjson
     full = csv_lines if fmt == "csv" else ndjson_lines
-    floats, names = (FloatText(), None) if fmt == "csv" else (_json_text(), _json_text())
+    floats = FloatText() if fmt == "csv" else _json_text()
     cur = conn.execute(LEAN + rest + ("" if limit is None else " LIMIT ?"), params + ([] if limit is None else [limit]))
+    names = NodeText(conn, None if fmt == "csv" else _json_text())
     parts: list[str] = []
     count = written = 0
     try:
@@ -93,21 +98,42 @@ def line_chunks(
         cur.close()
 
 
+class NodeText(dict):
+    """A node's id → the text its lines give as its name, as ``COALESCE(nodes.name, '#' || node_id)``
+    writes it (NDJSON: as a JSON string, by ``quote``), looked up once per node and export. Only an
+    integer matches a row, as in the JOIN (an ``INTEGER`` column keeps a whole number as an integer:
+    a real or a text in ``node_id``, SQL by hand, equals no id); SQLite itself writes ``'#' || node_id``,
+    so that a real or a text reads as the JOIN reads it. tswarm neither renames nor deletes a node's
+    row, so a name looked up after the statement's last row is the name the JOIN would have read."""
+
+    def __init__(self, conn: sqlite3.Connection, quote=None):
+        super().__init__()
+        self.conn, self.quote = conn, quote
+
+    def __missing__(self, node_id):
+        row = self.conn.execute("SELECT name FROM nodes WHERE id = ?", (node_id,)).fetchone() if type(node_id) is int else None
+        name = row[0] if row is not None else self.conn.execute("SELECT '#' || ?", (node_id,)).fetchone()[0]
+        text = name if self.quote is None else self.quote[name]
+        if len(self) < MAX_NODES:  # memory flat whatever a journal written by hand holds
+            self[node_id] = text
+        return text
+
+
 def _json_text():
     from ...export import JsonText
 
     return JsonText()
 
 
-def _lean_csv(rows: list, text, names=None) -> str:
+def _lean_csv(rows: list, text, names) -> str:
     """The CSV lines of lean rows, as :func:`tswarm.export.csv_lines` writes a row without telemetry;
     the time from its whole seconds ``s`` (one division fewer a row; floor division: before 1970 too)."""
     from ...timefmt import MINUTES as minutes, SECOND_TEXT as seconds
 
     return "".join([
         f"{minutes[(s := ts // 1_000_000_000) // 60]}{seconds[s % 60]}"
-        f"{'%09d' % (ts % 1_000_000_000)}Z,{name},{text[t]},{text[h]},,,,\r\n"
-        for ts, name, t, h in rows
+        f"{'%09d' % (ts % 1_000_000_000)}Z,{names[node]},{text[t]},{text[h]},,,,\r\n"
+        for ts, node, t, h in rows
     ])
 
 
@@ -117,7 +143,7 @@ def _lean_ndjson(rows: list, floats, names) -> str:
 
     return "".join([
         f'{{"time": "{minutes[(s := ts // 1_000_000_000) // 60]}{seconds[s % 60]}'
-        f'{"%09d" % (ts % 1_000_000_000)}Z", "node": {names[name]}, '
+        f'{"%09d" % (ts % 1_000_000_000)}Z", "node": {names[node]}, '
         f'"temperature": {floats[t]}, "humidity": {floats[h]}}}\n'
-        for ts, name, t, h in rows
+        for ts, node, t, h in rows
     ])
