@@ -29,6 +29,7 @@ tests/test_export_lines.py compares the lines with the generic path's on random 
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Iterator, Optional
 
@@ -60,7 +61,7 @@ def line_chunks(
     full = csv_lines if fmt == "csv" else ndjson_lines
     floats = FloatText() if fmt == "csv" else _json_text()
     cur = conn.execute(LEAN + rest + ("" if limit is None else " LIMIT ?"), params + ([] if limit is None else [limit]))
-    names = NodeText(conn, None if fmt == "csv" else _json_text())
+    names = NodeText(conn, as_json=fmt == "ndjson")
     parts: list[str] = []
     count = written = 0
     try:
@@ -99,21 +100,19 @@ def line_chunks(
 
 
 class NodeText(dict):
-    """A node's id → the text its lines give as its name, as ``COALESCE(nodes.name, '#' || node_id)``
-    writes it (NDJSON: as a JSON string, by ``quote``), looked up once per node and export. Only an
-    integer matches a row, as in the JOIN (an ``INTEGER`` column keeps a whole number as an integer:
-    a real or a text in ``node_id``, SQL by hand, equals no id); SQLite itself writes ``'#' || node_id``,
-    so that a real or a text reads as the JOIN reads it. tswarm neither renames nor deletes a node's
-    row, so a name looked up after the statement's last row is the name the JOIN would have read."""
+    """A node's id → the text its lines give as its name: the JOIN's own ``COALESCE(nodes.name, '#' ||
+    node_id)`` (NDJSON: as a JSON string), asked of SQLite once per node and export, so that a real or a
+    text in ``node_id`` (SQL by hand) reads as the JOIN reads it. tswarm neither renames nor deletes a
+    node's row, so a name looked up after the statement's last row is the name the JOIN would have read."""
 
-    def __init__(self, conn: sqlite3.Connection, quote=None):
+    def __init__(self, conn: sqlite3.Connection, as_json: bool = False):
         super().__init__()
-        self.conn, self.quote = conn, quote
+        self.conn, self.as_json = conn, as_json
 
     def __missing__(self, node_id):
-        row = self.conn.execute("SELECT name FROM nodes WHERE id = ?", (node_id,)).fetchone() if type(node_id) is int else None
-        name = row[0] if row is not None else self.conn.execute("SELECT '#' || ?", (node_id,)).fetchone()[0]
-        text = name if self.quote is None else self.quote[name]
+        name = self.conn.execute(
+            "SELECT COALESCE((SELECT name FROM nodes WHERE id = ?1), '#' || ?1)", (node_id,)).fetchone()[0]
+        text = json.dumps(name) if self.as_json else name
         if len(self) < MAX_NODES:  # memory flat whatever a journal written by hand holds
             self[node_id] = text
         return text
