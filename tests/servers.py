@@ -177,8 +177,13 @@ class ServiceProcess:
     def __enter__(self) -> "ServiceProcess":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
+        ended = self.proc.poll() if self.proc is not None else None
         self.stop()
+        if exc is not None and ended is not None:  # a failure the service's own end may explain
+            how = f"been killed by {signal.Signals(-ended).name}" if ended < 0 else f"exited with status {ended}"
+            exc.add_note(f"tswarm serve (pid {self.proc.pid}) had {how} before the test ended; "
+                         f"the end of its log:\n{self.log()[-3000:]}")
 
 
 def request(method: str, url: str, body: bytes | str | None = None, headers: dict | None = None, timeout: float = 30):
