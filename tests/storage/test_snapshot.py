@@ -10,6 +10,8 @@ Everything on real SQLite files and the real PostgreSQL cluster of tests/servers
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -277,13 +279,13 @@ def _statements(snapshot) -> list[str]:
 
 
 def test_the_check_asks_sqlite_only_after_a_commit_and_every_commit_is_noticed(sq):
-    """The WAL index header (the journal's -shm, mapped read-only) says whether anyone committed since
+    """The WAL index header (the journal's -shm, read with pread) says whether anyone committed since
     the counter was read: while nobody did, a lookup runs no statement; after any commit (a reading,
     which leaves the registry alone, or a change of it) the next lookup reads the counter once."""
     snapshot = sq.registry_snapshot()
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        assert snapshot._shm is not None  # WAL: the index is mapped
+        assert snapshot._shm is not None  # WAL: the index is read
         ran = _statements(snapshot)
         for _ in range(100):
             assert snapshot.current("porch") is record
@@ -301,7 +303,6 @@ def test_without_a_wal_index_every_check_asks_sqlite(sq):
     snapshot = sq.registry_snapshot()
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        snapshot._shm.close()
         snapshot._shm = None
         snapshot._map_wal_index = lambda: None  # as with a journal whose -shm cannot be opened
         ran = _statements(snapshot)
@@ -311,3 +312,46 @@ def test_without_a_wal_index_every_check_asks_sqlite(sq):
         assert snapshot.current("porch") is None
     finally:
         snapshot.close()
+
+
+# SQLite's shared "in use" lock on the WAL index (its DMS lock): byte 128 of the -shm file (UNIX_SHM_BASE
+# 120 + SQLITE_SHM_NLOCK 8, sqlite3's os_unix.c), held shared by every process with the journal open.
+_DMS_LOCK = 128
+_TAKE_DMS = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(sys.argv[2]))
+except OSError:
+    sys.exit(3)  # held by another process: the journal is in use
+sys.exit(0)
+"""
+
+
+def _in_use_as_another_process_sees_it(path) -> bool:
+    """Whether another process finds the journal's WAL index in use (it cannot take SQLite's DMS lock
+    exclusively). One that can takes the index for unused and rebuilds it under the holder's connections."""
+    proc = subprocess.run([sys.executable, "-c", _TAKE_DMS, f"{path}-shm", str(_DMS_LOCK)], timeout=30)
+    assert proc.returncode in (0, 3), proc
+    return proc.returncode == 3
+
+
+def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
+    """POSIX advisory locks belong to the process: closing any descriptor of the -shm drops SQLite's own.
+    The snapshot opened the file, mapped its header and closed the descriptor: from then on another
+    process (`tswarm status` during the outage test of tests/integration/test_influx.py) rebuilt the
+    index under `tswarm serve`, which died of SIGBUS reading its truncated mapping. The snapshot keeps
+    its descriptor open, also after it is closed, while the storage's connections still use the file."""
+    assert _in_use_as_another_process_sees_it(sq.path)
+    snapshot = sq.registry_snapshot()
+    try:
+        _miss_then_keep(snapshot, sq, "porch")
+        assert snapshot._shm is not None and snapshot.current("porch") is not None  # the header was read
+        assert _in_use_as_another_process_sees_it(sq.path)
+        again = sq.registry_snapshot()  # a second snapshot of the journal reads it on the same descriptor
+        _miss_then_keep(again, sq, "porch")
+        assert again._shm == snapshot._shm
+        again.close()
+    finally:
+        snapshot.close()
+    assert _in_use_as_another_process_sees_it(sq.path)

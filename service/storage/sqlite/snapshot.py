@@ -8,7 +8,8 @@ sqlite3 shell) has moved the counter by the moment it is committed.
 
 :class:`SqliteSnapshot` holds records read at one value of the counter. Each lookup on the loop
 first looks at the header of the journal's WAL index (the ``-shm`` file SQLite keeps beside a WAL
-journal, mapped read-only: every commit of any connection rewrites it). While it is the one seen
+journal, read with ``pread`` on a descriptor this process keeps open: every commit of any connection
+rewrites it). While it is the one seen
 when the counter was last read, nobody has committed anything since, and the lookup asks SQLite
 nothing. When it moved (a commit: under load the writer's own, every few milliseconds) the lookup
 reads the counter, on a connection of the snapshot's own that only reads (``query_only``)
@@ -33,14 +34,15 @@ step: it starts a read transaction as the ``SELECT`` does (measured the same, 10
 commit 30-65 us), and after any commit the counter must be read anyway; so the check is the one
 statement. The WAL index header took that statement off every lookup but the first after a commit:
 under wrk (keep-alive, 50 connections, 300 nodes) the check went from 9% of the event loop's samples
-(py-spy) to 2%.
+(py-spy) to 2%. (The header was first read through an ``mmap`` of the file, 0.16 us; ``pread`` costs
+0.58 us, measured alone: see :data:`_WAL_INDEX_FDS` for why the descriptor must stay open.)
 """
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -55,6 +57,35 @@ log = logging.getLogger("tswarm.storage.snapshot")
 
 WAL_INDEX_HEADER = 48  # bytes of the first copy of the WAL index header (WalIndexHdr)
 
+# A descriptor on each journal's ``-shm`` file this process has read the header of, by the file's
+# (device, inode), open until the process ends: never closed. SQLite's locks on the WAL index are POSIX
+# advisory locks, which belong to the process, and closing ANY descriptor of the file drops every one
+# of them, those of SQLite's own connections included (https://www.sqlite.org/howtocorrupt.html,
+# section 2.2). With its locks gone, the next process to open the journal (`tswarm status`, say) takes
+# the WAL index for unused and rebuilds it under this process's connections: a truncated mapping
+# killed `tswarm serve` with SIGBUS (tests/storage/test_snapshot.py). One descriptor per
+# journal, kept for every later snapshot of it: `tswarm serve` keeps one.
+_WAL_INDEX_FDS: dict[tuple[int, int], int] = {}
+_WAL_INDEX_LOCK = threading.Lock()
+
+
+def wal_index_fd(path: Path) -> Optional[int]:
+    """The kept descriptor on the WAL index of the journal ``path`` (opened the first time), or None
+    when it has none (another journal mode, not there yet)."""
+    shm = f"{path}-shm"
+    with _WAL_INDEX_LOCK:
+        try:
+            st = os.stat(shm)
+            fd = _WAL_INDEX_FDS.get((st.st_dev, st.st_ino))
+            if fd is None:
+                fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+                st = os.fstat(fd)  # the file opened (replaced since the stat: that one)
+                # a second descriptor of a file already kept stays open too: closing it would drop the locks
+                _WAL_INDEX_FDS.setdefault((st.st_dev, st.st_ino), fd)
+        except OSError:
+            return None
+        return fd
+
 
 class SqliteSnapshot(RegistrySnapshot):
     """Records of nodes by name, at one value of the journal's ``registry_version``."""
@@ -64,7 +95,7 @@ class SqliteSnapshot(RegistrySnapshot):
         self._records: dict[str, NodeAuth] = {}
         self._version: Optional[int] = None  # the counter the records were read at; None: serve nothing
         self._conn: Optional[sqlite3.Connection] = None
-        self._shm: Optional[mmap.mmap] = None  # the journal's WAL index, read-only: has anyone committed?
+        self._shm: Optional[int] = None  # a descriptor on the journal's WAL index (wal_index_fd): has anyone committed?
         self._seen = b""  # its header when the counter was last read
         try:
             # The journal exists and is current (the storage that makes this opened it). Used only on the
@@ -100,29 +131,25 @@ class SqliteSnapshot(RegistrySnapshot):
         return version
 
     def _header(self) -> Optional[bytes]:
-        """The WAL index's header now (None: not mapped). SQLite's WAL index (the journal's ``-shm``
+        """The WAL index's header now (None: not read). SQLite's WAL index (the journal's ``-shm``
         file, https://www.sqlite.org/walformat.html) begins with the header every connection reads
         to begin a read transaction; every commit of every connection rewrites it (``iChange`` counts
         the transactions, ``mxFrame`` the last frame, a restarted WAL has new salts). An unchanged
         header therefore means no commit since; a torn read (a writer rewriting it this moment) only
-        ever differs, so the counter is read."""
-        shm = self._shm
-        return None if shm is None else shm[:WAL_INDEX_HEADER]
+        ever differs, so the counter is read. ``pread`` of a shorter file gives fewer bytes: a
+        difference too, never a fault."""
+        fd = self._shm
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, WAL_INDEX_HEADER, 0)
+        except OSError:
+            return None
 
     def _map_wal_index(self) -> None:
-        """Map the ``-shm`` file, which exists while this snapshot's connection keeps the journal open
-        in WAL mode; without it (another journal mode, an error) every check asks SQLite."""
-        try:
-            fd = os.open(f"{self.path}-shm", os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            if os.fstat(fd).st_size >= WAL_INDEX_HEADER:
-                self._shm = mmap.mmap(fd, WAL_INDEX_HEADER, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            pass
-        finally:
-            os.close(fd)
+        """The WAL index, which exists while this snapshot's connection keeps the journal open in WAL
+        mode; without it (another journal mode, an error) every check asks SQLite."""
+        self._shm = wal_index_fd(self.path)
 
     def current(self, name: str) -> Optional[NodeAuth]:
         if self._check() is None:
@@ -138,9 +165,7 @@ class SqliteSnapshot(RegistrySnapshot):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        shm, self._shm = self._shm, None
+        self._shm = None  # the descriptor stays open (_WAL_INDEX_FDS)
         self._records.clear()
-        if shm is not None:
-            shm.close()
         if conn is not None:
             conn.close()
