@@ -9,6 +9,7 @@ Everything on real SQLite files and the real PostgreSQL cluster of tests/servers
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -355,3 +356,20 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
     finally:
         snapshot.close()
     assert _in_use_as_another_process_sees_it(sq.path)
+
+
+def test_a_wal_index_shorter_than_its_header_is_no_header_and_every_check_asks_sqlite(sq, tmp_path):
+    """As while another process rebuilds the index: the header is not trusted, the counter is read."""
+    snapshot = sq.registry_snapshot()
+    short = tmp_path / "short-shm"
+    short.write_bytes(b"\0" * 10)
+    fd = os.open(short, os.O_RDONLY)  # not the journal's -shm: closing it drops no lock of SQLite's
+    try:
+        record = _miss_then_keep(snapshot, sq, "porch")
+        snapshot._shm = fd
+        ran = _statements(snapshot)
+        assert snapshot.current("porch") is record and snapshot.current("porch") is record
+        assert len(ran) == 2
+    finally:
+        snapshot.close()
+        os.close(fd)

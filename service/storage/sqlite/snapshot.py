@@ -136,15 +136,16 @@ class SqliteSnapshot(RegistrySnapshot):
         to begin a read transaction; every commit of every connection rewrites it (``iChange`` counts
         the transactions, ``mxFrame`` the last frame, a restarted WAL has new salts). An unchanged
         header therefore means no commit since; a torn read (a writer rewriting it this moment) only
-        ever differs, so the counter is read. ``pread`` of a shorter file gives fewer bytes: a
-        difference too, never a fault."""
+        ever differs, so the counter is read. A file shorter than the header (being rebuilt) is no
+        header: the counter is read (through a mapping, it was a SIGBUS)."""
         fd = self._shm
         if fd is None:
             return None
         try:
-            return os.pread(fd, WAL_INDEX_HEADER, 0)
+            header = os.pread(fd, WAL_INDEX_HEADER, 0)
         except OSError:
             return None
+        return header if len(header) == WAL_INDEX_HEADER else None
 
     def _map_wal_index(self) -> None:
         """The WAL index, which exists while this snapshot's connection keeps the journal open in WAL
