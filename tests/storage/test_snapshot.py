@@ -286,7 +286,7 @@ def test_the_check_asks_sqlite_only_after_a_commit_and_every_commit_is_noticed(s
     snapshot = sq.registry_snapshot()
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        assert snapshot._shm is not None  # WAL: the index is read
+        assert snapshot._wal_index is not None  # WAL: the index is read
         ran = _statements(snapshot)
         for _ in range(100):
             assert snapshot.current("porch") is record
@@ -304,8 +304,8 @@ def test_without_a_wal_index_every_check_asks_sqlite(sq):
     snapshot = sq.registry_snapshot()
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        snapshot._shm = None
-        snapshot._map_wal_index = lambda: None  # as with a journal whose -shm cannot be opened
+        snapshot._wal_index = None
+        snapshot._open_wal_index = lambda: None  # as with a journal whose -shm cannot be opened
         ran = _statements(snapshot)
         assert snapshot.current("porch") is record and snapshot.current("porch") is record
         assert len(ran) == 2
@@ -347,11 +347,11 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
     snapshot = sq.registry_snapshot()
     try:
         _miss_then_keep(snapshot, sq, "porch")
-        assert snapshot._shm is not None and snapshot.current("porch") is not None  # the header was read
+        assert snapshot._wal_index is not None and snapshot.current("porch") is not None  # the header was read
         assert _in_use_as_another_process_sees_it(sq.path)
         again = sq.registry_snapshot()  # a second snapshot of the journal reads it on the same descriptor
         _miss_then_keep(again, sq, "porch")
-        assert again._shm == snapshot._shm
+        assert again._wal_index == snapshot._wal_index
         again.close()
     finally:
         snapshot.close()
@@ -366,7 +366,7 @@ def test_a_wal_index_shorter_than_its_header_is_no_header_and_every_check_asks_s
     fd = os.open(short, os.O_RDONLY)  # not the journal's -shm: closing it drops no lock of SQLite's
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        snapshot._shm = fd
+        snapshot._wal_index = fd
         ran = _statements(snapshot)
         assert snapshot.current("porch") is record and snapshot.current("porch") is record
         assert len(ran) == 2

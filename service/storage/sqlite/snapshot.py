@@ -95,7 +95,7 @@ class SqliteSnapshot(RegistrySnapshot):
         self._records: dict[str, NodeAuth] = {}
         self._version: Optional[int] = None  # the counter the records were read at; None: serve nothing
         self._conn: Optional[sqlite3.Connection] = None
-        self._shm: Optional[int] = None  # a descriptor on the journal's WAL index (wal_index_fd): has anyone committed?
+        self._wal_index: Optional[int] = None  # a descriptor on the journal's -shm (wal_index_fd): anyone committed?
         self._seen = b""  # its header when the counter was last read
         try:
             # The journal exists and is current (the storage that makes this opened it). Used only on the
@@ -126,8 +126,8 @@ class SqliteSnapshot(RegistrySnapshot):
             self._version = version
         # the header read BEFORE the counter: a commit after that read moves it, so the next check asks again
         self._seen = header if version is not None and header is not None else b""
-        if self._shm is None and version is not None:
-            self._map_wal_index()
+        if self._wal_index is None and version is not None:
+            self._open_wal_index()
         return version
 
     def _header(self) -> Optional[bytes]:
@@ -138,7 +138,7 @@ class SqliteSnapshot(RegistrySnapshot):
         header therefore means no commit since; a torn read (a writer rewriting it this moment) only
         ever differs, so the counter is read. A file shorter than the header (being rebuilt) is no
         header: the counter is read (through a mapping, it was a SIGBUS)."""
-        fd = self._shm
+        fd = self._wal_index
         if fd is None:
             return None
         try:
@@ -147,10 +147,10 @@ class SqliteSnapshot(RegistrySnapshot):
             return None
         return header if len(header) == WAL_INDEX_HEADER else None
 
-    def _map_wal_index(self) -> None:
+    def _open_wal_index(self) -> None:
         """The WAL index, which exists while this snapshot's connection keeps the journal open in WAL
         mode; without it (another journal mode, an error) every check asks SQLite."""
-        self._shm = wal_index_fd(self.path)
+        self._wal_index = wal_index_fd(self.path)
 
     def current(self, name: str) -> Optional[NodeAuth]:
         if self._check() is None:
@@ -166,7 +166,7 @@ class SqliteSnapshot(RegistrySnapshot):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        self._shm = None  # the descriptor stays open (_WAL_INDEX_FDS)
+        self._wal_index = None  # the descriptor stays open (_WAL_INDEX_FDS)
         self._records.clear()
         if conn is not None:
             conn.close()
