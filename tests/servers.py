@@ -181,7 +181,9 @@ class ServiceProcess:
         ended = self.proc.poll() if self.proc is not None else None
         self.stop()
         if exc is not None and ended is not None:  # a failure the service's own end may explain
-            how = f"been killed by {signal.Signals(-ended).name}" if ended < 0 else f"exited with status {ended}"
+            sig = -ended
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else f"signal {sig}"  # never raises here
+            how = f"been killed by {name}" if ended < 0 else f"exited with status {ended}"
             exc.add_note(f"tswarm serve (pid {self.proc.pid}) had {how} before the test ended; "
                          f"the end of its log:\n{self.log()[-3000:]}")
 

@@ -350,9 +350,11 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
         assert snapshot._wal_index is not None and snapshot.current("porch") is not None  # the header was read
         assert _in_use_as_another_process_sees_it(sq.path)
         again = sq.registry_snapshot()  # a second snapshot of the journal reads it on the same descriptor
-        _miss_then_keep(again, sq, "porch")
-        assert again._wal_index == snapshot._wal_index
-        again.close()
+        try:
+            _miss_then_keep(again, sq, "porch")
+            assert again._wal_index == snapshot._wal_index
+        finally:
+            again.close()
     finally:
         snapshot.close()
     assert _in_use_as_another_process_sees_it(sq.path)
