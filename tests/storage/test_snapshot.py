@@ -21,7 +21,7 @@ from tswarm.storage import DB_FILENAME, open_storage
 from tswarm.storage.interface import HALT_ALL
 from tswarm.storage.snapshot import RegistrySnapshot
 from tswarm.storage.sqlite import SCHEMA_VERSION, SqliteStorage, schema
-from tswarm.storage.sqlite.snapshot import SqliteSnapshot
+from tswarm.storage.sqlite.snapshot import SqliteSnapshot, wal_index_map
 
 UP_S = 10.0  # PostgreSQL's listener connects within this
 
@@ -280,7 +280,7 @@ def _statements(snapshot) -> list[str]:
 
 
 def test_the_check_asks_sqlite_only_after_a_commit_and_every_commit_is_noticed(sq):
-    """The WAL index header (the journal's -shm, read with pread) says whether anyone committed since
+    """The WAL index header (the journal's -shm, read through a mapping) says whether anyone committed since
     the counter was read: while nobody did, a lookup runs no statement; after any commit (a reading,
     which leaves the registry alone, or a change of it) the next lookup reads the counter once."""
     snapshot = sq.registry_snapshot()
@@ -352,7 +352,7 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
         again = sq.registry_snapshot()  # a second snapshot of the journal reads it on the same descriptor
         try:
             _miss_then_keep(again, sq, "porch")
-            assert again._wal_index == snapshot._wal_index
+            assert again._wal_index is snapshot._wal_index
         finally:
             again.close()
     finally:
@@ -360,18 +360,39 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
     assert _in_use_as_another_process_sees_it(sq.path)
 
 
-def test_a_wal_index_shorter_than_its_header_is_no_header_and_every_check_asks_sqlite(sq, tmp_path):
-    """As while another process rebuilds the index: the header is not trusted, the counter is read."""
+def test_a_wal_index_shorter_than_its_header_is_not_mapped_until_it_has_grown(tmp_path):
+    """As while another process rebuilds the index: no header yet, so every check reads the counter;
+    once the file has its header, it is mapped (and the descriptor opened for it was kept meanwhile)."""
+    journal = tmp_path / "other.db"
+    shm = tmp_path / "other.db-shm"  # not a journal SQLite uses: nothing here drops a lock of SQLite's
+    shm.write_bytes(b"\0" * 10)
+    assert wal_index_map(journal) is None
+    assert wal_index_map(journal) is None
+    header = bytes(range(48))
+    shm.write_bytes(header + b"\xff" * 100)  # the same file, grown
+    mapped = wal_index_map(journal)
+    assert mapped is not None and mapped[:48] == header
+    assert wal_index_map(journal) is mapped
+    os.truncate(shm, 3)  # SQLite truncates the index to 3 bytes before it rebuilds it: the page stays mapped
+    assert mapped[:48] == header[:3] + b"\0" * 45  # a header that differs: the counter is read
+    assert wal_index_map(tmp_path / "none.db") is None
+
+
+def test_the_check_reads_the_header_without_a_system_call(sq, monkeypatch):
+    """os.pread would let go of the GIL on the event loop and hand it to the journal's writer thread
+    (benchmarks/gil.py measures what that costs): while nobody commits, a lookup calls into no os function."""
     snapshot = sq.registry_snapshot()
-    short = tmp_path / "short-shm"
-    short.write_bytes(b"\0" * 10)
-    fd = os.open(short, os.O_RDONLY)  # not the journal's -shm: closing it drops no lock of SQLite's
     try:
         record = _miss_then_keep(snapshot, sq, "porch")
-        snapshot._wal_index = fd
-        ran = _statements(snapshot)
+        for name in ("pread", "read", "stat", "fstat", "lseek"):
+            monkeypatch.setattr(os, name, _refused(name))
         assert snapshot.current("porch") is record and snapshot.current("porch") is record
-        assert len(ran) == 2
     finally:
+        monkeypatch.undo()
         snapshot.close()
-        os.close(fd)
+
+
+def _refused(name):
+    def call(*args, **kwargs):
+        raise AssertionError(f"os.{name} called on the lookup's path")
+    return call

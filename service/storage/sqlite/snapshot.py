@@ -8,8 +8,8 @@ sqlite3 shell) has moved the counter by the moment it is committed.
 
 :class:`SqliteSnapshot` holds records read at one value of the counter. Each lookup on the loop
 first looks at the header of the journal's WAL index (the ``-shm`` file SQLite keeps beside a WAL
-journal, read with ``pread`` on a descriptor this process keeps open: every commit of any connection
-rewrites it). While it is the one seen
+journal, read through a mapping of its first bytes that this process keeps: every commit of any
+connection rewrites it). While it is the one seen
 when the counter was last read, nobody has committed anything since, and the lookup asks SQLite
 nothing. When it moved (a commit: under load the writer's own, every few milliseconds) the lookup
 reads the counter, on a connection of the snapshot's own that only reads (``query_only``)
@@ -34,12 +34,23 @@ step: it starts a read transaction as the ``SELECT`` does (measured the same, 10
 commit 30-65 us), and after any commit the counter must be read anyway; so the check is the one
 statement. The WAL index header took that statement off every lookup but the first after a commit:
 under wrk (keep-alive, 50 connections, 300 nodes) the check went from 9% of the event loop's samples
-(py-spy) to 2%. (The header was first read through an ``mmap`` of the file, 0.16 us; ``pread`` costs
-0.58 us, measured alone: see :data:`_WAL_INDEX_FDS` for why the descriptor must stay open.)
+(py-spy) to 2%.
+
+The header is read from a mapping, not with ``pread``: a read through a mapping keeps the GIL, and
+``os.pread`` lets go of it, as any system call does. On the event loop that hands the GIL to the
+journal's writer thread, which wants it back after each SQLite statement, and the loop waits up to the
+interpreter's switch interval (5 ms) to have it again: beside a thread that wants the GIL, ``os.pread``
+of the header managed 0.3% of its calls a second alone, the mapping's slice 45%
+(benchmarks/gil.py, which measures it; the same effect as the HMAC of the credential cache's key in
+benchmarks/README.md). The mapping and its descriptor are kept for the process's life
+(:data:`_WAL_INDEX_MAPS` says why), and a mapping covers only the header's page, which SQLite's own
+mapping of the file covers too: a truncation that could make reading it fail (SIGBUS) would fail
+SQLite's own reads first, and none happens while this process holds SQLite's locks on the file.
 """
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import sqlite3
 import threading
@@ -57,34 +68,44 @@ log = logging.getLogger("tswarm.storage.snapshot")
 
 WAL_INDEX_HEADER = 48  # bytes of the first copy of the WAL index header (WalIndexHdr)
 
-# A descriptor on each journal's ``-shm`` file this process has read the header of, by the file's
-# (device, inode), open until the process ends: never closed. SQLite's locks on the WAL index are POSIX
-# advisory locks, which belong to the process, and closing ANY descriptor of the file drops every one
-# of them, those of SQLite's own connections included (https://www.sqlite.org/howtocorrupt.html,
-# section 2.2). With its locks gone, the next process to open the journal (`tswarm status`, say) takes
-# the WAL index for unused and rebuilds it under this process's connections: a truncated mapping
-# killed `tswarm serve` with SIGBUS (tests/storage/test_snapshot.py). One descriptor per
-# journal, kept for every later snapshot of it: `tswarm serve` keeps one.
+# Each journal's ``-shm`` file this process has read the header of: a descriptor on it and a read-only
+# mapping of its header, by the file's (device, inode), kept until the process ends: neither is ever
+# closed. SQLite's locks on the WAL index are POSIX advisory locks, which belong to the process, and
+# closing ANY descriptor of the file drops every one of them, those of SQLite's own connections included
+# (https://www.sqlite.org/howtocorrupt.html, section 2.2), and a mapping holds a descriptor of its own
+# (``mmap`` duplicates it), closed with the mapping. With its locks gone, the next process to open the
+# journal (`tswarm status`, say) takes the WAL index for unused and rebuilds it under this process's
+# connections: SQLite's own truncated mapping killed `tswarm serve` with SIGBUS
+# (tests/storage/test_snapshot.py). One of each per journal, kept for every later snapshot of it:
+# `tswarm serve` keeps one.
 _WAL_INDEX_FDS: dict[tuple[int, int], int] = {}
+_WAL_INDEX_MAPS: dict[tuple[int, int], mmap.mmap] = {}
 _WAL_INDEX_LOCK = threading.Lock()
 
 
-def wal_index_fd(path: Path) -> Optional[int]:
-    """The kept descriptor on the WAL index of the journal ``path`` (opened the first time), or None
-    when it has none (another journal mode, not there yet)."""
+def wal_index_map(path: Path) -> Optional[mmap.mmap]:
+    """The kept mapping of the WAL index header of the journal ``path`` (mapped the first time), or
+    None when it has none (another journal mode, not there yet, shorter than its header)."""
     shm = f"{path}-shm"
     with _WAL_INDEX_LOCK:
         try:
             st = os.stat(shm)
-            fd = _WAL_INDEX_FDS.get((st.st_dev, st.st_ino))
-            if fd is None:
-                fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
-                st = os.fstat(fd)  # the file opened (replaced since the stat: that one)
-                # a second descriptor of a file already kept stays open too: closing it would drop the locks
-                _WAL_INDEX_FDS.setdefault((st.st_dev, st.st_ino), fd)
-        except OSError:
+            key = (st.st_dev, st.st_ino)
+            header = _WAL_INDEX_MAPS.get(key)
+            if header is None:
+                fd = _WAL_INDEX_FDS.get(key)
+                if fd is None:
+                    fd = os.open(shm, os.O_RDONLY | os.O_CLOEXEC)
+                    st = os.fstat(fd)  # the file opened (replaced since the stat: that one)
+                    key = (st.st_dev, st.st_ino)
+                    # a second descriptor of a file already kept stays open too: closing it would drop the locks
+                    fd = _WAL_INDEX_FDS.setdefault(key, fd)
+                if os.fstat(fd).st_size < WAL_INDEX_HEADER:  # being rebuilt: no header yet, a later check maps it
+                    return None
+                header = _WAL_INDEX_MAPS.setdefault(key, mmap.mmap(fd, WAL_INDEX_HEADER, prot=mmap.PROT_READ))
+        except (OSError, ValueError):  # ValueError: shorter than the header after all (mmap checks)
             return None
-        return fd
+        return header
 
 
 class SqliteSnapshot(RegistrySnapshot):
@@ -95,7 +116,7 @@ class SqliteSnapshot(RegistrySnapshot):
         self._records: dict[str, NodeAuth] = {}
         self._version: Optional[int] = None  # the counter the records were read at; None: serve nothing
         self._conn: Optional[sqlite3.Connection] = None
-        self._wal_index: Optional[int] = None  # a descriptor on the journal's -shm (wal_index_fd): anyone committed?
+        self._wal_index: Optional[mmap.mmap] = None  # the journal's -shm header (wal_index_map): anyone committed?
         self._seen = b""  # its header when the counter was last read
         try:
             # The journal exists and is current (the storage that makes this opened it). Used only on the
@@ -136,21 +157,16 @@ class SqliteSnapshot(RegistrySnapshot):
         to begin a read transaction; every commit of every connection rewrites it (``iChange`` counts
         the transactions, ``mxFrame`` the last frame, a restarted WAL has new salts). An unchanged
         header therefore means no commit since; a torn read (a writer rewriting it this moment) only
-        ever differs, so the counter is read. A file shorter than the header (being rebuilt) is no
-        header: the counter is read (through a mapping, it was a SIGBUS)."""
-        fd = self._wal_index
-        if fd is None:
-            return None
-        try:
-            header = os.pread(fd, WAL_INDEX_HEADER, 0)
-        except OSError:
-            return None
-        return header if len(header) == WAL_INDEX_HEADER else None
+        ever differs, so the counter is read. Through the mapping: no system call, the GIL kept (see
+        the module's docstring). A file rebuilt since it was mapped reads as it is now (zeros past
+        its end in the header's page): a header that differs, so the counter is read."""
+        header = self._wal_index
+        return None if header is None else header[:WAL_INDEX_HEADER]
 
     def _open_wal_index(self) -> None:
         """The WAL index, which exists while this snapshot's connection keeps the journal open in WAL
         mode; without it (another journal mode, an error) every check asks SQLite."""
-        self._wal_index = wal_index_fd(self.path)
+        self._wal_index = wal_index_map(self.path)
 
     def current(self, name: str) -> Optional[NodeAuth]:
         if self._check() is None:
@@ -166,7 +182,7 @@ class SqliteSnapshot(RegistrySnapshot):
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        self._wal_index = None  # the descriptor stays open (_WAL_INDEX_FDS)
+        self._wal_index = None  # the mapping stays (_WAL_INDEX_MAPS)
         self._records.clear()
         if conn is not None:
             conn.close()
