@@ -9,7 +9,6 @@ hash the request reads from the journal, so the remembered success no longer app
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -21,6 +20,8 @@ from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Awaitable, Callable, Optional
 
 if TYPE_CHECKING:
+    import asyncio  # imported where a login waits for its hash: the CLI does without it (~50 ms a start)
+
     from aiohttp import BasicAuth  # imported where a header is parsed: the CLI does without aiohttp
 
     from .storage import NodeAuth
@@ -136,6 +137,8 @@ class CredentialCache:
             self.hit(key)
             return True
         self.misses += 1
+        import asyncio
+
         inflight = self._inflight.get(key)
         if inflight is None:
             loop = asyncio.get_running_loop()

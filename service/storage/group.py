@@ -23,16 +23,20 @@ database returns goes through.
 from __future__ import annotations
 
 import abc
-import asyncio
 import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .interface import NO_EXTRA, Duplicate, ReadingExtra, StorageUnavailable, Writer
+
+if TYPE_CHECKING:
+    # asyncio is imported where a writer starts, probes and closes, all on the running loop: the CLI
+    # imports this module with the storage and never runs a writer (asyncio is ~50 ms of its start)
+    import asyncio
 
 log = logging.getLogger("tswarm.storage")
 
@@ -125,7 +129,7 @@ class GroupCommitWriter(Writer):
             self._outage, self._probing = None, None
         if self._outage_since is not None and self._recovered_at is None:
             self._recovered_at = time.monotonic()
-            asyncio.get_running_loop().call_later(STABLE_S, self._log_recovery)
+            self._loop.call_later(STABLE_S, self._log_recovery)
 
     def _log_recovery(self) -> None:
         since, back = self._outage_since, self._recovered_at
@@ -140,7 +144,7 @@ class GroupCommitWriter(Writer):
             raise outage
 
     def _probed(self, probe: asyncio.Future) -> None:
-        self._probed_at = asyncio.get_running_loop().time()
+        self._probed_at = self._loop.time()
         if not probe.cancelled():
             probe.exception()  # retrieved here: a probe nobody waits for any more logs nothing
 
@@ -149,7 +153,9 @@ class GroupCommitWriter(Writer):
         :data:`PROBE_INTERVAL_S`: in between, the last probe's answer."""
         if self._outage is None or not self._probes or self._closing:
             return None
-        loop = asyncio.get_running_loop()
+        import asyncio
+
+        loop = self._loop
         if self._probing is None or (self._probing.done() and loop.time() - self._probed_at >= PROBE_INTERVAL_S):
             self._probing = loop.run_in_executor(self._executor, self._probe)
             self._probing.add_done_callback(self._probed)
@@ -165,10 +171,14 @@ class GroupCommitWriter(Writer):
     # -- the shared half ----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        import asyncio
+
         self._loop = loop = asyncio.get_running_loop()
         self._conn = await loop.run_in_executor(self._executor, self._connect)
 
     async def close(self) -> None:
+        import asyncio
+
         if self._closing:
             return
         self._closing = True

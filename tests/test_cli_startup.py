@@ -1,0 +1,53 @@
+"""What the CLI's commands import: not the server's libraries. asyncio alone is about 50 ms of every
+start of `tswarm` (measured with ``python -X importtime``), and aiohttp more; the commands that only
+read or change the journal need neither. On SQLite: psycopg imports asyncio itself."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.servers import run_cli
+
+# Runs one command as `python -m tswarm` does, then says which of the server's modules it imported.
+PROBE = """
+import sys
+from tswarm.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(sorted(m for m in ("asyncio", "aiohttp", "tswarm.app", "tswarm.storage.group") if m in sys.modules), file=sys.stderr)
+"""
+
+
+def _imported(data_dir, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
+        env=_sqlite_env(data_dir),
+    )
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def _sqlite_env(data_dir) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("PORT", "DATABASE_URL")}
+    env["TSWARM_DATA_DIR"] = str(data_dir)
+    return env
+
+
+@pytest.mark.parametrize("args", [
+    ("node", "list"), ("export",), ("export", "--format", "ndjson"), ("status",), ("node", "add", "porch2"),
+    ("halt", "porch"), ("resume", "porch"),
+], ids=" ".join)
+def test_commands_on_the_journal_import_neither_asyncio_nor_aiohttp(tmp_path, args):
+    run_cli(tmp_path, "node", "add", "porch", env=_sqlite_env(tmp_path))
+    assert _imported(tmp_path, *args) == "['tswarm.storage.group']"  # the writer's module, without asyncio
+
+
+def test_serve_s_modules_do_import_it(tmp_path):
+    """The probe tells them apart: the app's modules bring asyncio and aiohttp."""
+    code = "import sys, tswarm.app; print('asyncio' in sys.modules and 'aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert out.strip() == "True"
