@@ -11,24 +11,29 @@ import pytest
 
 from tests.servers import run_cli
 
-# Runs one command as `python -m tswarm` does, then says which of the server's modules it imported.
+# Runs one command as `python -m tswarm` does, then says how it ended and which of the server's modules
+# it imported.
 PROBE = """
 import sys
 from tswarm.cli import main
 try:
     main()
-except SystemExit:
-    pass
-print(sorted(m for m in ("asyncio", "aiohttp", "tswarm.app", "tswarm.storage.group") if m in sys.modules), file=sys.stderr)
+    status = 0
+except SystemExit as exc:
+    status = exc.code or 0
+print(status, sorted(m for m in ("asyncio", "aiohttp", "tswarm.app", "tswarm.storage.group") if m in sys.modules), file=sys.stderr)
 """
 
 
 def _imported(data_dir, *args: str) -> str:
+    """What the command imported; it must have succeeded (an early error would import less)."""
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120,
         env=_sqlite_env(data_dir),
     )
-    return proc.stderr.strip().splitlines()[-1]
+    status, _, imported = proc.stderr.strip().splitlines()[-1].partition(" ")
+    assert status == "0", proc.stderr
+    return imported
 
 
 def _sqlite_env(data_dir) -> dict:
