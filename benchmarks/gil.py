@@ -35,6 +35,7 @@ KEY = secrets.token_bytes(32)
 HEADER = b"Basic bm9kZTAwMDAxOmJlbmNobWFyay1wYXNzd29yZC0xMjM0NTY3OA=="  # a node's Authorization value
 
 WAL_INDEX_HEADER = 48  # bytes the snapshot reads (service/storage/sqlite/snapshot.py)
+_KEPT: list = []  # the journal's connection, open while the script runs (as the service keeps its own)
 
 
 def wal_index(folder: str) -> int:
@@ -50,7 +51,6 @@ def wal_index(folder: str) -> int:
     return os.open(path + "-shm", os.O_RDONLY)
 
 
-_KEPT: list = []
 _FOLDER = tempfile.TemporaryDirectory()
 _SHM = wal_index(_FOLDER.name)
 _HEADER_MAP = mmap.mmap(_SHM, WAL_INDEX_HEADER, prot=mmap.PROT_READ)

@@ -342,14 +342,15 @@ def test_reading_the_wal_index_keeps_sqlite_s_locks_on_it(sq):
     The snapshot opened the file, mapped its header and closed the descriptor: from then on another
     process (`tswarm status` during the outage test of tests/integration/test_influx.py) rebuilt the
     index under `tswarm serve`, which died of SIGBUS reading its truncated mapping. The snapshot keeps
-    its descriptor open, also after it is closed, while the storage's connections still use the file."""
+    its descriptor and its mapping of the header, also after it is closed, while the storage's
+    connections still use the file."""
     assert _in_use_as_another_process_sees_it(sq.path)
     snapshot = sq.registry_snapshot()
     try:
         _miss_then_keep(snapshot, sq, "porch")
         assert snapshot._wal_index is not None and snapshot.current("porch") is not None  # the header was read
         assert _in_use_as_another_process_sees_it(sq.path)
-        again = sq.registry_snapshot()  # a second snapshot of the journal reads it on the same descriptor
+        again = sq.registry_snapshot()  # a second snapshot of the journal reads the same mapping
         try:
             _miss_then_keep(again, sq, "porch")
             assert again._wal_index is snapshot._wal_index
