@@ -41,8 +41,8 @@ The header is read from a mapping, not with ``pread``: a read through a mapping 
 journal's writer thread, which wants it back after each SQLite statement, and the loop waits up to the
 interpreter's switch interval (5 ms) to have it again: beside a thread that wants the GIL, ``os.pread``
 of the header kept 0.08-2% of the calls a second it makes alone, the mapping's slice 40-49% (three
-runs of benchmarks/gil.py, which measures it; benchmarks/README.md has the figures; the same effect as the HMAC of
-the credential cache's key once had). The mapping and its descriptor are kept for the process's life
+runs of benchmarks/gil.py, which measures it; benchmarks/README.md has the figures; the same effect
+as the HMAC of the credential cache's key once had). The mapping and its descriptor are kept for the process's life
 (:data:`_WAL_INDEX_MAPS` says why), and the mapping covers only the file's first page, which SQLite's
 own mapping of the file covers too: a truncation that could make reading it fail (SIGBUS) would fail
 SQLite's own reads first, and none happens while this process holds SQLite's locks on the file.
