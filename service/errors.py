@@ -9,7 +9,7 @@ import logging
 from typing import Mapping, Optional
 
 from aiohttp import HttpVersion10, HttpVersion11, web
-from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
 from . import keys
 from .storage import StorageUnavailable
@@ -94,8 +94,10 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
         if exc.status < 400 or exc.content_type == "application/json":
             raise exc
         return as_json(exc.status, exc.reason, exc.headers)
-    if isinstance(exc, web.RequestPayloadError):
-        if isinstance(exc.__cause__, ContentEncodingError):
+    if isinstance(exc, (web.RequestPayloadError, HttpProcessingError)):
+        # the body broke while it was read: aiohttp's C parser raises the first, wrapping the parser's
+        # error; its pure-Python parser raises that error itself for some breaks (a bad chunk size)
+        if isinstance(exc, ContentEncodingError) or isinstance(exc.__cause__, ContentEncodingError):
             return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
         return json_error(400, "bad_body", "the body does not match its Content-Length or chunked encoding",
                           headers={"Connection": "close"})

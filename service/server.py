@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import _ErrInfo  # what aiohttp queues for a request its parser refused
 
 from . import keys
 from .errors import ENCODING_HELP, as_json, json_error
@@ -65,6 +66,24 @@ class RequestHandler(web.RequestHandler):
     def __init__(self, manager: web.Server, *, app: web.Application, **kwargs):
         super().__init__(manager, **kwargs)
         self._app = app
+
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) > queued and isinstance(self._messages[-1][0], _ErrInfo):
+            self._fail_open_bodies(self._messages[-1][0].exc)
+
+    def _fail_open_bodies(self, exc: BaseException) -> None:
+        """The parser failed on bytes of a body (a broken chunk that came after the headers): aiohttp
+        queues the failure as a request of its own and leaves the body open, so the handler reading it
+        would wait for the rest until the client gave up. Every body still open fails instead, as a body
+        that breaks in the first packet does: the handler's read raises, and the answer is a 400."""
+        bodies = [payload for _, payload in list(self._messages)[:-1]]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        for body in bodies:
+            if not body.is_eof() and body.exception() is None:
+                body.set_exception(web.RequestPayloadError("the body's framing is broken"), exc)
 
     def handle_error(self, request, status: int = 500, exc: Optional[BaseException] = None, message=None):
         if request.writer.output_size > 0:  # as aiohttp: an answer has begun, the connection is broken
