@@ -36,7 +36,7 @@ from .access import admins_only
 from .errors import json_error
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from .names import NODE_NAME_HELP, valid_node_name
-from .nodes import EmptyPassword, NoNodes, Registered, Registration, firmware_report, register, stage_update
+from .nodes import BadPassword, NoNodes, Registered, Registration, firmware_report, register, stage_update
 from .storage import NodeExists, NodeNotFound
 from .svconf import svconf
 from .timefmt import shown
@@ -152,8 +152,8 @@ async def _register(
     app = request.app
     try:
         registered = await app[keys.STORAGE].write(register, app[keys.CONFIG], name, password, which, display=display)
-    except EmptyPassword:
-        raise BadBody(f"password must not be empty ({PASSWORD.help})") from None
+    except BadPassword as exc:
+        raise BadBody(f"password {exc} ({PASSWORD.help})") from None
     app[keys.CREDENTIALS].forget(name)
     return registered
 

@@ -58,7 +58,10 @@ def hash_password(password: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = 
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """Constant-time check of ``password`` against a hash made by :func:`hash_password`."""
+    """Constant-time check of ``password`` against a hash made by :func:`hash_password`. A password
+    with a NUL is no node's (tswarm.nodes refuses one): scrypt's HMAC would take ``"pw\\x00"`` for ``"pw"``."""
+    if "\x00" in password:
+        return False
     try:
         scheme, n, r, p, salt, key = stored.split("$")
         if scheme != "scrypt":

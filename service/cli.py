@@ -144,12 +144,12 @@ def _print_svconf(config: Config, name: str, password: str) -> None:
 
 
 def _password_or_generated(password: Optional[str]) -> str:
-    from .nodes import EmptyPassword, password_or_generated
+    from .nodes import BadPassword, password_or_generated
 
     try:
         return password_or_generated(password)
-    except EmptyPassword:
-        raise click.BadParameter("must not be empty", param_hint="--password") from None
+    except BadPassword as exc:
+        raise click.BadParameter(str(exc), param_hint="--password") from None
 
 
 @node.command("add")

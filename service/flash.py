@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from . import bundles
-from .nodes import EmptyPassword, Registration, password_or_generated, register as register_node
+from .nodes import BadPassword, Registration, password_or_generated, register as register_node
 from .storage import DB_FILENAME, StorageUnavailable, StorageUnusable, check_data_dir, storage_for
 from .settings import Config
 from .svconf import loopback_problem, svconf
@@ -333,8 +333,8 @@ def credentials(config: Config, name: str, password: Optional[str], allow_loopba
     """
     try:
         password = password_or_generated(password)
-    except EmptyPassword:
-        raise FlashError("--password must not be empty") from None
+    except BadPassword as exc:
+        raise FlashError(f"--password {exc}") from None
     conf = svconf(config, name, password)
     problem = loopback_problem(config, conf)
     if problem and not allow_loopback:

@@ -35,8 +35,8 @@ class Registration(Enum):
     EITHER = "either"  # whichever it is (tswarm flash, tswarm node config)
 
 
-class EmptyPassword(ValueError):
-    """A given password that is empty (leave it out and one is generated)."""
+class BadPassword(ValueError):
+    """A given password no node can have; the message says why, and quotes none of it."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,13 @@ def password_or_generated(password: Optional[str]) -> str:
     if password is None:
         return auth.generate_password()
     if not password:
-        raise EmptyPassword("the password must not be empty; leave it out and a strong one is generated")
+        raise BadPassword("must not be empty")  # left out, a strong one is generated
+    if "\x00" in password:  # scrypt's HMAC pads a password with NULs: "pw" and "pw\x00" would be one
+        raise BadPassword("must not contain a NUL character")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: from a JSON "\ud800", or a command line byte not UTF-8
+        raise BadPassword("must be UTF-8 text (it holds a code point or a byte that is not)") from None
     return password
 
 
@@ -67,7 +73,7 @@ def register(
 
     The hash is scrypt: with ``config.scrypt_n`` (:data:`~tswarm.auth.SCRYPT_N`, memory-hard) for a
     password a person chose, with :data:`~tswarm.auth.SCRYPT_N_GENERATED` (cheap: 144 random bits need
-    no work factor) for a generated one. Raises ValueError for a bad name, EmptyPassword, and the
+    no work factor) for a generated one. Raises ValueError for a bad name, BadPassword, and the
     journal's NodeExists / NodeNotFound."""
     if not valid_node_name(name):
         raise ValueError(f"{name!r}: node names are {NODE_NAME_HELP}")

@@ -23,6 +23,14 @@ def test_hash_is_scrypt_with_a_salt_and_verifies_only_the_right_password():
     assert not auth.verify_password("pw", "garbage") and not auth.verify_password("pw", "md5$1$2$3$4$5")
 
 
+def test_a_password_with_nuls_after_the_right_one_does_not_verify():
+    """scrypt's HMAC pads a password with NUL bytes, so hashlib alone takes "pw\\x00" for "pw"."""
+    stored = auth.hash_password("pw", n=N)
+    assert auth.verify_password("pw", stored)
+    for padded in ("pw\x00", "pw\x00\x00", "\x00pw"):
+        assert not auth.verify_password(padded, stored)
+
+
 def test_generated_passwords_are_long_and_distinct():
     passwords = {auth.generate_password() for _ in range(50)}
     assert len(passwords) == 50 and all(len(p) >= 24 for p in passwords)

@@ -248,6 +248,20 @@ def test_an_empty_password_is_refused(run, command):
     assert result.exit_code == 2 and "must not be empty" in result.output
 
 
+@pytest.mark.parametrize("command", ["add", "passwd"])
+@pytest.mark.parametrize("password, problem", [
+    ("pw\udcff", "must be UTF-8 text"),  # a byte of the command line that is not UTF-8, as Python decodes it
+    ("pw\x00", "must not contain a NUL character"),
+])
+def test_a_password_no_board_can_send_is_refused_in_one_line(run, journal, command, password, problem):
+    """Before: a traceback (UnicodeEncodeError in scrypt, quoting the byte) for the first, and a
+    password that "pw" also opened (scrypt's HMAC pads with NULs) for the second."""
+    run("node", "add", "existing")
+    result = run("node", command, "new" if command == "add" else "existing", "--password", password)
+    assert result.exit_code == 2 and problem in result.output and "Traceback" not in result.output
+    assert [n.name for n in journal.list_nodes()] == ["existing"]
+
+
 def no_default_route(destination=None):
     raise OSError(101, "Network is unreachable")
 

@@ -12,7 +12,7 @@ import tswarm
 from tswarm import auth, keys
 from tswarm.flash import register as flash_register
 from tswarm.storage import NodeExists, NodeNotFound, ReadingExtra
-from tswarm.nodes import EmptyPassword, Registration, battery_low, is_halted, nodes_report, register
+from tswarm.nodes import BadPassword, Registration, battery_low, is_halted, nodes_report, register
 
 from .conftest import TEST_SCRYPT_N, test_config
 
@@ -93,7 +93,7 @@ def test_either_adds_a_new_node_or_gives_an_existing_one_the_password(journal, c
 
 @pytest.mark.parametrize("which", list(Registration))
 def test_an_empty_password_or_a_bad_name_changes_nothing(journal, config, which):
-    with pytest.raises(EmptyPassword):
+    with pytest.raises(BadPassword, match="must not be empty"):
         register(journal, config, "a", "", which)
     with pytest.raises(ValueError, match="node names are"):
         register(journal, config, "../a", "pw", which)
