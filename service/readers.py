@@ -28,6 +28,7 @@ from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode
 from .history import CursorExpired, HistoryUnavailable, open_history, plan
 from .storage import storage_for
 from .metrics import client_gone
+from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import nodes_report
 from .settings import Config
 from .timefmt import shown
@@ -63,8 +64,11 @@ async def get_nodes(request: web.Request) -> web.Response:
 
 @readers_only
 async def get_node(request: web.Request) -> web.Response:
-    """One node as in ``GET /api/nodes``; 404 when there is no such node."""
+    """One node as in ``GET /api/nodes``; 404 when there is no such node, 400 for a name no node can
+    have (so the 404 quotes only a name that could be one: short, and nothing to escape)."""
     name = request.match_info["name"]
+    if not valid_node_name(name):
+        return json_error(400, "bad_node_name", f"node names are {NODE_NAME_HELP}")
     for node in (await _nodes_report(request.app))["nodes"]:
         if node["name"] == name:
             return web.json_response(node)
