@@ -61,6 +61,13 @@ def _impossible(detail: str) -> PayloadError:
     return PayloadError(422, "impossible_value", detail)
 
 
+def _shown(value: float) -> str:
+    """A value as a 422 quotes it: every digit it has (``:g`` kept six, so 100.0001 read as "100",
+    inside the range it was refused for), and no ``.0`` on a whole number."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def parse_number(token: str, what: str) -> float:
     if not _NUMBER.fullmatch(token):  # the two patterns never both match: a number is checked once
         if _NOT_FINITE.fullmatch(token):
@@ -93,10 +100,10 @@ def _in_range(temperature: float, humidity: float) -> tuple[float, float]:
     """The two values, or a 422: outside what the sensor can measure."""
     lo, hi = TEMPERATURE_RANGE
     if not lo <= temperature <= hi:
-        raise _impossible(f"temperature {temperature:g} °C is outside the sensor's range {lo:g}..{hi:g}")
+        raise _impossible(f"temperature {_shown(temperature)} °C is outside the sensor's range {lo:g}..{hi:g}")
     lo, hi = HUMIDITY_RANGE
     if not lo <= humidity <= hi:
-        raise _impossible(f"humidity {humidity:g} %RH is outside {lo:g}..{hi:g}")
+        raise _impossible(f"humidity {_shown(humidity)} %RH is outside {lo:g}..{hi:g}")
     return temperature, humidity
 
 
@@ -136,12 +143,12 @@ def parse_fields(doc: dict) -> tuple[ReadingExtra, float, Optional[tuple[str, in
     """The optional fields of a body: ``(extra, age_s, key)``, each validated (see the module)."""
     vbat = _number(doc, "vbat", "volts, above 0 and at most 20")
     if vbat is not None and not (VBAT_RANGE[0] < vbat <= VBAT_RANGE[1]):
-        raise _impossible(f"vbat {vbat:g} V is outside 0 < vbat <= 20")
+        raise _impossible(f"vbat {_shown(vbat)} V is outside 0 < vbat <= 20")
     rssi = _integer(doc, "rssi", *RSSI_RANGE, "Wi-Fi RSSI in dBm")
     awake_ms = _integer(doc, "awake_ms", *AWAKE_MS_RANGE, "the previous wake's length in ms")
     age = _number(doc, "age", "seconds since the reading was taken, at most 30 days")
     if age is not None and not (AGE_RANGE[0] <= age <= AGE_RANGE[1]):
-        raise _impossible(f"age {age:g} s is outside 0..2592000 (30 days)")
+        raise _impossible(f"age {_shown(age)} s is outside 0..2592000 (30 days)")
     if "boot" in doc and not (isinstance(doc["boot"], str) and BOOT.fullmatch(doc["boot"])):
         raise _bad_field("boot must be a string of 1 to 16 of 0-9 A-Z a-z _ - (the board's boot identity)")
     seq = _integer(doc, "seq", *SEQ_RANGE, "the reading's sequence within boot")

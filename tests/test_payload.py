@@ -89,6 +89,29 @@ def test_impossible_values_are_422(data):
     assert err.value.status == 422
 
 
+@pytest.mark.parametrize("data, detail", [
+    ("23 100.0001", "humidity 100.0001 %RH is outside 0..100"),
+    ("80.00001 45", "temperature 80.00001 °C is outside the sensor's range -40..80"),
+    ("-40.000001 45", "temperature -40.000001 °C is outside the sensor's range -40..80"),
+    ("23 -0.1", "humidity -0.1 %RH is outside 0..100"),
+    ("81 45", "temperature 81 °C is outside the sensor's range -40..80"),
+    ("1e300 45", "temperature 1e+300 °C is outside the sensor's range -40..80"),
+])
+def test_a_422_quotes_the_value_with_every_digit_it_has(data, detail):
+    """Before, ``:g`` kept six digits: 100.0001 was refused as "humidity 100 %RH is outside 0..100"."""
+    with pytest.raises(PayloadError) as err:
+        parse_body(body(data), "n1")
+    assert (err.value.status, err.value.detail) == (422, detail)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False).filter(lambda v: not 0 <= v <= 100))
+def test_the_humidity_a_422_quotes_reads_back_as_the_value_refused(humidity):
+    with pytest.raises(PayloadError) as err:
+        parse_body(body(f"23 {humidity!r}"), "n1")
+    shown = re.fullmatch(r"humidity (\S+) %RH is outside 0\.\.100", err.value.detail).group(1)
+    assert float(shown) == humidity + 0.0
+
+
 @pytest.mark.parametrize(
     "raw",
     [b"", b"not json", b"[1, 2]", b'"23 45"', b"null", b'{"name": "n1"}', b'{"data": "23 45"}',
