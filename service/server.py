@@ -41,7 +41,7 @@ access_log = logging.getLogger("aiohttp.access")
 # itself (`Transfer-Encoding`, 'Host', ...) are kept, unquoted; anything else becomes a generic detail.
 _OWN_NAMES = re.compile(r"['`](Host|Content-Length|Transfer-Encoding|Connection: close)['`]")
 _PHRASE = re.compile(r"(?:Connection: close|[A-Za-z0-9 ,.()/-])+")
-_SECRET_QUERY = re.compile(r"(?i)(token|key|pass|secret|auth|sig)")
+_SECRET_QUERY = re.compile(r"(?i)(token|key|pass|pw|pwd|secret|auth|sig|cred|session|cookie)")
 
 
 def describe(exc: Optional[BaseException]) -> str:

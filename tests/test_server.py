@@ -242,6 +242,11 @@ async def test_the_access_log_masks_secret_query_values_and_writes_no_referer(ma
     lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
     assert '"GET /nope?tok%65n=***&pass+word=*** HTTP/1.1" 404' in lines[-1]
     assert SECRET not in caplog.text
+    # short and other names for a password or a credential (before: pw, pwd and credential were written)
+    resp = await client.get(f"/nope?pw={SECRET}&pwd={SECRET}&credential={SECRET}&session_id={SECRET}&node=n1")
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    assert '"GET /nope?pw=***&pwd=***&credential=***&session_id=***&node=n1 HTTP/1.1" 404' in lines[-1]
+    assert SECRET not in caplog.text
 
 
 async def test_by_default_a_reading_writes_no_access_line_and_metrics_still_count_it(make_served, journal, caplog):
