@@ -98,16 +98,16 @@ def _refuse(request: web.Request, role: str) -> Optional[web.Response]:
     if scheme:
         return _unauthorized("send 'Authorization: Bearer <token>'")
     if role == "reader":
-        if not config.read_token and is_loopback_client(request):
-            return None
         cookie = request.cookies.get(COOKIE)
-        if cookie is not None:
+        if cookie is not None:  # first, also from loopback: a stale cookie is deleted, not kept for ever
             if token_matches(cookie, reader_token):
                 return None
             failed_login(request)
             response = _unauthorized("the page's token cookie is not this service's read token; open the page's URL with ?token= again")
             response.del_cookie(COOKIE, path="/")
             return response
+        if not config.read_token and is_loopback_client(request):
+            return None
         return _unauthorized(
             "send 'Authorization: Bearer <token>' with the read token: TSWARM_READ_TOKEN, or when that is"
             " empty the one `tswarm serve` keeps in its data dir (read-token), or the admin token"

@@ -53,7 +53,7 @@ def page_login(request: web.Request, token: str) -> web.Response:
             401, "unauthorized",
             "that is not this service's read token (TSWARM_READ_TOKEN, or when that is empty the one kept in"
             " the data dir's read-token file); `tswarm serve` prints the page's URL with it the first time",
-            headers=NO_REFERRER,
+            headers={**NO_REFERRER, "WWW-Authenticate": access.BEARER_REALM},  # as every 401 (RFC 9110 15.5.2)
         )
     rest = request.rel_url.query.copy()
     rest.popall("token")

@@ -83,6 +83,19 @@ async def test_a_wrong_cookie_is_a_failed_login_and_is_cleared(make_client, kept
     assert other.status == 200  # the guard counts the LAN client, not the proxy
 
 
+@pytest.mark.parametrize("path", READERS)
+async def test_a_stale_cookie_from_loopback_is_refused_and_cleared_too(make_client, kept, node, path):
+    """docs/api.md's table: a cookie with anything but the read token is a 401 that deletes it, from
+    loopback too (before, loopback was served and the stale cookie kept for ever); without it
+    loopback reads again."""
+    client = await make_client()
+    client.session.cookie_jar.update_cookies({COOKIE: "stale"})
+    first = await client.get(path)
+    assert first.status == 401 and first.cookies[COOKIE]["max-age"] == "0"
+    client.session.cookie_jar.clear()  # as a browser does on Max-Age=0 (the test jar keeps a cookie it was handed)
+    assert (await client.get(path)).status == 200
+
+
 async def test_the_cookie_never_administers(make_client, kept):
     client = await lan_client(make_client, admin_token="admin-token")
     client.session.cookie_jar.update_cookies({COOKIE: kept})

@@ -60,7 +60,7 @@ async def test_a_wrong_token_in_the_link_is_a_failed_login(make_client, kept):
     client = await lan_client(make_client, auth_max_failures=2, admin_token="admin-token")
     for guess in ("guess", "admin-token"):  # the admin token never goes into a cookie
         resp = await client.get(f"/?token={guess}", headers=LAN, allow_redirects=False)
-        assert resp.status == 401
+        assert resp.status == 401 and resp.headers["WWW-Authenticate"] == 'Bearer realm="tswarm"'  # as every 401
         assert (await resp.json())["error"] == "unauthorized"
         assert COOKIE not in resp.cookies
         assert guess not in await resp.text()
