@@ -33,6 +33,7 @@ from aiohttp import web
 
 from . import bundles, keys
 from .access import admins_only
+from .bodies import read_body
 from .errors import json_error
 from .health import MAX_INTERVAL_S, MIN_INTERVAL_S, check_interval
 from .names import NODE_NAME_HELP, valid_node_name
@@ -90,15 +91,11 @@ def _json_type(value) -> str:
 
 
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
-    """The body, up to ``limit`` bytes (the app's own limit is a reading's); a JSON 413 beyond it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    data = bytearray()
-    while chunk := await request.content.read(64 * 1024):
-        data += chunk
-        if len(data) > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
-    return bytes(data)
+    """The body, decoded (service/bodies.py), up to ``limit`` bytes; a JSON 413 beyond it."""
+    data = await read_body(request, limit)
+    if data is None:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or limit + 1)
+    return data
 
 
 async def _json_body(request: web.Request, limit: Optional[int] = None) -> dict:
@@ -106,7 +103,7 @@ async def _json_body(request: web.Request, limit: Optional[int] = None) -> dict:
     if not request.can_read_body:
         data = b""
     else:
-        data = await (request.read() if limit is None else _read_at_most(request, limit))
+        data = await _read_at_most(request, request.app[keys.CONFIG].max_body if limit is None else limit)
     if not data.strip():
         return {}
     try:

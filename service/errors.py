@@ -79,7 +79,7 @@ def refused_request(request: web.BaseRequest) -> Optional[web.Response]:
     encodings = request.headers.getall("Content-Encoding", ())
     if not encodings or not request.body_exists:
         return None
-    # two header lines are a list as much as "gzip, gzip" is (RFC 9110 5.3), and aiohttp decodes by the last
+    # two header lines are a list as much as "gzip, gzip" is (RFC 9110 5.3): refused, not decoded by one of them
     if len(encodings) > 1 or encodings[0].strip().lower() not in ACCEPTED_ENCODINGS:
         return json_error(400, "bad_encoding", ENCODING_HELP, headers={"Connection": "close"})
     return None

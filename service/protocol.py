@@ -29,6 +29,7 @@ from aiohttp import web
 
 from . import bundles, keys
 from .auth import LoginRefused, authenticate
+from .bodies import read_body
 from .errors import json_error
 from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import is_halted
@@ -63,20 +64,6 @@ def firmware_headers(headers) -> tuple[Optional[str], Optional[str]]:
     if values[1] is not None and values[0] is None:
         raise BadFirmwareHeader(f"{ROLLED_BACK_HEADER} comes with {FIRMWARE_HEADER} (the version running now)")
     return values[0], values[1]
-
-
-async def _read_body(request: web.Request, limit: int) -> Optional[bytes]:
-    """The whole body, or None when it is larger than ``limit`` (declared or actual). A compressed
-    body is judged by what it decodes to, so it is read (and one that does not decode is a 400 first)."""
-    declared = request.content_length
-    if declared is not None and declared > limit and "Content-Encoding" not in request.headers:
-        return None
-    body = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(body)):
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
 
 
 READING_UNAVAILABLE = "the reading could not be stored and was not accepted; retry later"
@@ -156,7 +143,7 @@ async def node_reading(request: web.Request) -> web.Response:
     config = app[keys.CONFIG]
     name = request.match_info["name"]
 
-    body = await _read_body(request, config.max_body)
+    body = await read_body(request, config.max_body)  # decoded; None: larger than the limit
     if body is None:
         return json_error(
             413, "too_large", f"body larger than {config.max_body} bytes; a reading is a few dozen",

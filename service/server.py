@@ -141,11 +141,14 @@ class Server(web.Server):
 
 class AppRunner(web.AppRunner):
     """``web.AppRunner`` whose server is :class:`Server`, with an access log only when the app's
-    configuration turns it on (``TSWARM_ACCESS_LOG``)."""
+    configuration turns it on (``TSWARM_ACCESS_LOG``), and bodies left as sent (service/bodies.py
+    decodes them)."""
 
     __slots__ = ()
 
     async def _make_server(self) -> web.Server:
+        # bodies are decoded by service/bodies.py, which checks a gzip stream to its end (aiohttp does not)
+        self._kwargs["auto_decompress"] = False
         config = self.app.get(keys.CONFIG)
         if config is not None and not config.access_log:
             self._kwargs["access_log"] = None  # aiohttp then builds no access logger for a connection

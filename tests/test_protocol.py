@@ -216,9 +216,10 @@ async def test_a_chunked_body_over_the_limit_gets_413(client, journal, node):
     ("gzip", gzip.compress), ("GZIP", gzip.compress), ("deflate", zlib.compress),
     ("deflate", lambda b: zlib.compress(b)[2:-4]),  # raw deflate, as some clients send it
     ("identity", lambda b: b),
+    ("gzip", lambda b: gzip.compress(b[:10]) + gzip.compress(b[10:])),  # two gzip members: one stream (RFC 1952)
 ])
 async def test_a_compressed_body_that_decodes_is_accepted(make_served, journal, node, encoding, compress):
-    """Nodes send plain JSON; a proxy or tool in between may compress it (aiohttp decodes gzip and deflate)."""
+    """Nodes send plain JSON; a proxy or tool in between may compress it (service/bodies.py decodes gzip and deflate)."""
     client = await make_served()
     resp = await client.put("/api/nodes/n1", data=compress(body("21.5 40").encode()),
                             headers={**hdr(), "Content-Encoding": encoding})
@@ -230,6 +231,12 @@ async def test_a_compressed_body_that_decodes_is_accepted(make_served, journal, 
     ("gzip", body().encode()),  # says gzip, is plain JSON
     ("deflate", body().encode()),
     ("gzip", gzip.compress(body().encode(), mtime=0)[:10] + b"\xff" * 20),  # a gzip header, then no valid deflate block
+    # cut short: the deflate data whole, the gzip trailer (CRC-32, length) gone or partly: aiohttp took it as whole
+    *(("gzip", gzip.compress(body().encode(), mtime=0)[:-cut]) for cut in (1, 4, 8, 9)),
+    ("gzip", gzip.compress(body().encode(), mtime=0)[:-20]),  # cut inside the deflate data
+    ("deflate", zlib.compress(body().encode())[:-4]),  # the zlib stream without its Adler-32
+    ("gzip", gzip.compress(body().encode(), mtime=0) + b"trailing"),  # a whole stream, then bytes that are none
+    ("deflate", zlib.compress(body().encode()) + b"\x00"),
     ("br", body().encode()),  # brotli: not decoded here (an optional package), refused either way
     ("zstd", body().encode()),
     ("compress", body().encode()),

@@ -69,7 +69,6 @@ MALFORMED = {
     "invalid chunk size": REQ + b"Transfer-Encoding: chunked\r\n\r\n" + SECRET.encode() + b"\r\nabc\r\n0\r\n\r\n",
     "two Content-Lengths": REQ + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
     "Content-Length and chunked": REQ + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
-    "brotli body": REQ + b"Content-Encoding: br\r\nContent-Length: 23\r\n\r\n" + SECRET.encode(),
     "TLS on the HTTP port": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + SECRET.encode() + b"\r\n\r\n",
 }
 
