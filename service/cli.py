@@ -41,7 +41,7 @@ def load_config(**overrides) -> Config:
 
 
 def open_journal(data_dir: Optional[Path]) -> Storage:
-    """The existing journal of ``--data-dir`` (only `node add` and `serve` create one)."""
+    """The existing journal of ``--data-dir`` (only `node add`, `node config`, `flash` and `serve` create one)."""
     return existing_journal(load_config(data_dir=data_dir))
 
 
@@ -149,7 +149,7 @@ def _password_or_generated(password: Optional[str]) -> str:
     try:
         return password_or_generated(password)
     except BadPassword as exc:
-        raise click.BadParameter(str(exc), param_hint="--password") from None
+        raise click.BadParameter(str(exc), param_hint="'--password'") from None
 
 
 @node.command("add")
@@ -293,13 +293,24 @@ def node_display(name, state, data_dir):
 
 
 def _halt(name, data_dir, halted: bool):
-    with open_journal(data_dir) as journal:
+    config = load_config(data_dir=data_dir)
+    with existing_journal(config) as journal:
         try:
             journal.set_halt(name, halted)
         except NodeNotFound:
             raise click.ClickException(f"no node named {name!r}; 'tswarm node list' shows them") from None
+        halted_all = journal.halted_all()
     what = name or "all nodes"
-    click.echo(f"{'halted' if halted else 'resumed'} {what}")
+    click.echo(f"{'halted' if halted else 'resumed'} {what}" + ("" if halted else _still_halted(config, halted_all)))
+
+
+def _still_halted(config: Config, halted_all: bool) -> str:
+    """What a resume leaves halted (every node, :func:`tswarm.nodes.is_halted`), said after it."""
+    if config.halt:
+        return "; TSWARM_HALT=1 still halts every node until it is unset"
+    if halted_all:  # a resume of one node while 'tswarm halt' holds them all
+        return "; 'tswarm halt' still halts every node until 'tswarm resume' without a name"
+    return ""
 
 
 def optional_node_name(func):
@@ -486,8 +497,11 @@ def _battery_param(value):
     if value is None or value.lower() == "vcc":
         return None if value is None else "vcc"
     if not value.isascii() or not value.isdigit():
-        raise click.BadParameter(f"give 'vcc' or an ADC pin number like 0 or 35, got {value!r}", param_hint="--battery")
+        raise click.BadParameter(f"give 'vcc' or an ADC pin number like 0 or 35, got {value!r}", param_hint="'--battery'")
     return int(value)
+
+
+GPIO = click.IntRange(min=0)  # a GPIO number; which ones a board has, flash.check_pins says
 
 
 def _leds_param(value):
@@ -495,10 +509,10 @@ def _leds_param(value):
         return None  # the board's default
     if value.lower() == "none":
         return ()
-    try:
-        red, green, blue = (int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter("give three GPIO numbers R,G,B like 15,12,13, or 'none'", param_hint="--leds") from None
+    pins = value.split(",")
+    if len(pins) != 3 or not all(pin.strip().isascii() and pin.strip().isdigit() for pin in pins):
+        raise click.BadParameter("give three GPIO numbers R,G,B like 15,12,13, or 'none'", param_hint="'--leds'")
+    red, green, blue = (int(pin) for pin in pins)
     return (red, green, blue)
 
 
@@ -514,7 +528,7 @@ def board_options(func):
         click.option("--board", type=click.Choice(["esp8266", "esp32"]), default="esp8266", show_default=True),
         click.option("--sensor", type=click.Choice(["dht11", "dht22"]), default=None,
                      help="The DHT on the board [default: dht22; none with --master]."),
-        click.option("--dht-pin", type=int, default=None, help="GPIO of the DHT data line [default: 5 on esp8266, 4 on esp32]."),
+        click.option("--dht-pin", type=GPIO, default=None, help="GPIO of the DHT data line [default: 5 on esp8266, 4 on esp32]."),
         click.option("--leds", default=None, help="GPIOs of the RGB LED as R,G,B, or 'none' [default: 15,12,13 on esp8266, none on esp32]."),
         click.option("--leds-active-low", is_flag=True, help="The LED lights when its pin is low (common anode)."),
         click.option("--sleep", type=int, default=None,
@@ -529,8 +543,8 @@ def board_options(func):
         click.option("--master", is_flag=True,
                      help="A master node: a board with an SSD1306 screen showing the swarm (modules.screen); it gets the"
                      " display right, and no sensor unless --sensor is given."),
-        click.option("--screen-sda", type=int, default=None, help="GPIO of the screen's SDA [default: 4 (D2) on esp8266, 21 on esp32]."),
-        click.option("--screen-scl", type=int, default=None, help="GPIO of the screen's SCL [default: 5 (D1) on esp8266, 22 on esp32]."),
+        click.option("--screen-sda", type=GPIO, default=None, help="GPIO of the screen's SDA [default: 4 (D2) on esp8266, 21 on esp32]."),
+        click.option("--screen-scl", type=GPIO, default=None, help="GPIO of the screen's SCL [default: 5 (D1) on esp8266, 22 on esp32]."),
         click.option("--screen-width", type=int, default=None, help="The screen's width in pixels [default: 128]."),
         click.option("--screen-height", type=int, default=None, metavar="64|32", help="The screen's height in pixels [default: 64]."),
         click.option("--screen-address", default=None, metavar="ADDR",
@@ -569,8 +583,9 @@ ALLOW_LOOPBACK_HELP = (
 @data_dir_option
 @click.pass_context
 def node_config(ctx, name, data_dir, allow_loopback, push, **options):
-    """Print node NAME's config.json (registering NAME if needed), for flashing another way; with
-    --push, stage a change of its config.json over the air instead."""
+    """Print node NAME's config.json (registering NAME if needed), for flashing another way; give at
+    least one --wifi-ssid, as to flash. With --push, stage a change of its config.json over the air
+    instead: only the options given, so the board keeps its networks unless --wifi-ssid is given."""
     from .flash import FlashError, node_config as make
 
     if push:
@@ -590,12 +605,12 @@ def _given(ctx: click.Context, option: str) -> bool:
 
 
 def _ipv4(option: str, value: str) -> str:
-    import ipaddress
+    """``value`` of ``option``, checked as a whole config.json's is (:func:`tswarm.flash.address_problem`)."""
+    from .flash import address_problem
 
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an IPv4 address like 192.168.1.50", param_hint=option) from None
+    problem = address_problem(value, netmask=option == "--netmask")
+    if problem:
+        raise click.BadParameter(problem, param_hint=f"'{option}'")
     return value
 
 
@@ -625,7 +640,7 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
     if _given(ctx, "sleep"):
         if not MIN_INTERVAL_S <= options["sleep"] <= MAX_INTERVAL_S:
             raise click.BadParameter(f"must be {MIN_INTERVAL_S} to {MAX_INTERVAL_S} seconds (the node's interval),"
-                                     f" got {options['sleep']}", param_hint="--sleep")
+                                     f" got {options['sleep']}", param_hint="'--sleep'")
         netconf["sleep"] = options["sleep"]
     if _given(ctx, "sensor"):
         modules["sensor"] = options["sensor"]
@@ -764,6 +779,8 @@ def firmware_push(folder, names, every, data_dir):
 
     if bool(names) == every:
         raise click.UsageError("give --node NAME (repeat for several) or --all, not both")
+    if folder is not None and not folder.exists():  # read_dir says "is not a folder" of a file
+        raise click.ClickException(f"{folder} does not exist")
     try:
         files = read_dir(folder) if folder is not None else shipped()
     except BundleError as exc:
@@ -830,7 +847,9 @@ def _duration(seconds: float) -> str:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the same fields as /healthz).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: a subset of /healthz's fields (store, backlog, oldest_age_s, last_error, storage.engine,"
+              " storage.where; with InfluxDB also influxdb, rejected, forward_cursor, retention_s).")
 @data_dir_option
 def status(as_json, data_dir):
     """Show the journal (SQLite or PostgreSQL), the store and, with InfluxDB, the backlog: readings
@@ -873,9 +892,9 @@ def forward(start, stop, data_dir):
 
     from .forwarder import backfill
 
+    if stop is not None and stop <= start:  # quoted as click quotes an option, as export's --stop is
+        raise click.BadParameter("must be after --since", param_hint="'--until'")
     config = load_config(data_dir=data_dir)
-    if stop is not None and stop <= start:
-        raise click.BadParameter("--until must be after --since", param_hint="--until")
     with existing_journal(config) as journal:
         config.check_influx_target()  # nothing to wait for if no InfluxDB is named (TSWARM_STORE=sqlite too)
         # The bar, and the count it needs, only on a terminal: piped, tqdm's import and the count of a
@@ -949,6 +968,12 @@ def migrate(to, data_dir):
 # -- Grafana: tswarm grafana provision (the work is in service/grafana_provision.py) -------------
 
 
+def _token_param(value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("must not be empty: give a Grafana service account token with the Admin role")
+    return value
+
+
 @cli.group()
 def grafana():
     """Put tswarm's datasource, dashboards and alert rules into Grafana."""
@@ -956,7 +981,8 @@ def grafana():
 
 @grafana.command("provision")
 @click.option("--url", envvar="GRAFANA_URL", required=True, help="Grafana's address, e.g. http://localhost:3000 [env GRAFANA_URL].")
-@click.option("--token", envvar="GRAFANA_TOKEN", required=True, help="A Grafana service account token with the Admin role [env GRAFANA_TOKEN].")
+@click.option("--token", envvar="GRAFANA_TOKEN", required=True, callback=lambda c, p, v: _token_param(v),
+              help="A Grafana service account token with the Admin role [env GRAFANA_TOKEN].")
 @click.option("--influx-url", default=None, help="InfluxDB's URL as Grafana reaches it [default: TSWARM_INFLUX_URL].")
 @click.option("--influx-api", type=click.Choice(["1", "2"]), default=None, help="1: InfluxDB 1.x; 2: InfluxDB 2.x [default: TSWARM_INFLUX_API].")
 @click.option("--influx-db", default=None, help="InfluxDB 1.x database [default: TSWARM_INFLUX_DB].")

@@ -4,8 +4,9 @@ the bundle just flashed), copied with the real ``mpremote`` (a subprocess of the
 next to this Python).
 
 ``tswarm flash`` calls :func:`flash` and ``tswarm node config`` :func:`node_config`; no click here.
-Both check everything first and write the journal last (:func:`register`), so a refused or failed
-run changes nothing.
+Both write a whole config.json, so both need a Wi-Fi network (:func:`check_networks`; a config
+push does not), and both check everything first and write the journal last (:func:`register`), so a
+refused or failed run changes nothing.
 
 A master node (``--master``: a board with an SSD1306 screen that shows the swarm) gets
 ``modules.screen`` in its config.json, micropython-lib's ``ssd1306`` driver in its ``/lib`` through
@@ -147,22 +148,43 @@ class BoardOptions:
                 f"{len(self.ssids)} --wifi-ssid but {len(self.passwords)} --wifi-password: give one password per "
                 "network, in the same order ('' for an open network)"
             )
-        if self.ip is not None:
-            if self.gateway is None:
-                raise FlashError("--ip needs --gateway (and --netmask unless it is 255.255.255.0)")
-            for what, value in (("--ip", self.ip), ("--netmask", self.netmask), ("--gateway", self.gateway),
-                                ("--dns", self.dns)):
-                if value is not None:
-                    try:
-                        ipaddress.IPv4Address(value)
-                    except ValueError:
-                        raise FlashError(f"{what} {value!r} is not an IPv4 address like 192.168.1.50") from None
+        for what, value in (("--ip", self.ip), ("--netmask", self.netmask), ("--gateway", self.gateway),
+                            ("--dns", self.dns)):  # each value first, then what they need of each other
+            problem = address_problem(value, netmask=what == "--netmask") if value is not None else None
+            if problem:
+                raise FlashError(f"{what} {problem}")
+        if self.ip is not None and self.gateway is None:
+            raise FlashError("--ip needs --gateway (and --netmask unless it is 255.255.255.0)")
         check_battery(self.battery, self.battery_ratio, self.board)
         check_pins(self)
         if self.interval < 10:
             raise FlashError(f"--sleep must be at least 10 seconds, got {self.interval}")
         if self.board == "esp8266" and self.interval > 4200:
             raise FlashError("an ESP8266 cannot deep-sleep longer than about 71 minutes; --sleep at most 4200")
+
+
+def address_problem(value: str, netmask: bool = False) -> Optional[str]:
+    """Why ``value`` is no IPv4 address (``netmask``: no netmask, whose ones come first), or None.
+    The rule of ``--ip``, ``--netmask``, ``--gateway`` and ``--dns``, in a whole config.json and in a push."""
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        return f"{value!r} is not an IPv4 address like 192.168.1.50"
+    if netmask:
+        try:  # "0.0.0.255" is a network too, read as a host mask: the netmask must be the value itself
+            contiguous = ipaddress.IPv4Network(f"0.0.0.0/{value}").netmask == address
+        except ValueError:
+            contiguous = False
+        if not contiguous:
+            return f"{value!r} is not a netmask: its ones come first, like 255.255.255.0 (/24) or 255.255.0.0 (/16)"
+    return None
+
+
+def check_networks(options: BoardOptions) -> None:
+    """A whole new config.json (``flash``, ``node config``) names at least one Wi-Fi network; a config
+    push (a patch, the CLI's ``config_patch_of``) may leave the board's networks as they are."""
+    if not options.ssids:
+        raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
 
 
 SCREEN_OPTIONS = ("screen_sda", "screen_scl", "screen_width", "screen_height", "screen_address", "screen_rotate")
@@ -399,10 +421,13 @@ def check_journal(config: Config) -> None:
 
 def node_config(config: Config, name: str, password: Optional[str], options: BoardOptions,
                 allow_loopback: bool = False, report: Callable[[str], None] = lambda line: None) -> str:
-    """Node ``name``'s config.json text; registers the node (or sets its password) once all is checked."""
+    """Node ``name``'s config.json text; registers the node (or sets its password) once all is checked,
+    as :func:`flash` checks it (the networks after the journal: a data dir that cannot be used is
+    said first, as every command that opens the journal says it)."""
     conf, new_password = credentials(config, name, password, allow_loopback)
     text = config_json(build_config(conf, options))
     check_journal(config)
+    check_networks(options)
     report(destination(conf))
     registered(config, name, new_password, password is not None, options, report)
     return text
@@ -431,8 +456,7 @@ def flash(config: Config, name: str, port: str, password: Optional[str], options
     holds the files and their SHA-256 matched: a failed flash changes nothing in the journal.
     """
     options.validate()
-    if not options.ssids:
-        raise FlashError("give at least one --wifi-ssid (and its --wifi-password): the node must join a network")
+    check_networks(options)
     if mip_index is not None and not options.master:
         raise FlashError("--mip-index without --master: only a master's screen needs a driver")
     index = check_mip_index(mip_index or MIP_INDEX) if options.master else None

@@ -152,6 +152,50 @@ def test_halt_and_resume_one_or_all(run, data_dir):
     assert run("halt", "ghost").exit_code == 1
 
 
+@pytest.mark.parametrize("args, what", [((), "all nodes"), (("a",), "a")], ids=["all", "one"])
+def test_resume_under_tswarm_halt_says_every_node_stays_halted(run, data_dir, monkeypatch, args, what):
+    run("node", "add", "a")
+    run("halt", *args)
+    monkeypatch.setenv("TSWARM_HALT", "1")
+    result = run("resume", *args)
+    assert (result.exit_code, result.stdout) == (0, f"resumed {what}; TSWARM_HALT=1 still halts every node until it is unset\n")
+    with open_journal(data_dir) as journal:  # the journal's halt is undone all the same
+        assert not journal.halted_all() and not journal.node_auth("a").halted
+    assert run("halt", *args).stdout == f"halted {what}\n"
+
+
+def test_resume_of_one_node_while_every_node_is_halted_says_so(run, data_dir):
+    run("node", "add", "a")
+    run("halt")
+    result = run("resume", "a")
+    assert result.stdout == "resumed a; 'tswarm halt' still halts every node until 'tswarm resume' without a name\n"
+    assert run("resume").stdout == "resumed all nodes\n"
+    with open_journal(data_dir) as journal:
+        assert not journal.halted_all()
+
+
+def test_forward_until_before_since_is_a_usage_error_quoted_as_the_others(run):
+    result = run("forward", "--since", "2025-01-02", "--until", "2025-01-01")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == "Error: Invalid value for '--until': must be after --since"
+
+
+@pytest.mark.parametrize("given", [("--token", ""), ("--token", "  "), ("GRAFANA_TOKEN", " ")], ids=["empty", "blank", "env"])
+def test_grafana_provision_refuses_an_empty_token_before_connecting(run, monkeypatch, given):
+    def connect(*args, **kwargs):
+        raise AssertionError("connected with an empty token")
+
+    monkeypatch.setattr("tswarm.grafana_provision.connect", connect)
+    monkeypatch.delenv("GRAFANA_TOKEN", raising=False)
+    option, value = given
+    if option == "GRAFANA_TOKEN":
+        monkeypatch.setenv(option, value)
+    result = run("grafana", "provision", "--url", "http://127.0.0.1:9", *(given if option == "--token" else ()))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--token': must not be empty: give a Grafana service account token with the Admin role")
+
+
 def test_export_ndjson_filtered_to_a_file(run, data_dir, tmp_path):
     fill_a_and_b(data_dir)
     out = tmp_path / "a.ndjson"
@@ -494,7 +538,7 @@ def test_forward_with_no_influxdb_named_is_one_error_line(tmp_path):
 
 
 @pytest.mark.engines("sqlite")
-@pytest.mark.parametrize("option, value", [("--dht-pin", "-5"), ("--dht-pin", "999"), ("--dht-pin", "7"),
+@pytest.mark.parametrize("option, value", [("--dht-pin", "999"), ("--dht-pin", "7"),
                                            ("--leds", "15,12,7"), ("--battery", "999")])
 def test_a_config_push_refuses_a_pin_no_board_has(run, data_dir, option, value):
     assert run("node", "add", "a").exit_code == 0

@@ -101,11 +101,12 @@ def test_firmware_push_to_every_node_of_none_is_an_error(run, data_dir, folder):
 
 
 @pytest.mark.parametrize("setup, says", [
-    (lambda d: None, "is not a folder"),
+    (lambda d: None, "bundle does not exist"),
+    (lambda d: d.write_bytes(b"print('a file')\n"), "bundle is not a folder"),
     (lambda d: d.mkdir(), "holds no .py file"),
     (lambda d: (d.mkdir(), (d / "big.py").write_bytes(b"x" * (bundles.MAX_FILE_BYTES + 1))), "per file"),
     (lambda d: (d.mkdir(), (d / "a b.py").write_bytes(b"")), "no folders"),
-], ids=["missing", "empty", "too-big", "bad-name"])
+], ids=["missing", "a-file", "empty", "too-big", "bad-name"])
 def test_firmware_push_of_a_folder_that_is_no_bundle_is_one_error_line(run, two_nodes, tmp_path, setup, says):
     d = tmp_path / "bundle"
     setup(d)
@@ -223,7 +224,10 @@ REFUSED = {
     "board": (["--board", "esp32"], 2, "a board does not change kind"),
     "ssid-alone": (["--wifi-ssid", "x"], 2, "1 --wifi-ssid but 0 --wifi-password"),
     "password-alone": (["--wifi-password", "x"], 2, "0 --wifi-ssid but 1 --wifi-password"),
-    "bad-ip": (["--ip", "300.1.1.1"], 2, "is not an IPv4 address"),
+    "bad-ip": (["--ip", "300.1.1.1"], 2, "Invalid value for '--ip': '300.1.1.1' is not an IPv4 address"),
+    "non-contiguous-netmask": (["--netmask", "255.0.255.0"], 2, "Invalid value for '--netmask': '255.0.255.0' is not a netmask"),
+    "host-mask": (["--netmask", "0.0.0.255"], 2, "'0.0.0.255' is not a netmask"),
+    "negative-dht-pin": (["--dht-pin", "-3"], 2, "Invalid value for '--dht-pin': -3 is not in the range x>=0."),
     "short-sleep": (["--sleep", "5"], 2, "must be 10 to 604800 seconds"),
     "bad-leds": (["--leds", "1,2"], 2, "three GPIO numbers"),
     "active-low-no-leds": (["--leds", "none", "--leds-active-low"], 2, "there is no LED"),
@@ -239,6 +243,14 @@ def test_node_config_push_refuses_what_it_cannot_push_and_stages_nothing(run, tw
     assert result.exit_code == code and says in result.stderr, result.output
     assert "Traceback" not in result.output
     assert staged(two_nodes) == {"a": None, "b": None}
+
+
+def test_node_config_push_may_leave_the_networks_out(run, two_nodes):
+    """A patch of a node in the field: no --wifi-ssid keeps the board's networks (a whole config.json
+    needs one: tests/test_flash.py)."""
+    result = run("node", "config", "a", "--push", "--dht-pin", "14")
+    assert result.exit_code == 0, result.output
+    assert pushed_patch(two_nodes) == {"modules": {"pins": {"dht": 14}}}
 
 
 def test_node_config_push_never_registers_a_node(run, two_nodes):

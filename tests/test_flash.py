@@ -64,6 +64,10 @@ def test_config_sample_has_the_shape_build_config_makes():
     (BoardOptions(ssids=("a", "b"), passwords=("x",)), "2 --wifi-ssid but 1 --wifi-password"),
     (BoardOptions(ip="192.168.1.50"), "--ip needs --gateway"),
     (BoardOptions(ip="192.168.1.500", gateway="192.168.1.1"), "--ip '192.168.1.500' is not an IPv4 address"),
+    (BoardOptions(ip="300.1.1.1"), "--ip '300.1.1.1' is not an IPv4 address"),  # the value first, then --gateway
+    (BoardOptions(ip="10.0.0.5", netmask="255.0.255.0", gateway="10.0.0.1"), "--netmask '255.0.255.0' is not a netmask"),
+    (BoardOptions(ip="10.0.0.5", netmask="0.0.0.255", gateway="10.0.0.1"), "--netmask '0.0.0.255' is not a netmask"),
+    (BoardOptions(ip="10.0.0.5", netmask="24", gateway="10.0.0.1"), "--netmask '24' is not an IPv4 address"),
     (BoardOptions(sleep=5), "--sleep must be at least 10 seconds"),
     (BoardOptions(sleep=7200), "an ESP8266 cannot deep-sleep longer than about 71 minutes"),
     (BoardOptions(board="rp2040"), "board must be one of esp8266, esp32"),
@@ -78,9 +82,12 @@ def test_bad_options_are_refused_with_what_to_fix(options, message):
     assert str(exc.value).startswith(message)
 
 
-def node_config(data_dir, *args, check=True, public_url="https://t.example"):
+WIFI = ("--wifi-ssid", "home", "--wifi-password", "home-pw")
+
+
+def node_config(data_dir, *args, check=True, public_url="https://t.example", wifi=WIFI):
     env = tswarm_env(data_dir, TSWARM_PUBLIC_URL=public_url)
-    return run_cli(data_dir, "node", "config", *args, env=env, check=check)
+    return run_cli(data_dir, "node", "config", *args, *wifi, env=env, check=check)
 
 
 def destination_line(name, url, url_local) -> str:
@@ -101,8 +108,9 @@ def stored_hash(data_dir, name) -> str:
 
 def test_node_config_registers_a_new_node_and_prints_its_config(tmp_path):
     data_dir = tmp_path / "data"
-    proc = node_config(data_dir, "shed", "--password", "pw-shed", "--wifi-ssid", "home", "--wifi-password", "x")
+    proc = node_config(data_dir, "shed", "--password", "pw-shed", wifi=("--wifi-ssid", "home", "--wifi-password", "x"))
     config = json.loads(proc.stdout)
+    assert config["netconf"] == {"ssid": ["home"], "password": ["x"], "sleep": 300}
     url_local = config["svconf"]["url_local"]
     assert config["svconf"] == {"url": "https://t.example/api/nodes/shed", "url_local": url_local,
                                 "login": "shed", "xauth": auth.xauth("shed", "pw-shed")}
@@ -133,12 +141,52 @@ def test_node_config_with_the_password_again_keeps_the_node_working_quietly(tmp_
 
 def test_node_config_with_bad_options_changes_nothing(tmp_path):
     data_dir = tmp_path / "data"
-    proc = node_config(data_dir, "shed", "--wifi-ssid", "home", check=False)
+    proc = node_config(data_dir, "shed", wifi=("--wifi-ssid", "home"), check=False)
     assert proc.returncode == 1
     assert proc.stderr == ("Error: 1 --wifi-ssid but 0 --wifi-password: give one password per network, "
                            "in the same order ('' for an open network)\n")
     with conftest.open_journal(data_dir) as journal:
         assert not journal.is_registered("shed")
+
+
+def test_node_config_without_a_network_is_refused_as_flash_is_and_registers_nothing(tmp_path):
+    """A whole new config.json must join a network: the same rule, and words, as `tswarm flash`
+    (a config push may leave the networks out: tests/test_cli_firmware.py)."""
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "shed2", wifi=(), check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "Error: give at least one --wifi-ssid (and its --wifi-password): the node must join a network\n"
+    flashed = run_cli(data_dir, "flash", "shed2", "--port", str(tmp_path / "no-such-port"),
+                      env=tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example"), check=False)
+    assert (flashed.returncode, flashed.stderr) == (1, proc.stderr)
+    assert not data_dir.exists()  # nothing registered: not even a journal made
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--ip", "300.1.1.1"], "Error: --ip '300.1.1.1' is not an IPv4 address like 192.168.1.50\n"),
+    (["--ip", "10.0.0.5", "--gateway", "10.0.0.1", "--netmask", "255.0.255.0"],
+     "Error: --netmask '255.0.255.0' is not a netmask: its ones come first, like 255.255.255.0 (/24) or 255.255.0.0 (/16)\n"),
+    (["--ip", "10.0.0.5"], "Error: --ip needs --gateway (and --netmask unless it is 255.255.255.0)\n"),
+], ids=["bad-ip-without-gateway", "non-contiguous-netmask", "ip-without-gateway"])
+def test_node_config_checks_each_address_then_what_they_need_of_each_other(tmp_path, args, says):
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "x", *args, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", says)
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--dht-pin", "-3"], "Invalid value for '--dht-pin': -3 is not in the range x>=0."),
+    (["--master", "--screen-sda", "-1"], "Invalid value for '--screen-sda': -1 is not in the range x>=0."),
+    (["--master", "--screen-scl", "-22"], "Invalid value for '--screen-scl': -22 is not in the range x>=0."),
+    (["--leds", "-1,12,13"], "Invalid value for '--leds': give three GPIO numbers R,G,B like 15,12,13, or 'none'"),
+], ids=["dht-pin", "screen-sda", "screen-scl", "leds"])
+def test_node_config_refuses_a_negative_gpio_as_a_usage_error(tmp_path, args, says):
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "x", *args, check=False)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines()[-1] == f"Error: {says}" and "GPIO-" not in proc.stderr
+    assert not data_dir.exists()
 
 
 def example_url(port) -> str:
@@ -190,7 +238,7 @@ def test_node_config_on_a_machine_without_a_lan_address_refuses_and_registers_no
     for name in [k for k in os.environ if k.startswith("TSWARM_") or k == "PORT"]:
         monkeypatch.delenv(name)
     data_dir = tmp_path / "data"
-    result = CliRunner().invoke(cli, ["node", "config", "shed", "--data-dir", str(data_dir)])
+    result = CliRunner().invoke(cli, ["node", "config", "shed", "--data-dir", str(data_dir), *WIFI])
     assert result.exit_code == 1
     assert result.output == (
         "Error: this machine has no LAN address (no default route), so the node's url would be "
