@@ -36,10 +36,17 @@ FOLDER_UID = "tswarm"
 FOLDER_TITLE = "tswarm"
 MESSAGE = "tswarm grafana provision"
 TIMEOUT_S = 10.0
+NOT_GRAFANA_HINT = "is --url Grafana's own address, with no login page in front?"
 
 
 class ProvisionError(Exception):
     """Grafana could not be reached or refused a request; the message is one line for people."""
+
+
+class _NotGrafana(Exception):
+    """An answer Grafana's API never gives (each answer of the endpoints used here is a JSON object):
+    something else answers at --url, such as the login page of a proxy in front of Grafana or an app
+    that answers 200 to every path. The message says what came instead."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +113,24 @@ def connect(url: str, token: str, timeout: float = TIMEOUT_S) -> GrafanaApi:
     return GrafanaApi.from_url(url, credential=token, timeout=timeout)
 
 
-def _missing(call: Callable[[], dict]) -> Optional[dict]:
+def _object(answer: object) -> dict:
+    """``answer`` when it is a JSON object; else :class:`_NotGrafana` (grafana-client hands over a
+    text/* body as a string, and any JSON as it parses), before any code reads its fields."""
+    if isinstance(answer, dict):
+        return answer
+    if isinstance(answer, str):
+        what = "an HTML page" if answer.lstrip().startswith("<") else "text"
+    elif answer is None:
+        what = "an empty answer"  # 204 No Content
+    else:
+        what = "a JSON array" if isinstance(answer, list) else "JSON that is not an object"
+    raise _NotGrafana(f"{what}, not a JSON object")
+
+
+def _missing(call: Callable[[], object]) -> Optional[dict]:
     """The object, or None when Grafana answers 404."""
     try:
-        return call()
+        return _object(call())
     except GrafanaClientError as exc:
         if exc.status_code == 404:
             return None
@@ -178,20 +199,20 @@ def provision(
         uid = wanted_source["uid"]
         existing = _missing(lambda: api.datasource.get_datasource_by_uid(uid))
         if existing is None:
-            api.datasource.create_datasource(wanted_source)
+            _object(api.datasource.create_datasource(wanted_source))
             note("datasource", wanted_source["name"], "created")
         elif force or _datasource_differs(existing, wanted_source):
-            api.datasource.update_datasource_by_uid(uid, wanted_source)
+            _object(api.datasource.update_datasource_by_uid(uid, wanted_source))
             note("datasource", wanted_source["name"], "updated")
         else:
             note("datasource", wanted_source["name"], "unchanged")
 
         folder = _missing(lambda: api.folder.get_folder(FOLDER_UID))
         if folder is None:
-            api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+            _object(api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID))
             note("folder", FOLDER_TITLE, "created")
         elif folder.get("title") != FOLDER_TITLE:
-            api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, version=folder.get("version"))
+            _object(api.folder.update_folder(FOLDER_UID, title=FOLDER_TITLE, version=folder.get("version")))
             note("folder", FOLDER_TITLE, "updated")
         else:
             note("folder", FOLDER_TITLE, "unchanged")
@@ -206,19 +227,19 @@ def provision(
             if same and not force:
                 note("dashboard", dashboard["title"], "unchanged")
                 continue
-            api.dashboard.update_dashboard(
+            _object(api.dashboard.update_dashboard(
                 {"dashboard": dashboard, "folderUid": FOLDER_UID, "overwrite": True, "message": MESSAGE}
-            )
+            ))
             note("dashboard", dashboard["title"], "created" if current is None else "updated")
 
         alerting = api.alertingprovisioning
         for rule in alert_rules(source, battery_low_v):
             current = _missing(lambda: alerting.get_alertrule(rule["uid"]))
             if current is None:
-                alerting.create_alertrule(rule)
+                _object(alerting.create_alertrule(rule))
                 note("alert rule", rule["title"], "created")
             elif force or _rule_differs(current, rule):
-                alerting.update_alertrule(rule["uid"], rule)
+                _object(alerting.update_alertrule(rule["uid"], rule))
                 note("alert rule", rule["title"], "updated")
             else:
                 note("alert rule", rule["title"], "unchanged")
@@ -230,6 +251,10 @@ def provision(
             raise ProvisionError(f"Grafana at {api.url} answered {exc.status_code}: {_one_line(said)}") from None
         detail = exc.message if exc.status_code else str(exc)
         raise ProvisionError(f"Grafana at {api.url} answered: {_one_line(detail)}") from None
+    except _NotGrafana as exc:
+        raise ProvisionError(f"Grafana at {api.url} did not answer as Grafana ({exc}: {NOT_GRAFANA_HINT})") from None
+    except niquests.exceptions.JSONDecodeError:  # a RequestException too, but the server was reached
+        raise ProvisionError(f"Grafana at {api.url} did not answer as Grafana (an answer that is not JSON: {NOT_GRAFANA_HINT})") from None
     except niquests.exceptions.RequestException as exc:
         raise ProvisionError(f"cannot reach Grafana at {api.url}: {_one_line(_reason(exc))}") from None
     return changed

@@ -25,7 +25,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from .datadir import DataDirInUse, hold_data_dir
-from .settings import Config, ConfigError, DatabaseUrl
+from .settings import Config, DatabaseUrl
 from .storage import DB_FILENAME, FORWARD_CURSOR, HALT_ALL, PRUNED_BEFORE, READ_TOKEN, Storage, StorageError, open_storage
 from .storage.interface import JournalCounts
 from .tokens import TokenFileError, keep_read_token, load_read_token, token_path
@@ -69,14 +69,17 @@ def target_of(to: str, source_is_postgres: bool) -> Target:
     PostgreSQL, a data dir. :class:`MigrateError` otherwise (the text is not quoted: it may hold a password)."""
     to = to.strip()
     if "://" in to:
-        try:
-            DatabaseUrl().check("--to", to)
-        except ConfigError:
-            scheme = urlsplit(to).scheme or "?"
+        fault = DatabaseUrl.fault(to)
+        if fault == DatabaseUrl.OTHER_SCHEME:
             raise MigrateError(
                 f"--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db,"
-                f" not a {scheme}:// one"
-            ) from None
+                f" not a {urlsplit(to).scheme or '?'}:// one"
+            )
+        if fault:
+            raise MigrateError(
+                f"--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db;"
+                f" the one given {fault} (not shown: it may hold a password)"
+            )
         return Target(to, postgres=True)
     if not source_is_postgres:
         raise MigrateError(

@@ -274,17 +274,41 @@ class WebhookUrl(Parser):
 
 
 class DatabaseUrl(Parser):
-    """Empty, or a ``postgres://`` / ``postgresql://`` URL. Its text is never quoted back: it holds a password."""
+    """Empty, or a ``postgres://`` / ``postgresql://`` URL that names its server. Its text is never quoted
+    back: it holds a password. (``tswarm migrate --to`` checks its URL with :meth:`fault` too.)"""
+
+    OTHER_SCHEME = "is not one"  # what fault says of a URL of another scheme (or no URL)
+
+    @classmethod
+    def fault(cls, url: str) -> str:
+        """What is wrong with ``url`` as the URL of a PostgreSQL server, in words that quote none of it
+        ("" when nothing is). A URL without a host (``postgres://``) is one: libpq would try a local
+        socket the service never has, and say so only after the checks passed. Neither can the user
+        part hold an ``@`` as written: libpq ends it at the first, urlsplit at the last, so the
+        password's tail would be taken for the host, and quoted as such in libpq's errors."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:  # a [ of an IPv6 address without its ]
+            return "cannot be read (an IPv6 address's [ without its ]?)"
+        if parts.scheme.lower() not in ("postgres", "postgresql"):
+            return cls.OTHER_SCHEME
+        if parts.netloc.count("@") > 1:
+            return "has an @ in its user or password (write it %40)"
+        if not host and not re.search(r"(?:^|&)host(?:addr)?=[^&]", parts.query):
+            return "names no host"
+        return ""
 
     def read(self, name: str, text: str) -> str:
         self.check(name, text.strip())
         return text.strip()
 
     def check(self, name: str, value: Any) -> None:
-        if value and urlsplit(value).scheme.lower() not in ("postgres", "postgresql"):
+        fault = self.fault(value) if value else ""
+        if fault:
             raise ConfigError(
                 f"{name} must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
-                " (or empty); the value given is not one (not shown: it may hold a password)"
+                f" (or empty); the value given {fault} (not shown: it may hold a password)"
             )
 
 

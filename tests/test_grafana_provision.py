@@ -7,13 +7,15 @@ api/v1/provisioning/alert-rules per its alerting provisioning API: an empty 404 
 201 with the stored rule, which gains Grafana's own id, orgID, updated and provenance), and records
 every request. The real `tswarm` CLI runs as a subprocess against it. The dashboards' and the alert
 rules' InfluxQL queries themselves run against the real InfluxDB 1.x in
-tests/integration/test_grafana_queries.py.
+tests/integration/test_grafana_queries.py. What is not Grafana (a login page, an app that answers 200
+to everything) is a real HTTP server on loopback too, :class:`NotGrafana`.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -351,6 +353,77 @@ def test_unreachable_grafana_is_a_one_line_error(tmp_path, env):
     proc = provision(tmp_path, env, url, check=False)
     assert proc.returncode == 1
     assert proc.stderr == f"Error: cannot reach Grafana at {url}: Connection refused\n"
+
+
+class NotGrafana:
+    """Something else at --url that answers 200 to every path with the same body (GETs with
+    ``get_status``): the login page of an SSO proxy in front of Grafana, or an app that is not Grafana
+    at all. A real HTTP server on loopback (http.server, in a thread); it records the requests it answered."""
+
+    def __init__(self, content_type: str, body: bytes, get_status: int = 200):
+        self.requests: list[tuple[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def answer(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append((self.command, self.path))
+                self.send_response(get_status if self.command == "GET" else 200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self) -> "NotGrafana":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+HINT = "is --url Grafana's own address, with no login page in front?"
+
+
+@pytest.mark.parametrize("content_type, body, what", [
+    ("text/html; charset=utf-8", b"<!doctype html><html><body>Sign in</body></html>", "an HTML page, not a JSON object"),
+    ("text/plain", b"OK", "text, not a JSON object"),
+    ("application/json", b"[]", "a JSON array, not a JSON object"),
+    ("application/json", b"<html>Sign in</html>", "an answer that is not JSON"),
+    ("application/json", b"", "an answer that is not JSON"),
+], ids=["html", "text", "json-array", "html-said-json", "empty-said-json"])
+def test_a_server_that_answers_200_but_not_as_grafana_is_a_one_line_error_and_nothing_is_written(
+    tmp_path, env, content_type, body, what
+):
+    """The first answer, to the datasource's GET, is checked before any of its fields is read: one
+    `Error:` line that says what came instead (no traceback of a str without .get, no bare "0" from
+    the JSON parser's exception chain), and no write follows."""
+    with NotGrafana(content_type, body) as server:
+        proc = provision(tmp_path, env, server.url, check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"Error: Grafana at {server.url} did not answer as Grafana ({what}: {HINT})\n"
+    assert server.requests == [("GET", "/api/datasources/uid/tswarm-influxql")]
+
+
+def test_a_write_answered_with_a_page_is_a_one_line_error_too(tmp_path, env):
+    """A server that answers a GET with 404 (taken as "no datasource yet") and the POST that follows
+    with a page: that is no datasource created, and the error is the same one line."""
+    with NotGrafana("text/html", b"<html>Sign in</html>", get_status=404) as server:
+        proc = provision(tmp_path, env, server.url, check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == (
+        f"Error: Grafana at {server.url} did not answer as Grafana (an HTML page, not a JSON object: {HINT})\n"
+    )
+    assert server.requests == [("GET", "/api/datasources/uid/tswarm-influxql"), ("POST", "/api/datasources")]
 
 
 def test_a_url_that_is_not_http_is_refused_before_any_request(tmp_path, env):

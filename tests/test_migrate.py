@@ -282,6 +282,11 @@ def test_a_database_with_tables_of_its_own_is_used(full, run, postgres_url):
      " postgres://user:password@host:5432/db, not a mysql:// one"),
     ("elsewhere/data", "--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
      " (a data dir is a target only on the way back, with DATABASE_URL or TSWARM_DATABASE_URL set)"),
+    ("postgres://", "--to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db;"
+     " the one given names no host (not shown: it may hold a password)"),
+    ("postgres://u:pw@Qx1@db/tswarm", "--to must be a postgres:// or postgresql:// URL like"
+     " postgres://user:password@host:5432/db; the one given has an @ in its user or password (write it %40)"
+     " (not shown: it may hold a password)"),
 ])
 def test_a_target_that_is_no_postgres_url_is_one_line(full, run, tmp_path, to, error):
     result = run("migrate", "--to", to)
@@ -296,6 +301,38 @@ def test_an_unreachable_server_is_one_line_without_the_password(full, run):
     assert result.exit_code == 1
     assert result.output.startswith("Error: PostgreSQL at postgres://tswarm:***@127.0.0.1:") and "unavailable" in result.output
     assert "pw-Kq81" not in result.output and len(result.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("password", ["127", "p"])
+def test_a_short_password_is_masked_in_the_url_and_leaves_the_rest_of_the_error_as_it_was(full, run, password):
+    """``127`` is also the start of 127.0.0.1, and ``p`` a letter of ``postgres`` and ``port``."""
+    from .servers import free_port
+
+    port = free_port()
+    shown = f"postgres://tswarm:***@127.0.0.1:{port}/tswarm"
+    result = run("migrate", "--to", f"postgres://tswarm:{password}@127.0.0.1:{port}/tswarm")
+    assert (result.exit_code, result.output) == (1, (
+        f"Error: PostgreSQL at {shown} is unavailable: connection failed: connection to server at \"127.0.0.1\","
+        f" port {port} failed: Connection refused; nothing was copied, {shown} is as it was\n"
+    ))
+
+
+def test_a_port_that_is_no_number_is_quoted_as_given(full, run):
+    result = run("migrate", "--to", "postgres://u:p@127.0.0.1:notaport/db")
+    assert (result.exit_code, result.output) == (1, (
+        "Error: PostgreSQL at postgres://u:***@127.0.0.1:notaport/db is unavailable: connection is bad:"
+        ' invalid integer value "notaport" for connection option "port"; nothing was copied,'
+        " postgres://u:***@127.0.0.1:notaport/db is as it was\n"
+    ))
+
+
+def test_a_url_libpq_cannot_read_is_one_line_without_the_password(full, run):
+    """libpq's complaint quotes the part it could not read, the password itself: it shows as ***."""
+    result = run("migrate", "--to", "postgres://u:pw%zz-Kq7@127.0.0.1:1/db")
+    assert (result.exit_code, result.output) == (1, (
+        'Error: cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/db: invalid percent-encoded token: "***";'
+        " nothing was copied, postgres://u:***@127.0.0.1:1/db is as it was\n"
+    ))
 
 
 def test_a_wrong_password_is_one_line_without_it(full, run, postgres, postgres_url):

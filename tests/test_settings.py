@@ -252,6 +252,33 @@ def test_a_database_url_of_another_scheme_is_one_line_without_its_password(name)
     )
 
 
+@pytest.mark.parametrize("url, fault", [
+    ("postgres://", "names no host"),
+    ("postgresql://u:hunter22@:5432/t", "names no host"),
+    ("postgres://u:hunter22@[::1/t", "cannot be read (an IPv6 address's [ without its ]?)"),
+    ("postgres://u:hun@ter22@db/t", "has an @ in its user or password (write it %40)"),
+], ids=["bare", "port-only", "unclosed-bracket", "unencoded-at"])
+def test_a_database_url_libpq_would_misread_is_refused_in_one_line_without_its_password(url, fault):
+    """A URL without a host would have libpq try a local socket, found missing only after every check
+    passed; an @ in the password as written would have it take the password's tail for the host (and
+    quote it in its errors)."""
+    with pytest.raises(ConfigError) as refused:
+        Config.from_env({"TSWARM_DATABASE_URL": url})
+    assert str(refused.value) == (
+        "TSWARM_DATABASE_URL must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db"
+        f" (or empty); the value given {fault} (not shown: it may hold a password)"
+    )
+
+
+@pytest.mark.parametrize("url", [
+    "postgres://db/t", "postgres://u:p%40ss@db:5432/t", "postgres://u:p@h1:5432,h2:5433/t", "postgres://u:p@[::1]:5432/t",
+    "postgresql:///t?host=/var/run/postgresql", "postgres://%2Fvar%2Frun%2Fpostgresql/t",
+])
+def test_a_database_url_that_names_its_server_is_taken(url):
+    """Several hosts, an IPv6 address, a socket folder given as the host or as ?host= all name one."""
+    assert Config.from_env({"TSWARM_DATABASE_URL": url}).database_url == url
+
+
 def test_the_database_url_stays_out_of_the_config_repr():
     assert "hunter22" not in repr(Config.from_env({"DATABASE_URL": "postgres://u:hunter22@db/t"}))
 

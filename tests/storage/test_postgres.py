@@ -16,9 +16,11 @@ from click.testing import CliRunner
 from tswarm.cli import cli
 from tswarm.storage import Storage, StorageError, StorageUnavailable, StorageUnusable, Writer, open_storage
 from tswarm.storage.postgres import PostgresStorage, PostgresWriter, schema
+from tswarm.storage.postgres.connection import connect, redact, scrub
 from tswarm.storage.postgres.meta import get_meta, put_meta
 from tswarm.storage.postgres.schema import MIGRATION_LOCK, SCHEMA_VERSION
 
+from ..servers import free_port
 from .conftest import add_nodes
 
 FUTURE = 4_000_000_000 * 10**9  # a reading in the future stands for a clock that stepped back
@@ -268,3 +270,84 @@ def test_the_password_is_in_no_repr_and_no_error(postgres, postgres_url):
     with pytest.raises(StorageError) as refused:
         PostgresStorage(in_the_query)
     assert password not in str(refused.value) and "password=***" in str(refused.value)
+
+
+@pytest.mark.parametrize("password", ["127", "p", "1", "0.0"])
+def test_a_short_or_numeric_password_is_masked_in_the_url_and_nowhere_else(password):
+    """The password is masked where the URL quotes it, not wherever its characters occur: ``127`` is
+    also the start of 127.0.0.1, ``p`` a letter of ``postgres`` and ``port``. (libpq's own message of a
+    refused connection, from a port nothing listens on.)"""
+    port = free_port()
+    with pytest.raises(StorageUnavailable) as refused:
+        connect(f"postgres://tswarm:{password}@127.0.0.1:{port}/db")
+    assert str(refused.value) == (
+        f"PostgreSQL at postgres://tswarm:***@127.0.0.1:{port}/db is unavailable: connection failed:"
+        f' connection to server at "127.0.0.1", port {port} failed: Connection refused'
+    )
+
+
+def test_a_port_that_is_no_number_is_quoted_as_it_is_whatever_the_password():
+    with pytest.raises(StorageUnavailable) as refused:
+        connect("postgres://u:p@127.0.0.1:notaport/db")
+    assert str(refused.value) == (
+        "PostgreSQL at postgres://u:***@127.0.0.1:notaport/db is unavailable: connection is bad:"
+        ' invalid integer value "notaport" for connection option "port"'
+    )
+
+
+@pytest.mark.parametrize("url, message", [
+    ("postgres://u:pw%zz-Kq7@127.0.0.1:1/db",
+     'cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/db: invalid percent-encoded token: "***"'),
+    ("postgres://u@127.0.0.1:1/db?password=pw%zz-Kq7",
+     'cannot use PostgreSQL at postgres://u@127.0.0.1:1/db?password=***: invalid percent-encoded token: "***"'),
+    ("postgres://u:pw-Kq7 x@127.0.0.1:1/db",
+     'cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/db: unexpected spaces found in "***",'
+     " use percent-encoded spaces (%20) instead"),
+    ("postgres://u:pw-Kq7@[::1/db",
+     'cannot use PostgreSQL at postgres://u:***@[::1/db: end of string reached when looking for matching "]"'
+     ' in IPv6 host address in URI: "postgres://u:***@[::1/db"'),
+], ids=["bad-escape", "bad-escape-in-the-query", "space", "unclosed-bracket"])
+def test_a_url_libpq_cannot_read_is_one_line_that_masks_what_libpq_quotes_of_it(url, message):
+    """libpq's complaints about a URL quote the part it could not read (the password itself) or the
+    whole URL; both come out masked, as one line, and no traceback (a StorageUnusable: trying again
+    would not help)."""
+    with pytest.raises(StorageUnusable) as refused:
+        connect(url)
+    assert str(refused.value) == message
+    assert "Kq7" not in str(refused.value)
+
+
+def test_scrub_masks_a_password_keyword_as_libpq_writes_it_and_leaves_the_rest():
+    """The keyword form of a connection string (``password=...``, quoted when it holds a space) is
+    the other way a message can carry the password."""
+    url = "postgres://u:p@127.0.0.1:5432/db"
+    assert scrub("user=u password=p host=127.0.0.1 port=5432 dbname=db", url) == (
+        "user=u password=*** host=127.0.0.1 port=5432 dbname=db"
+    )
+    spaced = "postgres://u:p%20w@h/db"
+    assert scrub(r"user=u password='p w' host=h", spaced) == "user=u password=*** host=h"
+    assert scrub(r"password = 'it\'s' host=h", spaced) == "password = *** host=h"
+
+
+def test_a_percent_encoded_password_is_masked_as_written_decoded_and_encoded():
+    """``p%40ss`` in the URL is ``p@ss`` to libpq: neither form may show, however a message quotes it."""
+    url = "postgres://u:p%40ss-Kq7@127.0.0.1:1/db?sslmode=disable"
+    text = f'at {url}: "p@ss-Kq7", \'p%40ss-Kq7\', password=p@ss-Kq7 host=h, password=p%40ss-Kq7&port=1'
+    assert scrub(text, url) == (
+        "at postgres://u:***@127.0.0.1:1/db?sslmode=disable: \"***\", '***', password=*** host=h, password=***&port=1"
+    )
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgres://u:p?x-Kq7@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"),  # libpq: the password is p?x-Kq7
+    ("postgres://u:p#x-Kq7@127.0.0.1:1/db", "postgres://u:***@127.0.0.1:1/db"),
+    ("postgres://u@127.0.0.1:1/db?pass%77ord=Kq7&port=x", "postgres://u@127.0.0.1:1/db?pass%77ord=***&port=x"),
+    ("postgres:///db?host=/tmp&password=Kq7", "postgres:///db?host=/tmp&password=***"),
+    ("postgres://h?password=K@q7", "postgres://h?password=***"),  # libpq: user h?password=K, host q7
+    ("postgres://", "postgres://"),
+])
+def test_redact_masks_the_password_as_libpq_reads_it_and_keeps_the_rest_as_written(url, shown):
+    """libpq ends the user part at its first @ (not at a ? or #, as urlsplit does) and %-decodes the
+    names of parameters: every reading is masked. A URL without a host keeps its //."""
+    assert redact(url) == shown
+    assert scrub(f"PostgreSQL at {url} is unavailable: port", url) == f"PostgreSQL at {shown} is unavailable: port"

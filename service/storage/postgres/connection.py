@@ -24,12 +24,13 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote
 
 import psycopg
+import psycopg.conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..interface import StorageUnavailable
+from ..interface import StorageUnavailable, StorageUnusable
 
 # psycopg_pool logs a warning for every failed connection attempt (dozens while the database is
 # away); the writer logs one line when an outage begins and one when it is over (storage/group.py).
@@ -46,33 +47,97 @@ POOL_SIZE = 5  # TSWARM_DATABASE_POOL's default (service/settings.py): a process
 FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 
-def _password(url: str) -> str:
-    try:
-        return urlsplit(url).password or ""
-    except ValueError:
-        return ""
+def _userinfo_ends(rest: str) -> set[int]:
+    """Where the user part of a URL's text after ``://`` ends (the index of its ``@``), as libpq reads
+    it (the first ``@`` before any ``/``) and as urlsplit does (the last before any ``/ ? #``): they
+    differ when the password holds an ``@``, ``?`` or ``#``, and both readings must be masked."""
+    libpq = rest.split("/", 1)[0].find("@")
+    python = re.split(r"[/?#]", rest, maxsplit=1)[0].rfind("@")
+    return {end for end in (libpq, python) if end >= 0}
+
+
+def _password_params(query: str) -> Iterator[tuple[int, int]]:
+    """The spans of the values of ``password=`` parameters in a URL's query, as libpq reads them (up
+    to the next ``&``, its name %-decoded: ``pass%77ord=`` is one too)."""
+    start = 0
+    for param in query.split("&"):
+        key, eq, _ = param.partition("=")
+        if eq and unquote(key).strip().lower() == "password":
+            yield start + len(key) + 1, start + len(param)
+        start += len(param) + 1
+
+
+def _password_spans(rest: str) -> list[tuple[int, int]]:
+    """Where the password may be in a URL's text after ``://``, as (start, stop), in every reading: the
+    user part's after its first ``:`` (see :func:`_userinfo_ends`), and each ``password=`` parameter's
+    of the query, which begins at the first ``?`` after the user part as either reading ends it."""
+    ends = _userinfo_ends(rest)
+    spans = [(rest.find(":", 0, end) + 1, end) for end in ends if ":" in rest[:end]]
+    for end in ends | {-1}:
+        query_at = rest.find("?", end + 1)
+        if query_at >= 0:
+            spans += [(query_at + 1 + a, query_at + 1 + b) for a, b in _password_params(rest[query_at + 1:])]
+    return spans
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (in the user part or a ``password=`` parameter) as ``***``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        if ":" in userinfo:
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    """``url`` with its password (in the user part or a ``password=`` parameter) as ``***``, the rest
+    as written: read as text, so that a URL libpq or urlsplit cannot parse is masked too."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    shown, done = [], 0
+    for start, stop in sorted(set(_password_spans(rest))):
+        if start < done:  # overlaps the span masked before (two readings of the same password)
+            done = max(done, stop)
+            continue
+        shown += [rest[done:start], "***"]
+        done = stop
+    return scheme + sep + "".join(shown) + rest[done:]
+
+
+def _secrets(url: str) -> list[str]:
+    """The URL's password in every form a message may quote it, longest first: as written (each span of
+    :func:`_password_spans`, and a parameter's up to a ``#``, where urlsplit ends the query), as libpq
+    reads it, each also %-decoded and %-encoded."""
+    rest = url.partition("://")[2]
+    written = {rest[start:stop] for start, stop in _password_spans(rest)}
+    written |= {text.split("#", 1)[0] for text in written}
+    try:
+        written.add(psycopg.conninfo.conninfo_to_dict(url).get("password") or "")
+    except psycopg.Error:
+        pass
+    forms = {form for text in written for form in (text, unquote(text), quote(unquote(text), safe=""))}
+    return sorted((form for form in forms if form), key=len, reverse=True)
 
 
 def scrub(text: str, url: str) -> str:
-    """``text`` with the URL's password (as typed, decoded or quoted) replaced by ``***``."""
-    text = text.replace(url, redact(url))
-    secrets = {_password(url), unquote(_password(url)), quote(unquote(_password(url)), safe="")}
-    secrets |= {unquote(m) for m in re.findall(r"(?i)(?:^|&)password=([^&]*)", urlsplit(url).query)}
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with the URL's password as ``***`` where psycopg and libpq quote it, and nothing else
+    changed: the URL itself (as :func:`redact` shows it), a ``password=`` value (the keyword form of a
+    connection string), and a quoted value that is the password exactly (libpq's complaint about a
+    bad %-escape or a space in it quotes the part it could not read). Replacing the password wherever
+    its characters occur instead would garble the message when it is short or looks like a number:
+    ``127`` in ``127.0.0.1``, ``p`` in ``port``."""
+    secrets = _secrets(url)
+    value = "|".join([r"'(?:[^'\\]|\\.)*'", *map(re.escape, secrets), r"[^\s&'\"]+"])
+    keyword = re.compile(rf"(?i)(?<![\w%])(password\s*=\s*)(?:{value})")
+
+    def outside_the_url(piece: str) -> str:
+        piece = keyword.sub(r"\1***", piece)
+        for secret in secrets:
+            piece = piece.replace(f'"{secret}"', '"***"').replace(f"'{secret}'", "'***'")
+        return piece
+
+    if not url:
+        return outside_the_url(text)
+    shown = redact(url)  # the URL as shown already (callers put it in their messages) is left as it is
+    urls = re.compile("|".join(re.escape(u) for u in sorted({url, shown}, key=len, reverse=True)))
+    return shown.join(outside_the_url(piece) for piece in urls.split(text))
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error's message (its class's name when it has none)."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def unavailable(exc: BaseException, url: str) -> StorageUnavailable:
@@ -80,7 +145,7 @@ def unavailable(exc: BaseException, url: str) -> StorageUnavailable:
     if isinstance(exc, PoolTimeout):
         reason = f"no connection within {POOL_TIMEOUT_S:g} s"
     else:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _reason(exc)
     return StorageUnavailable(scrub(f"PostgreSQL at {redact(url)} is unavailable: {reason}", url))
 
 
@@ -92,6 +157,8 @@ def connect(url: str, *, synchronous_commit: bool = True) -> psycopg.Connection:
         conn.execute(f"SET synchronous_commit = {'on' if synchronous_commit else 'off'}")
     except FAILURES as exc:
         raise unavailable(exc, url) from None
+    except psycopg.Error as exc:  # a URL libpq cannot read (a bad %-escape, a space): no use trying again
+        raise StorageUnusable(scrub(f"cannot use PostgreSQL at {redact(url)}: {_reason(exc)}", url)) from None
     return conn
 
 
