@@ -12,6 +12,11 @@ without the query's secrets (``?token=``) and without the Referer (which may car
 unless ``TSWARM_ACCESS_LOG`` is on (a line per request costs more than the rest of aiohttp's work on
 it): :class:`AppRunner` gives the server no access log then.
 
+A body whose chunked framing breaks in a later packet than its headers is failed at once too
+(:meth:`RequestHandler.data_received`): aiohttp queued the parser's error as a request of its own
+and left the body open, so the handler reading it waited until the client gave up. Bodies reach
+the handlers as sent (``auto_decompress`` off): service/bodies.py decodes them, to the end.
+
 aiohttp has no setting for the request handler's class (aio-libs/aiohttp#3287), so :func:`run_app`
 is ``web.run_app`` with :class:`AppRunner`, which makes the server build :class:`RequestHandler`.
 """
@@ -59,7 +64,7 @@ def describe(exc: Optional[BaseException]) -> str:
 
 class RequestHandler(web.RequestHandler):
     """aiohttp's connection handler, with JSON answers and byte-free log lines for what it answers
-    itself, and those answers counted in /metrics."""
+    itself, those answers counted in /metrics, and no body left waiting on a parser that failed."""
 
     __slots__ = ("_app",)
 
