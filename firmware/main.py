@@ -55,6 +55,17 @@ def writeState(state):
         os.rename(STATE + ".tmp", STATE)
 
 
+def validVersion(version):
+    # node.py's rule (the service's X-Tswarm-Rolled-Back takes 1 to 64 of A-Z a-z 0-9 . _ -), kept
+    # here too: the boot loader cannot rely on the bundle it is rolling back from
+    if not isinstance(version, str) or not 0 < len(version) <= 64:
+        return False
+    for c in version:
+        if not (c.isalpha() or c.isdigit() or c in "._-"):
+            return False
+    return True
+
+
 def rollBack(state, why):
     # to the previous bundle (the flashed one when none is known), saying which version failed
     version = state.get("version")
@@ -64,6 +75,8 @@ def rollBack(state, why):
                 version = f.read().strip()
         except Exception:
             version = "unknown"
+    if not validVersion(version):  # damaged: sent as it is, every reading would get a 400
+        version = "unknown"
     back = state.get("previous")
     back = {"active": back if back in SLOTS and back != state["active"] else "", "rolled_back": version}
     print("tswarm: bundle", back["rolled_back"], why, "- rolling back to", repr(back["active"]))

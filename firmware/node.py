@@ -55,6 +55,8 @@ HALTED = const(423)
 SLEEP_S = const(300)  # between wakes, unless netconf.sleep says otherwise
 AWAKE_S = const(600)  # a halted node waits this long to be reflashed, unless netconf.awake says otherwise
 _MAX_SLEEP_S = const(2147483)  # machine.deepsleep(ms) takes a signed 32-bit ms: about 24.8 days
+_MIN_INTERVAL_S = const(10)  # a node's interval as the service allows it (service/health.py): a 202's
+_MAX_INTERVAL_S = const(604800)  # "sleep" of 1 s would drain the battery, one of 24 days lose the node
 _ESP8266_MAX_SLEEP_S = const(4294)  # the ESP8266 SDK takes an unsigned 32-bit µs: about 71.6 minutes
 _ESP_DEEPSLEEP_MAX_S = const(2147)  # esp.deepsleep(us) a signed 32-bit µs: about 35.8 minutes
 _SENSOR_TRIES = const(3)
@@ -301,13 +303,25 @@ def _send(method, url, body, headers):
         response.close()
 
 
+def validVersion(version):
+    # A version the service takes in X-Tswarm-Firmware and X-Tswarm-Rolled-Back (1 to 64 of A-Z a-z
+    # 0-9 . _ -; service/bundles.py VERSION): any other value would get every reading a 400, which
+    # the board drops. main.py keeps its own copy: it must run whatever this file has become.
+    if not isinstance(version, str) or not 0 < len(version) <= 64:
+        return False
+    for c in version:
+        if not (c.isalpha() or c.isdigit() or c in "._-"):  # MicroPython's: ASCII letters and digits only
+            return False
+    return True
+
+
 def firmwareVersion():
     # The version of the running bundle: its ``version`` file (``tswarm flash`` and every update
     # write one), or ``unknown``.
     try:
         with open(_bundlePath("version")) as f:
             version = f.read().strip()
-        if 0 < len(version) <= 64 and all(c.isalpha() or c.isdigit() or c in "._-" for c in version):
+        if validVersion(version):
             return version
     except Exception:
         pass
@@ -324,8 +338,9 @@ def firmwareHeaders(headers):
     # 202/423), when a boot loader runs this bundle.
     if STATE is not None:
         headers["X-Tswarm-Firmware"] = firmwareVersion()
-        if _get(STATE, "rolled_back"):
-            headers["X-Tswarm-Rolled-Back"] = STATE["rolled_back"]
+        if _get(STATE, "rolled_back"):  # from a damaged or hand-edited ota.json: "unknown"
+            rolled = STATE["rolled_back"]
+            headers["X-Tswarm-Rolled-Back"] = rolled if validVersion(rolled) else "unknown"
     return headers
 
 
@@ -368,6 +383,8 @@ def answered(url, xauth):
 
         STATE = ota.confirm(STATE)
         if isinstance(offer, dict):
+            if not validVersion(offer.get("version")):  # it becomes a folder's file and a header
+                raise ValueError("offer of version %r" % (offer.get("version"),))
             ota.update(STATE, url, {"Authorization": " Basic %s" % xauth}, offer)
     except Exception as exc:
         log("update failed:", repr(exc))
@@ -519,9 +536,10 @@ def wake(config):
 
 def sleepSeconds(config):
     # The ``sleep`` of the service's last answer (the node's interval), else ``netconf.sleep``, or
-    # SLEEP_S when neither is a positive number.
-    told = _int(ANSWER.get("sleep"), None, 1, _MAX_SLEEP_S)
-    return told or _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_SLEEP_S)
+    # SLEEP_S. The answer's within the service's own bounds (10 s to a week: below, it is not taken),
+    # config.json's at most a week (``tswarm flash`` writes none below 10 s).
+    told = _int(ANSWER.get("sleep"), None, _MIN_INTERVAL_S, _MAX_INTERVAL_S)
+    return told or _int(_get(_get(config, "netconf"), "sleep"), SLEEP_S, 1, _MAX_INTERVAL_S)
 
 
 def awakeSeconds(config):

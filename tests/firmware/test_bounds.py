@@ -196,6 +196,59 @@ def test_a_423_whose_awake_is_true_waits_the_default(tmp_path):
     assert result.slept == FIVE_MINUTES["esp8266"]
 
 
+@pytest.mark.parametrize("board", ["esp8266", "esp32"])
+@pytest.mark.parametrize("sleep, slept_s", [
+    (1, 300), (9, 300), (3.7, 300),  # below the service's 10 s: netconf.sleep (here none: 300 s), not a battery drained in a day
+    (10, 10), (604800, 604800),
+    (1e12, 604800), (99999999999999999999, 604800),  # a week at most: before, an ESP32 slept 24.8 days
+])
+def test_a_202s_sleep_is_taken_within_the_services_own_range(tmp_path, board, sleep, slept_s):
+    with Peer(lambda request: http(202, {"stored": True, "sleep": sleep})) as peer:
+        result = boot(install(tmp_path / "board", config(peer.url, board)), {**HOME, "board": board})
+    if board == "esp8266":
+        slept_s = min(slept_s, 4294)  # what its chip can
+    assert [entry["ms"] for entry in result.slept] == [slept_s * 1000], result.output
+
+
+@pytest.mark.parametrize("damaged", ["v2 \x01garbled", "../../x", "v" * 65, 17, ["v2"]])
+def test_a_damaged_rolled_back_version_is_sent_as_unknown_and_the_reading_stored(tmp_path, damaged):
+    """ota.json's ``rolled_back`` as a damaged bundle or a hand edit leaves it: sent as it was, the
+    service refused every reading (400 bad_firmware_version, which the board drops) until a reflash."""
+    seen = []
+
+    def answer(request):
+        seen.append(request.headers)
+        return STORED
+
+    board = install(tmp_path / "board", None)
+    with Peer(answer) as peer:
+        (board / "config.json").write_text(json.dumps(config(peer.url)))
+        (board / "ota.json").write_text(json.dumps({"active": "", "rolled_back": damaged}))
+        result = boot(board, HOME)
+    assert [h.get("X-Tswarm-Rolled-Back") for h in seen] == ["unknown"], result.output
+    assert result.slept == FIVE_MINUTES["esp8266"]
+
+
+@pytest.mark.parametrize("version", ["../../x", "v 2", "", 2])
+def test_an_offer_of_a_version_the_service_never_names_is_not_fetched(tmp_path, version):
+    """A version becomes a folder's file and a header: before, "../../x" was fetched and written to ota.json."""
+    seen = []
+    offer = {"version": version, "files": [{"name": "node.py", "size": 1, "sha256": "0" * 64}]}
+
+    def answer(request):
+        seen.append((request.method, request.path))
+        return http(202, {"stored": True, "sleep": 300, "update": offer})
+
+    board = install(tmp_path / "board", None)
+    state = (board / "ota.json").read_text()
+    with Peer(answer) as peer:
+        (board / "config.json").write_text(json.dumps(config(peer.url)))
+        result = boot(board, HOME)
+    assert [method for method, _ in seen] == ["PUT"], result.output
+    assert (board / "ota.json").read_text() == state
+    assert result.slept == FIVE_MINUTES["esp8266"]
+
+
 # -- against the real service ------------------------------------------------------------------------
 
 
