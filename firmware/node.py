@@ -379,6 +379,9 @@ def answered(url, xauth):
         return
     try:
         sys.modules.pop("keep", None)  # this wake is done with it (wake): room for ota.py
+        import gc
+
+        gc.collect()  # first: else ota.py's compile can find the free heap in small pieces
         import ota
 
         STATE = ota.confirm(STATE)
