@@ -90,12 +90,26 @@ def _json_type(value) -> str:
     return "an array" if isinstance(value, list) else "an object"
 
 
+class TooLarge(ValueError):
+    pass
+
+
 async def _read_at_most(request: web.Request, limit: int) -> bytes:
-    """The body, decoded (service/bodies.py), up to ``limit`` bytes; a JSON 413 beyond it."""
+    """The body, decoded (service/bodies.py), up to ``limit`` bytes; :class:`TooLarge` beyond it."""
     data = await read_body(request, limit)
     if data is None:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length or limit + 1)
+        raise TooLarge(f"the body is larger than {limit} bytes (decoded), more than this route takes")
     return data
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    """A JSON object, refused when it names a key twice: which one counts is every parser's own guess."""
+    body = dict(pairs)
+    if len(body) < len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise BadBody(f"the body gives {shown(twice)} more than once; give each field once")
+    return body
 
 
 async def _json_body(request: web.Request, limit: Optional[int] = None) -> dict:
@@ -107,7 +121,9 @@ async def _json_body(request: web.Request, limit: Optional[int] = None) -> dict:
     if not data.strip():
         return {}
     try:
-        body = json.loads(data.decode("utf-8"))
+        body = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except BadBody:  # _no_duplicate_keys
+        raise
     except UnicodeDecodeError:
         raise BadBody("the body is not JSON: it is not UTF-8 text") from None
     except RecursionError:
@@ -177,6 +193,8 @@ def _handles_bad_bodies(handler):
             return await handler(request)
         except BadBody as exc:
             return json_error(400, "bad_request", str(exc))
+        except TooLarge as exc:  # the rest of the body is not read: the connection closes, as the node protocol's 413
+            return json_error(413, "too_large", str(exc), headers={"Connection": "close"})
         except NodeNotFound as exc:
             return _no_such_node(exc.args[0])
 

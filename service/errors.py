@@ -35,6 +35,7 @@ _DEFAULT_CODES = {
 # Details that say more than the reason phrase, and never quote the request (aiohttp's 417 text
 # echoes the Expect header).
 _DEFAULT_DETAILS = {
+    404: "no such route; docs/api.md and docs/protocol.md list them",
     417: "the only expectation understood is 'Expect: 100-continue'",
 }
 
@@ -61,7 +62,10 @@ def json_error(status: int, error: str, detail: str, headers: Optional[Mapping[s
 def as_json(status: int, reason: str, headers: Mapping[str, str]) -> web.Response:
     """An error answer of aiohttp's own (plain text) as JSON, with its other headers (Allow, ...)."""
     kept = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length", "content-encoding")}
-    return json_error(status, _DEFAULT_CODES.get(status, "error"), _DEFAULT_DETAILS.get(status, reason), headers=kept)
+    detail = _DEFAULT_DETAILS.get(status, reason)
+    if status == 405 and "Allow" in headers:
+        detail = f"this route takes {headers['Allow'].replace(',', ', ')} only"
+    return json_error(status, _DEFAULT_CODES.get(status, "error"), detail, headers=kept)
 
 
 def client_gone(request: web.BaseRequest) -> bool:

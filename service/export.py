@@ -49,6 +49,9 @@ Position = history.Position
 _ROW_TEXT = re.compile(r"r1\.(-?\d{1,20})\.(\d{1,20})(?:\.(\d{1,20})\.(\d{1,20}))?", re.ASCII)
 _HISTORY_TEXT = re.compile(r"h1\.(-?\d{1,20})\.([A-Za-z0-9][A-Za-z0-9_.-]{0,63})(?::(\d{1,20}))?", re.ASCII)
 _NEXT_PASS_TEXT = re.compile(r"n1\.(\d{1,20})", re.ASCII)
+# A token as encode_cursor writes it: URL-safe base64 without padding. b64decode alone would take
+# padding, white space (a '+' of the query) and other characters it skips as the same token.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,200}", re.ASCII)
 _MAX_ROW_ID = 2**63 - 1  # SQLite's largest rowid
 MAX_LIMIT = 1_000_000_000  # rows per page: more than any swarm stores in years, far from 64-bit limits
 _LIMIT_TEXT = re.compile(r"[0-9]{1,10}")  # ASCII digits only: int() would read "١٢" and "１２" too
@@ -93,7 +96,7 @@ def decode_cursor(token: str) -> Union[Cursor, Position]:
     """What a token from :func:`encode_cursor` names (a bare row for the tokens of earlier tswarm);
     ValueError when it is not such a token (or names a time, row id or pass that no row can have)."""
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii") if _TOKEN.fullmatch(token) else ""
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     if match := _NEXT_PASS_TEXT.fullmatch(text):

@@ -21,6 +21,7 @@ from .errors import json_error
 from .names import NODE_NAME_HELP, valid_node_name
 from .protocol import node_login, unavailable
 from .storage import StorageUnavailable
+from .timefmt import shown
 
 UNAVAILABLE = "the update cannot be read now; retry later (the board keeps the bundle it runs)"
 
@@ -33,7 +34,7 @@ async def firmware_file(request: web.Request) -> web.Response:
     if isinstance(node, web.Response):
         return node
     if node.fw_staged is None or version != node.fw_staged:
-        return json_error(404, "not_staged", f"no update {version!r} is staged for node {name}; "
+        return json_error(404, "not_staged", f"no update {shown(version)} is staged for node {name}; "
                           "fetch the version the last 202/423 offered ('tswarm firmware status' shows it)")
     try:
         content = (await request.app[keys.STORAGE].read(lambda s: s.bundle_file(version, file))
@@ -41,7 +42,7 @@ async def firmware_file(request: web.Request) -> web.Response:
     except StorageUnavailable as exc:
         return unavailable(name, exc, UNAVAILABLE)
     if content is None:
-        return json_error(404, "no_such_file", f"update {version} has no file {file!r}; the offer lists its files")
+        return json_error(404, "no_such_file", f"update {version} has no file {shown(file)}; the offer lists its files")
     return web.Response(body=content, content_type="application/octet-stream",
                         headers={"ETag": f'"{hashlib.sha256(content).hexdigest()}"'})
 

@@ -14,10 +14,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator, Optional
 
 from aiohttp import web
 
@@ -38,6 +39,15 @@ log = logging.getLogger("tswarm.readers")
 MAX_CONCURRENT_EXPORTS = 4  # more wait their turn: each one is a long SQLite scan
 QUEUE_CHUNKS = 4  # chunks (a few thousand rows each) waiting between the export thread and the socket
 READINGS_PARAMS = {"node", "start", "stop", "format", "limit", "cursor"}
+# A time with a zone offset as typed into a URL: a query's '+' is a space, so '...T12:04:19+01:00'
+# arrives as '...T12:04:19 01:00'. A space there can be nothing else (docs/api.md).
+_OFFSET_AS_SPACE = re.compile(r"(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d{1,9})?) (\d{2}:?\d{2})", re.ASCII)
+
+
+def _time_param(value: Optional[str]) -> Optional[str]:
+    """``start``/``stop`` as given, with the '+' of a zone offset back where form-decoding made it a space."""
+    found = None if value is None else _OFFSET_AS_SPACE.fullmatch(value.strip())
+    return value if found is None else f"{found[1]}+{found[2]}"
 
 
 async def readers_ctx(app: web.Application):
@@ -91,8 +101,8 @@ def parse_readings_query(query) -> dict:
         if len(query.getall(name, ())) > 1:
             raise BadParameter(name, f"give {name} once")
     args = export_args(
-        fmt=query.get("format", "csv"), node=query.get("node"), start=query.get("start"),
-        stop=query.get("stop"), limit=query.get("limit"), cursor=query.get("cursor"),
+        fmt=query.get("format", "csv"), node=query.get("node"), start=_time_param(query.get("start")),
+        stop=_time_param(query.get("stop")), limit=query.get("limit"), cursor=query.get("cursor"),
     )
     return args
 

@@ -57,7 +57,10 @@ def page_login(request: web.Request, token: str) -> web.Response:
         )
     rest = request.rel_url.query.copy()
     rest.popall("token")
-    response = web.Response(status=303, headers={"Location": request.rel_url.with_query(rest).path_qs, **NO_REFERRER})
+    # the rest of the query as sent, percent-encoded: decoded (path_qs), a %0D%0A or a non-ASCII
+    # character would be put in the header as is (a 500 from aiohttp's header-injection check)
+    location = request.rel_url.with_query(rest).raw_path_qs
+    response = web.Response(status=303, headers={"Location": location, **NO_REFERRER})
     response.set_cookie(
         access.COOKIE, token, max_age=COOKIE_MAX_AGE, path="/", httponly=True, samesite="Strict",
         secure=request.secure,

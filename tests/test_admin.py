@@ -542,3 +542,21 @@ async def test_put_display_of_an_unknown_node_is_404_and_without_a_body_400(admi
     assert resp.status == 400 and (await resp.json())["detail"].startswith("display is required")
     resp = await admin.put("/api/admin/nodes/hall/display", json={"display": True})  # no token
     assert resp.status == 401 and journal.node_auth("hall").display is False
+
+
+async def test_a_body_that_names_a_field_twice_is_refused_not_read_as_its_last(admin, journal):
+    """Which of two "name"s a JSON parser keeps is its own guess (Python's: the last): a 400 instead."""
+    resp = await admin.post("/api/admin/nodes", data='{"name": "porch", "name": "shed"}', headers=AS_ADMIN)
+    assert (resp.status, await resp.json()) == (400, {
+        "error": "bad_request", "detail": "the body gives 'name' more than once; give each field once"})
+    assert not journal.is_registered("porch") and not journal.is_registered("shed")
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/nodes/n1/config", data='{"patch": {"netconf": {"sleep": 60, "sleep": 6}}}', headers=AS_ADMIN)
+    assert (resp.status, (await resp.json())["detail"]) == (400, "the body gives 'sleep' more than once; give each field once")
+
+
+async def test_a_body_too_large_is_a_413_saying_the_limit(admin, journal):
+    resp = await admin.post("/api/admin/nodes", data='{"name": "porch", "password": "' + "x" * 5000 + '"}', headers=AS_ADMIN)
+    assert (resp.status, resp.headers["Connection"]) == (413, "close")
+    assert await resp.json() == {"error": "too_large", "detail": "the body is larger than 4096 bytes (decoded), more than this route takes"}
+    assert not journal.is_registered("porch")

@@ -156,6 +156,30 @@ def test_cursor_tokens_round_trip_and_refuse_anything_else():
             decode_cursor(bad)
 
 
+def test_a_cursor_token_is_taken_only_as_handed_out_not_padded_or_with_characters_base64_skips():
+    """base64 decoding skips white space and other characters and takes padding: those were the same
+    cursor as the token handed out. Only that token is (docs/api.md: any other form is a 400)."""
+    token = encode_cursor((T0, 42))
+    assert "=" not in token and decode_cursor(token) == (T0, 42)
+    for bad in (token + "=", token + "==", token + " ", " " + token, token[:4] + "\n" + token[4:], token + "!", token + "+"):
+        with pytest.raises(ValueError):
+            decode_cursor(bad)
+
+
+async def test_a_zone_offsets_plus_typed_into_the_url_is_an_offset_not_a_space(three_nodes, make_client):
+    """A query's '+' is a space, so ``start=2025-11-24T17:01:40+01:00`` typed as is (curl, a browser)
+    came as '... 01:00' and was a 400; it is the time docs/api.md shows, as %2B is."""
+    from yarl import URL
+
+    client = await make_client()
+    expected = ALL_CSV.split("\r\n", 2)[0] + "\r\n" + ALL_CSV.split("\r\n", 2)[2]  # from attic's 16:01:40 on
+    for start in ("2025-11-24T17:01:40+01:00", "2025-11-24T17:01:40%2B01:00", "2025-11-24+17:01:40+0100"):
+        resp = await client.get(URL(f"/api/readings?start={start}", encoded=True))
+        assert (resp.status, await resp.text()) == (200, expected), start
+    resp = await client.get(URL("/api/readings?start=2025-11-24T17:01:40+25:00", encoded=True))
+    assert (resp.status, (await resp.json())["error"]) == (400, "bad_parameter")
+
+
 # -- one code path for the CLI and the API ----------------------------------------------------------
 
 

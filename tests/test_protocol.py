@@ -535,3 +535,21 @@ def test_a_plain_202s_body_is_byte_for_byte_what_json_dumps_gives(name, ts, slee
 
     doc = {"stored": True, "node": name, "time": rfc3339(ts), "sleep": sleep}
     assert stored_body(name, ts, sleep) == json.dumps(doc).encode()
+
+
+async def test_a_firmware_fetch_404_quotes_at_most_a_short_piece_of_the_version_or_file_asked_for(client, journal, node):
+    """service/firmware_routes.py: the path's version and file name are a client's, up to 8 KB of them;
+    the 404's detail quotes 40 characters of each, as every other detail that quotes a request."""
+    from tswarm import bundles
+
+    files = [("node.py", b"print('hi')\n")]
+    version = bundles.version_of(files)
+    journal.add_bundle(version, bundles.check_files(files), 0)
+    journal.stage_bundle(version, ["n1"], 0)
+    long = "v" * 4000
+    doc = await assert_error(await client.get(f"/api/nodes/n1/firmware/{long}/node.py", headers=hdr()), 404, "not_staged")
+    assert f"'{'v' * 40}'..." in doc["detail"] and long not in doc["detail"]
+    doc = await assert_error(await client.get(f"/api/nodes/n1/firmware/{version}/{long}", headers=hdr()), 404, "no_such_file")
+    assert f"'{'v' * 40}'..." in doc["detail"] and long not in doc["detail"]
+    resp = await client.get(f"/api/nodes/n1/firmware/{version}/node.py", headers=hdr())
+    assert resp.status == 200 and await resp.read() == b"print('hi')\n"

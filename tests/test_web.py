@@ -101,3 +101,13 @@ async def test_a_file_the_page_does_not_have_is_a_json_404(make_client, path):
     assert resp.status == 404 and resp.content_type == "application/json"
     assert (await resp.json())["error"] == "not_found"
 
+
+
+async def test_the_token_link_keeps_the_rest_of_the_query_percent_encoded_in_the_redirect(make_client, kept):
+    """The Location header carries the other parameters as sent: decoded, a %0D%0A was a 500 (aiohttp
+    refuses a header with a line break) and a %E2%82%AC went out as raw UTF-8 bytes."""
+    client = await lan_client(make_client)
+    resp = await client.get(f"/?token={kept}&x=%0D%0ASet-Cookie:%20a=1&y=%E2%82%AC", headers=LAN, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/?x=%0D%0ASet-Cookie:+a%3D1&y=%E2%82%AC"
+    assert "a" not in resp.cookies and resp.cookies[COOKIE].value == kept
