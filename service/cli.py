@@ -19,11 +19,13 @@ from .settings import SETTINGS_BY_NAME, Config, ConfigError, flag_help, settings
 from .storage import (
     DB_FILENAME, NodeExists, NodeNotFound, Storage, StorageUnavailable, StorageUnusable, check_data_dir, storage_for,
 )
+from .datadir import check_journal_files
 from .svconf import svconf
 from .timefmt import parse_time, rfc3339
 
 SETTINGS_HELP = settings_help()
 _PORT = SETTINGS_BY_NAME["TSWARM_PORT"].parser  # its range is the --port flag's
+_WORKERS = SETTINGS_BY_NAME["TSWARM_WORKERS"].parser  # and this one --workers'
 
 
 def data_dir_option(func):
@@ -49,12 +51,20 @@ def existing_journal(config: Config) -> Storage:
     if config.database_url:  # PostgreSQL: the database must hold a journal already
         return storage_for(config, existing=True)
     check_data_dir(config.data_dir, create=False)
+    check_journal_files(config.data_dir)
     if not (config.data_dir / DB_FILENAME).exists():
         raise click.ClickException(
             f"no journal in {config.data_dir}: 'tswarm node add' or 'tswarm serve' creates it"
             " (is --data-dir or TSWARM_DATA_DIR right?)"
         )
     return storage_for(config, existing=True)
+
+
+def new_or_existing_journal(config: Config) -> Storage:
+    """The journal of ``config``, made if there is none (`node add`; `flash` and `node config` in flash.py)."""
+    if not config.database_url:
+        check_journal_files(config.data_dir)
+    return storage_for(config)
 
 
 def node_name_arg(func):
@@ -83,13 +93,23 @@ def cli():
     """tswarm: collect readings from a swarm of MicroPython sensor nodes."""
 
 
+def _host_param(value: Optional[str]) -> Optional[str]:
+    """``--host``, refused as TSWARM_HOST is (a text no resolver takes), quoted as click quotes an option."""
+    if value is not None:
+        try:
+            SETTINGS_BY_NAME["TSWARM_HOST"].check(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc).replace("TSWARM_HOST ", "", 1)) from None
+    return value
+
+
 @cli.command()
-@click.option("--host", default=None, help=flag_help("Listen address", "TSWARM_HOST"))
+@click.option("--host", default=None, callback=lambda c, p, v: _host_param(v), help=flag_help("Listen address", "TSWARM_HOST"))
 @click.option(
     "--port", type=click.IntRange(_PORT.low, _PORT.high), default=None, help=flag_help("Listen port", "TSWARM_PORT"),
 )
 @click.option(
-    "--workers", type=click.IntRange(min=1), default=None,
+    "--workers", type=click.IntRange(_WORKERS.low, _WORKERS.high), default=None,
     help=flag_help("Processes sharing the port", "TSWARM_WORKERS") + " With more than one, a supervisor"
     " starts them and restarts any that dies; worker 0 alone forwards and prunes. Per worker: the"
     " failed-login guard (an address may try workers x TSWARM_AUTH_MAX_FAILURES times), the credential"
@@ -106,6 +126,8 @@ def serve(host, port, workers, data_dir):
     if os.environ.get("PORT"):
         port = None  # Heroku's PORT wins over --port
     config = load_config(host=host, port=port, data_dir=data_dir, workers=workers)
+    if not config.database_url:
+        check_journal_files(config.data_dir)  # one line, before a service that would answer every reading 503
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         status = run(config, started=lambda port: _announce_read_token(dataclasses.replace(config, port=port)))
@@ -166,7 +188,7 @@ def node_add(name, password, display, data_dir):
     config = load_config(data_dir=data_dir)
     generated = password is None
     password = _password_or_generated(password)
-    with storage_for(config) as journal:
+    with new_or_existing_journal(config) as journal:
         try:
             register(journal, config, name, password, Registration.NEW, generated=generated, display=display or None)
         except NodeExists:
@@ -468,9 +490,9 @@ def read_cursor_file(path: Optional[Path]) -> Optional[str]:
     """The cursor kept in ``path`` by an earlier ``export --cursor-file`` (None: no file yet)."""
     if path is None or not path.exists():
         return None
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+    try:  # not ASCII: no cursor of this service, which export_args says as of any other text
+        return path.read_bytes().decode("ascii", "replace").strip()
+    except OSError as exc:
         raise click.ClickException(f"--cursor-file {path}: cannot be read ({exc})") from None
 
 
@@ -566,6 +588,16 @@ def _board(options: dict):
     return board
 
 
+MAX_BOARD_TIMEOUT_S = 3600
+
+
+def _timeout_param(value: float) -> float:
+    if not 0 < value <= MAX_BOARD_TIMEOUT_S:  # nan and inf too (no comparison holds for nan)
+        raise click.BadParameter(f"must be above 0 and at most {MAX_BOARD_TIMEOUT_S} seconds, got {value:g}",
+                                 param_hint="'--timeout'")
+    return value
+
+
 ALLOW_LOOPBACK_HELP = (
     "Write a loopback URL (127.0.0.1, localhost) into the config all the same: for a board that runs on"
     " this machine. Without it, such a URL is refused: no board can reach it."
@@ -633,6 +665,12 @@ def config_patch_of(ctx: click.Context, options: dict) -> dict:
             raise click.UsageError(
                 f"{len(options['ssids'])} --wifi-ssid but {len(options['passwords'])} --wifi-password: a push replaces"
                 " the board's networks, so give every network with its password, in order ('' for an open one)")
+        from .flash import FlashError, check_wifi
+
+        try:
+            check_wifi(options["ssids"], options["passwords"])
+        except FlashError as exc:
+            raise click.UsageError(str(exc)) from None
         netconf.update(ssid=list(options["ssids"]), password=list(options["passwords"]))
     for option in ("ip", "netmask", "gateway", "dns"):
         if _given(ctx, option):
@@ -725,7 +763,8 @@ def _say_replaced(staged) -> None:
 @cli.command()
 @node_name_arg
 @click.option("--port", required=True, help="The board's serial device, e.g. /dev/ttyUSB0.")
-@click.option("--timeout", type=float, default=15, show_default=True, help="Seconds to wait for the board to answer.")
+@click.option("--timeout", type=float, default=15, show_default=True, callback=lambda c, p, v: _timeout_param(v),
+              help=f"Seconds to wait for the board to answer (above 0, at most {MAX_BOARD_TIMEOUT_S}).")
 @board_options
 @click.option("--mip-index", default=None, metavar="URL|DIR",
               help="With --master: the mip index the screen's driver (micropython-lib's ssd1306) comes from; a mirror,"
@@ -969,9 +1008,13 @@ def migrate(to, data_dir):
 
 
 def _token_param(value: str) -> str:
-    if not value.strip():
+    token = value.strip()  # pasted with a newline or a space around it
+    if not token:
         raise click.BadParameter("must not be empty: give a Grafana service account token with the Admin role")
-    return value
+    if not token.isascii() or not token.isprintable() or " " in token:  # it goes into a header as it is
+        raise click.BadParameter("must be ASCII without spaces or control characters, as Grafana shows a service"
+                                 " account token (glsa_...)")
+    return token
 
 
 @cli.group()
@@ -1014,7 +1057,23 @@ def grafana_provision(url, token, influx_url, influx_api, influx_db, bucket, flu
 
 
 def main() -> None:
-    cli(prog_name="tswarm")
+    try:
+        cli(prog_name="tswarm")
+    except OSError as exc:  # click handles a closed pipe (EPIPE); a full disk or an I/O error is ours
+        if not _writing_stdout(exc):
+            raise
+        _discard_stdout()  # what is left in its buffer would fail again at exit
+        click.echo(f"Error: standard output cannot be written ({exc.strerror or exc})", err=True)
+        sys.exit(1)
+
+
+def _writing_stdout(exc: OSError) -> bool:
+    """Whether ``exc`` came from writing a command's output (``click.echo`` to standard output:
+    every command's and ``--help``'s), not from anything else the command did."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code is click.echo.__code__ and not tb.tb_frame.f_locals.get("err")
 
 
 if __name__ == "__main__":

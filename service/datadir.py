@@ -18,9 +18,22 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from .storage import check_data_dir
+from .storage import DB_FILENAME, StorageUnusable, check_data_dir
 
 LOCK_FILENAME = "tswarm.lock"
+
+
+def check_journal_files(data_dir: Path) -> None:
+    """:class:`StorageUnusable` when the journal's files in ``data_dir`` (``tswarm.db`` and its ``-wal``
+    and ``-shm``) are there but this user may not read and write them: SQLite would open a read-only
+    journal without a word and fail at its first write, after the command had done half its work."""
+    for name in (DB_FILENAME, f"{DB_FILENAME}-wal", f"{DB_FILENAME}-shm"):
+        path = Path(data_dir) / name
+        if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
+            raise StorageUnusable(
+                f"journal file {path} cannot be read and written by this user (mode {path.stat().st_mode & 0o777:o},"
+                f" owner uid {path.stat().st_uid}); run tswarm as the user that owns it, or chown it to this one"
+            )
 
 
 class DataDirInUse(Exception):

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional, Union
 
 from . import bundles
+from .datadir import check_journal_files
 from .nodes import BadPassword, Registration, password_or_generated, register as register_node
 from .storage import DB_FILENAME, StorageUnavailable, StorageUnusable, check_data_dir, storage_for
 from .settings import Config
@@ -148,6 +149,7 @@ class BoardOptions:
                 f"{len(self.ssids)} --wifi-ssid but {len(self.passwords)} --wifi-password: give one password per "
                 "network, in the same order ('' for an open network)"
             )
+        check_wifi(self.ssids, self.passwords)
         for what, value in (("--ip", self.ip), ("--netmask", self.netmask), ("--gateway", self.gateway),
                             ("--dns", self.dns)):  # each value first, then what they need of each other
             problem = address_problem(value, netmask=what == "--netmask") if value is not None else None
@@ -161,6 +163,26 @@ class BoardOptions:
             raise FlashError(f"--sleep must be at least 10 seconds, got {self.interval}")
         if self.board == "esp8266" and self.interval > 4200:
             raise FlashError("an ESP8266 cannot deep-sleep longer than about 71 minutes; --sleep at most 4200")
+
+
+MAX_SSID_BYTES = 32  # 802.11's limit
+MAX_WIFI_PASSWORD_BYTES = 64  # WPA's: a passphrase of 8-63 characters, or 64 hex digits
+
+
+def check_wifi(ssids: tuple[str, ...], passwords: tuple[str, ...]) -> None:
+    """Each ``--wifi-ssid`` a network name a board can join, each ``--wifi-password`` one it can send
+    (in a whole config.json and in a push)."""
+    for option, values, low, high in (("--wifi-ssid", ssids, 1, MAX_SSID_BYTES),
+                                      ("--wifi-password", passwords, 0, MAX_WIFI_PASSWORD_BYTES)):
+        for value in values:
+            try:
+                size = len(value.encode("utf-8"))
+            except UnicodeEncodeError:  # bytes of the command line that are not UTF-8
+                shown = f" {value!r}" if option == "--wifi-ssid" else ""  # a password is never quoted
+                raise FlashError(f"{option}{shown} is not UTF-8 text") from None
+            if not low <= size <= high:
+                what = "a network name" if option == "--wifi-ssid" else "a Wi-Fi password"
+                raise FlashError(f"{option} must be {low} to {high} bytes ({what}), got {size}")
 
 
 def address_problem(value: str, netmask: bool = False) -> Optional[str]:
@@ -408,6 +430,7 @@ def check_journal(config: Config) -> None:
     data_dir = config.data_dir
     try:
         check_data_dir(data_dir, create=False)
+        check_journal_files(data_dir)
         if (Path(data_dir) / DB_FILENAME).exists():
             storage_for(config).close()
     except StorageUnusable as exc:

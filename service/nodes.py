@@ -46,6 +46,9 @@ class Registered:
     added: bool  # True: the node is new (or was removed); False: an existing node got this password
 
 
+MAX_PASSWORD_BYTES = 1024  # the node sends it in every Authorization header, which a server takes up to ~8 KiB of
+
+
 def password_or_generated(password: Optional[str]) -> str:
     """The password to use: ``password``, or a strong generated one when it is None."""
     if password is None:
@@ -55,9 +58,11 @@ def password_or_generated(password: Optional[str]) -> str:
     if "\x00" in password:  # scrypt's HMAC pads a password with NULs: "pw" and "pw\x00" would be one
         raise BadPassword("must not contain a NUL character")
     try:
-        password.encode("utf-8")
+        encoded = password.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: from a JSON "\ud800", or a command line byte not UTF-8
         raise BadPassword("must be UTF-8 text (it holds a code point or a byte that is not)") from None
+    if len(encoded) > MAX_PASSWORD_BYTES:  # its node could never log in
+        raise BadPassword(f"must be at most {MAX_PASSWORD_BYTES} bytes (the node sends it with every reading)")
     return password
 
 

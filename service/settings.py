@@ -50,6 +50,18 @@ class Text(Parser):
     """Any text, as given."""
 
 
+class Host(Parser):
+    """An address or a host name, as given; a text that no resolver can take (not IDNA: an empty
+    label, one longer than 63 characters, bytes that are not UTF-8) is refused here, not at bind."""
+
+    def check(self, name: str, value: Any) -> None:
+        try:
+            value.encode("idna")
+        except UnicodeError:
+            raise ConfigError(f"{name} must be an address or a host name like 0.0.0.0, :: or myhost.lan,"
+                              f" got {value!r}") from None
+
+
 class Folder(Parser):
     """A path, as given (whether it is usable is checked where the journal opens)."""
 
@@ -293,6 +305,10 @@ class DatabaseUrl(Parser):
             return "cannot be read (an IPv6 address's [ without its ]?)"
         if parts.scheme.lower() not in ("postgres", "postgresql"):
             return cls.OTHER_SCHEME
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:  # bytes of a command line that are not UTF-8: libpq takes none
+            return "is not UTF-8 text"
         if parts.netloc.count("@") > 1:
             return "has an @ in its user or password (write it %40)"
         if not host and not re.search(r"(?:^|&)host(?:addr)?=[^&]", parts.query):
@@ -378,7 +394,7 @@ class Config:
         " forwarder's lock another and the listener that keeps the nodes' cache exact a third, so a process holds at"
         " most this + 3 (`--workers N`: N times that). Heroku's small plans allow 20 (docs/deployment.md).",
     )
-    host: str = setting("TSWARM_HOST", "0.0.0.0", Text(), "Address `tswarm serve` listens on (a name must resolve).")
+    host: str = setting("TSWARM_HOST", "0.0.0.0", Host(), "Address `tswarm serve` listens on (a name must resolve).")
     port: int = setting(
         "TSWARM_PORT", "8080", Whole(0, 65535), "Port `tswarm serve` listens on, {range} (`PORT` wins, as on Heroku).",
         wins="PORT",

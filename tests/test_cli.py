@@ -296,6 +296,7 @@ def test_an_empty_password_is_refused(run, command):
 @pytest.mark.parametrize("password, problem", [
     ("pw\udcff", "must be UTF-8 text"),  # a byte of the command line that is not UTF-8, as Python decodes it
     ("pw\x00", "must not contain a NUL character"),
+    ("p" * 1025, "must be at most 1024 bytes"),  # before: stored, and the node's every request a 400 (header too large)
 ])
 def test_a_password_no_board_can_send_is_refused_in_one_line(run, journal, command, password, problem):
     """Before: a traceback (UnicodeEncodeError in scrypt, quoting the byte) for the first, and a
@@ -385,7 +386,7 @@ def test_commands_that_read_refuse_a_database_without_a_journal(run, data_dir, m
     assert not data_dir.exists()
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "257"])  # 257: before, an Error naming TSWARM_WORKERS, exit 1
 def test_serve_refuses_a_worker_count_below_one(run, value):
     result = run("serve", "--workers", value)
     assert result.exit_code == 2 and "Invalid value for '--workers'" in result.output
@@ -657,3 +658,101 @@ def test_forward_to_a_closed_port_says_why_it_waits_and_when_it_retries(tmp_path
     ), said[-1]
     assert said == said[-1:]  # nothing before it: not the service's log line as well
     assert code == 130 and not any("Traceback" in line for line in rest)
+
+
+# -- what a careless or hostile command line gets: one line, never a traceback --------------------------
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("command", [["node", "list"], ["node", "list", "--json"], ["node", "add", "a"], ["settings"],
+                                     ["--help"], ["status", "--json"]])
+def test_standard_output_that_cannot_be_written_is_one_error_line(tmp_path, command):
+    """/dev/full, as a full disk: before, a traceback (OSError out of click.echo) for every command but export."""
+    data_dir = tmp_path / "data"
+    run_cli(data_dir, "node", "add", "b")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*TSWARM, *command], env=tswarm_env(data_dir), stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert proc.returncode == 1
+    assert_one_error_line(proc, "Error: standard output cannot be written (No space left on device)")
+
+
+@pytest.mark.parametrize("host", ["x..y", "a" * 64 + ".lan", "h\udcff"])
+def test_serve_refuses_a_host_no_resolver_takes_in_one_line(run, monkeypatch, host):
+    """Before: a traceback (UnicodeError of the idna codec in getaddrinfo)."""
+    result = run("serve", "--host", host, "--port", "0")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: Invalid value for '--host': must be an address or a host name like 0.0.0.0, :: or myhost.lan, got {host!r}")
+    monkeypatch.setenv("TSWARM_HOST", host)  # every command reads every setting
+    result = run("node", "list")
+    assert (result.exit_code, result.stderr) == (
+        1, f"Error: TSWARM_HOST must be an address or a host name like 0.0.0.0, :: or myhost.lan, got {host!r}\n")
+
+
+def test_a_database_url_that_is_not_utf8_is_one_line_that_does_not_quote_it(run, monkeypatch):
+    """A byte of the command line that is not UTF-8: before, a traceback out of libpq's conninfo parser."""
+    url = "postgres://u:s3cret\udcff@127.0.0.1:1/db"
+    result = run("migrate", "--to", url)
+    assert result.exit_code == 1 and "s3cret" not in result.output
+    assert result.stderr == ("Error: --to must be a postgres:// or postgresql:// URL like postgres://user:password@host:5432/db;"
+                             " the one given is not UTF-8 text (not shown: it may hold a password)\n")
+    monkeypatch.setenv("TSWARM_DATABASE_URL", url)
+    result = run("node", "list")
+    assert result.exit_code == 1 and "s3cret" not in result.output and "TSWARM_DATABASE_URL" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and "is not UTF-8 text" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["t\udcff", "tök", "a b", "a\x7fb"])
+def test_grafana_provision_refuses_a_token_no_header_can_carry_before_connecting(run, monkeypatch, token):
+    """Before: a traceback (UnicodeEncodeError in http.client) once Grafana answered."""
+    def connect(*args, **kwargs):
+        raise AssertionError("connected with a token that cannot be sent")
+
+    monkeypatch.setattr("tswarm.grafana_provision.connect", connect)
+    result = run("grafana", "provision", "--url", "http://127.0.0.1:9", "--token", token)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == ("Error: Invalid value for '--token': must be ASCII without spaces or control"
+                                              " characters, as Grafana shows a service account token (glsa_...)")
+
+
+def test_grafana_provision_sends_a_pasted_token_without_its_newline(run, monkeypatch):
+    seen = []
+
+    def connect(url, token):
+        seen.append(token)
+        raise SystemExit(0)
+
+    monkeypatch.setattr("tswarm.grafana_provision.connect", connect)
+    run("grafana", "provision", "--url", "http://127.0.0.1:9", "--token", " glsa_abc\n")
+    assert seen == ["glsa_abc"]
+
+
+@pytest.mark.engines("sqlite")
+@pytest.mark.parametrize("command", [["node", "add", "b"], ["halt"], ["node", "passwd", "a"], ["export"],
+                                     ["serve", "--host", "127.0.0.1", "--port", "0"]])
+@pytest.mark.parametrize("name", ["tswarm.db", "tswarm.db-wal"])
+def test_a_journal_file_this_user_cannot_write_is_one_error_line(tmp_path, command, name):
+    """SQLite opens such a file read-only without a word: before, the first write was a traceback
+    ("attempt to write a readonly database"), and `serve` ran, answering every reading 503."""
+    data_dir = tmp_path / "data"
+    run_cli(data_dir, "node", "add", "a")
+    (data_dir / name).touch()
+    (data_dir / name).chmod(0o400)
+    proc = run_tswarm(command, tswarm_env(data_dir), prefix=without_root_powers())
+    assert_one_error_line(proc, f"journal file {data_dir / name} cannot be read and written by this user (mode 400")
+    (data_dir / name).chmod(0o600)
+    with open_journal(data_dir) as journal:
+        assert [n.name for n in journal.list_nodes()] == ["a"] and not journal.halted_all()
+
+
+@pytest.mark.engines("sqlite")
+def test_a_cursor_file_that_is_not_ascii_is_refused_as_any_other_bad_cursor(tmp_path):
+    """Before: exit 1 and the codec's words ('ascii' codec can't decode byte 0xff ...)."""
+    fill_a_and_b(tmp_path / "data")
+    cursor = tmp_path / "cursor"
+    cursor.write_bytes(b"\xff\xfe")
+    proc = run_tswarm(["export", "--cursor-file", str(cursor)], tswarm_env(tmp_path / "data"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1] == (f"Error: Invalid value for '--cursor-file' ({cursor}): cursor is not one this"
+                                            " service handed out; pass it back exactly as received")

@@ -234,6 +234,11 @@ REFUSED = {
     "battery-ratio-alone": (["--battery-ratio", "2"], 2, "--battery-ratio with --push needs --battery"),
     "battery-not-a-pin": (["--battery", "A0"], 2, "give 'vcc' or an ADC pin number like 0 or 35"),
     "battery-ratio-zero": (["--battery", "0", "--battery-ratio", "0"], 2, "--battery-ratio must be above 0"),
+    # before: staged, and the board rolled back once it could not join the network
+    "empty-ssid": (["--wifi-ssid", "", "--wifi-password", "x"], 2, "--wifi-ssid must be 1 to 32 bytes (a network name), got 0"),
+    "long-ssid": (["--wifi-ssid", "s" * 33, "--wifi-password", "x"], 2, "--wifi-ssid must be 1 to 32 bytes"),
+    "ssid-not-utf8": (["--wifi-ssid", "home\udcff", "--wifi-password", "x"], 2, "--wifi-ssid 'home\\udcff' is not UTF-8 text"),
+    "long-wifi-password": (["--wifi-ssid", "home", "--wifi-password", "p" * 65], 2, "--wifi-password must be 0 to 64 bytes"),
 }
 
 

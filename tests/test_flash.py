@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 
 import pytest
 
 from tswarm import auth, bundles
 from tswarm.flash import BoardOptions, FlashError, build_config, firmware_dir, firmware_files
 from tests import conftest
-from tests.servers import run_cli, tswarm_env
+from tests.servers import TSWARM, run_cli, tswarm_env
 
 pytestmark = pytest.mark.engines  # `node config` registers the node in either engine
 
@@ -160,6 +161,49 @@ def test_node_config_without_a_network_is_refused_as_flash_is_and_registers_noth
                       env=tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example"), check=False)
     assert (flashed.returncode, flashed.stderr) == (1, proc.stderr)
     assert not data_dir.exists()  # nothing registered: not even a journal made
+
+
+@pytest.mark.parametrize("wifi, says", [
+    (("--wifi-ssid", "", "--wifi-password", "x"), "Error: --wifi-ssid must be 1 to 32 bytes (a network name), got 0\n"),
+    (("--wifi-ssid", "s" * 33, "--wifi-password", "x"), "Error: --wifi-ssid must be 1 to 32 bytes (a network name), got 33\n"),
+    (("--wifi-ssid", "home", "--wifi-password", "p" * 65),
+     "Error: --wifi-password must be 0 to 64 bytes (a Wi-Fi password), got 65\n"),
+    (("--wifi-ssid", "home", "--wifi-password", b"pw\xff".decode("utf-8", "surrogateescape")),
+     "Error: --wifi-password is not UTF-8 text\n"),  # and a password is never quoted
+], ids=["empty-ssid", "long-ssid", "long-password", "password-not-utf8"])
+def test_node_config_refuses_a_network_no_board_can_join_and_registers_nothing(tmp_path, wifi, says):
+    """Before: written into config.json as given (a lone surrogate as "\\udcff"), the node registered."""
+    data_dir = tmp_path / "data"
+    proc = node_config(data_dir, "x", wifi=wifi, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", says)
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e308", "3601"])
+def test_flash_refuses_a_timeout_no_wait_can_have(tmp_path, value):
+    """Before: a traceback (math.ceil of nan or inf in subprocess) or a wait of -1 s."""
+    data_dir = tmp_path / "data"
+    proc = run_cli(data_dir, "flash", "x", "--port", os.devnull, "--timeout", value, *WIFI,
+                   env=tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example"), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("Error: Invalid value for '--timeout': must be above 0 and at most 3600 seconds")
+    assert not data_dir.exists()
+
+
+@pytest.mark.engines("sqlite")
+def test_node_config_refuses_a_journal_file_this_user_cannot_write_before_anything(tmp_path):
+    """Before: SQLite opened it read-only without a word, and the registration at the end was a traceback
+    (`tswarm flash`: after the board was flashed)."""
+    from tests.test_settings import assert_one_error_line, without_root_powers
+
+    data_dir = tmp_path / "data"
+    node_config(data_dir, "shed")
+    (data_dir / "tswarm.db").chmod(0o400)
+    proc = subprocess.run([*without_root_powers(), *TSWARM, "node", "config", "shed", *WIFI],
+                          env=tswarm_env(data_dir, TSWARM_PUBLIC_URL="https://t.example"),
+                          capture_output=True, text=True, timeout=60)
+    assert_one_error_line(proc, f"journal file {data_dir / 'tswarm.db'} cannot be read and written by this user")
+    assert proc.stdout == ""
 
 
 @pytest.mark.parametrize("args, says", [
