@@ -25,15 +25,21 @@ def store_status(journal: Storage, config: Config, now_ns: Optional[int] = None)
     if config.store != "influxdb":
         return status
     now_ns = time.time_ns() if now_ns is None else now_ns
-    cursor = journal.forward_cursor()
-    oldest = journal.oldest_unforwarded_ts()
-    last_error = journal.meta(FORWARD_LAST_ERROR)
+    # One snapshot: the forwarder (of another instance, on PostgreSQL) moves the cursor and the writers
+    # add readings between these reads; read apart, the backlog could count readings the oldest
+    # unforwarded one (None) says are forwarded, or the cursor disagree with the backlog.
+    with journal.snapshot():
+        cursor = journal.forward_cursor()
+        oldest = journal.oldest_unforwarded_ts()
+        last_error = journal.meta(FORWARD_LAST_ERROR)
+        last_id = journal.last_reading_id()
+        rejected = journal.count_rejected()
     status.update(
         influxdb=endpoint(config).where,
-        backlog=max(0, journal.last_reading_id() - cursor),  # ids above the cursor have no gaps
+        backlog=max(0, last_id - cursor),  # ids above the cursor have no gaps
         oldest_age_s=None if oldest is None else round(max(0, now_ns - oldest) / 1e9, 3),
         last_error=json.loads(last_error) if last_error else None,
-        rejected=journal.count_rejected(),
+        rejected=rejected,
         forward_cursor=cursor,
         retention_s=config.retention_s,
     )

@@ -1,6 +1,8 @@
 """The outbox: the forward cursor, the readings after it, the readings InfluxDB refused for good."""
 from tswarm.storage import OutboxReading
+from tswarm.store_status import store_status
 
+from ..conftest import test_config
 from .conftest import add_nodes
 
 
@@ -93,3 +95,27 @@ async def test_readings_after_retention_emptied_the_journal_still_come_after_the
     waiting = storage.outbox_readings(storage.forward_cursor(), 10)
     assert [(r.id > cursor, r.temperature) for r in waiting] == [(True, 21.0), (True, 22.0)]
     assert storage.count_outbox(storage.forward_cursor()) == 2
+
+
+def test_the_status_reads_the_backlog_in_one_snapshot_while_another_instance_forwards(open_engine, tmp_path, monkeypatch):
+    """``/healthz``, ``/metrics`` and ``tswarm status`` read the cursor, the oldest reading after it and
+    the newest id: the forwarder (another instance's, on PostgreSQL) catching up between those reads
+    must not give a backlog whose oldest reading is none, or a cursor the backlog disagrees with."""
+    storage, other_instance = open_engine(), open_engine()
+    add_nodes(storage, "a")
+    storage.add_readings([("a", ts, 20, 50) for ts in (10, 20, 30)])
+    last = storage.last_reading_id()
+    read_cursor, moved = storage.forward_cursor, []
+
+    def cursor_then_forwarded() -> int:
+        cursor = read_cursor()
+        if not moved:  # right after the status read the cursor, the other forwarder sends everything
+            other_instance.mark_forwarded(last)
+            moved.append(last)
+        return cursor
+
+    monkeypatch.setattr(storage, "forward_cursor", cursor_then_forwarded)
+    status = store_status(storage, test_config(tmp_path, store="influxdb", influx_api="1"), now_ns=10**9 + 10)
+    assert moved == [last] and other_instance.forward_cursor() == last
+    assert (status["forward_cursor"], status["backlog"], status["oldest_age_s"]) == (0, 3, 1.0)
+    assert store_status(storage, test_config(tmp_path, store="influxdb", influx_api="1"))["backlog"] == 0

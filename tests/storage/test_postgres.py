@@ -170,6 +170,31 @@ def test_commands_other_than_add_and_serve_want_a_journal_there(postgres, postgr
     assert _sql(postgres_url, "SELECT to_regclass('schema_version')") == [(None,)]  # nothing created
 
 
+def test_a_scheme_in_capitals_opens_the_journal_as_the_settings_accept_it(postgres, postgres_url):
+    """``POSTGRES://`` passes the settings' check (a URL's scheme has no case), but libpq knows only the
+    lower-case schemes: the pool, the writer, the lock and the registry listener all connect with it."""
+    shouted = postgres_url.replace("postgresql://", "POSTGRES://")
+
+    async def write(storage):
+        writer = storage.writer()
+        await writer.start()
+        try:
+            return await writer.append(storage.node_auth("a").id, 1.0, 1.0)
+        finally:
+            await writer.close()
+
+    with PostgresStorage(shouted) as storage:
+        add_nodes(storage, "a")
+        assert asyncio.run(write(storage)) > 0
+        lock = storage.singleton_lock()
+        assert lock.try_acquire()
+        lock.release()
+        assert storage.where == f"postgres://postgres:***@127.0.0.1:{postgres.port}/{postgres_url.rsplit('/', 1)[1]}"
+    with pytest.raises(StorageUnavailable) as refused:
+        connect(shouted.replace(f":{postgres.port}/", f":{free_port()}/"))
+    assert "Connection refused" in str(refused.value) and postgres.PASSWORD not in str(refused.value)
+
+
 # -- timestamps across writers ---------------------------------------------------------------------
 
 
@@ -336,6 +361,23 @@ def test_a_percent_encoded_password_is_masked_as_written_decoded_and_encoded():
     assert scrub(text, url) == (
         "at postgres://u:***@127.0.0.1:1/db?sslmode=disable: \"***\", '***', password=*** host=h, password=***&port=1"
     )
+
+
+@pytest.mark.parametrize("password", ["pw/x-Kq7", "p@ss:w/rd?#&=-Kq7", "a/b@c/d-Kq7"])
+def test_an_unencoded_password_with_a_slash_or_an_at_is_masked_whole(password):
+    """Pasted without %-encoding (a provider's generated password holds ``/`` and ``+``), libpq reads
+    the password's tail as the host, port or database and quotes it in its errors: the user part ends
+    where the person meant it (the last ``@``), and everything up to there is masked."""
+    url = f"postgres://u:{password}@127.0.0.1:1/db"
+    assert redact(url) == "postgres://u:***@127.0.0.1:1/db"
+    with pytest.raises(StorageError) as refused:
+        connect(url)
+    message = str(refused.value)
+    assert "Kq7" not in message and "\n" not in message
+    assert message.startswith("PostgreSQL at postgres://u:***@127.0.0.1:1/db is ") or message.startswith(
+        "cannot use PostgreSQL at postgres://u:***@127.0.0.1:1/db: ")
+    for piece in password.replace("@", "/").split("/"):  # nothing of it, whichever part libpq took it for
+        assert len(piece) < 3 or piece not in message.replace("127.0.0.1:1/db", ""), (piece, message)
 
 
 @pytest.mark.parametrize("url, shown", [

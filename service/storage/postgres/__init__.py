@@ -16,7 +16,7 @@ import psycopg
 
 from ..interface import Storage, StorageUnusable
 from .cache import LoopSnapshot, RegistryCache, close_cache, open_cache
-from .connection import FAILURES, POOL_SIZE, close_pool, open_pool, redact, scrub, unavailable
+from .connection import FAILURES, POOL_SIZE, close_pool, libpq_url, open_pool, redact, scrub, unavailable
 from .alerts import AlertsRoom
 from .dump import DumpRoom
 from .firmware import FirmwareRoom
@@ -48,7 +48,7 @@ class PostgresStorage(
     engine = "postgresql"
 
     def __init__(self, url: str, *, create: bool = True, pool_size: int = POOL_SIZE):
-        self._url = url
+        self._url = url = libpq_url(url)  # the pool's, the writer's, the lock's and the listener's
         self.where = redact(url)  # the URL to show: its password is ***
         self._pinned = None
         self._closed = False

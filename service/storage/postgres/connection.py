@@ -49,11 +49,14 @@ FAILURES = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
 
 def _userinfo_ends(rest: str) -> set[int]:
     """Where the user part of a URL's text after ``://`` ends (the index of its ``@``), as libpq reads
-    it (the first ``@`` before any ``/``) and as urlsplit does (the last before any ``/ ? #``): they
-    differ when the password holds an ``@``, ``?`` or ``#``, and both readings must be masked."""
+    it (the first ``@`` before any ``/``), as urlsplit does (the last before any ``/ ? #``) and as the
+    person who pasted a password unencoded meant it (the last ``@`` of all: a host, port or database
+    name holds none): they differ when the password holds an ``@``, ``/``, ``?`` or ``#``, and every
+    reading must be masked. (The last one masks the host too when only a query value holds an ``@``:
+    a message then shows less of the URL, never the password.)"""
     libpq = rest.split("/", 1)[0].find("@")
     python = re.split(r"[/?#]", rest, maxsplit=1)[0].rfind("@")
-    return {end for end in (libpq, python) if end >= 0}
+    return {end for end in (libpq, python, rest.rfind("@")) if end >= 0}
 
 
 def _password_params(query: str) -> Iterator[tuple[int, int]]:
@@ -149,11 +152,18 @@ def unavailable(exc: BaseException, url: str) -> StorageUnavailable:
     return StorageUnavailable(scrub(f"PostgreSQL at {redact(url)} is unavailable: {reason}", url))
 
 
+def libpq_url(url: str) -> str:
+    """``url`` as libpq reads it: a scheme of any case (``POSTGRES://``, which the settings take, as
+    URLs' schemes are) in lower case, the only one libpq knows; the rest as written."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.lower() + sep + rest if sep and scheme.lower() in ("postgres", "postgresql") else url
+
+
 def connect(url: str, *, synchronous_commit: bool = True) -> psycopg.Connection:
     """A new connection in autocommit mode (transactions are explicit); :class:`StorageUnavailable`
     when the server cannot be reached."""
     try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+        conn = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
         conn.execute(f"SET synchronous_commit = {'on' if synchronous_commit else 'off'}")
     except FAILURES as exc:
         raise unavailable(exc, url) from None
