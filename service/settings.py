@@ -297,7 +297,9 @@ class DatabaseUrl(Parser):
         ("" when nothing is). A URL without a host (``postgres://``) is one: libpq would try a local
         socket the service never has, and say so only after the checks passed. Neither can the user
         part hold an ``@`` as written: libpq ends it at the first, urlsplit at the last, so the
-        password's tail would be taken for the host, and quoted as such in libpq's errors."""
+        password's tail would be taken for the host, and quoted as such in libpq's errors; nor a
+        / ? or # (Heroku's generated passwords have none, a pasted one may): the user part would end
+        there, and libpq try the user's name as the host."""
         try:
             parts = urlsplit(url)
             host = parts.hostname
@@ -311,6 +313,10 @@ class DatabaseUrl(Parser):
             return "is not UTF-8 text"
         if parts.netloc.count("@") > 1:
             return "has an @ in its user or password (write it %40)"
+        before_at, at, _ = parts.query.partition("@")
+        if "@" in parts.path or "@" in parts.fragment or (at and "=" not in before_at):
+            # an unencoded / ? or # in the password ends the user part there (a parameter is key=value)
+            return "has a / ? or # in its password (write them %2F %3F %23)"
         if not host and not re.search(r"(?:^|&)host(?:addr)?=[^&]", parts.query):
             return "names no host"
         return ""

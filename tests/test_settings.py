@@ -257,11 +257,16 @@ def test_a_database_url_of_another_scheme_is_one_line_without_its_password(name)
     ("postgresql://u:hunter22@:5432/t", "names no host"),
     ("postgres://u:hunter22@[::1/t", "cannot be read (an IPv6 address's [ without its ]?)"),
     ("postgres://u:hun@ter22@db/t", "has an @ in its user or password (write it %40)"),
-], ids=["bare", "port-only", "unclosed-bracket", "unencoded-at"])
+    ("postgres://u:hun/ter22@db:5432/t", "has a / ? or # in its password (write them %2F %3F %23)"),
+    ("postgres://u:hun?ter22@db/t", "has a / ? or # in its password (write them %2F %3F %23)"),
+    ("postgres://u:hun#ter22@db/t", "has a / ? or # in its password (write them %2F %3F %23)"),
+], ids=["bare", "port-only", "unclosed-bracket", "unencoded-at", "unencoded-slash", "unencoded-question-mark",
+        "unencoded-hash"])
 def test_a_database_url_libpq_would_misread_is_refused_in_one_line_without_its_password(url, fault):
     """A URL without a host would have libpq try a local socket, found missing only after every check
     passed; an @ in the password as written would have it take the password's tail for the host (and
-    quote it in its errors)."""
+    quote it in its errors), a / ? or # would end the user part there (libpq then tried the user's name
+    as the host: "failed to resolve host 'u'")."""
     with pytest.raises(ConfigError) as refused:
         Config.from_env({"TSWARM_DATABASE_URL": url})
     assert str(refused.value) == (
@@ -273,6 +278,7 @@ def test_a_database_url_libpq_would_misread_is_refused_in_one_line_without_its_p
 @pytest.mark.parametrize("url", [
     "postgres://db/t", "postgres://u:p%40ss@db:5432/t", "postgres://u:p@h1:5432,h2:5433/t", "postgres://u:p@[::1]:5432/t",
     "postgresql:///t?host=/var/run/postgresql", "postgres://%2Fvar%2Frun%2Fpostgresql/t",
+    "postgres://u:hun%2Fter22@db/t?sslmode=require&application_name=a@b",
 ])
 def test_a_database_url_that_names_its_server_is_taken(url):
     """Several hosts, an IPv6 address, a socket folder given as the host or as ?host= all name one."""
