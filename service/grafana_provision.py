@@ -28,15 +28,17 @@ from urllib.parse import urlsplit
 
 import niquests
 from grafana_client import GrafanaApi
-from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaUnauthorizedError
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError, GrafanaUnauthorizedError
 
 from . import grafana_alerts, grafana_dashboards
+from .influx import error_text
 
 FOLDER_UID = "tswarm"
 FOLDER_TITLE = "tswarm"
 MESSAGE = "tswarm grafana provision"
 TIMEOUT_S = 10.0
 NOT_GRAFANA_HINT = "is --url Grafana's own address, with no login page in front?"
+ADMIN_HINT = "check that --token is of a service account with the Admin role"
 
 
 class ProvisionError(Exception):
@@ -70,6 +72,12 @@ class InfluxSource:
 
 def datasource(source: InfluxSource) -> dict:
     """The datasource as Grafana's ``POST /api/datasources`` takes it."""
+    parts = urlsplit(source.url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProvisionError(
+            f"--influx-url must be InfluxDB's http(s) address as Grafana reaches it, like http://influxdb:8086;"
+            f" got {source.url!r}"
+        )
     if source.flux:
         if source.api != "2":
             raise ProvisionError("Flux needs InfluxDB 2.x: use --influx-api 2 (or drop --flux for InfluxQL)")
@@ -113,18 +121,21 @@ def connect(url: str, token: str, timeout: float = TIMEOUT_S) -> GrafanaApi:
     return GrafanaApi.from_url(url, credential=token, timeout=timeout)
 
 
+def _kind(answer: object) -> str:
+    """What an answer that is not a JSON object is, in a few words."""
+    if isinstance(answer, str):
+        return "an HTML page" if answer.lstrip().startswith("<") else "text"
+    if answer is None:
+        return "an empty answer"  # 204 No Content
+    return "a JSON array" if isinstance(answer, list) else "JSON that is not an object"
+
+
 def _object(answer: object) -> dict:
     """``answer`` when it is a JSON object; else :class:`_NotGrafana` (grafana-client hands over a
     text/* body as a string, and any JSON as it parses), before any code reads its fields."""
     if isinstance(answer, dict):
         return answer
-    if isinstance(answer, str):
-        what = "an HTML page" if answer.lstrip().startswith("<") else "text"
-    elif answer is None:
-        what = "an empty answer"  # 204 No Content
-    else:
-        what = "a JSON array" if isinstance(answer, list) else "JSON that is not an object"
-    raise _NotGrafana(f"{what}, not a JSON object")
+    raise _NotGrafana(f"{_kind(answer)}, not a JSON object")
 
 
 def _missing(call: Callable[[], object]) -> Optional[dict]:
@@ -135,6 +146,12 @@ def _missing(call: Callable[[], object]) -> Optional[dict]:
         if exc.status_code == 404:
             return None
         raise
+
+
+def _error_body(response: object) -> str:
+    """An error answer that is not Grafana's JSON, on one line: an HTML page's title, else the text
+    (as an InfluxDB error answer is said)."""
+    return error_text(str(response or "")) or "an empty answer"
 
 
 def _datasource_differs(existing: dict, wanted: dict) -> bool:
@@ -245,12 +262,19 @@ def provision(
                 note("alert rule", rule["title"], "unchanged")
     except GrafanaUnauthorizedError:
         raise ProvisionError(f"Grafana at {api.url} refused the token (401 Unauthorized): check --token") from None
+    except GrafanaTimeoutError:
+        timeout = getattr(api.client, "timeout", TIMEOUT_S)
+        raise ProvisionError(f"Grafana at {api.url} did not answer within {timeout:g} s") from None
     except GrafanaException as exc:
+        if not exc.status_code:  # no answer at all (grafana-client's wrapping of niquests' errors)
+            raise ProvisionError(f"cannot reach Grafana at {api.url}: {_one_line(_reason(exc))}") from None
         said = exc.response.get("message") if isinstance(exc.response, dict) else None
+        hint = f" ({ADMIN_HINT})" if exc.status_code == 403 else ""
         if said:  # Grafana's own words ({"message": ...}), e.g. a rule provisioned from a file
-            raise ProvisionError(f"Grafana at {api.url} answered {exc.status_code}: {_one_line(said)}") from None
-        detail = exc.message if exc.status_code else str(exc)
-        raise ProvisionError(f"Grafana at {api.url} answered: {_one_line(detail)}") from None
+            raise ProvisionError(f"Grafana at {api.url} answered {exc.status_code}: {_one_line(said)}{hint}") from None
+        if not hint and exc.status_code < 500:  # a 4xx that is not Grafana's JSON: something else answers
+            hint = f" ({NOT_GRAFANA_HINT})"
+        raise ProvisionError(f"Grafana at {api.url} answered {exc.status_code}: {_error_body(exc.response)}{hint}") from None
     except _NotGrafana as exc:
         raise ProvisionError(f"Grafana at {api.url} did not answer as Grafana ({exc}: {NOT_GRAFANA_HINT})") from None
     except niquests.exceptions.JSONDecodeError:  # a RequestException too, but the server was reached

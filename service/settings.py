@@ -251,16 +251,21 @@ class PublicUrl(Parser):
 
 
 class InfluxUrl(Parser):
-    """An ``http://`` or ``https://`` URL with a host (and a port above 0, if any)."""
+    """An ``http://`` or ``https://`` URL with a host (and a port above 0, if any), no white space, no
+    ``?query`` or ``#fragment`` (the API's paths are added to it). Quoted back without the password of
+    a ``user:password@`` in it."""
 
     def check(self, name: str, value: Any) -> None:
-        url = urlsplit(value.strip())
+        text = value.strip()
         try:
-            port_ok = url.port is None or url.port > 0
-        except ValueError:
-            port_ok = False
-        if url.scheme not in ("http", "https") or not url.hostname or not port_ok:
-            raise ConfigError(f"{name} must be an http:// or https:// URL like http://localhost:8086, got {value!r}")
+            url = urlsplit(text)
+            good = url.scheme in ("http", "https") and bool(url.hostname) and (url.port is None or url.port > 0)
+        except ValueError:  # a [ without its ], a port that is no number
+            good = False
+        if not good or any(c.isspace() for c in text) or url.query or url.fragment:
+            start, at = text.find("://") + 3, text.rfind("@")
+            shown = text[:start] + "***" + text[at:] if start > 2 and at > start else value
+            raise ConfigError(f"{name} must be an http:// or https:// URL like http://localhost:8086, got {shown!r}")
 
 
 class WebhookUrl(Parser):

@@ -9,6 +9,8 @@ tests/integration/test_forwarder.py, the whole service in tests/integration/test
 """
 from __future__ import annotations
 
+import asyncio
+import base64
 import gzip
 import json
 from email.utils import formatdate
@@ -20,7 +22,7 @@ from tswarm.forwarder import Delivery, backoff_delay
 from tswarm.keys import LEADER
 from tswarm.store_status import store_status
 from tswarm.influx.lines import line_protocol
-from tswarm.influx.write import V1Target, V2Target, WriteError, parse_retry_after
+from tswarm.influx.write import NOT_INFLUXDB, V1Target, V2Target, WriteError, parse_retry_after
 from tswarm.storage import OutboxReading, ReadingExtra, storage_for
 from tests.conftest import add_readings, register, test_config, wait_health
 
@@ -36,8 +38,10 @@ class FakeInflux:
         self.script: list[tuple[int, dict, str]] = []
         self.bodies: list[str] = []  # every write received, decompressed
         self.accepted: list[str] = []  # lines of the writes answered 204
+        self.auth: set[str] = set()  # the Authorization headers received
 
     async def write(self, request: web.Request) -> web.Response:
+        self.auth.add(request.headers.get("Authorization", ""))
         raw = await request.read()
         assert request.headers.get("Content-Encoding") == "gzip"
         body = gzip.decompress(raw).decode()
@@ -166,6 +170,131 @@ async def test_connection_refused_is_a_write_error_to_retry(unused_tcp_port):
         await target.close()
 
 
+# -- answers that are not InfluxDB's, and errors on one line ----------------------------------------
+
+PAGE = "<html>\n<head><title>Sign in</title></head>\n<body>\n<form></form>\n</body>\n</html>\n"
+CREDENTIALS = {"1": "TSWARM_INFLUX_USER and TSWARM_INFLUX_PASSWORD", "2": "TSWARM_INFLUX_TOKEN, and that it may write to the bucket"}
+
+
+def make_target(api: str, url: str, **kwargs):
+    return V1Target(url, "tswarm", **kwargs) if api == "1" else V2Target(url, "t", "o", "b", **kwargs)
+
+
+async def deliver_recording(target, batch) -> tuple[list, Sleeps, list[str]]:
+    """``Delivery.deliver(batch)`` with the delays and the error messages it went through."""
+    sleeps, errors = Sleeps(), []
+
+    async def on_error(message):
+        errors.append(message)
+
+    try:
+        rejected = await Delivery(target, 60, sleep=sleeps, on_error=on_error).deliver(batch)
+    finally:
+        await target.close()
+    return rejected, sleeps, errors
+
+
+@pytest.mark.parametrize("api", ["1", "2"])
+async def test_a_200_page_at_the_url_is_not_taken_for_a_write(fake, api):
+    """InfluxDB answers a write it took with 204. A 200 (a login page, an app that answers every path)
+    is another server at TSWARM_INFLUX_URL: the batch waits, as for an InfluxDB that is down."""
+    fake.script = [(200, {}, PAGE)]
+    rejected, sleeps, errors = await deliver_recording(make_target(api, fake.url), readings("kitchen"))
+    assert rejected == [] and len(sleeps) == 1 and len(fake.bodies) == 2
+    assert fake.accepted == ["climate,node=kitchen humidity=40,temperature=20.5 1795000000000000000"]
+    assert errors[0].endswith(f"({NOT_INFLUXDB})")
+
+
+@pytest.mark.parametrize("api", ["1", "2"])
+@pytest.mark.parametrize("status, body", [
+    (400, PAGE), (400, "unsupported path requested: \"/tsdb/write\"\n"), (422, ""),
+], ids=["page", "text", "empty"])
+async def test_a_400_that_is_not_influxdbs_json_error_is_retried_not_recorded_as_refused(fake, api, status, body):
+    """Only InfluxDB's own JSON error refuses points for good; a proxy's or another server's 400 (the
+    wrong port or path) would otherwise have every reading split out and recorded as rejected."""
+    fake.script = [(status, {}, body)] * 3
+    batch = readings("a", "b", "c", "d")
+    rejected, sleeps, errors = await deliver_recording(make_target(api, fake.url), batch)
+    assert rejected == [] and len(sleeps) == 3
+    assert len(fake.bodies) == 4 and len(set(fake.bodies)) == 1  # the whole batch each time, never split
+    assert fake.accepted == line_protocol(batch).decode().split("\n")
+    assert all(e.startswith(f"HTTP {status}") and e.endswith(f"({NOT_INFLUXDB})") for e in errors), errors
+
+
+@pytest.mark.parametrize("api", ["1", "2"])
+async def test_error_messages_are_one_line_whatever_the_answer(fake, api):
+    nginx = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+    fake.script = [
+        (502, {"Content-Type": "text/html"}, nginx),
+        (503, {}, "upstream connect error\nor disconnect/reset before headers\n"),
+        (500, {}, ""),
+        (401, {"Content-Type": "application/json"}, '{"code":"unauthorized","message":"unauthorized access"}'),
+    ]
+    rejected, _, errors = await deliver_recording(make_target(api, fake.url), readings("kitchen"))
+    assert rejected == [] and len(fake.accepted) == 1
+    assert errors == [
+        "HTTP 502: an HTML page (502 Bad Gateway)",
+        "HTTP 503: upstream connect error or disconnect/reset before headers",
+        "HTTP 500: Internal Server Error",
+        f"HTTP 401: unauthorized access (check {CREDENTIALS[api]})",
+    ]
+
+
+@pytest.mark.parametrize("api", ["1", "2"])
+async def test_no_answer_in_time_and_an_answer_that_is_not_http_are_one_line_write_errors(api):
+    async def silent(reader, writer):
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    async def not_http(reader, writer):
+        await reader.read(1)
+        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
+        await writer.drain()
+        writer.close()
+
+    for handler, expected in (
+        (silent, "no answer within 0.5 s (TimeoutError)"),
+        (not_http, f"ClientResponseError: Bad status line ({NOT_INFLUXDB})"),
+    ):
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        target = make_target(api, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", timeout_s=0.5)
+        try:
+            with pytest.raises(WriteError) as raised:
+                await target.write(target.prepare(line_protocol(readings("a"))), 1)
+        finally:
+            await target.close()
+            server.close()
+        assert str(raised.value) == expected
+
+
+@pytest.mark.integration
+@pytest.mark.engines("sqlite")  # no journal: one engine is enough
+@pytest.mark.parametrize("api", ["1", "2"])
+async def test_victoria_metrics_at_a_wrong_path_is_a_write_error_not_points_refused(victoria_metrics, api):
+    """The real VictoriaMetrics answers a path it does not serve with 400 and plain text."""
+    target = make_target(api, victoria_metrics.url + "/tsdb")
+    try:
+        with pytest.raises(WriteError) as raised:
+            await target.write(target.prepare(line_protocol(readings("a"))), 1)
+    finally:
+        await target.close()
+    assert str(raised.value).startswith("HTTP 400: ") and str(raised.value).endswith(f"({NOT_INFLUXDB})")
+    assert "unsupported path requested" in str(raised.value)
+
+
+@pytest.mark.integration
+@pytest.mark.engines("sqlite")
+async def test_the_v2_api_against_influxdb_1_6_says_to_check_the_api(influxdb1):
+    """TSWARM_INFLUX_API=2 (the default) at Debian's InfluxDB 1.6, which has no /api/v2/write."""
+    target = make_target("2", influxdb1.url)
+    try:
+        with pytest.raises(WriteError) as raised:
+            await target.write(target.prepare(line_protocol(readings("a"))), 1)
+    finally:
+        await target.close()
+    assert str(raised.value) == f"HTTP 404: 404 page not found ({NOT_INFLUXDB})"
+
+
 # -- the forwarder inside the app ---------------------------------------------------------------
 
 
@@ -232,6 +361,24 @@ async def test_healthz_shows_the_last_error_while_influxdb_fails(aiohttp_client,
     with storage_for(config) as journal:  # the same, as `tswarm status` sees it
         status = store_status(journal, config)
     assert status["backlog"] == 1 and status["last_error"]["message"] == "HTTP 503: maintenance"
+
+
+async def test_credentials_in_the_influx_url_are_used_and_never_shown(aiohttp_client, tmp_path, fake, caplog):
+    """TSWARM_INFLUX_URL=http://user:password@host:8086: the v1 API's user and password, kept out of
+    the log, /healthz and `tswarm status` (and no "cannot combine" error beside TSWARM_INFLUX_USER)."""
+    url = fake.url.replace("http://", "http://tswarm:s3cret%40pw@")
+    config = test_config(tmp_path, store="influxdb", influx_api="1", influx_url=url, forward_max_backoff=1)
+    with storage_for(config) as journal:
+        register(journal, "kitchen", created=True)
+    fake.script = [(503, {"Retry-After": "0"}, "starting")]
+    client = await aiohttp_client(_app(config))
+    assert await send(client, "kitchen", "20 40") == 202
+    health = await wait_health(client, lambda h: h["backlog"] == 0 and h["in_flight"] == 0)
+    assert health["influxdb"] == f"v1 API at {fake.url}, database 'tswarm'"
+    assert fake.auth == {"Basic " + base64.b64encode(b"tswarm:s3cret@pw").decode()}
+    assert f"to InfluxDB v1 API at {fake.url}, database 'tswarm' failed" in caplog.text and "s3cret" not in caplog.text
+    with storage_for(config) as journal:
+        assert "s3cret" not in json.dumps(store_status(journal, config))
 
 
 async def test_store_sqlite_starts_no_forwarder(make_client):

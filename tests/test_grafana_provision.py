@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +24,7 @@ import yaml
 from aiohttp import web
 
 from tswarm import grafana_alerts, grafana_dashboards
-from tswarm.grafana_provision import InfluxSource, connect, datasource
+from tswarm.grafana_provision import InfluxSource, ProvisionError, connect, datasource
 from tswarm.grafana_provision import provision as provision_api
 from tests.servers import free_port, run_cli, tswarm_env
 
@@ -424,6 +425,52 @@ def test_a_write_answered_with_a_page_is_a_one_line_error_too(tmp_path, env):
         f"Error: Grafana at {server.url} did not answer as Grafana (an HTML page, not a JSON object: {HINT})\n"
     )
     assert server.requests == [("GET", "/api/datasources/uid/tswarm-influxql"), ("POST", "/api/datasources")]
+
+
+@pytest.mark.parametrize("status, content_type, body, said", [
+    (502, "text/html", b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>nginx</body>\n</html>\n",
+     "answered 502: an HTML page (502 Bad Gateway)"),
+    (503, "text/plain", b"upstream connect error\nor disconnect/reset before headers\n",
+     "answered 503: upstream connect error or disconnect/reset before headers"),
+], ids=["502-page", "503-text"])
+def test_an_error_page_instead_of_grafanas_json_is_one_line_that_says_what_came(tmp_path, env, status, content_type, body, said):
+    """A proxy in front of a Grafana that is down: the status and the page's title or the text, on
+    one line, not the whole page."""
+    with NotGrafana(content_type, body, get_status=status) as server:
+        proc = provision(tmp_path, env, server.url, check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == f"Error: Grafana at {server.url} {said}\n"
+
+
+def test_a_token_without_the_admin_role_is_told_so(tmp_path, env):
+    body = json.dumps({"accessErrorId": "ACE0", "title": "Access denied",
+                       "message": "You'll need additional permissions to perform this action. Permissions needed: datasources:read"})
+    with NotGrafana("application/json", body.encode(), get_status=403) as server:
+        proc = provision(tmp_path, env, server.url, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"Error: Grafana at {server.url} answered 403: You'll need additional permissions to perform this action."
+        " Permissions needed: datasources:read (check that --token is of a service account with the Admin role)\n"
+    )
+
+
+def test_a_grafana_that_does_not_answer_is_one_line_after_the_timeout():
+    with socket.socket() as listening:  # accepts connections (the kernel's backlog) and never answers
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(8)
+        url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+        with pytest.raises(ProvisionError) as raised:
+            provision_api(connect(url, TOKEN, timeout=0.5), InfluxSource(url=INFLUX), report=lambda line: None)
+    assert str(raised.value) == f"Grafana at {url} did not answer within 0.5 s"
+
+
+def test_an_influx_url_that_is_not_http_is_refused_before_any_request(tmp_path, env, grafana):
+    proc = run_cli(tmp_path / "data", "grafana", "provision", "--url", grafana.url, "--token", TOKEN,
+                   "--influx-url", "localhost:8086", env=env, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == ("Error: --influx-url must be InfluxDB's http(s) address as Grafana reaches it,"
+                           " like http://influxdb:8086; got 'localhost:8086'\n")
+    assert grafana.take() == []
 
 
 def test_a_url_that_is_not_http_is_refused_before_any_request(tmp_path, env):

@@ -314,6 +314,12 @@ EXACT_ERRORS = [
      " http://192.168.1.20:8080 (a path is allowed, no ?query or #fragment), got 'ftp://a'"),
     ({"TSWARM_INFLUX_URL": " localhost:8086"},
      "TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got ' localhost:8086'"),
+    ({"TSWARM_INFLUX_URL": "http://[::1"},  # urlsplit raises: a traceback at start-up before
+     "TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got 'http://[::1'"),
+    ({"TSWARM_INFLUX_URL": "http://influx db:8086"},
+     "TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got 'http://influx db:8086'"),
+    ({"TSWARM_INFLUX_URL": "http://tswarm:hunter22@pi.local:8086?db=x"},  # the password is not quoted back
+     "TSWARM_INFLUX_URL must be an http:// or https:// URL like http://localhost:8086, got 'http://***@pi.local:8086?db=x'"),
     ({"TSWARM_STORE": "influxdb"}, "TSWARM_INFLUX_ORG is empty: the v2 API needs the organisation of the bucket"
      " (InfluxDB 1.x: set TSWARM_INFLUX_API=1 instead)"),
     ({"TSWARM_STORE": "influxdb", "TSWARM_INFLUX_ORG": "o", "TSWARM_INFLUX_BUCKET": " "},

@@ -24,8 +24,10 @@ reading commands import it without paying for them. The submodules are imported 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from ..settings import Config
@@ -39,6 +41,19 @@ EXTRA_TYPES = (float, int, int, int)
 MAX_ERROR_CHARS = 500  # of what InfluxDB says in an error answer
 
 
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """``url`` without its ``user:password@`` if it has one (so no log line, ``/healthz`` or
+    ``tswarm status`` shows them, and aiohttp does not refuse them beside a user of its own), and
+    that user and password ("" when none)."""
+    url = url.strip()
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, "", ""
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), unquote(user), unquote(password)
+
+
 @dataclass(frozen=True)
 class V1Endpoint:
     """InfluxDB 1.x: ``/write?db=...`` and InfluxQL ``/query``, as ``user`` (none when empty)."""
@@ -49,7 +64,12 @@ class V1Endpoint:
     password: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "url", self.url.rstrip("/"))
+        """A ``user:password@`` in the URL is the user and password, unless ``user`` is given."""
+        url, user, password = split_credentials(self.url)
+        object.__setattr__(self, "url", url.rstrip("/"))
+        if user and not self.user:
+            object.__setattr__(self, "user", user)
+            object.__setattr__(self, "password", password)
 
     @property
     def where(self) -> str:
@@ -81,6 +101,10 @@ class V2Endpoint:
     token: str = field(repr=False)
     org: str
     bucket: str
+
+    def __post_init__(self) -> None:
+        """A ``user:password@`` in the URL is dropped: the token authenticates."""
+        object.__setattr__(self, "url", split_credentials(self.url)[0])
 
     @property
     def where(self) -> str:
@@ -114,13 +138,30 @@ def endpoint(config: "Config") -> Endpoint:
     return V2Endpoint(config.influx_url, config.influx_token, config.influx_org, config.influx_bucket)
 
 
-def error_text(body: Union[bytes, str]) -> str:
-    """What an InfluxDB error answer says: the ``"error"`` (1.x) or ``"message"`` (2.x) of its JSON,
-    else the body as it is; without surrounding white space, at most ``MAX_ERROR_CHARS``."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+def _said(body: Union[bytes, str, None]) -> tuple[str, object]:
+    """The body as text, and its JSON (None when it is not JSON)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body or "")
     try:
-        data = json.loads(text)
+        return text, json.loads(text)
+    except ValueError:
+        return text, None
+
+
+def is_influx_error(body: Union[bytes, str, None]) -> bool:
+    """Whether an error answer is InfluxDB's own: a JSON object with its ``"error"`` (1.x, 3.x) or
+    ``"message"`` (2.x). A proxy's or another server's answer (a page, plain text) is not."""
+    data = _said(body)[1]
+    return isinstance(data, dict) and bool(data.get("error") or data.get("message"))
+
+
+def error_text(body: Union[bytes, str, None]) -> str:
+    """What an InfluxDB error answer says, on one line: the ``"error"`` (1.x) or ``"message"`` (2.x)
+    of its JSON, the title of an HTML page (a proxy's), else the body as it is; white space
+    collapsed, at most ``MAX_ERROR_CHARS``."""
+    text, data = _said(body)
+    if isinstance(data, dict):
         text = str(data.get("error") or data.get("message") or text)
-    except (ValueError, AttributeError):
-        pass
-    return text.strip()[:MAX_ERROR_CHARS]
+    elif text.lstrip().startswith("<"):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = f"an HTML page ({title.group(1).strip()})" if title and title.group(1).strip() else "an HTML page"
+    return " ".join(text.split())[:MAX_ERROR_CHARS]
