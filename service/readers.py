@@ -27,7 +27,7 @@ from .access import readers_only
 from .errors import json_error
 from .export import CONTENT_TYPES, BadParameter, UnknownNode, check_node, encode_cursor, export_args, export_chunks
 from .history import CursorExpired, HistoryUnavailable, open_history, plan
-from .storage import storage_for
+from .storage import StorageUnavailable, storage_for
 from .metrics import client_gone
 from .names import NODE_NAME_HELP, valid_node_name
 from .nodes import nodes_report
@@ -231,10 +231,14 @@ async def get_readings(request: web.Request) -> web.StreamResponse:
         except ConnectionResetError:  # the reader hung up: stop the export thread, nothing to answer
             client_gone(request)
             return response
-        except Exception:
+        except Exception as exc:
             # Headers are gone: all we can do is end the body without its last chunk, which
-            # tells the client the export is incomplete.
-            log.exception("export failed while streaming")
+            # tells the client the export is incomplete. An outage (PostgreSQL or InfluxDB going
+            # away) is one line; anything else is a bug, with its traceback.
+            if isinstance(exc, (StorageUnavailable, HistoryUnavailable)):
+                log.warning("export cut short (the reader sees an incomplete body): %s", exc)
+            else:
+                log.exception("export failed while streaming")
             if request.transport is not None:
                 request.transport.close()
             return response

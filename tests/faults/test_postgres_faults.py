@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import http.client
 import json
 import os
 import re
@@ -302,3 +303,31 @@ async def test_a_batch_whose_connection_is_cut_is_acknowledged_once_and_stored_o
     with open_storage("", postgres_url) as journal:
         rows = [(ts, t) for batch in journal.iter_readings() for ts, _, t, _ in batch]
     assert rows == [(first, 20.0), *zip(stamps, [21.0, 22.0, 23.0]), (last, 30.0)]
+
+
+def test_an_export_whose_session_the_database_ends_mid_stream_is_cut_short_with_one_log_line(postgres, postgres_url, tmp_path):
+    """``GET /api/readings`` streams 300,000 rows; the reader takes the first 64 KB and the database ends
+    the export's session (``pg_terminate_backend``, a failover). The headers are gone, so the body is
+    cut short (no last chunk: the reader knows it is incomplete), and the log says so in one warning,
+    not a traceback (an outage, not a bug), never with the password."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    register(data_dir, 1, postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO readings (id, node_id, ts, temperature, humidity) SELECT i, (SELECT id FROM nodes),"
+            " 1700000000000000000 + i::bigint * 1000000000, 21.5, 40.0 FROM generate_series(1, 300000) AS i")
+    with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_DATABASE_URL=postgres_url)) as service:
+        reader = http.client.HTTPConnection("127.0.0.1", service.port, timeout=PROBE_TIMEOUT_S)
+        reader.request("GET", "/api/readings")
+        response = reader.getresponse()
+        assert response.status == 200
+        assert len(response.read(64 * 1024)) == 64 * 1024
+        assert terminate_sessions(postgres, postgres_url.rsplit("/", 1)[1]) > 0
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+        reader.close()
+        wait_for(lambda: "export cut short" in service.log(), "the warning of the cut export", timeout=10)
+        log = service.log()
+    assert "Traceback" not in log and "export failed while streaming" not in log, log
+    assert postgres.PASSWORD not in log
