@@ -120,6 +120,16 @@ def _int(value, default, low, high):
     return default if value < low else min(value, high)
 
 
+def _plain(text, low):
+    # ``text`` is a str of printable ASCII from ``low`` on (up to "~"), and not empty.
+    if not isinstance(text, str) or not text:
+        return False
+    for c in text:
+        if not low <= c <= "~":
+            return False
+    return True
+
+
 def loadConfig(path="config.json"):
     # config.json as a dict, or None when it is missing or broken (the board then just sleeps).
     try:
@@ -236,7 +246,11 @@ def networkSetup(netconf):
         if not isinstance(ssid, str):
             continue
         password = passwords if isinstance(passwords, str) else passwords[i] if i < len(passwords) else ""
-        sta.connect(ssid, password if isinstance(password, str) else "")
+        try:
+            sta.connect(ssid, password if isinstance(password, str) else "")
+        except Exception as exc:  # the ESP32's raises what its SDK refuses (OSError "Wifi Internal Error"): the next one
+            log("could not join", ssid, repr(exc))
+            continue
         if _joined(sta, failed, wait_ms):
             log("joined", ssid, sta.ifconfig()[0])
             return sta
@@ -269,6 +283,12 @@ def request(method, url, headers, body=None):
     # answers keeps the board awake), a 301's PUT as a GET without the reading, and the
     # Authorization header to the Location's host. While this request runs that request() is
     # _redirected, so a 3xx raises OSError before any byte goes to the Location: a failed send.
+    #
+    # requests writes the URL and the header values as they are: a space, CR or LF from config.json
+    # would make a request line the service answers 400 (which drops the reading for good) or add a
+    # header line of its own. Such a request is not sent (ValueError: url_local is tried, the reading kept).
+    if not (_plain(url, "!") and _plain("".join(headers.values()), " ")):
+        raise ValueError("not plain ASCII: not sent")
     try:
         import requests
     except ImportError:  # older firmware freezes it as urequests
@@ -513,6 +533,9 @@ def wake(config):
         esp8266 = port() == "esp8266"
         kept = keep.load(esp8266, _T0)
         kept.add(reading, keep.batteryVolts(modules, esp8266))
+        svconf = config["svconf"]
+        if not _plain(svconf["login"], "!"):  # the body's name: {"name": 5} is a 400, the reading dropped for good
+            raise ValueError("svconf.login")
         showColour(modules, "blue")
         sta = networkSetup(config["netconf"])
         if sta is None:
@@ -521,7 +544,6 @@ def wake(config):
         kept.heard(keep.signal(sta))
         bound(config)  # from here on the peer decides how long a request takes: not for ever
         showColour(modules, "green")
-        svconf = config["svconf"]
         status, url = keep.deliver(kept, svconf["login"], lambda body: uploadData(svconf, body), payload)
         kept = keep = None  # done with (RTC memory holds it all): room for ota.py
         if url:  # the readings went first; now the bundle is confirmed, an update taken
