@@ -45,7 +45,7 @@ from aiohttp import web
 from .app import create_app
 from .server import run_app
 from .datadir import DataDirInUse, hold_data_dir  # noqa: F401 (DataDirInUse: what serve raises; the CLI imports it here)
-from .storage import storage_for
+from .storage import StorageUnavailable, storage_for
 from .settings import Config
 
 log = logging.getLogger("tswarm.workers")
@@ -55,6 +55,7 @@ SHUTDOWN_TIMEOUT = 10
 BACKLOG = 128  # aiohttp's default listen backlog
 STOP_GRACE_S = SHUTDOWN_TIMEOUT + 20  # then a worker that has not exited is killed
 PARENT_CHECK_S = 1.0  # a worker whose supervisor is gone stops (gracefully) within this
+START_WAIT_S = 45  # a database that cannot be reached at start is waited for this long (Heroku's boot timeout: 60 s)
 QUICK_DEATH_S = 1.0  # a worker that dies sooner than this after starting is restarted after a pause
 
 _fork = multiprocessing.get_context("fork")
@@ -74,8 +75,7 @@ def serve(config: Config, started: Optional[Callable[[int], None]] = None) -> in
     port must be free (:class:`ListenError`): nothing is announced before all of them hold."""
     _check_host(config.host, config.port)
     with hold_data_dir(config.data_dir) as say_port:
-        with storage_for(config) as journal:  # a file that is not a journal: one error here, not one per worker
-            where = journal.where
+        where = _open_journal(config)  # a file that is not a journal: one error here, not one per worker
         sockets = bind(config.host, config.port, config.workers)
         port = sockets[0][0].getsockname()[1]  # --port 0: the one the kernel chose
         say_port(port)
@@ -89,6 +89,30 @@ def serve(config: Config, started: Optional[Callable[[int], None]] = None) -> in
             run_app(create_app(config), sock=sockets[0], shutdown_timeout=SHUTDOWN_TIMEOUT)
             return 0
         return Supervisor(config, sockets).run()
+
+
+def _open_journal(config: Config) -> str:
+    """Where the journal is, once it opens. A database that cannot be reached now (restarting, a
+    failover: PostgreSQL's ``transient`` unavailability) is waited for up to :data:`START_WAIT_S`,
+    tried every second, with one warning: a Heroku dyno that exits at boot may wait many minutes for
+    its restart. A refusal (a wrong password, no such database) and SQLite's errors are raised at once."""
+    deadline = time.monotonic() + START_WAIT_S
+    waited = False
+    while True:
+        try:
+            with storage_for(config) as journal:
+                where = journal.where
+        except StorageUnavailable as exc:
+            if not getattr(exc, "transient", False) or time.monotonic() >= deadline:
+                raise
+            if not waited:
+                log.warning("%s; waiting for it (up to %d s)", exc, START_WAIT_S)
+                waited = True
+            time.sleep(1)
+            continue
+        if waited:
+            log.info("journal %s available: starting", where)
+        return where
 
 
 def _check_host(host: str, port: int) -> None:

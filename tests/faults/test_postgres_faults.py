@@ -15,6 +15,7 @@ connection at exactly that moment.
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import http.client
 import json
@@ -30,7 +31,7 @@ import pytest
 
 from tests import conftest
 from tests.integration.test_influx import healthz, influx1_env, wait_for
-from tests.servers import PostgreSQL, ServiceProcess, request, tswarm_env
+from tests.servers import PostgreSQL, ServiceProcess, request, run_cli, tswarm_env
 from tswarm.storage import open_storage
 from tswarm.storage.postgres.writer import PostgresWriter
 
@@ -331,3 +332,35 @@ def test_an_export_whose_session_the_database_ends_mid_stream_is_cut_short_with_
         log = service.log()
     assert "Traceback" not in log and "export failed while streaming" not in log, log
     assert postgres.PASSWORD not in log
+
+
+def test_serve_started_while_the_database_is_away_waits_for_it_and_a_refusal_does_not(postgres_factory, tmp_path):
+    """`tswarm serve` started while its PostgreSQL is stopped (a restart, a failover: a Heroku dyno that
+    exits at boot may wait many minutes for its restart) says so in one warning and waits; the database
+    back 3 s later, it starts and a node's reading is stored. A database that answers with a refusal
+    (a wrong password) is one error line at once, without waiting and without the password."""
+    server = postgres_factory()
+    url = server.new_database()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    register(data_dir, 1, url)
+    server.stop()
+    back = threading.Timer(3, server.start)
+    back.start()
+    try:
+        with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_DATABASE_URL=url)) as service:
+            status, _, body = request("PUT", f"{service.url}/api/nodes/n000", json.dumps(
+                {"name": "n000", "data": "21.5 40.0"}),
+                {"Authorization": "Basic " + base64.b64encode(f"n000:{PASSWORD}".encode()).decode()})
+            assert status == 202, body
+            log = service.log()
+    finally:
+        back.join()
+    assert log.count("waiting for it (up to 45 s)") == 1 and "available: starting" in log, log
+    assert "Traceback" not in log and server.PASSWORD not in log
+
+    wrong = url.replace(server.PASSWORD, "wrong-Pw-5521")
+    refused = run_cli(data_dir, "serve", "--port", "0", env=tswarm_env(data_dir, TSWARM_DATABASE_URL=wrong), check=False)
+    assert refused.returncode == 1 and "password authentication failed" in refused.stderr, refused.stderr
+    assert "waiting for it" not in refused.stderr and "wrong-Pw-5521" not in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr

@@ -143,13 +143,24 @@ def _reason(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def _transient(exc: BaseException) -> bool:
+    """Whether the server may well answer soon: it could not be reached, or it said it is starting,
+    stopping or recovering; not when it answered with a refusal (a wrong password, no such database,
+    no pg_hba.conf entry: libpq's ``FATAL:`` lines, which carry no SQLSTATE at connect)."""
+    text = str(exc)
+    return isinstance(exc, PoolTimeout) or "FATAL:" not in text or "the database system is" in text
+
+
 def unavailable(exc: BaseException, url: str) -> StorageUnavailable:
-    """The one-line error for a database that cannot serve now."""
+    """The one-line error for a database that cannot serve now; its ``transient`` says whether the
+    server may well answer soon (:func:`_transient`; `tswarm serve` waits for such a one at start)."""
     if isinstance(exc, PoolTimeout):
         reason = f"no connection within {POOL_TIMEOUT_S:g} s"
     else:
         reason = _reason(exc)
-    return StorageUnavailable(scrub(f"PostgreSQL at {redact(url)} is unavailable: {reason}", url))
+    error = StorageUnavailable(scrub(f"PostgreSQL at {redact(url)} is unavailable: {reason}", url))
+    error.transient = _transient(exc)
+    return error
 
 
 def libpq_url(url: str) -> str:
