@@ -55,7 +55,7 @@ SHUTDOWN_TIMEOUT = 10
 BACKLOG = 128  # aiohttp's default listen backlog
 STOP_GRACE_S = SHUTDOWN_TIMEOUT + 20  # then a worker that has not exited is killed
 PARENT_CHECK_S = 1.0  # a worker whose supervisor is gone stops (gracefully) within this
-START_WAIT_S = 45  # a database that cannot be reached at start is waited for this long (Heroku's boot timeout: 60 s)
+START_WAIT_S = 45  # on Heroku, a database that cannot be reached at start is waited for this long (its boot timeout: 60 s)
 QUICK_DEATH_S = 1.0  # a worker that dies sooner than this after starting is restarted after a pause
 
 _fork = multiprocessing.get_context("fork")
@@ -92,11 +92,13 @@ def serve(config: Config, started: Optional[Callable[[int], None]] = None) -> in
 
 
 def _open_journal(config: Config) -> str:
-    """Where the journal is, once it opens. A database that cannot be reached now (restarting, a
-    failover: PostgreSQL's ``transient`` unavailability) is waited for up to :data:`START_WAIT_S`,
-    tried every second, with one warning: a Heroku dyno that exits at boot may wait many minutes for
-    its restart. A refusal (a wrong password, no such database) and SQLite's errors are raised at once."""
-    deadline = time.monotonic() + START_WAIT_S
+    """Where the journal is, once it opens. On Heroku (``DYNO`` set), a database that cannot be reached
+    now (restarting, a failover: PostgreSQL's ``transient`` unavailability) is waited for up to
+    :data:`START_WAIT_S`, tried every second, with one warning: a dyno that exits at boot may wait many
+    minutes for its restart. Elsewhere, and for a refusal (a wrong password, no such database) or
+    SQLite's errors, the error is raised at once: one line for the person who typed the command, and a
+    supervisor (systemd, docker-compose) restarts by its own rules."""
+    deadline = time.monotonic() + (START_WAIT_S if os.environ.get("DYNO") else 0)
     waited = False
     while True:
         try:

@@ -31,7 +31,7 @@ import pytest
 
 from tests import conftest
 from tests.integration.test_influx import healthz, influx1_env, wait_for
-from tests.servers import PostgreSQL, ServiceProcess, request, run_cli, tswarm_env
+from tests.servers import PostgreSQL, ServiceProcess, free_port, request, run_cli, tswarm_env
 from tswarm.storage import open_storage
 from tswarm.storage.postgres.writer import PostgresWriter
 
@@ -334,11 +334,12 @@ def test_an_export_whose_session_the_database_ends_mid_stream_is_cut_short_with_
     assert postgres.PASSWORD not in log
 
 
-def test_serve_started_while_the_database_is_away_waits_for_it_and_a_refusal_does_not(postgres_factory, tmp_path):
-    """`tswarm serve` started while its PostgreSQL is stopped (a restart, a failover: a Heroku dyno that
-    exits at boot may wait many minutes for its restart) says so in one warning and waits; the database
-    back 3 s later, it starts and a node's reading is stored. A database that answers with a refusal
-    (a wrong password) is one error line at once, without waiting and without the password."""
+def test_serve_on_heroku_started_while_the_database_is_away_waits_for_it_and_a_refusal_does_not(postgres_factory, tmp_path):
+    """`tswarm serve` on Heroku (``DYNO`` set) started while its PostgreSQL is stopped (a restart, a
+    failover: a dyno that exits at boot may wait many minutes for its restart) says so in one warning
+    and waits; the database back 3 s later, it starts and a node's reading is stored. A database that
+    answers with a refusal (a wrong password) is one error line at once, without waiting and without
+    the password; so is one that cannot be reached, off Heroku."""
     server = postgres_factory()
     url = server.new_database()
     data_dir = tmp_path / "data"
@@ -348,7 +349,7 @@ def test_serve_started_while_the_database_is_away_waits_for_it_and_a_refusal_doe
     back = threading.Timer(3, server.start)
     back.start()
     try:
-        with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_DATABASE_URL=url)) as service:
+        with ServiceProcess(data_dir, env=tswarm_env(data_dir, TSWARM_DATABASE_URL=url, DYNO="web.1")) as service:
             status, _, body = request("PUT", f"{service.url}/api/nodes/n000", json.dumps(
                 {"name": "n000", "data": "21.5 40.0"}),
                 {"Authorization": "Basic " + base64.b64encode(f"n000:{PASSWORD}".encode()).decode()})
@@ -360,7 +361,14 @@ def test_serve_started_while_the_database_is_away_waits_for_it_and_a_refusal_doe
     assert "Traceback" not in log and server.PASSWORD not in log
 
     wrong = url.replace(server.PASSWORD, "wrong-Pw-5521")
-    refused = run_cli(data_dir, "serve", "--port", "0", env=tswarm_env(data_dir, TSWARM_DATABASE_URL=wrong), check=False)
+    refused = run_cli(data_dir, "serve", "--port", "0", check=False,
+                      env=tswarm_env(data_dir, TSWARM_DATABASE_URL=wrong, DYNO="web.1"))
     assert refused.returncode == 1 and "password authentication failed" in refused.stderr, refused.stderr
     assert "waiting for it" not in refused.stderr and "wrong-Pw-5521" not in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+    nobody = url.replace(f":{server.port}/", f":{free_port()}/")
+    unreachable = run_cli(data_dir, "serve", "--port", "0", env=tswarm_env(data_dir, TSWARM_DATABASE_URL=nobody),
+                          check=False)
+    assert unreachable.returncode == 1 and "Connection refused" in unreachable.stderr, unreachable.stderr
+    assert "waiting for it" not in unreachable.stderr and len(unreachable.stderr.strip().splitlines()) == 1
