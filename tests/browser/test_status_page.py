@@ -298,7 +298,10 @@ def test_page_shows_battery_and_signal_per_node_and_marks_a_low_battery(service,
         timeout=15_000,
     )
     assert page.query_selector_all("#nodes td.battery.low") == []
-    # A reading the node kept through an outage arrives with an older time: the chart gets it too.
+    # A reading the node kept through an outage arrives with an older time: the chart gets it too. The
+    # table is drawn before the cards: first the refresh that drew 3.71 V ends, its chart has that reading.
+    drawn = int(page.eval_on_selector("body", "b => b.dataset.refreshed"))
+    page.wait_for_function(f"() => Number(document.body.dataset.refreshed) > {drawn}", timeout=15_000)
     points = lambda: page.eval_on_selector('.chart[data-node="attic"] .plot', "p => p.uplot.data[0].length")  # noqa: E731
     before = points()
     assert post_reading(service, "attic", "23.0 40.0", age=600) == 202
