@@ -106,3 +106,35 @@ def test_env_example_defines_every_variable_compose_requires():
 
 def test_procfile_runs_serve_on_all_interfaces_and_port_comes_from_the_environment():
     assert (ROOT / "Procfile").read_text() == "web: tswarm serve --host 0.0.0.0\n"
+
+
+def grafana_file(path: str):
+    return yaml.safe_load((ROOT / "grafana" / path).read_text())
+
+
+def test_deployment_names_every_grafana_folder_compose_provisions():
+    """docs/deployment.md says where Grafana puts what docker-compose provisions: the dashboards'
+    folders and the alert rules' folder."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    compose_part = text[text.index("## One box with docker-compose"):text.index("\n## ", text.index("## One box"))]
+    folders = [p["folder"] for p in grafana_file("provisioning/dashboards/tswarm.yaml")["providers"]]
+    folders += [g["folder"] for g in grafana_file("provisioning/alerting/tswarm.yaml")["groups"]]
+    assert [f for f in folders if f'"{f}"' not in compose_part] == []
+
+
+def test_provisioned_datasources_are_what_tswarm_grafana_provision_sends():
+    """The datasource files, filled in from Grafana's environment in docker-compose.yml (and the 1.x
+    file as it is), are the datasources `tswarm grafana provision` creates for the same InfluxDB."""
+    from tswarm.grafana_provision import InfluxSource, datasource
+
+    env = environment("grafana")
+    text = (ROOT / "grafana/provisioning/datasources/tswarm.yaml").read_text()
+    files = {d.pop("uid"): d for d in yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], text))["datasources"]}
+    for flux in (False, True):
+        wanted = datasource(InfluxSource(url=env["TSWARM_INFLUX_URL"], api="2", bucket=env["TSWARM_INFLUX_BUCKET"],
+                                         token=env["TSWARM_INFLUX_TOKEN"], org=env["TSWARM_INFLUX_ORG"], flux=flux))
+        uid = wanted.pop("uid")
+        assert {k: v for k, v in files[uid].items() if k != "isDefault"} == wanted
+    (influx1,) = grafana_file("influxdb1/datasources.yaml")["datasources"]
+    wanted = datasource(InfluxSource(url=influx1["url"], api="1", db=influx1["jsonData"]["dbName"]))
+    assert {k: v for k, v in influx1.items() if k != "isDefault"} == wanted
