@@ -776,7 +776,7 @@ def flash(name, port, timeout, data_dir, allow_loopback, mip_index, **options):
     """Flash node NAME's board on PORT with mpremote, then register NAME.
 
     Checks everything first, then copies the boot loader main.py, the bundle (node.py, ota.py,
-    keep.py and its version), NAME's config.json and ota.json; a failed flash changes nothing. Give
+    keep.py, master.py and its version), NAME's config.json and ota.json; a failed flash changes nothing. Give
     at least one --wifi-ssid. With --master, first installs the screen's driver with mpremote mip."""
     from .flash import FlashError, flash as run
 
