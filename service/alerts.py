@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Iterable, Optional
 
 import aiohttp
+import yarl
 from aiohttp import web
 
 from . import keys
@@ -176,6 +179,8 @@ class Alerts:
                  now: Callable[[], int] = time.time_ns, open_journal: Optional[Callable[[], Storage]] = None):
         self.config = config
         self.url = config.alert_webhook
+        self._target, self._headers = _split_credentials(self.url)
+        self._secrets = _secrets_of(self.url)
         self.session = session
         self.now = now
         self.check_s = config.alert_check_s
@@ -267,20 +272,29 @@ class Alerts:
         return False
 
     async def _post(self, body: str) -> Optional[str]:
-        """POST ``body``; None when the receiver answered 2xx, else what went wrong (no URL in it: it may be a secret)."""
+        """POST ``body``; None when the receiver answered 2xx, else what went wrong, in one line that
+        names the host and port at most (the URL's path, query and credentials are often its secret)."""
         try:
             async with self.session.post(
-                self.url, data=body.encode(), headers={"Content-Type": "application/json"}, allow_redirects=False,
+                self._target, data=body.encode(), headers=self._headers, allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return None
-                text = (await resp.content.read(BODY_PREVIEW)).decode("utf-8", "replace").strip()
-                where = f" to {resp.headers.get('Location')}" if 300 <= resp.status < 400 else ""
-                return f"HTTP {resp.status}{where}" + (f": {text}" if text else "")
+                where = f" to {_host_port(resp.headers.get('Location'))}" if 300 <= resp.status < 400 else ""
+                text = _preview(await resp.content.read(BODY_PREVIEW * 20), resp.headers.get("Content-Type", ""))
+                return self._scrub(f"HTTP {resp.status}{where}" + (f": {text}" if text else ""))
         except asyncio.TimeoutError:
             return f"no answer within {TIMEOUT_S:g} s"
         except aiohttp.ClientError as exc:
-            return f"{type(exc).__name__}: {exc}".replace(self.url, "the webhook")
+            return self._scrub(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a URL aiohttp cannot send (its host, its credentials): a failure, not a traceback
+            return self._scrub(f"{type(exc).__name__}: {exc}")
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without any part of the URL that may be its secret."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text[:BODY_PREVIEW * 2]
 
     def _next_wait(self) -> float:
         """Seconds until the earliest retry due (the judge's interval at most)."""
@@ -327,6 +341,64 @@ class Alerts:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._judging_loop(), name="alerts-judge")
             group.create_task(self._delivering_loop(), name="alerts-deliver")
+
+
+# -- the webhook's URL: its secret stays out of errors and the log ------------------------------------
+
+
+def _split_credentials(url: str) -> tuple[yarl.URL, dict[str, str]]:
+    """The URL to POST to without its credentials, and the headers of the POST: those as Basic auth
+    (UTF-8: a password of any characters, as ntfy and most receivers read it; aiohttp's own latin-1
+    fails on a euro sign, with a traceback at every attempt)."""
+    parsed = yarl.URL(url)
+    headers = {"Content-Type": "application/json"}
+    if parsed.user is None and parsed.password is None:
+        return parsed, headers
+    headers["Authorization"] = aiohttp.encode_basic_auth(parsed.user or "", parsed.password or "")
+    return parsed.with_user(None), headers
+
+
+def _secrets_of(url: str) -> tuple[str, ...]:
+    """Every form in which a part of ``url`` that may be secret (credentials, path, query) can show up
+    in an error or a receiver's answer, longest first (the host and port are not among them)."""
+    parts = {url}
+    try:
+        parsed = yarl.URL(url)
+    except (ValueError, TypeError):
+        return (url,)
+    parts |= {str(parsed), parsed.raw_path_qs, parsed.path_qs, parsed.raw_query_string, parsed.query_string,
+              parsed.raw_user or "", parsed.user or "", parsed.raw_password or "", parsed.password or ""}
+    parts |= {value for value in parsed.query.values()}
+    for path in (parsed.raw_path, parsed.path):
+        parts.add(path)
+        parts |= set(path.split("/"))
+    # a part too short to be a secret would blank out ordinary words ("/", "api", "hook")
+    return tuple(sorted((p for p in parts if len(p) >= 6 or (p and p in (parsed.password, parsed.raw_password))),
+                        key=len, reverse=True))
+
+
+def _host_port(location: Optional[str]) -> str:
+    """Where a redirect points, as host and port only (its path may hold the secret: an http:// URL
+    sent on to https:// keeps it)."""
+    try:
+        parsed = yarl.URL(location or "")
+    except (ValueError, TypeError):
+        return "another address"
+    if not parsed.host:
+        return "another path of the same host"
+    return f"{parsed.host}:{parsed.port}" if parsed.port else parsed.host
+
+
+def _preview(raw: bytes, content_type: str) -> str:
+    """A refusing receiver's answer in one short line: an HTML page as its title (else its text
+    without tags), anything else as its first line."""
+    text = raw.decode("utf-8", "replace")
+    if "html" in content_type.lower() or text.lstrip()[:1] == "<":
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", re.sub(r"(?is)<(script|style).*?</\1>", " ", text))
+        text = html.unescape(text)
+    text = " ".join(text.split())
+    return text[:BODY_PREVIEW]
 
 
 @contextlib.asynccontextmanager

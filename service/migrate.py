@@ -9,16 +9,22 @@ readings with their ids, timestamps, telemetry and keys (so the forward cursor k
 "InfluxDB has everything up to here"), rejected readings, every meta value
 (the cursor, the forwarder's last error, halt-all, the retention horizon), and the over-the-air
 updates: the firmware bundles kept, and each node's firmware state (what it runs, what is staged for
-it, when it updated or rolled back), so an update staged before the move is offered after it.
+it, when it updated or rolled back), so an update staged before the move is offered after it. Into
+PostgreSQL, the alerts' state and outbox go too (an alert not yet delivered is delivered after the
+move, and a node judged before it is not alerted again), and so does the read token the service kept
+in the data dir, as a meta value of the copy.
 
 The source is read in one snapshot (its data dir held, so no ``tswarm serve`` starts on it
 meanwhile); the target is written in one transaction that commits only when its counts match the
-source's (:meth:`tswarm.storage.Storage.load`), so a failure leaves it as empty as it was. After the
-commit the copy is opened as the service would open it and checked once more.
+source's (:meth:`tswarm.storage.Storage.load`), so a failure leaves it as empty as it was; so does a
+Ctrl-C or a kill midway (the server rolls back what the lost session had not committed), and the
+same command runs again. After the commit the copy is opened as the service would open it and
+checked once more.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -27,7 +33,7 @@ from urllib.parse import urlsplit
 from .datadir import DataDirInUse, hold_data_dir
 from .settings import Config, DatabaseUrl
 from .storage import DB_FILENAME, FORWARD_CURSOR, HALT_ALL, PRUNED_BEFORE, READ_TOKEN, Storage, StorageError, open_storage
-from .storage.interface import JournalCounts
+from .storage.interface import JournalCounts, JournalDump
 from .tokens import TokenFileError, keep_read_token, load_read_token, token_path
 
 BATCH = 10_000  # readings per round trip, read and written
@@ -113,39 +119,82 @@ def migrate(
     ``on_start(counts)`` once the source is counted (a progress bar's total), ``on_rows(n)`` after each
     ``batch`` of readings. :class:`MigrateError`: nothing was written to the target."""
     engine = _engine(target)
-    with contextlib.ExitStack() as held:
-        if not config.database_url:
+    try:
+        with contextlib.ExitStack() as held:
+            if not config.database_url:
+                try:
+                    held.enter_context(hold_data_dir(config.data_dir))
+                except DataDirInUse as exc:
+                    raise MigrateError(f"{exc}; readings it takes meanwhile would be left behind") from None
+            token = _read_token_to_carry(config, target)
             try:
-                held.enter_context(hold_data_dir(config.data_dir))
-            except DataDirInUse as exc:
-                raise MigrateError(f"{exc}; readings it takes meanwhile would be left behind") from None
-        try:
-            with source.dump(batch) as dump:
-                if on_start is not None:
-                    on_start(dump.counts)
-                counts = engine.load(target.address, dump, on_rows)
-        except StorageError as exc:
-            raise MigrateError(f"{exc}; nothing was copied, {target.shown} is as it was") from None
-    _check_copy(target, counts)
-    return Moved(source_name(config), target.shown, counts, _move_read_token(config, target, counts))
+                with source.dump(batch) as dump:
+                    try:
+                        dump = _carry(source, target, dump, token)
+                        if on_start is not None:
+                            on_start(dump.counts)
+                        counts = engine.load(target.address, dump, on_rows)
+                    finally:  # a load stopped midway: its streams end here, while their snapshot is open
+                        for rows in (dump.readings, dump.rejected):
+                            getattr(rows, "close", lambda: None)()
+            except StorageError as exc:
+                raise MigrateError(f"{exc}; nothing was copied, {target.shown} is as it was") from None
+    except KeyboardInterrupt:  # Ctrl-C: the transaction was rolled back (or the new file removed)
+        raise MigrateError(
+            f"interrupted: nothing was copied, {target.shown} is as it was; run the same command again"
+        ) from None
+    try:
+        _check_copy(target, counts)
+        read_token = _move_read_token(config, target, counts, token)
+    except KeyboardInterrupt:
+        raise MigrateError(
+            f"interrupted after the copy was committed: {target.shown} holds the whole journal"
+            " (a second tswarm migrate refuses it); start the service on it"
+        ) from None
+    return Moved(source_name(config), target.shown, counts, read_token)
 
 
-def _move_read_token(config: Config, target: Target, counts: JournalCounts) -> str:
+def _read_token_to_carry(config: Config, target: Target) -> Optional[str]:
+    """The read token the service kept in the data dir (service/tokens.py), when it goes into the
+    database: as a meta value of the copy, in the copy's one transaction (a move stopped after its
+    commit must not leave the token behind, since a second run refuses the database)."""
+    if not (target.postgres and not config.database_url):
+        return None
+    try:
+        return load_read_token(config.data_dir)
+    except TokenFileError as exc:
+        raise MigrateError(f"cannot read the read token: {exc}; nothing was copied, {target.shown} is as it was") from None
+
+
+def _carry(source: Storage, target: Target, dump: JournalDump, token: Optional[str]) -> JournalDump:
+    """``dump`` with what goes along besides the engines' own dump: the read token (as meta, unless the
+    journal keeps one there already) and, into PostgreSQL, the alerts' state and outbox (an alert not
+    yet delivered must not be lost, nor a node quiet before the move be alerted again after it)."""
+    alerts = {name: getattr(dump, name) for name in ("alert_states", "alerts") if hasattr(dump, name)}
+    if token is not None and dump.counts.get(READ_TOKEN) is None:
+        meta = tuple(sorted(dump.counts.meta + ((READ_TOKEN, token),)))
+        dump = dataclasses.replace(dump, counts=dataclasses.replace(dump.counts, meta=meta))
+    for name, rows in alerts.items():
+        setattr(dump, name, rows)
+    if target.postgres and not alerts and getattr(source, "conn", None) is not None:
+        from .storage.postgres.dump import alert_rows
+
+        alert_rows(source.conn, dump)  # SQLite: its one connection, inside the dump's read transaction
+    return dump
+
+
+def _move_read_token(config: Config, target: Target, counts: JournalCounts, carried: Optional[str]) -> str:
     """The read token the service kept without ``TSWARM_READ_TOKEN`` (a file in the data dir on SQLite,
     a meta value on PostgreSQL, service/tokens.py) goes along, so the status page's links and cookies
-    keep working; where it went, for the summary ("" when there was none)."""
+    keep working; where it went, for the summary ("" when there was none). Into PostgreSQL it went
+    with the copy (:func:`_read_token_to_carry`); on the way back it is written into the data dir."""
+    if target.postgres:
+        return f"the database (meta {READ_TOKEN!r})" if carried is not None or counts.get(READ_TOKEN) else ""
     try:
-        if target.postgres and not config.database_url:
-            token = load_read_token(config.data_dir)
-            if token is None:
-                return ""
-            with open_storage("", target.address, existing=True) as copy:
-                copy.setdefault_meta(READ_TOKEN, token)
-            return f"the database (meta {READ_TOKEN!r})"
-        if not target.postgres and counts.get(READ_TOKEN):
+        if counts.get(READ_TOKEN):
             keep_read_token(Path(target.address), counts.get(READ_TOKEN))
             return str(token_path(Path(target.address)))
-    except (StorageError, TokenFileError) as exc:
+    except TokenFileError as exc:
         raise MigrateError(f"the journal was copied and checked, but not the read token: {exc}") from None
     return ""
 

@@ -370,6 +370,51 @@ async def test_a_redirect_is_not_followed_and_counts_as_a_failure(journal, alert
     assert receiver.events() == ["late"] and alerts.last_error is None
 
 
+
+@pytest.mark.engines("sqlite")
+async def test_a_refusing_webhook_is_one_line_without_its_urls_secret_and_credentials_go_as_utf8(
+        aiohttp_server, tmp_path, journal, caplog):
+    """A real receiver having a bad day: a redirect to https (the secret path in its Location), an HTML
+    error page that echoes the path, then a 2xx. Nothing of the path, query or password reaches the
+    log or the attempt's error, no traceback either, and the alert arrives once, with the URL's
+    credentials as UTF-8 Basic auth."""
+    answers = ["redirect", "html", "ok"]
+    seen = []
+
+    async def hook(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization"), await request.json()))
+        answer = answers.pop(0)
+        if answer == "redirect":
+            return web.Response(status=301, headers={"Location": f"https://{request.host}{request.path_qs}"})
+        if answer == "html":
+            return web.Response(status=500, content_type="text/html", text=(
+                f"<html><head><title>Internal Error</title></head><body>{request.path_qs} failed</body></html>"))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/topic-0ce4nB1ue", hook)
+    server = await aiohttp_server(app)
+    url = f"http://porch-owner:p%C3%A4ss%E2%82%ACword@127.0.0.1:{server.port}/topic-0ce4nB1ue?auth=tk_s3cr3tvalue"
+    register(journal, "porch", created=True)
+    add_readings(journal, "porch", [(T0, 21.5, 40.0)])
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        alerts = Alerts(test_config(tmp_path, alert_webhook=url, alert_first_backoff_s=0.01), session, now=Clock(T0))
+        alerts.now.now = T0 + 10 * MIN
+        await alerts.check()
+        errors = []
+        for _ in range(3):
+            await alerts.deliver()
+            errors.append(alerts.last_error)
+            await asyncio.sleep(0.02)
+        alerts.close()
+    assert errors == [f"HTTP 301 to 127.0.0.1:{server.port}", "HTTP 500: Internal Error", None]
+    assert [body["event"] for _, body in seen] == ["late"] * 3 and len({body["id"] for _, body in seen}) == 1
+    assert {auth for auth, _ in seen} == {"Basic " + base64.b64encode("porch-owner:päss€word".encode()).decode()}
+    for secret in ("0ce4nB1ue", "s3cr3t", "ss%E2", "päss", "€"):
+        assert secret not in caplog.text and all(secret not in (e or "") for e in errors)
+    assert not [r for r in caplog.records if r.exc_info]
+    assert journal.count_pending_alerts() == 0
+
 # -- inside the service: only the leader judges and sends ---------------------------------------------
 
 

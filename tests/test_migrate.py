@@ -7,7 +7,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psycopg
@@ -18,7 +23,7 @@ from tswarm.datadir import hold_data_dir
 from tswarm.migrate import MigrateError, Target, migrate
 from tswarm.settings import Config
 from tswarm.storage import (
-    DB_FILENAME, FORWARD_LAST_ERROR, READ_TOKEN, Duplicate, ReadingExtra, Storage, StorageUnusable, open_storage,
+    AlertChange, AlertState, DB_FILENAME, FORWARD_LAST_ERROR, READ_TOKEN, Duplicate, ReadingExtra, Storage, StorageUnusable, open_storage,
 )
 from tswarm.tokens import kept_read_token
 
@@ -234,6 +239,111 @@ def test_no_read_token_is_made_up_by_the_move(journal, run, postgres_url, tmp_pa
         assert copy.meta(READ_TOKEN) is None
 
 
+
+def _alert_rows(url: str) -> tuple[list, list]:
+    with psycopg.connect(url) as conn:
+        return (conn.execute("SELECT node, health, battery, changed_at FROM alert_states ORDER BY node").fetchall(),
+                conn.execute("SELECT id, node, event, body, created_at, attempts, last_error, delivered_at"
+                             " FROM alerts ORDER BY id").fetchall())
+
+
+def test_the_alerts_state_and_outbox_move_too(journal, run, postgres, postgres_url, tmp_path, monkeypatch):
+    """A node judged late before the move is not alerted again after it, and an alert the webhook had
+    not taken yet is still delivered (in order, with its id and attempts): from SQLite, and on from that
+    database into another."""
+    from tswarm.storage import AlertChange, AlertState
+
+    register(journal, "porch", PW, created=True)
+    register(journal, "attic", PW, created=True)
+    journal.record_alert_changes([
+        AlertChange("porch", None, AlertState("late", "low"), (("late", '{"id": "a1"}'), ("battery_low", '{"id": "a2"}'))),
+        AlertChange("attic", None, AlertState("ok", None)),
+    ], 10 * NS)
+    [first] = journal.pending_alerts()  # each node's oldest undelivered one
+    journal.alert_delivered(first.id, 11 * NS)
+    [second] = journal.pending_alerts()
+    journal.alert_failed(second.id, "HTTP 503", 12 * NS)
+    assert run("migrate", "--to", postgres_url).exit_code == 0
+    states, alerts = _alert_rows(postgres_url)
+    assert states == [("attic", "ok", None, 10 * NS), ("porch", "late", "low", 10 * NS)]
+    assert alerts == [(first.id, "porch", "late", '{"id": "a1"}', 10 * NS, 0, None, 11 * NS),
+                      (second.id, "porch", "battery_low", '{"id": "a2"}', 10 * NS, 1, "HTTP 503", None)]
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert copy.alert_states() == {"porch": AlertState("late", "low"), "attic": AlertState("ok", None)}
+        assert [(p.id, p.event, p.attempts) for p in copy.pending_alerts()] == [(second.id, "battery_low", 1)]
+        copy.record_alert_changes([AlertChange("attic", AlertState("ok", None), AlertState("late", None),
+                                               (("late", '{"id": "a3"}'),))], 20 * NS)
+        assert max(p.id for p in copy.pending_alerts()) > second.id  # the next alert comes after the copied ones
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    other = postgres.new_database()
+    assert run("migrate", "--to", other).exit_code == 0
+    assert _alert_rows(other) == _alert_rows(postgres_url)
+
+
+def _migrate_process(data_dir: Path, url: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TSWARM_") and k not in ("PORT", "DATABASE_URL")}
+    return subprocess.Popen([sys.executable, "-m", "tswarm", "migrate", "--to", url],
+                            env={**env, "TSWARM_DATA_DIR": str(data_dir)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _copying(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                                 " AND query LIKE 'COPY readings%%' AND pid <> pg_backend_pid()").fetchall())
+
+
+def test_a_move_interrupted_or_killed_midway_leaves_the_database_empty_and_runs_again(journal, postgres, postgres_url, data_dir):
+    """The real command in a process of its own, stopped while the readings stream in: Ctrl-C says in
+    one line that nothing was copied and to run it again (no traceback); a kill leaves no trace either,
+    and the same command then copies everything, once."""
+    register(journal, "kitchen", PW, created=True)
+    for start in range(0, 600_000, 100_000):
+        journal.add_readings([("kitchen", ts, 20.0, 50.0) for ts in range(start + 1, start + 100_001)])
+    for how in (signal.SIGINT, signal.SIGKILL):
+        proc = _migrate_process(data_dir, postgres_url)
+        deadline = time.monotonic() + 60
+        while not _copying(postgres_url):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(how)
+        out, err = proc.communicate(timeout=60)
+        assert tables(postgres_url) == [], (how, out, err)
+        if how == signal.SIGINT:
+            assert proc.returncode == 1 and out == "" and "Traceback" not in err, err
+            assert err.splitlines()[-1] == (
+                f"Error: interrupted: nothing was copied, {postgres_url.replace(postgres.PASSWORD, '***')}"
+                " is as it was; run the same command again")
+        assert postgres.PASSWORD not in out + err
+    proc = _migrate_process(data_dir, postgres_url)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "  readings   600000, ids 1 to 600000" in out
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert copy.count_readings() == 600_000 and copy.last_reading_id() == 600_000
+
+
+def test_an_interruption_after_the_commit_says_the_move_is_done_and_the_read_token_went_with_it(
+        journal, postgres, postgres_url, data_dir, monkeypatch):
+    """The read token goes into the copy's one transaction: stopped right after the commit (a second run
+    would refuse the database), the copy is whole, token included, and the message says so."""
+    import tswarm.migrate as moving
+
+    register(journal, "kitchen", PW)
+    (data_dir / "read-token").write_text("tok-Zz9\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(moving, "_check_copy", interrupted)
+    with pytest.raises(MigrateError) as stopped:
+        migrate(Config(data_dir=data_dir), journal, Target(postgres_url, postgres=True))
+    assert str(stopped.value) == (
+        f"interrupted after the copy was committed: {postgres_url.replace(postgres.PASSWORD, '***')} holds the whole"
+        " journal (a second tswarm migrate refuses it); start the service on it")
+    with open_storage("", postgres_url, existing=True) as copy:
+        assert copy.meta(READ_TOKEN) == "tok-Zz9" and copy.node_names() == {1: "kitchen"}
+
 # -- refusals: nothing written ----------------------------------------------------------------------
 
 
@@ -246,9 +356,10 @@ def test_a_database_holding_a_journal_is_refused_and_left_as_it_was(full, run, p
     assert result.exit_code == 1
     shown = postgres_url.replace(postgres.PASSWORD, "***")
     assert result.output == (
-        f"Error: {shown} holds a tswarm journal already (tables bundle_files, bundles, meta, nodes, readings, rejected,"
-        " schema_version);"
-        " tswarm migrate copies only into an empty database (give another, or drop those tables);"
+        f"Error: {shown} holds a tswarm journal already (tables alert_states, alerts, bundle_files, bundles, meta,"
+        " nodes, readings, rejected, schema_version);"
+        " tswarm migrate copies only into an empty database (give another, or drop those tables; if an earlier"
+        " tswarm migrate printed 'copied ... and checked it', the move is done);"
         f" nothing was copied, {shown} is as it was\n"
     )
     with open_storage("", postgres_url, existing=True) as other:
@@ -266,6 +377,18 @@ def test_a_database_with_an_empty_journal_or_one_table_of_it_is_refused(full, ru
     assert result.exit_code == 1 and "(tables readings)" in result.output
     assert tables(one_table) == ["readings"]
 
+
+
+def test_a_database_with_only_the_alerts_tables_of_a_journal_is_refused(full, run, postgres):
+    """What is left after dropping the other tables the refusal named: still another journal's alerts."""
+    url = postgres.new_database()
+    with open_storage("", url) as other:
+        other.record_alert_changes([AlertChange("pi-node", None, AlertState("silent"), (("silent", "{}"),))], 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE bundle_files, bundles, meta, nodes, readings, rejected, schema_version CASCADE")
+    result = run("migrate", "--to", url)
+    assert result.exit_code == 1 and "(tables alert_states, alerts)" in result.output
+    assert tables(url) == ["alert_states", "alerts"] and _alert_rows(url)[0] == [("pi-node", "silent", None, 1)]
 
 def test_a_database_with_tables_of_its_own_is_used(full, run, postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:

@@ -61,3 +61,22 @@ async def test_the_service_prunes_old_forwarded_readings_but_never_one_that_wait
     health = await wait_health(client, lambda h: h["last_error"] is not None)
     assert health["backlog"] == 1
 
+
+
+def test_an_export_under_way_keeps_every_row_a_prune_deletes_meanwhile(journal, data_dir, tmp_path):
+    """The export reads one snapshot: a prune on another connection in the middle of it takes nothing
+    from the rows it gives (here with store=sqlite and an explicit retention: nothing comes back from
+    InfluxDB, so a row lost would be missing)."""
+    from tswarm.export import export_chunks
+    from tests.conftest import open_journal
+
+    register(journal, "a")
+    add_readings(journal, "a", [(ts, 20, 50) for ts in range(1_000, 1_000 + 20_000)])
+    config = test_config(tmp_path, store="sqlite", journal_retention=1)
+    with journal.snapshot():
+        chunks = export_chunks(journal, fmt="csv")
+        first = [next(chunks), next(chunks)]
+        with open_journal(data_dir) as pruner:
+            assert prune(pruner, config, now_ns=10**12) == 20_000
+        text = "".join(first) + "".join(chunks)
+    assert text.count("\r\n") == 20_001

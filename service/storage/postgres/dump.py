@@ -4,8 +4,9 @@
 cursor ``batch`` rows at a time. :meth:`DumpRoom.load` does everything in one transaction on one
 connection: it takes :data:`~.schema.MIGRATION_LOCK` (an instance starting meanwhile waits, then finds
 the journal made), refuses a database that holds any table of a tswarm journal, creates the schema,
-streams every table in with ``COPY ... FROM STDIN (FORMAT BINARY)``, moves the node id sequence past
-the copied ids, compares the counts with the dump's, and only then commits. A failure anywhere (a
+streams every table in with ``COPY ... FROM STDIN (FORMAT BINARY)`` (the alerts' state and outbox
+too, when the dump carries them: :func:`alert_rows`), moves the node and alert id sequences past the
+copied ids, compares the counts with the dump's, and only then commits. A failure anywhere (a
 row PostgreSQL refuses, the connection lost, the counts differing) rolls all of it back, schema
 included: the database is as empty as it was.
 """
@@ -23,7 +24,18 @@ from .connection import FAILURES, Connections, connect, redact, scrub, unavailab
 from .schema import MIGRATION_LOCK, upgrade
 
 # Every table a tswarm journal has here (service/storage/postgres/schema.py): any of them is a journal.
-JOURNAL_TABLES = ("bundle_files", "bundles", "meta", "nodes", "readings", "rejected", "schema_version")
+# The alerts' two count too: left behind after the others were dropped, they would make the schema's
+# CREATE TABLE fail, and their rows (another journal's alerts) would end up in the copy.
+JOURNAL_TABLES = ("alert_states", "alerts", "bundle_files", "bundles", "meta", "nodes", "readings", "rejected",
+                  "schema_version")
+
+# The alerts room (both engines' tables alike): each node's judged state, and the outbox with every
+# alert, delivered or not. A move carries them, so an alert not yet delivered is not lost and a node
+# quiet before the move is not alerted again after it.
+ALERT_STATES = "node, health, battery, changed_at"
+ALERTS = "id, node, event, body, created_at, attempts, last_error, delivered_at"
+ALERT_STATE_TYPES = ("text", "text", "text", "int8")
+ALERT_TYPES = ("int8", "text", "text", "text", "int8", "int4", "text", "int8")
 
 NODE_TYPES = ("int8", "text", "text", "int8", "int8", "int8", "bool", "int4",
               "text", "int8", "text", "int8", "int8", "text", "int8",  # the fw_* columns
@@ -40,7 +52,7 @@ class DumpRoom(Connections):
         with self.snapshot(), self._connection() as conn:
             counts = journal_counts(conn)
             nodes = conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id").fetchall()
-            yield JournalDump(
+            dump = JournalDump(
                 counts,
                 nodes,
                 rejected=self._stream(f"SELECT {REJECTED} FROM rejected ORDER BY reading_id", [], batch),
@@ -48,6 +60,8 @@ class DumpRoom(Connections):
                 bundles=conn.execute(f"SELECT {BUNDLES} FROM bundles ORDER BY version").fetchall(),
                 bundle_files=conn.execute(f"SELECT {BUNDLE_FILES} FROM bundle_files ORDER BY version, name").fetchall(),
             )
+            alert_rows(conn, dump)
+            yield dump
 
     @classmethod
     def load(
@@ -66,7 +80,8 @@ class DumpRoom(Connections):
                 if found:
                     raise StorageUnusable(
                         f"{where} holds a tswarm journal already (tables {', '.join(found)}); tswarm migrate"
-                        " copies only into an empty database (give another, or drop those tables)"
+                        " copies only into an empty database (give another, or drop those tables; if an"
+                        " earlier tswarm migrate printed 'copied ... and checked it', the move is done)"
                     )
                 upgrade(conn, where)
                 _copy(conn, "nodes", NODES, NODE_TYPES, [dump.nodes])
@@ -75,13 +90,21 @@ class DumpRoom(Connections):
                 _copy(conn, "bundle_files", BUNDLE_FILES, BUNDLE_FILE_TYPES, [dump.bundle_files])
                 _copy(conn, "rejected", REJECTED, REJECTED_TYPES, dump.rejected)
                 _copy(conn, "readings", READINGS, READING_TYPES, dump.readings, on_rows)
-                # nodes.id is an identity: the next `node add` takes the id after the copied ones
-                conn.execute(
-                    "SELECT setval(pg_get_serial_sequence('nodes', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL)"
-                    " FROM nodes"
-                )
+                states, alerts = getattr(dump, "alert_states", []), getattr(dump, "alerts", [])
+                _copy(conn, "alert_states", ALERT_STATES, ALERT_STATE_TYPES, [states])
+                _copy(conn, "alerts", ALERTS, ALERT_TYPES, [alerts])
+                # nodes.id and alerts.id are identities: the next `node add` and the next alert take
+                # the id after the copied ones
+                for table in ("nodes", "alerts"):
+                    conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL)"
+                        f" FROM {table}"
+                    )
                 counts = journal_counts(conn)
                 wrong = differences(counts, dump.counts)
+                copied = conn.execute("SELECT (SELECT COUNT(*) FROM alert_states), (SELECT COUNT(*) FROM alerts)").fetchone()
+                if not wrong and tuple(copied) != (len(states), len(alerts)):
+                    wrong = f"alert states and alerts {copied[0]} and {copied[1]} instead of {len(states)} and {len(alerts)}"
                 if wrong:
                     raise StorageUnusable(f"the copy in {where} does not match its source ({wrong})")
         except FAILURES as exc:
@@ -92,6 +115,15 @@ class DumpRoom(Connections):
         finally:
             conn.close()
         return counts
+
+
+def alert_rows(conn, dump: JournalDump) -> JournalDump:
+    """Put the alerts' state and outbox (as of the caller's snapshot on ``conn``: a psycopg or an sqlite3
+    connection, the tables and columns are alike) on ``dump``, as ``dump.alert_states`` and
+    ``dump.alerts``, for :meth:`DumpRoom.load`; ``dump``."""
+    dump.alert_states = [tuple(r) for r in conn.execute(f"SELECT {ALERT_STATES} FROM alert_states ORDER BY node").fetchall()]
+    dump.alerts = [tuple(r) for r in conn.execute(f"SELECT {ALERTS} FROM alerts ORDER BY id").fetchall()]
+    return dump
 
 
 def _copy(
