@@ -33,6 +33,9 @@ MAX_FILES = 16
 MAX_FILE_BYTES = 64 * 1024  # node.py is ~14 KB; a board streams each file in small chunks
 MAX_BUNDLE_BYTES = 256 * 1024  # an ESP8266's file system is 1-3 MB and must hold two bundles
 FORBIDDEN_PATCH_KEYS = (("svconf", "login"), ("svconf", "xauth"))  # a patch never changes credentials
+PATCH_SECTIONS = ("modules", "netconf", "svconf")  # config.json's objects: a patch merges into them
+ADDRESS_KEYS = ("ip", "netmask", "gateway", "dns", "mask")  # netconf's static address (mask: the seed's netmask)
+ENTRY_MODULE = "node.py"  # what the boot loader imports from the bundle
 
 
 class BundleError(ValueError):
@@ -61,6 +64,7 @@ def check_files(files: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     if len(files) > MAX_FILES:
         raise BundleError(f"a bundle holds at most {MAX_FILES} files, got {len(files)}")
     seen = set()
+    folded = {loader.casefold(): loader for loader in LOADER_FILES}
     for name, content in files:
         if not FILE_NAME.match(name) or name in (".", ".."):
             raise BundleError(f"file name {name!r}: letters, digits, '_', '.', '-', at most 40, no folders")
@@ -70,15 +74,34 @@ def check_files(files: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
             raise BundleError(f"{name}: a bundle holds .py files and {CONFIG_PATCH} only")
         if name in seen:
             raise BundleError(f"{name} is in the bundle twice")
+        # A board's FAT file system matches names whatever their case: two such names are one file there
+        if name.casefold() in folded:
+            other = folded[name.casefold()]
+            raise BundleError(f"{name} and {other} differ only in case: one file on a board's FAT file system"
+                              f"{' (' + other + ' is the boot loader)' if other in LOADER_FILES else ''}; rename one")
+        folded[name.casefold()] = name
         seen.add(name)
         if len(content) > MAX_FILE_BYTES:
             raise BundleError(f"{name} is {len(content)} bytes; a board takes at most {MAX_FILE_BYTES} per file")
+        if name.endswith(".py"):
+            check_source(name, content)
     total = sum(len(content) for _, content in files)
     if total > MAX_BUNDLE_BYTES:
         raise BundleError(f"the bundle is {total} bytes; a board takes at most {MAX_BUNDLE_BYTES}")
     if CONFIG_PATCH in seen:
         check_patch(json_object(dict(files)[CONFIG_PATCH]))
     return files
+
+
+def check_source(name: str, content: bytes) -> None:
+    """A ``.py`` file a board can run: UTF-8 text (MicroPython reads source as UTF-8), and for
+    ``node.py``, what the boot loader imports, not empty; :class:`BundleError` otherwise."""
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{name} is not UTF-8 text (byte {exc.start}): MicroPython reads source as UTF-8") from None
+    if name == ENTRY_MODULE and not text.strip():
+        raise BundleError(f"{name} is empty: it is what the boot loader runs on every wake")
 
 
 def json_object(content: bytes) -> dict:
@@ -113,19 +136,102 @@ def shipped() -> list[tuple[str, bytes]]:
 
 
 def check_patch(patch: dict) -> dict:
-    """``patch`` when it may be merged into a node's config.json; :class:`BundleError` otherwise."""
+    """``patch`` when it may be merged into a node's config.json; :class:`BundleError` otherwise.
+
+    The one rule for every config push (``tswarm node config --push``, the admin API, a bundle's
+    ``config-patch.json``): config.json's sections stay objects, the node's credentials stay, every
+    string is UTF-8 text, and what ``netconf`` sets passes the checks of a whole config.json
+    (service/flash.py's ``check_wifi`` and ``address_problem``; the interval's range for ``sleep``)."""
     if not patch:
         raise BundleError("the config change is empty: give at least one setting to change")
+    for section in PATCH_SECTIONS:
+        if section in patch and not isinstance(patch[section], dict):
+            also = " and the node's credentials with it" if section == "svconf" else ""
+            raise BundleError(f"{section} must be an object: the board merges it key by key into config.json's"
+                              f" {section}; anything else would replace it whole{also}")
     for section, key in FORBIDDEN_PATCH_KEYS:
         if isinstance(patch.get(section), dict) and key in patch[section]:
             raise BundleError(f"{section}.{key} is the node's credential: a config push never changes it "
                               "('tswarm node passwd' and a reflash do)")
+    if "netconf" in patch:
+        _check_netconf(patch["netconf"])
+    _check_text(patch, "")
     return patch
+
+
+def _check_netconf(netconf: dict) -> None:
+    from .flash import FlashError, address_problem, check_wifi
+    from .health import MAX_INTERVAL_S, MIN_INTERVAL_S
+
+    if "ssid" in netconf or "password" in netconf:
+        if "ssid" not in netconf or "password" not in netconf:
+            given, missing = ("ssid", "password") if "ssid" in netconf else ("password", "ssid")
+            raise BundleError(f"netconf.{given} without netconf.{missing}: a push replaces the board's networks,"
+                              " so give every network with its password, in order ('' for an open one)")
+        ssids, passwords = netconf["ssid"], netconf["password"]
+        ssids = [ssids] if isinstance(ssids, str) else ssids  # one network, as the seed's config.json
+        if not isinstance(ssids, list) or not ssids or not all(isinstance(s, str) for s in ssids):
+            raise BundleError("netconf.ssid must be a list of network names (strings), at least one")
+        if isinstance(passwords, str):  # one password for every network, as the seed's config.json
+            passwords = [passwords]
+        elif not isinstance(passwords, list) or not all(isinstance(p, str) for p in passwords):
+            raise BundleError("netconf.password must be a list of strings, one per network ('' for an open one)")
+        elif len(passwords) != len(ssids):
+            raise BundleError(f"{len(ssids)} netconf.ssid but {len(passwords)} netconf.password: give one password"
+                              " per network, in the same order ('' for an open one)")
+        try:
+            check_wifi(tuple(ssids), tuple(passwords), names=("netconf.ssid", "netconf.password"))
+        except FlashError as exc:
+            raise BundleError(str(exc)) from None
+    for key in ADDRESS_KEYS:
+        value = netconf.get(key)
+        if value is None:  # left out, or null: the board's default (DHCP without an ip)
+            continue
+        if not isinstance(value, str):
+            raise BundleError(f"netconf.{key} must be an IPv4 address as a string, like \"192.168.1.50\", or null")
+        problem = address_problem(value, netmask=key in ("netmask", "mask"))
+        if problem:
+            raise BundleError(f"netconf.{key} {problem}")
+    sleep = netconf.get("sleep")
+    if sleep is not None and (type(sleep) is not int or not MIN_INTERVAL_S <= sleep <= MAX_INTERVAL_S):
+        raise BundleError(f"netconf.sleep must be a whole number of seconds, {MIN_INTERVAL_S} to {MAX_INTERVAL_S}"
+                          " (the node's interval), or null")
+
+
+def _check_text(value: Any, where: str) -> None:
+    """Every key and string of ``value`` UTF-8 text (a JSON ``"\\udcff"`` is not: the board's json
+    would make bytes of it that are no text). Says where, never what (it may be a password)."""
+    if isinstance(value, str):
+        if not _is_text(value):
+            raise BundleError(f"{where} is not UTF-8 text (it holds a lone surrogate)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not _is_text(key):
+                raise BundleError(f"a key of {where or 'the patch'} is not UTF-8 text (it holds a lone surrogate)")
+            _check_text(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, f"{where}[{i}]")
+
+
+def _is_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# MicroPython's json reads a "\\ud83c\\udfe0" (a character beyond U+FFFF written as a surrogate pair) as
+# the two halves' bytes, not the character: such characters go in as UTF-8; the others stay "\\u00e9"
+# as they always were (the same patch is the same file, the same version).
+_ESCAPED_AS_ASCII = re.compile("[\u007f-\uffff]")  # what ensure_ascii escapes (DEL too)
 
 
 def config_patch(patch: dict) -> list[tuple[str, bytes]]:
     """The bundle that merges ``patch`` into a node's config.json."""
-    content = json.dumps(check_patch(patch), sort_keys=True, separators=(",", ":")).encode()
+    text = json.dumps(check_patch(patch), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    content = _ESCAPED_AS_ASCII.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
     return check_files([(CONFIG_PATCH, content)])
 
 
@@ -170,14 +276,19 @@ def offered(node: NodeAuth, reported: Optional[str], rolled_back_from: Optional[
 def outcome(state: FirmwareState) -> tuple[str, Optional[int]]:
     """``(code, at_ns)``: ``current`` (nothing staged, or it ran the staged version already),
     ``pending`` (staged, not yet running), ``updated`` (it reported running the staged version at
-    ``at``), ``rolled_back`` (it gave the staged version up at ``at``; not offered again until
-    staged again)."""
+    ``at``, even after giving it up once: a board reflashed with it), ``rolled_back`` (it gave the
+    staged version up at ``at`` and runs another; not offered again until staged again)."""
     if state.staged is None:
         return "current", None
+    if state.running == state.staged:  # what it reports running now wins over an earlier rollback
+        if state.updated_at is None:
+            return "current", None
+        again = (state.rolled_back == state.staged and state.rolled_back_at is not None
+                 and state.reported_at is not None and state.updated_at < state.rolled_back_at)
+        # it gave the version up after its trial, then came back with it (reflashed): updated since then
+        return "updated", state.reported_at if again else state.updated_at
     if state.rolled_back == state.staged:
         return "rolled_back", state.rolled_back_at
-    if state.running == state.staged:
-        return ("updated", state.updated_at) if state.updated_at is not None else ("current", None)
     return "pending", None
 
 

@@ -169,19 +169,22 @@ MAX_SSID_BYTES = 32  # 802.11's limit
 MAX_WIFI_PASSWORD_BYTES = 64  # WPA's: a passphrase of 8-63 characters, or 64 hex digits
 
 
-def check_wifi(ssids: tuple[str, ...], passwords: tuple[str, ...]) -> None:
+def check_wifi(ssids: tuple[str, ...], passwords: tuple[str, ...],
+               names: tuple[str, str] = ("--wifi-ssid", "--wifi-password")) -> None:
     """Each ``--wifi-ssid`` a network name a board can join, each ``--wifi-password`` one it can send
-    (in a whole config.json and in a push)."""
-    for option, values, low, high in (("--wifi-ssid", ssids, 1, MAX_SSID_BYTES),
-                                      ("--wifi-password", passwords, 0, MAX_WIFI_PASSWORD_BYTES)):
+    (in a whole config.json, in a push, and in a config patch of the admin API or a bundle, which
+    name them ``names``: service/bundles.py's check_patch)."""
+    ssid_name, password_name = names
+    for option, values, low, high in ((ssid_name, ssids, 1, MAX_SSID_BYTES),
+                                      (password_name, passwords, 0, MAX_WIFI_PASSWORD_BYTES)):
         for value in values:
             try:
                 size = len(value.encode("utf-8"))
-            except UnicodeEncodeError:  # bytes of the command line that are not UTF-8
-                shown = f" {value!r}" if option == "--wifi-ssid" else ""  # a password is never quoted
+            except UnicodeEncodeError:  # bytes of the command line that are not UTF-8, a JSON "\udcff"
+                shown = f" {value!r}" if option == ssid_name else ""  # a password is never quoted
                 raise FlashError(f"{option}{shown} is not UTF-8 text") from None
             if not low <= size <= high:
-                what = "a network name" if option == "--wifi-ssid" else "a Wi-Fi password"
+                what = "a network name" if option == ssid_name else "a Wi-Fi password"
                 raise FlashError(f"{option} must be {low} to {high} bytes ({what}), got {size}")
 
 

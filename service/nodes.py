@@ -1,6 +1,7 @@
 """The registry's rules, written once, on top of the journal: registering a node (or giving it a
 new password), whether a node is halted, staging an over-the-air update (:func:`stage_update`,
-for ``tswarm firmware push``, ``tswarm node config --push`` and the admin API), and the summary of
+for ``tswarm firmware push``, ``tswarm node config --push`` and the admin API; :func:`stage_config`
+for the admin API's config change), and the summary of
 a node that both ``GET /api/nodes`` and ``tswarm node list --json`` print.
 
 No aiohttp here: ``tswarm node ...``, ``tswarm flash``, the admin API and the readers call these.
@@ -148,9 +149,24 @@ def stage_update(journal: Storage, files: Iterable[tuple[str, bytes]], names: Op
         raise NoNodes("no node is registered; 'tswarm node add NAME' registers one")
     journal.add_bundle(version, files, at_ns)
     staged = journal.stage_bundle(version, None if names is None else list(names), at_ns)
+    if names is None and not staged:  # every node removed (by another process) since they were listed
+        raise NoNodes("no node is registered; 'tswarm node add NAME' registers one")
     replaced = {name: states[name].staged for name in staged if name in states
                 and bundles.outcome(states[name])[0] == "pending" and states[name].staged != version}
     return Staged(version, bundles.manifest(files), staged, replaced)
+
+
+def stage_config(journal: Storage, name: str, patch: dict, at_ns: int) -> Staged:
+    """Stage the config change ``patch`` (checked: service/bundles.py's ``check_patch``, BundleError)
+    for registered node ``name``, as ``tswarm node config NAME ... --push`` does: a ``netconf.sleep``
+    also becomes the node's interval, the ``"sleep"`` of every 202/423, which is what a board sleeps
+    by (its config's ``netconf.sleep`` counts only when no answer comes). The journal's NodeNotFound
+    for a name not registered: then nothing is staged."""
+    staged = stage_update(journal, bundles.config_patch(patch), [name], at_ns)
+    sleep = patch.get("netconf", {}).get("sleep")
+    if sleep is not None:  # an int in the interval's range: check_patch saw to it
+        journal.set_interval(name, sleep)
+    return staged
 
 
 def firmware_report(journal: Storage) -> list[dict]:

@@ -445,6 +445,58 @@ async def test_push_config_refuses_bad_patches(admin, journal, body, says):
     assert journal.firmware_state("n1").staged is None
 
 
+@pytest.mark.parametrize("body, says", [
+    ('{"patch": {"netconf": {"ssid": [""], "password": ["x"]}}}', "netconf.ssid must be 1 to 32 bytes (a network name), got 0"),
+    ('{"patch": {"netconf": {"ssid": ["%s"], "password": ["x"]}}}' % ("s" * 33), "netconf.ssid must be 1 to 32 bytes"),
+    ('{"patch": {"netconf": {"ssid": ["home\\udcff"], "password": ["x"]}}}', "netconf.ssid 'home\\udcff' is not UTF-8 text"),
+    ('{"patch": {"netconf": {"ssid": ["home"], "password": ["%s"]}}}' % ("p" * 65), "netconf.password must be 0 to 64 bytes"),
+    ('{"patch": {"netconf": {"ssid": ["home"], "password": ["pw\\udcff"]}}}', "netconf.password is not UTF-8 text"),
+    ('{"patch": {"netconf": {"ssid": ["home"]}}}', "netconf.ssid without netconf.password"),
+    ('{"patch": {"netconf": {"ip": "300.1.1.1"}}}', "netconf.ip '300.1.1.1' is not an IPv4 address"),
+    ('{"patch": {"netconf": {"netmask": "255.0.255.0"}}}', "netconf.netmask '255.0.255.0' is not a netmask"),
+    ('{"patch": {"netconf": {"gateway": 192}}}', "netconf.gateway must be an IPv4 address as a string"),
+    ('{"patch": {"netconf": {"sleep": 5}}}', "netconf.sleep must be a whole number of seconds, 10 to 604800"),
+    ('{"patch": {"svconf": "x"}}', "svconf must be an object"),
+], ids=["empty-ssid", "long-ssid", "ssid-not-utf8", "long-wifi-password", "wifi-password-not-utf8", "ssid-alone",
+        "bad-ip", "bad-netmask", "gateway-a-number", "short-sleep", "svconf-not-object"])
+async def test_push_config_refuses_what_the_cli_refuses_and_stages_nothing(admin, journal, body, says):
+    """The CLI's checks (service/flash.py's check_wifi, address_problem), at the root (bundles.check_patch):
+    before, the admin API staged these, and the board that could not join its network rolled back."""
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/nodes/n1/config", data=body, headers=AS_ADMIN)
+    doc = await resp.json()
+    assert (resp.status, doc["error"]) == (400, "bad_request") and says in doc["detail"], doc
+    assert "'pw" not in doc["detail"]  # a Wi-Fi password is never quoted
+    assert journal.firmware_state("n1").staged is None and journal.node_auth("n1").interval_s == 300
+
+
+async def test_push_config_sleep_is_the_interval_every_answer_tells_the_board(admin, journal):
+    """As `tswarm node config --push --sleep`: the board sleeps by the answer's "sleep", so a
+    netconf.sleep that only went into the patch changed nothing while the service answered."""
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/nodes/n1/config", json={"patch": {"netconf": {"sleep": 900}}}, headers=AS_ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert journal.node_auth("n1").interval_s == 900
+    reading = await post_reading(admin, "n1", PW)
+    assert (reading.status, (await reading.json())["sleep"]) == (202, 900)
+    resp = await admin.post("/api/admin/nodes/n1/config", json={"patch": {"modules": {"sensor": "dht11"}}}, headers=AS_ADMIN)
+    assert resp.status == 200 and journal.node_auth("n1").interval_s == 900  # no sleep: the interval stays
+
+
+@pytest.mark.parametrize("files, says", [
+    ([("node.py", b"")], "node.py is empty"),
+    ([("node.py", b"print('caf\xe9')\n")], "node.py is not UTF-8 text"),
+    ([("node.py", b"a = 1\n"), ("NODE.py", b"a = 2\n")], "differ only in case"),
+    ([(bundles.CONFIG_PATCH, b'{"netconf": {"ssid": ["%s"], "password": ["x"]}}' % (b"s" * 33))], "netconf.ssid must be 1 to 32 bytes"),
+], ids=["empty-node-py", "node-py-not-utf8", "names-differ-in-case", "patch-long-ssid"])
+async def test_push_firmware_refuses_a_bundle_that_could_brick_a_board(admin, journal, files, says):
+    register(journal, "n1", PW, created=True)
+    resp = await admin.post("/api/admin/firmware", json={"files": files_json(files), "all": True}, headers=AS_ADMIN)
+    doc = await resp.json()
+    assert (resp.status, doc["error"]) == (400, "bad_request") and says in doc["detail"], doc
+    assert journal.firmware_state("n1").staged is None
+
+
 async def test_push_config_for_a_node_not_registered_is_a_404_and_registers_nothing(admin, journal):
     resp = await admin.post("/api/admin/nodes/ghost/config", json={"patch": {"netconf": {"sleep": 60}}}, headers=AS_ADMIN)
     assert (resp.status, (await resp.json())["error"]) == (404, "unknown_node")

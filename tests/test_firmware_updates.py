@@ -144,6 +144,21 @@ async def test_a_config_patch_is_offered_like_any_bundle(client, journal, node):
     assert doc["update"] == offer(version, files)
 
 
+async def test_a_config_patch_with_a_character_beyond_u_ffff_is_served_as_offered_and_as_utf8(client, journal, node):
+    """The offer's size and SHA-256 are those of the bytes served, and those bytes carry the SSID as
+    UTF-8 (not the surrogate pair MicroPython's json would read as other bytes)."""
+    ssid = "\U0001f3e0 home"
+    files = bundles.config_patch({"netconf": {"ssid": [ssid], "password": ["pw"]}})
+    version = stage(journal, files)
+    resp, doc = await put(client, fw("v1"))
+    assert doc["update"] == offer(version, files)
+    (entry,) = doc["update"]["files"]
+    got = await client.get(url(version, bundles.CONFIG_PATCH), headers=hdr())
+    content = await got.read()
+    assert (len(content), hashlib.sha256(content).hexdigest()) == (entry["size"], entry["sha256"])
+    assert ssid.encode() in content
+
+
 # -- what a board reports -----------------------------------------------------------------------
 
 
@@ -160,6 +175,21 @@ async def test_the_version_a_board_runs_is_recorded_and_the_update_shows_as_upda
     state = journal.firmware_state("n1")
     assert state.running == V2 and bundles.outcome(state) == ("updated", state.updated_at)
     assert state.updated_at >= first.reported_at
+
+
+async def test_a_board_back_on_the_version_it_rolled_back_from_shows_as_updated_and_is_offered_nothing(client, journal, node):
+    """Rolled back from V2, then flashed with V2 by cable: it reports V2, and the outcome says so
+    (before: "rolled back from V2" while it ran V2)."""
+    stage(journal)
+    await put(client, fw("v1"))
+    await put(client, fw(V2))  # its trial's first wake
+    await put(client, fw("v1", rolled_back=V2))  # then it gave V2 up
+    assert bundles.outcome(journal.firmware_state("n1"))[0] == "rolled_back"
+    resp, doc = await put(client, fw(V2))
+    assert resp.status == 202 and "update" not in doc
+    state = journal.firmware_state("n1")
+    assert state.running == V2 and bundles.outcome(state) == ("updated", state.reported_at)
+    assert state.reported_at > state.rolled_back_at
 
 
 async def test_a_reading_is_acknowledged_when_the_firmware_report_cannot_be_written(client, journal, node, monkeypatch):
