@@ -228,10 +228,16 @@ def _is_text(text: str) -> bool:
 _ESCAPED_AS_ASCII = re.compile("[\u007f-\uffff]")  # what ensure_ascii escapes (DEL too)
 
 
+def board_json(value, **dumps) -> str:
+    """``json.dumps(value, **dumps)`` as a board's json reads it back: characters beyond U+FFFF as
+    themselves (UTF-8 once encoded), every other one as ``json.dumps`` writes it (see above)."""
+    text = json.dumps(value, ensure_ascii=False, **dumps)
+    return _ESCAPED_AS_ASCII.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def config_patch(patch: dict) -> list[tuple[str, bytes]]:
     """The bundle that merges ``patch`` into a node's config.json."""
-    text = json.dumps(check_patch(patch), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    content = _ESCAPED_AS_ASCII.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
+    content = board_json(check_patch(patch), sort_keys=True, separators=(",", ":")).encode("utf-8")
     return check_files([(CONFIG_PATCH, content)])
 
 

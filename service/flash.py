@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import os
 import subprocess
 import sys
@@ -369,7 +368,9 @@ def build_config(node_svconf: dict, options: BoardOptions) -> dict:
 
 
 def config_json(config: dict) -> str:
-    return json.dumps(config, indent=2) + "\n"
+    """config.json's text, as the board's json reads it back (bundles.board_json: a Wi-Fi name with a
+    character beyond U+FFFF, an emoji, would otherwise reach the board as other bytes)."""
+    return bundles.board_json(config, indent=2) + "\n"
 
 
 def credentials(config: Config, name: str, password: Optional[str], allow_loopback: bool = False) -> tuple[dict, str]:

@@ -317,3 +317,21 @@ def test_firmware_files_are_the_loader_the_shipped_bundle_its_version_the_config
     assert contents["version"] == bundles.version_of(shipped.items()).encode()
     assert json.loads(contents["ota.json"]) == {"active": ""}
     assert contents["config.json"] == b'{"svconf": {}}'
+
+
+def test_a_wifi_name_with_a_character_beyond_u_ffff_reaches_the_board_as_itself(tmp_path):
+    """config.json written by Python's json gave an emoji as a surrogate pair ("\\ud83c\\udfe0"), which the
+    real MicroPython's json reads as the halves' bytes: the board looked for another network than the
+    one named. It is written as UTF-8 now (every other character as before)."""
+    import subprocess
+
+    from tests.firmware.board import micropython_binary
+
+    ssid = "\U0001f3e0 home caf\u00e9"
+    text = node_config(tmp_path / "data", "emoji", wifi=("--wifi-ssid", ssid, "--wifi-password", "pw-12345678")).stdout
+    assert json.loads(text)["netconf"]["ssid"] == [ssid]
+    assert "\\ud83c" not in text and "caf\\u00e9" in text
+    script = ("import json\ns = json.loads(%r.decode())['netconf']['ssid'][0]\nprint(s.encode() == %r)"
+              % (text.encode(), ssid.encode()))
+    out = subprocess.run([micropython_binary(), "-c", script], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "True", out
