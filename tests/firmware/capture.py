@@ -12,12 +12,16 @@ would) and plain HTTP to the service; it records the decrypted bytes and the SNI
 """
 from __future__ import annotations
 
+import json
 import select
 import socket
 import socketserver
 import ssl
 import threading
+import zlib
 from dataclasses import dataclass
+
+from tests.servers import run_cli, tswarm_env
 
 
 @dataclass
@@ -143,3 +147,16 @@ class RecordingRelay:
             self._idle.wait_for(lambda: self._busy == 0, timeout)
             taken, self.exchanges = self.exchanges, []
         return [exchange for _, exchange in sorted(taken, key=lambda placed: placed[0])]
+
+
+def node_config(service, relay: "RecordingRelay", request, password: str, board: str = "esp8266") -> tuple[str, dict]:
+    """``(name, config)`` of a node named after the running test, from the real `tswarm node config`
+    of ``service``: two networks (``attic`` first, then ``home``), its URL through ``relay`` (whose
+    record is emptied)."""
+    name = f"{request.node.name[5:25].replace('_', '-').strip('-[]')}-{zlib.crc32(request.node.name.encode()):08x}"
+    env = tswarm_env(service.data_dir, TSWARM_PUBLIC_URL=f"http://127.0.0.1:{relay.port}")
+    out = run_cli(service.data_dir, "node", "config", name, "--password", password, "--board", board,
+                  "--wifi-ssid", "attic", "--wifi-password", "attic-pw", "--wifi-ssid", "home",
+                  "--wifi-password", "home-pw", "--allow-loopback", env=env).stdout
+    relay.take()
+    return name, json.loads(out)

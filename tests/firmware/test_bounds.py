@@ -13,14 +13,13 @@ import json
 import signal
 import subprocess
 import time
-import zlib
 
 import pytest
 
 from tests.servers import ServiceProcess, run_cli, tswarm_env
 
 from .board import FIRMWARE, _launch, boot, install, micropython_binary
-from .capture import RecordingRelay
+from .capture import RecordingRelay, node_config
 from .peer import Peer, Trickle, http
 
 pytestmark = pytest.mark.integration
@@ -259,13 +258,7 @@ def relay(firmware_service):
 
 
 def make_node(service, relay, request, board: str = "esp8266") -> tuple[str, dict]:
-    name = f"{request.node.name[5:25].replace('_', '-').strip('-[]')}-{zlib.crc32(request.node.name.encode()):08x}"
-    env = tswarm_env(service.data_dir, TSWARM_PUBLIC_URL=f"http://127.0.0.1:{relay.port}")
-    out = run_cli(service.data_dir, "node", "config", name, "--password", "bounds-and-ranges", "--board", board,
-                  "--wifi-ssid", "attic", "--wifi-password", "attic-pw", "--wifi-ssid", "home",
-                  "--wifi-password", "home-pw", "--allow-loopback", env=env).stdout
-    relay.take()
-    return name, json.loads(out)
+    return node_config(service, relay, request, "bounds-and-ranges", board)
 
 
 def stored(service, name: str) -> list[dict]:

@@ -13,15 +13,14 @@ import json
 import re
 import socket
 import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
-from tests.servers import run_cli, tswarm_env
+from tests.servers import run_cli
 
 from .board import STANDINS, boot, install, rtc_path
-from .capture import RecordingRelay
+from .capture import RecordingRelay, node_config
 from .peer import Peer, Trickle, http
 
 pytestmark = pytest.mark.integration
@@ -64,13 +63,7 @@ def relay(firmware_service):
 
 
 def make_node(service, relay, request, board: str = "esp8266") -> tuple[str, dict]:
-    name = f"{request.node.name[5:25].replace('_', '-').strip('-[]')}-{zlib.crc32(request.node.name.encode()):08x}"
-    env = tswarm_env(service.data_dir, TSWARM_PUBLIC_URL=f"http://127.0.0.1:{relay.port}")
-    out = run_cli(service.data_dir, "node", "config", name, "--password", "hostile-networks", "--board", board,
-                  "--wifi-ssid", "attic", "--wifi-password", "attic-pw", "--wifi-ssid", "home",
-                  "--wifi-password", "home-pw", "--allow-loopback", env=env).stdout
-    relay.take()
-    cfg = json.loads(out)
+    name, cfg = node_config(service, relay, request, "hostile-networks", board)
     cfg["svconf"].pop("url_local", None)  # the service's LAN address, past the relay: only where a test sets it
     return name, cfg
 
