@@ -104,3 +104,22 @@ class Peer:
                     conn.sendall(reply)
             except OSError:  # the firmware hung up (or went to sleep)
                 pass
+
+
+# What the tests that script a peer share (test_bounds.py, test_hostile.py): the board's scenario, its
+# expected sleep, a plain 202, and a node's config.json pointing at the peer.
+HOME = {"ssids": ["home"]}
+FAST = {**HOME, "timer_scale": 0.05}  # the wake's 90 s bound passes in 4.5 s
+FIVE_MINUTES = {"esp8266": [{"ms": 300_000, "via": "esp.deepsleep"}],
+                "esp32": [{"ms": 300_000, "via": "machine.deepsleep"}]}
+STORED = http(202, {"stored": True, "sleep": 300})
+
+
+def config(url: str, board: str = "esp8266") -> dict:
+    return {"modules": {"board": board, "sensor": "dht22", "pins": {"dht": 5 if board == "esp8266" else 4}},
+            "netconf": {"ssid": ["home"], "password": ["home-pw"]},
+            "svconf": {"url": url + "/api/nodes/kitchen", "login": "kitchen", "xauth": "a2l0Y2hlbjpjaGFuZ2UtbWU="}}
+
+
+def assert_clean(result) -> None:
+    assert "Traceback" not in result.output, result.output

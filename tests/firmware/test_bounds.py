@@ -20,27 +20,12 @@ from tests.servers import ServiceProcess, run_cli, tswarm_env
 
 from .board import FIRMWARE, _launch, boot, install, micropython_binary
 from .capture import RecordingRelay, node_config
-from .peer import Peer, Trickle, http
+from .peer import FAST, FIVE_MINUTES, HOME, STORED, Peer, Trickle, assert_clean, config, http
 
 pytestmark = pytest.mark.integration
 
-HOME = {"ssids": ["home"]}
-FAST = {**HOME, "timer_scale": 0.05}  # the wake's 90 s bound passes in 4.5 s
-FIVE_MINUTES = {"esp8266": [{"ms": 300_000, "via": "esp.deepsleep"}],
-                "esp32": [{"ms": 300_000, "via": "machine.deepsleep"}]}
 BOUND = {"esp8266": [{"id": -1, "mode": "one_shot", "period": 90_000}],
          "esp32": [{"id": 0, "mode": "one_shot", "period": 90_000}]}
-STORED = http(202, {"stored": True, "sleep": 300})
-
-
-def config(url: str, board: str = "esp8266") -> dict:
-    return {"modules": {"board": board, "sensor": "dht22", "pins": {"dht": 5 if board == "esp8266" else 4}},
-            "netconf": {"ssid": ["home"], "password": ["home-pw"]},
-            "svconf": {"url": url + "/api/nodes/kitchen", "login": "kitchen", "xauth": "a2l0Y2hlbjpjaGFuZ2UtbWU="}}
-
-
-def assert_clean(result) -> None:
-    assert "Traceback" not in result.output, result.output
 
 
 def kept_then_sent(board, board_kind: str = "esp8266") -> list[dict]:
