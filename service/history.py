@@ -213,11 +213,9 @@ def _split(page: Page, p: Pass, start_ns, stop_ns):
     if horizon is None or p.lo > 0:  # a later pass: readings that arrived since, all in the journal
         return None
     old_stop = horizon if stop_ns is None else min(stop_ns, horizon)
-    old_after = None
-    if p.after is not None:
-        # A (time, id) position below the horizon was handed out before the journal pruned past
-        # it: resume at its instant.
-        old_after = p.after if isinstance(p.after[1], str) else (p.after[0], "")
+    # A (time, id) position below the horizon was handed out before the journal pruned past it:
+    # :func:`_old_rows` resumes just after that row (:func:`_after_journal_row`).
+    old_after = p.after
     lowest = old_after[0] if old_after is not None else start_ns
     old = (start_ns, old_stop, old_after) if lowest is None or lowest < old_stop else None
     journal_start = horizon if start_ns is None else max(start_ns, horizon)
@@ -275,7 +273,11 @@ def _old_rows(journal: Storage, influx: InfluxHistory, node, old, limit, arrived
     """Below the horizon: InfluxDB and what the journal still holds there, each reading once, with
     the telemetry of the journal's copy where it has one. ``arrived``: readings a later pass has."""
     start_ns, stop_ns, after = old
-    from_influx = map(_padded, influx.readings(start_ns, stop_ns, node, after, None if arrived else limit, with_extra=True))
+    resumed = None
+    if after is not None and isinstance(after[1], int):  # a journal row the journal has pruned since
+        resumed, after = after, (after[0], "")  # from its instant on, then _after_journal_row
+    influx_limit = None if arrived or resumed is not None else limit
+    from_influx = map(_padded, influx.readings(start_ns, stop_ns, node, after, influx_limit, with_extra=True))
     # The readings still in the journal, with their telemetry, then iter_kept_below for the ones
     # InfluxDB refused for good (kept in a table of their own, without telemetry).
     in_journal = _in_node_order(
@@ -285,18 +287,56 @@ def _old_rows(journal: Storage, influx: InfluxHistory, node, old, limit, arrived
     if after is not None:
         in_journal = (row for row in in_journal if (row[0], row[1]) > after)
         kept = (row for row in kept if (row[0], row[1]) > after)
-    previous = None
-    count = 0
     merged = heapq.merge(_ranked(in_journal, 0), _ranked(from_influx, 1), _ranked(kept, 2), key=lambda item: item[0])
+    rows = _each_once(merged, arrived)
+    if resumed is not None:
+        rows = _after_journal_row(journal, node, resumed, rows)
+    for count, row in enumerate(rows, 1):
+        yield row
+        if limit is not None and count >= limit:
+            return
+
+
+def _each_once(merged: Iterable[tuple], arrived: frozenset) -> Iterator[Row]:
+    """The rows of the merged sources, each reading once (the lower rank's copy), without ``arrived``."""
+    previous = None
     for (ts, name, _), row in merged:
         key = (ts, name)
         if key == previous or key in arrived:
             continue  # forwarded after the prune: in InfluxDB and still in the journal
         previous = key
         yield row
-        count += 1
-        if limit is not None and count >= limit:
-            return
+
+
+def _after_journal_row(journal: Storage, node, position: tuple[int, int], rows: Iterator[Row]) -> Iterator[Row]:
+    """``rows`` (the part below the horizon from the instant of ``position`` on, in ``(time, node)``
+    order) without the rows a reader had up to ``position``, a ``(time, id)`` of the journal's order
+    handed out before the journal pruned past it.
+
+    Of the rows of that instant, one the journal still holds was had when its id is at most the
+    position's. The ones it has pruned keep no id, but the service never gives two readings one
+    timestamp: when one pruned row is all the instant holds besides those, it is the position's own
+    row, and it was had. Only an older journal, with readings of several nodes at one instant, leaves
+    it open which of them were had: those come again (a row repeated beats a row lost)."""
+    ts, row_id = position
+    held = {row[1]: row[4] for rows_ in journal.iter_readings(node, ts, ts + 1, with_id=True) for row in rows_}
+    same, later = [], None
+    for row in rows:
+        if row[0] != ts:
+            later = row
+            break
+        same.append(row)
+    pruned = [row for row in same if row[1] not in held]
+    had_pruned = row_id not in held.values() and len(pruned) == 1  # the position's own row, pruned since
+    for row in same:
+        if row[1] in held:
+            if held[row[1]] > row_id:
+                yield row
+        elif not had_pruned:
+            yield row
+    if later is not None:
+        yield later
+        yield from rows
 
 
 def _ranked(rows: Iterable[Row], rank: int) -> Iterator[tuple]:

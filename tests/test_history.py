@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from tswarm.export import export_chunks
-from tswarm.history import HistoryUnavailable
-from tswarm.influx.query import V2History, flux
+from tswarm.history import Cursor, HistoryUnavailable, plan
+from tswarm.influx.query import InfluxHistory, V2History, flux
 from tswarm.storage import PRUNED_BEFORE, Storage, storage_for
 from tests.conftest import open_journal, register
 
@@ -177,3 +177,113 @@ def test_a_history_cursor_with_store_sqlite_resumes_at_its_instant(journal):
     _insert(journal, [(T0, "b", 1.0, 2.0), (T0, "a", 3.0, 4.0), (T0 + NS, "a", 5.0, 6.0)])
     text = "".join(export_chunks(journal, fmt="ndjson", after=(T0, "a")))
     assert [json.loads(line)["node"] for line in text.splitlines()] == ["b", "a", "a"]
+
+
+# -- InfluxDB answers that are not InfluxDB's, and cursors of rows the journal pruned since -----------
+
+
+def _fake_query(answer):
+    """A fake ``/query`` that streams ``answer``: a list of chunks (JSON values, or bytes as they are)."""
+
+    async def query(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for chunk in answer:
+            await response.write(chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode() + b"\n")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/query", query)
+    return app
+
+
+def _series_chunk(values, partial):
+    series = {"name": "climate", "columns": ["time", "temperature", "humidity", "node"], "values": values}
+    return {"results": [{"statement_id": 0, "series": [dict(series, partial=True) if partial else series],
+                         **({"partial": True} if partial else {})}]}
+
+
+@pytest.mark.parametrize("answer", [
+    [{}],  # a server that answers JSON to any path: read as a complete, empty answer before
+    [{"results": []}],
+    [[1, 2]],
+    [_series_chunk([["2026-11-25T09:46:40Z", 21.5, 40.0, "attic"]], False)],  # epoch=ns not honoured
+    [_series_chunk([[T0, "21.5", 40.0, "attic"]], False)],
+    [_series_chunk([[T0 + 20 * NS, 21.5, 40.0, "attic"]], False)],  # outside time < horizon
+    [_series_chunk([[T0 + NS, 21.5, 40.0, "attic"], [T0, 21.6, 40.0, "attic"]], False)],  # out of time order
+])
+async def test_an_answer_that_is_not_influxdbs_is_a_503_before_any_byte(aiohttp_server, make_client, answer):
+    fake = await aiohttp_server(_fake_query(answer))
+    client = await make_client(store="influxdb", influx_api="1", influx_url=str(fake.make_url("")).rstrip("/"))
+    with storage_for(_config(client)) as journal:
+        register(journal, "attic")
+        journal.add_readings([("attic", T0 + 10 * NS, 21.5, 40.0)])
+        journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
+    response = await client.get("/api/readings")
+    assert response.status == 503 and response.headers["Retry-After"]
+    body = await response.json()
+    assert body["error"] == "history_unavailable" and "an answer that is not InfluxDB's" in body["detail"]
+
+
+async def test_an_answer_that_turns_to_garbage_mid_way_cuts_the_body_with_one_log_line(
+    aiohttp_server, make_client, caplog
+):
+    good = [[T0 + i, 20.5, 50.0, "attic"] for i in range(ROWS_BEFORE_BREAK)]
+    fake = await aiohttp_server(_fake_query([_series_chunk(good, True), _series_chunk([["soon", None, 1, "attic"]], False)]))
+    client = await make_client(store="influxdb", influx_api="1", influx_url=str(fake.make_url("")).rstrip("/"))
+    with storage_for(_config(client)) as journal:
+        register(journal, "attic")
+        journal.set_meta(PRUNED_BEFORE, str(T0 + 10 * NS))
+    caplog.set_level("WARNING", logger="tswarm.readers")
+    response = await client.get("/api/readings")
+    assert response.status == 200  # the first rows were on their way
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    [record] = [r for r in caplog.records if r.name == "tswarm.readers"]
+    assert record.levelname == "WARNING" and record.exc_info is None  # one line, no traceback
+    assert "an answer that is not InfluxDB's" in record.getMessage()
+
+
+class _Stored(InfluxHistory):
+    """An InfluxDB that holds ``rows`` (every reading the journal forwarded), in time order."""
+
+    def __init__(self, rows):
+        self.rows = sorted(rows)
+
+    def _query(self, start_ns, stop_ns, node, with_extra=False):
+        for ts, name, t, h in self.rows:
+            if (start_ns is None or ts >= start_ns) and ts < stop_ns and node in (None, name):
+                yield (ts, name, t, h, None, None, None, None) if with_extra else (ts, name, t, h)
+
+
+def _page(journal, influx, after, limit):
+    with journal.snapshot():
+        page = plan(journal, influx, after=after, limit=limit)
+        text = "".join(export_chunks(journal, fmt="ndjson", influx=influx, page=page, after=after, limit=limit))
+    return [(json.loads(line)["time"][-12:-1], json.loads(line)["node"]) for line in text.splitlines()], page
+
+
+def test_a_cursor_of_a_row_pruned_since_resumes_after_it_or_repeats_only_a_shared_instant(journal):
+    """A page ends on a journal row; the journal then prunes past it. A row alone at its instant (as
+    the service stores them) is the one InfluxDB has there: the next page starts after it. Of
+    readings that share an instant (journals of before unique timestamps), which the reader had is
+    no longer known: they come again, none is lost."""
+    for name in ("a", "b", "c"):
+        register(journal, name)
+    rows = [(T0, "b", 1.0, 2.0), (T0, "a", 3.0, 4.0), (T0 + NS, "a", 5.0, 6.0), (T0 + 2 * NS, "c", 7.0, 8.0),
+            (T0 + 3 * NS, "b", 9.0, 10.0)]
+    _insert(journal, rows)
+    journal.mark_forwarded(journal.last_reading_id())
+    influx = _Stored(rows)
+    first, page = _page(journal, influx, None, 3)
+    assert first == [("0.000000000", "b"), ("0.000000000", "a"), ("1.000000000", "a")]
+    shared, _ = _page(journal, influx, Cursor(T0, 1, 0, 5), 2)  # after b of T0, in the (time, id) order
+    journal.prune_readings(T0 + 2 * NS + 1, up_to_id=journal.last_reading_id())  # a of T0 + 1 s, and c, go
+    assert journal.pruned_before() == T0 + 2 * NS + 1
+    rest, page = _page(journal, influx, page.resume, 10)
+    assert rest == [("2.000000000", "c"), ("3.000000000", "b")]  # not a of T0 + 1 s again
+    again, _ = _page(journal, influx, Cursor(T0, 1, 0, 5), 2)  # the cursor of before the prune
+    assert shared == [("0.000000000", "a"), ("1.000000000", "a")]
+    assert again == [("0.000000000", "a"), ("0.000000000", "b")]  # T0's instant again: a and b

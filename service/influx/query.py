@@ -23,6 +23,7 @@ import base64
 import contextlib
 import http.client
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,8 +31,9 @@ from itertools import groupby
 from typing import Iterable, Iterator, Optional
 
 from ..history import HistoryUnavailable
+from ..names import valid_node_name
 from ..storage.interface import EXTRA_FIELDS
-from ..timefmt import rfc3339
+from ..timefmt import MIN_NS, rfc3339
 from . import EXTRA_TYPES, MEASUREMENT, TAG_NODE, V1Endpoint, V2Endpoint, error_text
 
 QUERY_TIMEOUT_S = 30  # per connect and per read: a chunk of InfluxDB's answer may take that long
@@ -54,7 +56,7 @@ class InfluxHistory:
         :class:`HistoryUnavailable`."""
         if after is not None and (start_ns is None or after[0] > start_ns):
             start_ns = after[0]  # rows of that instant up to `after` are dropped below
-        rows = _in_node_order(self._query(start_ns, stop_ns, node, with_extra))
+        rows = _in_node_order(self._checked(self._query(start_ns, stop_ns, node, with_extra), start_ns, stop_ns, node))
         if after is not None:
             rows = (row for row in rows if (row[0], row[1]) > after)
         for count, row in enumerate(rows, 1):
@@ -65,6 +67,23 @@ class InfluxHistory:
     def _query(self, start_ns: Optional[int], stop_ns: int, node: Optional[str], with_extra: bool) -> Iterator[Row]:
         """The range's rows in time order (ties in any order)."""
         raise NotImplementedError
+
+    def _checked(self, rows: Iterable[Row], start_ns: Optional[int], stop_ns: int, node: Optional[str]) -> Iterator[Row]:
+        """``rows`` as asked for, or :class:`HistoryUnavailable`: in time order, within the range and of
+        ``node`` when given. An answer that is not (a proxy that ignores the query string, a server
+        that is not InfluxDB) would otherwise be merged into the export out of order, or as rows
+        that were never stored: it is an InfluxDB that cannot give the readings."""
+        low = MIN_NS if start_ns is None else start_ns
+        previous = low
+        for row in rows:
+            ts = row[0]
+            if not previous <= ts < stop_ns:
+                what = "out of time order" if low <= ts < stop_ns else f"outside the range asked for ({low} <= time < {stop_ns})"
+                raise self._unavailable(f"an answer that is not InfluxDB's: a point at {ts} {what}")
+            if node is not None and row[1] != node:
+                raise self._unavailable(f"an answer that is not InfluxDB's: a point of node {row[1]!r}, asked for {node!r}")
+            previous = ts
+            yield row
 
     def close(self) -> None:
         pass
@@ -88,8 +107,20 @@ def _in_node_order(rows: Iterable[Row]) -> Iterator[Row]:
 
 
 def _extra(values: Iterable) -> tuple:
-    """A point's telemetry as the journal holds it (JSON gives 3.0 as 3: vbat is made a float again)."""
-    return tuple(None if v is None else kind(v) for kind, v in zip(EXTRA_TYPES, values))
+    """A point's telemetry as the journal holds it (JSON gives 3.0 as 3: vbat is made a float again).
+    ValueError for a value no point of tswarm holds there (text, a boolean, a fraction in an integer field)."""
+    return tuple(None if v is None else _value(v, kind) for kind, v in zip(EXTRA_TYPES, values))
+
+
+def _value(value, kind: type = float):
+    """A field's value as ``kind`` (float: any finite number; int: a whole number), else ValueError:
+    ``float()`` would take ``True`` or ``"23"``, and ``int()`` would cut ``-61.5`` to ``-61``."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        if kind is float:
+            return float(value)
+        if type(value) is int:
+            return value
+    raise ValueError(f"{value!r} is not a {'number' if kind is float else 'whole number'}")
 
 
 def influxql(start_ns: Optional[int], stop_ns: int, node: Optional[str], with_extra: bool = False) -> str:
@@ -154,27 +185,51 @@ class V1History(InfluxHistory):
                 del pending[: end + 1]
 
     def _parse_chunk(self, line: bytes, with_extra: bool = False) -> tuple[list[Row], bool]:
-        """The rows of one JSON chunk (at most ``chunk_size``), and whether more chunks follow."""
+        """The rows of one JSON chunk (at most ``chunk_size``), and whether more chunks follow.
+
+        Anything but InfluxDB's own shape (``{"results": [{"statement_id": 0, "series": [...]}]}``,
+        times as integers of nanoseconds, fields as numbers) is :class:`HistoryUnavailable`: a
+        ``{}`` from a server that is not InfluxDB would otherwise read as a complete, empty answer."""
         try:
             chunk = json.loads(line)
         except ValueError:
             raise self._unavailable(f"an answer that is not JSON: {line[:200]!r}") from None
-        if "error" in chunk:
+        if isinstance(chunk, dict) and "error" in chunk:
             raise self._unavailable(chunk["error"])
+        try:
+            return self._chunk_rows(chunk, with_extra)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise self._unavailable(
+                f"an answer that is not InfluxDB's ({type(exc).__name__}: {exc}): {line[:200]!r}"
+            ) from None
+
+    def _chunk_rows(self, chunk, with_extra: bool) -> tuple[list[Row], bool]:
+        results = chunk["results"]
+        if not isinstance(results, list) or not results:
+            raise ValueError("no results")
         rows, partial = [], False
-        for result in chunk.get("results", ()):
+        for result in results:
             if "error" in result:
                 raise self._unavailable(result["error"])
-            partial = partial or bool(result.get("partial"))
+            if "statement_id" not in result:
+                raise ValueError("a result without its statement_id")
+            partial = partial or result.get("partial") is True
             for series in result.get("series", ()):
                 columns = series["columns"]
                 t, temperature, humidity, name = (columns.index(c) for c in ("time", "temperature", "humidity", TAG_NODE))
                 extra = [columns.index(c) if c in columns else None for c in EXTRA_FIELDS] if with_extra else []
                 for values in series.get("values", ()):
-                    if values[temperature] is None or values[humidity] is None:
-                        continue  # not a point tswarm wrote (those always have both fields)
+                    if len(values) != len(columns):
+                        raise ValueError(f"a row of {len(values)} values for {len(columns)} columns")
+                    ts, node = values[t], values[name]
+                    if type(ts) is not int:
+                        raise ValueError(f"the time {ts!r} is not an integer of nanoseconds")
+                    if values[temperature] is None or values[humidity] is None or node is None:
+                        continue  # not a point tswarm wrote (those always have both fields and the node tag)
+                    if not isinstance(node, str) or not valid_node_name(node):
+                        raise ValueError(f"{node!r} is not a node's name")
                     # JSON has no float type: 23.0 arrives as 23; the journal's REAL reads back as 23.0.
-                    row = (values[t], values[name], float(values[temperature]), float(values[humidity]))
+                    row = (ts, node, _value(values[temperature]), _value(values[humidity]))
                     if with_extra:
                         row += _extra(None if i is None else values[i] for i in extra)
                     rows.append(row)
@@ -251,8 +306,16 @@ class V2History(InfluxHistory):
                 except Exception as exc:
                     raise self._unavailable(f"the answer broke off ({_exception_text(exc)})") from None
                 values = record.values
-                row = values["ts"], values[TAG_NODE], float(values["temperature"]), float(values["humidity"])
-                yield row + _extra(values.get(f) for f in EXTRA_FIELDS) if with_extra else row
+                try:
+                    ts, name = values["ts"], values[TAG_NODE]
+                    if type(ts) is not int or not isinstance(name, str) or not valid_node_name(name):
+                        raise ValueError(f"the time {ts!r} and node {name!r} of a record")
+                    row = ts, name, _value(values["temperature"]), _value(values["humidity"])
+                    if with_extra:
+                        row += _extra(values.get(f) for f in EXTRA_FIELDS)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise self._unavailable(f"an answer that is not InfluxDB's ({type(exc).__name__}: {exc})") from None
+                yield row
 
     def close(self) -> None:
         if self._client is not None:

@@ -153,8 +153,44 @@ def test_a_cursor_from_before_the_prune_resumes_where_it_was(history):
     status, _, body = api(history["service"], cursor=history["stale_cursor"])
     assert status == 200
     rows = history["before"]["all"].split("\r\n")
-    # The row was pruned, and with it which node it was: its instant comes again (never a row lost).
-    assert body == "\r\n".join(rows[:1] + rows[3:])  # header, then the 3rd reading on
+    # The row was pruned, and with it which node it was; but no other reading has its instant, so it
+    # is the one InfluxDB has there: neither it nor any other comes again, none is lost.
+    assert body == "\r\n".join(rows[:1] + rows[4:])  # header, then the 4th reading on
+
+
+@pytest.mark.parametrize("limit, ahead", [(1, 1), (2, 2), (5, 1)])
+def test_paging_while_the_pruner_moves_the_horizon_past_each_cursor(tmp_path, influxdb1, limit, ahead):
+    """After every page the journal prunes past the row the page ended on (and ``ahead`` rows more),
+    so each cursor names a row the journal no longer holds: the pages still join up to the export of
+    before, every row once, in order, the moved rows now streamed from InfluxDB."""
+    data_dir = tmp_path / "data"
+    env = influx1_env(data_dir, influxdb1, influxdb1.new_database())
+    for name in NODES:
+        add_node(data_dir, name, PASSWORD, env=env)
+    config = Config(store="influxdb", journal_retention=1)
+    with ServiceProcess(data_dir, env=env) as service:
+        statuses = [send(service, name, data, **(TELEMETRY[i % len(TELEMETRY)] if name == "attic" else {}))
+                    for i, data in enumerate(VALUES[:4]) for name in NODES]
+        assert statuses == [202] * 12
+        wait_forwarded(service)
+        before = api(service)[2]
+        with open_storage(data_dir) as journal:
+            stamps = [ts for batch in journal.iter_readings() for ts, *_ in batch]
+        text, cursor, delivered, horizons = "", None, 0, []
+        while True:
+            status, headers, body = api(service, limit=limit, **({"cursor": cursor} if cursor else {}))
+            assert status == 200, body
+            text += body if cursor is None else body.split("\r\n", 1)[1]
+            delivered += body.count("\r\n") - 1
+            cursor = headers.get("X-Next-Cursor")
+            if cursor is None:
+                break
+            prune_to = min(delivered + ahead, len(stamps) - 1)  # past the page's last row, never the newest
+            with open_storage(data_dir) as journal:
+                prune(journal, config, now_ns=stamps[prune_to] + 10**9)
+                horizons.append(journal.pruned_before())
+    assert text == before and delivered == 12
+    assert horizons == sorted(horizons) and horizons[0] == stamps[min(limit + ahead, 11) - 1] + 1
 
 
 def test_influxdb_down_fails_clearly_for_pruned_ranges_only(history, tmp_path):
