@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import click
 
@@ -437,6 +437,7 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
             out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
         except OSError as exc:
             raise click.ClickException(f"{where}: cannot be written ({exc.strerror or exc})") from None
+        cut = _removing_a_cut_export(output)
         show = _show_progress(output)
         # With readings pruned from the journal (store=influxdb), or a cursor, the total is not known up front.
         pruned = influx is not None and journal.pruned_before() is not None
@@ -460,11 +461,12 @@ def export(node_name, start, stop, fmt, output, cursor_file, data_dir):
             sys.stderr.close()  # `tswarm export | head`: stop quietly
             return
         except HistoryUnavailable as exc:
-            raise click.ClickException(str(exc)) from None  # one line on standard error, exit 1
+            raise click.ClickException(f"{exc}{cut(out)}") from None  # one line on standard error, exit 1
         except OSError as exc:  # a full disk, an I/O error: one line, and no cursor written
             if not output:
                 _discard_stdout()
-            raise click.ClickException(f"{where}: the export could not be written ({exc.strerror or exc})") from None
+            raise click.ClickException(
+                f"{where}: the export could not be written ({exc.strerror or exc}){cut(out)}") from None
         finally:
             if output and not out.closed:
                 with contextlib.suppress(OSError):
@@ -484,6 +486,25 @@ def _discard_stdout() -> None:
     flush raises nothing (Python's advice for a closed pipe)."""
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _removing_a_cut_export(output: Optional[Path]) -> Callable:
+    """``cut(out)``: after an export to ``output`` failed midway, removes the file when it is a regular
+    one (part of an export must not pass for the whole), and says so, as the end of the error line."""
+    regular = output is not None and Path(output).is_file()
+
+    def cut(out) -> str:
+        if not regular:
+            return ""
+        with contextlib.suppress(OSError):
+            out.close()
+        try:
+            Path(output).unlink()
+        except OSError:
+            return f"; {output} holds part of the export only"
+        return f"; {output} was removed (it held part of the export)"
+
+    return cut
 
 
 def read_cursor_file(path: Optional[Path]) -> Optional[str]:

@@ -70,3 +70,27 @@ def test_disk_full_gets_503_with_retry_after_and_recovers_when_space_is_freed(tm
         print(f"disk full: {acked} acked, {refused} refused with 503, 0 lost")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_an_export_to_a_file_the_disk_cannot_hold_is_removed_and_says_so(tmp_path):
+    """`tswarm export -o FILE` onto a file system that fills midway (8 KB of a 15 KB export written):
+    one error line, exit 1, and the file that held part of the export is gone (before: it stayed, and
+    a short CSV passes for a whole one)."""
+    data_dir = tmp_path / "data"
+    add_node(data_dir, "n1", PW)
+    with ServiceProcess(data_dir, log_path=tmp_path / "serve.log") as service:
+        for _ in range(300):
+            assert put(service, "n1", "21.5 40.5", method="POST")[0] == 202
+    assert len(run_cli(data_dir, "export").stdout) > 12 * 1024
+    mount = tmp_path / "small"
+    tmpfs_mount(mount, "8k")
+    try:
+        output = mount / "readings.csv"
+        proc = run_cli(data_dir, "export", "-o", str(output), check=False)
+        assert proc.returncode == 1, proc
+        assert proc.stderr.strip().splitlines() == [
+            f"Error: -o {output}: the export could not be written (No space left on device);"
+            f" {output} was removed (it held part of the export)"], proc.stderr
+        assert not output.exists()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
