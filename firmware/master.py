@@ -26,7 +26,7 @@
 #     header   "7 nodes 2!   1/2": registered nodes, how many are not ok, page k of n;
 #              in inverse video instead when something fails: "no wifi 5m", "no service 12s",
 #              "login 401 3m", "no right 403 1m", "HTTP 500 2m", "busy 503 4s", "bad JSON 1m",
-#              "no memory 10s", "reading 503 1m" (its own PUT), "sensor fail 3m"
+#              "bad answer 2s" (no HTTP), "no memory 10s", "reading 503 1m" (its own PUT), "sensor fail 3m"
 #     a node   "?attic   21.5 40": a mark, the name (as much as fits), temperature, humidity
 #
 #     mark     ' ' ok, '?' late, '!' silent, 'H' halted, '-' never sent a reading; drawn in
@@ -60,8 +60,12 @@ _LOW = const(1)  # flags: battery low
 _MAX_NODES = const(100)  # nodes kept for the pages (1.7 KB); the header still counts them all
 _RETRY_S = const(30)  # after a failed refresh, at most this long until the next
 _PAGE_S = const(5)
+_MAX_BODY = const(4096)  # of a page's answer (7 nodes are about 1.3 KB): more is never read
+_BOUND_S = const(90)  # a refresh at most this long once Wi-Fi is joined: requests' timeout bounds
+# each socket read, not an answer trickled a byte at a time; past it the board resets (_overdue)
 
 _UNREACHABLE = ("cannot reach", "the service")
+_HELLO = ("tswarm master", "joining Wi-Fi")
 MARKS = {"ok": " ", "late": "?", "silent": "!", "halted": "H", "never": "-"}
 
 # what the screen shows; set by run(), read by draw()
@@ -74,6 +78,8 @@ troubleMs = 0  # for how long (ms, summed tick by tick: no wrap-around)
 body = None  # lines shown instead of nodes (no summary yet, or refused)
 lowest = None  # the least free heap seen while drawing (gc.mem_free, logged with each refresh)
 drawn = 0  # the most a drawing allocated (bytes)
+guard = None  # the Timer of _BOUND_S, and what _overdue draws with (a module global: see node.bound)
+on = None
 
 
 def age(ms):
@@ -139,8 +145,9 @@ def nodeLine(n):
     # A node of the summary as (16 characters, flags): mark, name (cut to fit), temperature, humidity.
     t = n.get("temperature")
     h = n.get("humidity")
-    ts = "%.1f" % t if isinstance(t, (int, float)) else "--"
-    hs = "%d" % round(h) if isinstance(h, (int, float)) else "--"
+    # a number out of any sensor's range (1e999, nan) is unknown: round(inf) would raise
+    ts = "%.1f" % t if isinstance(t, (int, float)) and -1000 < t < 1000 else "--"
+    hs = "%d" % round(h) if isinstance(h, (int, float)) and -1000 < h < 1000 else "--"
     if len(ts) > 5:
         ts = "%d" % round(t)
     values = "%5s%3s" % (ts, hs) if len(hs) < 3 else "%5s %s" % (ts, hs)
@@ -169,6 +176,8 @@ def failed(what, message=None):
     if trouble != what:
         trouble = what
         troubleMs = 0
+    if message is None and body is _HELLO:  # Wi-Fi is joined: say so no more
+        message = ("no summary yet",)
     if message is not None and not shown:
         body = message
     return False
@@ -189,9 +198,11 @@ def fetchPage(node, svconf, offset, limit):
         response = node.request("GET", local + path, headers)
     try:
         status = response.status_code
-        content = response.content
+        content = response.raw.read(_MAX_BODY + 1)  # bounded: a huge answer is no page of ours
     finally:
         response.close()
+    if len(content) > _MAX_BODY:
+        return status, None, None
     try:
         answer = json.loads(content)
     except ValueError:
@@ -228,7 +239,7 @@ def readSwarm(node, config, lines):
             return failed("bad JSON")
         nodes = answer.get("nodes")
         count = answer.get("total")
-        if not isinstance(nodes, list) or not isinstance(count, int):
+        if not isinstance(nodes, list) or not isinstance(count, int) or count < 0:
             return failed("bad JSON")
         if offset == 0:
             total = count
@@ -243,7 +254,7 @@ def readSwarm(node, config, lines):
                 rows = None
                 gc.collect()
                 rows = bytearray(keepRows * _ROW)
-            shown = 0
+                shown = 0  # else the nodes of a page that fails below stay as last read
         got = len(nodes)
         for n in nodes:
             if offset >= len(rows) // _ROW:
@@ -290,6 +301,7 @@ def refresh(node, config, state, lines):
         if sta is None:
             node.showColour(modules, "red")
             return failed("no wifi", ("Wi-Fi: none of", "netconf.ssid", "answers"))
+    arm(node)
     problem = None
     if hasSensor(node, modules):
         try:
@@ -300,16 +312,23 @@ def refresh(node, config, state, lines):
                 problem = "reading %d" % status
             else:
                 state["yes"] = True
-        except OSError as exc:
+        except MemoryError:
+            raise
+        except Exception as exc:
             node.log("reading not sent:", repr(exc))
-            node.showColour(modules, "red")
-            return failed("no service", _UNREACHABLE)
+            if isinstance(exc, OSError):
+                node.showColour(modules, "red")
+                return failed("no service", _UNREACHABLE)
+            problem = "bad answer"  # no HTTP (requests' ValueError): the summary may still come
         gc.collect()
     try:
         good = readSwarm(node, config, lines)
-    except OSError as exc:  # unreachable, refused, timed out
+    except MemoryError:
+        raise
+    except Exception as exc:
         node.log("swarm not read:", repr(exc))
-        good = failed("no service", _UNREACHABLE)
+        # unreachable, refused, timed out; else an answer that is no HTTP (a garbled status line)
+        good = failed("no service", _UNREACHABLE) if isinstance(exc, OSError) else failed("bad answer")
     if good:
         state["yes"] = True
         if problem:
@@ -318,6 +337,38 @@ def refresh(node, config, state, lines):
             trouble = None
     node.showColour(modules, "off" if good else "red")
     return good
+
+
+def arm(node):
+    # The refresh's bound (_BOUND_S), as node.bound does for a wake; run() disarms it. Never raises.
+    global guard
+    try:
+        import machine
+
+        if guard is None:
+            guard = machine.Timer(0 if node.port() == "esp32" else -1)
+        guard.init(mode=machine.Timer.ONE_SHOT, period=_BOUND_S * 1000, callback=_overdue)
+    except Exception as exc:
+        node.log("timer:", repr(exc))
+
+
+def disarm():
+    try:
+        guard.deinit()
+    except Exception:  # None: no timer
+        pass
+
+
+def _overdue(timer):
+    # A refresh stuck past _BOUND_S (a trickled answer): shown, then a reset starts the master again
+    node, display, lines = on
+    node.log("refresh took over", _BOUND_S, "s: the service trickles its answer; restarting")
+    failed("no service", _UNREACHABLE)
+    try:
+        draw(display, lines, 0, 1)
+    except Exception:
+        pass
+    _reset(node)
 
 
 def header(page, pages):
@@ -404,7 +455,7 @@ def _switched(node):
 def run(node, config):
     # The master's loop; returns (None: the loader then deep-sleeps) only when the screen cannot be
     # used. Never raises an Exception (a KeyboardInterrupt from mpremote still does).
-    global troubleMs, body, trouble
+    global troubleMs, body, trouble, on
     modules = config["modules"]
     node.showColour(modules, "off")
     settings = screenSettings(node, modules)
@@ -414,7 +465,7 @@ def run(node, config):
     lines = settings[3] // 8 - 1
     pageMs = settings[6] * 1000
     onTrial = "trial" in (node.STATE or {})
-    body = ("tswarm master", "joining Wi-Fi")
+    body = _HELLO
     state = {}
     page = 0
     due = 0  # ms until the next refresh
@@ -426,6 +477,7 @@ def run(node, config):
         return None
     while True:
         if due <= 0:
+            on = (node, display, lines)
             try:
                 good = refresh(node, config, state, lines)
             except MemoryError:
@@ -433,6 +485,7 @@ def run(node, config):
             except Exception as exc:
                 node.log("refresh failed:", repr(exc))
                 good = failed("error")
+            disarm()
             gc.collect()
             interval = node.sleepSeconds(config)
             due = (interval if good else min(interval, _RETRY_S)) * 1000

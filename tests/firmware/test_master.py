@@ -28,6 +28,7 @@ from tests.servers import ServiceProcess, basic, request, run_cli
 
 from .board import HERE, RunningBoard, boot, install, install_files, screen_path
 from .capture import RecordingRelay
+from .peer import Peer, Trickle, http
 from .screen import Text, read_panel, read_text, save_png
 
 pytestmark = pytest.mark.integration
@@ -403,3 +404,112 @@ def test_drawing_fits_in_a_small_heap(service, tmp_path):
     assert len(figures) >= 2
     for free, lowest, drawing in figures:
         assert drawing < 4096 and lowest > 16384, figures
+
+
+# -- a hostile network: scripted peers (peer.py) answer what the real service never does --------------
+
+
+def summary_pages(count: int, page_status=None):
+    """A peer's answer: the summary of ``count`` nodes (n01, n02, ...), the page the request asks for;
+    ``page_status(offset)`` may give another status for a page (None: 200)."""
+    def answer(request):
+        query = dict(part.split("=") for part in request.path.split("?", 1)[1].split("&"))
+        offset, limit = int(query["offset"]), int(query["limit"])
+        status = page_status(offset) if page_status else None
+        if status:
+            return http(status, {"error": "busy", "detail": "later"})
+        nodes = [{"name": f"n{i:02d}", "health": "ok", "age": 5, "temperature": 20.0 + i, "humidity": 40.0,
+                  "vbat": None, "low": None} for i in range(1, count + 1)][offset:offset + limit]
+        return http(200, {"total": count, "offset": offset, "sleep": 10, "counts": {"ok": count}, "nodes": nodes})
+    return answer
+
+
+def peer_master(tmp_path: Path, peer, sensor: bool = False) -> Path:
+    xauth = base64.b64encode(f"hall:{PASSWORD}".encode()).decode()
+    return flash(tmp_path, master_config({"url": f"{peer.url}/api/nodes/hall", "login": "hall", "xauth": xauth},
+                                         sensor=sensor))
+
+
+HUGE = {"total": 1, "offset": 0, "sleep": 10, "counts": {"ok": 1}, "nodes": [], "pad": "x" * 200_000}
+
+
+@pytest.mark.parametrize("answer, shows", [
+    # no HTTP at all: was "error", under "joining Wi-Fi" (requests' ValueError escaped the refresh)
+    (lambda r: b"garbage\r\n\r\n", "bad answer"),
+    (lambda r: b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n{}", "bad answer"),
+    # a body of 200 KB is not read (it was, whole: a MemoryError on a board's 30 KB heap)
+    (lambda r: http(200, HUGE), "bad JSON"),
+    # a negative total was a bytearray of negative size: "no memory"
+    (lambda r: http(200, {"total": -5, "offset": 0, "sleep": 10, "counts": {}, "nodes": []}), "bad JSON"),
+    (lambda r: http(404, {"error": "not_found", "detail": "x"}), "HTTP 404"),
+    (lambda r: http(423, {"error": "halted", "detail": "x"}), "HTTP 423"),
+    (lambda r: http(500, b"<html>oops</html>"), "HTTP 500"),
+    (lambda r: http(503, {"error": "journal_unavailable", "detail": "x"}, ("Retry-After: 30",)), "busy 503"),
+], ids=["garbage", "header-without-colon", "huge-body", "negative-total", "404", "423", "500", "503"])
+def test_a_hostile_answer_is_shown_in_the_header_and_the_master_keeps_trying(tmp_path, answer, shows):
+    with Peer(answer) as peer:
+        board = peer_master(tmp_path, peer)
+        with RunningBoard(board, {**HOME, **OLED_64, "heap": "112k"}) as running:
+            text = wait_screen(running, board, lambda t: header(t).startswith(shows))
+            running.wait_for("next in 10 s")  # min(sleep, 30): netconf.sleep here
+    assert re.fullmatch(re.escape(shows) + r" \d+s *", header(text)) and text.inverse[0] == "#" * 16
+    assert text.lines[1] == "no summary yet  "  # Wi-Fi is joined: no longer "joining Wi-Fi"
+    assert "Traceback" not in running.output and "refresh failed" not in running.output, running.output
+
+
+def test_values_no_sensor_has_are_unknown_not_a_failed_refresh(tmp_path):
+    """A humidity of 1e999 (inf in MicroPython's json) made round() raise: the refresh failed ("error")."""
+    doc = {"total": 1, "offset": 0, "sleep": 10, "counts": {"ok": 1}, "nodes": [
+        {"name": "attic", "health": "ok", "age": 5, "temperature": -1e300, "humidity": 1e300, "vbat": None,
+         "low": None}]}
+    body = json.dumps(doc).replace("1e+300", "1e999").encode()
+    with Peer(lambda r: http(200, body)) as peer:
+        board = peer_master(tmp_path, peer)
+        with RunningBoard(board, {**HOME, **OLED_64}) as running:
+            text = wait_screen(running, board, lambda t: "attic" in str(t))
+    assert text.lines[:2] == ["1 node ok       ", " attic     -- --"]
+    assert "Traceback" not in running.output and "refresh failed" not in running.output
+
+
+def test_a_later_page_failing_leaves_every_node_as_last_read(tmp_path):
+    """The second page (offset 7) of a later refresh gets a 503: nodes 8 to 10 had gone from the screen
+    (the count of nodes shown was reset with the first page), and their page with them."""
+    fail = []
+    with Peer(summary_pages(10, lambda offset: 503 if fail and offset == 7 else None)) as peer:
+        board = peer_master(tmp_path, peer)
+        with RunningBoard(board, {**HOME, **OLED_64}) as running:
+            wait_screen(running, board, lambda t: t.lines[0] == "10 nodes ok  2/2")
+            fail.append(True)
+            busy = wait_screen(running, board, lambda t: header(t).startswith("busy 503") and header(t).endswith("2/2"),
+                               timeout=40)
+    assert busy.lines[1:4] == [" n08     28.0 40", " n09     29.0 40", " n10     30.0 40"]
+    assert "Traceback" not in running.output
+
+
+def test_garbage_to_its_own_reading_still_shows_the_swarm(tmp_path):
+    """A master with a sensor whose PUT gets no HTTP: it was "error", and the summary not read at all."""
+    pages = summary_pages(2)
+    with Peer(lambda r: b"garbage\r\n\r\n" if r.method == "PUT" else pages(r)) as peer:
+        board = peer_master(tmp_path, peer, sensor=True)
+        with RunningBoard(board, {**HOME, **OLED_64, "temperature": 21.0, "humidity": 50.0}) as running:
+            text = wait_screen(running, board, lambda t: header(t).startswith("bad answer") and "n02" in str(t))
+    assert text.lines[1:3] == [" n01     21.0 40", " n02     22.0 40"]
+    assert "Traceback" not in running.output and "refresh failed" not in running.output
+
+
+def test_an_answer_trickled_a_byte_at_a_time_ends_the_refresh_and_the_board_resets(tmp_path):
+    """Each socket read times out after 10 s, but a header line every second never does: the master
+    hung for ever, its screen saying "0 nodes ok". Now the refresh's 90 s bound (a one-shot Timer, run
+    20 times faster here) shows the trouble and resets the board."""
+    trickle = Trickle(b"HTTP/1.1 200 OK\r\n", b"X-A: b\r\n", every=0.5)
+    with Peer(lambda r: trickle) as peer:
+        board = peer_master(tmp_path, peer)
+        with RunningBoard(board, {**HOME, **OLED_64, "timer_scale": 0.05}) as running:
+            running.wait_for("refresh took over 90 s")
+            text = wait_screen(running, board, lambda t: header(t).startswith("no service"))
+            time.sleep(0.5)
+            events = running.events
+    assert {"event": "timer", "id": -1, "mode": "one_shot", "period": 90_000} in events
+    assert [e["event"] for e in events][-2:] == ["timer_fired", "reset"]
+    assert text.inverse[0] == "#" * 16 and text.lines[1:3] == ["cannot reach    ", "the service     "]
+    assert "Traceback" not in running.output
