@@ -130,7 +130,7 @@ def migrate(
             try:
                 with source.dump(batch) as dump:
                     try:
-                        dump = _carry(source, target, dump, token)
+                        dump = _with_read_token(dump, token)
                         if on_start is not None:
                             on_start(dump.counts)
                         counts = engine.load(target.address, dump, on_rows)
@@ -166,21 +166,12 @@ def _read_token_to_carry(config: Config, target: Target) -> Optional[str]:
         raise MigrateError(f"cannot read the read token: {exc}; nothing was copied, {target.shown} is as it was") from None
 
 
-def _carry(source: Storage, target: Target, dump: JournalDump, token: Optional[str]) -> JournalDump:
-    """``dump`` with what goes along besides the engines' own dump: the read token (as meta, unless the
-    journal keeps one there already) and, into PostgreSQL, the alerts' state and outbox (an alert not
-    yet delivered must not be lost, nor a node quiet before the move be alerted again after it)."""
-    alerts = {name: getattr(dump, name) for name in ("alert_states", "alerts") if hasattr(dump, name)}
-    if token is not None and dump.counts.get(READ_TOKEN) is None:
-        meta = tuple(sorted(dump.counts.meta + ((READ_TOKEN, token),)))
-        dump = dataclasses.replace(dump, counts=dataclasses.replace(dump.counts, meta=meta))
-    for name, rows in alerts.items():
-        setattr(dump, name, rows)
-    if target.postgres and not alerts and getattr(source, "conn", None) is not None:
-        from .storage.postgres.dump import alert_rows
-
-        alert_rows(source.conn, dump)  # SQLite: its one connection, inside the dump's read transaction
-    return dump
+def _with_read_token(dump: JournalDump, token: Optional[str]) -> JournalDump:
+    """``dump`` with the data dir's read token as a meta value (unless the journal keeps one already)."""
+    if token is None or dump.counts.get(READ_TOKEN) is not None:
+        return dump
+    meta = tuple(sorted(dump.counts.meta + ((READ_TOKEN, token),)))
+    return dataclasses.replace(dump, counts=dataclasses.replace(dump.counts, meta=meta))
 
 
 def _move_read_token(config: Config, target: Target, counts: JournalCounts, carried: Optional[str]) -> str:

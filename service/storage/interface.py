@@ -243,6 +243,8 @@ BUNDLE_COLUMNS = ("version", "created_at")
 BUNDLE_FILE_COLUMNS = ("version", "name", "sha256", "content")  # content: bytes
 READING_COLUMNS = ("id", "node_id", "ts", "temperature", "humidity", *EXTRA_FIELDS, "boot", "seq")
 REJECTED_COLUMNS = ("reading_id", "node", "ts", "temperature", "humidity", "reason", "rejected_at")
+ALERT_STATE_COLUMNS = ("node", "health", "battery", "changed_at")  # the alerts room: each node's judged state
+ALERT_COLUMNS = ("id", "node", "event", "body", "created_at", "attempts", "last_error", "delivered_at")  # its outbox
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,8 @@ class JournalDump:
     readings: Iterable[list[tuple]]
     bundles: list[tuple] = ()  # BUNDLE_COLUMNS rows
     bundle_files: list[tuple] = ()  # BUNDLE_FILE_COLUMNS rows (a few hundred KB at most: in memory)
+    alert_states: list[tuple] = ()  # ALERT_STATE_COLUMNS rows: a move keeps what each node was judged
+    alerts: list[tuple] = ()  # ALERT_COLUMNS rows, delivered or not: an alert not yet delivered is not lost
 
     @property
     def meta(self) -> dict[str, str]:

@@ -8,7 +8,8 @@ from dataclasses import fields
 from typing import Any
 
 from .interface import (
-    BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS, READING_COLUMNS, REJECTED_COLUMNS, JournalCounts,
+    ALERT_COLUMNS, ALERT_STATE_COLUMNS, BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS, READING_COLUMNS,
+    REJECTED_COLUMNS, JournalCounts,
 )
 
 NODES = ", ".join(NODE_COLUMNS)
@@ -16,6 +17,8 @@ BUNDLES = ", ".join(BUNDLE_COLUMNS)
 BUNDLE_FILES = ", ".join(BUNDLE_FILE_COLUMNS)
 READINGS = ", ".join(READING_COLUMNS)
 REJECTED = ", ".join(REJECTED_COLUMNS)
+ALERT_STATES = ", ".join(ALERT_STATE_COLUMNS)
+ALERTS = ", ".join(ALERT_COLUMNS)
 
 # Plain SQL both engines read alike (``halted`` and ``display`` are integers in SQLite, booleans in
 # PostgreSQL: ``WHERE halted`` is true for 1 and for true).
@@ -35,6 +38,15 @@ def journal_counts(conn: Any) -> JournalCounts:
     *row, bundles, bundle_files, display = (int(n) for n in conn.execute(COUNTS).fetchone())
     meta = tuple((key, value) for key, value in conn.execute(META).fetchall())
     return JournalCounts(*row, meta=tuple(sorted(meta)), bundles=bundles, bundle_files=bundle_files, display=display)
+
+
+def alert_rows(conn: Any) -> dict[str, list[tuple]]:
+    """The alerts' state and outbox as of the caller's transaction on ``conn`` (either engine's: the
+    tables and columns are alike), as :class:`JournalDump`'s ``alert_states`` and ``alerts``."""
+    return {
+        "alert_states": [tuple(r) for r in conn.execute(f"SELECT {ALERT_STATES} FROM alert_states ORDER BY node")],
+        "alerts": [tuple(r) for r in conn.execute(f"SELECT {ALERTS} FROM alerts ORDER BY id")],
+    }
 
 
 def differences(copy: JournalCounts, source: JournalCounts) -> str:

@@ -19,7 +19,9 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import psycopg
 
 from ..interface import JournalCounts, JournalDump, StorageUnusable
-from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, differences, journal_counts
+from ..moving import (
+    ALERT_STATES, ALERTS, BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, alert_rows, differences, journal_counts,
+)
 from .connection import FAILURES, Connections, connect, redact, scrub, unavailable
 from .schema import MIGRATION_LOCK, upgrade
 
@@ -29,11 +31,6 @@ from .schema import MIGRATION_LOCK, upgrade
 JOURNAL_TABLES = ("alert_states", "alerts", "bundle_files", "bundles", "meta", "nodes", "readings", "rejected",
                   "schema_version")
 
-# The alerts room (both engines' tables alike): each node's judged state, and the outbox with every
-# alert, delivered or not. A move carries them, so an alert not yet delivered is not lost and a node
-# quiet before the move is not alerted again after it.
-ALERT_STATES = "node, health, battery, changed_at"
-ALERTS = "id, node, event, body, created_at, attempts, last_error, delivered_at"
 ALERT_STATE_TYPES = ("text", "text", "text", "int8")
 ALERT_TYPES = ("int8", "text", "text", "text", "int8", "int4", "text", "int8")
 
@@ -52,16 +49,15 @@ class DumpRoom(Connections):
         with self.snapshot(), self._connection() as conn:
             counts = journal_counts(conn)
             nodes = conn.execute(f"SELECT {NODES} FROM nodes ORDER BY id").fetchall()
-            dump = JournalDump(
+            yield JournalDump(
                 counts,
                 nodes,
                 rejected=self._stream(f"SELECT {REJECTED} FROM rejected ORDER BY reading_id", [], batch),
                 readings=self._stream(f"SELECT {READINGS} FROM readings ORDER BY id", [], batch),
                 bundles=conn.execute(f"SELECT {BUNDLES} FROM bundles ORDER BY version").fetchall(),
                 bundle_files=conn.execute(f"SELECT {BUNDLE_FILES} FROM bundle_files ORDER BY version, name").fetchall(),
+                **alert_rows(conn),
             )
-            alert_rows(conn, dump)
-            yield dump
 
     @classmethod
     def load(
@@ -90,7 +86,7 @@ class DumpRoom(Connections):
                 _copy(conn, "bundle_files", BUNDLE_FILES, BUNDLE_FILE_TYPES, [dump.bundle_files])
                 _copy(conn, "rejected", REJECTED, REJECTED_TYPES, dump.rejected)
                 _copy(conn, "readings", READINGS, READING_TYPES, dump.readings, on_rows)
-                states, alerts = getattr(dump, "alert_states", []), getattr(dump, "alerts", [])
+                states, alerts = list(dump.alert_states), list(dump.alerts)
                 _copy(conn, "alert_states", ALERT_STATES, ALERT_STATE_TYPES, [states])
                 _copy(conn, "alerts", ALERTS, ALERT_TYPES, [alerts])
                 # nodes.id and alerts.id are identities: the next `node add` and the next alert take
@@ -115,15 +111,6 @@ class DumpRoom(Connections):
         finally:
             conn.close()
         return counts
-
-
-def alert_rows(conn, dump: JournalDump) -> JournalDump:
-    """Put the alerts' state and outbox (as of the caller's snapshot on ``conn``: a psycopg or an sqlite3
-    connection, the tables and columns are alike) on ``dump``, as ``dump.alert_states`` and
-    ``dump.alerts``, for :meth:`DumpRoom.load`; ``dump``."""
-    dump.alert_states = [tuple(r) for r in conn.execute(f"SELECT {ALERT_STATES} FROM alert_states ORDER BY node").fetchall()]
-    dump.alerts = [tuple(r) for r in conn.execute(f"SELECT {ALERTS} FROM alerts ORDER BY id").fetchall()]
-    return dump
 
 
 def _copy(

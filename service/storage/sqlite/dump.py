@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional, Union
 
 from ..interface import JournalCounts, JournalDump, StorageUnusable
 from ..interface import BUNDLE_COLUMNS, BUNDLE_FILE_COLUMNS, NODE_COLUMNS, READING_COLUMNS, REJECTED_COLUMNS
-from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, differences, journal_counts
+from ..moving import BUNDLE_FILES, BUNDLES, NODES, READINGS, REJECTED, alert_rows, differences, journal_counts
 from .schema import DB_FILENAME, check_data_dir, open_connection, snapshot, transaction
 
 
@@ -56,6 +56,7 @@ class DumpRoom:
                     (*row[:3], bytes(row[3]))
                     for row in self.conn.execute(f"SELECT {BUNDLE_FILES} FROM bundle_files ORDER BY version, name")
                 ],
+                **alert_rows(self.conn),
             )
 
     @classmethod
